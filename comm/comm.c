@@ -1,0 +1,120 @@
+// comm.c — MPI initialisation, topology discovery, abort hook and small collectives.
+#include "comm.h"
+
+#include <mpi.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#define MPI_CHECK(call)                                                                        \
+    do {                                                                                       \
+        int mpi_rc_ = (call);                                                                  \
+        if (mpi_rc_ != MPI_SUCCESS) {                                                          \
+            char mpi_msg_[MPI_MAX_ERROR_STRING];                                               \
+            int mpi_len_ = 0;                                                                  \
+            MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                                    \
+            sm_fatal(SM_EXIT_RUNTIME, "%s failed: %s (%s:%d)", #call, mpi_msg_, __FILE__, __LINE__); \
+        }                                                                                      \
+    } while (0)
+
+static void abort_all(int exit_status) { MPI_Abort(MPI_COMM_WORLD, exit_status); }
+
+void comm_init(int *argc, char ***argv, comm_topology *topo) {
+    int provided = 0;
+    MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    memset(topo, 0, sizeof *topo);
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &topo->rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &topo->world_size));
+    sm_set_log_rank(topo->rank, topo->world_size);
+    if (topo->world_size > 1) sm_set_abort_hook(abort_all);
+    if (provided < MPI_THREAD_FUNNELED)
+        sm_fatal(SM_EXIT_RUNTIME, "MPI provides thread level %d, smallmind needs MPI_THREAD_FUNNELED", provided);
+
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, topo->rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &topo->local_rank));
+    MPI_CHECK(MPI_Comm_size(node, &topo->local_size));
+    MPI_CHECK(MPI_Comm_free(&node));
+    int leader = topo->local_rank == 0;
+    MPI_CHECK(MPI_Allreduce(&leader, &topo->n_nodes, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    topo->n_cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+void comm_finalize(void) { MPI_Finalize(); }
+
+void comm_print_topology(const comm_topology *topo, int threads) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    char cpus[256] = "";
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        size_t len = 0;
+        for (int c = 0; c < CPU_SETSIZE && len + 8 < sizeof cpus; c++)
+            if (CPU_ISSET(c, &set)) len += (size_t)snprintf(cpus + len, sizeof cpus - len, len ? ",%d" : "%d", c);
+    }
+    // gather every rank's CPU list on rank 0 so the one line shows them all
+    char *all = NULL;
+    if (topo->rank == 0) all = sm_malloc(sizeof cpus * (size_t)topo->world_size);
+    MPI_CHECK(MPI_Gather(cpus, (int)sizeof cpus, MPI_CHAR, all, (int)sizeof cpus, MPI_CHAR, 0, MPI_COMM_WORLD));
+    if (topo->rank == 0) {
+        printf("topology: %d rank%s on %d node%s (%d per node), %d OpenMP thread%s per rank\n", topo->world_size,
+               topo->world_size > 1 ? "s" : "", topo->n_nodes, topo->n_nodes > 1 ? "s" : "", topo->local_size,
+               threads, threads > 1 ? "s" : "");
+        for (int r = 0; r < topo->world_size; r++) printf("  rank %d may use CPUs {%s}\n", r, all + r * sizeof cpus);
+        fflush(stdout);
+        sm_free(all);
+    }
+    if (threads > topo->n_cpus)
+        sm_warn("%d OpenMP threads share %d CPU%s on this rank (mpirun binds each rank to one core by default: "
+                "use --bind-to none or --map-by slot:PE=N)", threads, topo->n_cpus, topo->n_cpus > 1 ? "s" : "");
+}
+
+void comm_barrier(void) { MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+
+void comm_bcast_bytes(void *buf, size_t n_bytes, int root) {
+    char *p = buf;
+    while (n_bytes > 0) {   // MPI counts are int: send in chunks of at most 1 GiB
+        int chunk = n_bytes > (1u << 30) ? (1 << 30) : (int)n_bytes;
+        MPI_CHECK(MPI_Bcast(p, chunk, MPI_BYTE, root, MPI_COMM_WORLD));
+        p += chunk;
+        n_bytes -= (size_t)chunk;
+    }
+}
+
+double comm_allreduce_sum_double(double x) {
+    double out = 0.0;
+    MPI_CHECK(MPI_Allreduce(&x, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    return out;
+}
+
+int comm_allreduce_max_int(int x) {
+    int out = 0;
+    MPI_CHECK(MPI_Allreduce(&x, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    return out;
+}
+
+int comm_all_equal_u64(uint64_t x) {
+    uint64_t lo[2] = {x, ~x}, out[2];
+    MPI_CHECK(MPI_Allreduce(lo, out, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
+    return out[0] == x && ~out[1] == x;
+}
+
+void comm_allreduce_mean_floats(float *buf, size_t n) {
+    int world = 1;
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    if (world == 1) return;
+    const size_t chunk = (size_t)1 << 22;
+    for (size_t off = 0; off < n; off += chunk) {
+        int count = (int)(n - off < chunk ? n - off : chunk);
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    }
+    const float inv = 1.0f / (float)world;
+    for (size_t i = 0; i < n; i++) buf[i] *= inv;
+}

@@ -1,0 +1,92 @@
+// comm.h — MPI for smallmind: initialisation, topology, fatal-error abort, small collectives.
+// Knows nothing of GPT: it takes flat buffers.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int rank, world_size;        // MPI_COMM_WORLD
+    int local_rank, local_size;  // within the node (MPI_COMM_TYPE_SHARED)
+    int n_nodes;
+    int n_cpus;                  // CPUs in this rank's affinity mask
+} comm_topology;
+
+// MPI_Init_thread (FUNNELED, checked), errors returned rather than fatal, topology filled in,
+// sm_fatal() routed to MPI_Abort when world_size > 1. A bare `smallmind` is a singleton.
+void comm_init(int *argc, char ***argv, comm_topology *topo);
+void comm_finalize(void);
+// Prints the topology line(s) on rank 0 and warns when threads of a rank share a core.
+void comm_print_topology(const comm_topology *topo, int threads);
+
+// Collectives over MPI_COMM_WORLD; every rank must call them.
+void comm_barrier(void);
+void comm_bcast_bytes(void *buf, size_t n_bytes, int root);
+double comm_allreduce_sum_double(double x);
+int comm_allreduce_max_int(int x);
+// 1 on every rank if all ranks passed the same 64-bit value, else 0
+int comm_all_equal_u64(uint64_t x);
+// In-place sum over ranks of a float buffer, divided by world size (blocking, in chunks
+// of at most 4 Mi floats so Open MPI's temporaries stay below glibc's mmap threshold).
+void comm_allreduce_mean_floats(float *buf, size_t n);
+
+// ---- bucketed gradient synchronisation, overlapped with backward ---------------------------
+// The caller describes its flat gradient arena as segments in the order they become final
+// (groups 0, 1, ... are announced in that order). The element stream in that order is cut
+// into buckets of ~bucket_mb; a bucket's non-blocking reduction starts as soon as the group
+// of its last element is ready. Each bucket is packed into a staging buffer, its pieces in
+// increasing flat offset (split at ZeRO slice boundaries), so that with zero=1 a
+// reduce-scatter with counts that follow the slices delivers each rank the reduced values
+// of the contiguous slice it owns. Gradients are SUMMED over ranks (scale the loss by
+// 1/world beforehand to average). No allocation after init.
+typedef struct {
+    size_t offset, n;   // in floats, in the gradient arena
+    int group;          // announced ready in increasing group order
+} comm_segment;
+
+typedef struct {
+    size_t flat, n, stage;   // arena offset, length, offset in the staging buffer
+} comm_piece;
+
+typedef struct {
+    int first_piece, n_pieces;
+    size_t stage_lo, n;       // its range of the staging buffer
+    int ready_group;          // may start once this group is ready
+    int *recvcounts;          // zero=1: per-rank counts (world)
+    size_t own_lo, own_n;     // zero=1: this rank's part within the bucket (stage offsets)
+    size_t recv_lo;           // zero=1: where that part lands in the receive buffer
+    int started, done;
+} comm_bucket;
+
+typedef struct {
+    float *grads;
+    size_t n_floats;          // length of the arena
+    int zero, world, rank;
+    size_t slice_lo, slice_hi;   // this rank's ZeRO slice of the arena (zero=0: 0..n_floats)
+    size_t slice_len;            // ceil(n_floats / world)
+    comm_piece *pieces;
+    int n_pieces;
+    comm_bucket *buckets;
+    int n_buckets;
+    void *requests;           // MPI_Request[n_buckets]
+    float *stage;             // staging buffer (all buckets)
+    float *recv;              // zero=1: reduce-scatter results for this rank
+    int next_group;           // groups announced so far
+    int *gather_counts, *gather_displs;   // zero=1: parameter allgather
+    // figures of the last sync
+    double t_first_start, t_wait_start, t_end;
+} comm_gradsync;
+
+void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const comm_segment *segs, int n_segs,
+                        double bucket_mb, int zero);
+void comm_gradsync_free(comm_gradsync *s);
+// A new step: no bucket started, no group ready.
+void comm_gradsync_begin(comm_gradsync *s);
+// Group g (the next in order) is final: start every bucket it completes, and give MPI a
+// chance to progress those in flight.
+void comm_gradsync_ready(comm_gradsync *s, int group);
+// Announces any remaining groups, waits for every bucket and unpacks the reduced sums into
+// the arena (zero=1: only this rank's slice is valid afterwards).
+void comm_gradsync_wait(comm_gradsync *s);
+// zero=1: every rank contributes its slice of params (same layout as the gradient arena);
+// afterwards every rank holds all of them.
+void comm_allgather_slices(comm_gradsync *s, float *params);

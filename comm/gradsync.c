@@ -1,0 +1,208 @@
+// gradsync.c — bucketed gradient allreduce / reduce-scatter, overlapped with backward.
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm.h"
+#include "common.h"
+
+#define MPI_CHECK(call)                                                                             \
+    do {                                                                                            \
+        int mpi_rc_ = (call);                                                                       \
+        if (mpi_rc_ != MPI_SUCCESS) {                                                               \
+            char mpi_msg_[MPI_MAX_ERROR_STRING];                                                    \
+            int mpi_len_ = 0;                                                                       \
+            MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                                         \
+            sm_fatal(SM_EXIT_RUNTIME, "%s failed: %s (%s:%d)", #call, mpi_msg_, __FILE__, __LINE__); \
+        }                                                                                           \
+    } while (0)
+
+static int cmp_piece(const void *a, const void *b) {
+    const comm_piece *x = a, *y = b;
+    return x->flat < y->flat ? -1 : x->flat > y->flat;
+}
+
+void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const comm_segment *segs, int n_segs,
+                        double bucket_mb, int zero) {
+    memset(s, 0, sizeof *s);
+    s->grads = grads;
+    s->n_floats = n_floats;
+    s->zero = zero;
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &s->world));
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &s->rank));
+    s->slice_len = (n_floats + (size_t)s->world - 1) / (size_t)s->world;
+    s->slice_lo = zero ? (size_t)s->rank * s->slice_len : 0;
+    s->slice_hi = zero ? s->slice_lo + s->slice_len : n_floats;
+    if (s->slice_lo > n_floats) s->slice_lo = n_floats;
+    if (s->slice_hi > n_floats) s->slice_hi = n_floats;
+    size_t total = 0;
+    for (int i = 0; i < n_segs; i++) {
+        SM_CHECK(segs[i].offset + segs[i].n <= n_floats, "gradient segment %d beyond the arena", i);
+        SM_CHECK(i == 0 || segs[i].group >= segs[i - 1].group, "gradient segments not in ready order at %d", i);
+        total += segs[i].n;
+    }
+    size_t bucket_floats = (size_t)(bucket_mb * 1024.0 * 1024.0 / sizeof(float));
+    if (bucket_floats < 1024) bucket_floats = 1024;
+    // upper bound on pieces: each segment is cut at most by every bucket end and slice edge
+    int max_buckets = (int)(total / bucket_floats) + n_segs + 1;
+    int max_pieces = n_segs + max_buckets + (zero ? (n_segs + max_buckets) * s->world : 0) + 1;
+    s->pieces = sm_calloc((size_t)max_pieces, sizeof(comm_piece));
+    s->buckets = sm_calloc((size_t)max_buckets, sizeof(comm_bucket));
+
+    // walk the stream in ready order, cutting buckets every bucket_floats
+    int seg = 0;
+    size_t seg_pos = 0, stage_pos = 0;
+    while (seg < n_segs) {
+        comm_bucket *b = &s->buckets[s->n_buckets++];
+        b->first_piece = s->n_pieces;
+        b->stage_lo = stage_pos;
+        size_t left = bucket_floats;
+        while (seg < n_segs && left > 0) {
+            size_t take = segs[seg].n - seg_pos;
+            if (take > left) take = left;
+            if (take > 0) {
+                // split at ZeRO slice edges so every piece has one owner
+                size_t flat = segs[seg].offset + seg_pos, end = flat + take;
+                while (flat < end) {
+                    size_t edge = zero ? (flat / s->slice_len + 1) * s->slice_len : end;
+                    size_t piece_end = edge < end ? edge : end;
+                    s->pieces[s->n_pieces++] = (comm_piece){.flat = flat, .n = piece_end - flat};
+                    flat = piece_end;
+                }
+                b->ready_group = segs[seg].group;
+            }
+            seg_pos += take;
+            left -= take;
+            if (seg_pos == segs[seg].n) { seg++; seg_pos = 0; }
+        }
+        b->n_pieces = s->n_pieces - b->first_piece;
+        // pieces in increasing flat offset: with slices contiguous in rank order, each rank's
+        // share of the bucket is then contiguous and in rank order
+        qsort(s->pieces + b->first_piece, (size_t)b->n_pieces, sizeof(comm_piece), cmp_piece);
+        b->n = 0;
+        for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++) {
+            s->pieces[p].stage = stage_pos + b->n;
+            b->n += s->pieces[p].n;
+        }
+        stage_pos += b->n;
+        SM_CHECK(b->n <= (size_t)INT32_MAX, "bucket of %zu floats exceeds MPI's int count", b->n);
+        if (zero) {
+            b->recvcounts = sm_calloc((size_t)s->world, sizeof(int));
+            b->own_lo = 0;
+            for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++) {
+                int owner = (int)(s->pieces[p].flat / s->slice_len);
+                b->recvcounts[owner] += (int)s->pieces[p].n;
+            }
+            for (int r = 0; r < s->rank; r++) b->own_lo += (size_t)b->recvcounts[r];
+            b->own_n = (size_t)b->recvcounts[s->rank];
+        }
+    }
+    s->stage = sm_arena((stage_pos ? stage_pos : 1) * sizeof(float));
+    size_t recv_total = 0;   // each bucket lands in its own part: they can all be in flight
+    for (int i = 0; i < s->n_buckets; i++) {
+        s->buckets[i].recv_lo = recv_total;
+        recv_total += s->buckets[i].own_n;
+    }
+    if (zero) s->recv = sm_arena((recv_total ? recv_total : 1) * sizeof(float));
+    s->requests = sm_calloc((size_t)s->n_buckets, sizeof(MPI_Request));
+    if (zero) {
+        s->gather_counts = sm_calloc((size_t)s->world, sizeof(int));
+        s->gather_displs = sm_calloc((size_t)s->world, sizeof(int));
+        for (int r = 0; r < s->world; r++) {
+            size_t lo = (size_t)r * s->slice_len, hi = lo + s->slice_len;
+            if (lo > n_floats) lo = n_floats;
+            if (hi > n_floats) hi = n_floats;
+            SM_CHECK(hi <= (size_t)INT32_MAX, "parameter arena of %zu floats exceeds MPI's int displacements", hi);
+            s->gather_counts[r] = (int)(hi - lo);
+            s->gather_displs[r] = (int)lo;
+        }
+    }
+    comm_gradsync_begin(s);
+}
+
+void comm_gradsync_free(comm_gradsync *s) {
+    for (int i = 0; i < s->n_buckets; i++) sm_free(s->buckets[i].recvcounts);
+    sm_free(s->pieces);
+    sm_free(s->buckets);
+    sm_free(s->stage);
+    sm_free(s->recv);
+    sm_free(s->requests);
+    sm_free(s->gather_counts);
+    sm_free(s->gather_displs);
+    memset(s, 0, sizeof *s);
+}
+
+void comm_gradsync_begin(comm_gradsync *s) {
+    MPI_Request *req = s->requests;
+    for (int i = 0; i < s->n_buckets; i++) {
+        s->buckets[i].started = s->buckets[i].done = 0;
+        req[i] = MPI_REQUEST_NULL;
+    }
+    s->next_group = 0;
+    s->t_first_start = 0.0;
+}
+
+static void start_bucket(comm_gradsync *s, int i) {
+    comm_bucket *b = &s->buckets[i];
+    MPI_Request *req = s->requests;
+    float *st = s->stage + b->stage_lo;
+    for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
+        memcpy(s->stage + s->pieces[p].stage, s->grads + s->pieces[p].flat, s->pieces[p].n * sizeof(float));
+    if (s->world == 1) {
+        req[i] = MPI_REQUEST_NULL;
+    } else if (s->zero) {
+        MPI_CHECK(MPI_Ireduce_scatter(st, s->recv + b->recv_lo, b->recvcounts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[i]));
+    } else {
+        MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, st, (int)b->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[i]));
+    }
+    if (s->t_first_start == 0.0) s->t_first_start = sm_now_s();
+    b->started = 1;
+}
+
+void comm_gradsync_ready(comm_gradsync *s, int group) {
+    SM_CHECK(group == s->next_group, "gradient group %d announced out of order (expected %d)", group, s->next_group);
+    s->next_group = group + 1;
+    for (int i = 0; i < s->n_buckets; i++) {
+        comm_bucket *b = &s->buckets[i];
+        if (!b->started && b->ready_group <= group) start_bucket(s, i);
+    }
+    if (s->world > 1) {
+        int flag = 0;   // Open MPI progresses non-blocking collectives only inside MPI calls
+        MPI_CHECK(MPI_Testall(s->n_buckets, s->requests, &flag, MPI_STATUSES_IGNORE));
+    }
+}
+
+static void unpack_bucket(comm_gradsync *s, int i) {
+    comm_bucket *b = &s->buckets[i];
+    if (s->zero && s->world > 1) {
+        // the received part holds this rank's pieces in stage order
+        size_t k = b->recv_lo;
+        for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++) {
+            const comm_piece *pc = &s->pieces[p];
+            if (pc->stage - b->stage_lo < b->own_lo || pc->stage - b->stage_lo >= b->own_lo + b->own_n) continue;
+            memcpy(s->grads + pc->flat, s->recv + k, pc->n * sizeof(float));
+            k += pc->n;
+        }
+    } else {
+        for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
+            memcpy(s->grads + s->pieces[p].flat, s->stage + s->pieces[p].stage, s->pieces[p].n * sizeof(float));
+    }
+    b->done = 1;
+}
+
+void comm_gradsync_wait(comm_gradsync *s) {
+    MPI_Request *req = s->requests;
+    s->t_wait_start = sm_now_s();
+    if (s->t_first_start == 0.0) s->t_first_start = s->t_wait_start;
+    for (int i = 0; i < s->n_buckets; i++)
+        if (!s->buckets[i].started) start_bucket(s, i);
+    MPI_CHECK(MPI_Waitall(s->n_buckets, req, MPI_STATUSES_IGNORE));
+    for (int i = 0; i < s->n_buckets; i++) unpack_bucket(s, i);
+    s->t_end = sm_now_s();
+}
+
+void comm_allgather_slices(comm_gradsync *s, float *params) {
+    if (!s->zero || s->world == 1) return;
+    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, s->gather_counts, s->gather_displs, MPI_FLOAT,
+                             MPI_COMM_WORLD));
+}

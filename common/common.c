@@ -1,0 +1,244 @@
+// common.c — errors, counted allocation, the named-tensor table, RNG, atomic writes, allclose.
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+// ---------------------------------------------------------------------------
+// Errors
+static sm_abort_fn g_abort_hook;   // set once by comm_init; read on the error path only
+static int g_rank, g_world = 1;
+
+void sm_set_abort_hook(sm_abort_fn fn) { g_abort_hook = fn; }
+void sm_set_log_rank(int rank, int world_size) { g_rank = rank; g_world = world_size; }
+int sm_log_rank(void) { return g_rank; }
+
+static void vreport(const char *kind, const char *fmt, va_list ap) {
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (g_world > 1)
+        fprintf(stderr, "smallmind: [rank %d] %s: %s\n", g_rank, kind, msg);
+    else
+        fprintf(stderr, "smallmind: %s: %s\n", kind, msg);
+    fflush(stderr);
+}
+
+void sm_fatal(int exit_status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vreport("error", fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    if (g_abort_hook) g_abort_hook(exit_status);
+    exit(exit_status);
+}
+
+void sm_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vreport("warning", fmt, ap);
+    va_end(ap);
+}
+
+void sm_info(const char *fmt, ...) {
+    if (g_rank != 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+void sm_check_failed(const char *file, int line, const char *cond, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sm_fatal(SM_EXIT_RUNTIME, "%s (%s:%d: check '%s' failed)", msg, file, line, cond);
+}
+
+// ---------------------------------------------------------------------------
+// Memory
+static atomic_uint_fast64_t g_alloc_count;
+
+uint64_t sm_alloc_count(void) { return atomic_load(&g_alloc_count); }
+
+void *sm_malloc_(size_t n_bytes, const char *file, int line) {
+    atomic_fetch_add(&g_alloc_count, 1);
+    void *p = malloc(n_bytes ? n_bytes : 1);
+    if (!p) sm_fatal(SM_EXIT_RUNTIME, "out of memory allocating %zu bytes (%s:%d)", n_bytes, file, line);
+    return p;
+}
+
+void *sm_calloc_(size_t n, size_t size, const char *file, int line) {
+    atomic_fetch_add(&g_alloc_count, 1);
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) sm_fatal(SM_EXIT_RUNTIME, "out of memory allocating %zu x %zu bytes (%s:%d)", n, size, file, line);
+    return p;
+}
+
+void *sm_arena_(size_t n_bytes, const char *file, int line) {
+    atomic_fetch_add(&g_alloc_count, 1);
+    size_t rounded = (n_bytes + 63) / 64 * 64;
+    void *p = NULL;
+    int rc = posix_memalign(&p, 64, rounded ? rounded : 64);
+    if (rc != 0 || !p)
+        sm_fatal(SM_EXIT_RUNTIME, "out of memory allocating an arena of %zu bytes (%s:%d)", n_bytes, file, line);
+    memset(p, 0, rounded);   // first touch happens once, here, not inside a step
+    return p;
+}
+
+void sm_free(void *p) { free(p); }
+
+// ---------------------------------------------------------------------------
+// Named-tensor table
+int sm_table_add(sm_table *tab, const char *name, int ndim, const size_t *shape) {
+    SM_CHECK(tab->count < SM_MAX_TENSORS, "tensor table full adding '%s'", name);
+    SM_CHECK(ndim >= 1 && ndim <= SM_MAX_DIMS, "tensor '%s' has %d dims", name, ndim);
+    sm_tensor *t = &tab->t[tab->count];
+    t->name = name;
+    t->ndim = ndim;
+    t->n_floats = 1;
+    for (int d = 0; d < SM_MAX_DIMS; d++) t->shape[d] = d < ndim ? shape[d] : 1;
+    for (int d = 0; d < ndim; d++) t->n_floats *= shape[d];
+    t->offset = tab->n_floats;
+    t->ptr = NULL;
+    tab->n_floats += (t->n_floats + 15) / 16 * 16;
+    return tab->count++;
+}
+
+void sm_table_bind(sm_table *tab, float *base) {
+    tab->base = base;
+    for (int i = 0; i < tab->count; i++) tab->t[i].ptr = base + tab->t[i].offset;
+}
+
+void sm_table_alloc(sm_table *tab) { sm_table_bind(tab, sm_arena(tab->n_floats * sizeof(float))); }
+
+const sm_tensor *sm_table_find(const sm_table *tab, const char *name) {
+    for (int i = 0; i < tab->count; i++)
+        if (strcmp(tab->t[i].name, name) == 0) return &tab->t[i];
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------
+// RNG: xoshiro256** (Blackman & Vigna), seeded by splitmix64.
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void sm_rng_seed(sm_rng *r, uint64_t seed, uint64_t stream) {
+    uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ull);
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t sm_rng_u64(sm_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+float sm_rng_uniform(sm_rng *r) { return (float)(sm_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+float sm_rng_normal(sm_rng *r) {
+    // Box-Muller in double; u1 in (0, 1] so log() is finite
+    double u1 = ((double)(sm_rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(sm_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+uint64_t sm_rng_below(sm_rng *r, uint64_t n) {
+    // Lemire-free simple rejection: unbiased
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t x;
+    do x = sm_rng_u64(r);
+    while (x >= limit);
+    return x % n;
+}
+
+// ---------------------------------------------------------------------------
+double sm_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, char *err, size_t errlen) {
+    char tmp[4096], dir[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(dir, sizeof dir, "%s", path);
+    const char *op = "open";
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) goto error;
+    op = "write";
+    const char *p = data;
+    size_t left = n_bytes;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            goto error_close;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    op = "fsync";
+    if (fsync(fd) != 0) goto error_close;
+    op = "close";
+    if (close(fd) != 0) { fd = -1; goto error_unlink; }
+    fd = -1;
+    op = "rename";
+    if (rename(tmp, path) != 0) goto error_unlink;
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);   // best effort: some filesystems refuse fsync on directories
+        close(dfd);
+    }
+    return 0;
+error_close:
+    close(fd);
+error_unlink:
+    unlink(tmp);
+error:
+    snprintf(err, errlen, "cannot %s %s: %s", op, fd < 0 && strcmp(op, "open") == 0 ? tmp : path, strerror(errno));
+    return -1;
+}
+
+int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol) {
+    size_t worst = 0, n_bad = 0;
+    double worst_excess = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)ref[i]);
+        double bound = atol + rtol * fabs((double)ref[i]);
+        double excess = isnan(d) ? INFINITY : d - bound;
+        if (excess > 0) n_bad++;
+        if (excess > worst_excess) { worst_excess = excess; worst = i; }
+    }
+    if (n_bad) {
+        fprintf(stderr, "allclose %s: %zu of %zu elements out of tolerance (atol %g rtol %g); worst [%zu]: %.9g vs ref %.9g\n",
+                what, n_bad, n, atol, rtol, worst, (double)a[worst], (double)ref[worst]);
+        return 0;
+    }
+    return 1;
+}

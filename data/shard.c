@@ -1,0 +1,158 @@
+// shard.c — llm.c-format token shards: shard_open (read + validate), shard_close, shard_write.
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "data.h"
+
+#define HEADER_BYTES ((size_t)SHARD_HEADER_INTS * 4)
+#define MAX_VOCAB 65536   // uint16 tokens: every value is < 65536
+
+// The shard format is little-endian whatever the host; decode and encode byte by byte.
+static int32_t get_i32le(const unsigned char *p) {
+    uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    int32_t v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static void put_i32le(unsigned char *p, int32_t v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    p[0] = (unsigned char)u;
+    p[1] = (unsigned char)(u >> 8);
+    p[2] = (unsigned char)(u >> 16);
+    p[3] = (unsigned char)(u >> 24);
+}
+
+int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t errlen) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", path);
+    unsigned char header[HEADER_BYTES];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open shard %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        snprintf(err, errlen, "cannot stat shard %s: %s", path, strerror(errno));
+        goto error;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "shard %s is not a regular file", path);
+        goto error;
+    }
+    size_t file_bytes = (size_t)st.st_size;
+    if (file_bytes < HEADER_BYTES) {
+        snprintf(err, errlen, "shard %s: truncated header (file holds %zu bytes, the header is %zu)", path,
+                 file_bytes, HEADER_BYTES);
+        goto error;
+    }
+    if (fread(header, 1, HEADER_BYTES, f) != HEADER_BYTES) {
+        snprintf(err, errlen, "shard %s: cannot read the %zu-byte header: %s", path, HEADER_BYTES,
+                 ferror(f) ? strerror(errno) : "unexpected end of file");
+        goto error;
+    }
+    int32_t magic = get_i32le(header), version = get_i32le(header + 4);
+    int32_t n_tokens = get_i32le(header + 8), vocab = get_i32le(header + 12);
+    if (magic != SHARD_MAGIC) {
+        snprintf(err, errlen, "shard %s: bad magic %d, expected %d — not a token shard", path, (int)magic,
+                 SHARD_MAGIC);
+        goto error;
+    }
+    if (version != SHARD_VERSION) {
+        snprintf(err, errlen, "shard %s: unsupported version %d, expected %d (uint16 tokens)", path, (int)version,
+                 SHARD_VERSION);
+        goto error;
+    }
+    if (n_tokens <= 0) {
+        snprintf(err, errlen, "shard %s: header says %d tokens; a shard needs at least one", path, (int)n_tokens);
+        goto error;
+    }
+    if (vocab < 0 || vocab > MAX_VOCAB) {
+        snprintf(err, errlen, "shard %s: header vocab size %d out of range [0, %d]", path, (int)vocab, MAX_VOCAB);
+        goto error;
+    }
+    size_t body_bytes = (size_t)n_tokens * sizeof(uint16_t);
+    if (file_bytes != HEADER_BYTES + body_bytes) {
+        snprintf(err, errlen, "shard %s: header says %d tokens (%zu bytes) but file holds %zu bytes", path,
+                 (int)n_tokens, HEADER_BYTES + body_bytes, file_bytes);
+        goto error;
+    }
+    s->tokens = sm_malloc(body_bytes);
+    if (fread(s->tokens, 1, body_bytes, f) != body_bytes) {
+        snprintf(err, errlen, "shard %s: cannot read %d tokens: %s", path, (int)n_tokens,
+                 ferror(f) ? strerror(errno) : "unexpected end of file (file shrank while reading?)");
+        goto error;
+    }
+    if (fclose(f) != 0) {
+        f = NULL;
+        snprintf(err, errlen, "cannot close shard %s: %s", path, strerror(errno));
+        goto error;
+    }
+    f = NULL;
+    // Tokens are little-endian on disk; fix them up in place on a big-endian host.
+    const uint16_t one = 1;
+    if (*(const unsigned char *)&one == 0)
+        for (size_t i = 0; i < (size_t)n_tokens; i++)
+            s->tokens[i] = (uint16_t)(s->tokens[i] >> 8 | s->tokens[i] << 8);
+    int limit = vocab_limit > 0 ? vocab_limit : vocab > 0 ? vocab : MAX_VOCAB;
+    if (limit < MAX_VOCAB)
+        for (size_t i = 0; i < (size_t)n_tokens; i++)
+            if (s->tokens[i] >= limit) {
+                snprintf(err, errlen, "shard %s: token %d at position %zu >= vocab size %d", path, (int)s->tokens[i],
+                         i, limit);
+                goto error;
+            }
+    s->n_tokens = (size_t)n_tokens;
+    s->vocab_size = (int)vocab;
+    return 0;
+error:
+    if (f) fclose(f);
+    sm_free(s->tokens);
+    s->tokens = NULL;
+    s->n_tokens = 0;
+    return -1;
+}
+
+void shard_close(shard *s) {
+    sm_free(s->tokens);
+    s->tokens = NULL;
+    s->n_tokens = 0;
+}
+
+int shard_write(const char *path, const uint16_t *tokens, size_t n, int vocab_size, char *err, size_t errlen) {
+    if (n == 0 || n > (size_t)INT32_MAX) {
+        snprintf(err, errlen, "cannot write shard %s: %zu tokens (a shard holds 1 to %d)", path, n, (int)INT32_MAX);
+        return -1;
+    }
+    if (vocab_size < 0 || vocab_size > MAX_VOCAB) {
+        snprintf(err, errlen, "cannot write shard %s: vocab size %d out of range [0, %d]", path, vocab_size,
+                 MAX_VOCAB);
+        return -1;
+    }
+    // Refuse to write a shard that shard_open would refuse to read.
+    if (vocab_size > 0)
+        for (size_t i = 0; i < n; i++)
+            if (tokens[i] >= vocab_size) {
+                snprintf(err, errlen, "cannot write shard %s: token %d at position %zu >= vocab size %d", path,
+                         (int)tokens[i], i, vocab_size);
+                return -1;
+            }
+    size_t n_bytes = HEADER_BYTES + n * sizeof(uint16_t);
+    unsigned char *buf = sm_calloc(n_bytes, 1);
+    put_i32le(buf, SHARD_MAGIC);
+    put_i32le(buf + 4, SHARD_VERSION);
+    put_i32le(buf + 8, (int32_t)n);
+    put_i32le(buf + 12, (int32_t)vocab_size);
+    unsigned char *body = buf + HEADER_BYTES;
+    for (size_t i = 0; i < n; i++) {
+        body[2 * i] = (unsigned char)tokens[i];
+        body[2 * i + 1] = (unsigned char)(tokens[i] >> 8);
+    }
+    int rc = sm_write_file_atomic(path, buf, n_bytes, err, errlen);
+    sm_free(buf);
+    return rc;
+}

@@ -1,0 +1,875 @@
+// test_kernels.c — CUnit tests of kernels/: forwards against naive double-precision references,
+// backwards against central finite differences of those references, gemm against a double
+// triple loop, AdamW and sum_squares against scalar double loops, and determinism checks.
+#include <CUnit/Basic.h>
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "kernels.h"
+
+#define EPS ((double)FLT_EPSILON)   // 2^-23, twice the unit roundoff of float32
+
+static sm_rng g_rng;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "test_kernels: out of memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+static float *falloc(size_t n) { return xmalloc(n * sizeof(float)); }
+static double *dalloc(size_t n) { return xmalloc(n * sizeof(double)); }
+
+static void fill_uniform(float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * sm_rng_uniform(&g_rng);
+}
+static void fill_const(float *x, size_t n, float v) {
+    for (size_t i = 0; i < n; i++) x[i] = v;
+}
+static double *to_double(const float *x, size_t n) {
+    double *d = dalloc(n);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+static float *copy_f(const float *x, size_t n) {
+    float *c = falloc(n);
+    memcpy(c, x, n * sizeof(float));
+    return c;
+}
+// sm_allclose (|a - r| <= atol + rtol*|r|, prints the worst element on failure) against a
+// double reference; with SM_TEST_VERBOSE set, also prints how much of the bound was used.
+static int close_d(const char *what, const float *a, const double *ref, size_t n, double atol, double rtol) {
+    float *r = falloc(n);
+    double worst = 0.0, worst_err = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        r[i] = (float)ref[i];
+        double err = fabs((double)a[i] - ref[i]);
+        double used = err / (atol + rtol * fabs(ref[i]));
+        if (used > worst || isnan(err)) worst = isnan(err) ? INFINITY : used;
+        if (err > worst_err) worst_err = err;
+    }
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %-34s n=%-7zu max|err| %.3g, %.3f of bound", what, n, worst_err, worst);
+    // The float copy of ref adds at most half an ulp of |r|, covered by the rtol >= eps used
+    // everywhere; but check the double comparison too, so no float rounding can hide a miss.
+    int ok = sm_allclose(what, a, r, n, atol, rtol) && worst <= 1.0;
+    if (!ok && worst > 1.0) fprintf(stderr, "close_d %s: %.3f of the bound used\n", what, worst);
+    free(r);
+    return ok;
+}
+
+// Bit-for-bit equality, for determinism checks.
+static int same_bits(const char *what, const float *a, const float *b, size_t n) {
+    if (memcmp(a, b, n * sizeof(float)) == 0) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+            fprintf(stderr, "same_bits %s: first difference at [%zu]: %.9g vs %.9g\n", what, i, (double)a[i],
+                    (double)b[i]);
+            break;
+        }
+    return 0;
+}
+
+// Indices to finite-difference: all of [0,n) when n <= max_count, otherwise a random sample.
+static size_t pick_indices(size_t *idx, size_t n, size_t max_count) {
+    if (n <= max_count) {
+        for (size_t i = 0; i < n; i++) idx[i] = i;
+        return n;
+    }
+    for (size_t k = 0; k < max_count; k++) idx[k] = (size_t)sm_rng_below(&g_rng, n);
+    return max_count;
+}
+
+// Central finite differences of a double-precision loss, at the chosen elements of x.
+typedef double (*loss_fn)(void *ctx);
+static void fd_grad(loss_fn f, void *ctx, double *x, const size_t *idx, size_t n_idx, double h, double *g) {
+    for (size_t k = 0; k < n_idx; k++) {
+        size_t i = idx[k];
+        double save = x[i];
+        x[i] = save + h;
+        double lp = f(ctx);
+        x[i] = save - h;
+        double lm = f(ctx);
+        x[i] = save;
+        g[k] = (lp - lm) / (2.0 * h);
+    }
+}
+
+// Backward kernels accumulate: compares got (after the kernel) with prefill + the FD gradient,
+// at the FD'd elements.
+static int check_grad(const char *what, const float *got, const float *prefill, const double *fd, const size_t *idx,
+                      size_t n_idx, double atol, double rtol) {
+    float *a = falloc(n_idx);
+    double *r = dalloc(n_idx);
+    for (size_t k = 0; k < n_idx; k++) {
+        a[k] = got[idx[k]];
+        r[k] = (double)prefill[idx[k]] + fd[k];
+    }
+    int ok = close_d(what, a, r, n_idx, atol, rtol);
+    free(a);
+    free(r);
+    return ok;
+}
+
+// FD step: the references are double, so rounding noise is ~1e-16*|loss|/h ~ 1e-10 and the
+// truncation error h^2/6 * f''' ~ 1e-9 for the O(1) derivatives here: far below float tolerances.
+#define FD_H 1e-4
+// At most this many elements per tensor are finite-differenced (a random sample beyond).
+#define FD_MAX 400
+
+static double dot_d(const double *a, const double *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Naive double-precision references
+
+static void ref_gemm(int ta, int tb, int M, int N, int K, double alpha, const float *A, int lda, const float *B,
+                     int ldb, double beta, const float *C0, int ldc, double *out, double *absout) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0, sa = 0.0;
+            for (int p = 0; p < K; p++) {
+                double a = ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
+                double b = tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
+                s += a * b;
+                sa += fabs(a * b);
+            }
+            double c = beta == 0.0 ? 0.0 : C0[(size_t)i * ldc + j];
+            out[(size_t)i * N + j] = alpha * s + beta * c;
+            absout[(size_t)i * N + j] = fabs(alpha) * sa + fabs(beta * c);
+        }
+}
+
+static void ref_encoder(double *out, const int *inp, const double *wte, const double *wpe, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++)
+                out[((size_t)b * T + t) * C + c] = wte[(size_t)inp[b * T + t] * C + c] + wpe[(size_t)t * C + c];
+}
+
+static void ref_layernorm(double *out, double *mean, double *rstd, const double *x, const double *w, const double *bias,
+                          int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const double *xr = x + (size_t)n * C;
+        double m = 0.0, v = 0.0;
+        for (int c = 0; c < C; c++) m += xr[c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+        v /= C;
+        double rs = 1.0 / sqrt(v + 1e-5);
+        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = (xr[c] - m) * rs * w[c] + bias[c];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = rs;
+    }
+}
+
+static void ref_matmul(double *out, const double *inp, const double *w, const double *bias, int N, int C, int OC) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (int c = 0; c < C; c++) s += inp[(size_t)n * C + c] * w[(size_t)o * C + c];
+            out[(size_t)n * OC + o] = s;
+        }
+}
+
+// Per element: scores q_t . k_j / sqrt(hs) for j <= t, softmax, weighted sum of v_j.
+static void ref_attention(double *out, double *att, const double *qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    double scale = 1.0 / sqrt((double)hs);
+    double *s = dalloc((size_t)T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const double *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                double mx = -INFINITY;
+                for (int j = 0; j <= t; j++) {
+                    const double *k = qkv + ((size_t)b * T + j) * 3 * C + C + h * hs;
+                    s[j] = dot_d(q, k, (size_t)hs) * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                double sum = 0.0;
+                for (int j = 0; j <= t; j++) {
+                    s[j] = exp(s[j] - mx);
+                    sum += s[j];
+                }
+                for (int j = 0; j <= t; j++) s[j] /= sum;
+                for (int i = 0; i < hs; i++) {
+                    double o = 0.0;
+                    for (int j = 0; j <= t; j++) o += s[j] * qkv[((size_t)b * T + j) * 3 * C + 2 * C + h * hs + i];
+                    out[((size_t)b * T + t) * C + h * hs + i] = o;
+                }
+                if (att) {
+                    double *ar = att + (((size_t)b * NH + h) * T + t) * T;
+                    for (int j = 0; j < T; j++) ar[j] = j <= t ? s[j] : 0.0;
+                }
+            }
+    free(s);
+}
+
+static double ref_gelu(double x) {
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+static double ref_softmax_xent(double *losses, const double *logits, const int *targets, int N, int V, int Vp) {
+    double total = 0.0;
+    for (int n = 0; n < N; n++) {
+        const double *l = logits + (size_t)n * Vp;
+        double mx = -INFINITY, sum = 0.0;
+        for (int j = 0; j < V; j++) mx = fmax(mx, l[j]);
+        for (int j = 0; j < V; j++) sum += exp(l[j] - mx);
+        double loss = log(sum) - (l[targets[n]] - mx);
+        if (losses) losses[n] = loss;
+        total += loss;
+    }
+    return total;
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm
+
+static void gemm_case(int ta, int tb, int M, int N, int K, float alpha, float beta) {
+    int pad = 3;   // every stride is wider than its matrix
+    int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+    int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+    float *A = falloc((size_t)a_rows * lda), *B = falloc((size_t)b_rows * ldb), *C = falloc((size_t)M * ldc);
+    fill_uniform(A, (size_t)a_rows * lda, -1, 1);
+    fill_uniform(B, (size_t)b_rows * ldb, -1, 1);
+    if (beta == 0.0f)
+        fill_const(C, (size_t)M * ldc, NAN);   // beta = 0 must not read C
+    else
+        fill_uniform(C, (size_t)M * ldc, -1, 1);
+    for (int i = 0; i < M; i++)   // sentinels in the padding of C, which must not be written
+        for (int j = N; j < ldc; j++) C[(size_t)i * ldc + j] = 12345.0f;
+    double *ref = dalloc((size_t)M * N), *absref = dalloc((size_t)M * N);
+    ref_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ref, absref);
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    float *got = falloc((size_t)M * N);
+    int pad_ok = 1;
+    double abs_max = 0.0;
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) got[(size_t)i * N + j] = C[(size_t)i * ldc + j];
+        for (int j = N; j < ldc; j++) pad_ok &= C[(size_t)i * ldc + j] == 12345.0f;
+    }
+    for (size_t i = 0; i < (size_t)M * N; i++) abs_max = fmax(abs_max, absref[i]);
+    char what[96];
+    snprintf(what, sizeof what, "gemm ta=%d tb=%d %dx%dx%d a=%g b=%g", ta, tb, M, N, K, alpha, beta);
+    // Rigorous bound (Higham): a float dot product of K terms followed by alpha, beta and the
+    // final add is off by at most gamma_{K+3} = (K+3)u/(1-(K+3)u) times |alpha| sum|a b| + |beta c|
+    // (absref). atol uses the largest absref over C; u = eps/2.
+    CU_ASSERT(close_d(what, got, ref, (size_t)M * N, (K + 3) * EPS * abs_max, EPS));
+    CU_ASSERT(pad_ok);
+    free(A);
+    free(B);
+    free(C);
+    free(ref);
+    free(absref);
+    free(got);
+}
+
+static void test_gemm(void) {
+    static const int sizes[] = {1, 3, 17, 33, 65, 129};
+    static const float ab[][2] = {{1.0f, 0.0f}, {-0.75f, 0.0f}, {1.0f, 1.0f}, {0.5f, -1.5f}};
+    int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int im = 0; im < ns; im++)
+                for (int in = 0; in < ns; in++)
+                    for (int ik = 0; ik < ns; ik++) {
+                        int k = (im + in + ik) % 4;   // cycle alpha/beta through the shapes
+                        gemm_case(ta, tb, sizes[im], sizes[in], sizes[ik], ab[k][0], ab[k][1]);
+                    }
+    // every alpha/beta at a few shapes, and shapes spanning several cache blocks in M, N and K
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            for (int k = 0; k < 4; k++) gemm_case(ta, tb, 33, 17, 65, ab[k][0], ab[k][1]);
+            gemm_case(ta, tb, 257, 301, 529, 1.0f, 0.0f);
+            gemm_case(ta, tb, 131, 263, 300, 0.5f, -1.5f);
+        }
+    gemm_case(0, 0, 5, 7, 0, 1.0f, 0.0f);     // K = 0: C = beta C, here 0 (not NaN)
+    gemm_case(0, 1, 5, 7, 0, 1.0f, 0.5f);
+    gemm_case(1, 0, 9, 4, 6, 0.0f, 0.0f);     // alpha = 0, beta = 0: zeros
+    // gemm_ref (the float oracle kept for the optimisation issue) obeys the same contract
+    {
+        int M = 37, N = 41, K = 43;
+        float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C = falloc((size_t)M * N),
+              *C2 = falloc((size_t)M * N);
+        fill_uniform(A, (size_t)M * K, -1, 1);
+        fill_uniform(B, (size_t)K * N, -1, 1);
+        fill_const(C, (size_t)M * N, NAN);
+        gemm_ref(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+        gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C2, N);
+        double *Cd = to_double(C, (size_t)M * N);
+        // both are float dot products of K = 43 terms in [-1,1]: each within K eps of the truth
+        CU_ASSERT(close_d("gemm vs gemm_ref", C2, Cd, (size_t)M * N, 2 * K * EPS, EPS));
+        free(A), free(B), free(C), free(C2), free(Cd);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// encoder
+
+typedef struct {
+    int B, T, C;
+    const int *inp;
+    double *wte, *wpe, *dout, *out;
+} enc_ctx;
+
+static double enc_loss(void *p) {
+    enc_ctx *c = p;
+    ref_encoder(c->out, c->inp, c->wte, c->wpe, c->B, c->T, c->C);
+    return dot_d(c->out, c->dout, (size_t)c->B * c->T * c->C);
+}
+
+static void encoder_case(int B, int T, int C, int Vp, int maxT) {
+    size_t n = (size_t)B * T * C, nwte = (size_t)Vp * C, nwpe = (size_t)maxT * C;
+    int *inp = xmalloc((size_t)B * T * sizeof(int));
+    for (int i = 0; i < B * T; i++) inp[i] = (int)sm_rng_below(&g_rng, (uint64_t)Vp / 2 + 1);   // many repeats
+    float *wte = falloc(nwte), *wpe = falloc(nwpe), *out = falloc(n), *dout = falloc(n);
+    fill_uniform(wte, nwte, -1, 1);
+    fill_uniform(wpe, nwpe, -1, 1);
+    fill_uniform(dout, n, -1, 1);
+    enc_ctx c = {B, T, C, inp, to_double(wte, nwte), to_double(wpe, nwpe), to_double(dout, n), dalloc(n)};
+    encoder_forward(out, inp, wte, wpe, B, T, C);
+    ref_encoder(c.out, inp, c.wte, c.wpe, B, T, C);
+    // one float addition of exact inputs: correctly rounded, within u|r|
+    CU_ASSERT(close_d("encoder_forward", out, c.out, n, 0.0, EPS));
+
+    float *dwte = falloc(nwte), *dwpe = falloc(nwpe);
+    fill_uniform(dwte, nwte, -1, 1);
+    fill_uniform(dwpe, nwpe, -1, 1);
+    float *dwte0 = copy_f(dwte, nwte), *dwpe0 = copy_f(dwpe, nwpe);
+    encoder_backward(dwte, dwpe, dout, inp, B, T, C);
+    size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
+    double *g = dalloc(FD_MAX);
+    size_t k = pick_indices(idx, nwte, FD_MAX);
+    fd_grad(enc_loss, &c, c.wte, idx, k, FD_H, g);
+    // dwte sums up to B*T dout terms in [-1,1] onto the prefill: float error <= (B*T+1) eps
+    CU_ASSERT(check_grad("encoder_backward dwte", dwte, dwte0, g, idx, k, (B * T + 1) * EPS, EPS));
+    k = pick_indices(idx, nwpe, FD_MAX);
+    fd_grad(enc_loss, &c, c.wpe, idx, k, FD_H, g);
+    // dwpe sums B terms per element (rows t >= T get nothing and must stay as prefilled)
+    CU_ASSERT(check_grad("encoder_backward dwpe", dwpe, dwpe0, g, idx, k, (B + 1) * EPS, EPS));
+
+    // deterministic and independent of the thread count
+    float *d1 = copy_f(dwte0, nwte), *p1 = copy_f(dwpe0, nwpe);
+    omp_set_num_threads(1);
+    encoder_backward(d1, p1, dout, inp, B, T, C);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("encoder_backward dwte 1 vs 2 threads", d1, dwte, nwte));
+    CU_ASSERT(same_bits("encoder_backward dwpe 1 vs 2 threads", p1, dwpe, nwpe));
+
+    free(inp), free(wte), free(wpe), free(out), free(dout), free(dwte), free(dwpe), free(dwte0), free(dwpe0);
+    free(c.wte), free(c.wpe), free(c.dout), free(c.out), free(idx), free(g), free(d1), free(p1);
+}
+
+static void test_encoder(void) {
+    encoder_case(2, 7, 12, 13, 9);
+    encoder_case(2, 64, 64, 50, 80);
+    encoder_case(3, 33, 200, 40, 33);   // C not a multiple of 16: uneven channel slices
+}
+
+// ---------------------------------------------------------------------------------------------
+// layernorm
+
+typedef struct {
+    int N, C;
+    double *x, *w, *b, *dout, *out;
+} ln_ctx;
+
+static double ln_loss(void *p) {
+    ln_ctx *c = p;
+    ref_layernorm(c->out, NULL, NULL, c->x, c->w, c->b, c->N, c->C);
+    return dot_d(c->out, c->dout, (size_t)c->N * c->C);
+}
+
+static void layernorm_case(int N, int C) {
+    size_t n = (size_t)N * C;
+    float *x = falloc(n), *w = falloc(C), *b = falloc(C), *out = falloc(n), *mean = falloc(N), *rstd = falloc(N),
+          *dout = falloc(n);
+    fill_uniform(x, n, 1.0f, 3.0f);   // mean ~2, var 1/3: the mean must be removed accurately
+    fill_uniform(w, C, 0.5f, 1.5f);
+    fill_uniform(b, C, -1, 1);
+    fill_uniform(dout, n, -1, 1);
+    ln_ctx c = {N, C, to_double(x, n), to_double(w, C), to_double(b, C), to_double(dout, n), dalloc(n)};
+    double *rm = dalloc(N), *rr = dalloc(N);
+    layernorm_forward(out, mean, rstd, x, w, b, N, C);
+    ref_layernorm(c.out, rm, rr, c.x, c.w, c.b, N, C);
+    // mean: float sums of C values ~2 in 16 partial sums: error ~ (C/16) eps * 2 relative to
+    // the sum, i.e. <= C eps * 2 / C... bounded by 4 eps * |mean| with margin (rtol).
+    CU_ASSERT(close_d("layernorm_forward mean", mean, rm, N, 0.0, 4 * EPS * (1 + C / 16.0)));
+    // rstd: the variance sums C squares (x - mean)^2 <= 1 the same way, relative error
+    // ~(C/16) eps, plus the tiny mean error (x - mean is exact to ~eps*2); rstd halves it.
+    CU_ASSERT(close_d("layernorm_forward rstd", rstd, rr, N, 0.0, 4 * EPS * (1 + C / 16.0)));
+    // out = (x - m) rs w + b, |norm| <= ~1.8: a few roundings of O(2) values plus the rstd error
+    CU_ASSERT(close_d("layernorm_forward out", out, c.out, n, 8 * EPS * (1 + C / 16.0), EPS));
+
+    float *dx = falloc(n), *dw = falloc(C), *db = falloc(C);
+    fill_uniform(dx, n, -1, 1);
+    fill_uniform(dw, C, -1, 1);
+    fill_uniform(db, C, -1, 1);
+    float *dx0 = copy_f(dx, n), *dw0 = copy_f(dw, C), *db0 = copy_f(db, C);
+    layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, N, C);
+    size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
+    double *g = dalloc(FD_MAX);
+    size_t k = pick_indices(idx, n, FD_MAX);
+    fd_grad(ln_loss, &c, c.x, idx, k, FD_H, g);
+    // dinp = rs (dnorm - mean(dnorm) - norm mean(dnorm norm)): the two means are float sums of
+    // C terms of size <= |w dout norm| <= 3, error ~ (C/16) eps * 3 before dividing by C;
+    // the rest is a few roundings of O(3) values, times rs <= 1.8: ~ 16 eps covers it.
+    CU_ASSERT(check_grad("layernorm_backward dinp", dx, dx0, g, idx, k, 16 * EPS, 2 * EPS));
+    k = pick_indices(idx, (size_t)C, FD_MAX);
+    fd_grad(ln_loss, &c, c.w, idx, k, FD_H, g);
+    // dweight sums N terms norm*dout with |term| <= 1.8: float error <= N eps * 1.8 (bound as
+    // K eps max|term|, partial sums of random signs stay far below N max|term|)
+    CU_ASSERT(check_grad("layernorm_backward dweight", dw, dw0, g, idx, k, 2 * (N + 1) * EPS, 2 * EPS));
+    fd_grad(ln_loss, &c, c.b, idx, k, FD_H, g);
+    // dbias sums N terms dout in [-1,1]
+    CU_ASSERT(check_grad("layernorm_backward dbias", db, db0, g, idx, k, (N + 1) * EPS, 2 * EPS));
+
+    float *dx1 = copy_f(dx0, n), *dw1 = copy_f(dw0, C), *db1 = copy_f(db0, C);
+    omp_set_num_threads(1);
+    layernorm_backward(dx1, dw1, db1, dout, x, w, mean, rstd, N, C);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("layernorm_backward dinp 1 vs 2 threads", dx1, dx, n));
+    CU_ASSERT(same_bits("layernorm_backward dweight 1 vs 2 threads", dw1, dw, C));
+    CU_ASSERT(same_bits("layernorm_backward dbias 1 vs 2 threads", db1, db, C));
+
+    free(x), free(w), free(b), free(out), free(mean), free(rstd), free(dout), free(rm), free(rr);
+    free(c.x), free(c.w), free(c.b), free(c.dout), free(c.out);
+    free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0), free(dx1), free(dw1), free(db1), free(idx), free(g);
+}
+
+static void test_layernorm(void) {
+    layernorm_case(14, 12);
+    layernorm_case(7, 37);
+    layernorm_case(128, 64);
+    layernorm_case(9, 768);
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul
+
+typedef struct {
+    int N, C, OC;
+    double *inp, *w, *b, *dout, *out;
+} mm_ctx;
+
+static double mm_loss(void *p) {
+    mm_ctx *c = p;
+    ref_matmul(c->out, c->inp, c->w, c->b, c->N, c->C, c->OC);
+    return dot_d(c->out, c->dout, (size_t)c->N * c->OC);
+}
+
+static void matmul_case(int N, int C, int OC, int with_bias) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *inp = falloc(ni), *w = falloc(nw), *b = with_bias ? falloc(OC) : NULL, *out = falloc(no),
+          *dout = falloc(no);
+    fill_uniform(inp, ni, -1, 1);
+    fill_uniform(w, nw, -1, 1);
+    if (b) fill_uniform(b, OC, -1, 1);
+    fill_uniform(dout, no, -1, 1);
+    mm_ctx c = {N, C, OC, to_double(inp, ni), to_double(w, nw), b ? to_double(b, OC) : NULL, to_double(dout, no),
+                dalloc(no)};
+    fill_const(out, no, NAN);   // the forward must overwrite, not accumulate
+    matmul_forward(out, inp, w, b, N, C, OC);
+    ref_matmul(c.out, c.inp, c.w, c.b, N, C, OC);
+    char what[80];
+    snprintf(what, sizeof what, "matmul_forward N=%d C=%d OC=%d bias=%d", N, C, OC, with_bias);
+    // float dot of C products in [-1,1] plus the bias: error <= (C+1) eps * max partial sum,
+    // and partial sums of random-sign terms stay within ~sqrt(C): (C+1) eps sqrt(C) bound
+    CU_ASSERT(close_d(what, out, c.out, no, (C + 1) * EPS * sqrt(C + 1.0), EPS));
+
+    float *dinp = falloc(ni), *dw = falloc(nw), *db = with_bias ? falloc(OC) : NULL;
+    fill_uniform(dinp, ni, -1, 1);
+    fill_uniform(dw, nw, -1, 1);
+    if (db) fill_uniform(db, OC, -1, 1);
+    float *dinp0 = copy_f(dinp, ni), *dw0 = copy_f(dw, nw), *db0 = db ? copy_f(db, OC) : NULL;
+    matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
+    size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
+    double *g = dalloc(FD_MAX);
+    size_t k = pick_indices(idx, ni, FD_MAX);
+    fd_grad(mm_loss, &c, c.inp, idx, k, FD_H, g);
+    // dinp: dot of OC products in [-1,1] onto the prefill, same argument as the forward
+    CU_ASSERT(check_grad("matmul_backward dinp", dinp, dinp0, g, idx, k, (OC + 1) * EPS * sqrt(OC + 1.0), EPS));
+    k = pick_indices(idx, nw, FD_MAX);
+    fd_grad(mm_loss, &c, c.w, idx, k, FD_H, g);
+    // dweight: dot of N products in [-1,1]
+    CU_ASSERT(check_grad("matmul_backward dweight", dw, dw0, g, idx, k, (N + 1) * EPS * sqrt(N + 1.0), EPS));
+    if (db) {
+        k = pick_indices(idx, (size_t)OC, FD_MAX);
+        fd_grad(mm_loss, &c, c.b, idx, k, FD_H, g);
+        // dbias: summed in double, rounded once onto the prefill
+        CU_ASSERT(check_grad("matmul_backward dbias", db, db0, g, idx, k, 2 * EPS, EPS));
+    }
+
+    // determinism: twice at 2 threads, and at 1 thread, bit for bit (forward and backward)
+    float *dinp2 = copy_f(dinp0, ni), *dw2 = copy_f(dw0, nw), *db2 = db ? copy_f(db0, OC) : NULL;
+    matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC);
+    CU_ASSERT(same_bits("matmul_backward dinp twice", dinp2, dinp, ni));
+    CU_ASSERT(same_bits("matmul_backward dweight twice", dw2, dw, nw));
+    if (db) CU_ASSERT(same_bits("matmul_backward dbias twice", db2, db, OC));
+    memcpy(dinp2, dinp0, ni * sizeof(float));
+    memcpy(dw2, dw0, nw * sizeof(float));
+    if (db) memcpy(db2, db0, OC * sizeof(float));
+    float *out1 = falloc(no);
+    omp_set_num_threads(1);
+    matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC);
+    matmul_forward(out1, inp, w, b, N, C, OC);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("matmul_backward dinp 1 vs 2 threads", dinp2, dinp, ni));
+    CU_ASSERT(same_bits("matmul_backward dweight 1 vs 2 threads", dw2, dw, nw));
+    if (db) CU_ASSERT(same_bits("matmul_backward dbias 1 vs 2 threads", db2, db, OC));
+    CU_ASSERT(same_bits("matmul_forward 1 vs 2 threads", out1, out, no));
+
+    free(inp), free(w), free(b), free(out), free(dout), free(c.inp), free(c.w), free(c.b), free(c.dout), free(c.out);
+    free(dinp), free(dw), free(db), free(dinp0), free(dw0), free(db0), free(dinp2), free(dw2), free(db2), free(out1);
+    free(idx), free(g);
+}
+
+static void test_matmul(void) {
+    matmul_case(14, 12, 10, 1);
+    matmul_case(14, 12, 10, 0);
+    matmul_case(3, 17, 300, 1);     // few rows: the output is split by columns
+    matmul_case(260, 64, 96, 1);
+    matmul_case(301, 70, 130, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention
+
+typedef struct {
+    int B, T, C, NH;
+    double *qkv, *dout, *out;
+} att_ctx;
+
+static double att_loss(void *p) {
+    att_ctx *c = p;
+    ref_attention(c->out, NULL, c->qkv, c->B, c->T, c->C, c->NH);
+    return dot_d(c->out, c->dout, (size_t)c->B * c->T * c->C);
+}
+
+static void attention_case(int B, int T, int C, int NH) {
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    float *qkv = falloc(nqkv), *out = falloc(no), *att = falloc(na), *dout = falloc(no);
+    fill_uniform(qkv, nqkv, -2, 2);   // scores up to ~hs*4/sqrt(hs): peaked softmaxes too
+    fill_uniform(dout, no, -1, 1);
+    att_ctx c = {B, T, C, NH, to_double(qkv, nqkv), to_double(dout, no), dalloc(no)};
+    double *ratt = dalloc(na);
+    fill_const(out, no, NAN);   // every output element must be written
+    fill_const(att, na, NAN);
+    attention_forward(out, att, qkv, B, T, C, NH);
+    ref_attention(c.out, ratt, c.qkv, B, T, C, NH);
+    int hs = C / NH;
+    char what[96];
+    // probabilities: scores are float dots of hs terms <= 4 (error ~hs*4 eps/sqrt(hs) absolute),
+    // and p = exp(s - max)/sum carries that as a relative error, plus expf and the float sum
+    // of up to T terms (relative ~T eps/2): rtol covers it; masked entries must be exactly 0.
+    snprintf(what, sizeof what, "attention_forward att B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CU_ASSERT(close_d(what, att, ratt, na, 0.0, (4 * sqrt(hs) + T + 8) * EPS));
+    int zeros_ok = 1;
+    for (int bh = 0; bh < B * NH; bh++)
+        for (int t = 0; t < T; t++)
+            for (int j = t + 1; j < T; j++) zeros_ok &= att[((size_t)bh * T + t) * T + j] == 0.0f;
+    CU_ASSERT(zeros_ok);
+    // out = sum_j p_j v_j, |v| <= 2, sum p = 1: error <= 2 * (relative error of p) + T eps * 2
+    snprintf(what, sizeof what, "attention_forward out B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CU_ASSERT(close_d(what, out, c.out, no, 2 * (4 * sqrt(hs) + 2 * T + 8) * EPS, EPS));
+
+    float *dqkv = falloc(nqkv), *datt = falloc(na);
+    fill_uniform(dqkv, nqkv, -1, 1);
+    fill_const(datt, na, NAN);   // scratch: nothing unwritten may be read
+    float *dqkv0 = copy_f(dqkv, nqkv);
+    attention_backward(dqkv, datt, dout, qkv, att, B, T, C, NH);
+    size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
+    double *g = dalloc(FD_MAX);
+    size_t k = pick_indices(idx, nqkv, FD_MAX);
+    fd_grad(att_loss, &c, c.qkv, idx, k, FD_H, g);
+    // dqkv: dP = dO V^T (hs terms <= 2), dS = P (dP - P.dP) scale, dQ = dS K and dK = dS^T Q
+    // (up to T terms, |dS| <= ~2 P, sum P = 1 over a row), dV = P^T dO (T terms, |P| <= 1).
+    // Each is a float sum of at most T + hs terms of size <= ~1 (|dS| <= ~2 P, P <= 1 and
+    // sums to 1 over a row, |q|,|k|,|v| <= 2): K eps max|term| with K = T + hs.
+    snprintf(what, sizeof what, "attention_backward dqkv B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CU_ASSERT(check_grad(what, dqkv, dqkv0, g, idx, k, (T + hs) * EPS, 2 * EPS));
+
+    // determinism: twice, and 1 vs 2 threads
+    float *dqkv2 = copy_f(dqkv0, nqkv), *out1 = falloc(no), *att1 = falloc(na);
+    attention_backward(dqkv2, datt, dout, qkv, att, B, T, C, NH);
+    CU_ASSERT(same_bits("attention_backward twice", dqkv2, dqkv, nqkv));
+    memcpy(dqkv2, dqkv0, nqkv * sizeof(float));
+    omp_set_num_threads(1);
+    attention_backward(dqkv2, datt, dout, qkv, att, B, T, C, NH);
+    attention_forward(out1, att1, qkv, B, T, C, NH);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("attention_backward 1 vs 2 threads", dqkv2, dqkv, nqkv));
+    CU_ASSERT(same_bits("attention_forward out 1 vs 2 threads", out1, out, no));
+    CU_ASSERT(same_bits("attention_forward att 1 vs 2 threads", att1, att, na));
+
+    free(qkv), free(out), free(att), free(dout), free(c.qkv), free(c.dout), free(c.out), free(ratt);
+    free(dqkv), free(datt), free(dqkv0), free(idx), free(g), free(dqkv2), free(out1), free(att1);
+}
+
+static void test_attention(void) {
+    attention_case(2, 7, 12, 3);
+    attention_case(1, 1, 8, 2);      // a single position
+    attention_case(2, 64, 64, 4);
+    attention_case(1, 130, 64, 4);   // several row blocks, the last one partial
+}
+
+// ---------------------------------------------------------------------------------------------
+// gelu, residual, scale
+
+typedef struct {
+    size_t n;
+    double *x, *dout;
+} gelu_ctx;
+
+static double gelu_loss(void *p) {
+    gelu_ctx *c = p;
+    double s = 0.0;
+    for (size_t i = 0; i < c->n; i++) s += ref_gelu(c->x[i]) * c->dout[i];
+    return s;
+}
+
+static void test_gelu(void) {
+    size_t n = 1001;
+    float *x = falloc(n), *out = falloc(n), *dout = falloc(n), *dx = falloc(n);
+    fill_uniform(x, n, -6, 6);
+    x[0] = 0.0f, x[1] = -10.0f, x[2] = 10.0f;
+    fill_uniform(dout, n, -1, 1);
+    fill_uniform(dx, n, -1, 1);
+    float *dx0 = copy_f(dx, n);
+    gelu_forward(out, x, n);
+    double *ref = dalloc(n);
+    for (size_t i = 0; i < n; i++) ref[i] = ref_gelu(x[i]);
+    // a few roundings and tanhf (<= 2 ulp); where tanh ~ -1, 1 + tanh cancels and keeps the
+    // absolute error of tanh (~eps) times |x|/2 <= 5: atol 8 eps, rtol 8 eps
+    CU_ASSERT(close_d("gelu_forward", out, ref, n, 8 * EPS, 8 * EPS));
+    gelu_backward(dx, x, dout, n);
+    gelu_ctx c = {n, to_double(x, n), to_double(dout, n)};
+    size_t *idx = xmalloc(n * sizeof(size_t));
+    double *g = dalloc(n);
+    size_t k = pick_indices(idx, n, n);
+    fd_grad(gelu_loss, &c, c.x, idx, k, FD_H, g);
+    // gelu' is <= ~1.13 and is a few float operations on O(1)..O(|x| <= 10) values: same
+    // cancellation argument as the forward, times |dout| <= 1
+    CU_ASSERT(check_grad("gelu_backward", dx, dx0, g, idx, k, 16 * EPS, 4 * EPS));
+    free(x), free(out), free(dout), free(dx), free(dx0), free(ref), free(c.x), free(c.dout), free(idx), free(g);
+}
+
+typedef struct {
+    size_t n;
+    double *a, *b, *dout;
+} res_ctx;
+
+static double res_loss(void *p) {
+    res_ctx *c = p;
+    double s = 0.0;
+    for (size_t i = 0; i < c->n; i++) s += (c->a[i] + c->b[i]) * c->dout[i];
+    return s;
+}
+
+static void test_residual_scale(void) {
+    size_t n = 777;
+    float *a = falloc(n), *b = falloc(n), *out = falloc(n), *dout = falloc(n), *da = falloc(n), *db = falloc(n);
+    fill_uniform(a, n, -1, 1);
+    fill_uniform(b, n, -1, 1);
+    fill_uniform(dout, n, -1, 1);
+    fill_uniform(da, n, -1, 1);
+    fill_uniform(db, n, -1, 1);
+    float *da0 = copy_f(da, n), *db0 = copy_f(db, n);
+    residual_forward(out, a, b, n);
+    res_ctx c = {n, to_double(a, n), to_double(b, n), to_double(dout, n)};
+    double *ref = dalloc(n);
+    for (size_t i = 0; i < n; i++) ref[i] = c.a[i] + c.b[i];
+    // a single float addition: correctly rounded
+    CU_ASSERT(close_d("residual_forward", out, ref, n, 0.0, EPS));
+    residual_backward(da, db, dout, n);
+    size_t *idx = xmalloc(n * sizeof(size_t));
+    double *g = dalloc(n);
+    size_t k = pick_indices(idx, n, n);
+    fd_grad(res_loss, &c, c.a, idx, k, FD_H, g);
+    // prefill + dout: one rounding (FD of a linear loss is exact to ~1e-12)
+    CU_ASSERT(check_grad("residual_backward dinp1", da, da0, g, idx, k, 1e-6 * EPS, EPS));
+    fd_grad(res_loss, &c, c.b, idx, k, FD_H, g);
+    CU_ASSERT(check_grad("residual_backward dinp2", db, db0, g, idx, k, 1e-6 * EPS, EPS));
+    // scale_inplace: one float product, which is what (float)((double)x * s) gives bit for bit
+    float *x = copy_f(a, n), *want = falloc(n);
+    for (size_t i = 0; i < n; i++) want[i] = (float)((double)a[i] * 0.3f);
+    scale_inplace(x, 0.3f, n);
+    CU_ASSERT(same_bits("scale_inplace", x, want, n));
+    free(a), free(b), free(out), free(dout), free(da), free(db), free(da0), free(db0), free(c.a), free(c.b);
+    free(c.dout), free(ref), free(idx), free(g), free(x), free(want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax + cross-entropy
+
+typedef struct {
+    int N, V, Vp;
+    const int *targets;
+    double *logits, dloss;
+} sx_ctx;
+
+static double sx_loss(void *p) {
+    sx_ctx *c = p;
+    return c->dloss * ref_softmax_xent(NULL, c->logits, c->targets, c->N, c->V, c->Vp);
+}
+
+static void softmax_xent_case(int N, int V, int Vp) {
+    size_t n = (size_t)N * Vp;
+    float *logits = falloc(n), *losses = falloc(N), *dl = falloc(n);
+    int *targets = xmalloc((size_t)N * sizeof(int));
+    fill_uniform(logits, n, -4, 4);
+    for (int i = 0; i < N; i++) targets[i] = (int)sm_rng_below(&g_rng, (uint64_t)V);
+    float dloss = 1.0f / N;
+    sx_ctx c = {N, V, Vp, targets, to_double(logits, n), dloss};
+    double *rl = dalloc(N);
+    fill_const(dl, n, NAN);   // written, not accumulated; padding included
+    double total = softmax_xent(losses, dl, logits, targets, N, V, Vp, dloss);
+    double rtotal = ref_softmax_xent(rl, c.logits, targets, N, V, Vp);
+    // loss = log(sum exp) - (l_t - max): exp in float (<= 2 ulp), summed in double, so the
+    // loss is off by ~2 eps relative in the sum -> 2 eps absolute, plus its float rounding
+    CU_ASSERT(close_d("softmax_xent losses", losses, rl, N, 4 * EPS, EPS));
+    // the total sums the float losses in double: error <= N * (per-loss error)
+    CU_ASSERT(fabs(total - rtotal) <= N * 4 * EPS + EPS * fabs(rtotal));
+    size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
+    double *g = dalloc(FD_MAX);
+    float *zero = falloc(n);
+    fill_const(zero, n, 0.0f);
+    size_t k = pick_indices(idx, n, FD_MAX);
+    fd_grad(sx_loss, &c, c.logits, idx, k, FD_H, g);
+    // (p - onehot) dloss with p correct to a few eps relative: atol a few eps * dloss
+    CU_ASSERT(check_grad("softmax_xent dlogits", dl, zero, g, idx, k, 4 * EPS * dloss, 4 * EPS));
+    int pad_ok = 1;
+    for (int i = 0; i < N; i++)
+        for (int j = V; j < Vp; j++) pad_ok &= dl[(size_t)i * Vp + j] == 0.0f && !signbit(dl[(size_t)i * Vp + j]);
+    CU_ASSERT(pad_ok);
+    // padded logits never enter: wild values there change nothing, bit for bit
+    float *wild = copy_f(logits, n), *losses2 = falloc(N), *dl2 = falloc(n);
+    for (int i = 0; i < N; i++)
+        for (int j = V; j < Vp; j++) wild[(size_t)i * Vp + j] = (j % 2) ? 1e30f : -INFINITY;
+    double total2 = softmax_xent(losses2, dl2, wild, targets, N, V, Vp, dloss);
+    CU_ASSERT(total2 == total);
+    CU_ASSERT(same_bits("softmax_xent losses with wild padding", losses2, losses, N));
+    CU_ASSERT(same_bits("softmax_xent dlogits with wild padding", dl2, dl, n));
+    // dlogits may alias logits; and dlogits = NULL gives the same losses
+    float *alias = copy_f(logits, n);
+    double total3 = softmax_xent(losses2, alias, alias, targets, N, V, Vp, dloss);
+    CU_ASSERT(total3 == total);
+    CU_ASSERT(same_bits("softmax_xent dlogits aliased", alias, dl, n));
+    double total4 = softmax_xent(losses2, NULL, logits, targets, N, V, Vp, dloss);
+    CU_ASSERT(total4 == total);
+    CU_ASSERT(same_bits("softmax_xent losses without dlogits", losses2, losses, N));
+    omp_set_num_threads(1);
+    double total5 = softmax_xent(losses2, dl2, logits, targets, N, V, Vp, dloss);
+    omp_set_num_threads(2);
+    CU_ASSERT(total5 == total);
+    CU_ASSERT(same_bits("softmax_xent dlogits 1 vs 2 threads", dl2, dl, n));
+    free(logits), free(losses), free(dl), free(targets), free(c.logits), free(rl), free(idx), free(g), free(zero);
+    free(wild), free(losses2), free(dl2), free(alias);
+}
+
+static void test_softmax_xent(void) {
+    softmax_xent_case(14, 11, 13);
+    softmax_xent_case(5, 7, 7);        // no padding
+    softmax_xent_case(64, 1000, 1024);
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW, sum_squares
+
+static void test_adamw(void) {
+    size_t n = 1003;
+    float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    float *p = falloc(n), *m = falloc(n), *v = falloc(n), *gr = falloc(n);
+    fill_uniform(p, n, -1, 1);
+    fill_const(m, n, 0.0f);
+    fill_const(v, n, 0.0f);
+    double *rp = to_double(p, n), *rm = dalloc(n), *rv = dalloc(n);
+    for (size_t i = 0; i < n; i++) rm[i] = rv[i] = 0.0;
+    for (int t = 1; t <= 3; t++) {
+        fill_uniform(gr, n, -1, 1);
+        adamw_update(p, gr, m, v, n, lr, b1, b2, eps, wd, t);
+        double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
+        for (size_t i = 0; i < n; i++) {
+            double g = gr[i];
+            rm[i] = b1 * rm[i] + (1.0 - b1) * g;
+            rv[i] = b2 * rv[i] + (1.0 - b2) * g * g;
+            double mhat = rm[i] / bc1, vhat = rv[i] / bc2;
+            rp[i] -= lr * (mhat / (sqrt(vhat) + eps) + wd * rp[i]);
+        }
+        char what[64];
+        // m = b1 m + (1-b1) g: each step adds a few roundings of terms <= max|g| = 1, and b1 m
+        // and (1-b1) g can cancel, so the error is absolute: <= ~2 eps per step
+        snprintf(what, sizeof what, "adamw m (t=%d)", t);
+        CU_ASSERT(close_d(what, m, rm, n, 2 * t * EPS, EPS));
+        // v sums positive terms (no cancellation): relative error <= ~4 eps per step
+        snprintf(what, sizeof what, "adamw v (t=%d)", t);
+        CU_ASSERT(close_d(what, v, rv, n, 0.0, 4 * t * EPS));
+        // params: stored in float each step (t half-ulp roundings of |p| <= 1, in rtol), and each
+        // update lr * (mhat/(sqrt vhat + eps) + wd p) has |mhat/sqrt vhat| <= ~3 with relative
+        // error ~ a few eps: atol in units of lr
+        snprintf(what, sizeof what, "adamw params (t=%d)", t);
+        CU_ASSERT(close_d(what, p, rp, n, t * lr * 32 * EPS, t * EPS));
+    }
+    free(p), free(m), free(v), free(gr), free(rp), free(rm), free(rv);
+}
+
+static void test_sum_squares(void) {
+    static const size_t sizes[] = {0, 1, 5, 65536, 65537, 300001, ((size_t)256 << 16) + 1000};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        float *g = falloc(n);
+        fill_uniform(g, n, -2, 2);
+        double ref = 0.0;
+        for (size_t i = 0; i < n; i++) ref += (double)g[i] * g[i];
+        double got2 = sum_squares(g, n);
+        omp_set_num_threads(1);
+        double got1 = sum_squares(g, n);
+        omp_set_num_threads(2);
+        // squares of floats are exact in double; a double sum of n positive terms in any order
+        // is within n u_double of the truth, twice (ours and the reference's)
+        CU_ASSERT(fabs(got2 - ref) <= 2.0 * n * DBL_EPSILON * ref);
+        CU_ASSERT(memcmp(&got1, &got2, sizeof got1) == 0);   // bit for bit, 1 vs 2 threads
+        free(g);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int main(void) {
+    sm_rng_seed(&g_rng, 1234, 0);
+    omp_set_num_threads(2);
+    if (CU_initialize_registry() != CUE_SUCCESS) {
+        fprintf(stderr, "test_kernels: CUnit registry: %s\n", CU_get_error_msg());
+        return 2;
+    }
+    CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
+    if (!s || !CU_add_test(s, "gemm", test_gemm) || !CU_add_test(s, "encoder", test_encoder) ||
+        !CU_add_test(s, "layernorm", test_layernorm) || !CU_add_test(s, "matmul", test_matmul) ||
+        !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "gelu", test_gelu) ||
+        !CU_add_test(s, "residual_scale", test_residual_scale) ||
+        !CU_add_test(s, "softmax_xent", test_softmax_xent) || !CU_add_test(s, "adamw", test_adamw) ||
+        !CU_add_test(s, "sum_squares", test_sum_squares)) {
+        fprintf(stderr, "test_kernels: CUnit setup: %s\n", CU_get_error_msg());
+        CU_cleanup_registry();
+        return 2;
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_ErrorCode err = CU_basic_run_tests();
+    unsigned failures = CU_get_number_of_failures(), tests_failed = CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return (err != CUE_SUCCESS || failures || tests_failed) ? 1 : 0;
+}

@@ -1,0 +1,387 @@
+// test_pytorch.c — the model against PyTorch on identical weights and data: logits, loss,
+// every parameter gradient, then 5 AdamW steps (losses and final parameters).
+//
+//   test_pytorch --write DIR     config.json, params.bin, inputs.bin, targets.bin
+//   pytorch_ref.py DIR           ref.bin (tests/pytorch_ref.py, Debian's python3 + torch)
+//   test_pytorch --compare DIR   loads params.bin into the C model, compares with ref.bin
+//
+// ref.bin is float32: logits (B,T,Vp) | loss | 16 gradients | STEPS losses | 16 parameters.
+#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common.h"
+#include "gpt2.h"
+
+_Static_assert(sizeof(int) == 4, "inputs.bin and targets.bin are int32");
+
+// The test configuration: Vp = 256 > V = 250 exercises the padded vocabulary, and
+// T = 24 < maxT = 32 leaves wpe rows that get no gradient.
+enum { REF_L = 2, REF_H = 4, REF_C = 64, REF_MAXT = 32, REF_V = 250, REF_B = 4, REF_T = 24, REF_STEPS = 5 };
+static const float REF_LR = 1e-3f, REF_BETA1 = 0.9f, REF_BETA2 = 0.999f, REF_EPS = 1e-8f, REF_WD = 0.1f;
+static const uint64_t WEIGHT_SEED = 1337, PERTURB_SEED = 7, TOKEN_SEED = 42;
+
+static const char *const PARAM_NAMES[NUM_PARAM_TENSORS] = {
+    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
+
+static gpt2_config ref_config(void) {
+    gpt2_config cfg = {.n_layer = REF_L, .n_head = REF_H, .n_embd = REF_C, .max_seq_len = REF_MAXT,
+                       .vocab_size = REF_V};
+    char err[256];
+    if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "test config: %s", err);
+    SM_CHECK(cfg.padded_vocab_size == 256, "expected Vp 256 for V %d, got %d", REF_V, cfg.padded_vocab_size);
+    return cfg;
+}
+
+// config.json, written by --write and checked byte for byte by --compare (a stale DIR fails).
+static void config_json(char *buf, size_t len, const gpt2_config *cfg) {
+    snprintf(buf, len,
+             "{\"L\": %d, \"H\": %d, \"C\": %d, \"maxT\": %d, \"V\": %d, \"Vp\": %d, \"B\": %d, \"T\": %d,\n"
+             " \"lr\": %.9g, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, \"wd\": %.9g, \"steps\": %d}\n",
+             cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->max_seq_len, cfg->vocab_size, cfg->padded_vocab_size,
+             REF_B, REF_T, (double)REF_LR, (double)REF_BETA1, (double)REF_BETA2, (double)REF_EPS,
+             (double)REF_WD, REF_STEPS);
+}
+
+static size_t params_n_floats(const gpt2 *model) {
+    size_t n = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) n += model->params.t[i].n_floats;
+    return n;
+}
+
+static void path_join(char *out, size_t len, const char *dir, const char *name) {
+    int n = snprintf(out, len, "%s/%s", dir, name);
+    SM_CHECK(n > 0 && (size_t)n < len, "path too long: %s/%s", dir, name);
+}
+
+static void write_file(const char *dir, const char *name, const void *data, size_t n_bytes) {
+    char path[4096], err[512];
+    path_join(path, sizeof path, dir, name);
+    if (sm_write_file_atomic(path, data, n_bytes, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+}
+
+// Reads DIR/name, which must hold exactly n_bytes; returns a buffer the caller frees.
+static void *read_file(const char *dir, const char *name, size_t n_bytes) {
+    char path[4096];
+    path_join(path, sizeof path, dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) sm_fatal(SM_EXIT_RUNTIME, "cannot open %s: %s (did pytorch_ref_write/run pass?)", path, strerror(errno));
+    char *buf = sm_malloc(n_bytes + 1);
+    size_t got = fread(buf, 1, n_bytes + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) sm_fatal(SM_EXIT_RUNTIME, "cannot read %s", path);
+    if (got != n_bytes) sm_fatal(SM_EXIT_RUNTIME, "%s holds %s%zu bytes, expected %zu (stale or foreign reference?)",
+                                 path, got > n_bytes ? "more than " : "", got > n_bytes ? n_bytes : got, n_bytes);
+    return buf;
+}
+
+static void mkdir_p(const char *dir) {
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s", dir);
+    SM_CHECK(n > 0 && (size_t)n < sizeof path, "path too long: %s", dir);
+    for (char *p = path + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(path, 0755) != 0 && errno != EEXIST)
+                sm_fatal(SM_EXIT_RUNTIME, "cannot create directory %s: %s", path, strerror(errno));
+            *p = c;
+            if (c == '\0') break;
+        }
+    }
+}
+
+// Loads params.bin (the 16 tensors back to back, no padding) into model->params.
+static void load_params(gpt2 *model, const char *dir) {
+    size_t n = params_n_floats(model);
+    float *flat = read_file(dir, "params.bin", n * sizeof(float));
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        memcpy(model->params.t[i].ptr, flat + off, model->params.t[i].n_floats * sizeof(float));
+        off += model->params.t[i].n_floats;
+    }
+    sm_free(flat);
+}
+
+// ---------------------------------------------------------------------------------------
+// --write DIR
+static int write_mode(const char *dir) {
+    gpt2_config cfg = ref_config();
+    gpt2 model;
+    gpt2_build(&model, &cfg, REF_B, REF_T);
+    gpt2_init_weights(&model, WEIGHT_SEED);
+
+    // Init leaves biases at 0 and LayerNorm weights at 1, where a wrong gradient can hide
+    // (e.g. a bias term dropped from forward, or dgamma used where dbeta belongs): make them
+    // non-trivial. LN weights 1 + 0.1 N(0,1), LN biases and linear biases 0.02 N(0,1).
+    sm_rng rng;
+    sm_rng_seed(&rng, PERTURB_SEED, 0);
+    static const int perturbed[] = {P_LN1W, P_LN1B, P_QKVB, P_ATTPROJB, P_LN2W, P_LN2B, P_FCB, P_FCPROJB, P_LNFW, P_LNFB};
+    for (size_t k = 0; k < sizeof perturbed / sizeof perturbed[0]; k++) {
+        int i = perturbed[k];
+        int is_ln_weight = i == P_LN1W || i == P_LN2W || i == P_LNFW;
+        float scale = is_ln_weight ? 0.1f : 0.02f;
+        sm_tensor *t = &model.params.t[i];
+        for (size_t j = 0; j < t->n_floats; j++) t->ptr[j] += scale * sm_rng_normal(&rng);
+    }
+
+    size_t n = params_n_floats(&model);
+    float *flat = sm_malloc(n * sizeof(float));
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        memcpy(flat + off, model.params.t[i].ptr, model.params.t[i].n_floats * sizeof(float));
+        off += model.params.t[i].n_floats;
+    }
+
+    int inputs[REF_B * REF_T], targets[REF_B * REF_T];
+    sm_rng_seed(&rng, TOKEN_SEED, 0);
+    for (int i = 0; i < REF_B * REF_T; i++) inputs[i] = (int)sm_rng_below(&rng, REF_V);
+    for (int i = 0; i < REF_B * REF_T; i++) targets[i] = (int)sm_rng_below(&rng, REF_V);
+
+    char json[1024];
+    config_json(json, sizeof json, &cfg);
+    mkdir_p(dir);
+    write_file(dir, "config.json", json, strlen(json));
+    write_file(dir, "params.bin", flat, n * sizeof(float));
+    write_file(dir, "inputs.bin", inputs, sizeof inputs);
+    write_file(dir, "targets.bin", targets, sizeof targets);
+    printf("test_pytorch: wrote %zu parameters and a (%d,%d) batch to %s\n", n, REF_B, REF_T, dir);
+    sm_free(flat);
+    gpt2_free(&model);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// --compare DIR: the fixture the CUnit tests share (CUnit test functions take no arguments).
+static struct {
+    const char *dir;
+    gpt2_config cfg;
+    gpt2 model;
+    int *inputs, *targets;
+    float *ref;        // all of ref.bin
+    size_t ref_n;      // floats in ref.bin
+    const float *ref_logits, *ref_loss, *ref_grads[NUM_PARAM_TENSORS], *ref_losses,
+        *ref_params[NUM_PARAM_TENSORS];
+    float loss;        // the C model's loss of the first forward
+} fx;
+
+static float max_abs(const float *x, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
+// Prints max|a-ref| (absolute, and relative to max|ref|) so the margins show in the test
+// log, then asserts |a - ref| <= atol + rtol*|ref| elementwise (sm_allclose names the worst).
+static void check_close(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol) {
+    double max_diff = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)ref[i]);
+        if (!(d <= max_diff)) max_diff = d;   // NaN propagates
+    }
+    double max_ref = max_abs(ref, n);
+    printf("  %-16s n %7zu  max|ref| %.3e  max|diff| %.3e  = %.3e of max|ref|  (atol %.2e rtol %.0e)\n", what, n,
+           max_ref, max_diff, max_ref > 0 ? max_diff / max_ref : max_diff, atol, rtol);
+    CU_ASSERT(sm_allclose(what, a, ref, n, atol, rtol));
+}
+
+static int suite_init(void) {
+    fx.cfg = ref_config();
+    char want[1024];
+    config_json(want, sizeof want, &fx.cfg);
+    char *got = read_file(fx.dir, "config.json", strlen(want));
+    int same = memcmp(got, want, strlen(want)) == 0;
+    sm_free(got);
+    if (!same) {
+        fprintf(stderr, "test_pytorch: %s/config.json differs from this build's test config; rerun --write\n", fx.dir);
+        return 1;
+    }
+    gpt2_build(&fx.model, &fx.cfg, REF_B, REF_T);
+    fx.inputs = read_file(fx.dir, "inputs.bin", REF_B * REF_T * sizeof(int));
+    fx.targets = read_file(fx.dir, "targets.bin", REF_B * REF_T * sizeof(int));
+    for (int i = 0; i < REF_B * REF_T; i++)
+        if (fx.inputs[i] < 0 || fx.inputs[i] >= REF_V || fx.targets[i] < 0 || fx.targets[i] >= REF_V) {
+            fprintf(stderr, "test_pytorch: token %d out of [0,%d) at %d\n", fx.inputs[i], REF_V, i);
+            return 1;
+        }
+
+    size_t np = params_n_floats(&fx.model);
+    size_t n_logits = (size_t)REF_B * REF_T * fx.cfg.padded_vocab_size;
+    fx.ref_n = n_logits + 1 + np + REF_STEPS + np;
+    fx.ref = read_file(fx.dir, "ref.bin", fx.ref_n * sizeof(float));
+    const float *p = fx.ref;
+    fx.ref_logits = p;
+    p += n_logits;
+    fx.ref_loss = p;
+    p += 1;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        fx.ref_grads[i] = p;
+        p += fx.model.params.t[i].n_floats;
+    }
+    fx.ref_losses = p;
+    p += REF_STEPS;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        fx.ref_params[i] = p;
+        p += fx.model.params.t[i].n_floats;
+    }
+    SM_CHECK(p == fx.ref + fx.ref_n, "ref.bin layout");
+
+    // One forward + backward on PyTorch's weights (not an optimizer step).
+    load_params(&fx.model, fx.dir);
+    gpt2_zero_grad(&fx.model);
+    fx.loss = gpt2_forward(&fx.model, fx.inputs, fx.targets, REF_B, REF_T, 1.0f / (REF_B * REF_T));
+    gpt2_backward(&fx.model);
+    return 0;
+}
+
+static int suite_clean(void) {
+    gpt2_free(&fx.model);
+    sm_free(fx.inputs);
+    sm_free(fx.targets);
+    sm_free(fx.ref);
+    return 0;
+}
+
+// The comparison alone would pass a C model and a reference that are wrong together, or a
+// reference that is degenerate; these checks need no reference.
+static void test_sanity(void) {
+    const gpt2 *m = &fx.model;
+    const int V = fx.cfg.vocab_size, Vp = fx.cfg.padded_vocab_size, C = fx.cfg.n_embd;
+    // At GPT-2 init logits are small (|logit| << 1: wte is N(0,0.02) against a unit-variance
+    // LayerNorm output), so the softmax is near uniform and the loss is ln V = 5.52 to within
+    // ~0.5 * Var(logit) ~ 0.02. A loss far from it means a broken forward (or tokens ignored).
+    printf("  C loss %.6f, PyTorch %.6f, ln V %.6f\n", (double)fx.loss, (double)*fx.ref_loss, log((double)V));
+    CU_ASSERT(fabs((double)fx.loss - log((double)V)) < 0.1);
+    CU_ASSERT(fabs((double)*fx.ref_loss - log((double)V)) < 0.1);
+
+    // Padded logit columns: wte's padded rows are 0, so they are exactly 0 (and never in the loss).
+    const float *logits = m->acts.t[A_LOGITS].ptr;
+    float padded = 0.0f, real = 0.0f;
+    for (int r = 0; r < REF_B * REF_T; r++) {
+        for (int v = 0; v < V; v++) real = fmaxf(real, fabsf(logits[(size_t)r * Vp + v]));
+        for (int v = V; v < Vp; v++) padded = fmaxf(padded, fabsf(logits[(size_t)r * Vp + v]));
+    }
+    CU_ASSERT(padded == 0.0f);
+    CU_ASSERT(real > 0.0f);
+
+    // Every gradient tensor has a non-zero part; the parts that are zero analytically are.
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        float g = max_abs(m->grads.t[i].ptr, m->grads.t[i].n_floats);
+        if (!(g > 0.0f)) fprintf(stderr, "test_pytorch: gradient of %s is all zero (or NaN)\n", PARAM_NAMES[i]);
+        CU_ASSERT(g > 0.0f);
+    }
+    // padded wte rows: no token and no loss column reaches them
+    CU_ASSERT(max_abs(m->grads.t[P_WTE].ptr + (size_t)V * C, (size_t)(Vp - V) * C) == 0.0f);
+    // wpe rows t >= T are never used
+    CU_ASSERT(max_abs(m->grads.t[P_WPE].ptr + (size_t)REF_T * C, (size_t)(REF_MAXT - REF_T) * C) == 0.0f);
+    // The key bias adds q.b_k to every score of a row, which the softmax cancels: its
+    // gradient is 0 up to rounding, far below the layer's qkvb gradient scale (PyTorch's is
+    // ~1e-9 of it). A causal-mask or softmax-backward bug breaks the cancellation (>1e-3).
+    for (int l = 0; l < REF_L; l++) {
+        const float *dqkvb = m->grads.t[P_QKVB].ptr + (size_t)l * 3 * C;
+        float gk = max_abs(dqkvb + C, (size_t)C), gall = max_abs(dqkvb, (size_t)3 * C);
+        printf("  layer %d: max|d key bias| %.3e = %.3e of max|d qkvb|\n", l, (double)gk, (double)(gk / gall));
+        CU_ASSERT(gk <= 1e-6f * gall);
+    }
+}
+
+static void test_forward(void) {
+    // loss: a mean of 96 per-token losses of ~5.5, each a log-sum-exp over 250 logits in
+    // float32; PyTorch and C sum in different orders: rounding ~1e-7 relative, 1e-5 is 100x.
+    double rel = fabs((double)fx.loss - (double)*fx.ref_loss) / fabs((double)*fx.ref_loss);
+    printf("  %-16s C %.8f ref %.8f  rel diff %.3e  (tol 1e-5)\n", "loss", (double)fx.loss, (double)*fx.ref_loss, rel);
+    CU_ASSERT(rel <= 1e-5);
+    // logits (B,T,Vp), all Vp columns: |logit| < 1 here, each the end of ~2L+1 float32
+    // matmul/LayerNorm chains with K <= 4C = 256 terms; the rounding differences of the two
+    // summation orders are ~1e-7 absolute (measured against float64: 3e-7). 1e-5 + 1e-4 |r|
+    // leaves ~30x, and a wrong op (a missing bias, a mis-scaled attention) moves logits by >1e-3.
+    check_close("logits", fx.model.acts.t[A_LOGITS].ptr, fx.ref_logits,
+                (size_t)REF_B * REF_T * fx.cfg.padded_vocab_size, 1e-5, 1e-4);
+}
+
+static void test_gradients(void) {
+    // Each gradient within GRAD_TOL * max|its reference|, rtol 0: the element-wise rounding
+    // of a float32 backward is relative to the tensor's scale, not to each element (elements
+    // near zero are sums that cancel, like the key bias's). PyTorch float32 against float64
+    // differs by <= 6e-7 of max|ref| on every tensor; 1e-5 leaves >10x, while a wrong
+    // gradient (e.g. a missing term, an off-by-one in the causal mask) is off by >1e-3.
+    const double GRAD_TOL = 1e-5;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const sm_tensor *g = &fx.model.grads.t[i];
+        char what[64];
+        snprintf(what, sizeof what, "grad %s", PARAM_NAMES[i]);
+        check_close(what, g->ptr, fx.ref_grads[i], g->n_floats, GRAD_TOL * max_abs(fx.ref_grads[i], g->n_floats), 0.0);
+    }
+}
+
+static void test_adamw_steps(void) {
+    gpt2 *m = &fx.model;
+    load_params(m, fx.dir);   // the same start as PyTorch's optimizer, with fresh moments
+    memset(m->m.base, 0, m->m.n_floats * sizeof(float));
+    memset(m->v.base, 0, m->v.n_floats * sizeof(float));
+    float losses[REF_STEPS];
+    for (int t = 1; t <= REF_STEPS; t++) {
+        gpt2_zero_grad(m);
+        losses[t - 1] = gpt2_forward(m, fx.inputs, fx.targets, REF_B, REF_T, 1.0f / (REF_B * REF_T));
+        gpt2_backward(m);
+        float norm = gpt2_grad_norm(m);
+        gpt2_adamw(m, REF_LR, REF_BETA1, REF_BETA2, REF_EPS, REF_WD, t, 0.0f, norm);   // clip 0: none
+    }
+    // The losses go down (lr 1e-3 on one fixed batch), or the optimizer did nothing.
+    CU_ASSERT(losses[REF_STEPS - 1] < losses[0] - 0.1f);
+    // Step losses: as the first loss (1e-5 relative), after parameters that agree to ~1e-3 lr
+    // (below), which moves a loss of ~5 by far less than 1e-5.
+    for (int t = 0; t < REF_STEPS; t++) {
+        double rel = fabs((double)losses[t] - (double)fx.ref_losses[t]) / fabs((double)fx.ref_losses[t]);
+        printf("  step %d loss     C %.8f ref %.8f  rel diff %.3e  (tol 1e-5)\n", t + 1, (double)losses[t],
+               (double)fx.ref_losses[t], rel);
+        CU_ASSERT(rel <= 1e-5);
+    }
+    // Parameters after the steps, in units of lr. Adam divides m by sqrt(v): a gradient that
+    // both sides compute to ~1e-7 relative moves its parameter by the same lr-sized step on both
+    // sides, but a gradient that is zero analytically (the key bias) or tiny is rounding noise of
+    // ~1e-9, comparable to eps = 1e-8, and its update m/(sqrt(v)+eps) can then be anything in
+    // (-1, 1) x lr per step on either side. PARAM_TOL_LR below is measured from that worst case.
+    const double PARAM_TOL_LR = 0.05;   // x lr, over all REF_STEPS steps
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const sm_tensor *p = &m->params.t[i];
+        char what[64];
+        snprintf(what, sizeof what, "param %s", PARAM_NAMES[i]);
+        check_close(what, p->ptr, fx.ref_params[i], p->n_floats, PARAM_TOL_LR * REF_LR, 0.0);
+    }
+}
+
+static int compare_mode(const char *dir) {
+    fx.dir = dir;
+    if (CU_initialize_registry() != CUE_SUCCESS) sm_fatal(SM_EXIT_RUNTIME, "CUnit: %s", CU_get_error_msg());
+    CU_pSuite s = CU_add_suite("pytorch_ref", suite_init, suite_clean);
+    if (!s || !CU_add_test(s, "sanity (no reference needed)", test_sanity) ||
+        !CU_add_test(s, "forward: logits and loss", test_forward) ||
+        !CU_add_test(s, "backward: 16 parameter gradients", test_gradients) ||
+        !CU_add_test(s, "5 AdamW steps: losses and parameters", test_adamw_steps))
+        sm_fatal(SM_EXIT_RUNTIME, "CUnit: %s", CU_get_error_msg());
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    // CU_basic_run_tests() returns framework errors only; a suite whose init failed counts
+    // as a failed suite, not a failed test.
+    unsigned failures = CU_get_number_of_failures(), tests_failed = CU_get_number_of_tests_failed();
+    unsigned suites_failed = CU_get_number_of_suites_failed(), tests_run = CU_get_number_of_tests_run();
+    CU_cleanup_registry();
+    int ok = failures == 0 && tests_failed == 0 && suites_failed == 0 && tests_run == 4;
+    printf("test_pytorch: %s\n", ok ? "PASS" : "FAIL");
+    return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--write") == 0) return write_mode(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--compare") == 0) return compare_mode(argv[2]);
+    fprintf(stderr, "usage: %s --write DIR | --compare DIR\n", argv[0]);
+    return SM_EXIT_USAGE;
+}

@@ -1,0 +1,30 @@
+// main.c — the smallmind binary: dispatches to a subcommand.
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "trainer.h"
+
+static const char USAGE[] =
+    "usage: smallmind <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  prepare   tokenize a text file into llm.c-format train/val shards\n"
+    "  train     train a GPT-2 (data-parallel under mpirun/srun)\n"
+    "\n"
+    "Run 'smallmind <command> --help' for a command's options.\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2) sm_fatal(SM_EXIT_USAGE, "no command given; see the usage with 'smallmind --help' (command line)");
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(USAGE, stdout);
+        return SM_EXIT_OK;
+    }
+    if (!strcmp(cmd, "prepare")) return cmd_prepare(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+    const char *later[] = {"eval", "generate", "bench", "inspect", "convert"};
+    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
+        if (!strcmp(cmd, later[i])) sm_fatal(SM_EXIT_USAGE, "'%s' is not implemented yet (argv[1])", cmd);
+    sm_fatal(SM_EXIT_USAGE, "unknown command '%s'; try 'smallmind --help' (argv[1])", cmd);
+}
