@@ -97,7 +97,8 @@ void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const c
             b->own_n = (size_t)b->recvcounts[s->rank];
         }
     }
-    s->stage = sm_arena((stage_pos ? stage_pos : 1) * sizeof(float));
+    // a single rank reduces nothing: no staging memory
+    s->stage = sm_arena((s->world > 1 && stage_pos ? stage_pos : 1) * sizeof(float));
     size_t recv_total = 0;   // each bucket lands in its own part: they can all be in flight
     for (int i = 0; i < s->n_buckets; i++) {
         s->buckets[i].recv_lo = recv_total;
@@ -146,17 +147,19 @@ static void start_bucket(comm_gradsync *s, int i) {
     comm_bucket *b = &s->buckets[i];
     MPI_Request *req = s->requests;
     float *st = s->stage + b->stage_lo;
+    b->started = 1;
+    if (s->t_first_start == 0.0) s->t_first_start = sm_now_s();
+    if (s->world == 1) {   // a single rank: the gradients are already the sum
+        req[i] = MPI_REQUEST_NULL;
+        return;
+    }
     for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
         memcpy(s->stage + s->pieces[p].stage, s->grads + s->pieces[p].flat, s->pieces[p].n * sizeof(float));
-    if (s->world == 1) {
-        req[i] = MPI_REQUEST_NULL;
-    } else if (s->zero) {
+    if (s->zero) {
         MPI_CHECK(MPI_Ireduce_scatter(st, s->recv + b->recv_lo, b->recvcounts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[i]));
     } else {
         MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, st, (int)b->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[i]));
     }
-    if (s->t_first_start == 0.0) s->t_first_start = sm_now_s();
-    b->started = 1;
 }
 
 void comm_gradsync_ready(comm_gradsync *s, int group) {
@@ -174,7 +177,9 @@ void comm_gradsync_ready(comm_gradsync *s, int group) {
 
 static void unpack_bucket(comm_gradsync *s, int i) {
     comm_bucket *b = &s->buckets[i];
-    if (s->zero && s->world > 1) {
+    b->done = 1;
+    if (s->world == 1) return;
+    if (s->zero) {
         // the received part holds this rank's pieces in stage order
         size_t k = b->recv_lo;
         for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++) {
@@ -187,7 +192,6 @@ static void unpack_bucket(comm_gradsync *s, int i) {
         for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
             memcpy(s->grads + s->pieces[p].flat, s->stage + s->pieces[p].stage, s->pieces[p].n * sizeof(float));
     }
-    b->done = 1;
 }
 
 void comm_gradsync_wait(comm_gradsync *s) {
