@@ -8,6 +8,52 @@
 // [0,t1), so the matrix products skip the masked upper triangle except inside the
 // diagonal block (where the softmax overwrites them with 0).
 #define ATT_TB 64
+#define LANES 16
+
+// Row reductions in LANES partial results combined in a fixed order (they vectorise, and
+// depend only on the row).
+static inline float row_max(const float *x, int n) {
+    float m[LANES];
+    for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+    for (int l = 0; j < n; j++, l++) m[l] = x[j] > m[l] ? x[j] : m[l];
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) m[l] = m[l + w] > m[l] ? m[l + w] : m[l];
+    return m[0];
+}
+
+// x[j] = exp(x[j] - mx) for j < n; returns their sum
+static inline float exp_shift_sum(float *x, int n, float mx) {
+    float s[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float e = sm_expf(x[j + l] - mx);
+            x[j + l] = e;
+            s[l] += e;
+        }
+    for (int l = 0; j < n; j++, l++) {
+        float e = sm_expf(x[j] - mx);
+        x[j] = e;
+        s[l] += e;
+    }
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) s[l] += s[l + w];
+    return s[0];
+}
+
+static inline float dot(const float *a, const float *b, int n) {
+    float s[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) s[l] += a[j + l] * b[j + l];
+    for (int l = 0; j < n; j++, l++) s[l] += a[j] * b[j];
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) s[l] += s[l + w];
+    return s[0];
+}
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
     // qkv is (B,T,3C) = [q | k | v], each split into NH heads of hs = C/NH columns;
@@ -29,14 +75,8 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
             // diagonal, which gets 0 (also for columns >= t1 that the gemm did not write)
             for (int t = t0; t < t1; t++) {
                 float *row = a + (size_t)t * T;
-                float mx = -INFINITY;
-                for (int j = 0; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
-                float sum = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    float e = expf(row[j] - mx);
-                    row[j] = e;
-                    sum += e;
-                }
+                float mx = row_max(row, t + 1);
+                float sum = exp_shift_sum(row, t + 1, mx);
                 float inv = 1.0f / sum;
                 for (int j = 0; j <= t; j++) row[j] *= inv;
                 for (int j = t + 1; j < T; j++) row[j] = 0.0f;
@@ -69,9 +109,8 @@ void attention_backward(float *dqkv, float *datt, const float *dout, const float
             for (int t = t0; t < t1; t++) {
                 const float *pr = p + (size_t)t * T;
                 float *dr = ds + (size_t)t * T;
-                float dot = 0.0f;
-                for (int j = 0; j <= t; j++) dot += pr[j] * dr[j];
-                for (int j = 0; j <= t; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+                float pdp = dot(pr, dr, t + 1);
+                for (int j = 0; j <= t; j++) dr[j] = pr[j] * (dr[j] - pdp) * scale;
                 for (int j = t + 1; j < t1; j++) dr[j] = 0.0f;   // masked part of the diagonal block
             }
             gemm(0, 0, nt, hs, t1, 1.0f, ds + (size_t)t0 * T, T, k, C3, 1.0f, dq + (size_t)t0 * C3, C3);

@@ -1,8 +1,6 @@
 // elementwise.c — defines gelu_forward/backward (tanh form), residual_forward/backward and scale_inplace.
 #include "kernels.h"
 
-#include <math.h>
-
 #define GELU_SCALE 0.7978845608028654f   // sqrt(2/pi)
 #define GELU_CUBE 0.044715f
 
@@ -12,7 +10,7 @@ void gelu_forward(float *out, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
+        out[i] = 0.5f * x * (1.0f + sm_tanhf(u));
     }
 }
 
@@ -23,7 +21,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-        float th = tanhf(u);
+        float th = sm_tanhf(u);
         float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBE * x * x);
         float g = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
         dinp[i] += g * dout[i];

@@ -4,6 +4,9 @@
 #include <assert.h>
 #include <math.h>
 
+#define LANES 16
+#define EXP_BLOCK 256   // a multiple of LANES
+
 double softmax_xent(float *losses, float *dlogits, const float *logits, const int *targets, int N, int V, int Vp,
                     float dloss) {
     // logits is (N,Vp) with V real columns, targets is (N); losses is (N);
@@ -14,21 +17,35 @@ double softmax_xent(float *losses, float *dlogits, const float *logits, const in
         const float *l = logits + (size_t)n * Vp;
         int tgt = targets[n];
         assert(tgt >= 0 && tgt < V && "softmax_xent: target id outside [0, V) (tokenizer/vocab mismatch?)");
-        float mx = -INFINITY;
-        for (int j = 0; j < V; j++) mx = fmaxf(mx, l[j]);
-        float lt = l[tgt];   // read before dlogits (which may alias) is written
-        // sum of exp in double, in 8 partial sums combined in a fixed order
-        double acc[8] = {0};
+        // max and sum of exp in LANES partial results combined in a fixed order (vectorises);
+        // the sum is accumulated in double
+        float m[LANES];
+        for (int k = 0; k < LANES; k++) m[k] = -INFINITY;
         int j = 0;
-        for (; j + 8 <= V; j += 8)
-            for (int k = 0; k < 8; k++) acc[k] += expf(l[j + k] - mx);
-        for (int k = 0; j < V; j++, k++) acc[k] += expf(l[j] - mx);
-        double sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        for (; j + LANES <= V; j += LANES)
+            for (int k = 0; k < LANES; k++) m[k] = l[j + k] > m[k] ? l[j + k] : m[k];
+        for (int k = 0; j < V; j++, k++) m[k] = l[j] > m[k] ? l[j] : m[k];
+        for (int w = LANES / 2; w > 0; w /= 2)
+            for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
+        float mx = m[0];
+        float lt = l[tgt];   // read before dlogits (which may alias) is written
+        double acc[LANES] = {0};
+        for (int j0 = 0; j0 < V; j0 += EXP_BLOCK) {   // exps of a block (vectorised), then add them up
+            int nb = V - j0 < EXP_BLOCK ? V - j0 : EXP_BLOCK;
+            float e[EXP_BLOCK];
+            for (j = 0; j < nb; j++) e[j] = sm_expf(l[j0 + j] - mx);
+            for (; j % LANES; j++) e[j] = 0.0f;
+            for (int k0 = 0; k0 < j; k0 += LANES)
+                for (int k = 0; k < LANES; k++) acc[k] += e[k0 + k];
+        }
+        for (int w = LANES / 2; w > 0; w /= 2)
+            for (int k = 0; k < w; k++) acc[k] += acc[k + w];
+        double sum = acc[0];
         losses[n] = (float)(log(sum) - ((double)lt - mx));
         if (dlogits) {
             float *d = dlogits + (size_t)n * Vp;
             float inv = (float)(1.0 / sum);
-            for (j = 0; j < V; j++) d[j] = expf(l[j] - mx) * inv * dloss;
+            for (j = 0; j < V; j++) d[j] = sm_expf(l[j] - mx) * inv * dloss;
             d[tgt] -= dloss;
             for (j = V; j < Vp; j++) d[j] = 0.0f;
         }

@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
-# run.sh — installs what is missing, builds with -Wall -Wextra -Werror, runs every test (CTest).
+# run.sh — installs what is missing, then runs every test:
+#   1. the optimised build (-march=native) with -Wall -Wextra -Werror: all of CTest;
+#   2. an ASan + UBSan build: the unit tests;
+#   3. a portable build (no AVX-512, which valgrind cannot run): a training run under valgrind.
 #   bash tests/run.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build-test}
-bash "$ROOT/jobs/setup.sh" "$BUILD" -DSMALLMIND_WERROR=ON
-cd "$BUILD"
-ctest --output-on-failure --timeout 900
+B=${BUILD:-$ROOT/build-test}
+command -v valgrind >/dev/null || NEED_VALGRIND=1
+bash "$ROOT/jobs/setup.sh" "$B" -DSMALLMIND_WERROR=ON
+if [ -n "${NEED_VALGRIND:-}" ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends valgrind >/dev/null
+fi
+status=0
+echo "== 1/3 all tests (optimised build, -Werror)"
+(cd "$B" && ctest --output-on-failure --timeout 900) || status=1
+echo "== 2/3 unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+bash "$ROOT/jobs/setup.sh" "$B-sanitize" -DSMALLMIND_WERROR=ON -DSMALLMIND_SANITIZE=ON
+(cd "$B-sanitize" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -L unit) || status=1
+echo "== 3/3 a training run under valgrind (portable build)"
+bash "$ROOT/jobs/setup.sh" "$B-portable" -DSMALLMIND_WERROR=ON -DSMALLMIND_NATIVE=OFF
+(cd "$B-portable" && ctest --output-on-failure -L valgrind) || status=1
+exit $status

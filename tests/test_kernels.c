@@ -653,7 +653,7 @@ static void test_gelu(void) {
     gelu_forward(out, x, n);
     double *ref = dalloc(n);
     for (size_t i = 0; i < n; i++) ref[i] = ref_gelu(x[i]);
-    // a few roundings and tanhf (<= 2 ulp); where tanh ~ -1, 1 + tanh cancels and keeps the
+    // a few roundings and sm_tanhf (<= 2 ulp); where tanh ~ -1, 1 + tanh cancels and keeps the
     // absolute error of tanh (~eps) times |x|/2 <= 5: atol 8 eps, rtol 8 eps
     CU_ASSERT(close_d("gelu_forward", out, ref, n, 8 * EPS, 8 * EPS));
     gelu_backward(dx, x, dout, n);
@@ -788,6 +788,40 @@ static void test_softmax_xent(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// sm_expf, sm_tanhf
+
+static void test_vmath(void) {
+    size_t n = 1 << 20;
+    float *x = falloc(n), *e = falloc(n), *th = falloc(n);
+    double *re = dalloc(n), *rt = dalloc(n);
+    for (size_t i = 0; i < n; i++) x[i] = -103.0f + 191.7f * (float)i / (float)n;   // [-103, 88.7)
+    for (size_t i = 0; i < n; i++) {   // a vectorisable loop: exercises the simd clones
+        e[i] = sm_expf(x[i]);
+        th[i] = sm_tanhf(x[i] * 0.1f);
+    }
+    for (size_t i = 0; i < n; i++) {
+        re[i] = exp((double)x[i]);
+        rt[i] = tanh((double)(x[i] * 0.1f));
+    }
+    // within 2 ulp: 2 ulp <= 2 eps |r| for normal results; below FLT_MIN an ulp is the
+    // smallest subnormal 2^-149 (atol)
+    CU_ASSERT(close_d("sm_expf on [-103, 88.7]", e, re, n, 2 * 0x1p-149, 2 * EPS));
+    CU_ASSERT(close_d("sm_tanhf on [-10.3, 8.87]", th, rt, n, 0.0, 2 * EPS));
+    for (size_t i = 0; i < n; i++) {   // small arguments, where tanh x ~ x
+        x[i] = ldexpf((float)i / (float)n - 0.5f, -(int)(i % 30));
+        th[i] = sm_tanhf(x[i]);
+        rt[i] = tanh((double)x[i]);
+    }
+    CU_ASSERT(close_d("sm_tanhf near 0", th, rt, n, 0.0, 2 * EPS));
+    CU_ASSERT(sm_expf(0.0f) == 1.0f && sm_tanhf(0.0f) == 0.0f);
+    CU_ASSERT(isinf(sm_expf(88.8f)) && isinf(sm_expf(1000.0f)) && isinf(sm_expf(INFINITY)));
+    CU_ASSERT(sm_expf(-200.0f) == 0.0f && sm_expf(-INFINITY) == 0.0f);
+    CU_ASSERT(isnan(sm_expf(NAN)) && isnan(sm_tanhf(NAN)));
+    CU_ASSERT(sm_tanhf(INFINITY) == 1.0f && sm_tanhf(-INFINITY) == -1.0f && sm_tanhf(30.0f) == 1.0f);
+    free(x), free(e), free(th), free(re), free(rt);
+}
+
+// ---------------------------------------------------------------------------------------------
 // AdamW, sum_squares
 
 static void test_adamw(void) {
@@ -859,7 +893,7 @@ int main(void) {
     CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
     if (!s || !CU_add_test(s, "gemm", test_gemm) || !CU_add_test(s, "encoder", test_encoder) ||
         !CU_add_test(s, "layernorm", test_layernorm) || !CU_add_test(s, "matmul", test_matmul) ||
-        !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "gelu", test_gelu) ||
+        !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "vmath", test_vmath) || !CU_add_test(s, "gelu", test_gelu) ||
         !CU_add_test(s, "residual_scale", test_residual_scale) ||
         !CU_add_test(s, "softmax_xent", test_softmax_xent) || !CU_add_test(s, "adamw", test_adamw) ||
         !CU_add_test(s, "sum_squares", test_sum_squares)) {
