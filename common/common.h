@@ -91,7 +91,8 @@ int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, cha
 // Tests: |a - r| <= atol + rtol*|r| elementwise; prints the worst element on failure.
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol);
 
-// Called at the start of each training step (and once after the last, with steps+1).
+// Called with +k at the start of training step k and -k once its training work is done
+// (before evaluation or checkpointing, which may allocate).
 // Weak: bound only when tests/alloc_counter.so is preloaded; a no-op otherwise.
 void sm_step_mark(int step) __attribute__((weak));
 static inline void sm_mark_step(int step) {

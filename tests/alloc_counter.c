@@ -1,8 +1,10 @@
 // alloc_counter.c — LD_PRELOAD library that counts every malloc/calloc/realloc/
 // posix_memalign/aligned_alloc/memalign/valloc of the whole process (smallmind, libc, libgomp,
 // Open MPI). smallmind calls sm_step_mark(step) (a weak symbol, bound only when this library
-// is preloaded) at the start of each training step and once after the last; at exit the
-// counts between marks are written to $ALLOC_COUNTER_OUT as "step N allocs" lines.
+// is preloaded) with +k at the start of training step k and -k when its training work
+// (forward, backward, sync, optimizer) is done, before any evaluation or checkpoint; at exit
+// the counts between marks go to $ALLOC_COUNTER_OUT as "step K allocs" (the step itself) and
+// "after K allocs" (evaluation/checkpoint after it, which may allocate) lines.
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -49,7 +51,8 @@ __attribute__((destructor)) static void report(void) {
     FILE *f = fopen(path, "w");
     if (!f) return;
     for (int i = 0; i + 1 < g_n_marks; i++)
-        fprintf(f, "step %d %lu\n", g_mark_step[i], g_at_mark[i + 1] - g_at_mark[i]);
+        fprintf(f, "%s %d %lu\n", g_mark_step[i] > 0 ? "step" : "after", abs(g_mark_step[i]),
+                g_at_mark[i + 1] - g_at_mark[i]);
     fprintf(f, "total %lu\n", atomic_load(&g_count));
     fclose(f);
 }

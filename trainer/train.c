@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 
+#include "checkpoints.h"
 #include "comm.h"
 #include "common.h"
 #include "data.h"
@@ -39,6 +41,10 @@ typedef struct {
     double bucket_mb;     // gradient allreduce bucket size
     int zero;             // 1: ZeRO-1, AdamW moments sharded over ranks
     const char *dump_params;   // write the final parameters as raw float32 (tests, interop)
+    int stop_at;          // end cleanly after this step, checkpointing it (0: no)
+    int ckpt_every;       // checkpoint every N steps (0: only at the end)
+    int keep;             // keep the newest K checkpoints (0: all)
+    const char *resume;   // auto | none | PATH
 } train_opts;
 
 static const char TRAIN_USAGE[] =
@@ -71,6 +77,13 @@ static const char TRAIN_USAGE[] =
     "distributed (mpirun -np N / srun):\n"
     "  --bucket-mb X     gradient allreduce bucket size in MiB (default 8: below glibc's 32 MiB mmap threshold)\n"
     "  --zero 0|1        1: shard the AdamW moments over the ranks (ZeRO-1) (default 0)\n"
+    "checkpoints (RUN_DIR/ckpt_NNNNNNNN.h5, sharded HDF5):\n"
+    "  --ckpt-every N    checkpoint every N steps; 0 = only at the end (default 0)\n"
+    "  --keep K          keep only the newest K checkpoints; 0 = all (default 0)\n"
+    "  --stop-at N       end cleanly after step N, checkpointing it; the schedule still follows --steps\n"
+    "  --resume MODE     auto: newest checkpoint in RUN_DIR that verifies, else fresh; none: fresh\n"
+    "                    (refuses a RUN_DIR holding checkpoints); PATH: that file (default auto)\n"
+    "  SIGTERM/SIGUSR1   checkpoint at the end of the current step and exit 0 (preemption)\n"
     "diagnostics:\n"
     "  --dump-params F   at the end, write the parameters to F as raw float32 in checkpoint order\n"
     "  --help\n";
@@ -80,10 +93,11 @@ static void parse_train(int argc, char **argv, train_opts *o) {
         .layers = 4, .heads = 4, .embd = 256, .context = 0, .vocab = 0, .seq = 256, .batch = 8, .accum = 1,
         .lr = 6e-4, .min_lr = 6e-5, .warmup = -1, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = 1.0,
         .steps = 1000, .eval_every = 100, .val_batches = 20, .seed = 1337, .threads = 0, .bucket_mb = 8.0, .zero = 0,
+        .resume = "auto",
     };
     enum { O_DATA = 256, O_RUN, O_LAYERS, O_HEADS, O_EMBD, O_CONTEXT, O_VOCAB, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR,
            O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_STEPS, O_EVAL, O_VALB, O_SEED, O_THREADS, O_BUCKET, O_ZERO,
-           O_DUMP, O_HELP };
+           O_DUMP, O_STOPAT, O_CKPTEVERY, O_KEEP, O_RESUME, O_HELP };
     static const struct option opts[] = {
         {"data", required_argument, 0, O_DATA}, {"run-dir", required_argument, 0, O_RUN},
         {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
@@ -97,7 +111,9 @@ static void parse_train(int argc, char **argv, train_opts *o) {
         {"steps", required_argument, 0, O_STEPS}, {"eval-every", required_argument, 0, O_EVAL},
         {"val-batches", required_argument, 0, O_VALB}, {"seed", required_argument, 0, O_SEED},
         {"threads", required_argument, 0, O_THREADS}, {"bucket-mb", required_argument, 0, O_BUCKET},
-        {"zero", required_argument, 0, O_ZERO}, {"dump-params", required_argument, 0, O_DUMP}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"zero", required_argument, 0, O_ZERO}, {"dump-params", required_argument, 0, O_DUMP},
+        {"stop-at", required_argument, 0, O_STOPAT}, {"ckpt-every", required_argument, 0, O_CKPTEVERY},
+        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     opterr = 0;
     optind = 1;
@@ -130,6 +146,10 @@ static void parse_train(int argc, char **argv, train_opts *o) {
         case O_BUCKET: o->bucket_mb = cli_double("--bucket-mb", optarg, 0.01, 1024.0); break;
         case O_ZERO: o->zero = (int)cli_int("--zero", optarg, 0, 1); break;
         case O_DUMP: o->dump_params = optarg; break;
+        case O_STOPAT: o->stop_at = (int)cli_int("--stop-at", optarg, 1, 1 << 30); break;
+        case O_CKPTEVERY: o->ckpt_every = (int)cli_int("--ckpt-every", optarg, 0, 1 << 30); break;
+        case O_KEEP: o->keep = (int)cli_int("--keep", optarg, 0, 1 << 20); break;
+        case O_RESUME: o->resume = optarg; break;
         case O_HELP: fputs(TRAIN_USAGE, stdout); exit(SM_EXIT_OK);
         default: cli_bad_option("train", argc, argv);
         }
@@ -141,6 +161,7 @@ static void parse_train(int argc, char **argv, train_opts *o) {
     if (o->seq > o->context)
         sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model context --context %d (command line)", o->seq, o->context);
     if (o->min_lr > o->lr) sm_fatal(SM_EXIT_USAGE, "--min-lr %g exceeds --lr %g (command line)", o->min_lr, o->lr);
+    if (!o->resume[0]) sm_fatal(SM_EXIT_USAGE, "--resume expects auto, none or a checkpoint path (command line)");
     if (o->warmup < 0) o->warmup = o->steps / 10 < 2000 ? o->steps / 10 : 2000;
 }
 
@@ -250,6 +271,79 @@ static uint64_t config_fingerprint(const train_opts *o, const shard *train, cons
     return h;
 }
 
+// Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption): the loop
+// checkpoints at the end of the step and exits cleanly.
+static volatile sig_atomic_t g_stop_signal;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    SM_CHECK(sigaction(SIGTERM, &sa, NULL) == 0, "cannot install the SIGTERM handler");
+    SM_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "cannot install the SIGUSR1 handler");
+}
+
+// --resume: fills path with the checkpoint to load, or "" to start fresh. Collective.
+static void resolve_resume(const train_opts *o, char *path, size_t cap) {
+    char err[CKPT_ERR_MAX];
+    path[0] = '\0';
+    if (strcmp(o->resume, "auto") != 0 && strcmp(o->resume, "none") != 0) {
+        snprintf(path, cap, "%s", o->resume);
+        return;
+    }
+    ckpt_skipped skipped[8];
+    int n_skipped = 0;
+    int r = ckpt_find_latest(o->run_dir, path, cap, skipped, 8, &n_skipped, err, sizeof err);
+    if (strcmp(o->resume, "none") == 0) {
+        if (r != CKPT_FIND_NONE)
+            sm_fatal(SM_EXIT_USAGE, "--resume none but the run directory holds checkpoints: use --resume auto or "
+                     "another --run-dir (%s)", o->run_dir);
+        path[0] = '\0';
+        return;
+    }
+    for (int i = 0; i < n_skipped && i < 8; i++)
+        if (sm_log_rank() == 0) sm_warn("skipping damaged checkpoint %s: %s", skipped[i].name, skipped[i].reason);
+    if (r < 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (r == CKPT_FIND_NONE) path[0] = '\0';
+}
+
+// Rank 0's log: fresh, or on resume the events up to step0 kept (those after it will be
+// written again by this run).
+static FILE *open_log(const char *run_dir, int step0) {
+    char path[4096], line[4096];
+    snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
+    if (step0 > 0) {
+        FILE *in = fopen(path, "r");
+        if (in) {
+            size_t cap = 1 << 16, len = 0;
+            char *keep = sm_malloc(cap);
+            while (fgets(line, sizeof line, in)) {
+                const char *p = strstr(line, "\"step\":");
+                if (p && atoi(p + 7) > step0) continue;
+                size_t n = strlen(line);
+                if (len + n + 1 > cap) {
+                    char *bigger = sm_malloc(cap * 2);
+                    memcpy(bigger, keep, len);
+                    sm_free(keep);
+                    keep = bigger;
+                    cap *= 2;
+                }
+                memcpy(keep + len, line, n);
+                len += n;
+            }
+            fclose(in);
+            char err[1024];
+            if (sm_write_file_atomic(path, keep, len, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+            sm_free(keep);
+        }
+    }
+    FILE *log = fopen(path, step0 > 0 ? "a" : "w");
+    if (!log) sm_fatal(SM_EXIT_RUNTIME, "cannot open log: %s (%s)", strerror(errno), path);
+    return log;
+}
+
 int cmd_train(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
@@ -287,15 +381,11 @@ int cmd_train(int argc, char **argv) {
     if ((size_t)val_batches * (size_t)o.batch > val_loader.n_windows)
         val_batches = (int)(val_loader.n_windows / (size_t)o.batch) > 0 ? (int)(val_loader.n_windows / (size_t)o.batch) : 1;
 
-    FILE *log = NULL;
     if (topo.rank == 0) {
         make_dir(o.run_dir);
         write_config_json(&o, &cfg, topo.world_size, threads);
-        char log_path[4096];
-        snprintf(log_path, sizeof log_path, "%s/log.jsonl", o.run_dir);
-        log = fopen(log_path, "w");
-        if (!log) sm_fatal(SM_EXIT_RUNTIME, "cannot open log: %s (%s)", strerror(errno), log_path);
     }
+    comm_barrier();   // the run directory exists for every rank from here on
     comm_print_topology(&topo, threads);
 
     gpt2 model;
@@ -326,8 +416,48 @@ int cmd_train(int argc, char **argv) {
     sm_info("gradient sync: %d buckets of <= %g MiB%s", sync.n_buckets, o.bucket_mb,
             o.zero ? ", ZeRO-1 (moments sharded over ranks)" : "");
 
+    // resume: the state after step0 completed steps; data continues at the global cursor
+    ckpt_meta meta = {0};
+    ckpt_model_config ckpt_cfg = {
+        .n_layer = cfg.n_layer, .n_head = cfg.n_head, .n_embd = cfg.n_embd, .max_seq_len = cfg.max_seq_len,
+        .vocab_size = cfg.vocab_size, .padded_vocab_size = cfg.padded_vocab_size,
+    };
+    snprintf(ckpt_cfg.tokenizer, sizeof ckpt_cfg.tokenizer, "%s", cfg.vocab_size == 256 ? "byte" : "gpt2");
+    int step0 = 0;
+    uint64_t cursor0 = 0, tokens0 = 0;
+    sm_rng rng;   // the run's generator (saved and restored; nothing in a step draws from it yet)
+    sm_rng_seed(&rng, o.seed, 1000 + (uint64_t)topo.rank);
+    char resume_path[4096] = "";
+    resolve_resume(&o, resume_path, sizeof resume_path);
+    if (resume_path[0]) {
+        ckpt_stats st;
+        if (ckpt_load(resume_path, &ckpt_cfg, &meta, &model.params, &model.m, &model.v, model.moment_lo,
+                      model.moment_hi, &st, err, sizeof err) != 0)
+            sm_fatal(SM_EXIT_USAGE, "%s", err);
+        step0 = meta.step;
+        cursor0 = meta.data_cursor;
+        tokens0 = meta.tokens_seen;
+        if (meta.rng_restored) rng = meta.rng;
+        sm_info("resumed from %s: step %d, %llu tokens seen, data cursor %llu (%.2f s, %.2f GB/s)", resume_path, step0,
+                (unsigned long long)tokens0, (unsigned long long)cursor0, st.seconds,
+                st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0);
+        if (meta.world_size != topo.world_size)
+            sm_info("world size changed: %d ranks wrote the checkpoint, %d resume it; global batch %d windows now "
+                    "(was %d with these --batch/--accum)", meta.world_size, topo.world_size, global_batch,
+                    o.batch * o.accum * meta.world_size);
+        if (step0 >= o.steps) {
+            sm_info("checkpoint is at step %d, --steps is %d: nothing to do", step0, o.steps);
+            comm_gradsync_free(&sync);
+            gpt2_free(&model);
+            comm_finalize();
+            return SM_EXIT_OK;
+        }
+    }
+    FILE *log = topo.rank == 0 ? open_log(o.run_dir, step0) : NULL;
+    install_stop_handlers();
+
     const float dloss = 1.0f / ((float)o.batch * (float)o.seq * (float)o.accum * (float)topo.world_size);
-    for (int step = 0; step < o.steps; step++) {
+    for (int step = step0; step < o.steps; step++) {
         sm_mark_step(step + 1);
         uint64_t allocs0 = sm_alloc_count();   // smallmind's own allocations in this step
         double t0 = sm_now_s(), t_fwd = 0.0, t_bwd = 0.0;
@@ -335,7 +465,7 @@ int cmd_train(int argc, char **argv) {
         comm_gradsync_begin(&sync);
         double loss_sum = 0.0;
         for (int a = 0; a < o.accum; a++) {
-            uint64_t cursor = (uint64_t)step * (uint64_t)global_batch +
+            uint64_t cursor = cursor0 + (uint64_t)(step - step0) * (uint64_t)global_batch +
                               ((uint64_t)a * (uint64_t)topo.world_size + (uint64_t)topo.rank) * (uint64_t)o.batch;
             loader_fill(&train_loader, cursor, o.batch, model.inputs, model.targets);
             double ta = sm_now_s();
@@ -361,6 +491,7 @@ int cmd_train(int argc, char **argv) {
         double t_end = sm_now_s();
         double ms = (t_end - t0) * 1e3;
         double tok_s = (double)global_batch * o.seq / (ms * 1e-3);
+        sm_mark_step(-(step + 1));
         double wait_ms = (sync.t_end - sync.t_wait_start) * 1e3, comm_ms = (sync.t_end - sync.t_first_start) * 1e3;
         double hidden = comm_ms > 0 ? 1.0 - wait_ms / comm_ms : 1.0;
         if (!isfinite(loss)) sm_fatal(SM_EXIT_RUNTIME, "loss is %f at step %d: training diverged (lower --lr?)", loss, step + 1);
@@ -385,8 +516,41 @@ int cmd_train(int argc, char **argv) {
                 fflush(log);
             }
         }
+        // preemption: a signal on any rank stops every rank after this step
+        int stop = g_stop_signal != 0;
+        if (topo.world_size > 1) stop = comm_allreduce_max_int(stop);
+        int stop_here = stop || done == o.stop_at;
+        if (stop_here || done == o.steps || (o.ckpt_every > 0 && done % o.ckpt_every == 0)) {
+            meta.step = done;
+            meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * (uint64_t)global_batch * (uint64_t)o.seq;
+            meta.data_cursor = cursor0 + (uint64_t)(done - step0) * (uint64_t)global_batch;
+            meta.rng = rng;
+            meta.cfg = ckpt_cfg;
+            meta.optim = (ckpt_optim){.lr = o.lr, .min_lr = o.min_lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
+                                      .weight_decay = o.wd, .warmup = o.warmup, .total_steps = o.steps};
+            ckpt_stats st;
+            if (ckpt_save(o.run_dir, &meta, &model.params, &model.m, &model.v, model.moment_lo, model.moment_hi, o.keep,
+                          &st, err, sizeof err) != 0)
+                sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+            if (topo.rank == 0) {
+                char path[4096];
+                ckpt_path(path, sizeof path, o.run_dir, done);
+                double gbps = st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0;
+                printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s, %.2f GB/s)\n", done, o.steps, path,
+                       (double)st.bytes / 1e6, st.seconds, gbps);
+                fprintf(log, "{\"event\":\"checkpoint\",\"step\":%d,\"path\":\"%s\",\"bytes\":%llu,\"save_s\":%.4f,"
+                        "\"io_s\":%.4f,\"gbps\":%.4f}\n", done, path, (unsigned long long)st.bytes, st.seconds,
+                        st.io_seconds, gbps);
+                fflush(log);
+            }
+        }
+        if (stop_here && done < o.steps) {
+            sm_info("stopped after step %d (%s); resume with the same command", done,
+                    stop ? "signal" : "--stop-at");
+            break;
+        }
     }
-    sm_mark_step(o.steps + 1);
+
     if (log && fclose(log) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot close %s/log.jsonl: %s", o.run_dir, strerror(errno));
     if (o.dump_params && topo.rank == 0) {
         // the logical tensors back to back, without the arena's alignment padding
