@@ -1,0 +1,101 @@
+// ckpt_internal.h — plumbing shared by the checkpoint files (not part of the public API).
+#pragma once
+#include <hdf5.h>
+#include <mpi.h>
+
+#include "checkpoints.h"
+
+// One public call's context: the file named in messages, the message of the first failure,
+// rank and world. Messages are "<what> (<where>)"; the first failure wins.
+typedef struct {
+    char where[4096];
+    char msg[CKPT_ERR_MAX];
+    int rank, world;
+} ckpt_ctx;
+
+// Fails (and returns -1 on every rank) when MPI is not initialised; silences HDF5's stack dumps.
+int ckpt_ctx_init(ckpt_ctx *cx, const char *where);
+// Copies the message out (when rc < 0) and returns rc.
+int ckpt_ctx_finish(ckpt_ctx *cx, int rc, char *err, size_t errlen);
+
+void ckpt_fail(ckpt_ctx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Appends the innermost entry of HDF5's error stack (the root cause), then clears the stack.
+// Call it right after the failing HDF5 call: any other HDF5 call resets the stack.
+void ckpt_fail_h5(ckpt_ctx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// The innermost entry of HDF5's error stack (then cleared), e.g. "data error detected by
+// Fletcher32 checksum".
+void ckpt_h5_reason(char *out, size_t cap);
+void ckpt_fail_sys(ckpt_ctx *cx, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+// Check macros: record one line and jump to the function's `error:` block. A local failure must
+// never make one rank skip a collective call the others make: jump to a point where every rank
+// calls ckpt_agree() next.
+#define CK(cond, ...)                                                                          \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            ckpt_fail(cx, __VA_ARGS__);                                                        \
+            goto error;                                                                        \
+        }                                                                                      \
+    } while (0)
+#define CK_H5(call, ...)                                                                       \
+    do {                                                                                       \
+        if ((call) < 0) {                                                                      \
+            ckpt_fail_h5(cx, __VA_ARGS__);                                                     \
+            goto error;                                                                        \
+        }                                                                                      \
+    } while (0)
+#define CK_SYS(cond, ...)                                                                      \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            ckpt_fail_sys(cx, errno, __VA_ARGS__);                                             \
+            goto error;                                                                        \
+        }                                                                                      \
+    } while (0)
+// MPI failures are not recoverable (the ranks can no longer agree on anything): abort all.
+#define CK_MPI(call)                                                                           \
+    do {                                                                                       \
+        int ckpt_mpi_rc_ = (call);                                                             \
+        if (ckpt_mpi_rc_ != MPI_SUCCESS) ckpt_mpi_fatal(ckpt_mpi_rc_, #call, __FILE__, __LINE__); \
+    } while (0)
+void ckpt_mpi_fatal(int rc, const char *call, const char *file, int line) __attribute__((noreturn));
+
+// Every rank passes its local status (0, or -1 with a message in cx). Returns 0 when all
+// succeeded, else -1 on every rank with the message of the lowest failing rank.
+int ckpt_agree(ckpt_ctx *cx, int local_rc);
+// Broadcasts rank 0's bytes.
+void ckpt_bcast(void *buf, size_t n_bytes);
+
+// HDF5 handles: close if valid (cleanup blocks).
+void ckpt_close_all(hid_t *ids, int n);
+
+// A dataset's logical shape and its chunking. Chunks are ~chunk_floats elements: trailing
+// dimensions whole, one dimension p cut into blocks of chunk[p], leading dimensions 1 — so
+// each chunk is a contiguous range of the flat tensor.
+typedef struct {
+    int ndim;
+    hsize_t dims[SM_MAX_DIMS], chunk[SM_MAX_DIMS];
+    hsize_t n;   // elements
+} ckpt_shape;
+#define CKPT_CHUNK_FLOATS_DEFAULT ((hsize_t)1 << 18)   // 1 MiB of float32
+void ckpt_shape_init(ckpt_shape *s, int ndim, const hsize_t *dims, hsize_t chunk_floats);
+// The contiguous range [*lo, *hi) of part `part` of `n_parts` when the chunks are dealt out evenly.
+void ckpt_chunk_split(const ckpt_shape *s, int part, int n_parts, hsize_t *lo, hsize_t *hi);
+// Selects the flat range [a, b) (row-major) of a dataspace of shape s as a union of at most
+// 2*ndim-1 boxes (nothing when a >= b). Using the same selection on a memory space of the
+// tensor's shape keeps HDF5 on its fast path (same-shape selections).
+int ckpt_select_flat(hid_t space, const ckpt_shape *s, hsize_t a, hsize_t b);
+// Formats "[d0, d1, ...]"
+void ckpt_shape_str(char *out, size_t cap, int ndim, const hsize_t *dims);
+
+// File access through MPI-IO on MPI_COMM_WORLD; collective metadata when `writing`.
+hid_t ckpt_fapl_mpio(int writing);
+
+// Scalar attributes.
+int ckpt_attr_write(ckpt_ctx *cx, hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *val);
+int ckpt_attr_write_str(ckpt_ctx *cx, hid_t obj, const char *name, const char *s);
+int ckpt_attr_read(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, hid_t mem_type, void *val);
+int ckpt_attr_read_str(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, char *out, size_t cap);
+
+// Rank-local: checks the file (exists, not empty, HDF5, opens, our format and version) and
+// reads its metadata. Used by ckpt_read_meta on rank 0.
+int ckpt_read_meta_local(ckpt_ctx *cx, const char *path, ckpt_meta *meta, uint64_t *file_bytes);
