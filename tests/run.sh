@@ -7,12 +7,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${BUILD:-$ROOT/build-test}
-command -v valgrind >/dev/null || NEED_VALGRIND=1
 bash "$ROOT/jobs/setup.sh" "$B" -DSMALLMIND_WERROR=ON
-if [ -n "${NEED_VALGRIND:-}" ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends valgrind >/dev/null
-fi
 status=0
 echo "== 1/3 all tests (optimised build, -Werror)"
 (cd "$B" && ctest --output-on-failure --timeout 900) || status=1
