@@ -12,12 +12,13 @@ if [ ! -s "$ROOT/data/data.txt" ]; then
 fi
 "$ROOT/build/smallmind" prepare --input "$ROOT/data/data.txt" --out "$ROOT/data/mobydick"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+rm -rf "$ROOT/runs/mobydick"   # the demo starts fresh each time (a real run would resume)
 NP=${NP:-2}
 THREADS=$(( $(nproc) / NP )); [ "$THREADS" -ge 1 ] || THREADS=1
 # --bind-to none: mpirun would otherwise pin each rank to one core
 mpirun -np "$NP" --bind-to none "$ROOT/build/smallmind" train --data "$ROOT/data/mobydick" \
   --run-dir "$ROOT/runs/mobydick" --threads "$THREADS" --batch $((8 / NP)) \
-  --steps "${STEPS:-250}" --lr 2e-3 --min-lr 2e-4 --warmup 20 --eval-every 50 --val-batches 8
+  --steps "${STEPS:-250}" --ckpt-every 100 --keep 2 --lr 2e-3 --min-lr 2e-4 --warmup 20 --eval-every 50 --val-batches 8
 python3 - "$ROOT/runs/mobydick/log.jsonl" <<'PY'
 import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1])]
