@@ -176,9 +176,21 @@ static double lr_at(const train_opts *o, int step) {
     return o->min_lr + coeff * (o->lr - o->min_lr);
 }
 
+// mkdir -p: the run directory and any missing parents
 static void make_dir(const char *path) {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        sm_fatal(SM_EXIT_RUNTIME, "cannot create run directory: %s (%s)", strerror(errno), path);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                sm_fatal(errno == ENOTDIR ? SM_EXIT_USAGE : SM_EXIT_RUNTIME, "cannot create run directory: %s (%s)",
+                         strerror(errno), buf);
+            *p = saved;
+            if (!saved) break;
+        }
+    }
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
         sm_fatal(SM_EXIT_USAGE, "run directory exists but is not a directory (%s)", path);
