@@ -176,7 +176,7 @@ static int plan_moments(ckpt_ctx *cx, save_plan *plan, size_t n) {
     uint64_t *all = sm_malloc(2 * sizeof(uint64_t) * (size_t)cx->world);
     int *order = sm_malloc(sizeof(int) * (size_t)cx->world);
     int rc = -1;
-    CK_MPI(MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, MPI_COMM_WORLD));
     int full = 1;
     for (int r = 0; r < cx->world; r++) full &= all[2 * r] == 0 && all[2 * r + 1] == n;
     if (full) {
@@ -536,7 +536,7 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
     }
     if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
     int steps[2] = {meta_in->step, -meta_in->step}, ext[2];
-    CK_MPI(MPI_Allreduce(steps, ext, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(steps, ext, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     if (ext[0] != -ext[1]) {
         ckpt_fail(cx, "checkpoint: the ranks disagree on the step to save (%d to %d)", -ext[1], ext[0]);
         return ckpt_ctx_finish(cx, -1, err, errlen);

@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include "checkpoints.h"
+#include "comm.h"
 
 // One public call's context: the file named in messages, the message of the first failure,
 // rank and world. Messages are "<what> (<where>)"; the first failure wins.
@@ -51,13 +52,8 @@ void ckpt_fail_sys(ckpt_ctx *cx, int errnum, const char *fmt, ...) __attribute__
             goto error;                                                                        \
         }                                                                                      \
     } while (0)
-// MPI failures are not recoverable (the ranks can no longer agree on anything): abort all.
-#define CK_MPI(call)                                                                           \
-    do {                                                                                       \
-        int ckpt_mpi_rc_ = (call);                                                             \
-        if (ckpt_mpi_rc_ != MPI_SUCCESS) ckpt_mpi_fatal(ckpt_mpi_rc_, #call, __FILE__, __LINE__); \
-    } while (0)
-void ckpt_mpi_fatal(int rc, const char *call, const char *file, int line) __attribute__((noreturn));
+// MPI failures are not recoverable (the ranks can no longer agree on anything): MPI_CHECK
+// (comm.h) aborts all ranks.
 
 // Every rank passes its local status (0, or -1 with a message in cx). Returns 0 when all
 // succeeded, else -1 on every rank with the message of the lowest failing rank.

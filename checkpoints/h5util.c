@@ -23,8 +23,8 @@ int ckpt_ctx_init(ckpt_ctx *cx, const char *where) {
         ckpt_fail(cx, "checkpoints need MPI: call comm_init() first");
         return -1;
     }
-    CK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &cx->rank));
-    CK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &cx->world));
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &cx->rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &cx->world));
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   // failures become our one-line messages
     return 0;
 }
@@ -90,19 +90,12 @@ void ckpt_fail_sys(ckpt_ctx *cx, int errnum, const char *fmt, ...) {
     va_end(ap);
 }
 
-void ckpt_mpi_fatal(int rc, const char *call, const char *file, int line) {
-    char msg[MPI_MAX_ERROR_STRING] = "";
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    sm_fatal(SM_EXIT_RUNTIME, "%s failed: %s (%s:%d)", call, msg, file, line);
-}
-
 int ckpt_agree(ckpt_ctx *cx, int local_rc) {
     int mine = local_rc == 0 ? INT_MAX : cx->rank, first = INT_MAX;
-    CK_MPI(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
     if (first == INT_MAX) return 0;
     if (cx->rank == first && !cx->msg[0]) put(cx->msg, sizeof cx->msg, "checkpoint error (%s)", cx->where);
-    CK_MPI(MPI_Bcast(cx->msg, (int)sizeof cx->msg, MPI_CHAR, first, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Bcast(cx->msg, (int)sizeof cx->msg, MPI_CHAR, first, MPI_COMM_WORLD));
     cx->msg[sizeof cx->msg - 1] = '\0';
     return -1;
 }
@@ -111,7 +104,7 @@ void ckpt_bcast(void *buf, size_t n_bytes) {
     char *p = buf;
     while (n_bytes > 0) {
         int chunk = n_bytes > (1u << 30) ? (1 << 30) : (int)n_bytes;
-        CK_MPI(MPI_Bcast(p, chunk, MPI_BYTE, 0, MPI_COMM_WORLD));
+        MPI_CHECK(MPI_Bcast(p, chunk, MPI_BYTE, 0, MPI_COMM_WORLD));
         p += chunk;
         n_bytes -= (size_t)chunk;
     }

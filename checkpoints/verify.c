@@ -270,10 +270,10 @@ error:
         if (rep->d[i].ok && i % cx->world == cx->rank) read_dataset(file, &rep->d[i], &shapes[i], dxpl, &buf, &buf_cap);
         ok[i] = rep->d[i].ok;
     }
-    if (n) CK_MPI(MPI_Allreduce(MPI_IN_PLACE, ok, n, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (n) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, ok, n, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
     for (int i = 0; i < n; i++) {
         if (ok[i]) continue;
-        CK_MPI(MPI_Bcast(rep->d[i].reason, (int)sizeof rep->d[i].reason, MPI_CHAR, i % cx->world, MPI_COMM_WORLD));
+        MPI_CHECK(MPI_Bcast(rep->d[i].reason, (int)sizeof rep->d[i].reason, MPI_CHAR, i % cx->world, MPI_COMM_WORLD));
         rep->d[i].ok = 0;
         rep->n_bad++;
     }

@@ -10,16 +10,12 @@
 
 #include "common.h"
 
-#define MPI_CHECK(call)                                                                        \
-    do {                                                                                       \
-        int mpi_rc_ = (call);                                                                  \
-        if (mpi_rc_ != MPI_SUCCESS) {                                                          \
-            char mpi_msg_[MPI_MAX_ERROR_STRING];                                               \
-            int mpi_len_ = 0;                                                                  \
-            MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                                    \
-            sm_fatal(SM_EXIT_RUNTIME, "%s failed: %s (%s:%d)", #call, mpi_msg_, __FILE__, __LINE__); \
-        }                                                                                      \
-    } while (0)
+void comm_check_failed(int mpi_rc, const char *call, const char *file, int line) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(mpi_rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "MPI error %d", mpi_rc);
+    sm_fatal(SM_EXIT_RUNTIME, "%s failed: %s (%s:%d)", call, msg, file, line);
+}
 
 static void abort_all(int exit_status) { MPI_Abort(MPI_COMM_WORLD, exit_status); }
 

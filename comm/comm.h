@@ -4,6 +4,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// MPI_CHECK(call): with MPI_ERRORS_RETURN set by comm_init, a failed MPI call ends the job
+// (MPI_Abort through sm_fatal) with MPI's message and the call site. Needs <mpi.h>.
+#define MPI_CHECK(call)                                              \
+    do {                                                             \
+        int mpi_rc_ = (call);                                        \
+        if (mpi_rc_ != MPI_SUCCESS) comm_check_failed(mpi_rc_, #call, __FILE__, __LINE__); \
+    } while (0)
+void comm_check_failed(int mpi_rc, const char *call, const char *file, int line) __attribute__((noreturn));
+
 typedef struct {
     int rank, world_size;        // MPI_COMM_WORLD
     int local_rank, local_size;  // within the node (MPI_COMM_TYPE_SHARED)

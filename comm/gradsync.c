@@ -6,17 +6,6 @@
 #include "comm.h"
 #include "common.h"
 
-#define MPI_CHECK(call)                                                                             \
-    do {                                                                                            \
-        int mpi_rc_ = (call);                                                                       \
-        if (mpi_rc_ != MPI_SUCCESS) {                                                               \
-            char mpi_msg_[MPI_MAX_ERROR_STRING];                                                    \
-            int mpi_len_ = 0;                                                                       \
-            MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                                         \
-            sm_fatal(SM_EXIT_RUNTIME, "%s failed: %s (%s:%d)", #call, mpi_msg_, __FILE__, __LINE__); \
-        }                                                                                           \
-    } while (0)
-
 static int cmp_piece(const void *a, const void *b) {
     const comm_piece *x = a, *y = b;
     return x->flat < y->flat ? -1 : x->flat > y->flat;
