@@ -78,5 +78,17 @@ cfg = json.load(open('run/config.json'))
 assert cfg['layers'] == 2 and cfg['steps'] == 40 and cfg['vocab'] == 256, cfg
 PY
 
+# bench checkpoint on a tiny state: both figures with a baseline and a ratio, files cleaned up
+mkdir -p benchdir
+"$bin" bench checkpoint --dir benchdir --layers 1 --heads 1 --embd 8 --vocab 64 --context 8 --repeats 1 --json >bench.json 2>&1 \
+  && python3 - <<'PY' && [ -z "$(ls benchdir)" ] && ok "bench checkpoint --json: save and load against a baseline, cleaned up" || bad "bench checkpoint: $(head -c 300 bench.json)"
+import json
+rows = [json.loads(l) for l in open('bench.json')]
+assert [r['name'] for r in rows] == ['checkpoint_save', 'checkpoint_load'], rows
+for r in rows:
+    assert r['gbps'] > 0 and r['baseline_gbps'] > 0 and abs(r['ratio'] - r['gbps'] / r['baseline_gbps']) < 1e-3 * r['ratio'] + 1e-3, r
+PY
+expect_usage "bench checkpoint bad dir" "nosuchdir" $bin bench checkpoint --dir nosuchdir
+
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -11,3 +11,6 @@ long cli_int(const char *flag, const char *s, long lo, long hi);
 double cli_double(const char *flag, const char *s, double lo, double hi);
 // Reports an unknown option or a missing argument (getopt_long's '?' / ':') and exits 2.
 void cli_bad_option(const char *cmd, int argc, char **argv);
+
+// `smallmind bench checkpoint` (bench_ckpt.c), dispatched from `smallmind bench`.
+int bench_checkpoint(int argc, char **argv);
