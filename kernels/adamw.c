@@ -5,13 +5,15 @@
 #include <math.h>
 
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int t) {
-    // params, grads, m, v are (n); params, m, v are updated in place; t counts from 1
+                  float beta2, float eps, float weight_decay, float grad_scale, int t) {
+    // params, grads, m, v are (n); params, m, v are updated in place; t counts from 1.
+    // One pass over the four arrays (28 bytes per parameter); the gradient clip's scale is
+    // applied to each gradient as it is read (grads itself is left as it was).
     assert(t >= 1 && "adamw_update: step t counts from 1 (bias correction divides by 1 - beta^t)");
     float bc1 = 1.0f / (1.0f - powf(beta1, (float)t)), bc2 = 1.0f / (1.0f - powf(beta2, (float)t));
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float g = grads[i];
+        float g = grads[i] * grad_scale;
         float mi = beta1 * m[i] + (1.0f - beta1) * g;
         float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
         m[i] = mi;

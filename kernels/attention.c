@@ -1,17 +1,19 @@
-// attention.c — defines attention_forward and attention_backward (causal multi-head self-attention via gemm).
-#include "kernels.h"
+// attention.c — defines attention_head_forward, attention_forward and attention_backward: causal
+// multi-head self-attention, flash-attention style (tiled, online softmax, O(T) memory per head,
+// probabilities recomputed in backward).
+#include "kernels_internal.h"
 
 #include <assert.h>
 #include <math.h>
 
-// Rows are processed in blocks of ATT_TB: a row block [t0,t1) only needs key columns
-// [0,t1), so the matrix products skip the masked upper triangle except inside the
-// diagonal block (where the softmax overwrites them with 0).
-#define ATT_TB 64
+// Blocks of ATT_B queries against blocks of ATT_B keys, each score block a product on the GEMM
+// engine. Blocks whose keys all lie after the block's last query are never visited; inside a
+// diagonal block the masked scores get probability 0 without an exp(). Results depend on the
+// (fixed) block size, never on the thread count: heads are independent and each head's sums run
+// in a fixed order.
+#define ATT_B 64
 #define LANES 16
 
-// Row reductions in LANES partial results combined in a fixed order (they vectorise, and
-// depend only on the row).
 static inline float row_max(const float *x, int n) {
     float m[LANES];
     for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
@@ -24,21 +26,22 @@ static inline float row_max(const float *x, int n) {
     return m[0];
 }
 
-// x[j] = exp(x[j] - mx) for j < n; returns their sum
-static inline float exp_shift_sum(float *x, int n, float mx) {
+// x[j] = exp(x[j] - shift) for j < n, 0 for n <= j < n_all; returns the sum of the first n
+static inline float exp_shift_sum(float *x, int n, int n_all, float shift) {
     float s[LANES] = {0};
     int j = 0;
     for (; j + LANES <= n; j += LANES)
         for (int l = 0; l < LANES; l++) {
-            float e = sm_expf(x[j + l] - mx);
+            float e = sm_expf_inline(x[j + l] - shift);
             x[j + l] = e;
             s[l] += e;
         }
     for (int l = 0; j < n; j++, l++) {
-        float e = sm_expf(x[j] - mx);
+        float e = sm_expf(x[j] - shift);
         x[j] = e;
         s[l] += e;
     }
+    for (; j < n_all; j++) x[j] = 0.0f;
     for (int w = LANES / 2; w > 0; w /= 2)
         for (int l = 0; l < w; l++) s[l] += s[l + w];
     return s[0];
@@ -55,75 +58,119 @@ static inline float dot(const float *a, const float *b, int n) {
     return s[0];
 }
 
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
-    // qkv is (B,T,3C) = [q | k | v], each split into NH heads of hs = C/NH columns;
-    // out is (B,T,C), att is (B,NH,T,T) (softmax probabilities, 0 above the diagonal)
-    assert(NH > 0 && C % NH == 0 && "attention_forward: C must be a multiple of NH");
-    int hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH;
-        const float *q = qkv + (size_t)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
-        float *a = att + (size_t)bh * T * T;
-        float *o = out + (size_t)b * T * C + h * hs;
-        for (int t0 = 0; t0 < T; t0 += ATT_TB) {
-            int t1 = T - t0 < ATT_TB ? T : t0 + ATT_TB, nt = t1 - t0;
-            // scores S[t0:t1, 0:t1] = scale * Q[t0:t1] K[0:t1]^T
-            gemm(0, 1, nt, t1, hs, scale, q + (size_t)t0 * C3, C3, k, C3, 0.0f, a + (size_t)t0 * T, T);
-            // fused masked softmax: row t uses columns 0..t; exp() is never taken above the
-            // diagonal, which gets 0 (also for columns >= t1 that the gemm did not write)
-            for (int t = t0; t < t1; t++) {
-                float *row = a + (size_t)t * T;
-                float mx = row_max(row, t + 1);
-                float sum = exp_shift_sum(row, t + 1, mx);
-                float inv = 1.0f / sum;
-                for (int j = 0; j <= t; j++) row[j] *= inv;
-                for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+void attention_head_forward(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
+                            const float *v, int ldv, int nq, int pos0, int hs) {
+    // q is (nq,hs) at positions pos0..pos0+nq-1; k and v are (pos0+nq, hs); out is (nq,hs);
+    // lse (nq) or NULL. Query i attends to keys 0..pos0+i.
+    assert(nq >= 0 && pos0 >= 0 && hs > 0 && "attention_head_forward: bad dimensions");
+    const float scale = 1.0f / sqrtf((float)hs);
+    _Alignas(64) float S[ATT_B * ATT_B];
+    for (int q0 = 0; q0 < nq; q0 += ATT_B) {
+        int nqb = nq - q0 < ATT_B ? nq - q0 : ATT_B;
+        int key_end = pos0 + q0 + nqb;   // keys [0, key_end) are visible to some query of the block
+        float m[ATT_B], l[ATT_B];
+        float *o = out + (size_t)q0 * ldo;
+        for (int k0 = 0; k0 < key_end; k0 += ATT_B) {
+            int nk = key_end - k0 < ATT_B ? key_end - k0 : ATT_B;
+            // S (nqb,nk) = scale * Q_blk K_blk^T
+            gemm_ex(0, 1, nqb, nk, hs, scale, q + (size_t)q0 * ldq, ldq, k + (size_t)k0 * ldk, ldk, 0.0f, S, ATT_B,
+                    NULL);
+            // online softmax: row i sees keys k0 .. pos0+q0+i of this block
+            for (int i = 0; i < nqb; i++) {
+                float *srow = S + (size_t)i * ATT_B;
+                int n_valid = pos0 + q0 + i + 1 - k0;
+                if (n_valid > nk) n_valid = nk;
+                if (n_valid <= 0) {   // fully masked in this block: contributes nothing
+                    for (int j = 0; j < nk; j++) srow[j] = 0.0f;
+                    continue;
+                }
+                float bm = row_max(srow, n_valid);
+                if (k0 == 0) {   // first block: every row has key 0
+                    m[i] = bm;
+                    l[i] = exp_shift_sum(srow, n_valid, nk, bm);
+                } else {
+                    float mnew = bm > m[i] ? bm : m[i];
+                    float corr = sm_expf(m[i] - mnew);
+                    float sum = exp_shift_sum(srow, n_valid, nk, mnew);
+                    l[i] = l[i] * corr + sum;
+                    m[i] = mnew;
+                    if (corr != 1.0f) {
+                        float *orow = o + (size_t)i * ldo;
+                        for (int c = 0; c < hs; c++) orow[c] *= corr;
+                    }
+                }
             }
-            // O[t0:t1] = P[t0:t1, 0:t1] V[0:t1]
-            gemm(0, 0, nt, hs, t1, 1.0f, a + (size_t)t0 * T, T, v, C3, 0.0f, o + (size_t)t0 * C, C);
+            // O_blk (nqb,hs) (+)= P V_blk
+            gemm_ex(0, 0, nqb, hs, nk, 1.0f, S, ATT_B, v + (size_t)k0 * ldv, ldv, k0 == 0 ? 0.0f : 1.0f, o, ldo, NULL);
+        }
+        for (int i = 0; i < nqb; i++) {
+            float inv = 1.0f / l[i];
+            float *orow = o + (size_t)i * ldo;
+            for (int c = 0; c < hs; c++) orow[c] *= inv;
+            if (lse) lse[q0 + i] = m[i] + logf(l[i]);
         }
     }
 }
 
-void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv, const float *att, int B,
+void attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
+    // qkv is (B,T,3C) = [q | k | v], each split into NH heads of hs = C/NH columns;
+    // out is (B,T,C), lse is (B,NH,T) (log-sum-exp of each row's scaled scores, for backward)
+    assert(NH > 0 && C % NH == 0 && "attention_forward: C must be a multiple of NH");
+    int hs = C / NH, C3 = 3 * C;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        const float *q = qkv + (size_t)b * T * C3 + h * hs;
+        attention_head_forward(out + (size_t)b * T * C + h * hs, C, lse + (size_t)bh * T, q, C3, q + C, C3, q + 2 * C,
+                               C3, T, 0, hs);
+    }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse, int B,
                         int T, int C, int NH) {
-    // dout is (B,T,C), qkv is (B,T,3C), att is (B,NH,T,T); dqkv (B,T,3C) +=;
-    // datt (B,NH,T,T) is scratch: overwritten (only its causal blocks are touched)
+    // dout and out are (B,T,C), qkv is (B,T,3C), lse is (B,NH,T); dqkv (B,T,3C) +=
+    // Per key block (in order), per query block at or after it: recompute P = exp(S - lse), then
+    //   dV += P^T dO;  dP = dO V^T;  dS = P (dP - D) scale with D = rowsum(dO * O);
+    //   dQ += dS K;  dK += dS^T Q.
     assert(NH > 0 && C % NH == 0 && "attention_backward: C must be a multiple of NH");
     int hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
+    const float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         const float *q = qkv + (size_t)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
         float *dq = dqkv + (size_t)b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
-        const float *p = att + (size_t)bh * T * T;
-        float *ds = datt + (size_t)bh * T * T;
-        const float *dO = dout + (size_t)b * T * C + h * hs;
-        // Row blocks: dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) * scale, then dQ += dS K.
-        for (int t0 = 0; t0 < T; t0 += ATT_TB) {
-            int t1 = T - t0 < ATT_TB ? T : t0 + ATT_TB, nt = t1 - t0;
-            gemm(0, 1, nt, t1, hs, 1.0f, dO + (size_t)t0 * C, C, v, C3, 0.0f, ds + (size_t)t0 * T, T);
-            for (int t = t0; t < t1; t++) {
-                const float *pr = p + (size_t)t * T;
-                float *dr = ds + (size_t)t * T;
-                float pdp = dot(pr, dr, t + 1);
-                for (int j = 0; j <= t; j++) dr[j] = pr[j] * (dr[j] - pdp) * scale;
-                for (int j = t + 1; j < t1; j++) dr[j] = 0.0f;   // masked part of the diagonal block
+        const float *dO = dout + (size_t)b * T * C + h * hs, *O = out + (size_t)b * T * C + h * hs;
+        const float *lrow = lse + (size_t)bh * T;
+        _Alignas(64) float P[ATT_B * ATT_B], dP[ATT_B * ATT_B];
+        float D[ATT_B];
+        for (int k0 = 0; k0 < T; k0 += ATT_B) {
+            int nk = T - k0 < ATT_B ? T - k0 : ATT_B;
+            for (int q0 = k0; q0 < T; q0 += ATT_B) {   // query blocks that see some key of this block
+                int nqb = T - q0 < ATT_B ? T - q0 : ATT_B;
+                gemm_ex(0, 1, nqb, nk, hs, scale, q + (size_t)q0 * C3, C3, k + (size_t)k0 * C3, C3, 0.0f, P, ATT_B, NULL);
+                for (int i = 0; i < nqb; i++) {
+                    float *prow = P + (size_t)i * ATT_B;
+                    int n_valid = q0 + i + 1 - k0;
+                    if (n_valid > nk) n_valid = nk;
+                    float shift = lrow[q0 + i];
+                    int j = 0;
+                    for (; j < n_valid; j++) prow[j] = sm_expf_inline(prow[j] - shift);
+                    for (; j < nk; j++) prow[j] = 0.0f;
+                    D[i] = dot(dO + (size_t)(q0 + i) * C, O + (size_t)(q0 + i) * C, hs);
+                }
+                // dV_blk (nk,hs) += P^T dO_blk
+                gemm_ex(1, 0, nk, hs, nqb, 1.0f, P, ATT_B, dO + (size_t)q0 * C, C, 1.0f, dv + (size_t)k0 * C3, C3, NULL);
+                // dP (nqb,nk) = dO_blk V_blk^T
+                gemm_ex(0, 1, nqb, nk, hs, 1.0f, dO + (size_t)q0 * C, C, v + (size_t)k0 * C3, C3, 0.0f, dP, ATT_B, NULL);
+                for (int i = 0; i < nqb; i++) {
+                    float *prow = P + (size_t)i * ATT_B, *drow = dP + (size_t)i * ATT_B;
+                    for (int j = 0; j < nk; j++) drow[j] = prow[j] * (drow[j] - D[i]) * scale;   // 0 where P is
+                }
+                // dQ_blk += dS K_blk;  dK_blk += dS^T Q_blk
+                gemm_ex(0, 0, nqb, hs, nk, 1.0f, dP, ATT_B, k + (size_t)k0 * C3, C3, 1.0f, dq + (size_t)q0 * C3, C3, NULL);
+                gemm_ex(1, 0, nk, hs, nqb, 1.0f, dP, ATT_B, q + (size_t)q0 * C3, C3, 1.0f, dk + (size_t)k0 * C3, C3, NULL);
             }
-            gemm(0, 0, nt, hs, t1, 1.0f, ds + (size_t)t0 * T, T, k, C3, 1.0f, dq + (size_t)t0 * C3, C3);
-        }
-        // Column blocks [j0,j1): only rows t >= j0 are non-zero there (blocks aligned with the
-        // row blocks above, so every element read was written):
-        //   dV[j0:j1] += P[j0:T, j0:j1]^T dO[j0:T];  dK[j0:j1] += dS[j0:T, j0:j1]^T Q[j0:T]
-        for (int j0 = 0; j0 < T; j0 += ATT_TB) {
-            int j1 = T - j0 < ATT_TB ? T : j0 + ATT_TB, nj = j1 - j0, nr = T - j0;
-            gemm(1, 0, nj, hs, nr, 1.0f, p + (size_t)j0 * T + j0, T, dO + (size_t)j0 * C, C, 1.0f,
-                 dv + (size_t)j0 * C3, C3);
-            gemm(1, 0, nj, hs, nr, 1.0f, ds + (size_t)j0 * T + j0, T, q + (size_t)j0 * C3, C3, 1.0f,
-                 dk + (size_t)j0 * C3, C3);
         }
     }
 }

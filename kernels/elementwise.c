@@ -1,5 +1,5 @@
 // elementwise.c — defines gelu_forward/backward (tanh form), residual_forward/backward and scale_inplace.
-#include "kernels.h"
+#include "kernels_internal.h"
 
 #define GELU_SCALE 0.7978845608028654f   // sqrt(2/pi)
 #define GELU_CUBE 0.044715f
@@ -11,6 +11,19 @@ void gelu_forward(float *out, const float *inp, size_t n) {
         float x = inp[i];
         float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
         out[i] = 0.5f * x * (1.0f + sm_tanhf(u));
+    }
+}
+
+void gelu_tile(float *out, int ldo, const float *in, int ldi, int rows, int cols) {
+    // in is (rows,cols) with row stride ldi; out likewise with ldo; the arithmetic of gelu_forward
+    for (int i = 0; i < rows; i++) {
+        const float *x = in + (size_t)i * ldi;
+        float *o = out + (size_t)i * ldo;
+#pragma omp simd
+        for (int j = 0; j < cols; j++) {
+            float u = GELU_SCALE * (x[j] + GELU_CUBE * x[j] * x[j] * x[j]);
+            o[j] = 0.5f * x[j] * (1.0f + sm_tanhf(u));
+        }
     }
 }
 

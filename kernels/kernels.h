@@ -7,11 +7,31 @@
 #pragma once
 #include <stddef.h>
 
+// ---- SIMD level ----------------------------------------------------------------------------
+// The optimised kernels pick their code path at run time from what the CPU supports
+// (AVX-512F, else AVX2+FMA, else plain C), so a portable build still runs the fast path where
+// it can. Results are bit-identical for the same thread count and SIMD level.
+typedef enum { SM_SIMD_SCALAR = 0, SM_SIMD_AVX2 = 1, SM_SIMD_AVX512 = 2 } kernels_simd;
+kernels_simd kernels_simd_detect(void);   // the best this CPU supports
+kernels_simd kernels_simd_level(void);    // the level in use: detect(), capped by kernels_set_simd
+// Caps the level (tests compare the paths, bench can time them); returns the level now in use.
+// Call it outside parallel regions.
+kernels_simd kernels_set_simd(kernels_simd level);
+const char *kernels_simd_name(kernels_simd level);
+
 // ---- generic single-threaded GEMM on strided row-major matrices ---------------------
 // C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, op(X) = X or X^T.
 // lda/ldb/ldc are row strides in floats of the matrices as stored. beta = 0 never reads C.
+// Cache-blocked and packed, with a register-tiled micro-kernel for the SIMD level in use; the
+// packing buffers (~640 KiB) are on the caller's stack (no heap), so threads that call it need
+// a stack of at least ~1 MiB (glibc's default is 8 MiB; see OMP_STACKSIZE).
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
+// The same product over the threads of an OpenMP team that this call opens (tiles of the output,
+// split so that each thread packs only its share of the larger operand). Every element is
+// summed in the same order as gemm() does, so the result is independent of the thread count.
+void gemm_mt(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+             int ldb, float beta, float *C, int ldc);
 // The plain triple loop (float accumulation, same contract): the oracle for gemm.
 void gemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
@@ -33,6 +53,10 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
 // inp is (N,C), weight and bias are (C); out is (N,C), mean and rstd are (N) (saved)
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C);
+// res (N,C) = inp1 + inp2 (the residual stream), then out, mean, rstd = LayerNorm(res), in one
+// pass over the rows; equal, bit for bit, to residual_forward followed by layernorm_forward.
+void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                const float *inp2, const float *weight, const float *bias, int N, int C);
 // dinp (N,C) +=, dweight (C) +=, dbias (C) +=
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
@@ -40,19 +64,39 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // ---- linear: out = inp @ weight^T + bias ------------------------------------------------
 // inp is (N,C), weight is (OC,C), bias is (OC) or NULL; out is (N,OC)
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
+// The same, and out_gelu (N,OC) = gelu(out) in the same pass (the MLP's first layer: out is the
+// pre-activation backward needs). Equal, element for element, to matmul_forward + gelu_forward.
+void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const float *weight, const float *bias, int N,
+                         int C, int OC);
 // dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp; dbias (OC) += colsum(dout)
 // (dbias may be NULL). dout is (N,OC)
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC);
 
-// ---- causal multi-head self-attention, as batched matrix products ------------------------
-// qkv is (B,T,3C) holding q, k, v each (NH heads x hs = C/NH); out is (B,T,C);
-// att is (B,NH,T,T): the softmax probabilities, saved for backward (row t has t+1 valid
-// entries; masked entries are written 0 and exp() is never evaluated for them).
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+// ---- causal multi-head self-attention, flash-attention style (attention.c) -----------------
+// qkv is (B,T,3C) holding q, k, v each (NH heads x hs = C/NH); out is (B,T,C); lse is (B,NH,T):
+// each query row's log-sum-exp of its scaled scores (O(T) per head, saved for backward instead
+// of the (T,T) probabilities). Fully masked key blocks are skipped; exp() is never evaluated for
+// a masked position.
+void attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+// dqkv (B,T,3C) +=; dout and out are (B,T,C), qkv and lse as saved by forward. The probabilities
+// are recomputed block by block from lse.
+void attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse, int B,
+                        int T, int C, int NH);
+// One head: nq queries q (nq,hs) at positions pos0..pos0+nq-1, each attending to keys 0..its own
+// position of k, v (pos0+nq, hs); out (nq,hs); lse (nq) or NULL. Row strides ldo, ldq, ldk, ldv.
+// attention_forward runs this per (batch, head) with pos0 = 0; a KV-cache decode step is nq = 1,
+// pos0 = the number of cached positions.
+void attention_head_forward(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
+                            const float *v, int ldv, int nq, int pos0, int hs);
+
+// ---- the same attention as batched matrix products (attention_ref.c): the reference ------------
+// att is (B,NH,T,T): the softmax probabilities (row t has t+1 valid entries; masked entries are
+// written 0 and exp() is never evaluated for them).
+void attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
 // dqkv (B,T,3C) +=; datt is (B,NH,T,T) scratch (overwritten); dout is (B,T,C)
-void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv, const float *att,
-                        int B, int T, int C, int NH);
+void attention_backward_ref(float *dqkv, float *datt, const float *dout, const float *qkv, const float *att,
+                            int B, int T, int C, int NH);
 
 // ---- GELU, tanh approximation ------------------------------------------------------------
 void gelu_forward(float *out, const float *inp, size_t n);
@@ -74,11 +118,12 @@ double softmax_xent(float *losses, float *dlogits, const float *logits, const in
                     int Vp, float dloss);
 
 // ---- AdamW (decoupled weight decay, bias-corrected) ------------------------------------------
-// params, grads, m, v are (n); step t counts from 1. Updates params, m, v in place:
+// params, grads, m, v are (n); step t counts from 1. Updates params, m, v in place, in one pass:
+//   g = grad_scale * grads (the global-norm clip; 1 for none; grads is not modified)
 //   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; mhat = m/(1-b1^t); vhat = v/(1-b2^t)
 //   p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int t);
+                  float beta2, float eps, float weight_decay, float grad_scale, int t);
 
 // ---- gradient norm, clipping -----------------------------------------------------------------
 // Sum of squares of g (n) in double, fixed-order (independent of thread count).

@@ -1,4 +1,5 @@
-// layernorm.c — defines layernorm_forward and layernorm_backward (eps 1e-5).
+// layernorm.c — defines layernorm_forward, residual_layernorm_forward (residual add fused in) and
+// layernorm_backward (eps 1e-5).
 #include "kernels.h"
 
 #include <assert.h>
@@ -16,37 +17,54 @@ static inline float lanes_sum(const float *acc) {
     return t[0];
 }
 
+// One row: out = (x - mean) * rstd * weight + bias, with mean and rstd saved.
+static inline void layernorm_row(float *o, float *mean, float *rstd, const float *x, const float *weight,
+                                 const float *bias, int C) {
+    // Two passes (the mean, then the variance about it: no cancellation), each summed in
+    // LANES float partial sums combined in a fixed order (vectorises; error ~C/LANES eps).
+    float acc[LANES] = {0};
+    int c = 0;
+    for (; c + LANES <= C; c += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += x[c + l];
+    for (int l = 0; c < C; c++, l++) acc[l] += x[c];
+    float m = lanes_sum(acc) / C;
+    for (int l = 0; l < LANES; l++) acc[l] = 0.0f;
+    for (c = 0; c + LANES <= C; c += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float d = x[c + l] - m;
+            acc[l] += d * d;
+        }
+    for (int l = 0; c < C; c++, l++) {
+        float d = x[c] - m;
+        acc[l] += d * d;
+    }
+    float v = lanes_sum(acc) / C;
+    float rs = 1.0f / sqrtf(v + LN_EPS);
+    for (c = 0; c < C; c++) o[c] = (x[c] - m) * rs * weight[c] + bias[c];
+    *mean = m;
+    *rstd = rs;
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C) {
     // inp is (N,C), weight and bias are (C); out is (N,C), mean and rstd are (N) (saved)
     assert(C > 0 && "layernorm_forward: C must be positive");
 #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        layernorm_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, C);
+}
+
+void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                const float *inp2, const float *weight, const float *bias, int N, int C) {
+    // inp1, inp2 are (N,C), weight and bias (C); res (N,C) = inp1 + inp2, then out (N,C), mean and
+    // rstd (N) are its LayerNorm, row by row while the row is in L1
+    assert(C > 0 && "residual_layernorm_forward: C must be positive");
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        // Two passes (the mean, then the variance about it: no cancellation), each summed in
-        // LANES float partial sums combined in a fixed order (vectorises; error ~C/LANES eps).
-        float acc[LANES] = {0};
-        int c = 0;
-        for (; c + LANES <= C; c += LANES)
-            for (int l = 0; l < LANES; l++) acc[l] += x[c + l];
-        for (int l = 0; c < C; c++, l++) acc[l] += x[c];
-        float m = lanes_sum(acc) / C;
-        for (int l = 0; l < LANES; l++) acc[l] = 0.0f;
-        for (c = 0; c + LANES <= C; c += LANES)
-            for (int l = 0; l < LANES; l++) {
-                float d = x[c + l] - m;
-                acc[l] += d * d;
-            }
-        for (int l = 0; c < C; c++, l++) {
-            float d = x[c] - m;
-            acc[l] += d * d;
-        }
-        float v = lanes_sum(acc) / C;
-        float rs = 1.0f / sqrtf(v + LN_EPS);
-        float *o = out + (size_t)n * C;
-        for (c = 0; c < C; c++) o[c] = (x[c] - m) * rs * weight[c] + bias[c];
-        mean[n] = m;
-        rstd[n] = rs;
+        const float *a = inp1 + (size_t)n * C, *b = inp2 + (size_t)n * C;
+        float *r = res + (size_t)n * C;
+        for (int c = 0; c < C; c++) r[c] = a[c] + b[c];
+        layernorm_row(out + (size_t)n * C, mean + n, rstd + n, r, weight, bias, C);
     }
 }
 

@@ -1,6 +1,9 @@
 // test_kernels.c — CUnit tests of kernels/: forwards against naive double-precision references,
 // backwards against central finite differences of those references, gemm against a double
-// triple loop, AdamW and sum_squares against scalar double loops, and determinism checks.
+// triple loop on every SIMD path the CPU has, the flash-attention kernels against the
+// batched-matmul reference and finite differences, the fused kernels against their unfused
+// pairs, AdamW and sum_squares against scalar double loops, and determinism checks (bit for bit,
+// repeated and across thread counts).
 #include <CUnit/Basic.h>
 #include <float.h>
 #include <math.h>
@@ -569,7 +572,7 @@ static void attention_case(int B, int T, int C, int NH) {
     double *ratt = dalloc(na);
     fill_const(out, no, NAN);   // every output element must be written
     fill_const(att, na, NAN);
-    attention_forward(out, att, qkv, B, T, C, NH);
+    attention_forward_ref(out, att, qkv, B, T, C, NH);
     ref_attention(c.out, ratt, c.qkv, B, T, C, NH);
     int hs = C / NH;
     char what[96];
@@ -591,7 +594,7 @@ static void attention_case(int B, int T, int C, int NH) {
     fill_uniform(dqkv, nqkv, -1, 1);
     fill_const(datt, na, NAN);   // scratch: nothing unwritten may be read
     float *dqkv0 = copy_f(dqkv, nqkv);
-    attention_backward(dqkv, datt, dout, qkv, att, B, T, C, NH);
+    attention_backward_ref(dqkv, datt, dout, qkv, att, B, T, C, NH);
     size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
     double *g = dalloc(FD_MAX);
     size_t k = pick_indices(idx, nqkv, FD_MAX);
@@ -605,12 +608,12 @@ static void attention_case(int B, int T, int C, int NH) {
 
     // determinism: twice, and 1 vs 2 threads
     float *dqkv2 = copy_f(dqkv0, nqkv), *out1 = falloc(no), *att1 = falloc(na);
-    attention_backward(dqkv2, datt, dout, qkv, att, B, T, C, NH);
+    attention_backward_ref(dqkv2, datt, dout, qkv, att, B, T, C, NH);
     CU_ASSERT(same_bits("attention_backward twice", dqkv2, dqkv, nqkv));
     memcpy(dqkv2, dqkv0, nqkv * sizeof(float));
     omp_set_num_threads(1);
-    attention_backward(dqkv2, datt, dout, qkv, att, B, T, C, NH);
-    attention_forward(out1, att1, qkv, B, T, C, NH);
+    attention_backward_ref(dqkv2, datt, dout, qkv, att, B, T, C, NH);
+    attention_forward_ref(out1, att1, qkv, B, T, C, NH);
     omp_set_num_threads(2);
     CU_ASSERT(same_bits("attention_backward 1 vs 2 threads", dqkv2, dqkv, nqkv));
     CU_ASSERT(same_bits("attention_forward out 1 vs 2 threads", out1, out, no));
@@ -625,6 +628,243 @@ static void test_attention(void) {
     attention_case(1, 1, 8, 2);      // a single position
     attention_case(2, 64, 64, 4);
     attention_case(1, 130, 64, 4);   // several row blocks, the last one partial
+}
+
+// ---------------------------------------------------------------------------------------------
+// flash attention: against the double reference (forward, lse, finite differences of backward),
+// against the batched-matmul reference kernel, masking, the decode form, determinism
+
+static void flash_case(int B, int T, int C, int NH, int check_fd) {
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T, na = (size_t)B * NH * T * T;
+    int hs = C / NH;
+    float *qkv = falloc(nqkv), *out = falloc(no), *lse = falloc(nl), *dout = falloc(no);
+    fill_uniform(qkv, nqkv, -2, 2);
+    fill_uniform(dout, no, -1, 1);
+    fill_const(out, no, NAN);   // every element must be written
+    fill_const(lse, nl, NAN);
+    attention_forward(out, lse, qkv, B, T, C, NH);
+    att_ctx c = {B, T, C, NH, to_double(qkv, nqkv), to_double(dout, no), dalloc(no)};
+    double *ratt = dalloc(na);
+    ref_attention(c.out, ratt, c.qkv, B, T, C, NH);
+    char what[112];
+    // same bound as the reference kernel's output (probabilities within (4 sqrt(hs) + T + 8) eps
+    // relative, |v| <= 2), plus the online rescaling: one more rounding per key block of 64
+    snprintf(what, sizeof what, "flash attention out B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CU_ASSERT(close_d(what, out, c.out, no, 2 * (4 * sqrt(hs) + 2 * T + 8 + 2 * (T / 64 + 1)) * EPS, EPS));
+    // lse = max + log(sum exp(s - max)): the scores carry ~4 sqrt(hs) eps absolute error, the
+    // float log and sum of up to T terms ~T eps relative to the sum, i.e. absolute in the log
+    double *rlse = dalloc(nl);
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        for (int t = 0; t < T; t++) {
+            const double *q = c.qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+            double mx = -INFINITY, sum = 0.0, *sc = dalloc((size_t)t + 1);
+            for (int j = 0; j <= t; j++) {
+                sc[j] = dot_d(q, c.qkv + ((size_t)b * T + j) * 3 * C + C + h * hs, (size_t)hs) / sqrt((double)hs);
+                mx = fmax(mx, sc[j]);
+            }
+            for (int j = 0; j <= t; j++) sum += exp(sc[j] - mx);
+            rlse[(size_t)bh * T + t] = mx + log(sum);
+            free(sc);
+        }
+    }
+    snprintf(what, sizeof what, "flash attention lse B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CU_ASSERT(close_d(what, lse, rlse, nl, (4 * sqrt(hs) + T + 8) * EPS, EPS));
+
+    // the batched-matmul reference kernel, float against float: both within the bounds above
+    float *out_ref = falloc(no), *att = falloc(na);
+    attention_forward_ref(out_ref, att, qkv, B, T, C, NH);
+    double *out_ref_d = to_double(out_ref, no);
+    snprintf(what, sizeof what, "flash vs ref kernel out B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CU_ASSERT(close_d(what, out, out_ref_d, no, 4 * (4 * sqrt(hs) + 2 * T + 8 + 2 * (T / 64 + 1)) * EPS, 2 * EPS));
+
+    // backward: against the reference kernel's backward, and (small shapes) finite differences
+    float *dqkv = falloc(nqkv), *dqkv_ref = falloc(nqkv), *datt = falloc(na);
+    fill_uniform(dqkv, nqkv, -1, 1);
+    float *dqkv0 = copy_f(dqkv, nqkv);
+    memcpy(dqkv_ref, dqkv0, nqkv * sizeof(float));
+    attention_backward(dqkv, dout, out, qkv, lse, B, T, C, NH);
+    attention_backward_ref(dqkv_ref, datt, dout, qkv, att, B, T, C, NH);
+    double *dref_d = to_double(dqkv_ref, nqkv);
+    // both are float sums of at most T + hs terms of size <= ~2 onto the prefill (the reference
+    // kernel's argument), each within (T + hs) eps of the truth: twice that between them
+    snprintf(what, sizeof what, "flash vs ref kernel dqkv B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CU_ASSERT(close_d(what, dqkv, dref_d, nqkv, 2 * (T + hs + 8) * EPS, 4 * EPS));
+    if (check_fd) {
+        size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
+        double *g = dalloc(FD_MAX);
+        size_t k = pick_indices(idx, nqkv, FD_MAX);
+        fd_grad(att_loss, &c, c.qkv, idx, k, FD_H, g);
+        // as the reference kernel's bound, plus P recomputed as exp(s - lse) (lse within
+        // (4 sqrt(hs) + T) eps): a relative error of that size on every P
+        snprintf(what, sizeof what, "flash attention dqkv (FD) B=%d T=%d C=%d NH=%d", B, T, C, NH);
+        CU_ASSERT(check_grad(what, dqkv, dqkv0, g, idx, k, (2 * T + hs + 4 * sqrt(hs) + 8) * EPS, 4 * EPS));
+        free(idx), free(g);
+    }
+
+    // determinism: twice, and 1 vs 2 threads, bit for bit
+    float *out1 = falloc(no), *lse1 = falloc(nl), *dqkv1 = copy_f(dqkv0, nqkv);
+    attention_backward(dqkv1, dout, out, qkv, lse, B, T, C, NH);
+    CU_ASSERT(same_bits("flash attention backward twice", dqkv1, dqkv, nqkv));
+    memcpy(dqkv1, dqkv0, nqkv * sizeof(float));
+    omp_set_num_threads(1);
+    attention_forward(out1, lse1, qkv, B, T, C, NH);
+    attention_backward(dqkv1, dout, out, qkv, lse, B, T, C, NH);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("flash attention out 1 vs 2 threads", out1, out, no));
+    CU_ASSERT(same_bits("flash attention lse 1 vs 2 threads", lse1, lse, nl));
+    CU_ASSERT(same_bits("flash attention dqkv 1 vs 2 threads", dqkv1, dqkv, nqkv));
+
+    // the decode form: query t alone against the cached keys and values 0..t gives row t of the
+    // full forward, bit for bit (the same products in the same order, the same key blocks)
+    int decode_ok = 1;
+    float *o1 = falloc((size_t)hs), l1;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t += (T > 8 ? T / 5 : 1)) {
+                const float *base = qkv + (size_t)b * T * 3 * C + h * hs;
+                attention_head_forward(o1, hs, &l1, base + (size_t)t * 3 * C, 3 * C, base + C, 3 * C, base + 2 * C, 3 * C,
+                                       1, t, hs);
+                const float *row = out + ((size_t)b * T + t) * C + h * hs;
+                decode_ok &= memcmp(o1, row, (size_t)hs * sizeof(float)) == 0;
+                decode_ok &= memcmp(&l1, &lse[((size_t)b * NH + h) * T + t], sizeof l1) == 0;
+            }
+    CU_ASSERT(decode_ok);
+
+    // masking: huge keys and values at the last position change no earlier row at all (its
+    // scores are never exponentiated for them, and its probability 0 multiplies their values)
+    if (T > 1) {
+        float *poison = copy_f(qkv, nqkv), *outp = falloc(no), *lsep = falloc(nl);
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < C; i++) {
+                poison[((size_t)b * T + T - 1) * 3 * C + C + i] = 1e30f;
+                poison[((size_t)b * T + T - 1) * 3 * C + 2 * C + i] = -1e30f;
+            }
+        attention_forward(outp, lsep, poison, B, T, C, NH);
+        int mask_ok = 1;
+        for (int b = 0; b < B; b++) {
+            mask_ok &= memcmp(outp + (size_t)b * T * C, out + (size_t)b * T * C, (size_t)(T - 1) * C * sizeof(float)) == 0;
+            for (int h = 0; h < NH; h++)
+                mask_ok &= memcmp(lsep + ((size_t)b * NH + h) * T, lse + ((size_t)b * NH + h) * T,
+                                  (size_t)(T - 1) * sizeof(float)) == 0;
+        }
+        CU_ASSERT(mask_ok);
+        free(poison), free(outp), free(lsep);
+    }
+
+    free(qkv), free(out), free(lse), free(dout), free(c.qkv), free(c.dout), free(c.out), free(ratt), free(rlse);
+    free(out_ref), free(att), free(out_ref_d), free(dqkv), free(dqkv_ref), free(datt), free(dqkv0), free(dref_d);
+    free(out1), free(lse1), free(dqkv1), free(o1);
+}
+
+static void test_flash_attention(void) {
+    flash_case(2, 7, 12, 3, 1);      // hs = 4
+    flash_case(1, 1, 8, 2, 1);       // T = 1
+    flash_case(2, 65, 20, 2, 1);     // hs = 10, C not a multiple of 16, a second partial key block
+    flash_case(1, 130, 64, 4, 1);    // several blocks, the last partial
+    flash_case(4, 64, 256, 4, 0);    // the small model's shape (B=4, T=64, C=256, NH=4)
+    flash_case(2, 64, 768, 12, 0);   // GPT-2 124M's heads (hs = 64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the GEMM engine on every SIMD path the CPU has; the fused kernels against their unfused pairs
+
+static void test_gemm_paths(void) {
+    kernels_simd best = kernels_simd_detect();
+    static const int odd[][3] = {{1, 1, 1}, {13, 31, 17}, {15, 33, 257}, {29, 65, 300}, {3, 100, 7}, {57, 47, 513}};
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+                    gemm_case(ta, tb, odd[i][0], odd[i][1], odd[i][2], 1.0f, 0.0f);
+                    gemm_case(ta, tb, odd[i][0], odd[i][1], odd[i][2], 0.5f, -1.5f);
+                }
+        // the model's products at N = B*T = 256 tokens, C = 256 (one of each kind)
+        gemm_case(0, 1, 256, 768, 256, 1.0f, 0.0f);   // forward: inp @ W^T
+        gemm_case(0, 0, 256, 256, 1024, 1.0f, 1.0f);  // dinp += dout @ W
+        gemm_case(1, 0, 768, 256, 256, 1.0f, 1.0f);   // dweight += dout^T @ inp
+        // gemm_mt: the same bits as gemm, at 1 and 2 threads
+        int M = 300, N = 517, K = 301;
+        float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C1 = falloc((size_t)M * N),
+              *C2 = falloc((size_t)M * N), *C3 = falloc((size_t)M * N);
+        fill_uniform(A, (size_t)M * K, -1, 1);
+        fill_uniform(B, (size_t)K * N, -1, 1);
+        fill_uniform(C1, (size_t)M * N, -1, 1);
+        memcpy(C2, C1, (size_t)M * N * sizeof(float));
+        memcpy(C3, C1, (size_t)M * N * sizeof(float));
+        gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 1.0f, C1, N);
+        gemm_mt(0, 0, M, N, K, 1.0f, A, K, B, N, 1.0f, C2, N);
+        omp_set_num_threads(1);
+        gemm_mt(0, 0, M, N, K, 1.0f, A, K, B, N, 1.0f, C3, N);
+        omp_set_num_threads(2);
+        char what[64];
+        snprintf(what, sizeof what, "gemm_mt vs gemm (%s)", kernels_simd_name((kernels_simd)lvl));
+        CU_ASSERT(same_bits(what, C2, C1, (size_t)M * N));
+        snprintf(what, sizeof what, "gemm_mt 1 vs 2 threads (%s)", kernels_simd_name((kernels_simd)lvl));
+        CU_ASSERT(same_bits(what, C3, C1, (size_t)M * N));
+        free(A), free(B), free(C1), free(C2), free(C3);
+    }
+    kernels_set_simd(best);
+    CU_ASSERT(kernels_simd_level() == best);
+}
+
+static void test_fused(void) {
+    // matmul_forward_gelu = matmul_forward then gelu_forward, bit for bit, at odd and model shapes
+    static const int shapes[][3] = {{7, 13, 29}, {33, 64, 100}, {256, 256, 1024}, {256, 768, 3072}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *inp = falloc((size_t)N * C), *w = falloc((size_t)OC * C), *b = falloc(OC);
+        float *o1 = falloc((size_t)N * OC), *g1 = falloc((size_t)N * OC), *o2 = falloc((size_t)N * OC),
+              *g2 = falloc((size_t)N * OC);
+        fill_uniform(inp, (size_t)N * C, -1, 1);
+        fill_uniform(w, (size_t)OC * C, -0.1f, 0.1f);
+        fill_uniform(b, OC, -1, 1);
+        matmul_forward_gelu(o1, g1, inp, w, b, N, C, OC);
+        matmul_forward(o2, inp, w, b, N, C, OC);
+        gelu_forward(g2, o2, (size_t)N * OC);
+        CU_ASSERT(same_bits("matmul_forward_gelu pre-activation", o1, o2, (size_t)N * OC));
+        CU_ASSERT(same_bits("matmul_forward_gelu gelu", g1, g2, (size_t)N * OC));
+        free(inp), free(w), free(b), free(o1), free(g1), free(o2), free(g2);
+    }
+    // residual_layernorm_forward = residual_forward then layernorm_forward, bit for bit
+    static const int ln[][2] = {{5, 7}, {64, 256}, {9, 768}, {3, 37}};
+    for (size_t s = 0; s < sizeof ln / sizeof ln[0]; s++) {
+        int N = ln[s][0], C = ln[s][1];
+        size_t n = (size_t)N * C;
+        float *a = falloc(n), *bb = falloc(n), *w = falloc(C), *bias = falloc(C);
+        float *r1 = falloc(n), *o1 = falloc(n), *m1 = falloc(N), *s1 = falloc(N);
+        float *r2 = falloc(n), *o2 = falloc(n), *m2 = falloc(N), *s2 = falloc(N);
+        fill_uniform(a, n, -2, 2);
+        fill_uniform(bb, n, -2, 2);
+        fill_uniform(w, C, 0.5f, 1.5f);
+        fill_uniform(bias, C, -1, 1);
+        residual_layernorm_forward(r1, o1, m1, s1, a, bb, w, bias, N, C);
+        residual_forward(r2, a, bb, n);
+        layernorm_forward(o2, m2, s2, r2, w, bias, N, C);
+        CU_ASSERT(same_bits("residual_layernorm_forward res", r1, r2, n));
+        CU_ASSERT(same_bits("residual_layernorm_forward out", o1, o2, n));
+        CU_ASSERT(same_bits("residual_layernorm_forward mean", m1, m2, N));
+        CU_ASSERT(same_bits("residual_layernorm_forward rstd", s1, s2, N));
+        free(a), free(bb), free(w), free(bias), free(r1), free(o1), free(m1), free(s1), free(r2), free(o2), free(m2),
+            free(s2);
+    }
+    // adamw_update's grad_scale: the same bits as scaling the gradients first
+    size_t n = 1001;
+    float *p1 = falloc(n), *m1 = falloc(n), *v1 = falloc(n), *g = falloc(n), *gs = falloc(n);
+    fill_uniform(p1, n, -1, 1);
+    fill_uniform(m1, n, -0.1f, 0.1f);
+    fill_uniform(v1, n, 0.0f, 0.01f);
+    fill_uniform(g, n, -3, 3);
+    float *p2 = copy_f(p1, n), *m2 = copy_f(m1, n), *v2 = copy_f(v1, n), *g0 = copy_f(g, n);
+    for (size_t i = 0; i < n; i++) gs[i] = g[i] * 0.37f;
+    adamw_update(p1, g, m1, v1, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.37f, 4);
+    adamw_update(p2, gs, m2, v2, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 4);
+    CU_ASSERT(same_bits("adamw grad_scale params", p1, p2, n));
+    CU_ASSERT(same_bits("adamw grad_scale m", m1, m2, n));
+    CU_ASSERT(same_bits("adamw grad_scale v", v1, v2, n));
+    CU_ASSERT(same_bits("adamw leaves grads alone", g, g0, n));
+    free(p1), free(m1), free(v1), free(g), free(gs), free(p2), free(m2), free(v2), free(g0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -835,7 +1075,7 @@ static void test_adamw(void) {
     for (size_t i = 0; i < n; i++) rm[i] = rv[i] = 0.0;
     for (int t = 1; t <= 3; t++) {
         fill_uniform(gr, n, -1, 1);
-        adamw_update(p, gr, m, v, n, lr, b1, b2, eps, wd, t);
+        adamw_update(p, gr, m, v, n, lr, b1, b2, eps, wd, 1.0f, t);
         double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
         for (size_t i = 0; i < n; i++) {
             double g = gr[i];
@@ -893,7 +1133,8 @@ int main(void) {
     CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
     if (!s || !CU_add_test(s, "gemm", test_gemm) || !CU_add_test(s, "encoder", test_encoder) ||
         !CU_add_test(s, "layernorm", test_layernorm) || !CU_add_test(s, "matmul", test_matmul) ||
-        !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "vmath", test_vmath) || !CU_add_test(s, "gelu", test_gelu) ||
+        !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "flash_attention", test_flash_attention) ||
+        !CU_add_test(s, "gemm_paths", test_gemm_paths) || !CU_add_test(s, "fused", test_fused) || !CU_add_test(s, "vmath", test_vmath) || !CU_add_test(s, "gelu", test_gelu) ||
         !CU_add_test(s, "residual_scale", test_residual_scale) ||
         !CU_add_test(s, "softmax_xent", test_softmax_xent) || !CU_add_test(s, "adamw", test_adamw) ||
         !CU_add_test(s, "sum_squares", test_sum_squares)) {

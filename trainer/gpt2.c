@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "profile.h"
 
 static const char *const PARAM_NAMES[NUM_PARAM_TENSORS] = {
     "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
@@ -14,7 +15,7 @@ static const char *const PARAM_NAMES[NUM_PARAM_TENSORS] = {
 _Static_assert(sizeof PARAM_NAMES / sizeof PARAM_NAMES[0] == NUM_PARAM_TENSORS, "one name per parameter");
 
 static const char *const ACT_NAMES[NUM_ACT_TENSORS] = {
-    "encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att", "attproj", "residual2",
+    "encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att_lse", "attproj", "residual2",
     "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3",
     "lnf", "lnf_mean", "lnf_rstd", "logits", "losses",
 };
@@ -60,7 +61,7 @@ static void act_table(sm_table *tab, const gpt2_config *cfg, size_t B, size_t T)
         {L, B, T},        // ln1_rstd
         {L, B, T, 3 * C}, // qkv
         {L, B, T, C},     // atty
-        {L * B, NH, T, T},// att (probabilities)
+        {L, B, NH, T},    // att_lse (per-row log-sum-exp of the attention scores)
         {L, B, T, C},     // attproj
         {L, B, T, C},     // residual2
         {L, B, T, C},     // ln2
@@ -147,6 +148,10 @@ void gpt2_init_weights(gpt2 *model, uint64_t seed) {
 #define A(i) (model->acts.t[(i)].ptr)
 #define D(i) (model->dacts.t[(i)].ptr)
 
+// Bytes of n floats: what a kernel must move at least (its inputs read once, its outputs written
+// once), for the profile's GB/s column.
+static inline double float_bytes(double n) { return 4.0 * n; }
+
 float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, int T, float dloss) {
     const gpt2_config *c = &model->cfg;
     const int L = c->n_layer, NH = c->n_head, C = c->n_embd, V = c->vocab_size, Vp = c->padded_vocab_size;
@@ -154,8 +159,9 @@ float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, in
              model->B, model->T);
     const size_t N = (size_t)B * (size_t)T;
     // stride the per-layer activations by the allocated (B,T), so forward at a smaller
-    // batch still addresses layer l correctly; att is (L*B, NH, T, T) with the allocated T
+    // batch still addresses layer l correctly
     const size_t BTa = (size_t)model->B * (size_t)model->T;
+    const int hs = C / NH;
     for (size_t i = 0; i < N; i++) {
         SM_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token %d at %zu out of range [0,%d)", inputs[i], i, V);
         model->inputs[i] = inputs[i];
@@ -164,43 +170,82 @@ float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, in
             model->targets[i] = targets[i];
         }
     }
+    const double nc = (double)N * C, cc = (double)C * C, att_flops = 2.0 * B * NH * hs * (double)T * (T + 1);
+    double t = prof_start();
     encoder_forward(A(A_ENCODED), model->inputs, P(P_WTE), P(P_WPE), B, T, C);
+    prof_stop("encoder", PROF_FWD, t, 0.0, float_bytes(3 * nc));
+    // The first LayerNorm of each layer is fused with the residual add that ends the layer
+    // before it (layer 0's runs alone, the final one is fused with the last layer's add).
+    t = prof_start();
+    layernorm_forward(A(A_LN1), A(A_LN1_MEAN), A(A_LN1_RSTD), A(A_ENCODED), P(P_LN1W), P(P_LN1B), (int)N, C);
+    prof_stop("layernorm", PROF_FWD, t, 0.0, float_bytes(2 * nc));
     const float *residual = A(A_ENCODED);
     for (int l = 0; l < L; l++) {
         size_t lc = (size_t)l * C, lbt = (size_t)l * BTa;
-        float *ln1 = A(A_LN1) + lbt * C, *ln1_mean = A(A_LN1_MEAN) + lbt, *ln1_rstd = A(A_LN1_RSTD) + lbt;
+        float *ln1 = A(A_LN1) + lbt * C;
         float *qkv = A(A_QKV) + lbt * 3 * C, *atty = A(A_ATTY) + lbt * C;
-        float *att = A(A_ATT) + (size_t)l * model->B * NH * (size_t)T * T;
+        float *lse = A(A_ATT_LSE) + lbt * NH;
         float *attproj = A(A_ATTPROJ) + lbt * C, *residual2 = A(A_RESIDUAL2) + lbt * C;
         float *ln2 = A(A_LN2) + lbt * C, *ln2_mean = A(A_LN2_MEAN) + lbt, *ln2_rstd = A(A_LN2_RSTD) + lbt;
         float *fch = A(A_FCH) + lbt * 4 * C, *fch_gelu = A(A_FCH_GELU) + lbt * 4 * C;
         float *fcproj = A(A_FCPROJ) + lbt * C, *residual3 = A(A_RESIDUAL3) + lbt * C;
 
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, P(P_LN1W) + lc, P(P_LN1B) + lc, (int)N, C);
+        t = prof_start();
         matmul_forward(qkv, ln1, P(P_QKVW) + lc * 3 * C, P(P_QKVB) + lc * 3, (int)N, C, 3 * C);
-        attention_forward(atty, att, qkv, B, T, C, NH);
+        prof_stop("matmul.qkv", PROF_FWD, t, 2.0 * nc * 3 * C, float_bytes(nc + 3 * cc + 3 * nc));
+        t = prof_start();
+        attention_forward(atty, lse, qkv, B, T, C, NH);
+        prof_stop("attention", PROF_FWD, t, att_flops, float_bytes(3 * nc + nc + (double)B * NH * T));
+        t = prof_start();
         matmul_forward(attproj, atty, P(P_ATTPROJW) + lc * C, P(P_ATTPROJB) + lc, (int)N, C, C);
-        residual_forward(residual2, residual, attproj, N * C);
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, P(P_LN2W) + lc, P(P_LN2B) + lc, (int)N, C);
-        matmul_forward(fch, ln2, P(P_FCW) + lc * 4 * C, P(P_FCB) + lc * 4, (int)N, C, 4 * C);
-        gelu_forward(fch_gelu, fch, N * 4 * C);
+        prof_stop("matmul.attproj", PROF_FWD, t, 2.0 * nc * C, float_bytes(nc + cc + nc));
+        t = prof_start();
+        residual_layernorm_forward(residual2, ln2, ln2_mean, ln2_rstd, residual, attproj, P(P_LN2W) + lc,
+                                   P(P_LN2B) + lc, (int)N, C);
+        prof_stop("residual+layernorm", PROF_FWD, t, 0.0, float_bytes(4 * nc));
+        t = prof_start();
+        matmul_forward_gelu(fch, fch_gelu, ln2, P(P_FCW) + lc * 4 * C, P(P_FCB) + lc * 4, (int)N, C, 4 * C);
+        prof_stop("matmul.fc+gelu", PROF_FWD, t, 2.0 * nc * 4 * C, float_bytes(nc + 4 * cc + 8 * nc));
+        t = prof_start();
         matmul_forward(fcproj, fch_gelu, P(P_FCPROJW) + lc * 4 * C, P(P_FCPROJB) + lc, (int)N, 4 * C, C);
-        residual_forward(residual3, residual2, fcproj, N * C);
+        prof_stop("matmul.fcproj", PROF_FWD, t, 2.0 * nc * 4 * C, float_bytes(4 * nc + 4 * cc + nc));
+        t = prof_start();
+        if (l + 1 < L) {
+            size_t nlc = lc + C, nlbt = lbt + BTa;
+            residual_layernorm_forward(residual3, A(A_LN1) + nlbt * C, A(A_LN1_MEAN) + nlbt, A(A_LN1_RSTD) + nlbt,
+                                       residual2, fcproj, P(P_LN1W) + nlc, P(P_LN1B) + nlc, (int)N, C);
+        } else {
+            residual_layernorm_forward(residual3, A(A_LNF), A(A_LNF_MEAN), A(A_LNF_RSTD), residual2, fcproj,
+                                       P(P_LNFW), P(P_LNFB), (int)N, C);
+        }
+        prof_stop("residual+layernorm", PROF_FWD, t, 0.0, float_bytes(4 * nc));
         residual = residual3;
     }
-    layernorm_forward(A(A_LNF), A(A_LNF_MEAN), A(A_LNF_RSTD), residual, P(P_LNFW), P(P_LNFB), (int)N, C);
+    if (L == 0) {
+        t = prof_start();
+        layernorm_forward(A(A_LNF), A(A_LNF_MEAN), A(A_LNF_RSTD), residual, P(P_LNFW), P(P_LNFB), (int)N, C);
+        prof_stop("layernorm", PROF_FWD, t, 0.0, float_bytes(2 * nc));
+    }
     // LM head tied to wte: logits (N,Vp) = lnf @ wte^T (padded rows of wte are 0)
+    t = prof_start();
     matmul_forward(A(A_LOGITS), A(A_LNF), P(P_WTE), NULL, (int)N, C, Vp);
+    prof_stop("matmul.lm_head", PROF_FWD, t, 2.0 * nc * Vp, float_bytes(nc + (double)Vp * C + (double)N * Vp));
     if (!targets) return 0.0f;
+    t = prof_start();
     double sum = softmax_xent(A(A_LOSSES), dloss != 0.0f ? D(A_LOGITS) : NULL, A(A_LOGITS), model->targets, (int)N, V,
                               Vp, dloss);
+    prof_stop("softmax_xent", PROF_FWD, t, 0.0, float_bytes((dloss != 0.0f ? 2.0 : 1.0) * (double)N * Vp));
     model->last_B = B;
     model->last_T = T;
     model->last_has_grad = dloss != 0.0f;
     return (float)(sum / (double)N);
 }
 
-void gpt2_zero_grad(gpt2 *model) { memset(model->grads.base, 0, model->grads.n_floats * sizeof(float)); }
+void gpt2_zero_grad(gpt2 *model) {
+    double t = prof_start();
+    memset(model->grads.base, 0, model->grads.n_floats * sizeof(float));
+    prof_stop("zero_grad", PROF_OPT, t, 0.0, float_bytes(model->grads.n_floats));
+}
 
 void gpt2_backward(gpt2 *model) {
     const gpt2_config *c = &model->cfg;
@@ -208,51 +253,91 @@ void gpt2_backward(gpt2 *model) {
     const int B = model->last_B, T = model->last_T;
     SM_CHECK(model->last_has_grad, "gpt2_backward needs a forward with targets and dloss != 0");
     const size_t N = (size_t)B * (size_t)T, BTa = (size_t)model->B * (size_t)model->T;
-    // activation gradients are written (=) by the first kernel that produces them or
-    // cleared here: the ones kernels accumulate into (+=) must start at zero
-    memset(model->dacts.base, 0, model->dacts.t[A_LOGITS].offset * sizeof(float));
+    const int hs = C / NH;
+    const double nc = (double)N * C, cc = (double)C * C, att_flops = 5.0 * B * NH * hs * (double)T * (T + 1);
+    // The gradient of the residual stream lives in one buffer, dres, from the final LayerNorm
+    // down to the embeddings: each LayerNorm backward adds its input gradient into it, and the
+    // projections that feed the stream read it as their output gradient (a residual add copies
+    // its gradient to both inputs), so no residual pass is needed. The per-layer activation
+    // gradients are scratch, layer 0's slots reused by every layer (they stay in cache), each
+    // cleared just before the kernel that accumulates into it.
+    float *dres = D(A_ENCODED);
+    float *dfch_gelu = D(A_FCH_GELU), *dfch = D(A_FCH), *dln2 = D(A_LN2), *datty = D(A_ATTY), *dqkv = D(A_QKV);
+    float *dln1 = D(A_LN1);
+    double t = prof_start();
+    memset(dres, 0, N * C * sizeof(float));
+    memset(D(A_LNF), 0, N * C * sizeof(float));
+    prof_stop("clear_scratch", PROF_BWD, t, 0.0, float_bytes(2 * nc));
 
     // dlogits was written by the fused softmax+loss in forward
+    t = prof_start();
     matmul_backward(D(A_LNF), G(P_WTE), NULL, D(A_LOGITS), A(A_LNF), P(P_WTE), (int)N, C, Vp);
+    prof_stop("matmul.lm_head", PROF_BWD, t, 4.0 * nc * Vp, float_bytes(2.0 * N * Vp + 2 * nc + 3.0 * Vp * C + 2 * nc));
     const float *last_residual = L > 0 ? A(A_RESIDUAL3) + (size_t)(L - 1) * BTa * C : A(A_ENCODED);
-    float *dlast_residual = L > 0 ? D(A_RESIDUAL3) + (size_t)(L - 1) * BTa * C : D(A_ENCODED);
-    layernorm_backward(dlast_residual, G(P_LNFW), G(P_LNFB), D(A_LNF), last_residual, P(P_LNFW), A(A_LNF_MEAN),
-                       A(A_LNF_RSTD), (int)N, C);
+    t = prof_start();
+    layernorm_backward(dres, G(P_LNFW), G(P_LNFB), D(A_LNF), last_residual, P(P_LNFW), A(A_LNF_MEAN), A(A_LNF_RSTD),
+                       (int)N, C);
+    prof_stop("layernorm", PROF_BWD, t, 0.0, float_bytes(4 * nc));
     for (int l = L - 1; l >= 0; l--) {
         size_t lc = (size_t)l * C, lbt = (size_t)l * BTa;
         const float *residual = l == 0 ? A(A_ENCODED) : A(A_RESIDUAL3) + (lbt - BTa) * C;
-        float *dresidual = l == 0 ? D(A_ENCODED) : D(A_RESIDUAL3) + (lbt - BTa) * C;
         float *ln1 = A(A_LN1) + lbt * C, *ln1_mean = A(A_LN1_MEAN) + lbt, *ln1_rstd = A(A_LN1_RSTD) + lbt;
         float *qkv = A(A_QKV) + lbt * 3 * C, *atty = A(A_ATTY) + lbt * C;
-        float *att = A(A_ATT) + (size_t)l * model->B * NH * (size_t)T * T;
+        float *lse = A(A_ATT_LSE) + lbt * NH;
         float *residual2 = A(A_RESIDUAL2) + lbt * C;
         float *ln2 = A(A_LN2) + lbt * C, *ln2_mean = A(A_LN2_MEAN) + lbt, *ln2_rstd = A(A_LN2_RSTD) + lbt;
         float *fch = A(A_FCH) + lbt * 4 * C, *fch_gelu = A(A_FCH_GELU) + lbt * 4 * C;
-        float *dln1 = D(A_LN1) + lbt * C, *dqkv = D(A_QKV) + lbt * 3 * C, *datty = D(A_ATTY) + lbt * C;
-        float *datt = D(A_ATT) + (size_t)l * model->B * NH * (size_t)T * T;
-        float *dattproj = D(A_ATTPROJ) + lbt * C, *dresidual2 = D(A_RESIDUAL2) + lbt * C;
-        float *dln2 = D(A_LN2) + lbt * C, *dfch = D(A_FCH) + lbt * 4 * C, *dfch_gelu = D(A_FCH_GELU) + lbt * 4 * C;
-        float *dfcproj = D(A_FCPROJ) + lbt * C, *dresidual3 = D(A_RESIDUAL3) + lbt * C;
 
-        residual_backward(dresidual2, dfcproj, dresidual3, N * C);
-        matmul_backward(dfch_gelu, G(P_FCPROJW) + lc * 4 * C, G(P_FCPROJB) + lc, dfcproj, fch_gelu,
+        // dres is d residual3 here: the gradient of fcproj's output
+        t = prof_start();
+        memset(dfch_gelu, 0, N * 4 * C * sizeof(float));
+        memset(dfch, 0, N * 4 * C * sizeof(float));
+        memset(dln2, 0, N * C * sizeof(float));
+        memset(datty, 0, N * C * sizeof(float));
+        memset(dqkv, 0, N * 3 * C * sizeof(float));
+        memset(dln1, 0, N * C * sizeof(float));
+        prof_stop("clear_scratch", PROF_BWD, t, 0.0, float_bytes(14 * nc));
+        t = prof_start();
+        matmul_backward(dfch_gelu, G(P_FCPROJW) + lc * 4 * C, G(P_FCPROJB) + lc, dres, fch_gelu,
                         P(P_FCPROJW) + lc * 4 * C, (int)N, 4 * C, C);
+        prof_stop("matmul.fcproj", PROF_BWD, t, 4.0 * nc * 4 * C, float_bytes(2 * nc + 4 * nc + 12 * cc + 8 * nc));
+        t = prof_start();
         gelu_backward(dfch, fch, dfch_gelu, N * 4 * C);
+        prof_stop("gelu", PROF_BWD, t, 0.0, float_bytes(16 * nc));
+        t = prof_start();
         matmul_backward(dln2, G(P_FCW) + lc * 4 * C, G(P_FCB) + lc * 4, dfch, ln2, P(P_FCW) + lc * 4 * C, (int)N, C,
                         4 * C);
-        layernorm_backward(dresidual2, G(P_LN2W) + lc, G(P_LN2B) + lc, dln2, residual2, P(P_LN2W) + lc, ln2_mean,
-                           ln2_rstd, (int)N, C);
-        residual_backward(dresidual, dattproj, dresidual2, N * C);
-        matmul_backward(datty, G(P_ATTPROJW) + lc * C, G(P_ATTPROJB) + lc, dattproj, atty, P(P_ATTPROJW) + lc * C,
+        prof_stop("matmul.fc", PROF_BWD, t, 4.0 * nc * 4 * C, float_bytes(8 * nc + nc + 12 * cc + 2 * nc));
+        t = prof_start();
+        layernorm_backward(dres, G(P_LN2W) + lc, G(P_LN2B) + lc, dln2, residual2, P(P_LN2W) + lc, ln2_mean, ln2_rstd,
+                           (int)N, C);
+        prof_stop("layernorm", PROF_BWD, t, 0.0, float_bytes(4 * nc));
+        // dres is now d residual2: the gradient of attproj's output
+        t = prof_start();
+        matmul_backward(datty, G(P_ATTPROJW) + lc * C, G(P_ATTPROJB) + lc, dres, atty, P(P_ATTPROJW) + lc * C,
                         (int)N, C, C);
-        attention_backward(dqkv, datt, datty, qkv, att, B, T, C, NH);
+        prof_stop("matmul.attproj", PROF_BWD, t, 4.0 * nc * C, float_bytes(2 * nc + nc + 3 * cc + 2 * nc));
+        t = prof_start();
+        attention_backward(dqkv, datty, atty, qkv, lse, B, T, C, NH);
+        prof_stop("attention", PROF_BWD, t, att_flops, float_bytes(2 * nc + 3 * nc + 6 * nc));
+        t = prof_start();
         matmul_backward(dln1, G(P_QKVW) + lc * 3 * C, G(P_QKVB) + lc * 3, dqkv, ln1, P(P_QKVW) + lc * 3 * C, (int)N,
                         C, 3 * C);
-        layernorm_backward(dresidual, G(P_LN1W) + lc, G(P_LN1B) + lc, dln1, residual, P(P_LN1W) + lc, ln1_mean,
-                           ln1_rstd, (int)N, C);
-        if (model->layer_done) model->layer_done(model->layer_done_ctx, l);
+        prof_stop("matmul.qkv", PROF_BWD, t, 4.0 * nc * 3 * C, float_bytes(6 * nc + nc + 9 * cc + 2 * nc));
+        t = prof_start();
+        layernorm_backward(dres, G(P_LN1W) + lc, G(P_LN1B) + lc, dln1, residual, P(P_LN1W) + lc, ln1_mean, ln1_rstd,
+                           (int)N, C);
+        prof_stop("layernorm", PROF_BWD, t, 0.0, float_bytes(4 * nc));
+        // dres is now d residual: the gradient of the layer's input
+        if (model->layer_done) {
+            t = prof_start();
+            model->layer_done(model->layer_done_ctx, l);
+            prof_stop("grad_sync_hook", PROF_BWD, t, 0.0, 0.0);
+        }
     }
-    encoder_backward(G(P_WTE), G(P_WPE), D(A_ENCODED), model->inputs, B, T, C);
+    t = prof_start();
+    encoder_backward(G(P_WTE), G(P_WPE), dres, model->inputs, B, T, C);
+    prof_stop("encoder", PROF_BWD, t, 0.0, float_bytes(3 * nc + 2 * nc));
 }
 
 void gpt2_shard_moments(gpt2 *model, size_t lo, size_t hi) {
@@ -281,11 +366,15 @@ static int owned_part(const gpt2 *model, int i, size_t *a, size_t *b) {
 }
 
 double gpt2_grad_sumsq(const gpt2 *model) {
-    double ss = 0.0;
+    double t = prof_start(), ss = 0.0, n = 0.0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t a, b;
-        if (owned_part(model, i, &a, &b)) ss += sum_squares(model->grads.base + a, b - a);
+        if (owned_part(model, i, &a, &b)) {
+            ss += sum_squares(model->grads.base + a, b - a);
+            n += (double)(b - a);
+        }
     }
+    prof_stop("grad_norm", PROF_OPT, t, 2.0 * n, float_bytes(n));
     return ss;
 }
 
@@ -293,13 +382,15 @@ float gpt2_grad_norm(const gpt2 *model) { return (float)sqrt(gpt2_grad_sumsq(mod
 
 void gpt2_adamw(gpt2 *model, float lr, float beta1, float beta2, float eps, float weight_decay, int t, float clip,
                 float grad_norm) {
+    // the clip's scale is applied inside AdamW's single pass (the gradients are not rewritten)
     float scale = (clip > 0.0f && grad_norm > clip) ? clip / grad_norm : 1.0f;
+    double t0 = prof_start(), n = 0.0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t a, b;
         if (!owned_part(model, i, &a, &b)) continue;
-        float *g = model->grads.base + a;
-        if (scale != 1.0f) scale_inplace(g, scale, b - a);
-        adamw_update(model->params.base + a, g, model->m.base + a, model->v.base + a, b - a, lr, beta1, beta2, eps,
-                     gpt2_param_decays(i) ? weight_decay : 0.0f, t);
+        adamw_update(model->params.base + a, model->grads.base + a, model->m.base + a, model->v.base + a, b - a, lr,
+                     beta1, beta2, eps, gpt2_param_decays(i) ? weight_decay : 0.0f, scale, t);
+        n += (double)(b - a);
     }
+    prof_stop("adamw", PROF_OPT, t0, 0.0, 28.0 * n);
 }

@@ -21,9 +21,10 @@ enum {
     NUM_PARAM_TENSORS
 };
 
-// Activations saved by forward for backward (per layer ones have a leading L).
+// Activations saved by forward for backward (per layer ones have a leading L). Attention saves
+// the per-row log-sum-exp (L,B,NH,T), not the (T,T) probabilities (flash attention recomputes them).
 enum {
-    A_ENCODED, A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATTY, A_ATT, A_ATTPROJ, A_RESIDUAL2,
+    A_ENCODED, A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATTY, A_ATT_LSE, A_ATTPROJ, A_RESIDUAL2,
     A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_FCPROJ, A_RESIDUAL3,
     A_LNF, A_LNF_MEAN, A_LNF_RSTD, A_LOGITS, A_LOSSES,
     NUM_ACT_TENSORS
@@ -38,7 +39,8 @@ typedef struct {
     size_t moment_lo, moment_hi;   // the arena range this rank optimizes (ZeRO-1 slice, else all)
     float *moment_alloc[2];        // the allocations behind m and v
     sm_table acts;         // NUM_ACT_TENSORS
-    sm_table dacts;        // gradients of the activations, same layout as acts
+    sm_table dacts;        // gradients of the activations, same layout as acts (backward uses
+                           // layer 0's slots as scratch for every layer, so they stay in cache)
     int *inputs;           // (B,T)
     int *targets;          // (B,T)
     size_t n_params;       // real parameter count (without padding between tensors)

@@ -12,7 +12,7 @@ static const char USAGE[] =
     "  prepare   tokenize a text file into llm.c-format train/val shards\n"
     "  train     train a GPT-2 (data-parallel under mpirun/srun)\n"
     "  inspect   describe and verify a checkpoint (or a run directory's latest)\n"
-    "  bench     checkpoint: HDF5 save/load against plain sequential I/O\n"
+    "  bench     kernels, train or checkpoint: throughput against OpenBLAS, PyTorch and plain I/O\n"
     "\n"
     "Run 'smallmind <command> --help' for a command's options.\n";
 
@@ -26,8 +26,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "prepare")) return cmd_prepare(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
-    if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "checkpoint")) return bench_checkpoint(argc - 2, argv + 2);
-    const char *later[] = {"eval", "generate", "bench", "convert"};
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    const char *later[] = {"eval", "generate", "convert"};
     for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
         if (!strcmp(cmd, later[i])) sm_fatal(SM_EXIT_USAGE, "'%s' is not implemented yet (argv[1])", cmd);
     sm_fatal(SM_EXIT_USAGE, "unknown command '%s'; try 'smallmind --help' (argv[1])", cmd);

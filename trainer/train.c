@@ -14,6 +14,7 @@
 #include "common.h"
 #include "data.h"
 #include "gpt2.h"
+#include "profile.h"
 #include "trainer.h"
 
 typedef struct {
@@ -45,6 +46,7 @@ typedef struct {
     int ckpt_every;       // checkpoint every N steps (0: only at the end)
     int keep;             // keep the newest K checkpoints (0: all)
     const char *resume;   // auto | none | PATH
+    int profile;          // per-op table at the end
 } train_opts;
 
 static const char TRAIN_USAGE[] =
@@ -85,6 +87,7 @@ static const char TRAIN_USAGE[] =
     "                    (refuses a RUN_DIR holding checkpoints); PATH: that file (default auto)\n"
     "  SIGTERM/SIGUSR1   checkpoint at the end of the current step and exit 0 (preemption)\n"
     "diagnostics:\n"
+    "  --profile         per-op time, share of the step, GFLOP/s, GB/s and heap allocations, printed at the end\n"
     "  --dump-params F   at the end, write the parameters to F as raw float32 in checkpoint order\n"
     "  --help\n";
 
@@ -97,7 +100,7 @@ static void parse_train(int argc, char **argv, train_opts *o) {
     };
     enum { O_DATA = 256, O_RUN, O_LAYERS, O_HEADS, O_EMBD, O_CONTEXT, O_VOCAB, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR,
            O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_STEPS, O_EVAL, O_VALB, O_SEED, O_THREADS, O_BUCKET, O_ZERO,
-           O_DUMP, O_STOPAT, O_CKPTEVERY, O_KEEP, O_RESUME, O_HELP };
+           O_DUMP, O_STOPAT, O_CKPTEVERY, O_KEEP, O_RESUME, O_PROFILE, O_HELP };
     static const struct option opts[] = {
         {"data", required_argument, 0, O_DATA}, {"run-dir", required_argument, 0, O_RUN},
         {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
@@ -113,7 +116,8 @@ static void parse_train(int argc, char **argv, train_opts *o) {
         {"threads", required_argument, 0, O_THREADS}, {"bucket-mb", required_argument, 0, O_BUCKET},
         {"zero", required_argument, 0, O_ZERO}, {"dump-params", required_argument, 0, O_DUMP},
         {"stop-at", required_argument, 0, O_STOPAT}, {"ckpt-every", required_argument, 0, O_CKPTEVERY},
-        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME},
+        {"profile", no_argument, 0, O_PROFILE}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     opterr = 0;
     optind = 1;
@@ -150,6 +154,7 @@ static void parse_train(int argc, char **argv, train_opts *o) {
         case O_CKPTEVERY: o->ckpt_every = (int)cli_int("--ckpt-every", optarg, 0, 1 << 30); break;
         case O_KEEP: o->keep = (int)cli_int("--keep", optarg, 0, 1 << 20); break;
         case O_RESUME: o->resume = optarg; break;
+        case O_PROFILE: o->profile = 1; break;
         case O_HELP: fputs(TRAIN_USAGE, stdout); exit(SM_EXIT_OK);
         default: cli_bad_option("train", argc, argv);
         }
@@ -361,6 +366,7 @@ int cmd_train(int argc, char **argv) {
     comm_init(&argc, &argv, &topo);
     train_opts o;
     parse_train(argc, argv, &o);
+    prof_enable(o.profile);
 
     int threads = o.threads;
     if (!threads && getenv("OMP_NUM_THREADS")) threads = omp_get_max_threads();
@@ -471,6 +477,7 @@ int cmd_train(int argc, char **argv) {
     const float dloss = 1.0f / ((float)o.batch * (float)o.seq * (float)o.accum * (float)topo.world_size);
     for (int step = step0; step < o.steps; step++) {
         sm_mark_step(step + 1);
+        prof_step_begin();
         uint64_t allocs0 = sm_alloc_count();   // smallmind's own allocations in this step
         double t0 = sm_now_s(), t_fwd = 0.0, t_bwd = 0.0;
         gpt2_zero_grad(&model);
@@ -500,6 +507,7 @@ int cmd_train(int argc, char **argv) {
         float lr = (float)lr_at(&o, step);
         gpt2_adamw(&model, lr, (float)o.beta1, (float)o.beta2, (float)o.eps, (float)o.wd, step + 1, (float)o.clip, norm);
         comm_allgather_slices(&sync, model.params.base);
+        prof_step_end((long)o.batch * o.seq * o.accum);
         double t_end = sm_now_s();
         double ms = (t_end - t0) * 1e3;
         double tok_s = (double)global_batch * o.seq / (ms * 1e-3);
@@ -563,6 +571,10 @@ int cmd_train(int argc, char **argv) {
         }
     }
 
+    if (o.profile && topo.rank == 0) {
+        prof_print(stdout, 0);
+        prof_print(log, 1);
+    }
     if (log && fclose(log) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot close %s/log.jsonl: %s", o.run_dir, strerror(errno));
     if (o.dump_params && topo.rank == 0) {
         // the logical tensors back to back, without the arena's alignment padding

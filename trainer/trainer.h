@@ -4,6 +4,7 @@
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 // Strict parsing of option values: the whole string must be a number within [lo, hi],
 // else one line naming the flag and exit 2.

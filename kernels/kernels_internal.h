@@ -1,0 +1,71 @@
+// kernels_internal.h — what the kernels/ files share with each other and with the tests of
+// kernels/ only: the packed GEMM engine with a fused epilogue, and row helpers. Not part of
+// the model's API (trainer/ includes kernels.h only).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+
+// ---- the packed, register-tiled GEMM engine (gemm.c) ---------------------------------------
+// Optional work done on each output tile while it is still in L1 (saves a pass over memory):
+//   bias     (N): added once to every row of C (with the first K block);
+//   gelu_out (M,N), row stride ldg: after the last K block, gelu(C) is written there too
+//            (C keeps the pre-activation for backward).
+typedef struct {
+    const float *bias;
+    float *gelu_out;
+    int ldg;
+} gemm_epilogue;
+
+// C (M,N) = alpha op(A) op(B) + beta C, then the epilogue (ep may be NULL). Single-threaded;
+// same contract and the same per-element summation order as gemm().
+void gemm_ex(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+             int ldb, float beta, float *C, int ldc, const gemm_epilogue *ep);
+
+// The same product split into tiles over the threads of an OpenMP parallel region that the
+// caller has NOT yet opened (this opens one). The split follows the operand sizes (columns when
+// the B operand is the larger, so each thread packs only its share of it); every element is
+// summed in the same order whatever the split, so the result does not depend on the thread count.
+void gemm_parallel(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc, const gemm_epilogue *ep);
+
+// gelu(in) -> out over a (rows, cols) tile with row strides ldo and ldi; the same arithmetic as
+// gelu_forward, element for element (elementwise.c).
+void gelu_tile(float *out, int ldo, const float *in, int ldi, int rows, int cols);
+
+// ---- sm_expf's body, inlinable (vmath.c) ----------------------------------------------------
+// Loops that exponentiate whole rows (softmax, attention) inline it: the vectoriser then
+// overlaps independent iterations instead of calling the SIMD clone per vector. Bit-identical
+// to sm_expf.
+// Cephes expf: x = n ln2 + r with |r| <= ln2/2 (ln2 split so n*LN2_HI is exact), a degree-7
+// polynomial for e^r, then the scale 2^n applied as 2^(n/2) 2^(n - n/2) so that both factors
+// stay normal over the whole clamped range (gradual underflow and overflow to inf come out
+// of the final products). Relative error <= ~2 ulp.
+static inline float sm_pow2i(int32_t n) {   // 2^n for integer n in [-126, 127], from the exponent bits
+    int32_t bits = (n + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float sm_expf_inline(float x) {
+    const float LOG2E = 1.44269504088896341f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+    const float ROUND = 12582912.0f;   // 1.5 * 2^23: adding and subtracting it rounds to an integer
+    float xc = x > -104.0f ? x : -104.0f;   // NaN compares false: clamped here (no UB in the
+    xc = xc < 88.8f ? xc : 88.8f;            // conversion to int below), restored at the end
+    float kf = (xc * LOG2E + ROUND) - ROUND;
+    float r = xc - kf * LN2_HI;
+    r = r - kf * LN2_LO;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t n = (int32_t)kf, n1 = n / 2;
+    float y = p * sm_pow2i(n1) * sm_pow2i(n - n1);
+    return x != x ? x : y;
+}

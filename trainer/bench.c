@@ -1,0 +1,889 @@
+// bench.c — `smallmind bench`: kernel throughput against OpenBLAS sgemm and a STREAM-style
+// bandwidth figure measured in the same run (bench kernels), and whole training steps with their
+// tokens/s, GFLOP/s, per-phase and communication figures and a PyTorch reference (bench train).
+#include <dlfcn.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "comm.h"
+#include "common.h"
+#include "gpt2.h"
+#include "kernels.h"
+#include "profile.h"
+#include "trainer.h"
+
+static const char BENCH_USAGE[] =
+    "usage: smallmind bench <what> [options]\n"
+    "what:\n"
+    "  kernels      each kernel's GFLOP/s or GB/s at the model shapes, beside OpenBLAS sgemm on the same\n"
+    "               shapes and a STREAM triad, measured in this run, with the ratios\n"
+    "  train        whole training steps (forward, backward, AdamW) of the two reference shapes: s/step,\n"
+    "               tokens/s, GFLOP/s and its fraction of OpenBLAS; under mpirun also forward, backward,\n"
+    "               exposed communication wait, optimizer and the share of allreduce hidden by backward;\n"
+    "               the PyTorch reference on the same shape where python3-torch is installed\n"
+    "  checkpoint   HDF5 checkpoint save and load against plain sequential I/O (its own options:\n"
+    "               smallmind bench checkpoint --help)\n"
+    "  generate     (not implemented yet)\n"
+    "options:\n"
+    "  --shape S        small (L=4 H=4 C=256), gpt2 (L=12 H=12 C=768, 124M) or all (default all);\n"
+    "                   both with V=50257, context 1024, B=4, T=64\n"
+    "  --batch B        windows per step (default 4)\n"
+    "  --seq T          tokens per window (default 64)\n"
+    "  --rounds R       timed rounds per figure; the median is reported (default 7)\n"
+    "  --steps N        train: timed steps after 2 warm-up steps (default 10)\n"
+    "  --threads N      OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)\n"
+    "  --profile        train: also print the per-op profile table of each shape\n"
+    "  --no-blas        skip the OpenBLAS baseline\n"
+    "  --no-torch       train: skip the PyTorch reference\n"
+    "  --python P       the Python with torch for the reference (default /usr/bin/python3)\n"
+    "  --simd L         cap the SIMD level: avx512, avx2 or scalar (default: the best the CPU has)\n"
+    "  --json           one JSON object per figure instead of the tables\n"
+    "  --help\n";
+
+typedef struct {
+    const char *what;
+    int small, gpt2;   // shapes to run
+    int B, T;
+    int rounds, steps, threads;
+    int profile, no_blas, no_torch, json;
+    const char *python;
+} bench_opts;
+
+typedef struct {
+    const char *name;
+    int L, H, C;
+} bench_shape;
+
+static const bench_shape SHAPES[2] = {{"small", 4, 4, 256}, {"gpt2-124M", 12, 12, 768}};
+enum { BENCH_V = 50257, BENCH_CONTEXT = 1024 };
+
+// ---------------------------------------------------------------------------------------------
+// OpenBLAS, loaded at run time (never linked): only the bench touches it
+
+typedef void (*sgemm_fn)(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                         const float *B, int ldb, float beta, float *C, int ldc);
+typedef struct {
+    void *handle;
+    sgemm_fn sgemm;
+    void (*set_threads)(int);
+    char *(*corename)(void);
+} blas_lib;
+
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+
+static int blas_open(blas_lib *b, int threads) {
+    memset(b, 0, sizeof *b);
+    // the environment forces the Haswell kernel (half speed here): measure OpenBLAS at its best
+    unsetenv("OPENBLAS_CORETYPE");
+    unsetenv("OPENBLAS_L2_SIZE");
+    const char *names[] = {"libopenblas.so.0", "libopenblas.so"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !b->handle; i++)
+        b->handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!b->handle) {
+        sm_warn("OpenBLAS not found (%s): no sgemm baseline; install libopenblas0-pthread", dlerror());
+        return -1;
+    }
+    b->sgemm = (sgemm_fn)dlsym(b->handle, "cblas_sgemm");
+    b->set_threads = (void (*)(int))dlsym(b->handle, "openblas_set_num_threads");
+    b->corename = (char *(*)(void))dlsym(b->handle, "openblas_get_corename");
+    if (!b->sgemm) {
+        sm_warn("libopenblas has no cblas_sgemm: no sgemm baseline");
+        dlclose(b->handle);
+        b->handle = NULL;
+        return -1;
+    }
+    if (b->set_threads) b->set_threads(threads);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing: blocks of calls, medians over rounds
+
+typedef void (*bench_fn)(void *ctx);
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *x, int n) {
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+// Calls per timed block so that a block lasts >= ~25 ms (one warm-up call measures it).
+static int calls_per_block(bench_fn f, void *ctx) {
+    double t0 = sm_now_s();
+    f(ctx);
+    double dt = sm_now_s() - t0;
+    int n = dt > 0 ? (int)(0.025 / dt) + 1 : 1000;
+    return n > 1000 ? 1000 : n;
+}
+
+#define MAX_ROUNDS 64
+
+// Seconds per call of f (median over rounds) and, when g is non-NULL, of g, interleaved round by
+// round so both see the same machine. OpenBLAS's threads spin for ~0.1 s after a call and
+// libgomp's briefly: each block is followed by a pause so neither steals the other's cores.
+static void time_pair(bench_fn f, void *cf, bench_fn g, void *cg, int rounds, double *tf, double *tg) {
+    double sf[MAX_ROUNDS], sg[MAX_ROUNDS];
+    if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
+    int nf = calls_per_block(f, cf), ng = 0;
+    if (g) {
+        sleep_s(0.02);
+        ng = calls_per_block(g, cg);
+        sleep_s(0.15);
+    }
+    for (int r = 0; r < rounds; r++) {
+        double t0 = sm_now_s();
+        for (int i = 0; i < nf; i++) f(cf);
+        sf[r] = (sm_now_s() - t0) / nf;
+        if (g) {
+            sleep_s(0.02);
+            t0 = sm_now_s();
+            for (int i = 0; i < ng; i++) g(cg);
+            sg[r] = (sm_now_s() - t0) / ng;
+            sleep_s(0.15);
+        }
+    }
+    *tf = median(sf, rounds);
+    if (g) *tg = median(sg, rounds);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output: a table line or one JSON object per figure
+
+static void emit(const bench_opts *o, const char *name, const char *unit, double value, double ms, double baseline,
+                 const char *baseline_name) {
+    int has_base = baseline > 0;
+    if (o->json) {
+        printf("{\"name\":\"%s\",\"%s\":%.4g", name, unit, value);
+        if (strcmp(unit, "ms")) printf(",\"ms\":%.5g", ms);
+        if (has_base) printf(",\"baseline\":\"%s\",\"baseline_%s\":%.4g,\"ratio\":%.4f", baseline_name, unit, baseline, value / baseline);
+        printf("}\n");
+    } else {
+        printf("  %-44s %9.2f %-8s %10.4f ms", name, value, unit, ms);
+        if (has_base) printf("   %-9s %9.2f   ratio %5.2f", baseline_name, baseline, value / baseline);
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+static void heading(const bench_opts *o, const char *text) {
+    if (!o->json) printf("%s\n", text);
+}
+
+static float *bench_buf(size_t n, uint64_t seed) {
+    float *x = sm_arena(n * sizeof(float));
+    sm_rng r;
+    sm_rng_seed(&r, seed, 0x62656e63);
+    for (size_t i = 0; i < n; i++) x[i] = sm_rng_uniform(&r) - 0.5f;
+    return x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products of a linear layer: ours against OpenBLAS
+
+typedef struct {
+    int ta, tb, M, N, K;
+    float beta;
+    const float *A, *B;
+    float *C;
+    const blas_lib *blas;
+} gemm_ctx;
+
+static void run_ours(void *p) {
+    gemm_ctx *c = p;
+    int lda = c->ta ? c->M : c->K, ldb = c->tb ? c->K : c->N;
+    gemm_mt(c->ta, c->tb, c->M, c->N, c->K, 1.0f, c->A, lda, c->B, ldb, c->beta, c->C, c->N);
+}
+
+static void run_blas(void *p) {
+    gemm_ctx *c = p;
+    int lda = c->ta ? c->M : c->K, ldb = c->tb ? c->K : c->N;
+    c->blas->sgemm(CBLAS_ROW_MAJOR, c->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, c->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, c->M,
+                   c->N, c->K, 1.0f, c->A, lda, c->B, ldb, c->beta, c->C, c->N);
+}
+
+// The three products of a linear layer inp (N,IC) -> (N,OC): forward out = inp W^T, dinp += dout W,
+// dweight += dout^T inp. Adds their seconds per call (ours, OpenBLAS) to *t_ours, *t_blas, times
+// `count` (how many such layers a step runs); prints a line per product when print is set.
+static void bench_linear(const bench_opts *o, const blas_lib *blas, const char *label, int N, int IC, int OC, double count,
+                         int print, double *t_ours, double *t_blas) {
+    size_t nmax = (size_t)N * (IC > OC ? IC : OC);
+    float *inp = bench_buf((size_t)N * IC, 1), *w = bench_buf((size_t)OC * IC, 2), *dout = bench_buf((size_t)N * OC, 3);
+    float *c1 = bench_buf((size_t)OC * IC > nmax ? (size_t)OC * IC : nmax, 4);
+    const struct {
+        const char *what;
+        int ta, tb, M, Nn, K;
+        const float *A, *B;
+        float beta;
+    } prods[3] = {
+        {"fwd", 0, 1, N, OC, IC, inp, w, 0.0f},
+        {"dinp", 0, 0, N, IC, OC, dout, w, 1.0f},
+        {"dweight", 1, 0, OC, IC, N, dout, inp, 1.0f},
+    };
+    for (int k = 0; k < 3; k++) {
+        gemm_ctx c = {prods[k].ta, prods[k].tb, prods[k].M, prods[k].Nn, prods[k].K, prods[k].beta, prods[k].A,
+                      prods[k].B, c1, blas};
+        double to = 0, tb = 0;
+        time_pair(run_ours, &c, blas->sgemm ? run_blas : NULL, &c, o->rounds, &to, &tb);
+        double flops = 2.0 * N * IC * OC;
+        *t_ours += count * to;
+        if (blas->sgemm) *t_blas += count * tb;
+        if (print) {
+            char name[128];
+            snprintf(name, sizeof name, "matmul %s %s (%d,%d,%d)", label, prods[k].what, prods[k].M, prods[k].Nn,
+                     prods[k].K);
+            emit(o, name, "gflops", flops / to * 1e-9, to * 1e3, blas->sgemm ? flops / tb * 1e-9 : 0.0, "openblas");
+        }
+    }
+    sm_free(inp);
+    sm_free(w);
+    sm_free(dout);
+    sm_free(c1);
+}
+
+// Every matrix product of one training step of a shape, ours and OpenBLAS's: seconds per step
+// spent in them. Returns the FLOPs they make.
+static double bench_step_products(const bench_opts *o, const blas_lib *blas, const bench_shape *s, int print,
+                                  double *t_ours, double *t_blas) {
+    int N = o->B * o->T, C = s->C, Vp = (BENCH_V + 63) / 64 * 64;
+    *t_ours = *t_blas = 0.0;
+    char label[64];
+    const struct {
+        const char *name;
+        int ic, oc;
+    } lin[4] = {{"qkv", C, 3 * C}, {"attproj", C, C}, {"fc", C, 4 * C}, {"fcproj", 4 * C, C}};
+    for (int i = 0; i < 4; i++) {
+        snprintf(label, sizeof label, "%s.%s", s->name, lin[i].name);
+        bench_linear(o, blas, label, N, lin[i].ic, lin[i].oc, s->L, print, t_ours, t_blas);
+    }
+    snprintf(label, sizeof label, "%s.lm_head", s->name);
+    bench_linear(o, blas, label, N, C, Vp, 1.0, print, t_ours, t_blas);
+    return 6.0 * N * ((double)s->L * 12 * C * C + (double)C * Vp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench kernels
+
+typedef struct {
+    int N, C, NH, B, T, Vp, V;
+    float *x, *y, *z, *w, *b, *mean, *rstd, *d1, *d2, *qkv, *lse, *att, *big, *dbig;
+    int *tok;
+} kctx;
+
+static void k_layernorm_f(void *p) {
+    kctx *k = p;
+    layernorm_forward(k->y, k->mean, k->rstd, k->x, k->w, k->b, k->N, k->C);
+}
+static void k_reslayernorm_f(void *p) {
+    kctx *k = p;
+    residual_layernorm_forward(k->z, k->y, k->mean, k->rstd, k->x, k->d2, k->w, k->b, k->N, k->C);
+}
+static void k_layernorm_b(void *p) {
+    kctx *k = p;
+    layernorm_backward(k->d1, k->z, k->z + k->C, k->d2, k->x, k->w, k->mean, k->rstd, k->N, k->C);
+}
+static void k_gelu_f(void *p) {
+    kctx *k = p;
+    gelu_forward(k->y, k->x, (size_t)k->N * k->C);
+}
+static void k_gelu_b(void *p) {
+    kctx *k = p;
+    gelu_backward(k->d1, k->x, k->d2, (size_t)k->N * k->C);
+}
+static void k_residual_f(void *p) {
+    kctx *k = p;
+    residual_forward(k->y, k->x, k->d2, (size_t)k->N * k->C);
+}
+static void k_attention_f(void *p) {
+    kctx *k = p;
+    attention_forward(k->y, k->lse, k->qkv, k->B, k->T, k->C, k->NH);
+}
+static void k_attention_ref_f(void *p) {
+    kctx *k = p;
+    attention_forward_ref(k->y, k->att, k->qkv, k->B, k->T, k->C, k->NH);
+}
+static void k_attention_b(void *p) {
+    kctx *k = p;
+    attention_backward(k->d1, k->d2, k->y, k->qkv, k->lse, k->B, k->T, k->C, k->NH);
+}
+static void k_attention_ref_b(void *p) {
+    kctx *k = p;
+    attention_backward_ref(k->d1, k->z, k->d2, k->qkv, k->att, k->B, k->T, k->C, k->NH);
+}
+static void k_softmax_xent(void *p) {
+    kctx *k = p;
+    softmax_xent(k->mean, k->dbig, k->big, k->tok, k->N, k->V, k->Vp, 1.0f / k->N);
+}
+static void k_encoder_f(void *p) {
+    kctx *k = p;
+    encoder_forward(k->y, k->tok, k->big, k->w, k->B, k->T, k->C);
+}
+static void k_encoder_b(void *p) {
+    kctx *k = p;
+    encoder_backward(k->dbig, k->d1, k->y, k->tok, k->B, k->T, k->C);
+}
+
+typedef struct {
+    float *p, *g, *m, *v;
+    size_t n;
+} adam_ctx;
+
+static void k_adamw(void *p) {
+    adam_ctx *a = p;
+    adamw_update(a->p, a->g, a->m, a->v, a->n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 5);
+}
+static void k_sumsq(void *p) {
+    adam_ctx *a = p;
+    volatile double s = sum_squares(a->g, a->n);
+    (void)s;
+}
+
+typedef struct {
+    float *a, *b, *c;
+    size_t n;
+} stream_ctx;
+
+static void k_triad(void *p) {
+    stream_ctx *s = p;
+    float *restrict a = s->a;
+    const float *restrict b = s->b, *restrict c = s->c;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < s->n; i++) a[i] = b[i] + 3.0f * c[i];
+}
+
+// STREAM triad a = b + s c over arrays far larger than the caches: GB/s counted at 12 bytes per
+// element (two reads, one write), as STREAM counts it.
+static double bench_stream(const bench_opts *o) {
+    stream_ctx s = {.n = (size_t)1 << 25};   // 3 x 128 MiB
+    s.a = bench_buf(s.n, 10);
+    s.b = bench_buf(s.n, 11);
+    s.c = bench_buf(s.n, 12);
+    double t = 0, unused = 0;
+    time_pair(k_triad, &s, NULL, NULL, o->rounds, &t, &unused);
+    double gbps = 12.0 * (double)s.n / t * 1e-9;
+    emit(o, "stream triad (3 x 128 MiB)", "gbps", gbps, t * 1e3, 0.0, "");
+    sm_free(s.a);
+    sm_free(s.b);
+    sm_free(s.c);
+    return gbps;
+}
+
+static void bench_memory_kernel(const bench_opts *o, const char *name, bench_fn f, void *ctx, double bytes,
+                                double stream_gbps) {
+    double t = 0, unused = 0;
+    time_pair(f, ctx, NULL, NULL, o->rounds, &t, &unused);
+    emit(o, name, "gbps", bytes / t * 1e-9, t * 1e3, stream_gbps, "stream");
+}
+
+static void bench_kernels_shape(const bench_opts *o, const blas_lib *blas, const bench_shape *s, double stream_gbps) {
+    char title[160], name[160];
+    snprintf(title, sizeof title, "%s (L=%d H=%d C=%d), B=%d T=%d: matrix products (GFLOP/s) beside OpenBLAS sgemm",
+             s->name, s->L, s->H, s->C, o->B, o->T);
+    heading(o, title);
+    double t_ours = 0, t_blas = 0;
+    double flops = bench_step_products(o, blas, s, 1, &t_ours, &t_blas);
+    snprintf(name, sizeof name, "matmul %s: all products of a step", s->name);
+    emit(o, name, "gflops", flops / t_ours * 1e-9, t_ours * 1e3, blas->sgemm ? flops / t_blas * 1e-9 : 0.0, "openblas");
+
+    snprintf(title, sizeof title, "%s: other kernels (GB/s: bytes each must move / time; beside the STREAM triad)",
+             s->name);
+    heading(o, title);
+    kctx k = {.B = o->B, .T = o->T, .C = s->C, .NH = s->H, .N = o->B * o->T, .V = BENCH_V,
+              .Vp = (BENCH_V + 63) / 64 * 64};
+    // big holds the logits (N,Vp) and doubles as wte (Vp,C) for the encoder
+    size_t nc = (size_t)k.N * k.C, nbig = (size_t)k.Vp * (size_t)(k.N > k.C ? k.N : k.C);
+    size_t nbh = (size_t)k.B * k.NH;
+    k.x = bench_buf(4 * nc, 20);
+    k.y = bench_buf(4 * nc, 21);
+    k.z = bench_buf(nbh * k.T * k.T > 4 * nc ? nbh * k.T * k.T : 4 * nc, 22);
+    k.w = bench_buf((size_t)BENCH_CONTEXT * k.C, 23);
+    k.b = bench_buf(k.C, 24);
+    k.mean = bench_buf(k.N, 25);
+    k.rstd = bench_buf(k.N, 26);
+    k.d1 = bench_buf(4 * nc, 27);
+    k.d2 = bench_buf(4 * nc, 28);
+    k.qkv = bench_buf(3 * nc, 29);
+    k.lse = bench_buf(nbh * k.T, 30);
+    k.att = bench_buf(nbh * k.T * k.T, 31);
+    k.big = bench_buf(nbig, 32);
+    k.dbig = bench_buf(nbig, 33);
+    k.tok = sm_arena((size_t)k.N * sizeof(int));
+    for (int i = 0; i < k.N; i++) k.tok[i] = (i * 7919) % k.V;
+    for (size_t i = 0; i < (size_t)k.C; i++) k.w[i] = 1.0f + 0.1f * k.w[i];
+    for (int i = 0; i < k.N; i++) k.rstd[i] = 1.0f;
+
+    double b4 = 4.0;
+    snprintf(name, sizeof name, "layernorm fwd (%d,%d)", k.N, k.C);
+    bench_memory_kernel(o, name, k_layernorm_f, &k, b4 * 2 * nc, stream_gbps);
+    snprintf(name, sizeof name, "residual+layernorm fwd (%d,%d)", k.N, k.C);
+    bench_memory_kernel(o, name, k_reslayernorm_f, &k, b4 * 4 * nc, stream_gbps);
+    snprintf(name, sizeof name, "layernorm bwd (%d,%d)", k.N, k.C);
+    bench_memory_kernel(o, name, k_layernorm_b, &k, b4 * 4 * nc, stream_gbps);
+    snprintf(name, sizeof name, "residual fwd (%d,%d)", k.N, k.C);
+    bench_memory_kernel(o, name, k_residual_f, &k, b4 * 3 * nc, stream_gbps);
+    kctx g = k;
+    g.C = 4 * k.C;
+    snprintf(name, sizeof name, "gelu fwd (%d,%d)", k.N, g.C);
+    bench_memory_kernel(o, name, k_gelu_f, &g, b4 * 2 * 4 * nc, stream_gbps);
+    snprintf(name, sizeof name, "gelu bwd (%d,%d)", k.N, g.C);
+    bench_memory_kernel(o, name, k_gelu_b, &g, b4 * 4 * 4 * nc, stream_gbps);
+    snprintf(name, sizeof name, "softmax_xent fwd+dlogits (%d,%d)", k.N, k.Vp);
+    bench_memory_kernel(o, name, k_softmax_xent, &k, b4 * 2 * (double)k.N * k.Vp, stream_gbps);
+    snprintf(name, sizeof name, "encoder fwd (%d,%d)", k.N, k.C);
+    bench_memory_kernel(o, name, k_encoder_f, &k, b4 * 3 * nc, stream_gbps);
+    snprintf(name, sizeof name, "encoder bwd (%d,%d)", k.N, k.C);
+    bench_memory_kernel(o, name, k_encoder_b, &k, b4 * 5 * nc, stream_gbps);
+
+    // attention: flash kernel against the batched-matmul reference, GFLOP/s of the causal work
+    int hs = k.C / k.NH;
+    double att_f = 2.0 * k.B * k.NH * hs * (double)k.T * (k.T + 1);
+    double tf = 0, tr = 0;
+    heading(o, "  attention (GFLOP/s of the causal products; baseline: the batched-matmul reference kernel)");
+    time_pair(k_attention_f, &k, k_attention_ref_f, &k, o->rounds, &tf, &tr);
+    snprintf(name, sizeof name, "attention fwd flash (B=%d,NH=%d,T=%d,hs=%d)", k.B, k.NH, k.T, hs);
+    emit(o, name, "gflops", att_f / tf * 1e-9, tf * 1e3, att_f / tr * 1e-9, "ref");
+    k_attention_f(&k);   // lse and out for backward
+    k_attention_ref_f(&k);
+    time_pair(k_attention_b, &k, k_attention_ref_b, &k, o->rounds, &tf, &tr);
+    snprintf(name, sizeof name, "attention bwd flash (B=%d,NH=%d,T=%d,hs=%d)", k.B, k.NH, k.T, hs);
+    emit(o, name, "gflops", 2.5 * att_f / tf * 1e-9, tf * 1e3, 2.5 * att_f / tr * 1e-9, "ref");
+
+    float *bufs[] = {k.x, k.y, k.z, k.w, k.b, k.mean, k.rstd, k.d1, k.d2, k.qkv, k.lse, k.att, k.big, k.dbig};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) sm_free(bufs[i]);
+    sm_free(k.tok);
+}
+
+static size_t params_of(const bench_shape *s) {
+    gpt2_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
+                       .vocab_size = BENCH_V};
+    char err[256];
+    if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "bench: %s", err);
+    sm_table tab;
+    gpt2_param_table(&tab, &cfg);
+    size_t n = 0;
+    for (int i = 0; i < tab.count; i++) n += tab.t[i].n_floats;
+    return n;
+}
+
+static void bench_adamw(const bench_opts *o, const bench_shape *s, double stream_gbps) {
+    char title[128];
+    snprintf(title, sizeof title, "optimizer at %s (one fused AdamW pass over params, grads, m, v: 28 bytes/param)",
+             s->name);
+    heading(o, title);
+    adam_ctx a = {.n = params_of(s)};
+    a.p = bench_buf(a.n, 40);
+    a.g = bench_buf(a.n, 41);
+    a.m = bench_buf(a.n, 42);
+    a.v = sm_arena(a.n * sizeof(float));
+    double t = 0, unused = 0;
+    time_pair(k_adamw, &a, NULL, NULL, o->rounds, &t, &unused);
+    char name[96];
+    snprintf(name, sizeof name, "adamw (%zu params)", a.n);
+    emit(o, name, "gparams_per_s", (double)a.n / t * 1e-9, t * 1e3, 0.0, "");
+    bench_memory_kernel(o, "adamw bytes moved", k_adamw, &a, 28.0 * (double)a.n, stream_gbps);
+    bench_memory_kernel(o, "sum_squares (grad norm)", k_sumsq, &a, 4.0 * (double)a.n, stream_gbps);
+    sm_free(a.p);
+    sm_free(a.g);
+    sm_free(a.m);
+    sm_free(a.v);
+}
+
+static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
+    if (topo->rank != 0) return SM_EXIT_OK;   // one process measures: ranks would share the cores
+    blas_lib blas = {0};
+    if (!o->no_blas) blas_open(&blas, o->threads);
+    if (!o->json) {
+        printf("bench kernels: %d threads, SIMD %s", o->threads, kernels_simd_name(kernels_simd_level()));
+        if (blas.sgemm) printf(", OpenBLAS core %s (OPENBLAS_CORETYPE cleared)", blas.corename ? blas.corename() : "?");
+        printf("; medians of %d rounds\n", o->rounds);
+    }
+    heading(o, "memory bandwidth");
+    double stream = bench_stream(o);
+    for (int i = 0; i < 2; i++)
+        if (i == 0 ? o->small : o->gpt2) bench_kernels_shape(o, &blas, &SHAPES[i], stream);
+    bench_adamw(o, &SHAPES[o->gpt2 ? 1 : 0], stream);
+    heading(o, "square and wide shapes (GFLOP/s)");
+    const int extra[][3] = {{1024, 768, 768}, {1024, 3072, 768}, {1024, 768, 3072}, {512, 512, 512},
+                            {1024, 256, 256}, {1024, 1024, 256}, {1024, 256, 1024}};
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        int M = extra[i][0], N = extra[i][1], K = extra[i][2];
+        float *A = bench_buf((size_t)M * K, 50), *B = bench_buf((size_t)K * N, 51), *C = bench_buf((size_t)M * N, 52);
+        gemm_ctx c = {0, 1, M, N, K, 0.0f, A, B, C, &blas};
+        double to = 0, tb = 0;
+        time_pair(run_ours, &c, blas.sgemm ? run_blas : NULL, &c, o->rounds, &to, &tb);
+        char name[96];
+        snprintf(name, sizeof name, "gemm NT (%d,%d,%d)", M, N, K);
+        double flops = 2.0 * M * N * K;
+        emit(o, name, "gflops", flops / to * 1e-9, to * 1e3, blas.sgemm ? flops / tb * 1e-9 : 0.0, "openblas");
+        sm_free(A);
+        sm_free(B);
+        sm_free(C);
+    }
+    return SM_EXIT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench train: whole steps. The step is train.c's (zero grads, forward with the fused loss
+// gradient, backward announcing finished layers to the gradient sync, wait, grad norm, AdamW),
+// repeated here rather than shared: when train.c factors its step out, this should call it.
+
+// Gradient segments in the order backward finalises them (as train.c's grad_segments).
+static int grad_segments(const gpt2 *model, comm_segment *segs) {
+    const int L = model->cfg.n_layer;
+    int n = 0;
+    for (int g = 0; g < L; g++) {
+        int l = L - 1 - g;
+        if (g == 0) {
+            segs[n++] = (comm_segment){model->grads.t[P_LNFW].offset, model->grads.t[P_LNFW].n_floats, 0};
+            segs[n++] = (comm_segment){model->grads.t[P_LNFB].offset, model->grads.t[P_LNFB].n_floats, 0};
+        }
+        for (int i = P_LN1W; i <= P_FCPROJB; i++) {
+            const sm_tensor *t = &model->grads.t[i];
+            size_t per_layer = t->n_floats / (size_t)L;
+            segs[n++] = (comm_segment){t->offset + (size_t)l * per_layer, per_layer, g};
+        }
+    }
+    segs[n++] = (comm_segment){model->grads.t[P_WTE].offset, model->grads.t[P_WTE].n_floats, L};
+    segs[n++] = (comm_segment){model->grads.t[P_WPE].offset, model->grads.t[P_WPE].n_floats, L};
+    return n;
+}
+
+typedef struct {
+    comm_gradsync *sync;
+    int n_layer;
+} bench_sync_ctx;
+
+static void bench_layer_done(void *ctx, int layer) {
+    const bench_sync_ctx *c = ctx;
+    comm_gradsync_ready(c->sync, c->n_layer - 1 - layer);
+}
+
+// The PyTorch reference: the same GPT-2 (pre-LN, tanh GELU, tied head), B, T, AdamW; prints the
+// median seconds per step of the timed steps.
+static const char TORCH_SCRIPT[] =
+    "import sys, time, math, statistics\n"
+    "import torch, torch.nn as nn, torch.nn.functional as F\n"
+    "L, H, C, V, B, T, steps, threads = map(int, sys.argv[1:9])\n"
+    "torch.set_num_threads(threads); torch.manual_seed(0)\n"
+    "class Block(nn.Module):\n"
+    "    def __init__(s):\n"
+    "        super().__init__()\n"
+    "        s.ln1, s.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)\n"
+    "        s.qkv, s.proj = nn.Linear(C, 3 * C), nn.Linear(C, C)\n"
+    "        s.fc, s.fcp = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)\n"
+    "        s.register_buffer('mask', torch.tril(torch.ones(T, T, dtype=torch.bool)))\n"
+    "    def forward(s, x):\n"
+    "        b, t, _ = x.shape\n"
+    "        q, k, v = s.qkv(s.ln1(x)).split(C, 2)\n"
+    "        q, k, v = [z.view(b, t, H, C // H).transpose(1, 2) for z in (q, k, v)]\n"
+    "        a = (q @ k.transpose(-2, -1)) / math.sqrt(C // H)\n"
+    "        a = a.masked_fill(~s.mask[:t, :t], float('-inf')).softmax(-1)\n"
+    "        x = x + s.proj((a @ v).transpose(1, 2).reshape(b, t, C))\n"
+    "        return x + s.fcp(F.gelu(s.fc(s.ln2(x)), approximate='tanh'))\n"
+    "class GPT(nn.Module):\n"
+    "    def __init__(s):\n"
+    "        super().__init__()\n"
+    "        s.wte, s.wpe = nn.Embedding(V, C), nn.Embedding(1024, C)\n"
+    "        s.blocks = nn.ModuleList(Block() for _ in range(L))\n"
+    "        s.lnf = nn.LayerNorm(C)\n"
+    "    def forward(s, idx, tgt):\n"
+    "        x = s.wte(idx) + s.wpe(torch.arange(idx.shape[1]))\n"
+    "        for blk in s.blocks: x = blk(x)\n"
+    "        logits = s.lnf(x) @ s.wte.weight.t()\n"
+    "        return F.cross_entropy(logits.view(-1, V), tgt.view(-1))\n"
+    "m = GPT()\n"
+    "opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.1, foreach=True)\n"
+    "idx = torch.randint(0, V, (B, T)); tgt = torch.randint(0, V, (B, T))\n"
+    "times = []\n"
+    "for i in range(2 + steps):\n"
+    "    t0 = time.perf_counter()\n"
+    "    opt.zero_grad(set_to_none=True)\n"
+    "    m(idx, tgt).backward()\n"
+    "    opt.step()\n"
+    "    if i >= 2: times.append(time.perf_counter() - t0)\n"
+    "print(statistics.median(times))\n";
+
+// Runs the PyTorch reference; returns its median s/step, or 0 when torch is unavailable.
+static double torch_step_s(const bench_opts *o, const bench_shape *s) {
+    char args[8][32];
+    const int vals[8] = {s->L, s->H, s->C, BENCH_V, o->B, o->T, o->steps < 3 ? 3 : o->steps, o->threads};
+    const char *argv[12] = {o->python, "-c", TORCH_SCRIPT};
+    for (int i = 0; i < 8; i++) {
+        snprintf(args[i], sizeof args[i], "%d", vals[i]);
+        argv[3 + i] = args[i];
+    }
+    argv[11] = NULL;
+    int fds[2];
+    if (pipe(fds) != 0) return 0.0;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return 0.0;
+    }
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        // glibc serves blocks above 32 MiB with a fresh mmap (page faults on every step): give
+        // PyTorch its best case, malloc without mmap and without trimming
+        setenv("MALLOC_MMAP_MAX_", "0", 1);
+        setenv("MALLOC_TRIM_THRESHOLD_", "68719476736", 1);
+        setenv("OMP_NUM_THREADS", args[7], 1);
+        execv(o->python, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    char out[256] = "";
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < sizeof out && (r = read(fds[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)r;
+    out[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 0.0;
+    return strtod(out, NULL);
+}
+
+static int torch_available(const char *python) {
+    if (access(python, X_OK) != 0) return 0;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import torch' >/dev/null 2>&1", python);
+    return system(cmd) == 0;
+}
+
+static void bench_train_shape(const bench_opts *o, const bench_shape *s, const comm_topology *topo,
+                              const blas_lib *blas, int have_torch) {
+    gpt2_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
+                       .vocab_size = BENCH_V};
+    char err[256];
+    if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "bench: %s (command line)", err);
+    SM_CHECK(o->T <= BENCH_CONTEXT, "--seq %d exceeds the context %d", o->T, BENCH_CONTEXT);
+    gpt2 model;
+    gpt2_build(&model, &cfg, o->B, o->T);
+    gpt2_init_weights(&model, 1337);
+    sm_rng rng;
+    sm_rng_seed(&rng, 42, (uint64_t)topo->rank);
+    size_t ntok = (size_t)o->B * o->T;
+    int *tokens = sm_malloc((ntok + 1) * sizeof(int));
+
+    comm_segment *segs = sm_calloc((size_t)cfg.n_layer * 12 + 4, sizeof(comm_segment));
+    int n_segs = grad_segments(&model, segs);
+    comm_gradsync sync;
+    comm_gradsync_init(&sync, model.grads.base, model.grads.n_floats, segs, n_segs, 8.0, 0);
+    sm_free(segs);
+    bench_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
+    model.layer_done = bench_layer_done;
+    model.layer_done_ctx = &ctx;
+
+    const int warmup = 2, steps = o->steps;
+    double *ms = sm_calloc((size_t)steps * 6, sizeof(double));
+    double *fwd = ms + steps, *bwd = ms + 2 * steps, *wait = ms + 3 * steps, *comm = ms + 4 * steps,
+           *opt = ms + 5 * steps;
+    const float dloss = 1.0f / ((float)ntok * (float)topo->world_size);
+    prof_reset();
+    prof_enable(o->profile);
+    for (int step = 0; step < warmup + steps; step++) {
+        for (size_t i = 0; i <= ntok; i++) tokens[i] = (int)sm_rng_below(&rng, BENCH_V);
+        if (step == warmup) prof_reset();   // warm-up steps are not in the profile
+        comm_barrier();
+        prof_step_begin();
+        double t0 = sm_now_s();
+        gpt2_zero_grad(&model);
+        comm_gradsync_begin(&sync);
+        double ta = sm_now_s();
+        gpt2_forward(&model, tokens, tokens + 1, o->B, o->T, dloss);
+        double tb = sm_now_s();
+        gpt2_backward(&model);
+        double tc = sm_now_s();
+        comm_gradsync_wait(&sync);
+        double td = sm_now_s();
+        float norm = (float)sqrt(gpt2_grad_sumsq(&model));
+        gpt2_adamw(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, step + 1, 1.0f, norm);
+        double te = sm_now_s();
+        prof_step_end((long)ntok);
+        if (step >= warmup) {
+            int k = step - warmup;
+            ms[k] = (te - t0) * 1e3;
+            fwd[k] = (tb - ta) * 1e3;
+            bwd[k] = (tc - tb) * 1e3;
+            wait[k] = (sync.t_end - sync.t_wait_start) * 1e3;
+            comm[k] = (sync.t_end - sync.t_first_start) * 1e3;
+            opt[k] = (te - td) * 1e3;
+        }
+    }
+    double hidden[MAX_ROUNDS * 4];
+    int nh = steps < MAX_ROUNDS * 4 ? steps : MAX_ROUNDS * 4;
+    for (int k = 0; k < nh; k++) hidden[k] = comm[k] > 0 ? 1.0 - wait[k] / comm[k] : 1.0;
+    double step_ms = median(ms, steps), fwd_ms = median(fwd, steps), bwd_ms = median(bwd, steps);
+    double wait_ms = median(wait, steps), comm_ms = median(comm, steps), opt_ms = median(opt, steps);
+    double hidden_frac = median(hidden, nh);
+
+    // model FLOPs per step: the matrix products (6 per weight per token) and causal attention
+    int N = o->B * o->T, hs = s->C / s->H;
+    double mm_flops = 6.0 * N * ((double)s->L * 12 * s->C * s->C + (double)s->C * cfg.padded_vocab_size);
+    double att_flops = 3.0 * s->L * 2.0 * o->B * s->H * hs * (double)o->T * (o->T + 1);
+    double flops = mm_flops + att_flops;
+    double gflops = flops / (step_ms * 1e-3) * 1e-9;
+    double tok_s = (double)N * topo->world_size / (step_ms * 1e-3);
+
+    double blas_gflops = 0.0, torch_s = 0.0;
+    if (topo->rank == 0 && blas->sgemm) {
+        double t_ours = 0, t_blas = 0;
+        bench_opts quiet = *o;
+        quiet.rounds = o->rounds < 3 ? o->rounds : 3;
+        double f = bench_step_products(&quiet, blas, s, 0, &t_ours, &t_blas);
+        blas_gflops = f / t_blas * 1e-9;
+    }
+    if (topo->rank == 0 && have_torch) torch_s = torch_step_s(o, s);
+
+    if (topo->rank == 0) {
+        char name[128];
+        if (!o->json)
+            printf("%s (L=%d H=%d C=%d V=%d, %zu params), B=%d T=%d, %d rank%s x %d threads, median of %d steps\n",
+                   s->name, s->L, s->H, s->C, BENCH_V, model.n_params, o->B, o->T, topo->world_size,
+                   topo->world_size > 1 ? "s" : "", o->threads, steps);
+        snprintf(name, sizeof name, "train %s s/step", s->name);
+        emit(o, name, "s_per_step", step_ms * 1e-3, step_ms, torch_s, "pytorch");
+        if (!o->json && torch_s > 0)
+            printf("  (ratio above = ours / PyTorch in s/step: below 1 is faster; PyTorch %.2fx our time)\n",
+                   torch_s / (step_ms * 1e-3));
+        snprintf(name, sizeof name, "train %s tokens/s", s->name);
+        emit(o, name, "tokens_per_s", tok_s, step_ms, torch_s > 0 ? (double)N * topo->world_size / torch_s : 0.0,
+             "pytorch");
+        snprintf(name, sizeof name, "train %s achieved GFLOP/s (%.1f GFLOP/step%s)", s->name, flops * 1e-9,
+                 topo->world_size > 1 ? " per rank" : "");
+        emit(o, name, "gflops", gflops, step_ms, blas_gflops, "openblas");
+        snprintf(name, sizeof name, "train %s forward", s->name);
+        emit(o, name, "ms", fwd_ms, fwd_ms, 0.0, "");
+        snprintf(name, sizeof name, "train %s backward", s->name);
+        emit(o, name, "ms", bwd_ms, bwd_ms, 0.0, "");
+        if (topo->world_size > 1) {
+            snprintf(name, sizeof name, "train %s exposed comm wait", s->name);
+            emit(o, name, "ms", wait_ms, wait_ms, 0.0, "");
+            snprintf(name, sizeof name, "train %s allreduce span", s->name);
+            emit(o, name, "ms", comm_ms, comm_ms, 0.0, "");
+            snprintf(name, sizeof name, "train %s allreduce hidden behind backward", s->name);
+            emit(o, name, "frac", hidden_frac, comm_ms, 0.0, "");
+        }
+        snprintf(name, sizeof name, "train %s optimizer (grad norm + AdamW)", s->name);
+        emit(o, name, "ms", opt_ms, opt_ms, 0.0, "");
+        snprintf(name, sizeof name, "train %s AdamW params/s (incl. grad norm)", s->name);
+        emit(o, name, "gparams_per_s", (double)model.n_params / (opt_ms * 1e-3) * 1e-9, opt_ms, 0.0, "");
+        if (o->profile) prof_print(stdout, o->json);
+    }
+    prof_enable(0);
+    sm_free(ms);
+    sm_free(tokens);
+    comm_gradsync_free(&sync);
+    gpt2_free(&model);
+}
+
+static int bench_train(const bench_opts *o, const comm_topology *topo) {
+    blas_lib blas = {0};
+    if (!o->no_blas && topo->rank == 0) blas_open(&blas, o->threads);
+    int have_torch = 0;
+    if (!o->no_torch && topo->world_size == 1) {
+        have_torch = torch_available(o->python);
+        if (!have_torch) sm_warn("no PyTorch at %s: no PyTorch reference (install python3-torch)", o->python);
+    }
+    if (topo->rank == 0 && !o->json)
+        printf("bench train: SIMD %s, %d thread%s per rank%s\n", kernels_simd_name(kernels_simd_level()), o->threads,
+               o->threads > 1 ? "s" : "", have_torch ? ", PyTorch reference with malloc's mmap off" : "");
+    for (int i = 0; i < 2; i++)
+        if (i == 0 ? o->small : o->gpt2) bench_train_shape(o, &SHAPES[i], topo, &blas, have_torch);
+    return SM_EXIT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static void parse_bench(int argc, char **argv, bench_opts *o) {
+    *o = (bench_opts){.small = 1, .gpt2 = 1, .B = 4, .T = 64, .rounds = 7, .steps = 10, .python = "/usr/bin/python3"};
+    if (argc >= 2 && argv[1][0] != '-') {
+        o->what = argv[1];
+        argc--;
+        argv++;
+    }
+    enum { O_SHAPE = 256, O_BATCH, O_SEQ, O_ROUNDS, O_STEPS, O_THREADS, O_PROFILE, O_NOBLAS, O_NOTORCH, O_PYTHON,
+           O_SIMD, O_JSON, O_HELP };
+    static const struct option opts[] = {
+        {"shape", required_argument, 0, O_SHAPE}, {"batch", required_argument, 0, O_BATCH},
+        {"seq", required_argument, 0, O_SEQ}, {"rounds", required_argument, 0, O_ROUNDS},
+        {"steps", required_argument, 0, O_STEPS}, {"threads", required_argument, 0, O_THREADS},
+        {"profile", no_argument, 0, O_PROFILE}, {"no-blas", no_argument, 0, O_NOBLAS},
+        {"no-torch", no_argument, 0, O_NOTORCH}, {"python", required_argument, 0, O_PYTHON},
+        {"simd", required_argument, 0, O_SIMD}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_SHAPE:
+            if (!strcmp(optarg, "small")) o->small = 1, o->gpt2 = 0;
+            else if (!strcmp(optarg, "gpt2")) o->small = 0, o->gpt2 = 1;
+            else if (!strcmp(optarg, "all")) o->small = o->gpt2 = 1;
+            else sm_fatal(SM_EXIT_USAGE, "--shape expects small, gpt2 or all, got '%s' (command line)", optarg);
+            break;
+        case O_BATCH: o->B = (int)cli_int("--batch", optarg, 1, 1024); break;
+        case O_SEQ: o->T = (int)cli_int("--seq", optarg, 1, BENCH_CONTEXT); break;
+        case O_ROUNDS: o->rounds = (int)cli_int("--rounds", optarg, 1, MAX_ROUNDS); break;
+        case O_STEPS: o->steps = (int)cli_int("--steps", optarg, 1, 4 * MAX_ROUNDS); break;
+        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
+        case O_PROFILE: o->profile = 1; break;
+        case O_NOBLAS: o->no_blas = 1; break;
+        case O_NOTORCH: o->no_torch = 1; break;
+        case O_PYTHON: o->python = optarg; break;
+        case O_SIMD:
+            if (!strcmp(optarg, "avx512")) kernels_set_simd(SM_SIMD_AVX512);
+            else if (!strcmp(optarg, "avx2")) kernels_set_simd(SM_SIMD_AVX2);
+            else if (!strcmp(optarg, "scalar")) kernels_set_simd(SM_SIMD_SCALAR);
+            else sm_fatal(SM_EXIT_USAGE, "--simd expects avx512, avx2 or scalar, got '%s' (command line)", optarg);
+            break;
+        case O_JSON: o->json = 1; break;
+        case O_HELP: fputs(BENCH_USAGE, stdout); exit(SM_EXIT_OK);
+        default: cli_bad_option("bench", argc, argv);
+        }
+    }
+    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "bench: unexpected argument '%s' (command line)", argv[optind]);
+}
+
+int cmd_bench(int argc, char **argv) {
+    // argv[0] is "bench", argv[1] what to measure; the other benchmarks parse their own options
+    if (argc >= 2 && !strcmp(argv[1], "checkpoint")) return bench_checkpoint(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "generate"))   // the generation issue fills this in
+        sm_fatal(SM_EXIT_USAGE, "bench generate: not implemented yet (command line)");
+    bench_opts o;
+    parse_bench(argc, argv, &o);
+    if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate or checkpoint (command line)");
+    if (strcmp(o.what, "kernels") && strcmp(o.what, "train"))
+        sm_fatal(SM_EXIT_USAGE, "bench: unknown benchmark '%s'; try kernels or train (command line)", o.what);
+
+    comm_topology topo;
+    comm_init(&argc, &argv, &topo);
+    if (!o.threads) o.threads = getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : topo.n_cpus;
+    omp_set_num_threads(o.threads);
+    int rc = !strcmp(o.what, "kernels") ? bench_kernels(&o, &topo) : bench_train(&o, &topo);
+    comm_finalize();
+    return rc;
+}
