@@ -540,40 +540,9 @@ static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// bench train: whole steps. The step is train.c's (zero grads, forward with the fused loss
-// gradient, backward announcing finished layers to the gradient sync, wait, grad norm, AdamW),
-// repeated here rather than shared: when train.c factors its step out, this should call it.
-
-// Gradient segments in the order backward finalises them (as train.c's grad_segments).
-static int grad_segments(const gpt2 *model, comm_segment *segs) {
-    const int L = model->cfg.n_layer;
-    int n = 0;
-    for (int g = 0; g < L; g++) {
-        int l = L - 1 - g;
-        if (g == 0) {
-            segs[n++] = (comm_segment){model->grads.t[P_LNFW].offset, model->grads.t[P_LNFW].n_floats, 0};
-            segs[n++] = (comm_segment){model->grads.t[P_LNFB].offset, model->grads.t[P_LNFB].n_floats, 0};
-        }
-        for (int i = P_LN1W; i <= P_FCPROJB; i++) {
-            const sm_tensor *t = &model->grads.t[i];
-            size_t per_layer = t->n_floats / (size_t)L;
-            segs[n++] = (comm_segment){t->offset + (size_t)l * per_layer, per_layer, g};
-        }
-    }
-    segs[n++] = (comm_segment){model->grads.t[P_WTE].offset, model->grads.t[P_WTE].n_floats, L};
-    segs[n++] = (comm_segment){model->grads.t[P_WPE].offset, model->grads.t[P_WPE].n_floats, L};
-    return n;
-}
-
-typedef struct {
-    comm_gradsync *sync;
-    int n_layer;
-} bench_sync_ctx;
-
-static void bench_layer_done(void *ctx, int layer) {
-    const bench_sync_ctx *c = ctx;
-    comm_gradsync_ready(c->sync, c->n_layer - 1 - layer);
-}
+// bench train: whole steps, as train.c runs them (zero grads, forward with the fused loss
+// gradient, backward announcing finished layers to the gradient sync through train.c's
+// train_grad_segments/train_layer_done, wait, grad norm, AdamW).
 
 // The PyTorch reference: the same GPT-2 (pre-LN, tanh GELU, tied head), B, T, AdamW; prints the
 // median seconds per step of the timed steps.
@@ -687,12 +656,12 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
     int *tokens = sm_malloc((ntok + 1) * sizeof(int));
 
     comm_segment *segs = sm_calloc((size_t)cfg.n_layer * 12 + 4, sizeof(comm_segment));
-    int n_segs = grad_segments(&model, segs);
+    int n_segs = train_grad_segments(&model, segs);
     comm_gradsync sync;
     comm_gradsync_init(&sync, model.grads.base, model.grads.n_floats, segs, n_segs, 8.0, 0);
     sm_free(segs);
-    bench_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
-    model.layer_done = bench_layer_done;
+    train_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
+    model.layer_done = train_layer_done;
     model.layer_done_ctx = &ctx;
 
     const int warmup = 2, steps = o->steps;

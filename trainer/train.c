@@ -236,7 +236,7 @@ static float evaluate(gpt2 *model, loader *val, int B, int T, int n_batches, con
 // Gradient segments in the order backward finalises them: group 0 is the last layer with
 // the final LayerNorm, group k is layer L-1-k, group L is wte and wpe (the tied wte gradient
 // is complete only after the encoder backward, at the very end).
-static int grad_segments(const gpt2 *model, comm_segment *segs) {
+int train_grad_segments(const gpt2 *model, comm_segment *segs) {
     const int L = model->cfg.n_layer;
     int n = 0;
     for (int g = 0; g < L; g++) {
@@ -256,13 +256,8 @@ static int grad_segments(const gpt2 *model, comm_segment *segs) {
     return n;
 }
 
-typedef struct {
-    comm_gradsync *sync;
-    int n_layer;
-} sync_ctx;
-
-static void on_layer_done(void *ctx, int layer) {
-    const sync_ctx *c = ctx;
+void train_layer_done(void *ctx, int layer) {
+    const train_sync_ctx *c = ctx;
     comm_gradsync_ready(c->sync, c->n_layer - 1 - layer);   // layer l completes group L-1-l
 }
 
@@ -425,12 +420,12 @@ int cmd_train(int argc, char **argv) {
     // gradients: bucketed, non-blocking sums started as backward finalises each layer;
     // the loss is scaled by 1/world so the sum over ranks is the mean gradient
     comm_segment *segs = sm_calloc((size_t)cfg.n_layer * 12 + 4, sizeof(comm_segment));
-    int n_segs = grad_segments(&model, segs);
+    int n_segs = train_grad_segments(&model, segs);
     comm_gradsync sync;
     comm_gradsync_init(&sync, model.grads.base, model.grads.n_floats, segs, n_segs, o.bucket_mb, o.zero);
     sm_free(segs);
     if (o.zero) gpt2_shard_moments(&model, sync.slice_lo, sync.slice_hi);
-    sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
+    train_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
     sm_info("gradient sync: %d buckets of <= %g MiB%s", sync.n_buckets, o.bucket_mb,
             o.zero ? ", ZeRO-1 (moments sharded over ranks)" : "");
 
@@ -492,7 +487,7 @@ int cmd_train(int argc, char **argv) {
             double tb = sm_now_s();
             // only the last micro-step synchronises (DDP's no_sync for the others)
             int last = a == o.accum - 1;
-            model.layer_done = last ? on_layer_done : NULL;
+            model.layer_done = last ? train_layer_done : NULL;
             model.layer_done_ctx = &ctx;
             gpt2_backward(&model);
             t_fwd += tb - ta;

@@ -1,6 +1,9 @@
 // trainer.h — the smallmind subcommands (each parses its own argv and returns an exit status).
 #pragma once
 
+#include "comm.h"
+#include "gpt2.h"
+
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
@@ -15,3 +18,15 @@ void cli_bad_option(const char *cmd, int argc, char **argv);
 
 // `smallmind bench checkpoint` (bench_ckpt.c), dispatched from `smallmind bench`.
 int bench_checkpoint(int argc, char **argv);
+
+// The data-parallel step's plumbing, shared by train and bench train (train.c):
+// the gradient arena as segments in the order backward finalises them (group 0 = last layer
+// with the final LayerNorm, ..., group L-1 = layer 0, group L = wte and wpe); segs holds
+// 12*L + 4. Returns the count.
+int train_grad_segments(const gpt2 *model, comm_segment *segs);
+// gpt2.layer_done callback: announces layer l's group to the gradient sync.
+typedef struct {
+    comm_gradsync *sync;
+    int n_layer;
+} train_sync_ctx;
+void train_layer_done(void *ctx, int layer);
