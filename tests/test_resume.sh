@@ -110,6 +110,9 @@ mpirun -np 1 "$bin" train $M --run-dir bad --batch 4 --resume nosuch.h5 >badpath
 mpirun -np 1 "$bin" train $M --run-dir other --batch 4 --embd 64 --resume auto/ckpt_00000005.h5 >cfg.out 2>&1; rc=$?
 [ $rc -eq 2 ] && grep -q "n_embd" cfg.out && ok "resuming with another model config: exit 2, says what differs" || bad "config change (exit $rc): $(head -c 300 cfg.out)"
 
+mpirun -np 1 "$bin" train $M --run-dir auto --batch 4 --seed 7 >seed.out 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "seed" seed.out && ok "resuming with another --seed: exit 2" || bad "seed change (exit $rc): $(head -c 300 seed.out)"
+
 # 4. SIGUSR1 (preemption notice): checkpoint at the end of the step, exit 0, resume bit-identical
 M2="${M/--steps 20/--steps 400}"
 mpirun -np 2 --bind-to none "$bin" train $M2 --run-dir sig --batch 2 >sig.out 2>&1 &

@@ -450,7 +450,14 @@ int cmd_train(int argc, char **argv) {
         step0 = meta.step;
         cursor0 = meta.data_cursor;
         tokens0 = meta.tokens_seen;
-        if (meta.rng_restored) rng = meta.rng;
+        if (meta.rng_restored) {
+            // nothing in a step draws from the run's generator yet, so the stored state is the
+            // seeded one: a different --seed would silently change the data order
+            if (memcmp(&meta.rng, &rng, sizeof rng) != 0)
+                sm_fatal(SM_EXIT_USAGE, "--seed %llu is not the seed this run was started with: the data order would "
+                         "change; resume with the original --seed (%s)", o.seed, resume_path);
+            rng = meta.rng;
+        }
         sm_info("resumed from %s: step %d, %llu tokens seen, data cursor %llu (%.2f s, %.2f GB/s)", resume_path, step0,
                 (unsigned long long)tokens0, (unsigned long long)cursor0, st.seconds,
                 st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0);
