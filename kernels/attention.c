@@ -12,51 +12,6 @@
 // (fixed) block size, never on the thread count: heads are independent and each head's sums run
 // in a fixed order.
 #define ATT_B 64
-#define LANES 16
-
-static inline float row_max(const float *x, int n) {
-    float m[LANES];
-    for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
-    for (int l = 0; j < n; j++, l++) m[l] = x[j] > m[l] ? x[j] : m[l];
-    for (int w = LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) m[l] = m[l + w] > m[l] ? m[l + w] : m[l];
-    return m[0];
-}
-
-// x[j] = exp(x[j] - shift) for j < n, 0 for n <= j < n_all; returns the sum of the first n
-static inline float exp_shift_sum(float *x, int n, int n_all, float shift) {
-    float s[LANES] = {0};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            float e = sm_expf_inline(x[j + l] - shift);
-            x[j + l] = e;
-            s[l] += e;
-        }
-    for (int l = 0; j < n; j++, l++) {
-        float e = sm_expf(x[j] - shift);
-        x[j] = e;
-        s[l] += e;
-    }
-    for (; j < n_all; j++) x[j] = 0.0f;
-    for (int w = LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) s[l] += s[l + w];
-    return s[0];
-}
-
-static inline float dot(const float *a, const float *b, int n) {
-    float s[LANES] = {0};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) s[l] += a[j + l] * b[j + l];
-    for (int l = 0; j < n; j++, l++) s[l] += a[j] * b[j];
-    for (int w = LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) s[l] += s[l + w];
-    return s[0];
-}
 
 void attention_head_forward(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
                             const float *v, int ldv, int nq, int pos0, int hs) {

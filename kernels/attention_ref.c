@@ -2,6 +2,7 @@
 // self-attention as batched matrix products over the whole (T,T) probability matrix (the oracle
 // the flash-attention kernels in attention.c are tested against).
 #include "kernels.h"
+#include "kernels_internal.h"
 
 #include <assert.h>
 #include <math.h>
@@ -10,52 +11,6 @@
 // [0,t1), so the matrix products skip the masked upper triangle except inside the
 // diagonal block (where the softmax overwrites them with 0).
 #define ATT_TB 64
-#define LANES 16
-
-// Row reductions in LANES partial results combined in a fixed order (they vectorise, and
-// depend only on the row).
-static inline float row_max(const float *x, int n) {
-    float m[LANES];
-    for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
-    for (int l = 0; j < n; j++, l++) m[l] = x[j] > m[l] ? x[j] : m[l];
-    for (int w = LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) m[l] = m[l + w] > m[l] ? m[l + w] : m[l];
-    return m[0];
-}
-
-// x[j] = exp(x[j] - mx) for j < n; returns their sum
-static inline float exp_shift_sum(float *x, int n, float mx) {
-    float s[LANES] = {0};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            float e = sm_expf(x[j + l] - mx);
-            x[j + l] = e;
-            s[l] += e;
-        }
-    for (int l = 0; j < n; j++, l++) {
-        float e = sm_expf(x[j] - mx);
-        x[j] = e;
-        s[l] += e;
-    }
-    for (int w = LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) s[l] += s[l + w];
-    return s[0];
-}
-
-static inline float dot(const float *a, const float *b, int n) {
-    float s[LANES] = {0};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) s[l] += a[j + l] * b[j + l];
-    for (int l = 0; j < n; j++, l++) s[l] += a[j] * b[j];
-    for (int w = LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) s[l] += s[l + w];
-    return s[0];
-}
 
 void attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
     // qkv is (B,T,3C) = [q | k | v], each split into NH heads of hs = C/NH columns;
@@ -78,7 +33,7 @@ void attention_forward_ref(float *out, float *att, const float *qkv, int B, int 
             for (int t = t0; t < t1; t++) {
                 float *row = a + (size_t)t * T;
                 float mx = row_max(row, t + 1);
-                float sum = exp_shift_sum(row, t + 1, mx);
+                float sum = exp_shift_sum(row, t + 1, t + 1, mx);
                 float inv = 1.0f / sum;
                 for (int j = 0; j <= t; j++) row[j] *= inv;
                 for (int j = t + 1; j < T; j++) row[j] = 0.0f;

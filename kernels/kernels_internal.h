@@ -3,6 +3,7 @@
 // the model's API (trainer/ includes kernels.h only).
 #pragma once
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -68,4 +69,52 @@ static inline float sm_expf_inline(float x) {
     int32_t n = (int32_t)kf, n1 = n / 2;
     float y = p * sm_pow2i(n1) * sm_pow2i(n - n1);
     return x != x ? x : y;
+}
+
+// Row reductions over KERNELS_LANES partial results combined in a fixed order: they vectorise,
+// and their results depend only on the row (shared by attention.c and attention_ref.c).
+#define KERNELS_LANES 16
+
+static inline float row_max(const float *x, int n) {
+    float m[KERNELS_LANES];
+    for (int l = 0; l < KERNELS_LANES; l++) m[l] = -INFINITY;
+    int j = 0;
+    for (; j + KERNELS_LANES <= n; j += KERNELS_LANES)
+        for (int l = 0; l < KERNELS_LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+    for (int l = 0; j < n; j++, l++) m[l] = x[j] > m[l] ? x[j] : m[l];
+    for (int w = KERNELS_LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) m[l] = m[l + w] > m[l] ? m[l + w] : m[l];
+    return m[0];
+}
+
+// x[j] = exp(x[j] - shift) for j < n, 0 for n <= j < n_all; returns the sum of the first n
+static inline float exp_shift_sum(float *x, int n, int n_all, float shift) {
+    float s[KERNELS_LANES] = {0};
+    int j = 0;
+    for (; j + KERNELS_LANES <= n; j += KERNELS_LANES)
+        for (int l = 0; l < KERNELS_LANES; l++) {
+            float e = sm_expf_inline(x[j + l] - shift);
+            x[j + l] = e;
+            s[l] += e;
+        }
+    for (int l = 0; j < n; j++, l++) {
+        float e = sm_expf(x[j] - shift);
+        x[j] = e;
+        s[l] += e;
+    }
+    for (; j < n_all; j++) x[j] = 0.0f;
+    for (int w = KERNELS_LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) s[l] += s[l + w];
+    return s[0];
+}
+
+static inline float dot(const float *a, const float *b, int n) {
+    float s[KERNELS_LANES] = {0};
+    int j = 0;
+    for (; j + KERNELS_LANES <= n; j += KERNELS_LANES)
+        for (int l = 0; l < KERNELS_LANES; l++) s[l] += a[j + l] * b[j + l];
+    for (int l = 0; j < n; j++, l++) s[l] += a[j] * b[j];
+    for (int w = KERNELS_LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) s[l] += s[l + w];
+    return s[0];
 }
