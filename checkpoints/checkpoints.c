@@ -391,14 +391,7 @@ error:
     }
     if (ckpt_agree(cx, local) != 0) goto done;
     ckpt_close_all(groups, 5);
-    herr_t closed = H5Fclose(file);   // collective
-    file = H5I_INVALID_HID;
-    local = 0;
-    if (closed < 0) {
-        ckpt_fail_h5(cx, "cannot close the checkpoint");
-        local = -1;
-    }
-    rc = ckpt_agree(cx, local);
+    rc = ckpt_close_agree(cx, &file, 0);
 done:
     ckpt_close_all(groups, 5);
     if (file >= 0) H5Fclose(file);
@@ -752,14 +745,7 @@ error:
     if (local == 0) local = read_rng(cx, file, &meta, dxpl);
     if (ckpt_agree(cx, local) != 0) goto done;
     ckpt_close_all(groups, 3);
-    herr_t closed = H5Fclose(file);   // collective
-    file = H5I_INVALID_HID;
-    local = 0;
-    if (closed < 0) {
-        ckpt_fail_h5(cx, "cannot close the checkpoint");
-        local = -1;
-    }
-    rc = ckpt_agree(cx, local);
+    rc = ckpt_close_agree(cx, &file, 0);
 done:
     ckpt_close_all(groups, 3);
     if (file >= 0) H5Fclose(file);

@@ -58,6 +58,9 @@ void ckpt_fail_sys(ckpt_ctx *cx, int errnum, const char *fmt, ...) __attribute__
 // Every rank passes its local status (0, or -1 with a message in cx). Returns 0 when all
 // succeeded, else -1 on every rank with the message of the lowest failing rank.
 int ckpt_agree(ckpt_ctx *cx, int local_rc);
+// Closes *file collectively (leaving it H5I_INVALID_HID) and agrees on the outcome: a failed
+// close turns local_rc into -1 with a message. Returns ckpt_agree's result.
+int ckpt_close_agree(ckpt_ctx *cx, hid_t *file, int local_rc);
 // Broadcasts rank 0's bytes.
 void ckpt_bcast(void *buf, size_t n_bytes);
 

@@ -90,6 +90,16 @@ void ckpt_fail_sys(ckpt_ctx *cx, int errnum, const char *fmt, ...) {
     va_end(ap);
 }
 
+int ckpt_close_agree(ckpt_ctx *cx, hid_t *file, int local_rc) {
+    herr_t closed = H5Fclose(*file);   // collective
+    *file = H5I_INVALID_HID;
+    if (closed < 0) {
+        ckpt_fail_h5(cx, "cannot close the checkpoint");
+        local_rc = -1;
+    }
+    return ckpt_agree(cx, local_rc);
+}
+
 int ckpt_agree(ckpt_ctx *cx, int local_rc) {
     int mine = local_rc == 0 ? INT_MAX : cx->rank, first = INT_MAX;
     MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));

@@ -278,13 +278,7 @@ error:
         rep->n_bad++;
     }
     local = 0;
-    herr_t closed = H5Fclose(file);   // collective
-    file = H5I_INVALID_HID;
-    if (closed < 0) {
-        ckpt_fail_h5(cx, "cannot close the checkpoint");
-        local = -1;
-    }
-    if (ckpt_agree(cx, local) != 0) goto done;
+    if (ckpt_close_agree(cx, &file, local) != 0) goto done;
 
     // 4. the verdict
     for (int i = 0; i < n; i++)
