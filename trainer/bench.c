@@ -79,11 +79,28 @@ typedef struct {
 
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 
+// The OpenBLAS kernel family for this CPU's instruction set, set in the environment before
+// OpenBLAS loads (here and in the PyTorch child, whose torch links OpenBLAS too). DESIGN.md says
+// to clear OPENBLAS_CORETYPE so that OpenBLAS picks its best; but OpenBLAS 0.3.21 chooses by CPU
+// model, and on a model it does not know (this machine's family 6 model 207) it falls back to
+// Prescott, SSE3 at ~30 GFLOP/s, a baseline 7x too weak. The instruction set names the kernel
+// it would pick on a model it knows: Cooperlake for AVX-512 with BF16 (as on Sapphire Rapids),
+// SkylakeX for AVX-512, Haswell for AVX2. OPENBLAS_L2_SIZE is cleared (its own probe is right).
+static const char *blas_pick_core(void) {
+    unsetenv("OPENBLAS_L2_SIZE");
+    const char *core = NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bf16")) core = "Cooperlake";
+    else if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) core = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) core = "Haswell";
+    if (core) setenv("OPENBLAS_CORETYPE", core, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+    return core ? core : "OpenBLAS's own choice";
+}
+
 static int blas_open(blas_lib *b, int threads) {
     memset(b, 0, sizeof *b);
-    // the environment forces the Haswell kernel (half speed here): measure OpenBLAS at its best
-    unsetenv("OPENBLAS_CORETYPE");
-    unsetenv("OPENBLAS_L2_SIZE");
+    blas_pick_core();
     const char *names[] = {"libopenblas.so.0", "libopenblas.so"};
     for (size_t i = 0; i < sizeof names / sizeof names[0] && !b->handle; i++)
         b->handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
@@ -511,7 +528,7 @@ static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
     if (!o->no_blas) blas_open(&blas, o->threads);
     if (!o->json) {
         printf("bench kernels: %d threads, SIMD %s", o->threads, kernels_simd_name(kernels_simd_level()));
-        if (blas.sgemm) printf(", OpenBLAS core %s (OPENBLAS_CORETYPE cleared)", blas.corename ? blas.corename() : "?");
+        if (blas.sgemm) printf(", OpenBLAS core %s", blas.corename ? blas.corename() : "?");
         printf("; medians of %d rounds\n", o->rounds);
     }
     heading(o, "memory bandwidth");
@@ -772,6 +789,7 @@ static int bench_train(const bench_opts *o, const comm_topology *topo) {
     if (!o->no_blas && topo->rank == 0) blas_open(&blas, o->threads);
     int have_torch = 0;
     if (!o->no_torch && topo->world_size == 1) {
+        blas_pick_core();   // torch's matrix products go through OpenBLAS as well
         have_torch = torch_available(o->python);
         if (!have_torch) sm_warn("no PyTorch at %s: no PyTorch reference (install python3-torch)", o->python);
     }
