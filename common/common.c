@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +70,7 @@ void sm_check_failed(const char *file, int line, const char *cond, const char *f
 
 // ---------------------------------------------------------------------------
 // Memory
+#define SM_HUGE_PAGE ((size_t)2 << 20)
 static atomic_uint_fast64_t g_alloc_count;
 
 uint64_t sm_alloc_count(void) { return atomic_load(&g_alloc_count); }
@@ -89,11 +91,17 @@ void *sm_calloc_(size_t n, size_t size, const char *file, int line) {
 
 void *sm_arena_(size_t n_bytes, const char *file, int line) {
     atomic_fetch_add(&g_alloc_count, 1);
-    size_t rounded = (n_bytes + 63) / 64 * 64;
+    // Arenas of 2 MiB or more sit on 2 MiB boundaries and ask for transparent huge pages: one
+    // page fault per 2 MiB at the first touch instead of 512, and far fewer TLB misses in the
+    // kernels' strided walks (a GEMM packing 14 rows of a (N, 50304) logits matrix touches 14
+    // pages per 64 bytes of each row). Where THP is off, madvise fails harmlessly.
+    size_t align = n_bytes >= SM_HUGE_PAGE ? SM_HUGE_PAGE : 64;
+    size_t rounded = (n_bytes + align - 1) / align * align;
     void *p = NULL;
-    int rc = posix_memalign(&p, 64, rounded ? rounded : 64);
+    int rc = posix_memalign(&p, align, rounded ? rounded : 64);
     if (rc != 0 || !p)
         sm_fatal(SM_EXIT_RUNTIME, "out of memory allocating an arena of %zu bytes (%s:%d)", n_bytes, file, line);
+    if (align == SM_HUGE_PAGE) (void)madvise(p, rounded, MADV_HUGEPAGE);   // advisory: failure is not an error
     memset(p, 0, rounded);   // first touch happens once, here, not inside a step
     return p;
 }
