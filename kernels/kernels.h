@@ -1,7 +1,7 @@
 // kernels.h — the pure ops of a GPT-2: forward and backward pairs, OpenMP-parallel.
 // No MPI, no files, no model. Conventions (llm.c's): outputs first, then saved tensors,
 // inputs, weights, dimensions; inputs are const; every *_backward ACCUMULATES (+=)
-// into its gradient outputs. Shapes are in the comments; N = B*T rows.
+// into its gradient outputs, except where its comment says otherwise (matmul_backward). Shapes are in the comments; N = B*T rows.
 // Determinism: no OpenMP reduction or atomics; every sum has a fixed order, so results
 // are bit-identical for the same thread count (and independent of it where noted).
 #pragma once
@@ -68,10 +68,13 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 // pre-activation backward needs). Equal, element for element, to matmul_forward + gelu_forward.
 void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const float *weight, const float *bias, int N,
                          int C, int OC);
-// dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp; dbias (OC) += colsum(dout)
-// (dbias may be NULL). dout is (N,OC)
+// dinp (N,C) = dout @ weight, OVERWRITTEN (a linear layer's input has one consumer in GPT-2, so
+// no caller needs to clear it first); dweight (OC,C) += dout^T @ inp and dbias (OC) += colsum(dout)
+// (dbias may be NULL) when accumulate, else = (a step's first micro-batch writes the parameter
+// gradients instead of adding to zeros: no clearing pass over them). dout is (N,OC). The one
+// departure from "backward accumulates": BLAS's beta, with the same effect as clear-then-add.
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC);
+                     const float *weight, int N, int C, int OC, int accumulate);
 
 // ---- causal multi-head self-attention, flash-attention style (attention.c) -----------------
 // qkv is (B,T,3C) holding q, k, v each (NH heads x hs = C/NH); out is (B,T,C); lse is (B,NH,T):

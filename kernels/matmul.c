@@ -23,17 +23,17 @@ void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const fl
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC) {
-    // dout is (N,OC), inp is (N,C), weight is (OC,C);
-    // dinp (N,C) +=, dweight (OC,C) +=, dbias (OC) += (may be NULL)
+                     const float *weight, int N, int C, int OC, int accumulate) {
+    // dout is (N,OC), inp is (N,C), weight is (OC,C); dinp (N,C) =; dweight (OC,C) and dbias (OC)
+    // (may be NULL) += when accumulate, else =
     assert(N >= 0 && C > 0 && OC > 0 && "matmul_backward: bad dimensions");
     if (N == 0) return;
-    // dinp (N,C) += dout (N,OC) @ weight (OC,C)
-    gemm_parallel(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C, NULL);
-    // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); each element sums over N in order
-    gemm_parallel(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C, NULL);
+    // dinp (N,C) = dout (N,OC) @ weight (OC,C): beta 0, the old contents are never read
+    gemm_parallel(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, 0.0f, dinp, C, NULL);
+    // dweight (OC,C) (+)= dout^T (OC,N) @ inp (N,C); each element sums over N in order
+    gemm_parallel(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, accumulate ? 1.0f : 0.0f, dweight, C, NULL);
     if (!dbias) return;
-    // dbias (OC) += column sums of dout, each summed over N in order (double accumulators)
+    // dbias (OC) (+)= column sums of dout, each summed over N in order (double accumulators)
     enum { DBIAS_CHUNK = 64 };
     int n_bias_chunks = (OC + DBIAS_CHUNK - 1) / DBIAS_CHUNK;
 #pragma omp parallel for schedule(static)
@@ -44,6 +44,6 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
             const float *d = dout + (size_t)n * OC + o0;
             for (int j = 0; j < no; j++) acc[j] += d[j];
         }
-        for (int j = 0; j < no; j++) dbias[o0 + j] += (float)acc[j];
+        for (int j = 0; j < no; j++) dbias[o0 + j] = accumulate ? dbias[o0 + j] + (float)acc[j] : (float)acc[j];
     }
 }

@@ -494,17 +494,20 @@ static void matmul_case(int N, int C, int OC, int with_bias) {
     // and partial sums of random-sign terms stay within ~sqrt(C): (C+1) eps sqrt(C) bound
     CU_ASSERT(close_d(what, out, c.out, no, (C + 1) * EPS * sqrt(C + 1.0), EPS));
 
+    // accumulate = 1: dweight and dbias add onto a random prefill; dinp is overwritten (its
+    // NaN prefill must not be read)
     float *dinp = falloc(ni), *dw = falloc(nw), *db = with_bias ? falloc(OC) : NULL;
-    fill_uniform(dinp, ni, -1, 1);
+    fill_const(dinp, ni, NAN);
     fill_uniform(dw, nw, -1, 1);
     if (db) fill_uniform(db, OC, -1, 1);
-    float *dinp0 = copy_f(dinp, ni), *dw0 = copy_f(dw, nw), *db0 = db ? copy_f(db, OC) : NULL;
-    matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
+    float *dinp0 = falloc(ni), *dw0 = copy_f(dw, nw), *db0 = db ? copy_f(db, OC) : NULL;
+    fill_const(dinp0, ni, 0.0f);
+    matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC, 1);
     size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
     double *g = dalloc(FD_MAX);
     size_t k = pick_indices(idx, ni, FD_MAX);
     fd_grad(mm_loss, &c, c.inp, idx, k, FD_H, g);
-    // dinp: dot of OC products in [-1,1] onto the prefill, same argument as the forward
+    // dinp: dot of OC products in [-1,1], same argument as the forward
     CU_ASSERT(check_grad("matmul_backward dinp", dinp, dinp0, g, idx, k, (OC + 1) * EPS * sqrt(OC + 1.0), EPS));
     k = pick_indices(idx, nw, FD_MAX);
     fd_grad(mm_loss, &c, c.w, idx, k, FD_H, g);
@@ -519,16 +522,31 @@ static void matmul_case(int N, int C, int OC, int with_bias) {
 
     // determinism: twice at 2 threads, and at 1 thread, bit for bit (forward and backward)
     float *dinp2 = copy_f(dinp0, ni), *dw2 = copy_f(dw0, nw), *db2 = db ? copy_f(db0, OC) : NULL;
-    matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC);
+    matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC, 1);
     CU_ASSERT(same_bits("matmul_backward dinp twice", dinp2, dinp, ni));
     CU_ASSERT(same_bits("matmul_backward dweight twice", dw2, dw, nw));
     if (db) CU_ASSERT(same_bits("matmul_backward dbias twice", db2, db, OC));
+
+    // accumulate = 0 writes dweight and dbias over a NaN prefill: bit for bit what adding onto
+    // zeros gives (the first micro-batch of a step relies on it instead of clearing gradients)
+    {
+        float *dw_set = falloc(nw), *db_set = db ? falloc(OC) : NULL, *dw_add = falloc(nw),
+              *db_add = db ? falloc(OC) : NULL;
+        fill_const(dw_set, nw, NAN);
+        fill_const(dw_add, nw, 0.0f);
+        if (db) fill_const(db_set, OC, NAN), fill_const(db_add, OC, 0.0f);
+        matmul_backward(dinp2, dw_set, db_set, dout, inp, w, N, C, OC, 0);
+        matmul_backward(dinp2, dw_add, db_add, dout, inp, w, N, C, OC, 1);
+        CU_ASSERT(same_bits("matmul_backward dweight written == added onto zeros", dw_set, dw_add, nw));
+        if (db) CU_ASSERT(same_bits("matmul_backward dbias written == added onto zeros", db_set, db_add, OC));
+        free(dw_set), free(db_set), free(dw_add), free(db_add);
+    }
     memcpy(dinp2, dinp0, ni * sizeof(float));
     memcpy(dw2, dw0, nw * sizeof(float));
     if (db) memcpy(db2, db0, OC * sizeof(float));
     float *out1 = falloc(no);
     omp_set_num_threads(1);
-    matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC);
+    matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC, 1);
     matmul_forward(out1, inp, w, b, N, C, OC);
     omp_set_num_threads(2);
     CU_ASSERT(same_bits("matmul_backward dinp 1 vs 2 threads", dinp2, dinp, ni));

@@ -46,6 +46,8 @@ typedef struct {
     size_t n_params;       // real parameter count (without padding between tensors)
     int last_B, last_T;    // shape of the last forward
     int last_has_grad;     // the last forward wrote dlogits
+    int grads_hold_sum;    // 0 after gpt2_zero_grad: the next backward writes the gradients
+                           // instead of adding to them (no clearing pass); 1 after a backward
     // Called by backward as soon as layer l's parameter gradients are final (layers finish
     // in reverse order; wte/wpe and lnf are final only when backward returns). comm/ uses
     // it to start bucketed allreduces during backward.
@@ -72,6 +74,9 @@ float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, in
 // Backward of the last forward (which must have had targets and dloss != 0); ACCUMULATES
 // into model->grads. Call gpt2_zero_grad first for a fresh step.
 void gpt2_backward(gpt2 *model);
+// Makes the gradients zero as far as any reader can tell, in O(1): the next gpt2_backward
+// writes them rather than adding to them (its first products use beta = 0, the few small
+// tensors that only accumulate are cleared there). Read the gradients only after a backward.
 void gpt2_zero_grad(gpt2 *model);
 // ZeRO-1: keep AdamW moments only for the arena range [lo, hi) (floats of the parameter
 // arena); m and v are reallocated to that size and AdamW updates only that range.
