@@ -787,6 +787,29 @@ static void test_flash_attention(void) {
 // ---------------------------------------------------------------------------------------------
 // the GEMM engine on every SIMD path the CPU has; the fused kernels against their unfused pairs
 
+// gemm_mt (OpenMP over output tiles) against single-threaded gemm, bit for bit, at 1, 2 and 3
+// threads: where an element sits in the tiling must not change its value.
+static void gemm_mt_case(int ta, int tb, int M, int N, int K, int lvl) {
+    float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C1 = falloc((size_t)M * N), *C2 = falloc((size_t)M * N);
+    fill_uniform(A, (size_t)M * K, -1, 1);
+    fill_uniform(B, (size_t)K * N, -1, 1);
+    fill_uniform(C1, (size_t)M * N, -1, 1);
+    float *C0 = copy_f(C1, (size_t)M * N);
+    int lda = ta ? M : K, ldb = tb ? K : N;
+    gemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C1, N);
+    for (int nt = 1; nt <= 3; nt++) {
+        memcpy(C2, C0, (size_t)M * N * sizeof(float));
+        omp_set_num_threads(nt);
+        gemm_mt(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C2, N);
+        char what[96];
+        snprintf(what, sizeof what, "gemm_mt (%d,%d,%d,%d%d) at %d threads vs gemm (%s)", M, N, K, ta, tb, nt,
+                 kernels_simd_name((kernels_simd)lvl));
+        CU_ASSERT(same_bits(what, C2, C1, (size_t)M * N));
+    }
+    omp_set_num_threads(2);
+    free(A), free(B), free(C0), free(C1), free(C2);
+}
+
 static void test_gemm_paths(void) {
     kernels_simd best = kernels_simd_detect();
     static const int odd[][3] = {{1, 1, 1}, {13, 31, 17}, {15, 33, 257}, {29, 65, 300}, {3, 100, 7}, {57, 47, 513}};
@@ -802,26 +825,11 @@ static void test_gemm_paths(void) {
         gemm_case(0, 1, 256, 768, 256, 1.0f, 0.0f);   // forward: inp @ W^T
         gemm_case(0, 0, 256, 256, 1024, 1.0f, 1.0f);  // dinp += dout @ W
         gemm_case(1, 0, 768, 256, 256, 1.0f, 1.0f);   // dweight += dout^T @ inp
-        // gemm_mt: the same bits as gemm, at 1 and 2 threads
-        int M = 300, N = 517, K = 301;
-        float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C1 = falloc((size_t)M * N),
-              *C2 = falloc((size_t)M * N), *C3 = falloc((size_t)M * N);
-        fill_uniform(A, (size_t)M * K, -1, 1);
-        fill_uniform(B, (size_t)K * N, -1, 1);
-        fill_uniform(C1, (size_t)M * N, -1, 1);
-        memcpy(C2, C1, (size_t)M * N * sizeof(float));
-        memcpy(C3, C1, (size_t)M * N * sizeof(float));
-        gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 1.0f, C1, N);
-        gemm_mt(0, 0, M, N, K, 1.0f, A, K, B, N, 1.0f, C2, N);
-        omp_set_num_threads(1);
-        gemm_mt(0, 0, M, N, K, 1.0f, A, K, B, N, 1.0f, C3, N);
-        omp_set_num_threads(2);
-        char what[64];
-        snprintf(what, sizeof what, "gemm_mt vs gemm (%s)", kernels_simd_name((kernels_simd)lvl));
-        CU_ASSERT(same_bits(what, C2, C1, (size_t)M * N));
-        snprintf(what, sizeof what, "gemm_mt 1 vs 2 threads (%s)", kernels_simd_name((kernels_simd)lvl));
-        CU_ASSERT(same_bits(what, C3, C1, (size_t)M * N));
-        free(A), free(B), free(C1), free(C2), free(C3);
+        // gemm_mt: the same bits as gemm at 1, 2 and 3 threads; the shapes split into 2 column
+        // tiles, into many NC-wide column tiles (handed out dynamically), and into row tiles
+        gemm_mt_case(0, 0, 300, 517, 301, lvl);
+        gemm_mt_case(0, 1, 61, 1601, 300, lvl);
+        gemm_mt_case(1, 0, 4001, 37, 129, lvl);
     }
     kernels_set_simd(best);
     CU_ASSERT(kernels_simd_level() == best);
