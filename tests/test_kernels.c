@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "kernels_internal.h"   // sm_exp512, the AVX-512 kernels' exp
 
 #define EPS ((double)FLT_EPSILON)   // 2^-23, twice the unit roundoff of float32
 
@@ -1022,9 +1023,16 @@ static void softmax_xent_case(int N, int V, int Vp) {
 }
 
 static void test_softmax_xent(void) {
-    softmax_xent_case(14, 11, 13);
-    softmax_xent_case(5, 7, 7);        // no padding
-    softmax_xent_case(64, 1000, 1024);
+    kernels_simd best = kernels_simd_detect();
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        softmax_xent_case(14, 11, 13);
+        softmax_xent_case(5, 7, 7);         // no padding
+        softmax_xent_case(64, 1000, 1024);
+        softmax_xent_case(3, 300, 333);     // a partial block and a partial vector, padding > 16
+        softmax_xent_case(1, 50, 64);       // one row: one thread has none
+    }
+    kernels_set_simd(best);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1059,6 +1067,47 @@ static void test_vmath(void) {
     CU_ASSERT(isnan(sm_expf(NAN)) && isnan(sm_tanhf(NAN)));
     CU_ASSERT(sm_tanhf(INFINITY) == 1.0f && sm_tanhf(-INFINITY) == -1.0f && sm_tanhf(30.0f) == 1.0f);
     free(x), free(e), free(th), free(re), free(rt);
+}
+
+#ifdef KERNELS_X86
+KERNELS_TGT_512 static void exp512_all(float *e, const float *x, size_t n) {   // n a multiple of 16
+    for (size_t i = 0; i < n; i += 16) _mm512_storeu_ps(e + i, sm_exp512(_mm512_loadu_ps(x + i)));
+}
+KERNELS_TGT_512 static void exp512_nonpos_all(float *e, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i += 16) _mm512_storeu_ps(e + i, sm_exp512_nonpos(_mm512_loadu_ps(x + i)));
+}
+#endif
+
+// sm_exp512 (the exp of the AVX-512 kernels): the accuracy and special values of sm_expf
+static void test_vmath_avx512(void) {
+#ifdef KERNELS_X86
+    if (kernels_simd_detect() != SM_SIMD_AVX512) return;
+    size_t n = 1 << 20;
+    float *x = falloc(n), *e = falloc(n);
+    double *re = dalloc(n);
+    for (size_t i = 0; i < n; i++) x[i] = -103.0f + 191.7f * (float)i / (float)n;   // [-103, 88.7)
+    exp512_all(e, x, n);
+    for (size_t i = 0; i < n; i++) re[i] = exp((double)x[i]);
+    // the bounds of sm_expf (test_vmath)
+    CU_ASSERT(close_d("sm_exp512 on [-103, 88.7]", e, re, n, 2 * 0x1p-149, 2 * EPS));
+    for (size_t i = 0; i < n; i++) x[i] = -103.0f * (float)i / (float)n;   // [-103, 0]
+    exp512_nonpos_all(e, x, n);
+    for (size_t i = 0; i < n; i++) re[i] = exp((double)x[i]);
+    CU_ASSERT(close_d("sm_exp512_nonpos on [-103, 0]", e, re, n, 2 * 0x1p-149, 2 * EPS));
+    const float sx[16] = {0.0f, 88.8f, 1000.0f, INFINITY, -200.0f, -INFINITY, NAN, -NAN,
+                          88.72f, -104.0f, -87.5f, 1.0f, -1.0f, 1e-30f, -1e30f, 1e30f};
+    float se[16];
+    exp512_all(se, sx, 16);
+    CU_ASSERT(se[0] == 1.0f && isinf(se[1]) && isinf(se[2]) && isinf(se[3]));
+    CU_ASSERT(se[4] == 0.0f && se[5] == 0.0f && isnan(se[6]) && isnan(se[7]));
+    CU_ASSERT(isfinite(se[8]) && se[9] == 0.0f && se[13] == 1.0f && se[14] == 0.0f && isinf(se[15]));
+    CU_ASSERT(fabs(se[10] - exp(-87.5)) <= 2 * EPS * exp(-87.5) && fabs(se[11] - exp(1.0)) <= 2 * EPS * exp(1.0));
+    const float nx[16] = {0.0f, -0.0f, -INFINITY, NAN, -200.0f, -1e30f, -104.0f, -0.5f};
+    exp512_nonpos_all(se, nx, 16);
+    CU_ASSERT(se[0] == 1.0f && se[1] == 1.0f && se[2] == 0.0f && isnan(se[3]) && se[4] == 0.0f && se[5] == 0.0f);
+    CU_ASSERT(se[6] == 0.0f && fabs(se[7] - exp(-0.5)) <= 2 * EPS * exp(-0.5));
+    free(x), free(e), free(re);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1134,7 +1183,8 @@ int main(void) {
     if (!s || !CU_add_test(s, "gemm", test_gemm) || !CU_add_test(s, "encoder", test_encoder) ||
         !CU_add_test(s, "layernorm", test_layernorm) || !CU_add_test(s, "matmul", test_matmul) ||
         !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "flash_attention", test_flash_attention) ||
-        !CU_add_test(s, "gemm_paths", test_gemm_paths) || !CU_add_test(s, "fused", test_fused) || !CU_add_test(s, "vmath", test_vmath) || !CU_add_test(s, "gelu", test_gelu) ||
+        !CU_add_test(s, "gemm_paths", test_gemm_paths) || !CU_add_test(s, "fused", test_fused) || !CU_add_test(s, "vmath", test_vmath) ||
+        !CU_add_test(s, "vmath_avx512", test_vmath_avx512) || !CU_add_test(s, "gelu", test_gelu) ||
         !CU_add_test(s, "residual_scale", test_residual_scale) ||
         !CU_add_test(s, "softmax_xent", test_softmax_xent) || !CU_add_test(s, "adamw", test_adamw) ||
         !CU_add_test(s, "sum_squares", test_sum_squares)) {
