@@ -883,7 +883,7 @@ static double gelu_loss(void *p) {
     return s;
 }
 
-static void test_gelu(void) {
+static void gelu_case(void) {
     size_t n = 1001;
     float *x = falloc(n), *out = falloc(n), *dout = falloc(n), *dx = falloc(n);
     fill_uniform(x, n, -6, 6);
@@ -906,7 +906,35 @@ static void test_gelu(void) {
     // gelu' is <= ~1.13 and is a few float operations on O(1)..O(|x| <= 10) values: same
     // cancellation argument as the forward, times |dout| <= 1
     CU_ASSERT(check_grad("gelu_backward", dx, dx0, g, idx, k, 16 * EPS, 4 * EPS));
+    // gelu_tile (the GEMM epilogue) = gelu_forward element for element, at any offset and stride:
+    // x as 7 rows of 143 (1001 = 7 x 143), the first 100 columns of each, into rows of 101
+    float *tile = falloc(7 * 101);
+    gelu_tile(tile, 101, x, 143, 7, 100);
+    int tile_ok = 1;
+    for (int i = 0; i < 7; i++) tile_ok &= memcmp(tile + i * 101, out + i * 143, 100 * sizeof(float)) == 0;
+    CU_ASSERT(tile_ok);
+    gelu_tile(tile, 101, x + 5, 143, 7, 13);   // narrow, misaligned
+    tile_ok = 1;
+    for (int i = 0; i < 7; i++) tile_ok &= memcmp(tile + i * 101, out + 5 + i * 143, 13 * sizeof(float)) == 0;
+    CU_ASSERT(tile_ok);
+    // far tails and specials: exact limits (x^3 overflows at |x| = 1e13, and must not give inf * 0)
+    const float big[6] = {-1e13f, -60.0f, 60.0f, 1e13f, NAN, -0.0f};
+    float gb[6], db[6] = {0}, ones[6] = {1, 1, 1, 1, 1, 1};
+    gelu_forward(gb, big, 6);
+    gelu_backward(db, big, ones, 6);
+    CU_ASSERT(gb[0] == 0.0f && gb[1] == 0.0f && gb[2] == 60.0f && gb[3] == 1e13f && isnan(gb[4]) && gb[5] == 0.0f);
+    CU_ASSERT(db[0] == 0.0f && db[1] == 0.0f && db[2] == 1.0f && db[3] == 1.0f && isnan(db[4]) && db[5] == 0.5f);
     free(x), free(out), free(dout), free(dx), free(dx0), free(ref), free(c.x), free(c.dout), free(idx), free(g);
+    free(tile);
+}
+
+static void test_gelu(void) {
+    kernels_simd best = kernels_simd_detect();
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        gelu_case();
+    }
+    kernels_set_simd(best);
 }
 
 typedef struct {
