@@ -456,10 +456,16 @@ static void layernorm_case(int N, int C) {
 }
 
 static void test_layernorm(void) {
-    layernorm_case(14, 12);
-    layernorm_case(7, 37);
-    layernorm_case(128, 64);
-    layernorm_case(9, 768);
+    kernels_simd best = kernels_simd_detect();
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        layernorm_case(14, 12);
+        layernorm_case(7, 37);
+        layernorm_case(128, 64);
+        layernorm_case(9, 768);
+        layernorm_case(5, 100);   // a partial vector and a partial column chunk
+    }
+    kernels_set_simd(best);
 }
 
 // ---------------------------------------------------------------------------------------------
