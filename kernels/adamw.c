@@ -25,16 +25,29 @@ void adamw_update(float *params, const float *grads, float *m, float *v, size_t 
 
 // Fixed chunking: the sum is a sum over chunks of SS_CHUNK elements, taken in chunk order;
 // each chunk is summed in double with SS_LANES partial sums combined in a fixed order.
-// Nothing depends on the number of threads.
+// Nothing depends on the number of threads, nor on the build's vector width (each lane adds its
+// own elements in order; the square of a float is exact in double, so even a contracted
+// multiply-add gives the same bits).
 #define SS_CHUNK ((size_t)1 << 16)
-#define SS_LANES 8
-#define SS_GROUP 256   // chunk partials held on the stack at once (2 KiB)
+#define SS_LANES 32        // 4 vectors of 8 doubles: independent chains keep the adds off the
+                           // critical path
+#define SS_GROUP 256       // chunk partials held on the stack at once (2 KiB)
+// Software prefetch, two streams: into L2 16 KiB ahead, then into L1 2 KiB ahead. On this
+// machine the hardware prefetcher alone reads at ~half the bandwidth (13 against ~27 GB/s).
+#define SS_PREFETCH_L1 512    // floats
+#define SS_PREFETCH_L2 4096
 
 static double chunk_sum_squares(const float *g, size_t n) {
     double acc[SS_LANES] = {0};
     size_t i = 0;
-    for (; i + SS_LANES <= n; i += SS_LANES)
+    for (; i + SS_LANES <= n; i += SS_LANES) {
+        for (int l = 0; l < SS_LANES; l += 16) {   // a 64-byte line per 16 floats
+            __builtin_prefetch(g + i + SS_PREFETCH_L2 + l, 0, 2);
+            __builtin_prefetch(g + i + SS_PREFETCH_L1 + l, 0, 3);
+        }
+#pragma omp simd   // this loop (GCC's outer-loop vectorisation shuffles)
         for (int l = 0; l < SS_LANES; l++) acc[l] += (double)g[i + l] * g[i + l];
+    }
     for (int l = 0; i < n; i++, l++) acc[l] += (double)g[i] * g[i];
     for (int w = SS_LANES / 2; w > 0; w /= 2)
         for (int l = 0; l < w; l++) acc[l] += acc[l + w];

@@ -71,6 +71,43 @@ static inline float sm_expf_inline(float x) {
     return x != x ? x : y;
 }
 
+// ---- AVX-512 building blocks (x86 only) ------------------------------------------------------
+// Functions compiled for AVX-512 whatever the build flags; callers run them only when
+// kernels_simd_level() is SM_SIMD_AVX512 (the plain-C loops are the other levels' path).
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define KERNELS_X86 1
+#define KERNELS_TGT_512 __attribute__((target("avx512f,avx2,fma")))
+#define KERNELS_INLINE_512 static inline __attribute__((always_inline, target("avx512f,avx2,fma")))
+
+// e^x in 16 lanes: sm_expf's range reduction and polynomial, evaluated with FMAs, and 2^n applied
+// by vscalefps (one rounding; gradual underflow, and overflow to inf above ~88.72, come out of
+// it). Same clamping and NaN behaviour as sm_expf, within ~2 ulp, but not bit-identical to it.
+// sm_exp512_clamped takes x already in [-104, 88.8] or NaN; sm_exp512_nonpos any x <= 0 or NaN
+// (a softmax's x - max, GELU's -2|u|): one clamp fewer.
+KERNELS_INLINE_512 __m512 sm_exp512_clamped(__m512 xc) {
+    const __m512 round = _mm512_set1_ps(12582912.0f);   // 1.5 * 2^23, as in sm_expf_inline
+    __m512 kf = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), round), round);
+    __m512 r = _mm512_fnmadd_ps(kf, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(kf, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, kf);
+}
+// vmaxps/vminps return their second operand when either is NaN: NaN passes the clamps
+KERNELS_INLINE_512 __m512 sm_exp512_nonpos(__m512 x) {
+    return sm_exp512_clamped(_mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+}
+KERNELS_INLINE_512 __m512 sm_exp512(__m512 x) {
+    return sm_exp512_clamped(_mm512_min_ps(_mm512_set1_ps(88.8f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x)));
+}
+#endif
+
 // Row reductions over KERNELS_LANES partial results combined in a fixed order: they vectorise,
 // and their results depend only on the row (shared by attention.c and attention_ref.c).
 #define KERNELS_LANES 16

@@ -1,59 +1,188 @@
 // softmax_xent.c — defines softmax_xent (fused softmax + cross-entropy loss and its gradient).
-// Per row: the max (one read), the exps written straight into dlogits while they are summed
-// (exp() runs once per logit), then an in-place scale while the row (Vp floats) is in L2.
+// Per row: the max (one read of the row from memory, which leaves it in L2), the exps written
+// straight into dlogits while they are summed (exp() runs once per logit), then an in-place scale
+// while the row (Vp floats) is in L2. An AVX-512 path and a plain-C path (the other SIMD levels).
 #include "kernels_internal.h"
 
 #include <assert.h>
 #include <math.h>
+#include <omp.h>
 
 #define LANES 16
 #define EXP_BLOCK 256   // a multiple of LANES
+
+// One row, plain C (vectorised by the compiler): writes d (Vp) when d is non-NULL; returns the loss.
+static float softmax_xent_row(float *d, const float *l, int tgt, int V, int Vp, float dloss) {
+    // l is (Vp) with V real columns; d (Vp) or NULL, may alias l
+    // max and sum of exp in LANES partial results combined in a fixed order (vectorises);
+    // the sum is accumulated in double
+    float m[LANES];
+    for (int k = 0; k < LANES; k++) m[k] = -INFINITY;
+    int j = 0;
+    for (; j + LANES <= V; j += LANES)
+        for (int k = 0; k < LANES; k++) m[k] = l[j + k] > m[k] ? l[j + k] : m[k];
+    for (int k = 0; j < V; j++, k++) m[k] = l[j] > m[k] ? l[j] : m[k];
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
+    float mx = m[0];
+    float lt = l[tgt];   // read before d (which may alias) is written
+    // exps of a block (vectorised), kept in d when it is wanted (so exp() runs once per
+    // logit), then added up in double
+    double acc[LANES] = {0};
+    for (int j0 = 0; j0 < V; j0 += EXP_BLOCK) {
+        int nb = V - j0 < EXP_BLOCK ? V - j0 : EXP_BLOCK;
+        float e_local[EXP_BLOCK];
+        float *e = d ? d + j0 : e_local;
+        for (j = 0; j < nb; j++) e[j] = sm_expf_inline(l[j0 + j] - mx);
+        int k0 = 0;
+        for (; k0 + LANES <= nb; k0 += LANES)
+            for (int k = 0; k < LANES; k++) acc[k] += e[k0 + k];
+        for (int k = 0; k0 + k < nb; k++) acc[k] += e[k0 + k];
+    }
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
+    double sum = acc[0];
+    if (d) {   // the row is still in L2: scale the exps in place
+        float inv = (float)(1.0 / sum);
+        for (j = 0; j < V; j++) d[j] = d[j] * inv * dloss;
+        d[tgt] -= dloss;
+        for (j = V; j < Vp; j++) d[j] = 0.0f;
+    }
+    return (float)(log(sum) - ((double)lt - mx));
+}
+
+#ifdef KERNELS_X86
+// AVX-512: the exps cost more than moving the row, so each thread walks its rows as a pipeline.
+// While row n's exps are computed (from L2), the max of row n+1 is taken from memory in the same
+// loop, so the read of the next row hides behind the arithmetic; row n's exps go to dlogits
+// (still in L2) and are scaled in place. Rows stay independent: the results do not depend on how
+// rows are split over threads.
+#define SX_PREFETCH 512   // floats ahead (2 KiB) of the streaming read that are prefetched: the
+                          // hardware prefetcher alone leaves the read well short of the bandwidth
+#define SX_FBLOCK 128     // the exps of a block are added in float (4 terms a lane: relative error
+                          // <= 3 u), then in double: the loss keeps its few-eps accuracy
+
+KERNELS_INLINE_512 __mmask16 sx_mask(int n) {   // the first n lanes, n clamped to [0, 16]
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+KERNELS_INLINE_512 __m512d sx_lo_pd(__m512 x) { return _mm512_cvtps_pd(_mm512_castps512_ps256(x)); }
+KERNELS_INLINE_512 __m512d sx_hi_pd(__m512 x) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+}
+
+// Lane-wise maxima of l[0..V) (vmaxps returns its second operand for a NaN: NaNs are skipped, as
+// in the plain path, and reach the loss through the exps).
+KERNELS_INLINE_512 __m512 sx_row_max(const float *l, int V) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+    int j = 0;
+    for (; j + 64 <= V; j += 64) {
+        for (int c = 0; c < 64; c += 16) _mm_prefetch((const char *)(l + j + SX_PREFETCH + c), _MM_HINT_T0);
+        m0 = _mm512_max_ps(_mm512_loadu_ps(l + j), m0);
+        m1 = _mm512_max_ps(_mm512_loadu_ps(l + j + 16), m1);
+        m2 = _mm512_max_ps(_mm512_loadu_ps(l + j + 32), m2);
+        m3 = _mm512_max_ps(_mm512_loadu_ps(l + j + 48), m3);
+    }
+    for (; j < V; j += 16) m0 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, sx_mask(V - j), l + j), m0);
+    return _mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3));
+}
+
+// e = exp(l - mx) over l[0..V), stored to d[0..V) when store is set (d may alias l); returns the
+// sum of e in double, in a fixed order. Also returns in *next_max the lane-wise maxima of
+// ln[0..V) (the next row; pass l itself when there is none).
+KERNELS_INLINE_512 double sx_exp_pass(float *d, const float *l, const float *ln, int V, float mx, __m512 *next_max,
+                                      int store) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), vmx = _mm512_set1_ps(mx);
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+    __m512 nm0 = ninf, nm1 = ninf;
+    int j = 0;
+    for (; j + SX_FBLOCK <= V; j += SX_FBLOCK) {
+        __m512 f0 = _mm512_setzero_ps(), f1 = f0;
+        for (int c = j; c < j + SX_FBLOCK; c += 32) {
+            _mm_prefetch((const char *)(ln + c + SX_PREFETCH), _MM_HINT_T0);
+            _mm_prefetch((const char *)(ln + c + SX_PREFETCH + 16), _MM_HINT_T0);
+            nm0 = _mm512_max_ps(_mm512_loadu_ps(ln + c), nm0);
+            nm1 = _mm512_max_ps(_mm512_loadu_ps(ln + c + 16), nm1);
+            __m512 e0 = sm_exp512_nonpos(_mm512_sub_ps(_mm512_loadu_ps(l + c), vmx));
+            __m512 e1 = sm_exp512_nonpos(_mm512_sub_ps(_mm512_loadu_ps(l + c + 16), vmx));
+            if (store) {
+                _mm512_storeu_ps(d + c, e0);
+                _mm512_storeu_ps(d + c + 16, e1);
+            }
+            f0 = _mm512_add_ps(f0, e0);
+            f1 = _mm512_add_ps(f1, e1);
+        }
+        s0 = _mm512_add_pd(s0, sx_lo_pd(f0));
+        s1 = _mm512_add_pd(s1, sx_hi_pd(f0));
+        s2 = _mm512_add_pd(s2, sx_lo_pd(f1));
+        s3 = _mm512_add_pd(s3, sx_hi_pd(f1));
+    }
+    for (; j < V; j += 16) {
+        __mmask16 k = sx_mask(V - j);
+        nm0 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, k, ln + j), nm0);
+        __m512 e = _mm512_maskz_mov_ps(k, sm_exp512_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, l + j), vmx)));
+        if (store) _mm512_mask_storeu_ps(d + j, k, e);
+        s0 = _mm512_add_pd(s0, sx_lo_pd(e));
+        s1 = _mm512_add_pd(s1, sx_hi_pd(e));
+    }
+    *next_max = _mm512_max_ps(nm0, nm1);
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s2), _mm512_add_pd(s1, s3)));
+}
+
+// Rows [n0, n1) with AVX-512; the contract of softmax_xent for those rows; returns nothing (the
+// losses are written).
+KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits, const float *logits,
+                                                  const int *targets, int n0, int n1, int V, int Vp, float dloss) {
+    // logits (N,Vp), dlogits (N,Vp) or NULL, targets and losses (N): rows n0..n1-1 of them
+    if (n0 >= n1) return;
+    __m512 vmax = sx_row_max(logits + (size_t)n0 * Vp, V);
+    for (int n = n0; n < n1; n++) {
+        const float *l = logits + (size_t)n * Vp;
+        const float *ln = n + 1 < n1 ? l + Vp : l;
+        float *d = dlogits ? dlogits + (size_t)n * Vp : NULL;
+        int tgt = targets[n];
+        assert(tgt >= 0 && tgt < V && "softmax_xent: target id outside [0, V) (tokenizer/vocab mismatch?)");
+        float mx = _mm512_reduce_max_ps(vmax);
+        float lt = l[tgt];   // read before d (which may alias) is written
+        double sum = d ? sx_exp_pass(d, l, ln, V, mx, &vmax, 1) : sx_exp_pass(NULL, l, ln, V, mx, &vmax, 0);
+        losses[n] = (float)(log(sum) - ((double)lt - mx));
+        if (!d) continue;
+        // the row is in L2: scale the exps in place, then zeros over the padding
+        const __m512 vinv = _mm512_set1_ps((float)(1.0 / sum)), vdl = _mm512_set1_ps(dloss);
+        int j = 0;
+        for (; j + 16 <= V; j += 16) _mm512_storeu_ps(d + j, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(d + j), vinv), vdl));
+        for (; j < Vp; j += 16) {
+            __mmask16 k = sx_mask(V - j);
+            __m512 p = _mm512_maskz_mul_ps(k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + j), vinv), vdl);
+            _mm512_mask_storeu_ps(d + j, sx_mask(Vp - j), p);
+        }
+        d[tgt] -= dloss;
+    }
+}
+#endif
 
 double softmax_xent(float *losses, float *dlogits, const float *logits, const int *targets, int N, int V, int Vp,
                     float dloss) {
     // logits is (N,Vp) with V real columns, targets is (N); losses is (N);
     // dlogits (N,Vp) or NULL, may alias logits: (p - onehot) * dloss over [0,V), 0 over [V,Vp)
     assert(V > 0 && Vp >= V && "softmax_xent: need 0 < V <= Vp");
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *l = logits + (size_t)n * Vp;
-        int tgt = targets[n];
-        assert(tgt >= 0 && tgt < V && "softmax_xent: target id outside [0, V) (tokenizer/vocab mismatch?)");
-        // max and sum of exp in LANES partial results combined in a fixed order (vectorises);
-        // the sum is accumulated in double
-        float m[LANES];
-        for (int k = 0; k < LANES; k++) m[k] = -INFINITY;
-        int j = 0;
-        for (; j + LANES <= V; j += LANES)
-            for (int k = 0; k < LANES; k++) m[k] = l[j + k] > m[k] ? l[j + k] : m[k];
-        for (int k = 0; j < V; j++, k++) m[k] = l[j] > m[k] ? l[j] : m[k];
-        for (int w = LANES / 2; w > 0; w /= 2)
-            for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
-        float mx = m[0];
-        float lt = l[tgt];   // read before dlogits (which may alias) is written
-        // exps of a block (vectorised), kept in dlogits when it is wanted (so exp() runs once per
-        // logit), then added up in double
-        float *d = dlogits ? dlogits + (size_t)n * Vp : NULL;
-        double acc[LANES] = {0};
-        for (int j0 = 0; j0 < V; j0 += EXP_BLOCK) {
-            int nb = V - j0 < EXP_BLOCK ? V - j0 : EXP_BLOCK;
-            float e_local[EXP_BLOCK];
-            float *e = d ? d + j0 : e_local;
-            for (j = 0; j < nb; j++) e[j] = sm_expf_inline(l[j0 + j] - mx);
-            int k0 = 0;
-            for (; k0 + LANES <= nb; k0 += LANES)
-                for (int k = 0; k < LANES; k++) acc[k] += e[k0 + k];
-            for (int k = 0; k0 + k < nb; k++) acc[k] += e[k0 + k];
+#ifdef KERNELS_X86
+    if (kernels_simd_level() == SM_SIMD_AVX512) {
+#pragma omp parallel
+        {   // contiguous blocks of rows, one per thread (as schedule(static) would split them)
+            int nt = omp_get_num_threads(), t = omp_get_thread_num();
+            int q = N / nt, r = N % nt, n0 = t * q + (t < r ? t : r), n1 = n0 + q + (t < r);
+            softmax_xent_rows_512(losses, dlogits, logits, targets, n0, n1, V, Vp, dloss);
         }
-        for (int w = LANES / 2; w > 0; w /= 2)
-            for (int k = 0; k < w; k++) acc[k] += acc[k + w];
-        double sum = acc[0];
-        losses[n] = (float)(log(sum) - ((double)lt - mx));
-        if (d) {   // the row is still in L2: scale the exps in place
-            float inv = (float)(1.0 / sum);
-            for (j = 0; j < V; j++) d[j] = d[j] * inv * dloss;
-            d[tgt] -= dloss;
-            for (j = V; j < Vp; j++) d[j] = 0.0f;
+    } else
+#endif
+    {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            int tgt = targets[n];
+            assert(tgt >= 0 && tgt < V && "softmax_xent: target id outside [0, V) (tokenizer/vocab mismatch?)");
+            float *d = dlogits ? dlogits + (size_t)n * Vp : NULL;
+            losses[n] = softmax_xent_row(d, logits + (size_t)n * Vp, tgt, V, Vp, dloss);
         }
     }
     double total = 0.0;

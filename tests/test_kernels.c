@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "kernels_internal.h"   // sm_exp512, the AVX-512 kernels' exp
 
 #define EPS ((double)FLT_EPSILON)   // 2^-23, twice the unit roundoff of float32
 
@@ -455,10 +456,16 @@ static void layernorm_case(int N, int C) {
 }
 
 static void test_layernorm(void) {
-    layernorm_case(14, 12);
-    layernorm_case(7, 37);
-    layernorm_case(128, 64);
-    layernorm_case(9, 768);
+    kernels_simd best = kernels_simd_detect();
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        layernorm_case(14, 12);
+        layernorm_case(7, 37);
+        layernorm_case(128, 64);
+        layernorm_case(9, 768);
+        layernorm_case(5, 100);   // a partial vector and a partial column chunk
+    }
+    kernels_set_simd(best);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -908,7 +915,7 @@ static double gelu_loss(void *p) {
     return s;
 }
 
-static void test_gelu(void) {
+static void gelu_case(void) {
     size_t n = 1001;
     float *x = falloc(n), *out = falloc(n), *dout = falloc(n), *dx = falloc(n);
     fill_uniform(x, n, -6, 6);
@@ -931,7 +938,35 @@ static void test_gelu(void) {
     // gelu' is <= ~1.13 and is a few float operations on O(1)..O(|x| <= 10) values: same
     // cancellation argument as the forward, times |dout| <= 1
     CU_ASSERT(check_grad("gelu_backward", dx, dx0, g, idx, k, 16 * EPS, 4 * EPS));
+    // gelu_tile (the GEMM epilogue) = gelu_forward element for element, at any offset and stride:
+    // x as 7 rows of 143 (1001 = 7 x 143), the first 100 columns of each, into rows of 101
+    float *tile = falloc(7 * 101);
+    gelu_tile(tile, 101, x, 143, 7, 100);
+    int tile_ok = 1;
+    for (int i = 0; i < 7; i++) tile_ok &= memcmp(tile + i * 101, out + i * 143, 100 * sizeof(float)) == 0;
+    CU_ASSERT(tile_ok);
+    gelu_tile(tile, 101, x + 5, 143, 7, 13);   // narrow, misaligned
+    tile_ok = 1;
+    for (int i = 0; i < 7; i++) tile_ok &= memcmp(tile + i * 101, out + 5 + i * 143, 13 * sizeof(float)) == 0;
+    CU_ASSERT(tile_ok);
+    // far tails and specials: exact limits (x^3 overflows at |x| = 1e13, and must not give inf * 0)
+    const float big[6] = {-1e13f, -60.0f, 60.0f, 1e13f, NAN, -0.0f};
+    float gb[6], db[6] = {0}, ones[6] = {1, 1, 1, 1, 1, 1};
+    gelu_forward(gb, big, 6);
+    gelu_backward(db, big, ones, 6);
+    CU_ASSERT(gb[0] == 0.0f && gb[1] == 0.0f && gb[2] == 60.0f && gb[3] == 1e13f && isnan(gb[4]) && gb[5] == 0.0f);
+    CU_ASSERT(db[0] == 0.0f && db[1] == 0.0f && db[2] == 1.0f && db[3] == 1.0f && isnan(db[4]) && db[5] == 0.5f);
     free(x), free(out), free(dout), free(dx), free(dx0), free(ref), free(c.x), free(c.dout), free(idx), free(g);
+    free(tile);
+}
+
+static void test_gelu(void) {
+    kernels_simd best = kernels_simd_detect();
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        gelu_case();
+    }
+    kernels_set_simd(best);
 }
 
 typedef struct {
@@ -1048,9 +1083,16 @@ static void softmax_xent_case(int N, int V, int Vp) {
 }
 
 static void test_softmax_xent(void) {
-    softmax_xent_case(14, 11, 13);
-    softmax_xent_case(5, 7, 7);        // no padding
-    softmax_xent_case(64, 1000, 1024);
+    kernels_simd best = kernels_simd_detect();
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        softmax_xent_case(14, 11, 13);
+        softmax_xent_case(5, 7, 7);         // no padding
+        softmax_xent_case(64, 1000, 1024);
+        softmax_xent_case(3, 300, 333);     // a partial block and a partial vector, padding > 16
+        softmax_xent_case(1, 50, 64);       // one row: one thread has none
+    }
+    kernels_set_simd(best);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1085,6 +1127,47 @@ static void test_vmath(void) {
     CU_ASSERT(isnan(sm_expf(NAN)) && isnan(sm_tanhf(NAN)));
     CU_ASSERT(sm_tanhf(INFINITY) == 1.0f && sm_tanhf(-INFINITY) == -1.0f && sm_tanhf(30.0f) == 1.0f);
     free(x), free(e), free(th), free(re), free(rt);
+}
+
+#ifdef KERNELS_X86
+KERNELS_TGT_512 static void exp512_all(float *e, const float *x, size_t n) {   // n a multiple of 16
+    for (size_t i = 0; i < n; i += 16) _mm512_storeu_ps(e + i, sm_exp512(_mm512_loadu_ps(x + i)));
+}
+KERNELS_TGT_512 static void exp512_nonpos_all(float *e, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i += 16) _mm512_storeu_ps(e + i, sm_exp512_nonpos(_mm512_loadu_ps(x + i)));
+}
+#endif
+
+// sm_exp512 (the exp of the AVX-512 kernels): the accuracy and special values of sm_expf
+static void test_vmath_avx512(void) {
+#ifdef KERNELS_X86
+    if (kernels_simd_detect() != SM_SIMD_AVX512) return;
+    size_t n = 1 << 20;
+    float *x = falloc(n), *e = falloc(n);
+    double *re = dalloc(n);
+    for (size_t i = 0; i < n; i++) x[i] = -103.0f + 191.7f * (float)i / (float)n;   // [-103, 88.7)
+    exp512_all(e, x, n);
+    for (size_t i = 0; i < n; i++) re[i] = exp((double)x[i]);
+    // the bounds of sm_expf (test_vmath)
+    CU_ASSERT(close_d("sm_exp512 on [-103, 88.7]", e, re, n, 2 * 0x1p-149, 2 * EPS));
+    for (size_t i = 0; i < n; i++) x[i] = -103.0f * (float)i / (float)n;   // [-103, 0]
+    exp512_nonpos_all(e, x, n);
+    for (size_t i = 0; i < n; i++) re[i] = exp((double)x[i]);
+    CU_ASSERT(close_d("sm_exp512_nonpos on [-103, 0]", e, re, n, 2 * 0x1p-149, 2 * EPS));
+    const float sx[16] = {0.0f, 88.8f, 1000.0f, INFINITY, -200.0f, -INFINITY, NAN, -NAN,
+                          88.72f, -104.0f, -87.5f, 1.0f, -1.0f, 1e-30f, -1e30f, 1e30f};
+    float se[16];
+    exp512_all(se, sx, 16);
+    CU_ASSERT(se[0] == 1.0f && isinf(se[1]) && isinf(se[2]) && isinf(se[3]));
+    CU_ASSERT(se[4] == 0.0f && se[5] == 0.0f && isnan(se[6]) && isnan(se[7]));
+    CU_ASSERT(isfinite(se[8]) && se[9] == 0.0f && se[13] == 1.0f && se[14] == 0.0f && isinf(se[15]));
+    CU_ASSERT(fabs(se[10] - exp(-87.5)) <= 2 * EPS * exp(-87.5) && fabs(se[11] - exp(1.0)) <= 2 * EPS * exp(1.0));
+    const float nx[16] = {0.0f, -0.0f, -INFINITY, NAN, -200.0f, -1e30f, -104.0f, -0.5f};
+    exp512_nonpos_all(se, nx, 16);
+    CU_ASSERT(se[0] == 1.0f && se[1] == 1.0f && se[2] == 0.0f && isnan(se[3]) && se[4] == 0.0f && se[5] == 0.0f);
+    CU_ASSERT(se[6] == 0.0f && fabs(se[7] - exp(-0.5)) <= 2 * EPS * exp(-0.5));
+    free(x), free(e), free(re);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1160,7 +1243,8 @@ int main(void) {
     if (!s || !CU_add_test(s, "gemm", test_gemm) || !CU_add_test(s, "encoder", test_encoder) ||
         !CU_add_test(s, "layernorm", test_layernorm) || !CU_add_test(s, "matmul", test_matmul) ||
         !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "flash_attention", test_flash_attention) ||
-        !CU_add_test(s, "gemm_paths", test_gemm_paths) || !CU_add_test(s, "fused", test_fused) || !CU_add_test(s, "vmath", test_vmath) || !CU_add_test(s, "gelu", test_gelu) ||
+        !CU_add_test(s, "gemm_paths", test_gemm_paths) || !CU_add_test(s, "fused", test_fused) || !CU_add_test(s, "vmath", test_vmath) ||
+        !CU_add_test(s, "vmath_avx512", test_vmath_avx512) || !CU_add_test(s, "gelu", test_gelu) ||
         !CU_add_test(s, "residual_scale", test_residual_scale) ||
         !CU_add_test(s, "softmax_xent", test_softmax_xent) || !CU_add_test(s, "adamw", test_adamw) ||
         !CU_add_test(s, "sum_squares", test_sum_squares)) {
