@@ -20,6 +20,7 @@ static float softmax_xent_row(float *d, const float *l, int tgt, int V, int Vp, 
     for (int k = 0; k < LANES; k++) m[k] = -INFINITY;
     int j = 0;
     for (; j + LANES <= V; j += LANES)
+#pragma omp simd   // this loop, not the one around it (which GCC gives up on)
         for (int k = 0; k < LANES; k++) m[k] = l[j + k] > m[k] ? l[j + k] : m[k];
     for (int k = 0; j < V; j++, k++) m[k] = l[j] > m[k] ? l[j] : m[k];
     for (int w = LANES / 2; w > 0; w /= 2)
