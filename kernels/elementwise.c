@@ -1,4 +1,4 @@
-// elementwise.c — defines gelu_forward/backward and gelu_tile (tanh form), residual_forward/backward and scale_inplace.
+// elementwise.c — defines gelu_forward, gelu_backward, gelu_tile (tanh form), residual_forward/backward, scale_inplace.
 #include "kernels_internal.h"
 
 #include <math.h>
@@ -71,6 +71,7 @@ KERNELS_INLINE_512 __mmask16 gelu_mask(size_t n) {   // the first min(n, 16) lan
 }
 
 KERNELS_TGT_512 static void gelu_forward_512(float *out, const float *inp, size_t n) {
+    // inp and out are (n)
     size_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, gelu512(_mm512_loadu_ps(inp + i)));
     if (i < n) {
@@ -80,6 +81,7 @@ KERNELS_TGT_512 static void gelu_forward_512(float *out, const float *inp, size_
 }
 
 KERNELS_TGT_512 static void gelu_backward_512(float *dinp, const float *inp, const float *dout, size_t n) {
+    // inp and dout are (n); dinp (n) +=
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 g = gelu_grad512(_mm512_loadu_ps(inp + i));
