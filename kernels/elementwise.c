@@ -1,4 +1,4 @@
-// elementwise.c — defines gelu_forward/backward and gelu_tile (tanh form), residual_forward/backward and scale_inplace.
+// elementwise.c — defines gelu_forward, gelu_backward, gelu_tile (tanh form), residual_forward/backward, scale_inplace.
 #include "kernels_internal.h"
 
 #include <math.h>
@@ -70,7 +70,8 @@ KERNELS_INLINE_512 __mmask16 gelu_mask(size_t n) {   // the first min(n, 16) lan
     return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
 }
 
-KERNELS_TGT_512 static void gelu_forward_512(float *out, const float *inp, size_t n) {
+KERNELS_INLINE_512 void gelu_forward_512(float *out, const float *inp, size_t n) {
+    // inp and out are (n)
     size_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, gelu512(_mm512_loadu_ps(inp + i)));
     if (i < n) {
@@ -79,7 +80,8 @@ KERNELS_TGT_512 static void gelu_forward_512(float *out, const float *inp, size_
     }
 }
 
-KERNELS_TGT_512 static void gelu_backward_512(float *dinp, const float *inp, const float *dout, size_t n) {
+KERNELS_INLINE_512 void gelu_backward_512(float *dinp, const float *inp, const float *dout, size_t n) {
+    // inp and dout are (n); dinp (n) +=
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 g = gelu_grad512(_mm512_loadu_ps(inp + i));
@@ -94,23 +96,44 @@ KERNELS_TGT_512 static void gelu_backward_512(float *dinp, const float *inp, con
 }
 #endif
 
-// Work is split into blocks of GELU_BLOCK elements (a multiple of 16) over the threads.
+// The parallel loops go over blocks of GELU_BLOCK elements (a multiple of 16).
 #define GELU_BLOCK 4096
+
+#ifdef KERNELS_X86
+KERNELS_TGT_512 static void gelu_forward_avx512(float *out, const float *inp, size_t n) {
+    // inp and out are (n)
+    size_t n_blocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < n_blocks; b++) {
+        size_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        gelu_forward_512(out + i0, inp + i0, len);
+    }
+}
+
+KERNELS_TGT_512 static void gelu_tile_avx512(float *out, int ldo, const float *in, int ldi, int rows, int cols) {
+    // in is (rows,cols) with row stride ldi; out likewise with ldo (one call per GEMM tile)
+    for (int i = 0; i < rows; i++) gelu_forward_512(out + (size_t)i * ldo, in + (size_t)i * ldi, (size_t)cols);
+}
+
+KERNELS_TGT_512 static void gelu_backward_avx512(float *dinp, const float *inp, const float *dout, size_t n) {
+    // inp and dout are (n); dinp (n) +=
+    size_t n_blocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < n_blocks; b++) {
+        size_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        gelu_backward_512(dinp + i0, inp + i0, dout + i0, len);
+    }
+}
+#endif
 
 void gelu_forward(float *out, const float *inp, size_t n) {
     // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); inp and out are (n)
-    size_t n_blocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
 #ifdef KERNELS_X86
     if (kernels_simd_level() == SM_SIMD_AVX512) {
-#pragma omp parallel for schedule(static)
-        for (size_t b = 0; b < n_blocks; b++) {
-            size_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
-            gelu_forward_512(out + i0, inp + i0, len);
-        }
+        gelu_forward_avx512(out, inp, n);
         return;
     }
 #endif
-    (void)n_blocks;
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = gelu_plain(inp[i]);
 }
@@ -119,7 +142,7 @@ void gelu_tile(float *out, int ldo, const float *in, int ldi, int rows, int cols
     // in is (rows,cols) with row stride ldi; out likewise with ldo; the arithmetic of gelu_forward
 #ifdef KERNELS_X86
     if (kernels_simd_level() == SM_SIMD_AVX512) {
-        for (int i = 0; i < rows; i++) gelu_forward_512(out + (size_t)i * ldo, in + (size_t)i * ldi, (size_t)cols);
+        gelu_tile_avx512(out, ldo, in, ldi, rows, cols);
         return;
     }
 #endif
@@ -135,12 +158,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     // dinp (n) += gelu'(inp) * dout, the exact derivative of the tanh form
 #ifdef KERNELS_X86
     if (kernels_simd_level() == SM_SIMD_AVX512) {
-        size_t n_blocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
-#pragma omp parallel for schedule(static)
-        for (size_t b = 0; b < n_blocks; b++) {
-            size_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
-            gelu_backward_512(dinp + i0, inp + i0, dout + i0, len);
-        }
+        gelu_backward_avx512(dinp, inp, dout, n);
         return;
     }
 #endif

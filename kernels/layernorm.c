@@ -77,6 +77,7 @@ void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd
 
 static void layernorm_backward_row(float *di, const float *x, const float *d, const float *weight, float m, float rs,
                                    int C) {
+    // one row: x, d (dout), weight are (C); di (C) +=; m and rs are the row's mean and rstd
     float a1[LANES] = {0}, a2[LANES] = {0};
     int c = 0;
     for (; c + LANES <= C; c += LANES)
@@ -102,6 +103,7 @@ static void layernorm_backward_row(float *di, const float *x, const float *d, co
 // Columns [c0, c0 + LN_CHUNK) of pass 2 (nc <= LN_CHUNK of them), plain C.
 static void layernorm_backward_cols(float *dweight, float *dbias, const float *dout, const float *inp,
                                     const float *mean, const float *rstd, int N, int C, int c0, int nc) {
+    // dout and inp are (N,C), mean and rstd (N); dweight and dbias (C) += over columns c0..c0+nc-1
     float dw[LN_CHUNK] = {0}, db[LN_CHUNK] = {0};
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C + c0, *d = dout + (size_t)n * C + c0;
@@ -132,6 +134,7 @@ KERNELS_INLINE_512 __mmask16 ln_mask(int n) {   // the first n lanes, n clamped 
 // One row of pass 1; sums in 32 float lanes (two vectors) combined in a fixed order.
 KERNELS_TGT_512 static void layernorm_backward_row_512(float *di, const float *x, const float *d,
                                                        const float *weight, float m, float rs, int C) {
+    // one row: x, d (dout), weight are (C); di (C) +=; m and rs are the row's mean and rstd
     const __m512 vm = _mm512_set1_ps(m), vrs = _mm512_set1_ps(rs);
     __m512 a1 = _mm512_setzero_ps(), b1 = a1, a2 = a1, b2 = a1;
     int c = 0;
@@ -167,6 +170,7 @@ KERNELS_TGT_512 static void layernorm_backward_row_512(float *di, const float *x
 KERNELS_TGT_512 static void layernorm_backward_cols_512(float *dweight, float *dbias, const float *dout,
                                                         const float *inp, const float *mean, const float *rstd,
                                                         int N, int C, int c0, int nc) {
+    // dout and inp are (N,C), mean and rstd (N); dweight and dbias (C) += over columns c0..c0+nc-1
     enum { NV = LN_CHUNK / 16 };
     __m512 dw[NV], db[NV];
     __mmask16 k[NV];

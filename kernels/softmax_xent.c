@@ -20,6 +20,7 @@ static float softmax_xent_row(float *d, const float *l, int tgt, int V, int Vp, 
     for (int k = 0; k < LANES; k++) m[k] = -INFINITY;
     int j = 0;
     for (; j + LANES <= V; j += LANES)
+#pragma omp simd   // this loop, not the one around it (which GCC gives up on)
         for (int k = 0; k < LANES; k++) m[k] = l[j + k] > m[k] ? l[j + k] : m[k];
     for (int k = 0; j < V; j++, k++) m[k] = l[j] > m[k] ? l[j] : m[k];
     for (int w = LANES / 2; w > 0; w /= 2)
@@ -73,6 +74,7 @@ KERNELS_INLINE_512 __m512d sx_hi_pd(__m512 x) {
 // Lane-wise maxima of l[0..V) (vmaxps returns its second operand for a NaN: NaNs are skipped, as
 // in the plain path, and reach the loss through the exps).
 KERNELS_INLINE_512 __m512 sx_row_max(const float *l, int V) {
+    // l is (V)
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     __m512 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
     int j = 0;
@@ -92,6 +94,7 @@ KERNELS_INLINE_512 __m512 sx_row_max(const float *l, int V) {
 // ln[0..V) (the next row; pass l itself when there is none).
 KERNELS_INLINE_512 double sx_exp_pass(float *d, const float *l, const float *ln, int V, float mx, __m512 *next_max,
                                       int store) {
+    // l and ln are (V); d is (V) when store is set
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vmx = _mm512_set1_ps(mx);
     __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
     __m512 nm0 = ninf, nm1 = ninf;
@@ -129,8 +132,7 @@ KERNELS_INLINE_512 double sx_exp_pass(float *d, const float *l, const float *ln,
     return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s2), _mm512_add_pd(s1, s3)));
 }
 
-// Rows [n0, n1) with AVX-512; the contract of softmax_xent for those rows; returns nothing (the
-// losses are written).
+// softmax_xent on the rows [n0, n1) (one thread's share), with AVX-512.
 KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits, const float *logits,
                                                   const int *targets, int n0, int n1, int V, int Vp, float dloss) {
     // logits (N,Vp), dlogits (N,Vp) or NULL, targets and losses (N): rows n0..n1-1 of them
@@ -150,7 +152,8 @@ KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits,
         // the row is in L2: scale the exps in place, then zeros over the padding
         const __m512 vinv = _mm512_set1_ps((float)(1.0 / sum)), vdl = _mm512_set1_ps(dloss);
         int j = 0;
-        for (; j + 16 <= V; j += 16) _mm512_storeu_ps(d + j, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(d + j), vinv), vdl));
+        for (; j + 16 <= V; j += 16)
+            _mm512_storeu_ps(d + j, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(d + j), vinv), vdl));
         for (; j < Vp; j += 16) {
             __mmask16 k = sx_mask(V - j);
             __m512 p = _mm512_maskz_mul_ps(k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + j), vinv), vdl);
