@@ -362,52 +362,6 @@ static const gemm_isa *pick_isa(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefetching the next block's source while this block computes
-//
-// Packing reads its source before any arithmetic starts, so a block whose source is in DRAM (a
-// layer's weights, read once per pass; the LM head's logits) stalls for the whole transfer. The
-// driver therefore walks the source of the NEXT block of op(B) and op(A) a few cache lines per
-// micro-kernel call (prefetcht1: into L2), so the transfer overlaps the current block's FMAs.
-
-typedef struct {
-    const char *row;        // the current row's first byte
-    size_t ld_bytes;        // row stride
-    int rows_left, lines_per_row, line;
-    int quota;              // lines per micro-kernel call
-} prefetch_walk;
-
-// A (rows, row_bytes) region with row stride ld_bytes, spread over `calls` micro-kernel calls.
-static prefetch_walk prefetch_region(const float *base, size_t ld_floats, int rows, int row_floats, long calls) {
-    prefetch_walk w = {0};
-    if (rows <= 0 || row_floats <= 0 || calls <= 0) return w;
-    w.row = (const char *)((uintptr_t)base & ~(uintptr_t)63);   // whole lines, from the first one touched
-    w.ld_bytes = ld_floats * sizeof(float);
-    w.rows_left = rows;
-    w.lines_per_row = (int)(((uintptr_t)base & 63) + (size_t)row_floats * sizeof(float) + 63) / 64;
-    long total = (long)rows * w.lines_per_row;
-    w.quota = (int)((total + calls - 1) / calls);
-    return w;
-}
-
-static inline void prefetch_step(prefetch_walk *w) {
-    for (int k = 0; k < w->quota && w->rows_left > 0; k++) {
-        __builtin_prefetch(w->row + (size_t)w->line * 64, 0, 2);
-        if (++w->line == w->lines_per_row) {
-            w->line = 0;
-            w->row += w->ld_bytes;
-            w->rows_left--;
-        }
-    }
-}
-
-// The source of op(X) rows [r0, r0+nr) x columns [c0, c0+nc) of a matrix stored with row stride
-// ld (op(X) = X, or X^T when trans), as a prefetch walk over `calls` calls.
-static prefetch_walk prefetch_block(const float *X, int ld, int trans, int r0, int nr, int c0, int nc, long calls) {
-    if (!trans) return prefetch_region(X + (size_t)r0 * ld + c0, (size_t)ld, nr, nc, calls);
-    return prefetch_region(X + (size_t)c0 * ld + r0, (size_t)ld, nc, nr, calls);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Drivers
 
 static void apply_gelu_epilogue(const gemm_epilogue *ep, const float *C, int ldc, int i0, int j0, int mr, int nr) {
@@ -438,36 +392,20 @@ void gemm_ex(int trans_a, int trans_b, int M, int N, int K, float alpha, const f
     const int MR = isa->mr, NR = isa->nr, MC = isa->mc;
     _Alignas(64) float Ap[MC_MAX * KC];
     _Alignas(64) float Bp[KC * NC_MAX];
-    const long col_panels_per_block = (NC_MAX + NR - 1) / NR;
     for (int jc = 0; jc < N; jc += NC_MAX) {
         int nc = N - jc < NC_MAX ? N - jc : NC_MAX;
-        const long calls_per_ablock = (long)((MC + MR - 1) / MR) * ((nc + NR - 1) / NR);
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC;
             int first = pc == 0, last = pc + kc == K;
             float beta_blk = first ? beta : 1.0f;   // later K slices accumulate
             isa->pack_b(Bp, trans_b, B, ldb, pc, kc, jc, nc);
-            // op(B)'s next block: the next K slice of these columns, else the next columns' first
-            int pn = last ? 0 : pc + kc, jn = last ? jc + nc : jc;
-            int kn = K - pn < KC ? K - pn : KC, nn = N - jn < NC_MAX ? N - jn : NC_MAX;
-            prefetch_walk wb = {0};
-            if (jn < N)
-                wb = prefetch_block(B, ldb, trans_b, pn, kn, jn, nn, (long)((M + MR - 1) / MR) * col_panels_per_block);
             for (int ic = 0; ic < M; ic += MC) {
                 int mc = M - ic < MC ? M - ic : MC;
                 isa->pack_a(Ap, trans_a, A, lda, ic, mc, pc, kc);
-                // op(A)'s next block: the next rows of this K slice (a new slice starts at row 0)
-                int in = ic + mc < M ? ic + mc : 0, pa = ic + mc < M ? pc : pn;
-                prefetch_walk wa = {0};
-                if (ic + mc < M || !last || jn < N)
-                    wa = prefetch_block(A, lda, trans_a, in, M - in < MC ? M - in : MC, pa, K - pa < KC ? K - pa : KC,
-                                        calls_per_ablock);
                 for (int ir = 0; ir < mc; ir += MR) {
                     int mr = mc - ir < MR ? mc - ir : MR;
                     for (int jr = 0; jr < nc; jr += NR) {
                         int nr = nc - jr < NR ? nc - jr : NR;
-                        prefetch_step(&wb);
-                        prefetch_step(&wa);
                         float *Ct = C + (size_t)(ic + ir) * ldc + jc + jr;
                         isa->micro(kc, Ap + (size_t)ir * kc, Bp + (size_t)jr * kc, Ct, ldc, mr, nr, alpha, beta_blk,
                                    first && bias ? bias + jc + jr : NULL);
@@ -490,27 +428,24 @@ void gemm_parallel(int trans_a, int trans_b, int M, int N, int K, float alpha, c
     const gemm_isa *isa = pick_isa();
     const int MR = isa->mr, NR = isa->nr;
     int nt = omp_get_max_threads();
-    // A 1-D split of the output into tiles on whole micro-tiles, as even as possible. Columns
-    // first: a tile then packs only its share of op(B) (the weights, in a linear layer) and all
-    // of the smaller op(A) (which gemm_ex re-packs per NC_MAX columns anyway). Rows when there are
-    // too few columns to share or op(A) is the much larger operand (each row tile packs all of
-    // op(B)). Wide products get one tile per NC_MAX columns, or per 16 row blocks (MC rows each),
-    // rounded up to a multiple of the thread count and handed out dynamically: on a shared
-    // machine a thread that is slowed down then takes fewer tiles instead of holding the others
-    // at the barrier. Tile sizes never change an element's value (see gemm_ex).
+    // A grid of gr x gc tiles, one per thread. Columns first: each thread then packs only its
+    // share of op(B) (the weights, in a linear layer) and all of the smaller op(A). Rows when
+    // there are too few columns to share (or op(A) is the much larger operand).
+    int gr = 1, gc = nt;
     int col_units = (N + NR - 1) / NR, row_units = (M + MR - 1) / MR;
-    int by_rows = nt > 1 && (col_units < 2 * nt || (size_t)M > 4 * (size_t)N);
-    int units = by_rows ? row_units : col_units;
-    int per_tile = by_rows ? 16 * isa->mc / MR : NC_MAX / NR;   // units in a "wide" tile
-    int n_tiles = (units + per_tile - 1) / per_tile;
-    n_tiles = (n_tiles + nt - 1) / nt * nt;
-    if (n_tiles > units) n_tiles = units;
-    if (n_tiles <= 1 || nt <= 1) {
+    if (nt > 1 && (col_units < 2 * nt || (size_t)M > 4 * (size_t)N)) {
+        gr = nt;
+        gc = 1;
+        if (row_units < gr) gr = row_units < 1 ? 1 : row_units;
+    }
+    if (gc > col_units) gc = col_units;
+    // tile edges on whole micro-tiles, as even as possible
+    int n_tiles = gr * gc;
+    if (n_tiles <= 1) {
         gemm_ex(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
         return;
     }
-    const int gr = by_rows ? n_tiles : 1, gc = by_rows ? 1 : n_tiles;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_tiles < nt ? n_tiles : nt)
+#pragma omp parallel for schedule(static) num_threads(n_tiles)
     for (int tile = 0; tile < n_tiles; tile++) {
         int ti = tile / gc, tj = tile % gc;
         int r0 = (int)((long)row_units * ti / gr) * MR, r1 = (int)((long)row_units * (ti + 1) / gr) * MR;
