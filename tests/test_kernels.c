@@ -832,8 +832,8 @@ static void test_gemm_paths(void) {
         gemm_case(0, 1, 256, 768, 256, 1.0f, 0.0f);   // forward: inp @ W^T
         gemm_case(0, 0, 256, 256, 1024, 1.0f, 1.0f);  // dinp += dout @ W
         gemm_case(1, 0, 768, 256, 256, 1.0f, 1.0f);   // dweight += dout^T @ inp
-        // gemm_mt: the same bits as gemm at 1, 2 and 3 threads; the shapes split into 2 column
-        // tiles, into many NC-wide column tiles (handed out dynamically), and into row tiles
+        // gemm_mt: the same bits as gemm at 1, 2 and 3 threads, for a product split into column
+        // tiles (wide, narrow) and one split into row tiles
         gemm_mt_case(0, 0, 300, 517, 301, lvl);
         gemm_mt_case(0, 1, 61, 1601, 300, lvl);
         gemm_mt_case(1, 0, 4001, 37, 129, lvl);
