@@ -66,16 +66,12 @@ KERNELS_INLINE_512 __m512 gelu_grad512(__m512 x) {
     return _mm512_fmadd_ps(_mm512_mul_ps(trr, x), dw, s);
 }
 
-KERNELS_INLINE_512 __mmask16 gelu_mask(size_t n) {   // the first min(n, 16) lanes
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-}
-
 KERNELS_INLINE_512 void gelu_forward_512(float *out, const float *inp, size_t n) {
     // inp and out are (n)
     size_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, gelu512(_mm512_loadu_ps(inp + i)));
     if (i < n) {
-        __mmask16 k = gelu_mask(n - i);
+        __mmask16 k = sm_lanes_mask(n - i);
         _mm512_mask_storeu_ps(out + i, k, gelu512(_mm512_maskz_loadu_ps(k, inp + i)));
     }
 }
@@ -88,7 +84,7 @@ KERNELS_INLINE_512 void gelu_backward_512(float *dinp, const float *inp, const f
         _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(g, _mm512_loadu_ps(dout + i), _mm512_loadu_ps(dinp + i)));
     }
     if (i < n) {
-        __mmask16 k = gelu_mask(n - i);
+        __mmask16 k = sm_lanes_mask(n - i);
         __m512 g = gelu_grad512(_mm512_maskz_loadu_ps(k, inp + i));
         __m512 d = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(k, dout + i), _mm512_maskz_loadu_ps(k, dinp + i));
         _mm512_mask_storeu_ps(dinp + i, k, d);

@@ -8,10 +8,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define SM_X86 1
-#endif
 
 // Loop order (GotoBLAS/BLIS): for each NC-column block of op(B), for each KC slice of the
 // contraction, pack op(B)[KC x NC] once (it stays in L2); for each MC-row block of op(A), pack
@@ -122,7 +118,7 @@ static void micro_g(int kc, const float *restrict Ap, const float *restrict Bp, 
 
 static const gemm_isa ISA_GENERIC = {G_MR, G_NR, 128, pack_a_g, pack_b_g, micro_g};
 
-#ifdef SM_X86
+#ifdef KERNELS_X86
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA: 6 x 16 tile (12 ymm accumulators), generic packing
 
@@ -196,15 +192,10 @@ static const gemm_isa ISA_AVX2 = {A2_MR, A2_NR, 120, pack_a_a2, pack_b_a2, micro
 // AVX-512: 14 x 32 tile (28 zmm accumulators + 2 B vectors + 1 broadcast = 31 registers),
 // packing with in-register 16 x 16 transposes.
 
-#define TGT_512 __attribute__((target("avx512f,avx2,fma")))
 enum { Z_MR = 14, Z_NV = 2, Z_NR = 16 * Z_NV };
 
-static inline __attribute__((always_inline)) TGT_512 __mmask16 lanes_mask(int n) {
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 // In-place transpose of the 16 x 16 block held in r[0..15] (row i, column c -> row c, column i).
-static inline __attribute__((always_inline)) TGT_512 void transpose16(__m512 r[16]) {
+KERNELS_INLINE_512 void transpose16(__m512 r[16]) {
     __m512 t[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -229,16 +220,16 @@ static inline __attribute__((always_inline)) TGT_512 void transpose16(__m512 r[1
 
 // rows [0, nrows) of src (row stride ld), columns [0, ncols) (<= 16 each), transposed into
 // dst: dst[c*dst_stride + i] = src[i*ld + c] for c < ncols and i < width (lanes i >= nrows are 0).
-static inline __attribute__((always_inline)) TGT_512 void transpose_block(float *dst, int dst_stride, int width,
+KERNELS_INLINE_512 void transpose_block(float *dst, int dst_stride, int width,
                                                                          const float *src, int ld, int nrows, int ncols) {
     __m512 r[16];
-    __mmask16 cm = lanes_mask(ncols), wm = lanes_mask(width);
+    __mmask16 cm = sm_lanes_mask(ncols), wm = sm_lanes_mask(width);
     for (int i = 0; i < 16; i++) r[i] = i < nrows ? _mm512_maskz_loadu_ps(cm, src + (size_t)i * ld) : _mm512_setzero_ps();
     transpose16(r);
     for (int c = 0; c < ncols; c++) _mm512_mask_storeu_ps(dst + (size_t)c * dst_stride, wm, r[c]);
 }
 
-TGT_512 static void pack_a_z(float *restrict dst, int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc) {
+KERNELS_TGT_512 static void pack_a_z(float *restrict dst, int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc) {
     for (int s = 0; s < mc; s += Z_MR) {
         int mr = mc - s < Z_MR ? mc - s : Z_MR;
         if (!trans_a) {   // rows of A are contiguous in p: transpose 14 x 16 blocks
@@ -246,7 +237,7 @@ TGT_512 static void pack_a_z(float *restrict dst, int trans_a, const float *A, i
             for (int p = 0; p < kc; p += 16)
                 transpose_block(dst + (size_t)p * Z_MR, Z_MR, Z_MR, src + p, lda, mr, kc - p < 16 ? kc - p : 16);
         } else {   // op(A)(i,p) = A[p*lda + i]: a masked copy of mr floats per p
-            __mmask16 m = lanes_mask(mr), w = lanes_mask(Z_MR);
+            __mmask16 m = sm_lanes_mask(mr), w = sm_lanes_mask(Z_MR);
             for (int p = 0; p < kc; p++)
                 _mm512_mask_storeu_ps(dst + (size_t)p * Z_MR, w,
                                       _mm512_maskz_loadu_ps(m, A + (size_t)(p0 + p) * lda + i0 + s));
@@ -255,12 +246,12 @@ TGT_512 static void pack_a_z(float *restrict dst, int trans_a, const float *A, i
     }
 }
 
-TGT_512 static void pack_b_z(float *restrict dst, int trans_b, const float *B, int ldb, int p0, int kc, int j0, int nc) {
+KERNELS_TGT_512 static void pack_b_z(float *restrict dst, int trans_b, const float *B, int ldb, int p0, int kc, int j0, int nc) {
     for (int s = 0; s < nc; s += Z_NR) {
         int nr = nc - s < Z_NR ? nc - s : Z_NR;
         if (!trans_b) {   // op(B)(p,j) = B[p*ldb + j]: masked copies of nr floats per p
             __mmask16 m[Z_NV];
-            for (int v = 0; v < Z_NV; v++) m[v] = lanes_mask(nr - 16 * v);
+            for (int v = 0; v < Z_NV; v++) m[v] = sm_lanes_mask(nr - 16 * v);
             const float *src = B + (size_t)p0 * ldb + j0 + s;
             for (int p = 0; p < kc; p++) {
 #pragma GCC unroll 4
@@ -281,7 +272,7 @@ TGT_512 static void pack_b_z(float *restrict dst, int trans_b, const float *B, i
     }
 }
 
-TGT_512 static void micro_z(int kc, const float *restrict Ap, const float *restrict Bp, float *C, int ldc, int mr, int nr,
+KERNELS_TGT_512 static void micro_z(int kc, const float *restrict Ap, const float *restrict Bp, float *C, int ldc, int mr, int nr,
                             float alpha, float beta, const float *bias) {
     __m512 c[Z_MR][Z_NV];
 #pragma GCC unroll 14
@@ -301,7 +292,7 @@ TGT_512 static void micro_z(int kc, const float *restrict Ap, const float *restr
     __mmask16 m[Z_NV];
     __m512 bb[Z_NV];
     for (int v = 0; v < Z_NV; v++) {
-        m[v] = lanes_mask(nr - 16 * v);
+        m[v] = sm_lanes_mask(nr - 16 * v);
         bb[v] = bias ? _mm512_maskz_loadu_ps(m[v], bias + 16 * v) : _mm512_setzero_ps();
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -319,7 +310,7 @@ TGT_512 static void micro_z(int kc, const float *restrict Ap, const float *restr
 }
 
 static const gemm_isa ISA_AVX512 = {Z_MR, Z_NR, Z_MR * 8, pack_a_z, pack_b_z, micro_z};
-#endif   // SM_X86
+#endif   // KERNELS_X86
 
 // ---------------------------------------------------------------------------------------------
 // SIMD level: the best the CPU has, or lower when asked (tests, bench)
@@ -327,7 +318,7 @@ static const gemm_isa ISA_AVX512 = {Z_MR, Z_NR, Z_MR * 8, pack_a_z, pack_b_z, mi
 static atomic_int g_simd_cap = -1;   // -1: no cap
 
 kernels_simd kernels_simd_detect(void) {
-#ifdef SM_X86
+#ifdef KERNELS_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return SM_SIMD_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SM_SIMD_AVX2;
@@ -351,7 +342,7 @@ const char *kernels_simd_name(kernels_simd level) {
 }
 
 static const gemm_isa *pick_isa(void) {
-#ifdef SM_X86
+#ifdef KERNELS_X86
     switch (kernels_simd_level()) {
     case SM_SIMD_AVX512: return &ISA_AVX512;
     case SM_SIMD_AVX2: return &ISA_AVX2;

@@ -105,6 +105,10 @@ KERNELS_INLINE_512 __m512 sm_exp512_clamped(__m512 xc) {
 KERNELS_INLINE_512 __m512 sm_exp512_nonpos(__m512 x) {
     return sm_exp512_clamped(_mm512_max_ps(_mm512_set1_ps(-104.0f), x));
 }
+// The first n lanes of a vector (n clamped to [0, 16]): masks for rows' tails.
+KERNELS_INLINE_512 __mmask16 sm_lanes_mask(long n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
 KERNELS_INLINE_512 __m512 sm_exp512(__m512 x) {
     return sm_exp512_clamped(_mm512_min_ps(_mm512_set1_ps(88.8f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x)));
 }

@@ -127,10 +127,6 @@ static void layernorm_backward_cols(float *dweight, float *dbias, const float *d
 }
 
 #ifdef KERNELS_X86
-KERNELS_INLINE_512 __mmask16 ln_mask(int n) {   // the first n lanes, n clamped to [0, 16]
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 // One row of pass 1; sums in 32 float lanes (two vectors) combined in a fixed order.
 KERNELS_TGT_512 static void layernorm_backward_row_512(float *di, const float *x, const float *d,
                                                        const float *weight, float m, float rs, int C) {
@@ -149,7 +145,7 @@ KERNELS_TGT_512 static void layernorm_backward_row_512(float *di, const float *x
         b2 = _mm512_fmadd_ps(g1, n1, b2);
     }
     for (; c < C; c += 16) {   // zeros in the lanes past C add nothing
-        __mmask16 k = ln_mask(C - c);
+        __mmask16 k = sm_lanes_mask(C - c);
         __m512 n0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vrs);
         __m512 g0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, weight + c), _mm512_maskz_loadu_ps(k, d + c));
         a1 = _mm512_add_ps(a1, g0);
@@ -158,7 +154,7 @@ KERNELS_TGT_512 static void layernorm_backward_row_512(float *di, const float *x
     const __m512 s1 = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(a1, b1)) / C);
     const __m512 s2 = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(a2, b2)) / C);
     for (c = 0; c < C; c += 16) {
-        __mmask16 k = ln_mask(C - c);
+        __mmask16 k = sm_lanes_mask(C - c);
         __m512 norm = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vrs);
         __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, weight + c), _mm512_maskz_loadu_ps(k, d + c));
         __m512 t = _mm512_fnmadd_ps(norm, s2, _mm512_sub_ps(g, s1));
@@ -176,7 +172,7 @@ KERNELS_TGT_512 static void layernorm_backward_cols_512(float *dweight, float *d
     __mmask16 k[NV];
     for (int v = 0; v < NV; v++) {
         dw[v] = db[v] = _mm512_setzero_ps();
-        k[v] = ln_mask(nc - 16 * v);
+        k[v] = sm_lanes_mask(nc - 16 * v);
     }
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C + c0, *d = dout + (size_t)n * C + c0;

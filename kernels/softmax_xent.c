@@ -63,9 +63,6 @@ static float softmax_xent_row(float *d, const float *l, int tgt, int V, int Vp, 
 #define SX_FBLOCK 128     // the exps of a block are added in float (4 terms a lane: relative error
                           // <= 3 u), then in double: the loss keeps its few-eps accuracy
 
-KERNELS_INLINE_512 __mmask16 sx_mask(int n) {   // the first n lanes, n clamped to [0, 16]
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
 KERNELS_INLINE_512 __m512d sx_lo_pd(__m512 x) { return _mm512_cvtps_pd(_mm512_castps512_ps256(x)); }
 KERNELS_INLINE_512 __m512d sx_hi_pd(__m512 x) {
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
@@ -85,7 +82,7 @@ KERNELS_INLINE_512 __m512 sx_row_max(const float *l, int V) {
         m2 = _mm512_max_ps(_mm512_loadu_ps(l + j + 32), m2);
         m3 = _mm512_max_ps(_mm512_loadu_ps(l + j + 48), m3);
     }
-    for (; j < V; j += 16) m0 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, sx_mask(V - j), l + j), m0);
+    for (; j < V; j += 16) m0 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, sm_lanes_mask(V - j), l + j), m0);
     return _mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3));
 }
 
@@ -121,7 +118,7 @@ KERNELS_INLINE_512 double sx_exp_pass(float *d, const float *l, const float *ln,
         s3 = _mm512_add_pd(s3, sx_hi_pd(f1));
     }
     for (; j < V; j += 16) {
-        __mmask16 k = sx_mask(V - j);
+        __mmask16 k = sm_lanes_mask(V - j);
         nm0 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, k, ln + j), nm0);
         __m512 e = _mm512_maskz_mov_ps(k, sm_exp512_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, l + j), vmx)));
         if (store) _mm512_mask_storeu_ps(d + j, k, e);
@@ -155,9 +152,9 @@ KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits,
         for (; j + 16 <= V; j += 16)
             _mm512_storeu_ps(d + j, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(d + j), vinv), vdl));
         for (; j < Vp; j += 16) {
-            __mmask16 k = sx_mask(V - j);
+            __mmask16 k = sm_lanes_mask(V - j);
             __m512 p = _mm512_maskz_mul_ps(k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + j), vinv), vdl);
-            _mm512_mask_storeu_ps(d + j, sx_mask(Vp - j), p);
+            _mm512_mask_storeu_ps(d + j, sm_lanes_mask(Vp - j), p);
         }
         d[tgt] -= dloss;
     }
