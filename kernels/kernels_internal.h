@@ -123,6 +123,7 @@ static inline float row_max(const float *x, int n) {
     for (int l = 0; l < KERNELS_LANES; l++) m[l] = -INFINITY;
     int j = 0;
     for (; j + KERNELS_LANES <= n; j += KERNELS_LANES)
+#pragma omp simd   // this loop, not the one around it (which GCC gives up on)
         for (int l = 0; l < KERNELS_LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
     for (int l = 0; j < n; j++, l++) m[l] = x[j] > m[l] ? x[j] : m[l];
     for (int w = KERNELS_LANES / 2; w > 0; w /= 2)

@@ -16,16 +16,8 @@ static float softmax_xent_row(float *d, const float *l, int tgt, int V, int Vp, 
     // l is (Vp) with V real columns; d (Vp) or NULL, may alias l
     // max and sum of exp in LANES partial results combined in a fixed order (vectorises);
     // the sum is accumulated in double
-    float m[LANES];
-    for (int k = 0; k < LANES; k++) m[k] = -INFINITY;
-    int j = 0;
-    for (; j + LANES <= V; j += LANES)
-#pragma omp simd   // this loop, not the one around it (which GCC gives up on)
-        for (int k = 0; k < LANES; k++) m[k] = l[j + k] > m[k] ? l[j + k] : m[k];
-    for (int k = 0; j < V; j++, k++) m[k] = l[j] > m[k] ? l[j] : m[k];
-    for (int w = LANES / 2; w > 0; w /= 2)
-        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
-    float mx = m[0];
+    float mx = row_max(l, V);
+    int j;
     float lt = l[tgt];   // read before d (which may alias) is written
     // exps of a block (vectorised), kept in d when it is wanted (so exp() runs once per
     // logit), then added up in double
