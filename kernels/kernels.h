@@ -19,6 +19,16 @@ kernels_simd kernels_simd_level(void);    // the level in use: detect(), capped 
 kernels_simd kernels_set_simd(kernels_simd level);
 const char *kernels_simd_name(kernels_simd level);
 
+// ---- floating-point environment --------------------------------------------------------------
+// Flush-to-zero and denormals-are-zero on (on = 1) or off for the calling thread and every thread
+// of the OpenMP pool. Training turns it on before its first step: AdamW's moments of parameters
+// that get no gradient (embedding rows of unseen tokens) decay through the denormal range for
+// hundreds of steps, and arithmetic on denormals takes microcode assists (AdamW ~15x slower here).
+// Returns 1 where the CPU has the modes (x86), else 0 (and changes nothing). Call it outside
+// parallel regions.
+int kernels_flush_denormals(int on);
+int kernels_denormals_flushed(void);   // both modes on in the calling thread
+
 // ---- generic single-threaded GEMM on strided row-major matrices ---------------------
 // C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, op(X) = X or X^T.
 // lda/ldb/ldc are row strides in floats of the matrices as stored. beta = 0 never reads C.

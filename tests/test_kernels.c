@@ -2,8 +2,8 @@
 // backwards against central finite differences of those references, gemm against a double
 // triple loop on every SIMD path the CPU has, the flash-attention kernels against the
 // batched-matmul reference and finite differences, the fused kernels against their unfused
-// pairs, AdamW and sum_squares against scalar double loops, and determinism checks (bit for bit,
-// repeated and across thread counts).
+// pairs, AdamW and sum_squares against scalar double loops, flush-to-zero in every thread, and
+// determinism checks (bit for bit, repeated and across thread counts).
 #include <CUnit/Basic.h>
 #include <float.h>
 #include <math.h>
@@ -1210,6 +1210,49 @@ static void test_adamw(void) {
     free(p), free(m), free(v), free(gr), free(rp), free(rm), free(rv);
 }
 
+// Flush-to-zero and denormals-are-zero, in the calling thread and in a wider team opened after
+// the call: a product below FLT_MIN is 0, a denormal operand reads as 0, and AdamW's moments of
+// a parameter with no gradient go to 0 instead of through the denormal range; off restores IEEE.
+static int denormal_probe(void) {   // 1 when both modes act in this thread
+    volatile float tiny = 1e-20f, den = 1e-40f;   // tiny^2 = 1e-40 is a denormal result
+    float sq = tiny * tiny, twice = den * 2.0f;
+    return sq == 0.0f && twice == 0.0f;
+}
+
+static void test_flush_denormals(void) {
+    if (!kernels_flush_denormals(1)) {   // not an x86 CPU: nothing to check
+        CU_ASSERT(!kernels_denormals_flushed());
+        return;
+    }
+    CU_ASSERT(kernels_denormals_flushed());
+    CU_ASSERT(denormal_probe());
+    int nt = omp_get_max_threads() + 2, bad = 0;   // more threads than the pool had
+#pragma omp parallel num_threads(nt) reduction(+ : bad)
+    bad += !denormal_probe() || !kernels_denormals_flushed();
+    CU_ASSERT_EQUAL(bad, 0);
+
+    size_t n = 40;
+    float *p = falloc(n), *m = falloc(n), *v = falloc(n), *gr = falloc(n);
+    fill_const(p, n, 0.5f);
+    fill_const(m, n, 1e-39f);   // denormal moments, no gradient
+    fill_const(v, n, 1e-39f);
+    fill_const(gr, n, 0.0f);
+    adamw_update(p, gr, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 10);
+    for (size_t i = 0; i < n; i++) CU_ASSERT(m[i] == 0.0f && v[i] == 0.0f && p[i] == 0.5f);
+
+    kernels_flush_denormals(0);
+    CU_ASSERT(!kernels_denormals_flushed());
+    int flushed = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : flushed)
+    flushed += denormal_probe();
+    CU_ASSERT_EQUAL(flushed, 0);
+    fill_const(m, n, 1e-39f);
+    fill_const(v, n, 1e-39f);
+    adamw_update(p, gr, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 10);
+    for (size_t i = 0; i < n; i++) CU_ASSERT(m[i] > 0.0f && m[i] < FLT_MIN);   // IEEE: 0.9 * 1e-39
+    free(p), free(m), free(v), free(gr);
+}
+
 static void test_sum_squares(void) {
     static const size_t sizes[] = {0, 1, 5, 65536, 65537, 300001, ((size_t)256 << 16) + 1000};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
@@ -1247,6 +1290,7 @@ int main(void) {
         !CU_add_test(s, "vmath_avx512", test_vmath_avx512) || !CU_add_test(s, "gelu", test_gelu) ||
         !CU_add_test(s, "residual_scale", test_residual_scale) ||
         !CU_add_test(s, "softmax_xent", test_softmax_xent) || !CU_add_test(s, "adamw", test_adamw) ||
+        !CU_add_test(s, "flush_denormals", test_flush_denormals) ||
         !CU_add_test(s, "sum_squares", test_sum_squares)) {
         fprintf(stderr, "test_kernels: CUnit setup: %s\n", CU_get_error_msg());
         CU_cleanup_registry();

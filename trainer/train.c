@@ -14,6 +14,7 @@
 #include "common.h"
 #include "data.h"
 #include "gpt2.h"
+#include "kernels.h"
 #include "profile.h"
 #include "trainer.h"
 
@@ -367,6 +368,7 @@ int cmd_train(int argc, char **argv) {
     if (!threads && getenv("OMP_NUM_THREADS")) threads = omp_get_max_threads();
     if (!threads) threads = topo.n_cpus;
     omp_set_num_threads(threads);
+    kernels_flush_denormals(1);   // see kernels.h: denormal AdamW moments would slow every step
 
     // data: the train shard (and val) of PREFIX
     char train_path[4096], val_path[4096], err[1024];
