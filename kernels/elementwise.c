@@ -77,17 +77,16 @@ KERNELS_INLINE_512 void gelu_forward_512(float *out, const float *inp, size_t n)
 }
 
 KERNELS_INLINE_512 void gelu_backward_512(float *dinp, const float *inp, const float *dout, size_t n) {
-    // inp and dout are (n); dinp (n) +=
+    // inp and dout are (n); dinp (n) = (written, never read)
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 g = gelu_grad512(_mm512_loadu_ps(inp + i));
-        _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(g, _mm512_loadu_ps(dout + i), _mm512_loadu_ps(dinp + i)));
+        _mm512_storeu_ps(dinp + i, _mm512_mul_ps(g, _mm512_loadu_ps(dout + i)));
     }
     if (i < n) {
         __mmask16 k = sm_lanes_mask(n - i);
         __m512 g = gelu_grad512(_mm512_maskz_loadu_ps(k, inp + i));
-        __m512 d = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(k, dout + i), _mm512_maskz_loadu_ps(k, dinp + i));
-        _mm512_mask_storeu_ps(dinp + i, k, d);
+        _mm512_mask_storeu_ps(dinp + i, k, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, dout + i)));
     }
 }
 #endif
@@ -112,7 +111,7 @@ KERNELS_TGT_512 static void gelu_tile_avx512(float *out, int ldo, const float *i
 }
 
 KERNELS_TGT_512 static void gelu_backward_avx512(float *dinp, const float *inp, const float *dout, size_t n) {
-    // inp and dout are (n); dinp (n) +=
+    // inp and dout are (n); dinp (n) =
     size_t n_blocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < n_blocks; b++) {
@@ -151,7 +150,8 @@ void gelu_tile(float *out, int ldo, const float *in, int ldi, int rows, int cols
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-    // dinp (n) += gelu'(inp) * dout, the exact derivative of the tanh form
+    // dinp (n) = gelu'(inp) * dout, the exact derivative of the tanh form (overwritten: the MLP's
+    // pre-activation gradient has no other contribution, so no clearing pass is needed)
 #ifdef KERNELS_X86
     if (kernels_simd_level() == SM_SIMD_AVX512) {
         gelu_backward_avx512(dinp, inp, dout, n);
@@ -159,7 +159,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     }
 #endif
 #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) dinp[i] += gelu_grad_plain(inp[i]) * dout[i];
+    for (size_t i = 0; i < n; i++) dinp[i] = gelu_grad_plain(inp[i]) * dout[i];
 }
 
 void residual_forward(float *out, const float *inp1, const float *inp2, size_t n) {

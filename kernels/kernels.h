@@ -1,7 +1,8 @@
 // kernels.h — the pure ops of a GPT-2: forward and backward pairs, OpenMP-parallel.
 // No MPI, no files, no model. Conventions (llm.c's): outputs first, then saved tensors,
 // inputs, weights, dimensions; inputs are const; every *_backward ACCUMULATES (+=)
-// into its gradient outputs, except where its comment says otherwise (matmul_backward). Shapes are in the comments; N = B*T rows.
+// into its gradient outputs, except where its comment says otherwise (matmul_backward,
+// gelu_backward). Shapes are in the comments; N = B*T rows.
 // Determinism: no OpenMP reduction or atomics; every sum has a fixed order, so results
 // are bit-identical for the same thread count (and independent of it where noted).
 #pragma once
@@ -113,7 +114,7 @@ void attention_backward_ref(float *dqkv, float *datt, const float *dout, const f
 
 // ---- GELU, tanh approximation ------------------------------------------------------------
 void gelu_forward(float *out, const float *inp, size_t n);
-// dinp += gelu'(inp) * dout
+// dinp (n) = gelu'(inp) * dout: OVERWRITES dinp (written, never read)
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
 // ---- residual ------------------------------------------------------------------------------

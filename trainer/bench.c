@@ -475,7 +475,7 @@ static void bench_kernels_shape(const bench_opts *o, const blas_lib *blas, const
     snprintf(name, sizeof name, "gelu fwd (%d,%d)", k.N, g.C);
     bench_memory_kernel(o, name, k_gelu_f, &g, b4 * 2 * 4 * nc, stream_gbps);
     snprintf(name, sizeof name, "gelu bwd (%d,%d)", k.N, g.C);
-    bench_memory_kernel(o, name, k_gelu_b, &g, b4 * 4 * 4 * nc, stream_gbps);
+    bench_memory_kernel(o, name, k_gelu_b, &g, b4 * 3 * 4 * nc, stream_gbps);   // reads inp, dout; writes dinp
     snprintf(name, sizeof name, "softmax_xent fwd+dlogits (%d,%d)", k.N, k.Vp);
     bench_memory_kernel(o, name, k_softmax_xent, &k, b4 * 2 * (double)k.N * k.Vp, stream_gbps);
     snprintf(name, sizeof name, "encoder fwd (%d,%d)", k.N, k.C);

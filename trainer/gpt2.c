@@ -303,16 +303,15 @@ void gpt2_backward(gpt2 *model) {
 
         // dres is d residual3 here: the gradient of fcproj's output
         t = prof_start();
-        memset(dfch, 0, N * 4 * C * sizeof(float));
         memset(dqkv, 0, N * 3 * C * sizeof(float));
-        prof_stop("clear_scratch", PROF_BWD, t, 0.0, float_bytes(7 * nc));
+        prof_stop("clear_scratch", PROF_BWD, t, 0.0, float_bytes(3 * nc));
         t = prof_start();
         matmul_backward(dfch_gelu, G(P_FCPROJW) + lc * 4 * C, G(P_FCPROJB) + lc, dres, fch_gelu,
                         P(P_FCPROJW) + lc * 4 * C, (int)N, 4 * C, C, acc);
         prof_stop("matmul.fcproj", PROF_BWD, t, 4.0 * nc * 4 * C, float_bytes(2 * nc + 4 * nc + 12 * cc + 8 * nc));
         t = prof_start();
         gelu_backward(dfch, fch, dfch_gelu, N * 4 * C);
-        prof_stop("gelu", PROF_BWD, t, 0.0, float_bytes(16 * nc));
+        prof_stop("gelu", PROF_BWD, t, 0.0, float_bytes(12 * nc));   // reads fch, dfch_gelu; writes dfch
         t = prof_start();
         matmul_backward(dln2, G(P_FCW) + lc * 4 * C, G(P_FCB) + lc * 4, dfch, ln2, P(P_FCW) + lc * 4 * C, (int)N, C,
                         4 * C, acc);
