@@ -42,10 +42,11 @@ void comm_allreduce_mean_floats(float *buf, size_t n);
 // The caller describes its flat gradient arena as segments in the order they become final
 // (groups 0, 1, ... are announced in that order). The element stream in that order is cut
 // into buckets of ~bucket_mb; a bucket's non-blocking reduction starts as soon as the group
-// of its last element is ready. Each bucket is packed into a staging buffer, its pieces in
-// increasing flat offset (split at ZeRO slice boundaries), so that with zero=1 a
-// reduce-scatter with counts that follow the slices delivers each rank the reduced values
-// of the contiguous slice it owns. Gradients are SUMMED over ranks (scale the loss by
+// of its last element is ready. A bucket's pieces are taken in increasing flat offset (split at
+// ZeRO slice boundaries), so that with zero=1 a reduce-scatter with counts that follow the
+// slices delivers each rank the reduced values of the contiguous slice it owns. A bucket that
+// is one range of the arena (most of wte, say) is reduced where it lies; the others are packed
+// into a staging buffer and copied back. Gradients are SUMMED over ranks (scale the loss by
 // 1/world beforehand to average). No allocation after init.
 typedef struct {
     size_t offset, n;   // in floats, in the gradient arena
@@ -58,7 +59,8 @@ typedef struct {
 
 typedef struct {
     int first_piece, n_pieces;
-    size_t stage_lo, n;       // its range of the staging buffer
+    size_t stage_lo, n;       // its range of the staging buffer (offsets within it also when contiguous)
+    int contiguous;           // its pieces are one range of the arena: reduced from there, never staged
     int ready_group;          // may start once this group is ready
     int *recvcounts;          // zero=1: per-rank counts (world)
     size_t own_lo, own_n;     // zero=1: this rank's part within the bucket (stage offsets)

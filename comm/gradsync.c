@@ -69,11 +69,15 @@ void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const c
         // share of the bucket is then contiguous and in rank order
         qsort(s->pieces + b->first_piece, (size_t)b->n_pieces, sizeof(comm_piece), cmp_piece);
         b->n = 0;
+        b->contiguous = 1;
         for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++) {
             s->pieces[p].stage = stage_pos + b->n;
             b->n += s->pieces[p].n;
+            if (p > b->first_piece && s->pieces[p].flat != s->pieces[p - 1].flat + s->pieces[p - 1].n) b->contiguous = 0;
         }
-        stage_pos += b->n;
+        // A bucket that is one range of the arena (a slice of a large tensor such as wte, or
+        // neighbouring tensors) is reduced where it lies: no copy in or out, no staging memory
+        if (!b->contiguous) stage_pos += b->n;
         SM_CHECK(b->n <= (size_t)INT32_MAX, "bucket of %zu floats exceeds MPI's int count", b->n);
         if (zero) {
             b->recvcounts = sm_calloc((size_t)s->world, sizeof(int));
@@ -135,15 +139,17 @@ void comm_gradsync_begin(comm_gradsync *s) {
 static void start_bucket(comm_gradsync *s, int i) {
     comm_bucket *b = &s->buckets[i];
     MPI_Request *req = s->requests;
-    float *st = s->stage + b->stage_lo;
     b->started = 1;
     if (s->t_first_start == 0.0) s->t_first_start = sm_now_s();
     if (s->world == 1) {   // a single rank: the gradients are already the sum
         req[i] = MPI_REQUEST_NULL;
         return;
     }
-    for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
-        memcpy(s->stage + s->pieces[p].stage, s->grads + s->pieces[p].flat, s->pieces[p].n * sizeof(float));
+    float *st = s->stage + b->stage_lo;   // the bucket's data, in piece order
+    if (b->contiguous) st = s->grads + s->pieces[b->first_piece].flat;
+    else
+        for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
+            memcpy(s->stage + s->pieces[p].stage, s->grads + s->pieces[p].flat, s->pieces[p].n * sizeof(float));
     if (s->zero) {
         MPI_CHECK(MPI_Ireduce_scatter(st, s->recv + b->recv_lo, b->recvcounts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[i]));
     } else {
@@ -177,7 +183,7 @@ static void unpack_bucket(comm_gradsync *s, int i) {
             memcpy(s->grads + pc->flat, s->recv + k, pc->n * sizeof(float));
             k += pc->n;
         }
-    } else {
+    } else if (!b->contiguous) {   // a contiguous bucket was reduced in place
         for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
             memcpy(s->grads + s->pieces[p].flat, s->stage + s->pieces[p].stage, s->pieces[p].n * sizeof(float));
     }

@@ -1,0 +1,115 @@
+// test_comm.c — CUnit + MPI tests of comm/'s bucketed gradient sync at any number of ranks:
+// after begin / ready(group) ... / wait, every gradient this rank owns equals the sum over ranks
+// of what each rank held, computed here from the formula each rank filled its arena with.
+// Values are small integers, so every summation order gives the same exact sum. Segments are
+// out of flat order, of uneven sizes, some larger than a bucket and some adjacent, so both kinds
+// of bucket are exercised: those reduced in place (one range of the arena) and those staged.
+//   mpirun -np N test_comm
+#include <CUnit/Basic.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm.h"
+#include "common.h"
+
+static int g_rank, g_world;
+
+// what rank r holds at element i in step s (exact in float, sums exact too)
+static float grad_value(int r, size_t i, int step) { return (float)((int)((i * 7 + (size_t)r * 13 + (size_t)step * 5) % 61) - 30); }
+
+enum { N_SEGS = 9 };
+// Flat ranges [offset, offset+n) of a 30000-float arena, in the order they become ready. The
+// arena's gaps (not in any segment) must be left alone.
+static const comm_segment SEGS[N_SEGS] = {
+    {20000, 9000, 0},   // larger than a 1024-float bucket: contiguous buckets
+    {100, 50, 0},       // small pieces far apart: one staged bucket
+    {5000, 700, 1},
+    {29500, 500, 1},
+    {5700, 3000, 1},    // adjacent to {5000, 700}, but ready after {29500, 500}
+    {0, 100, 2},        // 0..150 with {100, 50}
+    {12000, 2048, 2},
+    {9000, 1000, 3},
+    {15000, 5000, 4},   // adjacent to the first segment
+};
+#define ARENA 30000
+
+static int in_segment(size_t i) {
+    for (int k = 0; k < N_SEGS; k++)
+        if (i >= SEGS[k].offset && i < SEGS[k].offset + SEGS[k].n) return 1;
+    return 0;
+}
+
+static void sync_case(int zero, double bucket_mb) {
+    float *g = sm_arena(ARENA * sizeof(float));
+    comm_gradsync s;
+    comm_gradsync_init(&s, g, ARENA, SEGS, N_SEGS, bucket_mb, zero);
+    int n_contig = 0, n_staged = 0;
+    for (int b = 0; b < s.n_buckets; b++) s.buckets[b].contiguous ? n_contig++ : n_staged++;
+    CU_ASSERT(n_contig > 0 && n_staged > 0);   // both kinds are exercised
+    for (int step = 0; step < 3; step++) {
+        // as in backward: a segment holds garbage until just before its group is announced, so
+        // a bucket started before all of its pieces are final sums garbage
+        for (size_t i = 0; i < ARENA; i++) g[i] = in_segment(i) ? 1e6f : grad_value(g_rank, i, step);
+        comm_gradsync_begin(&s);
+        for (int grp = 0; grp <= 4; grp++) {
+            for (int k = 0; k < N_SEGS; k++)
+                if (SEGS[k].group == grp)
+                    for (size_t i = SEGS[k].offset; i < SEGS[k].offset + SEGS[k].n; i++)
+                        g[i] = grad_value(g_rank, i, step);
+            comm_gradsync_ready(&s, grp);
+        }
+        comm_gradsync_wait(&s);
+        size_t bad = 0, first_bad = 0;
+        for (size_t i = 0; i < ARENA; i++) {
+            float want;
+            if (!in_segment(i)) want = grad_value(g_rank, i, step);   // untouched
+            else if (zero && (i < s.slice_lo || i >= s.slice_hi)) continue;   // not this rank's
+            else {
+                want = 0.0f;
+                for (int r = 0; r < g_world; r++) want += grad_value(r, i, step);
+            }
+            if (g[i] != want && bad++ == 0) first_bad = i;
+        }
+        if (bad)
+            printf("\nrank %d zero=%d bucket %.4f MB step %d: %zu wrong, first at %zu: %g vs %g\n", g_rank, zero,
+                   bucket_mb, step, bad, first_bad, g[first_bad], (double)grad_value(g_rank, first_bad, step));
+        CU_ASSERT_EQUAL(bad, 0);
+    }
+    comm_gradsync_free(&s);
+    sm_free(g);
+}
+
+static void test_allreduce(void) {
+    sync_case(0, 0.004);   // 1048 floats a bucket
+    sync_case(0, 0.02);
+}
+
+static void test_reduce_scatter(void) {
+    sync_case(1, 0.004);
+    sync_case(1, 0.02);
+}
+
+int main(int argc, char **argv) {
+    comm_topology topo;
+    comm_init(&argc, &argv, &topo);
+    g_rank = topo.rank;
+    g_world = topo.world_size;
+    CU_initialize_registry();
+    CU_pSuite st = CU_add_suite("gradsync", NULL, NULL);
+    CU_add_test(st, "allreduce: in place and staged buckets", test_allreduce);
+    CU_add_test(st, "ZeRO reduce-scatter: each rank's slice", test_reduce_scatter);
+    if (g_rank == 0) {
+        printf("gradsync at %d rank%s\n", g_world, g_world > 1 ? "s" : "");
+        CU_basic_set_mode(CU_BRM_VERBOSE);
+        CU_basic_run_tests();
+    } else {
+        CU_run_all_tests();
+    }
+    int failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_tests_failed(), total = 0;
+    CU_cleanup_registry();
+    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    comm_finalize();
+    return total != 0;
+}
