@@ -29,6 +29,7 @@
 #include "checkpoints.h"
 #include "comm.h"
 #include "common.h"
+#include "cunit_mpi.h"
 #include "gpt2.h"
 
 int cmd_inspect(int argc, char **argv);   // trainer/inspect.c
@@ -1108,16 +1109,8 @@ int main(int argc, char **argv) {
         CU_add_test(s, "file size limit (ulimit -f)", test_fsize_limit);
         CU_add_test(s, "disk full (a small tmpfs)", test_disk_full);
         CU_add_test(s, "moment ranges must partition", test_bad_ranges);
-        if (g_rank == 0) {
-            printf("checkpoints at %d rank%s, scratch %s\n", g_world, g_world > 1 ? "s" : "", g_dir);
-            CU_basic_set_mode(CU_BRM_VERBOSE);
-            CU_basic_run_tests();
-        } else {
-            CU_run_all_tests();
-        }
-        int failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_tests_failed(), total = 0;
-        CU_cleanup_registry();
-        MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+        if (g_rank == 0) printf("checkpoints at %d rank%s, scratch %s\n", g_world, g_world > 1 ? "s" : "", g_dir);
+        int total = cunit_run_mpi(g_rank);
         if (g_rank == 0) {
             if (total == 0)
                 nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);

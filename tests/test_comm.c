@@ -13,6 +13,7 @@
 
 #include "comm.h"
 #include "common.h"
+#include "cunit_mpi.h"
 
 static int g_rank, g_world;
 
@@ -100,16 +101,8 @@ int main(int argc, char **argv) {
     CU_pSuite st = CU_add_suite("gradsync", NULL, NULL);
     CU_add_test(st, "allreduce: in place and staged buckets", test_allreduce);
     CU_add_test(st, "ZeRO reduce-scatter: each rank's slice", test_reduce_scatter);
-    if (g_rank == 0) {
-        printf("gradsync at %d rank%s\n", g_world, g_world > 1 ? "s" : "");
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-    } else {
-        CU_run_all_tests();
-    }
-    int failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_tests_failed(), total = 0;
-    CU_cleanup_registry();
-    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (g_rank == 0) printf("gradsync at %d rank%s\n", g_world, g_world > 1 ? "s" : "");
+    int total = cunit_run_mpi(g_rank);
     comm_finalize();
     return total != 0;
 }
