@@ -44,9 +44,10 @@ void comm_allreduce_mean_floats(float *buf, size_t n);
 // into buckets of ~bucket_mb; a bucket's non-blocking reduction starts as soon as the group
 // of its last element is ready. A bucket's pieces are taken in increasing flat offset (split at
 // ZeRO slice boundaries), so that with zero=1 a reduce-scatter with counts that follow the
-// slices delivers each rank the reduced values of the contiguous slice it owns. A bucket that
-// is one range of the arena (most of wte, say) is reduced where it lies; the others are packed
-// into a staging buffer and copied back. Gradients are SUMMED over ranks (scale the loss by
+// slices delivers each rank the reduced values of the contiguous slice it owns. A segment of
+// at least 1/16 of a bucket (a weight matrix) gets buckets of its own, which are one range of
+// the arena and are reduced where they lie; the small segments (biases, LayerNorm) share
+// buckets that are packed into a staging buffer and copied back. Gradients are SUMMED over ranks (scale the loss by
 // 1/world beforehand to average). No allocation after init.
 typedef struct {
     size_t offset, n;   // in floats, in the gradient arena

@@ -38,7 +38,10 @@ void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const c
     s->pieces = sm_calloc((size_t)max_pieces, sizeof(comm_piece));
     s->buckets = sm_calloc((size_t)max_buckets, sizeof(comm_bucket));
 
-    // walk the stream in ready order, cutting buckets every bucket_floats
+    // Walk the stream in ready order, cutting buckets every bucket_floats. A large segment (a
+    // weight matrix) gets buckets of its own, which are then one range of the arena, reduced in
+    // place; the small ones (biases, LayerNorm) share buckets through the staging buffer.
+    size_t large = bucket_floats / 16;
     int seg = 0;
     size_t seg_pos = 0, stage_pos = 0;
     while (seg < n_segs) {
@@ -47,6 +50,8 @@ void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const c
         b->stage_lo = stage_pos;
         size_t left = bucket_floats;
         while (seg < n_segs && left > 0) {
+            int seg_large = segs[seg].n >= large;
+            if (seg_large && seg_pos == 0 && left < bucket_floats) break;   // starts a bucket
             size_t take = segs[seg].n - seg_pos;
             if (take > left) take = left;
             if (take > 0) {
@@ -62,7 +67,11 @@ void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const c
             }
             seg_pos += take;
             left -= take;
-            if (seg_pos == segs[seg].n) { seg++; seg_pos = 0; }
+            if (seg_pos == segs[seg].n) {
+                seg++;
+                seg_pos = 0;
+                if (seg_large) break;   // and ends one
+            }
         }
         b->n_pieces = s->n_pieces - b->first_piece;
         // pieces in increasing flat offset: with slices contiguous in rank order, each rank's

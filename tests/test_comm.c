@@ -20,16 +20,20 @@ static int g_rank, g_world;
 // what rank r holds at element i in step s (exact in float, sums exact too)
 static float grad_value(int r, size_t i, int step) { return (float)((int)((i * 7 + (size_t)r * 13 + (size_t)step * 5) % 61) - 30); }
 
-enum { N_SEGS = 9 };
+enum { N_SEGS = 12 };
 // Flat ranges [offset, offset+n) of a 30000-float arena, in the order they become ready. The
-// arena's gaps (not in any segment) must be left alone.
+// arena's gaps (not in any segment) must be left alone. With buckets of ~1000 and ~5000 floats,
+// the large segments get buckets of their own and the small ones share staged buckets.
 static const comm_segment SEGS[N_SEGS] = {
-    {20000, 9000, 0},   // larger than a 1024-float bucket: contiguous buckets
-    {100, 50, 0},       // small pieces far apart: one staged bucket
+    {20000, 9000, 0},   // larger than a bucket: several in-place buckets
+    {100, 50, 0},       // small and apart: a staged bucket
+    {200, 30, 0},
     {5000, 700, 1},
     {29500, 500, 1},
     {5700, 3000, 1},    // adjacent to {5000, 700}, but ready after {29500, 500}
-    {0, 100, 2},        // 0..150 with {100, 50}
+    {0, 100, 2},        // small for the larger bucket, large for the smaller
+    {150, 50, 2},       // 0..230 in three groups, 200..230 earlier
+    {14500, 40, 2},
     {12000, 2048, 2},
     {9000, 1000, 3},
     {15000, 5000, 4},   // adjacent to the first segment
@@ -49,6 +53,14 @@ static void sync_case(int zero, double bucket_mb) {
     int n_contig = 0, n_staged = 0;
     for (int b = 0; b < s.n_buckets; b++) s.buckets[b].contiguous ? n_contig++ : n_staged++;
     CU_ASSERT(n_contig > 0 && n_staged > 0);   // both kinds are exercised
+    // a bucket holding any of a large segment (>= 1/16 of a bucket) holds only that segment
+    size_t large = (size_t)(bucket_mb * 1024 * 1024 / sizeof(float)) / 16;
+    for (int b = 0; b < s.n_buckets; b++)
+        for (int p = s.buckets[b].first_piece; p < s.buckets[b].first_piece + s.buckets[b].n_pieces; p++)
+            for (int k = 0; k < N_SEGS; k++)
+                if (s.pieces[p].flat >= SEGS[k].offset && s.pieces[p].flat < SEGS[k].offset + SEGS[k].n &&
+                    SEGS[k].n >= large)
+                    CU_ASSERT(s.buckets[b].contiguous);
     for (int step = 0; step < 3; step++) {
         // as in backward: a segment holds garbage until just before its group is announced, so
         // a bucket started before all of its pieces are final sums garbage
