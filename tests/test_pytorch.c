@@ -169,7 +169,9 @@ static struct {
     size_t ref_n;      // floats in ref.bin
     const float *ref_logits, *ref_loss, *ref_grads[NUM_PARAM_TENSORS], *ref_losses,
         *ref_params[NUM_PARAM_TENSORS];
-    float loss;        // the C model's loss of the first forward
+    float loss;        // the C model's loss of the first training forward
+    float loss_eval;   // and of a forward without gradients just before it
+    float *logits;     // (B,T,Vp) of that forward (a training forward writes dlogits over them)
 } fx;
 
 static float max_abs(const float *x, size_t n) {
@@ -241,6 +243,9 @@ static int suite_init(void) {
 
     // One forward + backward on PyTorch's weights (not an optimizer step).
     load_params(&fx.model, fx.dir);
+    fx.loss_eval = gpt2_forward(&fx.model, fx.inputs, fx.targets, REF_B, REF_T, 0.0f);
+    fx.logits = sm_malloc(n_logits * sizeof(float));
+    memcpy(fx.logits, fx.model.acts.t[A_LOGITS].ptr, n_logits * sizeof(float));
     gpt2_zero_grad(&fx.model);
     fx.loss = gpt2_forward(&fx.model, fx.inputs, fx.targets, REF_B, REF_T, 1.0f / (REF_B * REF_T));
     gpt2_backward(&fx.model);
@@ -252,6 +257,7 @@ static int suite_clean(void) {
     sm_free(fx.inputs);
     sm_free(fx.targets);
     sm_free(fx.ref);
+    sm_free(fx.logits);
     return 0;
 }
 
@@ -268,7 +274,7 @@ static void test_sanity(void) {
     CU_ASSERT(fabs((double)*fx.ref_loss - log((double)V)) < 0.1);
 
     // Padded logit columns: wte's padded rows are 0, so they are exactly 0 (and never in the loss).
-    const float *logits = m->acts.t[A_LOGITS].ptr;
+    const float *logits = fx.logits;
     float padded = 0.0f, real = 0.0f;
     for (int r = 0; r < REF_B * REF_T; r++) {
         for (int v = 0; v < V; v++) real = fmaxf(real, fabsf(logits[(size_t)r * Vp + v]));
@@ -276,6 +282,23 @@ static void test_sanity(void) {
     }
     CU_ASSERT(padded == 0.0f);
     CU_ASSERT(real > 0.0f);
+    // The training forward computes the same loss, and leaves dlogits = dloss (softmax - onehot)
+    // where the logits were: each row sums to 0 (softmax sums to 1) up to float rounding of
+    // V terms of ~dloss/V, with exact zeros over the padding.
+    CU_ASSERT(fx.loss == fx.loss_eval);
+    const float *dl = m->acts.t[A_LOGITS].ptr, dloss = 1.0f / (REF_B * REF_T);
+    double worst = 0.0;
+    float dpad = 0.0f;
+    for (int r = 0; r < REF_B * REF_T; r++) {
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) sum += dl[(size_t)r * Vp + v];
+        worst = fmax(worst, fabs(sum));
+        for (int v = V; v < Vp; v++) dpad = fmaxf(dpad, fabsf(dl[(size_t)r * Vp + v]));
+    }
+    printf("  dlogits over the logits: max |row sum| %.3e (dloss %.3e), max |padded| %g\n", worst, (double)dloss,
+           (double)dpad);
+    CU_ASSERT(worst < 1e-5 * dloss);
+    CU_ASSERT(dpad == 0.0f);
 
     // Weight decay on exactly the 2-D weights (as the reference's two AdamW param groups).
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
@@ -319,7 +342,7 @@ static void test_forward(void) {
     // summation orders are ~1e-7 absolute (measured <= 3.4e-7 over 13 seeds; PyTorch float32
     // against float64: 3e-7). 1e-5 + 1e-4 |r| leaves ~30x, and a wrong op (a missing bias, a
     // mis-scaled attention) moves logits by >1e-3.
-    check_close("logits", fx.model.acts.t[A_LOGITS].ptr, fx.ref_logits,
+    check_close("logits", fx.logits, fx.ref_logits,
                 (size_t)REF_B * REF_T * fx.cfg.padded_vocab_size, 1e-5, 1e-4, 0.0);
 }
 

@@ -51,9 +51,11 @@ void gpt2_param_table(sm_table *tab, const gpt2_config *cfg) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) sm_table_add(tab, PARAM_NAMES[i], ndims[i], shapes[i]);
 }
 
-static void act_table(sm_table *tab, const gpt2_config *cfg, size_t B, size_t T) {
-    size_t L = (size_t)cfg->n_layer, C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
-    size_t Vp = (size_t)cfg->padded_vocab_size;
+// The activations for B x T tokens, with L slots per layer tensor and Vp columns of logits. The
+// activation gradients use the same layout with one slot per layer (backward reuses it for
+// every layer) and no logits (dlogits overwrite the logits in place).
+static void act_table(sm_table *tab, const gpt2_config *cfg, size_t B, size_t T, size_t L, size_t Vp) {
+    size_t C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
     const size_t shapes[NUM_ACT_TENSORS][4] = {
         {B, T, C},        // encoded
         {L, B, T, C},     // ln1
@@ -98,8 +100,8 @@ void gpt2_build(gpt2 *model, const gpt2_config *cfg, int B, int T) {
     model->moment_alloc[1] = model->v.base;
     model->moment_lo = 0;
     model->moment_hi = model->params.n_floats;
-    act_table(&model->acts, cfg, (size_t)B, (size_t)T);
-    model->dacts = model->acts;
+    act_table(&model->acts, cfg, (size_t)B, (size_t)T, (size_t)cfg->n_layer, (size_t)cfg->padded_vocab_size);
+    act_table(&model->dacts, cfg, (size_t)B, (size_t)T, 1, 0);
     sm_table_alloc(&model->acts);
     sm_table_alloc(&model->dacts);
     model->inputs = sm_arena((size_t)B * (size_t)T * sizeof(int));
@@ -232,7 +234,8 @@ float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, in
     prof_stop("matmul.lm_head", PROF_FWD, t, 2.0 * nc * Vp, float_bytes(nc + (double)Vp * C + (double)N * Vp));
     if (!targets) return 0.0f;
     t = prof_start();
-    double sum = softmax_xent(A(A_LOSSES), dloss != 0.0f ? D(A_LOGITS) : NULL, A(A_LOGITS), model->targets, (int)N, V,
+    // dlogits overwrite the logits (the kernel reads each row before it writes it)
+    double sum = softmax_xent(A(A_LOSSES), dloss != 0.0f ? A(A_LOGITS) : NULL, A(A_LOGITS), model->targets, (int)N, V,
                               Vp, dloss);
     prof_stop("softmax_xent", PROF_FWD, t, 0.0, float_bytes((dloss != 0.0f ? 2.0 : 1.0) * (double)N * Vp));
     model->last_B = B;
@@ -282,9 +285,10 @@ void gpt2_backward(gpt2 *model) {
     memset(dres, 0, N * C * sizeof(float));
     prof_stop("clear_scratch", PROF_BWD, t, 0.0, float_bytes(nc));
 
-    // dlogits was written by the fused softmax+loss in forward; dwte gets the encoder's share last
+    // dlogits were written over the logits by the fused softmax+loss in forward; dwte gets the
+    // encoder's share last
     t = prof_start();
-    matmul_backward(D(A_LNF), G(P_WTE), NULL, D(A_LOGITS), A(A_LNF), P(P_WTE), (int)N, C, Vp, acc);
+    matmul_backward(D(A_LNF), G(P_WTE), NULL, A(A_LOGITS), A(A_LNF), P(P_WTE), (int)N, C, Vp, acc);
     prof_stop("matmul.lm_head", PROF_BWD, t, 4.0 * nc * Vp, float_bytes(2.0 * N * Vp + 2 * nc + 3.0 * Vp * C + 2 * nc));
     const float *last_residual = L > 0 ? A(A_RESIDUAL3) + (size_t)(L - 1) * BTa * C : A(A_ENCODED);
     t = prof_start();

@@ -39,8 +39,9 @@ typedef struct {
     size_t moment_lo, moment_hi;   // the arena range this rank optimizes (ZeRO-1 slice, else all)
     float *moment_alloc[2];        // the allocations behind m and v
     sm_table acts;         // NUM_ACT_TENSORS
-    sm_table dacts;        // gradients of the activations, same layout as acts (backward uses
-                           // layer 0's slots as scratch for every layer, so they stay in cache)
+    sm_table dacts;        // gradients of the activations: the layout of acts with one slot per
+                           // layer (backward reuses it for every layer, so it stays in cache)
+                           // and no logits (dlogits overwrite them)
     int *inputs;           // (B,T)
     int *targets;          // (B,T)
     size_t n_params;       // real parameter count (without padding between tensors)
@@ -68,8 +69,8 @@ void gpt2_init_weights(gpt2 *model, uint64_t seed);
 
 // Forward over inputs (B,T) (B <= model->B, T <= model->T). With targets (B,T), computes the
 // per-token losses and returns their mean; with dloss != 0 it also writes dlogits =
-// dloss * (softmax - onehot) in the same pass (dloss is d objective / d each token's loss,
-// e.g. 1/(B*T*accum)). With targets NULL returns 0 and leaves the logits.
+// dloss * (softmax - onehot) in the same pass, OVER the logits in acts (dloss is d objective /
+// d each token's loss, e.g. 1/(B*T*accum)). With targets NULL, or dloss = 0, the logits stay.
 float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, int T, float dloss);
 // Backward of the last forward (which must have had targets and dloss != 0); ACCUMULATES
 // into model->grads. Call gpt2_zero_grad first for a fresh step.
