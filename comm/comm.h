@@ -84,6 +84,9 @@ typedef struct {
     float *recv;              // zero=1: reduce-scatter results for this rank
     int next_group;           // groups announced so far
     int *gather_counts, *gather_displs;   // zero=1: parameter allgather
+    int *completed;           // indices from MPI_Testsome / MPI_Waitsome (n_buckets)
+    double (*piece_fn)(const float *x, size_t n);   // see comm_gradsync_set_piece_fn
+    double *bucket_total;     // piece_fn summed over each bucket's owned pieces (n_buckets)
     // figures of the last sync
     double t_first_start, t_wait_start, t_end;
 } comm_gradsync;
@@ -99,6 +102,14 @@ void comm_gradsync_ready(comm_gradsync *s, int group);
 // Announces any remaining groups, waits for every bucket and unpacks the reduced sums into
 // the arena (zero=1: only this rank's slice is valid afterwards).
 void comm_gradsync_wait(comm_gradsync *s);
+// Optional: fn(x, n) runs on every piece of the arena this rank owns (zero=1: its slice) as soon
+// as the piece's values are final: at ready time on a single rank, else when its bucket's
+// reduction completes (during backward's ready calls, or while the wait waits for the others),
+// so it reads them while they are still in cache. comm_gradsync_total() is the sum of the
+// results, per bucket in piece order, then over buckets in order: independent of completion
+// order. The trainer passes the sum of squares for the global-norm clip.
+void comm_gradsync_set_piece_fn(comm_gradsync *s, double (*fn)(const float *x, size_t n));
+double comm_gradsync_total(const comm_gradsync *s);   // after comm_gradsync_wait
 // zero=1: every rank contributes its slice of params (same layout as the gradient arena);
 // afterwards every rank holds all of them.
 void comm_allgather_slices(comm_gradsync *s, float *params);

@@ -108,6 +108,8 @@ void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const c
     }
     if (zero) s->recv = sm_arena((recv_total ? recv_total : 1) * sizeof(float));
     s->requests = sm_calloc((size_t)s->n_buckets, sizeof(MPI_Request));
+    s->completed = sm_calloc((size_t)s->n_buckets + 1, sizeof(int));
+    s->bucket_total = sm_calloc((size_t)s->n_buckets + 1, sizeof(double));
     if (zero) {
         s->gather_counts = sm_calloc((size_t)s->world, sizeof(int));
         s->gather_displs = sm_calloc((size_t)s->world, sizeof(int));
@@ -130,6 +132,8 @@ void comm_gradsync_free(comm_gradsync *s) {
     sm_free(s->stage);
     sm_free(s->recv);
     sm_free(s->requests);
+    sm_free(s->completed);
+    sm_free(s->bucket_total);
     sm_free(s->gather_counts);
     sm_free(s->gather_displs);
     memset(s, 0, sizeof *s);
@@ -139,11 +143,15 @@ void comm_gradsync_begin(comm_gradsync *s) {
     MPI_Request *req = s->requests;
     for (int i = 0; i < s->n_buckets; i++) {
         s->buckets[i].started = s->buckets[i].done = 0;
+        s->bucket_total[i] = 0.0;
         req[i] = MPI_REQUEST_NULL;
     }
     s->next_group = 0;
     s->t_first_start = 0.0;
 }
+
+static void finish_bucket(comm_gradsync *s, int i);
+static void unpack_bucket(comm_gradsync *s, int i);
 
 static void start_bucket(comm_gradsync *s, int i) {
     comm_bucket *b = &s->buckets[i];
@@ -152,6 +160,7 @@ static void start_bucket(comm_gradsync *s, int i) {
     if (s->t_first_start == 0.0) s->t_first_start = sm_now_s();
     if (s->world == 1) {   // a single rank: the gradients are already the sum
         req[i] = MPI_REQUEST_NULL;
+        finish_bucket(s, i);
         return;
     }
     float *st = s->stage + b->stage_lo;   // the bucket's data, in piece order
@@ -174,21 +183,41 @@ void comm_gradsync_ready(comm_gradsync *s, int group) {
         if (!b->started && b->ready_group <= group) start_bucket(s, i);
     }
     if (s->world > 1) {
-        int flag = 0;   // Open MPI progresses non-blocking collectives only inside MPI calls
-        MPI_CHECK(MPI_Testall(s->n_buckets, s->requests, &flag, MPI_STATUSES_IGNORE));
+        // Open MPI progresses non-blocking collectives only inside MPI calls; buckets that are
+        // complete are finished now, while backward goes on
+        int n_done = 0;
+        MPI_CHECK(MPI_Testsome(s->n_buckets, s->requests, &n_done, s->completed, MPI_STATUSES_IGNORE));
+        for (int k = 0; n_done != MPI_UNDEFINED && k < n_done; k++) finish_bucket(s, s->completed[k]);
     }
+}
+
+// Is piece pc of bucket b one of this rank's (zero=1: in its slice)?
+static int owned_piece(const comm_gradsync *s, const comm_bucket *b, const comm_piece *pc) {
+    size_t at = pc->stage - b->stage_lo;
+    return !s->zero || (at >= b->own_lo && at < b->own_lo + b->own_n);
+}
+
+// Bucket i's reduction is complete (or there is nothing to reduce): its values go where they
+// belong, and the piece function runs over the pieces this rank owns.
+static void finish_bucket(comm_gradsync *s, int i) {
+    comm_bucket *b = &s->buckets[i];
+    b->done = 1;
+    if (s->world > 1) unpack_bucket(s, i);
+    if (!s->piece_fn) return;
+    double total = 0.0;
+    for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
+        if (owned_piece(s, b, &s->pieces[p])) total += s->piece_fn(s->grads + s->pieces[p].flat, s->pieces[p].n);
+    s->bucket_total[i] = total;
 }
 
 static void unpack_bucket(comm_gradsync *s, int i) {
     comm_bucket *b = &s->buckets[i];
-    b->done = 1;
-    if (s->world == 1) return;
     if (s->zero) {
         // the received part holds this rank's pieces in stage order
         size_t k = b->recv_lo;
         for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++) {
             const comm_piece *pc = &s->pieces[p];
-            if (pc->stage - b->stage_lo < b->own_lo || pc->stage - b->stage_lo >= b->own_lo + b->own_n) continue;
+            if (!owned_piece(s, b, pc)) continue;
             memcpy(s->grads + pc->flat, s->recv + k, pc->n * sizeof(float));
             k += pc->n;
         }
@@ -204,9 +233,23 @@ void comm_gradsync_wait(comm_gradsync *s) {
     if (s->t_first_start == 0.0) s->t_first_start = s->t_wait_start;
     for (int i = 0; i < s->n_buckets; i++)
         if (!s->buckets[i].started) start_bucket(s, i);
-    MPI_CHECK(MPI_Waitall(s->n_buckets, req, MPI_STATUSES_IGNORE));
-    for (int i = 0; i < s->n_buckets; i++) unpack_bucket(s, i);
+    // finish each bucket as it completes, while the others are still in flight
+    for (;;) {
+        int n_done = 0;
+        MPI_CHECK(MPI_Waitsome(s->n_buckets, req, &n_done, s->completed, MPI_STATUSES_IGNORE));
+        if (n_done == MPI_UNDEFINED) break;   // no request left active
+        for (int k = 0; k < n_done; k++) finish_bucket(s, s->completed[k]);
+    }
+    for (int i = 0; i < s->n_buckets; i++) SM_CHECK(s->buckets[i].done, "gradient bucket %d never completed", i);
     s->t_end = sm_now_s();
+}
+
+void comm_gradsync_set_piece_fn(comm_gradsync *s, double (*fn)(const float *x, size_t n)) { s->piece_fn = fn; }
+
+double comm_gradsync_total(const comm_gradsync *s) {
+    double total = 0.0;
+    for (int i = 0; i < s->n_buckets; i++) total += s->bucket_total[i];
+    return total;
 }
 
 void comm_allgather_slices(comm_gradsync *s, float *params) {

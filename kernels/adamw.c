@@ -57,6 +57,7 @@ static double chunk_sum_squares(const float *g, size_t n) {
 double sum_squares(const float *g, size_t n) {
     // g is (n); returns sum g^2 in double
     size_t n_chunks = (n + SS_CHUNK - 1) / SS_CHUNK;
+    if (n_chunks <= 1) return chunk_sum_squares(g, n);   // the same sum, without a parallel region
     double total = 0.0;
     for (size_t g0 = 0; g0 < n_chunks; g0 += SS_GROUP) {
         int ng = n_chunks - g0 < SS_GROUP ? (int)(n_chunks - g0) : SS_GROUP;

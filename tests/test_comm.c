@@ -4,6 +4,7 @@
 // Values are small integers, so every summation order gives the same exact sum. Segments are
 // out of flat order, of uneven sizes, some larger than a bucket and some adjacent, so both kinds
 // of bucket are exercised: those reduced in place (one range of the arena) and those staged.
+// The piece function (the trainer's sum of squares) must see exactly the final owned values.
 //   mpirun -np N test_comm
 #include <CUnit/Basic.h>
 #include <mpi.h>
@@ -46,10 +47,20 @@ static int in_segment(size_t i) {
     return 0;
 }
 
+// the piece function: sum of squares in double (exact for these values), and a count of calls
+static int g_piece_calls;
+static double sumsq_piece(const float *x, size_t n) {
+    double t = 0.0;
+    for (size_t i = 0; i < n; i++) t += (double)x[i] * x[i];
+    g_piece_calls++;
+    return t;
+}
+
 static void sync_case(int zero, double bucket_mb) {
     float *g = sm_arena(ARENA * sizeof(float));
     comm_gradsync s;
     comm_gradsync_init(&s, g, ARENA, SEGS, N_SEGS, bucket_mb, zero);
+    comm_gradsync_set_piece_fn(&s, sumsq_piece);
     int n_contig = 0, n_staged = 0;
     for (int b = 0; b < s.n_buckets; b++) s.buckets[b].contiguous ? n_contig++ : n_staged++;
     CU_ASSERT(n_contig > 0 && n_staged > 0);   // both kinds are exercised
@@ -66,6 +77,7 @@ static void sync_case(int zero, double bucket_mb) {
         // a bucket started before all of its pieces are final sums garbage
         for (size_t i = 0; i < ARENA; i++) g[i] = in_segment(i) ? 1e6f : grad_value(g_rank, i, step);
         comm_gradsync_begin(&s);
+        g_piece_calls = 0;
         for (int grp = 0; grp <= 4; grp++) {
             for (int k = 0; k < N_SEGS; k++)
                 if (SEGS[k].group == grp)
@@ -74,6 +86,18 @@ static void sync_case(int zero, double bucket_mb) {
             comm_gradsync_ready(&s, grp);
         }
         comm_gradsync_wait(&s);
+        // the piece function saw the final values of exactly the owned elements: its total,
+        // summed over ranks under ZeRO, is the global sum of squares (exact in double)
+        double total = comm_gradsync_total(&s), want_total = 0.0;
+        if (zero) MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        for (size_t i = 0; i < ARENA; i++)
+            if (in_segment(i)) {
+                double v = 0.0;
+                for (int r = 0; r < g_world; r++) v += grad_value(r, i, step);
+                want_total += v * v;
+            }
+        CU_ASSERT(total == want_total);
+        CU_ASSERT(g_piece_calls > 0 && g_piece_calls <= s.n_pieces);
         size_t bad = 0, first_bad = 0;
         for (size_t i = 0; i < ARENA; i++) {
             float want;

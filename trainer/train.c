@@ -425,6 +425,7 @@ int cmd_train(int argc, char **argv) {
     int n_segs = train_grad_segments(&model, segs);
     comm_gradsync sync;
     comm_gradsync_init(&sync, model.grads.base, model.grads.n_floats, segs, n_segs, o.bucket_mb, o.zero);
+    comm_gradsync_set_piece_fn(&sync, sum_squares);   // the clip's norm, from gradients still in cache
     sm_free(segs);
     if (o.zero) gpt2_shard_moments(&model, sync.slice_lo, sync.slice_hi);
     train_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
@@ -505,7 +506,8 @@ int cmd_train(int argc, char **argv) {
         comm_gradsync_wait(&sync);
         double t_opt0 = sm_now_s();
         float loss = (float)(comm_allreduce_sum_double(loss_sum / o.accum) / topo.world_size);
-        double sumsq = gpt2_grad_sumsq(&model);
+        // the gradients' sum of squares, taken by the sync as each bucket became final
+        double sumsq = comm_gradsync_total(&sync);
         if (o.zero) sumsq = comm_allreduce_sum_double(sumsq);   // each rank holds its slice
         float norm = (float)sqrt(sumsq);
         float lr = (float)lr_at(&o, step);
