@@ -742,6 +742,25 @@ static void flash_level(const flash_refs *r) {
             }
     CU_ASSERT(decode_ok);
 
+    // a prefill in chunks against a cache (nq > 1 at pos0 > 0, chunk edges inside key blocks)
+    // gives the full forward's rows, bit for bit
+    int chunk = T > 40 ? 37 : (T + 1) / 2, prefill_ok = 1;
+    float *oc = falloc((size_t)chunk * hs), *lc = falloc((size_t)chunk);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t0 = 0; t0 < T; t0 += chunk) {
+                int n = T - t0 < chunk ? T - t0 : chunk;
+                const float *base = qkv + (size_t)b * T * 3 * C + h * hs;
+                attention_head_forward(oc, hs, lc, base + (size_t)t0 * 3 * C, 3 * C, base + C, 3 * C, base + 2 * C, 3 * C,
+                                       n, t0, hs);
+                for (int i = 0; i < n; i++)
+                    prefill_ok &= memcmp(oc + (size_t)i * hs, out + ((size_t)b * T + t0 + i) * C + h * hs,
+                                         (size_t)hs * sizeof(float)) == 0;
+                prefill_ok &= memcmp(lc, lse + ((size_t)b * NH + h) * T + t0, (size_t)n * sizeof(float)) == 0;
+            }
+    CU_ASSERT(prefill_ok);
+    free(oc), free(lc);
+
     // masking: huge keys and values at the last position change no earlier row at all (its
     // scores are never exponentiated for them, and its probability 0 multiplies their values)
     if (T > 1) {
