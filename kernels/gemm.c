@@ -194,41 +194,6 @@ static const gemm_isa ISA_AVX2 = {A2_MR, A2_NR, 120, pack_a_a2, pack_b_a2, micro
 
 enum { Z_MR = 14, Z_NV = 2, Z_NR = 16 * Z_NV };
 
-// In-place transpose of the 16 x 16 block held in r[0..15] (row i, column c -> row c, column i).
-KERNELS_INLINE_512 void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {   // u[4i+j], 128-bit lane L: column 4L+j of rows 4i..4i+3
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int j = 0; j < 4; j++) {
-        __m512 v0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), v1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-        __m512 v2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), v3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-        t[j] = _mm512_shuffle_f32x4(v0, v2, 0x88);
-        t[8 + j] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
-        t[4 + j] = _mm512_shuffle_f32x4(v1, v3, 0x88);
-        t[12 + j] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
-    }
-    for (int i = 0; i < 16; i++) r[i] = t[i];
-}
-
-// rows [0, nrows) of src (row stride ld), columns [0, ncols) (<= 16 each), transposed into
-// dst: dst[c*dst_stride + i] = src[i*ld + c] for c < ncols and i < width (lanes i >= nrows are 0).
-KERNELS_INLINE_512 void transpose_block(float *dst, int dst_stride, int width,
-                                                                         const float *src, int ld, int nrows, int ncols) {
-    __m512 r[16];
-    __mmask16 cm = sm_lanes_mask(ncols), wm = sm_lanes_mask(width);
-    for (int i = 0; i < 16; i++) r[i] = i < nrows ? _mm512_maskz_loadu_ps(cm, src + (size_t)i * ld) : _mm512_setzero_ps();
-    transpose16(r);
-    for (int c = 0; c < ncols; c++) _mm512_mask_storeu_ps(dst + (size_t)c * dst_stride, wm, r[c]);
-}
-
 KERNELS_TGT_512 static void pack_a_z(float *restrict dst, int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc) {
     for (int s = 0; s < mc; s += Z_MR) {
         int mr = mc - s < Z_MR ? mc - s : Z_MR;

@@ -2,7 +2,7 @@
 // No MPI, no files, no model. Conventions (llm.c's): outputs first, then saved tensors,
 // inputs, weights, dimensions; inputs are const; every *_backward ACCUMULATES (+=)
 // into its gradient outputs, except where its comment says otherwise (matmul_backward,
-// gelu_backward). Shapes are in the comments; N = B*T rows.
+// gelu_backward, attention_backward). Shapes are in the comments; N = B*T rows.
 // Determinism: no OpenMP reduction or atomics; every sum has a fixed order, so results
 // are bit-identical for the same thread count (and independent of it where noted).
 #pragma once
@@ -93,8 +93,11 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 // of the (T,T) probabilities). Fully masked key blocks are skipped; exp() is never evaluated for
 // a masked position.
 void attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
-// dqkv (B,T,3C) +=; dout and out are (B,T,C), qkv and lse as saved by forward. The probabilities
-// are recomputed block by block from lse.
+// dqkv (B,T,3C) = the gradient, OVERWRITTEN (every element, for every position and head: qkv's
+// gradient has this one producer in GPT-2, so no caller needs to clear it first); dout and out
+// are (B,T,C), qkv and lse as saved by forward. The probabilities are recomputed block by block
+// from lse. The other departure from "backward accumulates": each element's first contribution
+// is written (beta = 0), later ones added, with the same effect as clear-then-add.
 void attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse, int B,
                         int T, int C, int NH);
 // One head: nq queries q (nq,hs) at positions pos0..pos0+nq-1, each attending to keys 0..its own

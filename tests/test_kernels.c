@@ -659,79 +659,65 @@ static void test_attention(void) {
 // flash attention: against the double reference (forward, lse, finite differences of backward),
 // against the batched-matmul reference kernel, masking, the decode form, determinism
 
-static void flash_case(int B, int T, int C, int NH, int check_fd) {
-    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T, na = (size_t)B * NH * T * T;
-    int hs = C / NH;
-    float *qkv = falloc(nqkv), *out = falloc(no), *lse = falloc(nl), *dout = falloc(no);
-    fill_uniform(qkv, nqkv, -2, 2);
-    fill_uniform(dout, no, -1, 1);
+// What flash_level compares against: the double references and the batched-matmul reference
+// kernel, computed once per shape.
+typedef struct {
+    int B, T, C, NH;
+    const float *qkv, *dout;
+    const double *out, *lse;                   // double reference: forward and log-sum-exp
+    const double *out_ref, *dqkv_ref;          // the reference kernel (dqkv accumulated onto zeros)
+    const double *fd;                          // finite differences at idx[0..n_fd), or NULL
+    const size_t *idx;
+    size_t n_fd;
+} flash_refs;
+
+// The flash kernels at the SIMD level in use: forward against the references, backward (which
+// overwrites dqkv: it is prefilled with NaN, so an unwritten element fails) against the reference
+// kernel's accumulation onto zeros and finite differences, determinism, the decode form, masking.
+static void flash_level(const flash_refs *r) {
+    int B = r->B, T = r->T, C = r->C, NH = r->NH, hs = C / NH;
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    const float *qkv = r->qkv, *dout = r->dout;
+    float *out = falloc(no), *lse = falloc(nl);
     fill_const(out, no, NAN);   // every element must be written
     fill_const(lse, nl, NAN);
     attention_forward(out, lse, qkv, B, T, C, NH);
-    att_ctx c = {B, T, C, NH, to_double(qkv, nqkv), to_double(dout, no), dalloc(no)};
-    double *ratt = dalloc(na);
-    ref_attention(c.out, ratt, c.qkv, B, T, C, NH);
-    char what[112];
+    char what[128];
+    const char *lvl = kernels_simd_name(kernels_simd_level());
     // same bound as the reference kernel's output (probabilities within (4 sqrt(hs) + T + 8) eps
     // relative, |v| <= 2), plus the online rescaling: one more rounding per key block of 64
-    snprintf(what, sizeof what, "flash attention out B=%d T=%d C=%d NH=%d", B, T, C, NH);
-    CU_ASSERT(close_d(what, out, c.out, no, 2 * (4 * sqrt(hs) + 2 * T + 8 + 2 * (T / 64 + 1)) * EPS, EPS));
+    snprintf(what, sizeof what, "flash attention out B=%d T=%d C=%d NH=%d %s", B, T, C, NH, lvl);
+    CU_ASSERT(close_d(what, out, r->out, no, 2 * (4 * sqrt(hs) + 2 * T + 8 + 2 * (T / 64 + 1)) * EPS, EPS));
     // lse = max + log(sum exp(s - max)): the scores carry ~4 sqrt(hs) eps absolute error, the
     // float log and sum of up to T terms ~T eps relative to the sum, i.e. absolute in the log
-    double *rlse = dalloc(nl);
-    for (int bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH;
-        for (int t = 0; t < T; t++) {
-            const double *q = c.qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-            double mx = -INFINITY, sum = 0.0, *sc = dalloc((size_t)t + 1);
-            for (int j = 0; j <= t; j++) {
-                sc[j] = dot_d(q, c.qkv + ((size_t)b * T + j) * 3 * C + C + h * hs, (size_t)hs) / sqrt((double)hs);
-                mx = fmax(mx, sc[j]);
-            }
-            for (int j = 0; j <= t; j++) sum += exp(sc[j] - mx);
-            rlse[(size_t)bh * T + t] = mx + log(sum);
-            free(sc);
-        }
-    }
-    snprintf(what, sizeof what, "flash attention lse B=%d T=%d C=%d NH=%d", B, T, C, NH);
-    CU_ASSERT(close_d(what, lse, rlse, nl, (4 * sqrt(hs) + T + 8) * EPS, EPS));
-
+    snprintf(what, sizeof what, "flash attention lse B=%d T=%d C=%d NH=%d %s", B, T, C, NH, lvl);
+    CU_ASSERT(close_d(what, lse, r->lse, nl, (4 * sqrt(hs) + T + 8) * EPS, EPS));
     // the batched-matmul reference kernel, float against float: both within the bounds above
-    float *out_ref = falloc(no), *att = falloc(na);
-    attention_forward_ref(out_ref, att, qkv, B, T, C, NH);
-    double *out_ref_d = to_double(out_ref, no);
-    snprintf(what, sizeof what, "flash vs ref kernel out B=%d T=%d C=%d NH=%d", B, T, C, NH);
-    CU_ASSERT(close_d(what, out, out_ref_d, no, 4 * (4 * sqrt(hs) + 2 * T + 8 + 2 * (T / 64 + 1)) * EPS, 2 * EPS));
+    snprintf(what, sizeof what, "flash vs ref kernel out B=%d T=%d C=%d NH=%d %s", B, T, C, NH, lvl);
+    CU_ASSERT(close_d(what, out, r->out_ref, no, 4 * (4 * sqrt(hs) + 2 * T + 8 + 2 * (T / 64 + 1)) * EPS, 2 * EPS));
 
-    // backward: against the reference kernel's backward, and (small shapes) finite differences
-    float *dqkv = falloc(nqkv), *dqkv_ref = falloc(nqkv), *datt = falloc(na);
-    fill_uniform(dqkv, nqkv, -1, 1);
-    float *dqkv0 = copy_f(dqkv, nqkv);
-    memcpy(dqkv_ref, dqkv0, nqkv * sizeof(float));
+    // backward overwrites dqkv: NaN before, every element written after
+    float *dqkv = falloc(nqkv), *zeros = falloc(nqkv);
+    fill_const(dqkv, nqkv, NAN);
+    fill_const(zeros, nqkv, 0.0f);
     attention_backward(dqkv, dout, out, qkv, lse, B, T, C, NH);
-    attention_backward_ref(dqkv_ref, datt, dout, qkv, att, B, T, C, NH);
-    double *dref_d = to_double(dqkv_ref, nqkv);
-    // both are float sums of at most T + hs terms of size <= ~2 onto the prefill (the reference
-    // kernel's argument), each within (T + hs) eps of the truth: twice that between them
-    snprintf(what, sizeof what, "flash vs ref kernel dqkv B=%d T=%d C=%d NH=%d", B, T, C, NH);
-    CU_ASSERT(close_d(what, dqkv, dref_d, nqkv, 2 * (T + hs + 8) * EPS, 4 * EPS));
-    if (check_fd) {
-        size_t *idx = xmalloc(FD_MAX * sizeof(size_t));
-        double *g = dalloc(FD_MAX);
-        size_t k = pick_indices(idx, nqkv, FD_MAX);
-        fd_grad(att_loss, &c, c.qkv, idx, k, FD_H, g);
+    // both are float sums of at most T + hs terms of size <= ~2, each within (T + hs) eps of the
+    // truth: twice that between them
+    snprintf(what, sizeof what, "flash vs ref kernel dqkv B=%d T=%d C=%d NH=%d %s", B, T, C, NH, lvl);
+    CU_ASSERT(close_d(what, dqkv, r->dqkv_ref, nqkv, 2 * (T + hs + 8) * EPS, 4 * EPS));
+    if (r->fd) {
         // as the reference kernel's bound, plus P recomputed as exp(s - lse) (lse within
         // (4 sqrt(hs) + T) eps): a relative error of that size on every P
-        snprintf(what, sizeof what, "flash attention dqkv (FD) B=%d T=%d C=%d NH=%d", B, T, C, NH);
-        CU_ASSERT(check_grad(what, dqkv, dqkv0, g, idx, k, (2 * T + hs + 4 * sqrt(hs) + 8) * EPS, 4 * EPS));
-        free(idx), free(g);
+        snprintf(what, sizeof what, "flash attention dqkv (FD) B=%d T=%d C=%d NH=%d %s", B, T, C, NH, lvl);
+        CU_ASSERT(check_grad(what, dqkv, zeros, r->fd, r->idx, r->n_fd, (2 * T + hs + 4 * sqrt(hs) + 8) * EPS, 4 * EPS));
     }
 
-    // determinism: twice, and 1 vs 2 threads, bit for bit
-    float *out1 = falloc(no), *lse1 = falloc(nl), *dqkv1 = copy_f(dqkv0, nqkv);
+    // determinism: twice (onto other garbage: nothing of it may remain), and 1 vs 2 threads, bit for bit
+    float *out1 = falloc(no), *lse1 = falloc(nl), *dqkv1 = falloc(nqkv);
+    fill_uniform(dqkv1, nqkv, -1e3f, 1e3f);
     attention_backward(dqkv1, dout, out, qkv, lse, B, T, C, NH);
     CU_ASSERT(same_bits("flash attention backward twice", dqkv1, dqkv, nqkv));
-    memcpy(dqkv1, dqkv0, nqkv * sizeof(float));
+    fill_const(dqkv1, nqkv, NAN);
     omp_set_num_threads(1);
     attention_forward(out1, lse1, qkv, B, T, C, NH);
     attention_backward(dqkv1, dout, out, qkv, lse, B, T, C, NH);
@@ -756,6 +742,25 @@ static void flash_case(int B, int T, int C, int NH, int check_fd) {
             }
     CU_ASSERT(decode_ok);
 
+    // a prefill in chunks against a cache (nq > 1 at pos0 > 0, chunk edges inside key blocks)
+    // gives the full forward's rows, bit for bit
+    int chunk = T > 40 ? 37 : (T + 1) / 2, prefill_ok = 1;
+    float *oc = falloc((size_t)chunk * hs), *lc = falloc((size_t)chunk);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t0 = 0; t0 < T; t0 += chunk) {
+                int n = T - t0 < chunk ? T - t0 : chunk;
+                const float *base = qkv + (size_t)b * T * 3 * C + h * hs;
+                attention_head_forward(oc, hs, lc, base + (size_t)t0 * 3 * C, 3 * C, base + C, 3 * C, base + 2 * C, 3 * C,
+                                       n, t0, hs);
+                for (int i = 0; i < n; i++)
+                    prefill_ok &= memcmp(oc + (size_t)i * hs, out + ((size_t)b * T + t0 + i) * C + h * hs,
+                                         (size_t)hs * sizeof(float)) == 0;
+                prefill_ok &= memcmp(lc, lse + ((size_t)b * NH + h) * T + t0, (size_t)n * sizeof(float)) == 0;
+            }
+    CU_ASSERT(prefill_ok);
+    free(oc), free(lc);
+
     // masking: huge keys and values at the last position change no earlier row at all (its
     // scores are never exponentiated for them, and its probability 0 multiplies their values)
     if (T > 1) {
@@ -776,10 +781,60 @@ static void flash_case(int B, int T, int C, int NH, int check_fd) {
         CU_ASSERT(mask_ok);
         free(poison), free(outp), free(lsep);
     }
+    free(out), free(lse), free(dqkv), free(zeros), free(out1), free(lse1), free(dqkv1), free(o1);
+}
 
-    free(qkv), free(out), free(lse), free(dout), free(c.qkv), free(c.dout), free(c.out), free(ratt), free(rlse);
-    free(out_ref), free(att), free(out_ref_d), free(dqkv), free(dqkv_ref), free(datt), free(dqkv0), free(dref_d);
-    free(out1), free(lse1), free(dqkv1), free(o1);
+// flash attention: the references once, then flash_level on every SIMD path the CPU has
+static void flash_case(int B, int T, int C, int NH, int check_fd) {
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T, na = (size_t)B * NH * T * T;
+    int hs = C / NH;
+    float *qkv = falloc(nqkv), *dout = falloc(no);
+    fill_uniform(qkv, nqkv, -2, 2);
+    fill_uniform(dout, no, -1, 1);
+    att_ctx c = {B, T, C, NH, to_double(qkv, nqkv), to_double(dout, no), dalloc(no)};
+    double *ratt = dalloc(na);
+    ref_attention(c.out, ratt, c.qkv, B, T, C, NH);
+    double *rout = dalloc(no), *rlse = dalloc(nl);   // (c.out is the finite differences' scratch)
+    memcpy(rout, c.out, no * sizeof(double));
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        for (int t = 0; t < T; t++) {
+            const double *q = c.qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+            double mx = -INFINITY, sum = 0.0, *sc = dalloc((size_t)t + 1);
+            for (int j = 0; j <= t; j++) {
+                sc[j] = dot_d(q, c.qkv + ((size_t)b * T + j) * 3 * C + C + h * hs, (size_t)hs) / sqrt((double)hs);
+                mx = fmax(mx, sc[j]);
+            }
+            for (int j = 0; j <= t; j++) sum += exp(sc[j] - mx);
+            rlse[(size_t)bh * T + t] = mx + log(sum);
+            free(sc);
+        }
+    }
+    // the batched-matmul reference kernel (at the best SIMD level): forward, and backward onto zeros
+    float *out_ref = falloc(no), *att = falloc(na), *dqkv_ref = falloc(nqkv), *datt = falloc(na);
+    attention_forward_ref(out_ref, att, qkv, B, T, C, NH);
+    fill_const(dqkv_ref, nqkv, 0.0f);
+    attention_backward_ref(dqkv_ref, datt, dout, qkv, att, B, T, C, NH);
+    flash_refs r = {B, T, C, NH, qkv, dout, rout, rlse, to_double(out_ref, no), to_double(dqkv_ref, nqkv), NULL, NULL, 0};
+    size_t *idx = NULL;
+    double *g = NULL;
+    if (check_fd) {
+        idx = xmalloc(FD_MAX * sizeof(size_t));
+        g = dalloc(FD_MAX);
+        r.n_fd = pick_indices(idx, nqkv, FD_MAX);
+        fd_grad(att_loss, &c, c.qkv, idx, r.n_fd, FD_H, g);
+        r.fd = g;
+        r.idx = idx;
+    }
+    kernels_simd best = kernels_simd_detect();
+    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
+        flash_level(&r);
+    }
+    kernels_set_simd(best);
+    free(qkv), free(dout), free(c.qkv), free(c.dout), free(c.out), free(ratt), free(rout), free(rlse);
+    free(out_ref), free(att), free(dqkv_ref), free(datt), free((double *)r.out_ref), free((double *)r.dqkv_ref);
+    free(idx), free(g);
 }
 
 static void test_flash_attention(void) {
@@ -787,8 +842,16 @@ static void test_flash_attention(void) {
     flash_case(1, 1, 8, 2, 1);       // T = 1
     flash_case(2, 65, 20, 2, 1);     // hs = 10, C not a multiple of 16, a second partial key block
     flash_case(1, 130, 64, 4, 1);    // several blocks, the last partial
+    // hs = 64 (the AVX-512 path's head size) at odd lengths: one position, part of one vector of
+    // queries, one short of a block, one past it, a third block of two
+    flash_case(2, 1, 128, 2, 1);
+    flash_case(1, 7, 128, 2, 1);
+    flash_case(1, 63, 128, 2, 1);
+    flash_case(2, 65, 128, 2, 1);
+    flash_case(1, 130, 128, 2, 1);
     flash_case(4, 64, 256, 4, 0);    // the small model's shape (B=4, T=64, C=256, NH=4)
     flash_case(2, 64, 768, 12, 0);   // GPT-2 124M's heads (hs = 64)
+    flash_case(1, 200, 64, 1, 0);    // a longer sequence: four key blocks
 }
 
 // ---------------------------------------------------------------------------------------------

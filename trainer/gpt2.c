@@ -272,8 +272,9 @@ void gpt2_backward(gpt2 *model) {
     // down to the embeddings: each LayerNorm backward adds its input gradient into it, and the
     // projections that feed the stream read it as their output gradient (a residual add copies
     // its gradient to both inputs), so no residual pass is needed. The per-layer activation
-    // gradients are scratch, layer 0's slots reused by every layer (they stay in cache): the
-    // matrix products overwrite theirs; GELU's and attention's, which accumulate, are cleared.
+    // gradients are scratch, one layer's slots reused by every layer (they stay in cache), and
+    // each is overwritten by its producer (the matrix products, GELU and attention backward):
+    // no clearing pass but dres's, once.
     float *dres = D(A_ENCODED);
     float *dfch_gelu = D(A_FCH_GELU), *dfch = D(A_FCH), *dln2 = D(A_LN2), *datty = D(A_ATTY), *dqkv = D(A_QKV);
     float *dln1 = D(A_LN1);
@@ -306,9 +307,6 @@ void gpt2_backward(gpt2 *model) {
         float *fch = A(A_FCH) + lbt * 4 * C, *fch_gelu = A(A_FCH_GELU) + lbt * 4 * C;
 
         // dres is d residual3 here: the gradient of fcproj's output
-        t = prof_start();
-        memset(dqkv, 0, N * 3 * C * sizeof(float));
-        prof_stop("clear_scratch", PROF_BWD, t, 0.0, float_bytes(3 * nc));
         t = prof_start();
         matmul_backward(dfch_gelu, G(P_FCPROJW) + lc * 4 * C, G(P_FCPROJB) + lc, dres, fch_gelu,
                         P(P_FCPROJW) + lc * 4 * C, (int)N, 4 * C, C, acc);
