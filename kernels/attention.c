@@ -345,6 +345,20 @@ KERNELS_TGT_512 static void head_forward_512(float *out, int ldo, float *lse, co
     }
 }
 
+// dst (nk, 64) (+)= P^T X for a key block k0 against a query block q0: P is (nqb, ATT_B), X is
+// (nqb, 64) contiguous, dst has row stride ld. Each key tile sums over the queries from the first
+// that sees its first key; the first contribution (q0 == k0) writes instead of adding.
+KERNELS_INLINE_512 void att_keys_update(float *dst, ptrdiff_t ld, const float *P, const float *X, int nk, int nqb,
+                                        int k0, int q0) {
+    for (int j0 = 0; j0 < nk; j0 += AT_R) {
+        int nr = nk - j0 < AT_R ? nk - j0 : AT_R, ia = k0 + j0 - q0 > 0 ? k0 + j0 - q0 : 0;
+        __m512 acc[AT_R][AT_NV];
+        att_load_rows(acc, dst + (ptrdiff_t)j0 * ld, ld, nr, q0 == k0);
+        att_tile(acc, 0, AT_NV, nr, nqb - ia, P + ia * ATT_B + j0, 1, ATT_B, X + ia * AH, AH);
+        att_store_rows(dst + (ptrdiff_t)j0 * ld, ld, nr, acc);
+    }
+}
+
 KERNELS_TGT_512 static void head_backward_512(float *dq, float *dk, float *dv, const float *dO, const float *O,
                                               const float *q, const float *k, const float *v, const float *lrow, int T,
                                               int ld, int ldo) {
@@ -394,14 +408,8 @@ KERNELS_TGT_512 static void head_backward_512(float *dq, float *dk, float *dv, c
                     }
                 }
             }
-            // dV_blk (nk, 64) (+)= P^T dO_blk, over the queries from the first that sees key j0
-            for (int j0 = 0; j0 < nk; j0 += AT_R) {
-                int nr = nk - j0 < AT_R ? nk - j0 : AT_R, ia = k0 + j0 - q0 > 0 ? k0 + j0 - q0 : 0;
-                __m512 acc[AT_R][AT_NV];
-                att_load_rows(acc, dvb + (ptrdiff_t)j0 * ld, ld, nr, q0 == k0);
-                att_tile(acc, 0, AT_NV, nr, nqb - ia, P + ia * ATT_B + j0, 1, ATT_B, DOC + ia * AH, AH);
-                att_store_rows(dvb + (ptrdiff_t)j0 * ld, ld, nr, acc);
-            }
+            // dV_blk (nk, 64) (+)= P^T dO_blk
+            att_keys_update(dvb, ld, P, DOC, nk, nqb, k0, q0);
             // dS = P (dO_blk V_blk^T - D) scale, over P (0 where P is)
             for (int i0 = 0; i0 < nqb; i0 += AT_R) {
                 int nr = nqb - i0 < AT_R ? nqb - i0 : AT_R, nv = (NVIS(i0 + nr - 1) + 15) / 16;
@@ -422,13 +430,7 @@ KERNELS_TGT_512 static void head_backward_512(float *dq, float *dk, float *dv, c
                 }
             }
             // dK_blk (nk, 64) (+)= dS^T Q_blk
-            for (int j0 = 0; j0 < nk; j0 += AT_R) {
-                int nr = nk - j0 < AT_R ? nk - j0 : AT_R, ia = k0 + j0 - q0 > 0 ? k0 + j0 - q0 : 0;
-                __m512 acc[AT_R][AT_NV];
-                att_load_rows(acc, dkb + (ptrdiff_t)j0 * ld, ld, nr, q0 == k0);
-                att_tile(acc, 0, AT_NV, nr, nqb - ia, P + ia * ATT_B + j0, 1, ATT_B, QC + ia * AH, AH);
-                att_store_rows(dkb + (ptrdiff_t)j0 * ld, ld, nr, acc);
-            }
+            att_keys_update(dkb, ld, P, QC, nk, nqb, k0, q0);
             // dQ_blk (nqb, 64) (+)= dS K_blk, over the keys that the tile's last query sees
             for (int i0 = 0; i0 < nqb; i0 += AT_R) {
                 int nr = nqb - i0 < AT_R ? nqb - i0 : AT_R;
