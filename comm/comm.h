@@ -83,6 +83,7 @@ typedef struct {
     float *stage;             // staging buffer (all buckets)
     float *recv;              // zero=1: reduce-scatter results for this rank
     int next_group;           // groups announced so far
+    int in_flight;            // buckets started and not yet finished
     int *gather_counts, *gather_displs;   // zero=1: parameter allgather
     int *completed;           // indices from MPI_Testsome / MPI_Waitsome (n_buckets)
     double (*piece_fn)(const float *x, size_t n);   // see comm_gradsync_set_piece_fn
@@ -99,6 +100,10 @@ void comm_gradsync_begin(comm_gradsync *s);
 // Group g (the next in order) is final: start every bucket it completes, and give MPI a
 // chance to progress those in flight.
 void comm_gradsync_ready(comm_gradsync *s, int group);
+// Gives MPI a chance to progress the buckets in flight and finishes those complete (nothing
+// when none is in flight): call it between the ops of backward, so the reductions advance
+// while backward computes (Open MPI progresses them only inside MPI calls).
+void comm_gradsync_progress(comm_gradsync *s);
 // Announces any remaining groups, waits for every bucket and unpacks the reduced sums into
 // the arena (zero=1: only this rank's slice is valid afterwards).
 void comm_gradsync_wait(comm_gradsync *s);

@@ -147,6 +147,7 @@ void comm_gradsync_begin(comm_gradsync *s) {
         req[i] = MPI_REQUEST_NULL;
     }
     s->next_group = 0;
+    s->in_flight = 0;
     s->t_first_start = 0.0;
 }
 
@@ -168,6 +169,7 @@ static void start_bucket(comm_gradsync *s, int i) {
     else
         for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)
             memcpy(s->stage + s->pieces[p].stage, s->grads + s->pieces[p].flat, s->pieces[p].n * sizeof(float));
+    s->in_flight++;
     if (s->zero) {
         MPI_CHECK(MPI_Ireduce_scatter(st, s->recv + b->recv_lo, b->recvcounts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[i]));
     } else {
@@ -182,13 +184,16 @@ void comm_gradsync_ready(comm_gradsync *s, int group) {
         comm_bucket *b = &s->buckets[i];
         if (!b->started && b->ready_group <= group) start_bucket(s, i);
     }
-    if (s->world > 1) {
-        // Open MPI progresses non-blocking collectives only inside MPI calls; buckets that are
-        // complete are finished now, while backward goes on
-        int n_done = 0;
-        MPI_CHECK(MPI_Testsome(s->n_buckets, s->requests, &n_done, s->completed, MPI_STATUSES_IGNORE));
-        for (int k = 0; n_done != MPI_UNDEFINED && k < n_done; k++) finish_bucket(s, s->completed[k]);
-    }
+    comm_gradsync_progress(s);
+}
+
+void comm_gradsync_progress(comm_gradsync *s) {
+    if (s->in_flight == 0) return;
+    // Open MPI progresses non-blocking collectives only inside MPI calls; buckets that are
+    // complete are finished now, while backward goes on
+    int n_done = 0;
+    MPI_CHECK(MPI_Testsome(s->n_buckets, s->requests, &n_done, s->completed, MPI_STATUSES_IGNORE));
+    for (int k = 0; n_done != MPI_UNDEFINED && k < n_done; k++) finish_bucket(s, s->completed[k]);
 }
 
 // Is piece pc of bucket b one of this rank's (zero=1: in its slice)?
@@ -202,7 +207,10 @@ static int owned_piece(const comm_gradsync *s, const comm_bucket *b, const comm_
 static void finish_bucket(comm_gradsync *s, int i) {
     comm_bucket *b = &s->buckets[i];
     b->done = 1;
-    if (s->world > 1) unpack_bucket(s, i);
+    if (s->world > 1) {
+        s->in_flight--;
+        unpack_bucket(s, i);
+    }
     if (!s->piece_fn) return;
     double total = 0.0;
     for (int p = b->first_piece; p < b->first_piece + b->n_pieces; p++)

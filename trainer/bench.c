@@ -703,6 +703,7 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
     sm_free(segs);
     train_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
     model.layer_done = train_layer_done;
+    model.progress = train_sync_progress;
     model.layer_done_ctx = &ctx;
 
     const int warmup = 2, steps = o->steps;

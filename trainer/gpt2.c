@@ -260,6 +260,14 @@ static void clear_accumulated_grads(gpt2 *model) {
     prof_stop("zero_grad", PROF_BWD, t, 0.0, float_bytes(n));
 }
 
+// Between backward's large ops: lets the gradient sync progress the buckets in flight.
+static void sync_progress(gpt2 *model) {
+    if (!model->progress) return;
+    double t = prof_start();
+    model->progress(model->layer_done_ctx);
+    prof_stop("grad_sync_hook", PROF_BWD, t, 0.0, 0.0);
+}
+
 void gpt2_backward(gpt2 *model) {
     const gpt2_config *c = &model->cfg;
     const int L = c->n_layer, NH = c->n_head, C = c->n_embd, Vp = c->padded_vocab_size;
@@ -311,6 +319,7 @@ void gpt2_backward(gpt2 *model) {
         matmul_backward(dfch_gelu, G(P_FCPROJW) + lc * 4 * C, G(P_FCPROJB) + lc, dres, fch_gelu,
                         P(P_FCPROJW) + lc * 4 * C, (int)N, 4 * C, C, acc);
         prof_stop("matmul.fcproj", PROF_BWD, t, 4.0 * nc * 4 * C, float_bytes(2 * nc + 4 * nc + 12 * cc + 8 * nc));
+        sync_progress(model);
         t = prof_start();
         gelu_backward(dfch, fch, dfch_gelu, N * 4 * C);
         prof_stop("gelu", PROF_BWD, t, 0.0, float_bytes(12 * nc));   // reads fch, dfch_gelu; writes dfch
@@ -318,6 +327,7 @@ void gpt2_backward(gpt2 *model) {
         matmul_backward(dln2, G(P_FCW) + lc * 4 * C, G(P_FCB) + lc * 4, dfch, ln2, P(P_FCW) + lc * 4 * C, (int)N, C,
                         4 * C, acc);
         prof_stop("matmul.fc", PROF_BWD, t, 4.0 * nc * 4 * C, float_bytes(8 * nc + nc + 12 * cc + 2 * nc));
+        sync_progress(model);
         t = prof_start();
         layernorm_backward(dres, G(P_LN2W) + lc, G(P_LN2B) + lc, dln2, residual2, P(P_LN2W) + lc, ln2_mean, ln2_rstd,
                            (int)N, C);
@@ -327,6 +337,7 @@ void gpt2_backward(gpt2 *model) {
         matmul_backward(datty, G(P_ATTPROJW) + lc * C, G(P_ATTPROJB) + lc, dres, atty, P(P_ATTPROJW) + lc * C,
                         (int)N, C, C, acc);
         prof_stop("matmul.attproj", PROF_BWD, t, 4.0 * nc * C, float_bytes(2 * nc + nc + 3 * cc + 2 * nc));
+        sync_progress(model);
         t = prof_start();
         attention_backward(dqkv, datty, atty, qkv, lse, B, T, C, NH);
         prof_stop("attention", PROF_BWD, t, att_flops, float_bytes(2 * nc + 3 * nc + 6 * nc));
@@ -334,6 +345,7 @@ void gpt2_backward(gpt2 *model) {
         matmul_backward(dln1, G(P_QKVW) + lc * 3 * C, G(P_QKVB) + lc * 3, dqkv, ln1, P(P_QKVW) + lc * 3 * C, (int)N,
                         C, 3 * C, acc);
         prof_stop("matmul.qkv", PROF_BWD, t, 4.0 * nc * 3 * C, float_bytes(6 * nc + nc + 9 * cc + 2 * nc));
+        sync_progress(model);
         t = prof_start();
         layernorm_backward(dres, G(P_LN1W) + lc, G(P_LN1B) + lc, dln1, residual, P(P_LN1W) + lc, ln1_mean, ln1_rstd,
                            (int)N, C);

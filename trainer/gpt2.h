@@ -53,7 +53,9 @@ typedef struct {
     // in reverse order; wte/wpe and lnf are final only when backward returns). comm/ uses
     // it to start bucketed allreduces during backward.
     void (*layer_done)(void *ctx, int layer);
-    void *layer_done_ctx;
+    void (*progress)(void *ctx);   // between backward's large ops (may be NULL): comm/ tests and
+                                   // finishes the reductions in flight
+    void *layer_done_ctx;          // the ctx of both
 } gpt2;
 
 // Fills padded_vocab_size; returns 0, or -1 with a reason (e.g. heads not dividing embd).

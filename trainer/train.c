@@ -262,6 +262,8 @@ void train_layer_done(void *ctx, int layer) {
     comm_gradsync_ready(c->sync, c->n_layer - 1 - layer);   // layer l completes group L-1-l
 }
 
+void train_sync_progress(void *ctx) { comm_gradsync_progress(((const train_sync_ctx *)ctx)->sync); }
+
 // FNV-1a over the bytes of a value: the configuration fingerprint every rank must share
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;
@@ -498,6 +500,7 @@ int cmd_train(int argc, char **argv) {
             // only the last micro-step synchronises (DDP's no_sync for the others)
             int last = a == o.accum - 1;
             model.layer_done = last ? train_layer_done : NULL;
+            model.progress = last ? train_sync_progress : NULL;
             model.layer_done_ctx = &ctx;
             gpt2_backward(&model);
             t_fwd += tb - ta;

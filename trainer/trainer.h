@@ -30,3 +30,4 @@ typedef struct {
     int n_layer;
 } train_sync_ctx;
 void train_layer_done(void *ctx, int layer);
+void train_sync_progress(void *ctx);   // gpt2's progress hook: comm_gradsync_progress
