@@ -50,13 +50,15 @@ static int check_tables(ckpt_ctx *cx, const sm_table *params, const sm_table *m,
            "checkpoint: tensor %d has an invalid name", i);
         CK(strlen(t->name) < 48, "checkpoint: tensor name '%s' is too long", t->name);
         CK(t->ndim >= 1 && t->ndim <= SM_MAX_DIMS, "checkpoint: tensor '%s' has %d dims", t->name, t->ndim);
+        CK(t->dtype == SM_F32, "checkpoint: tensor '%s' is %s; checkpoints hold float32", t->name,
+           SM_DTYPE_INFO[t->dtype].name);
         for (int j = 0; j < i; j++) CK(strcmp(params->t[j].name, t->name) != 0, "checkpoint: two tensors named '%s'", t->name);
     }
     CK((m == NULL) == (v == NULL), "checkpoint: pass both moment tables or neither");
     for (int k = 0; m && k < 2; k++) {
         const sm_table *o = k ? v : m;
         const char *which = k ? "v" : "m";
-        CK(o->count == params->count && o->n_floats == params->n_floats && o->base,
+        CK(o->count == params->count && o->n_bytes == params->n_bytes && o->base,
            "checkpoint: the %s table does not have the parameters' layout", which);
         for (int i = 0; i < params->count; i++) {
             const sm_tensor *a = &params->t[i], *b = &o->t[i];
@@ -78,14 +80,15 @@ static void tensor_shape(ckpt_shape *s, const sm_tensor *t, hsize_t chunk_floats
 
 // The part of tensor t (as a flat range of the tensor) inside the arena range [lo, hi).
 static void tensor_part(const sm_tensor *t, size_t lo, size_t hi, hsize_t *a, hsize_t *b) {
-    size_t s = t->offset > lo ? t->offset : lo;
-    size_t e = t->offset + t->n_floats < hi ? t->offset + t->n_floats : hi;
+    size_t off = sm_tensor_f32_offset(t);
+    size_t s = off > lo ? off : lo;
+    size_t e = off + t->n_elems < hi ? off + t->n_elems : hi;
     if (s >= e) {
         *a = *b = 0;
         return;
     }
-    *a = (hsize_t)(s - t->offset);
-    *b = (hsize_t)(e - t->offset);
+    *a = (hsize_t)(s - off);
+    *b = (hsize_t)(e - off);
 }
 
 // ---------------------------------------------------------------------------
@@ -261,7 +264,7 @@ static int write_layout(ckpt_ctx *cx, hid_t file, const ckpt_meta *meta, hid_t *
         CK_H5(groups[i] = H5Gcreate2(file, gnames[i], H5P_DEFAULT, gcpl, H5P_DEFAULT), "cannot create group %s",
               gnames[i]);
 
-    const ckpt_model_config *c = &meta->cfg;
+    const sm_model_config *c = &meta->cfg;
     if (ckpt_attr_write_str(cx, file, "format", CKPT_FORMAT_NAME) != 0) goto error;
     struct { const char *name; hid_t ft, mt; const void *p; } root[] = {
         {"format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version},
@@ -540,7 +543,7 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
     const char *env_chunk = cx->rank == 0 ? getenv("SMALLMIND_CKPT_CHUNK_FLOATS") : NULL;
     if (env_chunk && atoll(env_chunk) > 0) plan.chunk_floats = (hsize_t)atoll(env_chunk);
     ckpt_bcast(&plan.chunk_floats, sizeof plan.chunk_floats);
-    size_t n = params->n_floats;
+    size_t n = sm_table_n_f32(params);
     if (plan.moment_hi > n) plan.moment_hi = n;
     if (plan.moment_lo > plan.moment_hi) plan.moment_lo = plan.moment_hi;
     if (ckpt_agree(cx, plan_moments(cx, &plan, n)) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
@@ -677,7 +680,7 @@ error:
     return rc;
 }
 
-int ckpt_load(const char *path, const ckpt_model_config *expect, ckpt_meta *meta_out, sm_table *params, sm_table *m,
+int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_out, sm_table *params, sm_table *m,
               sm_table *v, size_t moment_lo, size_t moment_hi, ckpt_stats *stats, char *err, size_t errlen) {
     double t0 = sm_now_s();
     ckpt_ctx c, *cx = &c;
@@ -688,7 +691,7 @@ int ckpt_load(const char *path, const ckpt_model_config *expect, ckpt_meta *meta
         local = -1;
     }
     if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    if (moment_hi > params->n_floats) moment_hi = params->n_floats;
+    if (moment_hi > sm_table_n_f32(params)) moment_hi = sm_table_n_f32(params);
     if (moment_lo > moment_hi) moment_lo = moment_hi;
 
     // 1. the file is ours, of a version we read, and fits this model
@@ -737,7 +740,7 @@ error:
         sm_table *tab = k == 0 ? params : k == 1 ? m : v;
         for (int i = 0; i < tab->count && local == 0; i++) {
             sm_tensor *t = &tab->t[i];
-            hsize_t a = 0, b = (hsize_t)t->n_floats;
+            hsize_t a = 0, b = (hsize_t)t->n_elems;
             if (k > 0) tensor_part(t, moment_lo, moment_hi, &a, &b);
             local = read_tensor(cx, groups[k], gnames[k], t, t->ptr, a, b, dxpl);
         }

@@ -21,14 +21,9 @@
 // (h5py and h5dump too) verifies what it reads.
 #define CKPT_FORMAT_NAME "smallmind-checkpoint"
 #define CKPT_FORMAT_VERSION 1
-#define CKPT_TOKENIZER_MAX 32
 #define CKPT_NAME_MAX 64      // a checkpoint's file name, without the directory
 #define CKPT_ERR_MAX 1024     // long enough for any message these functions write
 
-typedef struct {
-    int n_layer, n_head, n_embd, max_seq_len, vocab_size, padded_vocab_size;
-    char tokenizer[CKPT_TOKENIZER_MAX];   // "byte", "gpt2"
-} ckpt_model_config;
 
 typedef struct {
     double lr, min_lr, beta1, beta2, eps, weight_decay;
@@ -42,7 +37,7 @@ typedef struct {
     sm_rng rng;             // this rank's generator (save: written as row `rank`; load: read back)
     int rng_restored;       // load: 1 when the file holds a row for this rank (writer world > rank)
     int world_size;         // save: ignored (the MPI world is written); load/read: the writer's
-    ckpt_model_config cfg;
+    sm_model_config cfg;
     ckpt_optim optim;
 } ckpt_meta;
 
@@ -108,7 +103,7 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta, const sm_table *params
 // metadata. m and v may both be NULL (params only, e.g. for eval). With expect non-NULL the
 // file's model config must equal it, else the file is refused as incompatible. Tensor names and
 // shapes must match the tables. Every chunk read is checksum-verified. stats may be NULL.
-int ckpt_load(const char *path, const ckpt_model_config *expect, ckpt_meta *meta, sm_table *params, sm_table *m,
+int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta, sm_table *params, sm_table *m,
               sm_table *v, size_t moment_lo, size_t moment_hi, ckpt_stats *stats, char *err, size_t errlen);
 
 // Reads the metadata only (rank 0 reads, all ranks receive). Refuses files that are missing,
@@ -116,7 +111,7 @@ int ckpt_load(const char *path, const ckpt_model_config *expect, ckpt_meta *meta
 int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen);
 
 // Not collective: 0 if the configs are equal, else -1 naming the first difference.
-int ckpt_config_check(const ckpt_model_config *file_cfg, const ckpt_model_config *run_cfg, const char *path,
+int ckpt_config_check(const sm_model_config *file_cfg, const sm_model_config *run_cfg, const char *path,
                       char *err, size_t errlen);
 
 // Reads every dataset of the file (the work split over the ranks), checking checksums, types

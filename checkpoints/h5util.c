@@ -390,7 +390,7 @@ static int read_meta_attrs(ckpt_ctx *cx, hid_t file, ckpt_meta *meta) {
        CKPT_FORMAT_VERSION);
     CK(version >= 1, "checkpoint has an invalid format_version %d", version);
 
-    ckpt_model_config *c = &meta->cfg;
+    sm_model_config *c = &meta->cfg;
     struct { const char *name; hid_t type; void *p; } root[] = {
         {"step", H5T_NATIVE_INT, &meta->step},
         {"tokens_seen", H5T_NATIVE_UINT64, &meta->tokens_seen},
@@ -481,7 +481,7 @@ int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen) 
     return 0;
 }
 
-int ckpt_config_check(const ckpt_model_config *f, const ckpt_model_config *r, const char *path, char *err,
+int ckpt_config_check(const sm_model_config *f, const sm_model_config *r, const char *path, char *err,
                       size_t errlen) {
     struct { const char *name; int file, run; } v[] = {
         {"n_layer", f->n_layer, r->n_layer},          {"n_head", f->n_head, r->n_head},

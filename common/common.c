@@ -110,32 +110,75 @@ void sm_free(void *p) { free(p); }
 
 // ---------------------------------------------------------------------------
 // Named-tensor table
-int sm_table_add(sm_table *tab, const char *name, int ndim, const size_t *shape) {
+const sm_dtype_info SM_DTYPE_INFO[SM_DTYPE_COUNT] = {
+    [SM_F32] = {"f32", 4},
+    [SM_BF16] = {"bf16", 2},
+    [SM_Q8] = {"q8", 1},
+};
+
+static size_t pad64(size_t n) { return (n + 63) / 64 * 64; }
+
+int sm_table_add_typed(sm_table *tab, const char *name, sm_dtype dtype, int ndim, const size_t *shape, int group) {
     SM_CHECK(tab->count < SM_MAX_TENSORS, "tensor table full adding '%s'", name);
     SM_CHECK(ndim >= 1 && ndim <= SM_MAX_DIMS, "tensor '%s' has %d dims", name, ndim);
+    SM_CHECK(dtype >= 0 && dtype < SM_DTYPE_COUNT, "tensor '%s' has an unknown dtype %d", name, (int)dtype);
     sm_tensor *t = &tab->t[tab->count];
+    memset(t, 0, sizeof *t);
     t->name = name;
+    t->dtype = dtype;
     t->ndim = ndim;
-    t->n_floats = 1;
+    t->n_elems = 1;
     for (int d = 0; d < SM_MAX_DIMS; d++) t->shape[d] = d < ndim ? shape[d] : 1;
-    for (int d = 0; d < ndim; d++) t->n_floats *= shape[d];
-    t->offset = tab->n_floats;
-    t->ptr = NULL;
-    tab->n_floats += (t->n_floats + 15) / 16 * 16;
+    for (int d = 0; d < ndim; d++) t->n_elems *= shape[d];
+    t->n_bytes = t->n_elems * SM_DTYPE_INFO[dtype].elem_bytes;
+    if (dtype == SM_Q8) {
+        SM_CHECK(group > 0 && shape[ndim - 1] % (size_t)group == 0,
+                 "tensor '%s': quantisation group %d does not divide its last dimension %zu", name, group,
+                 shape[ndim - 1]);
+        t->group = group;
+        t->n_bytes = pad64(t->n_bytes) + t->n_elems / (size_t)group * sizeof(float);
+    }
+    t->offset = tab->n_bytes;
+    tab->n_bytes += pad64(t->n_bytes);
     return tab->count++;
 }
 
-void sm_table_bind(sm_table *tab, float *base) {
-    tab->base = base;
-    for (int i = 0; i < tab->count; i++) tab->t[i].ptr = base + tab->t[i].offset;
+int sm_table_add(sm_table *tab, const char *name, int ndim, const size_t *shape) {
+    return sm_table_add_typed(tab, name, SM_F32, ndim, shape, 0);
 }
 
-void sm_table_alloc(sm_table *tab) { sm_table_bind(tab, sm_arena(tab->n_floats * sizeof(float))); }
+void sm_table_bind(sm_table *tab, void *base) {
+    tab->base = base;
+    for (int i = 0; i < tab->count; i++) {
+        sm_tensor *t = &tab->t[i];
+        t->data = (char *)base + t->offset;
+        t->ptr = t->dtype == SM_F32 ? (float *)t->data : NULL;
+        t->scales = t->dtype == SM_Q8 ? (float *)((char *)t->data + pad64(t->n_elems)) : NULL;
+    }
+}
+
+void sm_table_alloc(sm_table *tab) { sm_table_bind(tab, sm_arena(tab->n_bytes)); }
 
 const sm_tensor *sm_table_find(const sm_table *tab, const char *name) {
     for (int i = 0; i < tab->count; i++)
         if (strcmp(tab->t[i].name, name) == 0) return &tab->t[i];
     return NULL;
+}
+
+static void check_all_f32(const sm_table *tab) {
+    for (int i = 0; i < tab->count; i++)
+        SM_CHECK(tab->t[i].dtype == SM_F32, "tensor '%s' is %s where float32 is required", tab->t[i].name,
+                 SM_DTYPE_INFO[tab->t[i].dtype].name);
+}
+
+float *sm_table_f32(const sm_table *tab) {
+    check_all_f32(tab);
+    return (float *)tab->base;
+}
+
+size_t sm_table_n_f32(const sm_table *tab) {
+    check_all_f32(tab);
+    return tab->n_bytes / sizeof(float);
 }
 
 // ---------------------------------------------------------------------------

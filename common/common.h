@@ -44,32 +44,77 @@ void sm_free(void *p);
 uint64_t sm_alloc_count(void);   // calls to sm_malloc/sm_calloc/sm_arena so far
 
 // ---------------------------------------------------------------------------
-// Named-tensor table: one arena, many named views (name, shape, offset).
+// Element types. A tensor knows its dtype; a new number format is one row of sm_dtype_info
+// (ggml's type_traits idea) that the table, the checkpoint code and the kernels' dispatch read.
+//   SM_F32   float32: parameters, gradients, moments, activations (the training arenas)
+//   SM_BF16  bfloat16 (uint16 storage: the top half of a float32, rounded to nearest even)
+//   SM_Q8    int8 with one float32 scale per group of `group` consecutive elements along the last
+//            dimension (symmetric: value = q * scale); the scales follow the int8 values in the
+//            tensor's storage, 64-byte aligned
+typedef enum { SM_F32 = 0, SM_BF16 = 1, SM_Q8 = 2, SM_DTYPE_COUNT } sm_dtype;
+typedef struct {
+    const char *name;   // "f32", "bf16", "q8"
+    size_t elem_bytes;  // bytes of one element's value (Q8: 1; the scales come on top)
+} sm_dtype_info;
+extern const sm_dtype_info SM_DTYPE_INFO[SM_DTYPE_COUNT];
+
+// ---------------------------------------------------------------------------
+// Named-tensor table: one arena, many named views (name, dtype, shape, offset).
 #define SM_MAX_DIMS 4
 #define SM_MAX_TENSORS 64
 typedef struct {
     const char *name;
+    sm_dtype dtype;
     int ndim;
     size_t shape[SM_MAX_DIMS];
-    size_t n_floats;
-    size_t offset;   // in floats, from the start of the arena
-    float *ptr;      // base + offset once the table is bound
+    size_t n_elems;    // product of the shape
+    size_t n_bytes;    // its storage in the arena (Q8: values and scales), before padding
+    size_t offset;     // in bytes, from the start of the arena (a multiple of 64)
+    int group;         // SM_Q8: elements per scale, along the last dimension; else 0
+    void *data;        // base + offset once the table is bound
+    float *ptr;        // data, for SM_F32 tensors; NULL for the others
+    float *scales;     // SM_Q8: n_elems / group scales (row-major over groups); else NULL
 } sm_tensor;
 
 typedef struct {
     sm_tensor t[SM_MAX_TENSORS];
     int count;
-    size_t n_floats;   // total, each tensor padded to 16 floats (64 bytes)
-    float *base;
+    size_t n_bytes;    // total, each tensor padded to 64 bytes
+    void *base;
 } sm_table;
 
-// Appends a tensor of the given shape (ndim dims); returns its index.
+// Appends a tensor of the given dtype and shape (ndim dims); returns its index. For SM_Q8,
+// group divides the last dimension (the quantisation group); for other dtypes it is ignored.
+int sm_table_add_typed(sm_table *tab, const char *name, sm_dtype dtype, int ndim, const size_t *shape, int group);
+// sm_table_add_typed(tab, name, SM_F32, ndim, shape, 0)
 int sm_table_add(sm_table *tab, const char *name, int ndim, const size_t *shape);
 // Allocates one arena for the whole table (zeroed) and points every view into it.
 void sm_table_alloc(sm_table *tab);
-// Points the views into an arena the caller owns (n_floats long).
-void sm_table_bind(sm_table *tab, float *base);
+// Points the views into an arena the caller owns (tab->n_bytes long).
+void sm_table_bind(sm_table *tab, void *base);
 const sm_tensor *sm_table_find(const sm_table *tab, const char *name);
+
+// An all-float32 table (the training arenas: parameters, gradients, moments) seen as one flat
+// float vector, which the optimizer, the gradient sync and the checkpoints walk. Padding between
+// tensors is part of it (zero, and never read as a value). Checked: every tensor is SM_F32.
+float *sm_table_f32(const sm_table *tab);
+size_t sm_table_n_f32(const sm_table *tab);   // its length in floats
+// A tensor's offset in floats from its arena's base (SM_F32 tables).
+static inline size_t sm_tensor_f32_offset(const sm_tensor *t) { return t->offset / sizeof(float); }
+
+// ---------------------------------------------------------------------------
+// The model's configuration: the one struct the model, the checkpoints (which store each field
+// as a root attribute) and the CLI share. GPT-2's shapes; see DESIGN.md's Model section.
+#define SM_TOKENIZER_NAME_MAX 16
+typedef struct {
+    int n_layer;            // L
+    int n_head;             // H
+    int n_embd;             // C
+    int max_seq_len;        // maxT, the context
+    int vocab_size;         // V
+    int padded_vocab_size;  // Vp: V rounded up to a multiple of 64
+    char tokenizer[SM_TOKENIZER_NAME_MAX];   // "byte", "gpt2": what the token ids mean
+} sm_model_config;
 
 // ---------------------------------------------------------------------------
 // RNG: xoshiro256** seeded through splitmix64. State is 4 x uint64 so checkpoints can

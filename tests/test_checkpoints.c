@@ -164,12 +164,12 @@ static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw
 // ---------------------------------------------------------------------------
 // The model state under test: a small GPT-2 table; params whole, moments only [lo, hi)
 // allocated (as gpt2_shard_moments does), so touching anything else would fault.
-static void test_config(gpt2_config *g, ckpt_model_config *c, int layers, int embd) {
+static void test_config(sm_model_config *g, sm_model_config *c, int layers, int embd) {
     char err[256];
-    *g = (gpt2_config){.n_layer = layers, .n_head = 2, .n_embd = embd, .max_seq_len = 16, .vocab_size = 100};
+    *g = (sm_model_config){.n_layer = layers, .n_head = 2, .n_embd = embd, .max_seq_len = 16, .vocab_size = 100};
     if (gpt2_config_validate(g, err, sizeof err) != 0) sm_fatal(1, "%s", err);
     memset(c, 0, sizeof *c);
-    *c = (ckpt_model_config){g->n_layer, g->n_head, g->n_embd, g->max_seq_len, g->vocab_size, g->padded_vocab_size, "byte"};
+    *c = (sm_model_config){g->n_layer, g->n_head, g->n_embd, g->max_seq_len, g->vocab_size, g->padded_vocab_size, "byte"};
 }
 
 typedef struct {
@@ -184,7 +184,7 @@ static void zero_slice(size_t n, int world, int r, size_t *lo, size_t *hi) {   /
     *hi = *lo + len < n ? *lo + len : n;
 }
 
-static void state_init(state *s, const gpt2_config *cfg, size_t lo, size_t hi) {
+static void state_init(state *s, const sm_model_config *cfg, size_t lo, size_t hi) {
     memset(s, 0, sizeof *s);
     gpt2_param_table(&s->params, cfg);
     s->m = s->v = s->params;
@@ -199,7 +199,7 @@ static void state_init(state *s, const gpt2_config *cfg, size_t lo, size_t hi) {
 }
 
 static void state_free(state *s) {
-    sm_free(s->params.base);
+    sm_free(sm_table_f32(&s->params));
     sm_free(s->alloc[0]);
     sm_free(s->alloc[1]);
 }
@@ -217,11 +217,11 @@ static float value(int kind, int t, size_t j, int seed) {
 static void state_fill(state *s, int seed) {
     for (int i = 0; i < s->params.count; i++) {
         sm_tensor *t = &s->params.t[i];
-        for (size_t j = 0; j < t->n_floats; j++) t->ptr[j] = value(0, i, j, seed);
+        for (size_t j = 0; j < t->n_elems; j++) t->ptr[j] = value(0, i, j, seed);
         for (int k = 1; k <= 2; k++) {
             sm_tensor *o = &(k == 1 ? &s->m : &s->v)->t[i];
-            for (size_t j = 0; j < o->n_floats; j++)
-                if (o->offset + j >= s->lo && o->offset + j < s->hi) o->ptr[j] = value(k, i, j, seed);
+            for (size_t j = 0; j < o->n_elems; j++)
+                if (sm_tensor_f32_offset(o) + j >= s->lo && sm_tensor_f32_offset(o) + j < s->hi) o->ptr[j] = value(k, i, j, seed);
         }
     }
 }
@@ -231,23 +231,23 @@ static long state_check(const state *s, int seed, int moments) {
     long bad = 0;
     for (int i = 0; i < s->params.count; i++) {
         const sm_tensor *t = &s->params.t[i];
-        for (size_t j = 0; j < t->n_floats; j++) bad += t->ptr[j] != value(0, i, j, seed);
+        for (size_t j = 0; j < t->n_elems; j++) bad += t->ptr[j] != value(0, i, j, seed);
         for (int k = 1; moments && k <= 2; k++) {
             const sm_tensor *o = &(k == 1 ? &s->m : &s->v)->t[i];
-            for (size_t j = 0; j < o->n_floats; j++)
-                if (o->offset + j >= s->lo && o->offset + j < s->hi) bad += o->ptr[j] != value(k, i, j, seed);
+            for (size_t j = 0; j < o->n_elems; j++)
+                if (sm_tensor_f32_offset(o) + j >= s->lo && sm_tensor_f32_offset(o) + j < s->hi) bad += o->ptr[j] != value(k, i, j, seed);
         }
     }
     return bad;
 }
 
-static size_t arena_floats(const gpt2_config *g) {
+static size_t arena_floats(const sm_model_config *g) {
     sm_table t;
     gpt2_param_table(&t, g);
-    return t.n_floats;
+    return sm_table_n_f32(&t);
 }
 
-static ckpt_meta test_meta(const ckpt_model_config *c, int step) {
+static ckpt_meta test_meta(const sm_model_config *c, int step) {
     ckpt_meta m;
     memset(&m, 0, sizeof m);
     m.step = step;
@@ -280,13 +280,13 @@ static int all(int x) {
 
 // Saves step `step` (values of `seed`) into dir with ZeRO slices; returns the save's rc.
 static int save_std(const char *dir, int step, int seed, int keep, char *err, size_t errlen) {
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     state s;
     size_t lo, hi;
     gpt2_param_table(&s.params, &g);
-    zero_slice(s.params.n_floats, g_world, g_rank, &lo, &hi);
+    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
     state_init(&s, &g, lo, hi);
     state_fill(&s, seed);
     ckpt_meta meta = test_meta(&c, step);
@@ -298,8 +298,8 @@ static int save_std(const char *dir, int step, int seed, int keep, char *err, si
 // Loads path into a fresh state with moments [lo, hi) and counts mismatches against `seed`.
 static long load_check(const char *path, int seed, size_t lo, size_t hi, int with_moments, char *err, size_t errlen,
                        int *rc_out) {
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     state s;
     state_init(&s, &g, lo, hi);
@@ -317,12 +317,12 @@ static void round_trip(int zero, const char *name) {
     char dir[1200], err[CKPT_ERR_MAX] = "", path[1300], text[256];
     sub(dir, sizeof dir, name);
     fresh_dir(dir);
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     sm_table probe;
     gpt2_param_table(&probe, &g);
-    size_t n = probe.n_floats, lo = 0, hi = n;
+    size_t n = sm_table_n_f32(&probe), lo = 0, hi = n;
     if (zero) zero_slice(n, g_world, g_rank, &lo, &hi);
     state a, b;
     state_init(&a, &g, lo, hi);
@@ -340,7 +340,7 @@ static void round_trip(int zero, const char *name) {
     rc = ckpt_load(path, &c, &out, &b.params, &b.m, &b.v, lo, hi, NULL, err, sizeof err);
     if (rc) fprintf(stderr, "rank %d: load: %s\n", g_rank, err);
     CU_ASSERT_EQUAL(rc, 0);
-    CU_ASSERT(memcmp(a.params.base, b.params.base, n * sizeof(float)) == 0);   // padding too (zero both)
+    CU_ASSERT(memcmp(sm_table_f32(&a.params), sm_table_f32(&b.params), n * sizeof(float)) == 0);   // padding too (zero both)
     CU_ASSERT(memcmp(a.alloc[0], b.alloc[0], (hi - lo) * sizeof(float)) == 0);
     CU_ASSERT(memcmp(a.alloc[1], b.alloc[1], (hi - lo) * sizeof(float)) == 0);
     CU_ASSERT_EQUAL(state_check(&b, 7, 1), 0);
@@ -375,12 +375,12 @@ static void test_reshard(void) {
     CU_ASSERT_EQUAL(save_std(dir, 3, 11, 0, err, sizeof err), 0);
     unsetenv("SMALLMIND_CKPT_CHUNK_FLOATS");
     ckpt_path(path, sizeof path, dir, 3);
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     sm_table probe;
     gpt2_param_table(&probe, &g);
-    size_t n = probe.n_floats, lo, hi;
+    size_t n = sm_table_n_f32(&probe), lo, hi;
     int rc;
     // (a) as one rank: everything
     CU_ASSERT_EQUAL(load_check(path, 11, 0, n, 1, err, sizeof err, &rc), 0);
@@ -407,8 +407,8 @@ static void test_meta_and_verify(void) {
     fresh_dir(dir);
     CU_ASSERT_EQUAL(save_std(dir, 5, 2, 0, err, sizeof err), 0);
     ckpt_path(path, sizeof path, dir, 5);
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     ckpt_meta m, want = test_meta(&c, 5);
     CU_ASSERT_EQUAL(ckpt_read_meta(path, &m, err, sizeof err), 0);
@@ -427,7 +427,7 @@ static void test_meta_and_verify(void) {
         CU_ASSERT_STRING_EQUAL(r->d[i].name, want_name);
         CU_ASSERT_EQUAL(r->d[i].ndim, probe.t[i].ndim);
         for (int d = 0; d < probe.t[i].ndim; d++) CU_ASSERT_EQUAL(r->d[i].shape[d], probe.t[i].shape[d]);
-        CU_ASSERT_EQUAL(r->d[i].n_bytes, probe.t[i].n_floats * 4);
+        CU_ASSERT_EQUAL(r->d[i].n_bytes, probe.t[i].n_elems * 4);
     }
     free(r);
 }
@@ -480,14 +480,14 @@ static void test_corrupt_data(void) {
     expect_refused(badp, "flipped bytes", "Fletcher32");
     expect_refused(badp, "flipped bytes", "/model/qkvw");
     // a ZeRO load: the rank holding the end of the arena fails, every rank returns -1
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     sm_table probe;
     gpt2_param_table(&probe, &g);
     size_t lo, hi;
     int rc;
-    zero_slice(probe.n_floats, g_world, g_rank, &lo, &hi);
+    zero_slice(sm_table_n_f32(&probe), g_world, g_rank, &lo, &hi);
     err[0] = '\0';
     load_check(bad2, 1, lo, hi, 1, err, sizeof err, &rc);
     CU_ASSERT_EQUAL(rc, -1);
@@ -604,18 +604,18 @@ static void test_incompatible(void) {
     ckpt_path(path, sizeof path, dir, 1);
     uint64_t before = g_rank == 0 ? fnv(path) : 0;
     // (a) another config, checked against the file's attributes
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 3, 32);
     state s;
     state_init(&s, &g, 0, arena_floats(&g));
     ckpt_meta m;
-    int rc = ckpt_load(path, &c, &m, &s.params, &s.m, &s.v, 0, s.params.n_floats, NULL, err, sizeof err);
+    int rc = ckpt_load(path, &c, &m, &s.params, &s.m, &s.v, 0, sm_table_n_f32(&s.params), NULL, err, sizeof err);
     if (g_rank == 0) printf("\n    %-22s load: %s", "other n_layer", err);
     CU_ASSERT_EQUAL(rc, -1);
     CU_ASSERT(strstr(err, "model config differs") && strstr(err, "n_layer=2") && strstr(err, "n_layer=3"));
     // (b) without a config to compare: the tensor shapes refuse it
-    rc = ckpt_load(path, NULL, &m, &s.params, &s.m, &s.v, 0, s.params.n_floats, NULL, err, sizeof err);
+    rc = ckpt_load(path, NULL, &m, &s.params, &s.m, &s.v, 0, sm_table_n_f32(&s.params), NULL, err, sizeof err);
     if (g_rank == 0) printf("\n    %-22s load: %s", "other shapes", err);
     CU_ASSERT_EQUAL(rc, -1);
     CU_ASSERT(strstr(err, "/model/ln1w has shape [2, 32], this model expects [3, 32]") != NULL);
@@ -624,11 +624,11 @@ static void test_incompatible(void) {
     test_config(&g, &c, 2, 32);
     state_init(&s, &g, 0, arena_floats(&g));
     c.n_head = 4;
-    rc = ckpt_load(path, &c, &m, &s.params, &s.m, &s.v, 0, s.params.n_floats, NULL, err, sizeof err);
+    rc = ckpt_load(path, &c, &m, &s.params, &s.m, &s.v, 0, sm_table_n_f32(&s.params), NULL, err, sizeof err);
     CU_ASSERT(rc == -1 && strstr(err, "n_head") != NULL);
     c.n_head = 2;
     snprintf(c.tokenizer, sizeof c.tokenizer, "gpt2");
-    rc = ckpt_load(path, &c, &m, &s.params, &s.m, &s.v, 0, s.params.n_floats, NULL, err, sizeof err);
+    rc = ckpt_load(path, &c, &m, &s.params, &s.m, &s.v, 0, sm_table_n_f32(&s.params), NULL, err, sizeof err);
     CU_ASSERT(rc == -1 && strstr(err, "tokenizer") != NULL);
     state_free(&s);
     if (g_rank == 0) CU_ASSERT_EQUAL(fnv(path), before);
@@ -804,8 +804,8 @@ static void test_disk_full(void) {
     MPI_Bcast(&mounted, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (!mounted) return;
     ckpt_stats st = {0};
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     size_t lo, hi;
     zero_slice(arena_floats(&g), g_world, g_rank, &lo, &hi);
@@ -843,12 +843,12 @@ static void test_bad_ranges(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "";
     sub(dir, sizeof dir, "ranges");
     fresh_dir(dir);
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     sm_table probe;
     gpt2_param_table(&probe, &g);
-    size_t n = probe.n_floats;
+    size_t n = sm_table_n_f32(&probe);
     state s;
     state_init(&s, &g, 0, n / 2);   // every rank the first half: neither all nor a partition
     state_fill(&s, 1);
@@ -870,13 +870,13 @@ static int write_fixture(const char *dir) {
     mkdir_p(dir);
     fresh_dir(dir);
     setenv("SMALLMIND_CKPT_CHUNK_FLOATS", "1000", 1);   // several chunks per tensor for h5py
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     state s;
     size_t lo, hi;
     gpt2_param_table(&s.params, &g);
-    zero_slice(s.params.n_floats, g_world, g_rank, &lo, &hi);
+    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
     state_init(&s, &g, lo, hi);
     state_fill(&s, fixture_seed());
     ckpt_meta meta = test_meta(&c, 42);
@@ -912,7 +912,7 @@ static int write_fixture(const char *dir) {
             fprintf(f, "%s{\"name\":\"%s\",\"shape\":[", i ? ",\n" : "", t->name);
             for (int d = 0; d < t->ndim; d++) fprintf(f, "%s%zu", d ? "," : "", t->shape[d]);
             fprintf(f, "],\"samples\":[");   // [flat index, params bits, m bits, v bits] (float32 bits)
-            size_t idx[4] = {0, 1, t->n_floats / 2, t->n_floats - 1};
+            size_t idx[4] = {0, 1, t->n_elems / 2, t->n_elems - 1};
             for (int k = 0; k < 4; k++) {
                 uint32_t bits[3];
                 for (int kind = 0; kind < 3; kind++) {
@@ -939,14 +939,14 @@ static int load_fixture(const char *dir) {
         if (g_rank == 0) fprintf(stderr, "load-fixture: no checkpoint: %s\n", err);
         return 1;
     }
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     sm_table probe;
     gpt2_param_table(&probe, &g);
     for (int layout = 0; layout < 2; layout++) {   // this world's ZeRO slices, then everything
-        size_t lo = 0, hi = probe.n_floats;
-        if (layout == 0) zero_slice(probe.n_floats, g_world, g_rank, &lo, &hi);
+        size_t lo = 0, hi = sm_table_n_f32(&probe);
+        if (layout == 0) zero_slice(sm_table_n_f32(&probe), g_world, g_rank, &lo, &hi);
         state s;
         state_init(&s, &g, lo, hi);
         ckpt_meta m;
@@ -964,7 +964,7 @@ static int load_fixture(const char *dir) {
         }
         if (g_rank == 0 && rc == 0)
             printf("loaded %s (written by %d ranks) at %d ranks, moments [%zu, %zu) of %zu on rank 0: %s\n", path,
-                   m.world_size, g_world, lo, hi, probe.n_floats, mism == 0 ? "all values equal" : "MISMATCH");
+                   m.world_size, g_world, lo, hi, sm_table_n_f32(&probe), mism == 0 ? "all values equal" : "MISMATCH");
         state_free(&s);
     }
     return all(!bad) ? 0 : 1;
@@ -1006,8 +1006,8 @@ static int check_crash(const char *dir, const char *stage) {
         bad = 1;
     }
     int lrc;
-    gpt2_config g;
-    ckpt_model_config c;
+    sm_model_config g;
+    sm_model_config c;
     test_config(&g, &c, 2, 32);
     if (load_check(p, want, 0, arena_floats(&g), 1, err, sizeof err, &lrc) != 0) {
         fprintf(stderr, "check-crash %s: step %d does not load: %s\n", stage, want, err);
@@ -1031,13 +1031,13 @@ static int check_crash(const char *dir, const char *stage) {
 static int bench(const char *dir) {
     char err[CKPT_ERR_MAX] = "", path[1300];
     fresh_dir(dir);
-    gpt2_config g = {.n_layer = 3, .n_head = 4, .n_embd = 256, .max_seq_len = 256, .vocab_size = 8192};
+    sm_model_config g = {.n_layer = 3, .n_head = 4, .n_embd = 256, .max_seq_len = 256, .vocab_size = 8192};
     gpt2_config_validate(&g, err, sizeof err);
-    ckpt_model_config c = {g.n_layer, g.n_head, g.n_embd, g.max_seq_len, g.vocab_size, g.padded_vocab_size, "byte"};
+    sm_model_config c = {g.n_layer, g.n_head, g.n_embd, g.max_seq_len, g.vocab_size, g.padded_vocab_size, "byte"};
     state s;
     size_t lo, hi;
     gpt2_param_table(&s.params, &g);
-    zero_slice(s.params.n_floats, g_world, g_rank, &lo, &hi);
+    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
     state_init(&s, &g, lo, hi);
     state_fill(&s, 5);
     for (int rep = 1; rep <= 3; rep++) {

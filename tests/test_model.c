@@ -13,7 +13,7 @@
 
 // ---- the naive reference: plain loops in double, written from the GPT-2 definition ------
 typedef struct {
-    gpt2_config c;
+    sm_model_config c;
     int B, T;
     const int *inp, *tgt;
 } ref_ctx;
@@ -42,7 +42,7 @@ static void ref_linear(double *out, const double *x, const double *W, const doub
 static double ref_loss(const ref_ctx *r, const double *p, const sm_table *tab) {
     const int L = r->c.n_layer, C = r->c.n_embd, NH = r->c.n_head, V = r->c.vocab_size, Vp = r->c.padded_vocab_size;
     const int B = r->B, T = r->T, N = B * T, hs = C / NH;
-#define RP(i) (p + tab->t[(i)].offset)
+#define RP(i) (p + sm_tensor_f32_offset(&tab->t[(i)]))
     double *x = calloc((size_t)N * C, sizeof(double)), *h = calloc((size_t)N * C, sizeof(double));
     double *qkv = calloc((size_t)N * 3 * C, sizeof(double)), *y = calloc((size_t)N * C, sizeof(double));
     double *f = calloc((size_t)N * 4 * C, sizeof(double)), *tmp = calloc((size_t)N * C, sizeof(double));
@@ -98,7 +98,7 @@ static double ref_loss(const ref_ctx *r, const double *p, const sm_table *tab) {
     return loss / N;
 }
 
-static const gpt2_config TINY = {.n_layer = 2, .n_head = 2, .n_embd = 16, .max_seq_len = 8, .vocab_size = 64};
+static const sm_model_config TINY = {.n_layer = 2, .n_head = 2, .n_embd = 16, .max_seq_len = 8, .vocab_size = 64};
 enum { TB = 2, TT = 8 };
 
 static void random_batch(int *inp, int *tgt, int n, int V, uint64_t seed) {
@@ -117,12 +117,12 @@ static void perturb_params(gpt2 *m, uint64_t seed) {
     sm_rng_seed(&r, seed, 9);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         if (gpt2_param_decays(i)) continue;
-        for (size_t k = 0; k < m->params.t[i].n_floats; k++) m->params.t[i].ptr[k] += 0.1f * sm_rng_normal(&r);
+        for (size_t k = 0; k < m->params.t[i].n_elems; k++) m->params.t[i].ptr[k] += 0.1f * sm_rng_normal(&r);
     }
 }
 
 static void test_gradients_vs_finite_differences(void) {
-    gpt2_config cfg = TINY;
+    sm_model_config cfg = TINY;
     char err[256];
     CU_ASSERT_FATAL(gpt2_config_validate(&cfg, err, sizeof err) == 0);
     gpt2 m;
@@ -133,7 +133,7 @@ static void test_gradients_vs_finite_differences(void) {
     // a wrong scale, mask or GELU constant changes the loss and gradients beyond tolerance
     // (checked by mutating the reference: each such change fails this test)
     for (int i = 0; i < NUM_PARAM_TENSORS; i++)
-        if (gpt2_param_decays(i)) for (size_t k = 0; k < m.params.t[i].n_floats; k++) m.params.t[i].ptr[k] *= 20.0f;
+        if (gpt2_param_decays(i)) for (size_t k = 0; k < m.params.t[i].n_elems; k++) m.params.t[i].ptr[k] *= 20.0f;
     int inp[TB * TT], tgt[TB * TT];
     random_batch(inp, tgt, TB * TT, cfg.vocab_size, 44);
     gpt2_zero_grad(&m);
@@ -141,8 +141,8 @@ static void test_gradients_vs_finite_differences(void) {
     gpt2_backward(&m);
 
     ref_ctx r = {.c = cfg, .B = TB, .T = TT, .inp = inp, .tgt = tgt};
-    double *p = calloc(m.params.n_floats, sizeof(double));
-    for (size_t k = 0; k < m.params.n_floats; k++) p[k] = m.params.base[k];
+    double *p = calloc(sm_table_n_f32(&m.params), sizeof(double));
+    for (size_t k = 0; k < sm_table_n_f32(&m.params); k++) p[k] = sm_table_f32(&m.params)[k];
     double ref = ref_loss(&r, p, &m.params);
     // float forward vs double reference: float32 rounding over sums of <= 4C = 64 terms
     // through 2 layers keeps the mean loss within ~1e-6 relative; 1e-5 leaves margin.
@@ -156,12 +156,12 @@ static void test_gradients_vs_finite_differences(void) {
     const double h = 1e-4;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         const sm_tensor *t = &m.params.t[i];
-        size_t n = t->n_floats;
+        size_t n = t->n_elems;
         if (i == P_WTE) n = (size_t)cfg.vocab_size * cfg.n_embd;   // padded rows have no gradient path
         float *fd = malloc(n * sizeof(float));
         double gmax = 0;
         for (size_t k = 0; k < n; k++) {
-            double *x = p + t->offset + k, saved = *x;
+            double *x = p + sm_tensor_f32_offset(t) + k, saved = *x;
             *x = saved + h;
             double lp = ref_loss(&r, p, &m.params);
             *x = saved - h;
@@ -183,7 +183,7 @@ static void test_gradients_vs_finite_differences(void) {
 // n AdamW steps from a fixed init; returns a malloc'd copy of the final parameters
 static float *train_steps(int threads, int n_steps, size_t *n_out, uint64_t *allocs_in_steps) {
     omp_set_num_threads(threads);
-    gpt2_config cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .max_seq_len = 32, .vocab_size = 100};
+    sm_model_config cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .max_seq_len = 32, .vocab_size = 100};
     char err[256];
     gpt2_config_validate(&cfg, err, sizeof err);
     gpt2 m;
@@ -201,9 +201,9 @@ static float *train_steps(int threads, int n_steps, size_t *n_out, uint64_t *all
         gpt2_adamw(&m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, s, 1.0f, norm);
     }
     if (allocs_in_steps) *allocs_in_steps = sm_alloc_count() - before;
-    float *out = malloc(m.params.n_floats * sizeof(float));
-    memcpy(out, m.params.base, m.params.n_floats * sizeof(float));
-    *n_out = m.params.n_floats;
+    float *out = malloc(sm_table_n_f32(&m.params) * sizeof(float));
+    memcpy(out, sm_table_f32(&m.params), sm_table_n_f32(&m.params) * sizeof(float));
+    *n_out = sm_table_n_f32(&m.params);
     gpt2_free(&m);
     return out;
 }

@@ -30,8 +30,8 @@ static const char *const PARAM_NAMES[NUM_PARAM_TENSORS] = {
     "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
     "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
 
-static gpt2_config ref_config(void) {
-    gpt2_config cfg = {.n_layer = REF_L, .n_head = REF_H, .n_embd = REF_C, .max_seq_len = REF_MAXT,
+static sm_model_config ref_config(void) {
+    sm_model_config cfg = {.n_layer = REF_L, .n_head = REF_H, .n_embd = REF_C, .max_seq_len = REF_MAXT,
                        .vocab_size = REF_V};
     char err[256];
     if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "test config: %s", err);
@@ -40,7 +40,7 @@ static gpt2_config ref_config(void) {
 }
 
 // config.json, written by --write and checked byte for byte by --compare (a stale DIR fails).
-static void config_json(char *buf, size_t len, const gpt2_config *cfg) {
+static void config_json(char *buf, size_t len, const sm_model_config *cfg) {
     snprintf(buf, len,
              "{\"L\": %d, \"H\": %d, \"C\": %d, \"maxT\": %d, \"V\": %d, \"Vp\": %d, \"B\": %d, \"T\": %d,\n"
              " \"lr\": %.9g, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, \"wd\": %.9g, \"steps\": %d}\n",
@@ -51,7 +51,7 @@ static void config_json(char *buf, size_t len, const gpt2_config *cfg) {
 
 static size_t params_n_floats(const gpt2 *model) {
     size_t n = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) n += model->params.t[i].n_floats;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) n += model->params.t[i].n_elems;
     return n;
 }
 
@@ -104,8 +104,8 @@ static void load_params(gpt2 *model, const char *dir) {
     float *flat = read_file(dir, "params.bin", n * sizeof(float));
     size_t off = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        memcpy(model->params.t[i].ptr, flat + off, model->params.t[i].n_floats * sizeof(float));
-        off += model->params.t[i].n_floats;
+        memcpy(model->params.t[i].ptr, flat + off, model->params.t[i].n_elems * sizeof(float));
+        off += model->params.t[i].n_elems;
     }
     sm_free(flat);
 }
@@ -113,7 +113,7 @@ static void load_params(gpt2 *model, const char *dir) {
 // ---------------------------------------------------------------------------------------
 // --write DIR
 static int write_mode(const char *dir) {
-    gpt2_config cfg = ref_config();
+    sm_model_config cfg = ref_config();
     gpt2 model;
     gpt2_build(&model, &cfg, REF_B, REF_T);
     gpt2_init_weights(&model, WEIGHT_SEED);
@@ -129,15 +129,15 @@ static int write_mode(const char *dir) {
         int is_ln_weight = i == P_LN1W || i == P_LN2W || i == P_LNFW;
         float scale = is_ln_weight ? 0.1f : 0.02f;
         sm_tensor *t = &model.params.t[i];
-        for (size_t j = 0; j < t->n_floats; j++) t->ptr[j] += scale * sm_rng_normal(&rng);
+        for (size_t j = 0; j < t->n_elems; j++) t->ptr[j] += scale * sm_rng_normal(&rng);
     }
 
     size_t n = params_n_floats(&model);
     float *flat = sm_malloc(n * sizeof(float));
     size_t off = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        memcpy(flat + off, model.params.t[i].ptr, model.params.t[i].n_floats * sizeof(float));
-        off += model.params.t[i].n_floats;
+        memcpy(flat + off, model.params.t[i].ptr, model.params.t[i].n_elems * sizeof(float));
+        off += model.params.t[i].n_elems;
     }
 
     int inputs[REF_B * REF_T], targets[REF_B * REF_T];
@@ -162,7 +162,7 @@ static int write_mode(const char *dir) {
 // --compare DIR: the fixture the CUnit tests share (CUnit test functions take no arguments).
 static struct {
     const char *dir;
-    gpt2_config cfg;
+    sm_model_config cfg;
     gpt2 model;
     int *inputs, *targets;
     float *ref;        // all of ref.bin
@@ -231,13 +231,13 @@ static int suite_init(void) {
     p += 1;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         fx.ref_grads[i] = p;
-        p += fx.model.params.t[i].n_floats;
+        p += fx.model.params.t[i].n_elems;
     }
     fx.ref_losses = p;
     p += REF_STEPS;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         fx.ref_params[i] = p;
-        p += fx.model.params.t[i].n_floats;
+        p += fx.model.params.t[i].n_elems;
     }
     SM_CHECK(p == fx.ref + fx.ref_n, "ref.bin layout");
 
@@ -311,7 +311,7 @@ static void test_sanity(void) {
 
     // Every gradient tensor has a non-zero part; the parts that are zero analytically are.
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        float g = max_abs(m->grads.t[i].ptr, m->grads.t[i].n_floats);
+        float g = max_abs(m->grads.t[i].ptr, m->grads.t[i].n_elems);
         if (!(g > 0.0f)) fprintf(stderr, "test_pytorch: gradient of %s is all zero (or NaN)\n", PARAM_NAMES[i]);
         CU_ASSERT(g > 0.0f);
     }
@@ -358,7 +358,7 @@ static void test_gradients(void) {
         const sm_tensor *g = &fx.model.grads.t[i];
         char what[64];
         snprintf(what, sizeof what, "grad %s", PARAM_NAMES[i]);
-        check_close(what, g->ptr, fx.ref_grads[i], g->n_floats, GRAD_TOL * max_abs(fx.ref_grads[i], g->n_floats), 0.0,
+        check_close(what, g->ptr, fx.ref_grads[i], g->n_elems, GRAD_TOL * max_abs(fx.ref_grads[i], g->n_elems), 0.0,
                     0.0);
     }
 }
@@ -366,8 +366,8 @@ static void test_gradients(void) {
 static void test_adamw_steps(void) {
     gpt2 *m = &fx.model;
     load_params(m, fx.dir);   // the same start as PyTorch's optimizer, with fresh moments
-    memset(m->m.base, 0, m->m.n_floats * sizeof(float));
-    memset(m->v.base, 0, m->v.n_floats * sizeof(float));
+    memset(sm_table_f32(&m->m), 0, sm_table_n_f32(&m->m) * sizeof(float));
+    memset(sm_table_f32(&m->v), 0, sm_table_n_f32(&m->v) * sizeof(float));
     float losses[REF_STEPS];
     for (int t = 1; t <= REF_STEPS; t++) {
         gpt2_zero_grad(m);
@@ -402,7 +402,7 @@ static void test_adamw_steps(void) {
         const sm_tensor *p = &m->params.t[i];
         char what[64];
         snprintf(what, sizeof what, "param %s", PARAM_NAMES[i]);
-        check_close(what, p->ptr, fx.ref_params[i], p->n_floats, PARAM_TOL_LR * REF_LR, 0.0, REF_LR);
+        check_close(what, p->ptr, fx.ref_params[i], p->n_elems, PARAM_TOL_LR * REF_LR, 0.0, REF_LR);
     }
 }
 

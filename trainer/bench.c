@@ -503,14 +503,14 @@ static void bench_kernels_shape(const bench_opts *o, const blas_lib *blas, const
 }
 
 static size_t params_of(const bench_shape *s) {
-    gpt2_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
+    sm_model_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
                        .vocab_size = BENCH_V};
     char err[256];
     if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "bench: %s", err);
     sm_table tab;
     gpt2_param_table(&tab, &cfg);
     size_t n = 0;
-    for (int i = 0; i < tab.count; i++) n += tab.t[i].n_floats;
+    for (int i = 0; i < tab.count; i++) n += tab.t[i].n_elems;
     return n;
 }
 
@@ -682,7 +682,7 @@ static int torch_available(const char *python) {
 
 static void bench_train_shape(const bench_opts *o, const bench_shape *s, const comm_topology *topo,
                               const blas_lib *blas, int have_torch) {
-    gpt2_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
+    sm_model_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
                        .vocab_size = BENCH_V};
     char err[256];
     if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "bench: %s (command line)", err);
@@ -698,7 +698,7 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
     comm_segment *segs = sm_calloc((size_t)cfg.n_layer * 12 + 4, sizeof(comm_segment));
     int n_segs = train_grad_segments(&model, segs);
     comm_gradsync sync;
-    comm_gradsync_init(&sync, model.grads.base, model.grads.n_floats, segs, n_segs, 8.0, 0);
+    comm_gradsync_init(&sync, sm_table_f32(&model.grads), sm_table_n_f32(&model.grads), segs, n_segs, 8.0, 0);
     comm_gradsync_set_piece_fn(&sync, sum_squares);   // the clip's norm, from gradients still in cache
     sm_free(segs);
     train_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};

@@ -70,7 +70,7 @@ int bench_checkpoint(int argc, char **argv) {
     const char *dir = ".";   // where both the checkpoint and the baseline file go
     int repeats = 3;         // medians over this many
     int json = 0;
-    gpt2_config cfg = {.n_layer = 12, .n_head = 12, .n_embd = 768, .max_seq_len = 1024, .vocab_size = 50257};
+    sm_model_config cfg = {.n_layer = 12, .n_head = 12, .n_embd = 768, .max_seq_len = 1024, .vocab_size = 50257};
     enum { O_DIR = 256, O_REP, O_L, O_H, O_C, O_V, O_T, O_JSON, O_HELP };
     static const struct option opts[] = {
         {"dir", required_argument, 0, O_DIR}, {"repeats", required_argument, 0, O_REP},
@@ -111,21 +111,22 @@ int bench_checkpoint(int argc, char **argv) {
     sm_table_alloc(&v);
     sm_rng rng;
     sm_rng_seed(&rng, 1, 0);
-    for (size_t k = 0; k < params.n_floats; k++) {
-        params.base[k] = 0.02f * ((float)(sm_rng_u64(&rng) >> 40) / 16777216.0f - 0.5f);
-        m.base[k] = 0.1f * params.base[k];
-        v.base[k] = params.base[k] * params.base[k];
+    float *pp = sm_table_f32(&params), *mp = sm_table_f32(&m), *vp = sm_table_f32(&v);
+    for (size_t k = 0; k < sm_table_n_f32(&params); k++) {
+        pp[k] = 0.02f * ((float)(sm_rng_u64(&rng) >> 40) / 16777216.0f - 0.5f);
+        mp[k] = 0.1f * pp[k];
+        vp[k] = pp[k] * pp[k];
     }
     // this rank's even share of the arena, as checkpoints write it without ZeRO
-    const size_t n = params.n_floats, share = (n + (size_t)topo.world_size - 1) / (size_t)topo.world_size;
+    const size_t n = sm_table_n_f32(&params), share = (n + (size_t)topo.world_size - 1) / (size_t)topo.world_size;
     size_t lo = share * (size_t)topo.rank, hi = lo + share;
     if (lo > n) lo = n;
     if (hi > n) hi = n;
     const size_t plain_bytes = 3 * (hi - lo) * sizeof(float);
     char *plain = sm_arena(plain_bytes ? plain_bytes : 1);
-    memcpy(plain, params.base + lo, (hi - lo) * sizeof(float));
-    memcpy(plain + (hi - lo) * sizeof(float), m.base + lo, (hi - lo) * sizeof(float));
-    memcpy(plain + 2 * (hi - lo) * sizeof(float), v.base + lo, (hi - lo) * sizeof(float));
+    memcpy(plain, pp + lo, (hi - lo) * sizeof(float));
+    memcpy(plain + (hi - lo) * sizeof(float), mp + lo, (hi - lo) * sizeof(float));
+    memcpy(plain + 2 * (hi - lo) * sizeof(float), vp + lo, (hi - lo) * sizeof(float));
 
     char run_dir[4096], plain_path[4200], ckpt_file[4300];
     snprintf(run_dir, sizeof run_dir, "%s/smallmind_bench_ckpt", dir);
@@ -138,7 +139,7 @@ int bench_checkpoint(int argc, char **argv) {
     double *t_save = t, *t_load = t + repeats, *t_pw = t + 2 * repeats, *t_pr = t + 3 * repeats;
     uint64_t file_bytes = 0;
     ckpt_meta meta = {.step = 1};
-    meta.cfg = (ckpt_model_config){cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.max_seq_len, cfg.vocab_size,
+    meta.cfg = (sm_model_config){cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.max_seq_len, cfg.vocab_size,
                                    cfg.padded_vocab_size, "gpt2"};
     for (int r = 0; r < repeats; r++) {
         // the baseline: every rank writes and reads its share as one plain file, in step

@@ -21,7 +21,7 @@ static const char *const ACT_NAMES[NUM_ACT_TENSORS] = {
 };
 _Static_assert(sizeof ACT_NAMES / sizeof ACT_NAMES[0] == NUM_ACT_TENSORS, "one name per activation");
 
-int gpt2_config_validate(gpt2_config *c, char *err, size_t errlen) {
+int gpt2_config_validate(sm_model_config *c, char *err, size_t errlen) {
     if (c->n_layer < 1 || c->n_layer > 1024) return snprintf(err, errlen, "--layers must be in 1..1024, got %d", c->n_layer), -1;
     if (c->n_head < 1) return snprintf(err, errlen, "--heads must be positive, got %d", c->n_head), -1;
     if (c->n_embd < 1 || c->n_embd > 65536) return snprintf(err, errlen, "--embd must be in 1..65536, got %d", c->n_embd), -1;
@@ -39,7 +39,7 @@ int gpt2_param_decays(int i) {
     return i == P_WTE || i == P_WPE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW || i == P_FCPROJW;
 }
 
-void gpt2_param_table(sm_table *tab, const gpt2_config *cfg) {
+void gpt2_param_table(sm_table *tab, const sm_model_config *cfg) {
     size_t L = (size_t)cfg->n_layer, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     size_t maxT = (size_t)cfg->max_seq_len;
     const size_t shapes[NUM_PARAM_TENSORS][3] = {
@@ -54,7 +54,7 @@ void gpt2_param_table(sm_table *tab, const gpt2_config *cfg) {
 // The activations for B x T tokens, with L slots per layer tensor and Vp columns of logits. The
 // activation gradients use the same layout with one slot per layer (backward reuses it for
 // every layer) and no logits (dlogits overwrite the logits in place).
-static void act_table(sm_table *tab, const gpt2_config *cfg, size_t B, size_t T, size_t L, size_t Vp) {
+static void act_table(sm_table *tab, const sm_model_config *cfg, size_t B, size_t T, size_t L, size_t Vp) {
     size_t C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
     const size_t shapes[NUM_ACT_TENSORS][4] = {
         {B, T, C},        // encoded
@@ -84,7 +84,7 @@ static void act_table(sm_table *tab, const gpt2_config *cfg, size_t B, size_t T,
     for (int i = 0; i < NUM_ACT_TENSORS; i++) sm_table_add(tab, ACT_NAMES[i], ndims[i], shapes[i]);
 }
 
-void gpt2_build(gpt2 *model, const gpt2_config *cfg, int B, int T) {
+void gpt2_build(gpt2 *model, const sm_model_config *cfg, int B, int T) {
     memset(model, 0, sizeof *model);
     model->cfg = *cfg;
     model->B = B;
@@ -99,7 +99,7 @@ void gpt2_build(gpt2 *model, const gpt2_config *cfg, int B, int T) {
     model->moment_alloc[0] = model->m.base;
     model->moment_alloc[1] = model->v.base;
     model->moment_lo = 0;
-    model->moment_hi = model->params.n_floats;
+    model->moment_hi = sm_table_n_f32(&model->params);
     act_table(&model->acts, cfg, (size_t)B, (size_t)T, (size_t)cfg->n_layer, (size_t)cfg->padded_vocab_size);
     act_table(&model->dacts, cfg, (size_t)B, (size_t)T, 1, 0);
     sm_table_alloc(&model->acts);
@@ -107,7 +107,7 @@ void gpt2_build(gpt2 *model, const gpt2_config *cfg, int B, int T) {
     model->inputs = sm_arena((size_t)B * (size_t)T * sizeof(int));
     model->targets = sm_arena((size_t)B * (size_t)T * sizeof(int));
     model->n_params = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->n_params += model->params.t[i].n_floats;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->n_params += model->params.t[i].n_elems;
 }
 
 void gpt2_free(gpt2 *model) {
@@ -123,13 +123,13 @@ void gpt2_free(gpt2 *model) {
 }
 
 void gpt2_init_weights(gpt2 *model, uint64_t seed) {
-    const gpt2_config *c = &model->cfg;
+    const sm_model_config *c = &model->cfg;
     sm_rng rng;
     sm_rng_seed(&rng, seed, 0x67707432);   // stream "gpt2": init only
     float residual_std = 0.02f / sqrtf(2.0f * (float)c->n_layer);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         sm_tensor *t = &model->params.t[i];
-        size_t n = t->n_floats;
+        size_t n = t->n_elems;
         if (i == P_LN1W || i == P_LN2W || i == P_LNFW) {
             for (size_t k = 0; k < n; k++) t->ptr[k] = 1.0f;
         } else if (i == P_LN1B || i == P_LN2B || i == P_LNFB || i == P_QKVB || i == P_ATTPROJB || i == P_FCB ||
@@ -155,7 +155,7 @@ void gpt2_init_weights(gpt2 *model, uint64_t seed) {
 static inline double float_bytes(double n) { return 4.0 * n; }
 
 float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, int T, float dloss) {
-    const gpt2_config *c = &model->cfg;
+    const sm_model_config *c = &model->cfg;
     const int L = c->n_layer, NH = c->n_head, C = c->n_embd, V = c->vocab_size, Vp = c->padded_vocab_size;
     SM_CHECK(B >= 1 && B <= model->B && T >= 1 && T <= model->T, "batch (%d,%d) exceeds the model's (%d,%d)", B, T,
              model->B, model->T);
@@ -254,8 +254,8 @@ static void clear_accumulated_grads(gpt2 *model) {
     double t = prof_start(), n = 0.0;
     for (size_t k = 0; k < sizeof only_added / sizeof only_added[0]; k++) {
         const sm_tensor *g = &model->grads.t[only_added[k]];
-        memset(g->ptr, 0, g->n_floats * sizeof(float));
-        n += (double)g->n_floats;
+        memset(g->ptr, 0, g->n_elems * sizeof(float));
+        n += (double)g->n_elems;
     }
     prof_stop("zero_grad", PROF_BWD, t, 0.0, float_bytes(n));
 }
@@ -269,7 +269,7 @@ static void sync_progress(gpt2 *model) {
 }
 
 void gpt2_backward(gpt2 *model) {
-    const gpt2_config *c = &model->cfg;
+    const sm_model_config *c = &model->cfg;
     const int L = c->n_layer, NH = c->n_head, C = c->n_embd, Vp = c->padded_vocab_size;
     const int B = model->last_B, T = model->last_T;
     SM_CHECK(model->last_has_grad, "gpt2_backward needs a forward with targets and dloss != 0");
@@ -364,7 +364,7 @@ void gpt2_backward(gpt2 *model) {
 }
 
 void gpt2_shard_moments(gpt2 *model, size_t lo, size_t hi) {
-    SM_CHECK(lo <= hi && hi <= model->params.n_floats, "moment range [%zu,%zu) outside the arena", lo, hi);
+    SM_CHECK(lo <= hi && hi <= sm_table_n_f32(&model->params), "moment range [%zu,%zu) outside the arena", lo, hi);
     for (int k = 0; k < 2; k++) {
         sm_free(model->moment_alloc[k]);
         model->moment_alloc[k] = sm_arena((hi - lo ? hi - lo : 1) * sizeof(float));
@@ -380,8 +380,9 @@ void gpt2_shard_moments(gpt2 *model, size_t lo, size_t hi) {
 // The part [*a, *b) of tensor i that lies in the moment range; 0 if none.
 static int owned_part(const gpt2 *model, int i, size_t *a, size_t *b) {
     const sm_tensor *t = &model->params.t[i];
-    size_t lo = t->offset > model->moment_lo ? t->offset : model->moment_lo;
-    size_t hi = t->offset + t->n_floats < model->moment_hi ? t->offset + t->n_floats : model->moment_hi;
+    size_t off = sm_tensor_f32_offset(t);
+    size_t lo = off > model->moment_lo ? off : model->moment_lo;
+    size_t hi = off + t->n_elems < model->moment_hi ? off + t->n_elems : model->moment_hi;
     if (lo >= hi) return 0;
     *a = lo;
     *b = hi;
@@ -393,7 +394,7 @@ double gpt2_grad_sumsq(const gpt2 *model) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t a, b;
         if (owned_part(model, i, &a, &b)) {
-            ss += sum_squares(model->grads.base + a, b - a);
+            ss += sum_squares(sm_table_f32(&model->grads) + a, b - a);
             n += (double)(b - a);
         }
     }
@@ -411,7 +412,8 @@ void gpt2_adamw(gpt2 *model, float lr, float beta1, float beta2, float eps, floa
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t a, b;
         if (!owned_part(model, i, &a, &b)) continue;
-        adamw_update(model->params.base + a, model->grads.base + a, model->m.base + a, model->v.base + a, b - a, lr,
+        adamw_update(sm_table_f32(&model->params) + a, sm_table_f32(&model->grads) + a, sm_table_f32(&model->m) + a,
+                     sm_table_f32(&model->v) + a, b - a, lr,
                      beta1, beta2, eps, gpt2_param_decays(i) ? weight_decay : 0.0f, scale, t);
         n += (double)(b - a);
     }

@@ -5,14 +5,6 @@
 
 #include "common.h"
 
-typedef struct {
-    int n_layer;            // L
-    int n_head;             // H
-    int n_embd;             // C
-    int max_seq_len;        // maxT, the context
-    int vocab_size;         // V
-    int padded_vocab_size;  // Vp: V rounded up to a multiple of 64
-} gpt2_config;
 
 // The 16 parameter tensors, in checkpoint order (llm.c's names and shapes).
 enum {
@@ -31,7 +23,7 @@ enum {
 };
 
 typedef struct {
-    gpt2_config cfg;
+    sm_model_config cfg;
     int B, T;              // the largest batch the activations hold
     sm_table params;       // NUM_PARAM_TENSORS views into one arena
     sm_table grads;        // same layout as params
@@ -59,11 +51,11 @@ typedef struct {
 } gpt2;
 
 // Fills padded_vocab_size; returns 0, or -1 with a reason (e.g. heads not dividing embd).
-int gpt2_config_validate(gpt2_config *cfg, char *err, size_t errlen);
+int gpt2_config_validate(sm_model_config *cfg, char *err, size_t errlen);
 // Parameter shapes for a config, in order; used by gpt2_build and checkpoint code.
-void gpt2_param_table(sm_table *tab, const gpt2_config *cfg);
+void gpt2_param_table(sm_table *tab, const sm_model_config *cfg);
 // Allocates every arena once (zeroed, touched): params, grads, m, v, acts, dacts.
-void gpt2_build(gpt2 *model, const gpt2_config *cfg, int B, int T);
+void gpt2_build(gpt2 *model, const sm_model_config *cfg, int B, int T);
 void gpt2_free(gpt2 *model);
 // GPT-2 init: weights N(0, 0.02), residual projections (attprojw, fcprojw) N(0, 0.02/sqrt(2L)),
 // biases 0, LayerNorm weights 1; padded wte rows 0. Reproducible from seed.

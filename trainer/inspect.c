@@ -51,7 +51,7 @@ static void json_str(FILE *out, const char *s) {
 
 static void print_json(const char *path, const ckpt_report *r, int ok) {
     const ckpt_meta *m = &r->meta;
-    const ckpt_model_config *c = &m->cfg;
+    const sm_model_config *c = &m->cfg;
     const ckpt_optim *o = &m->optim;
     printf("{\"path\":");
     json_str(stdout, path);
@@ -89,7 +89,7 @@ static void print_json(const char *path, const ckpt_report *r, int ok) {
 
 static void print_table(const char *path, const ckpt_report *r) {
     const ckpt_meta *m = &r->meta;
-    const ckpt_model_config *c = &m->cfg;
+    const sm_model_config *c = &m->cfg;
     const ckpt_optim *o = &m->optim;
     printf("checkpoint  %s (%.2f MB)\n", path, (double)r->file_bytes / 1e6);
     if (r->meta_ok) {

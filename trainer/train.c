@@ -202,7 +202,7 @@ static void make_dir(const char *path) {
         sm_fatal(SM_EXIT_USAGE, "run directory exists but is not a directory (%s)", path);
 }
 
-static void write_config_json(const train_opts *o, const gpt2_config *cfg, int world, int threads) {
+static void write_config_json(const train_opts *o, const sm_model_config *cfg, int world, int threads) {
     char path[4096], buf[4096], err[1024];
     snprintf(path, sizeof path, "%s/config.json", o->run_dir);
     int n = snprintf(buf, sizeof buf,
@@ -243,17 +243,17 @@ int train_grad_segments(const gpt2 *model, comm_segment *segs) {
     for (int g = 0; g < L; g++) {
         int l = L - 1 - g;
         if (g == 0) {
-            segs[n++] = (comm_segment){model->grads.t[P_LNFW].offset, model->grads.t[P_LNFW].n_floats, 0};
-            segs[n++] = (comm_segment){model->grads.t[P_LNFB].offset, model->grads.t[P_LNFB].n_floats, 0};
+            segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_LNFW]), model->grads.t[P_LNFW].n_elems, 0};
+            segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_LNFB]), model->grads.t[P_LNFB].n_elems, 0};
         }
         for (int i = P_LN1W; i <= P_FCPROJB; i++) {
             const sm_tensor *t = &model->grads.t[i];
-            size_t per_layer = t->n_floats / (size_t)L;
-            segs[n++] = (comm_segment){t->offset + (size_t)l * per_layer, per_layer, g};
+            size_t per_layer = t->n_elems / (size_t)L;
+            segs[n++] = (comm_segment){sm_tensor_f32_offset(t) + (size_t)l * per_layer, per_layer, g};
         }
     }
-    segs[n++] = (comm_segment){model->grads.t[P_WTE].offset, model->grads.t[P_WTE].n_floats, L};
-    segs[n++] = (comm_segment){model->grads.t[P_WPE].offset, model->grads.t[P_WPE].n_floats, L};
+    segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_WTE]), model->grads.t[P_WTE].n_elems, L};
+    segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_WPE]), model->grads.t[P_WPE].n_elems, L};
     return n;
 }
 
@@ -381,7 +381,7 @@ int cmd_train(int argc, char **argv) {
     if (shard_open(&val_shard, val_path, o.vocab ? o.vocab : train_shard.vocab_size, err, sizeof err) != 0)
         sm_fatal(SM_EXIT_USAGE, "%s", err);
 
-    gpt2_config cfg = {
+    sm_model_config cfg = {
         .n_layer = o.layers, .n_head = o.heads, .n_embd = o.embd, .max_seq_len = o.context,
         .vocab_size = o.vocab ? o.vocab : (train_shard.vocab_size ? train_shard.vocab_size : 50257),
     };
@@ -409,7 +409,7 @@ int cmd_train(int argc, char **argv) {
     gpt2_build(&model, &cfg, o.batch, o.seq);
     gpt2_init_weights(&model, o.seed);
     // identical start on every rank: rank 0's parameters are broadcast
-    comm_bcast_bytes(model.params.base, model.params.n_floats * sizeof(float), 0);
+    comm_bcast_bytes(model.params.base, model.params.n_bytes, 0);
 
     const int global_batch = o.batch * o.accum * topo.world_size;
     sm_info("model: L=%d H=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters", cfg.n_layer, cfg.n_head, cfg.n_embd,
@@ -426,7 +426,7 @@ int cmd_train(int argc, char **argv) {
     comm_segment *segs = sm_calloc((size_t)cfg.n_layer * 12 + 4, sizeof(comm_segment));
     int n_segs = train_grad_segments(&model, segs);
     comm_gradsync sync;
-    comm_gradsync_init(&sync, model.grads.base, model.grads.n_floats, segs, n_segs, o.bucket_mb, o.zero);
+    comm_gradsync_init(&sync, sm_table_f32(&model.grads), sm_table_n_f32(&model.grads), segs, n_segs, o.bucket_mb, o.zero);
     comm_gradsync_set_piece_fn(&sync, sum_squares);   // the clip's norm, from gradients still in cache
     sm_free(segs);
     if (o.zero) gpt2_shard_moments(&model, sync.slice_lo, sync.slice_hi);
@@ -436,7 +436,7 @@ int cmd_train(int argc, char **argv) {
 
     // resume: the state after step0 completed steps; data continues at the global cursor
     ckpt_meta meta = {0};
-    ckpt_model_config ckpt_cfg = {
+    sm_model_config ckpt_cfg = {
         .n_layer = cfg.n_layer, .n_head = cfg.n_head, .n_embd = cfg.n_embd, .max_seq_len = cfg.max_seq_len,
         .vocab_size = cfg.vocab_size, .padded_vocab_size = cfg.padded_vocab_size,
     };
@@ -515,7 +515,7 @@ int cmd_train(int argc, char **argv) {
         float norm = (float)sqrt(sumsq);
         float lr = (float)lr_at(&o, step);
         gpt2_adamw(&model, lr, (float)o.beta1, (float)o.beta2, (float)o.eps, (float)o.wd, step + 1, (float)o.clip, norm);
-        comm_allgather_slices(&sync, model.params.base);
+        comm_allgather_slices(&sync, sm_table_f32(&model.params));
         prof_step_end((long)o.batch * o.seq * o.accum);
         double t_end = sm_now_s();
         double ms = (t_end - t0) * 1e3;
@@ -590,8 +590,8 @@ int cmd_train(int argc, char **argv) {
         float *flat = sm_malloc(model.n_params * sizeof(float));
         size_t k = 0;
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-            memcpy(flat + k, model.params.t[i].ptr, model.params.t[i].n_floats * sizeof(float));
-            k += model.params.t[i].n_floats;
+            memcpy(flat + k, model.params.t[i].ptr, model.params.t[i].n_elems * sizeof(float));
+            k += model.params.t[i].n_elems;
         }
         if (sm_write_file_atomic(o.dump_params, flat, k * sizeof(float), err, sizeof err) != 0)
             sm_fatal(SM_EXIT_RUNTIME, "%s", err);
