@@ -92,6 +92,15 @@ typedef struct {
     double t_first_start, t_wait_start, t_end;
 } comm_gradsync;
 
+// Figures of the last sync, for logs and the bench: the trainer reads them here, never from the
+// struct's fields.
+typedef struct {
+    int n_buckets;
+    double wait_ms;       // blocked in comm_gradsync_wait (the exposed part)
+    double span_ms;       // first bucket started .. last bucket finished
+    double hidden_frac;   // 1 - wait/span: the share of the reductions hidden behind backward
+} comm_gradsync_stats;
+
 void comm_gradsync_init(comm_gradsync *s, float *grads, size_t n_floats, const comm_segment *segs, int n_segs,
                         double bucket_mb, int zero);
 void comm_gradsync_free(comm_gradsync *s);
@@ -115,6 +124,10 @@ void comm_gradsync_wait(comm_gradsync *s);
 // order. The trainer passes the sum of squares for the global-norm clip.
 void comm_gradsync_set_piece_fn(comm_gradsync *s, double (*fn)(const float *x, size_t n));
 double comm_gradsync_total(const comm_gradsync *s);   // after comm_gradsync_wait
+comm_gradsync_stats comm_gradsync_figures(const comm_gradsync *s);
+// This rank's slice [*lo, *hi) of the arena (floats): the range it owns the reduced values of and
+// updates (zero=0: the whole arena).
+void comm_gradsync_slice(const comm_gradsync *s, size_t *lo, size_t *hi);
 // zero=1: every rank contributes its slice of params (same layout as the gradient arena);
 // afterwards every rank holds all of them.
 void comm_allgather_slices(comm_gradsync *s, float *params);

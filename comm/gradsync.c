@@ -260,6 +260,18 @@ double comm_gradsync_total(const comm_gradsync *s) {
     return total;
 }
 
+comm_gradsync_stats comm_gradsync_figures(const comm_gradsync *s) {
+    double wait_ms = (s->t_end - s->t_wait_start) * 1e3, span_ms = (s->t_end - s->t_first_start) * 1e3;
+    return (comm_gradsync_stats){
+        .n_buckets = s->n_buckets,
+        .wait_ms = wait_ms, .span_ms = span_ms, .hidden_frac = span_ms > 0 ? 1.0 - wait_ms / span_ms : 1.0};
+}
+
+void comm_gradsync_slice(const comm_gradsync *s, size_t *lo, size_t *hi) {
+    *lo = s->slice_lo;
+    *hi = s->slice_hi;
+}
+
 void comm_allgather_slices(comm_gradsync *s, float *params) {
     if (!s->zero || s->world == 1) return;
     MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, s->gather_counts, s->gather_displs, MPI_FLOAT,

@@ -182,6 +182,81 @@ size_t sm_table_n_f32(const sm_table *tab) {
 }
 
 // ---------------------------------------------------------------------------
+// JSON output
+static void json_put(sm_json *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void json_put(sm_json *j, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(j->buf + j->len, sizeof j->buf - j->len, fmt, ap);
+    va_end(ap);
+    SM_CHECK(n >= 0 && (size_t)n < sizeof j->buf - j->len, "a JSON line does not fit its %d-byte buffer", SM_JSON_MAX);
+    j->len += (size_t)n;
+}
+
+// s as a JSON string: " and \ escaped, control characters as \uXXXX; other bytes as they are
+// (UTF-8 passes through)
+static void json_put_str(sm_json *j, const char *s) {
+    json_put(j, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') json_put(j, "\\%c", *p);
+        else if (*p == '\n') json_put(j, "\\n");
+        else if (*p == '\t') json_put(j, "\\t");
+        else if (*p < 0x20 || *p == 0x7f) json_put(j, "\\u%04x", *p);
+        else json_put(j, "%c", *p);
+    }
+    json_put(j, "\"");
+}
+
+static void json_key(sm_json *j, const char *key) {
+    if (j->n_fields++) json_put(j, ",");
+    json_put_str(j, key);
+    json_put(j, ":");
+}
+
+void sm_json_begin(sm_json *j) {
+    j->len = 0;
+    j->n_fields = 0;
+    j->buf[0] = '\0';
+    json_put(j, "{");
+}
+
+void sm_json_str(sm_json *j, const char *key, const char *val) {
+    json_key(j, key);
+    json_put_str(j, val);
+}
+
+void sm_json_int(sm_json *j, const char *key, long long v) {
+    json_key(j, key);
+    json_put(j, "%lld", v);
+}
+
+void sm_json_num(sm_json *j, const char *key, const char *fmt, double v) {
+    json_key(j, key);
+    if (!isfinite(v)) {
+        json_put(j, "null");
+        return;
+    }
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, fmt, v);
+    json_put(j, "%s", tmp);
+}
+
+void sm_json_raw(sm_json *j, const char *key, const char *json) {
+    json_key(j, key);
+    json_put(j, "%s", json);
+}
+
+void sm_json_end(sm_json *j) { json_put(j, "}\n"); }
+
+void sm_json_fput_str(FILE *f, const char *s) {
+    sm_json j;
+    j.len = 0;
+    j.n_fields = 0;
+    json_put_str(&j, s);
+    fputs(j.buf, f);
+}
+
+// ---------------------------------------------------------------------------
 // RNG: xoshiro256** (Blackman & Vigna), seeded by splitmix64.
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);

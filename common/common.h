@@ -133,6 +133,30 @@ double sm_now_s(void);   // monotonic seconds
 // Returns 0, or -1 with a message in err.
 int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, char *err, size_t errlen);
 
+// ---------------------------------------------------------------------------
+// JSON output: one object built in a fixed buffer (no allocation), strings escaped (RFC 8259:
+// quote, backslash and control characters), non-finite numbers written as null. Used for the run
+// log, config.json and the --json outputs.
+//     sm_json j; sm_json_begin(&j); sm_json_str(&j, "event", "step"); sm_json_int(&j, "step", 3);
+//     sm_json_end(&j); fputs(j.buf, f);     // {"event":"step","step":3}\n
+#define SM_JSON_MAX 32768
+typedef struct {
+    char buf[SM_JSON_MAX];
+    size_t len;
+    int n_fields;
+} sm_json;
+void sm_json_begin(sm_json *j);
+void sm_json_str(sm_json *j, const char *key, const char *val);
+void sm_json_int(sm_json *j, const char *key, long long v);
+// fmt is a printf format for one double ("%.6f", "%.9g"): the precision the field needs
+void sm_json_num(sm_json *j, const char *key, const char *fmt, double v);
+// A value that is already JSON (a nested object or array)
+void sm_json_raw(sm_json *j, const char *key, const char *json);
+// Closes the object and ends the line. A value that did not fit is a programmer error (exit 1).
+void sm_json_end(sm_json *j);
+// Writes s as a JSON string literal (quotes included) to f.
+void sm_json_fput_str(FILE *f, const char *s);
+
 // Tests: |a - r| <= atol + rtol*|r| elementwise; prints the worst element on failure.
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol);
 

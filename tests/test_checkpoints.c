@@ -29,8 +29,8 @@
 #include "checkpoints.h"
 #include "comm.h"
 #include "common.h"
+#include "trainer.h"
 #include "cunit_mpi.h"
-#include "gpt2.h"
 
 int cmd_inspect(int argc, char **argv);   // trainer/inspect.c
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "gpt2.h"
+#include "trainer.h"
 
 // ---- the naive reference: plain loops in double, written from the GPT-2 definition ------
 typedef struct {
@@ -112,7 +112,7 @@ static void random_batch(int *inp, int *tgt, int n, int V, uint64_t seed) {
 
 // Perturb LayerNorm weights/biases and biases away from their init so their gradients are
 // exercised at general values.
-static void perturb_params(gpt2 *m, uint64_t seed) {
+static void perturb_params(gpt2_weights *m, uint64_t seed) {
     sm_rng r;
     sm_rng_seed(&r, seed, 9);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
@@ -125,9 +125,11 @@ static void test_gradients_vs_finite_differences(void) {
     sm_model_config cfg = TINY;
     char err[256];
     CU_ASSERT_FATAL(gpt2_config_validate(&cfg, err, sizeof err) == 0);
-    gpt2 m;
-    gpt2_build(&m, &cfg, TB, TT);
-    gpt2_init_weights(&m, 42);
+    gpt2_weights m;
+    gpt2_train st;
+    gpt2_weights_build(&m, &cfg);
+    gpt2_train_build(&st, &cfg, TB, TT);
+    gpt2_weights_init(&m, 42);
     perturb_params(&m, 43);
     // weights 20x init (std 0.4): attention and the LM head are then far from uniform, so
     // a wrong scale, mask or GELU constant changes the loss and gradients beyond tolerance
@@ -136,9 +138,10 @@ static void test_gradients_vs_finite_differences(void) {
         if (gpt2_param_decays(i)) for (size_t k = 0; k < m.params.t[i].n_elems; k++) m.params.t[i].ptr[k] *= 20.0f;
     int inp[TB * TT], tgt[TB * TT];
     random_batch(inp, tgt, TB * TT, cfg.vocab_size, 44);
-    gpt2_zero_grad(&m);
-    float loss = gpt2_forward(&m, inp, tgt, TB, TT, 1.0f / (TB * TT));
-    gpt2_backward(&m);
+    gpt2_zero_grad(&st);
+    gpt2_forward(&m, &st.acts, inp, TB, TT);
+    float loss = gpt2_loss_backward(&cfg, &st.acts, tgt, 1.0f / (TB * TT));
+    gpt2_backward(&m, &st, inp);
 
     ref_ctx r = {.c = cfg, .B = TB, .T = TT, .inp = inp, .tgt = tgt};
     double *p = calloc(sm_table_n_f32(&m.params), sizeof(double));
@@ -173,11 +176,12 @@ static void test_gradients_vs_finite_differences(void) {
         CU_ASSERT(gmax > 0);
         char what[64];
         snprintf(what, sizeof what, "grad %s", t->name);
-        CU_ASSERT(sm_allclose(what, m.grads.t[i].ptr, fd, n, 2e-4 * gmax, 1e-3));
+        CU_ASSERT(sm_allclose(what, st.grads.t[i].ptr, fd, n, 2e-4 * gmax, 1e-3));
         free(fd);
     }
     free(p);
-    gpt2_free(&m);
+    gpt2_train_free(&st);
+    gpt2_weights_free(&m);
 }
 
 // n AdamW steps from a fixed init; returns a malloc'd copy of the final parameters
@@ -186,25 +190,33 @@ static float *train_steps(int threads, int n_steps, size_t *n_out, uint64_t *all
     sm_model_config cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .max_seq_len = 32, .vocab_size = 100};
     char err[256];
     gpt2_config_validate(&cfg, err, sizeof err);
-    gpt2 m;
-    gpt2_build(&m, &cfg, 4, 32);
-    gpt2_init_weights(&m, 7);
+    gpt2_weights m;
+    gpt2_train st;
+    adamw_state opt;
+    gpt2_weights_build(&m, &cfg);
+    gpt2_train_build(&st, &cfg, 4, 32);
+    adamw_build(&opt, &m.params, 0, sm_table_n_f32(&m.params));
+    gpt2_weights_init(&m, 7);
+    const adamw_hparams hp = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     int inp[4 * 32], tgt[4 * 32];
     uint64_t before = 0;
     for (int s = 1; s <= n_steps; s++) {
         if (s == 2) before = sm_alloc_count();
         random_batch(inp, tgt, 4 * 32, cfg.vocab_size, (uint64_t)s);
-        gpt2_zero_grad(&m);
-        gpt2_forward(&m, inp, tgt, 4, 32, 1.0f / (4 * 32));
-        gpt2_backward(&m);
-        float norm = gpt2_grad_norm(&m);
-        gpt2_adamw(&m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, s, 1.0f, norm);
+        gpt2_zero_grad(&st);
+        gpt2_forward(&m, &st.acts, inp, 4, 32);
+        gpt2_loss_backward(&cfg, &st.acts, tgt, 1.0f / (4 * 32));
+        gpt2_backward(&m, &st, inp);
+        float norm = (float)sqrt(grad_sumsq(&st.grads, 0, sm_table_n_f32(&st.grads)));
+        adamw_step(&opt, &m.params, &st.grads, &hp, s, adamw_clip_scale(1.0f, norm), gpt2_param_decays);
     }
     if (allocs_in_steps) *allocs_in_steps = sm_alloc_count() - before;
     float *out = malloc(sm_table_n_f32(&m.params) * sizeof(float));
     memcpy(out, sm_table_f32(&m.params), sm_table_n_f32(&m.params) * sizeof(float));
     *n_out = sm_table_n_f32(&m.params);
-    gpt2_free(&m);
+    adamw_free(&opt);
+    gpt2_train_free(&st);
+    gpt2_weights_free(&m);
     return out;
 }
 

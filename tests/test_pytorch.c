@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 
 #include "common.h"
-#include "gpt2.h"
+#include "trainer.h"
 
 _Static_assert(sizeof(int) == 4, "inputs.bin and targets.bin are int32");
 
@@ -49,7 +49,7 @@ static void config_json(char *buf, size_t len, const sm_model_config *cfg) {
              (double)REF_WD, REF_STEPS);
 }
 
-static size_t params_n_floats(const gpt2 *model) {
+static size_t params_n_floats(const gpt2_weights *model) {
     size_t n = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) n += model->params.t[i].n_elems;
     return n;
@@ -99,7 +99,7 @@ static void mkdir_p(const char *dir) {
 }
 
 // Loads params.bin (the 16 tensors back to back, no padding) into model->params.
-static void load_params(gpt2 *model, const char *dir) {
+static void load_params(gpt2_weights *model, const char *dir) {
     size_t n = params_n_floats(model);
     float *flat = read_file(dir, "params.bin", n * sizeof(float));
     size_t off = 0;
@@ -114,9 +114,9 @@ static void load_params(gpt2 *model, const char *dir) {
 // --write DIR
 static int write_mode(const char *dir) {
     sm_model_config cfg = ref_config();
-    gpt2 model;
-    gpt2_build(&model, &cfg, REF_B, REF_T);
-    gpt2_init_weights(&model, WEIGHT_SEED);
+    gpt2_weights model;
+    gpt2_weights_build(&model, &cfg);
+    gpt2_weights_init(&model, WEIGHT_SEED);
 
     // Init leaves biases at 0 and LayerNorm weights at 1, where a wrong gradient can hide
     // (e.g. a bias term dropped from forward, or dgamma used where dbeta belongs): make them
@@ -154,16 +154,23 @@ static int write_mode(const char *dir) {
     write_file(dir, "targets.bin", targets, sizeof targets);
     printf("test_pytorch: wrote %zu parameters and a (%d,%d) batch to %s\n", n, REF_B, REF_T, dir);
     sm_free(flat);
-    gpt2_free(&model);
+    gpt2_weights_free(&model);
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------
 // --compare DIR: the fixture the CUnit tests share (CUnit test functions take no arguments).
+// The C model: weights, training state and optimizer
+typedef struct {
+    gpt2_weights w;
+    gpt2_train st;
+    adamw_state opt;
+} ref_model;
+
 static struct {
     const char *dir;
     sm_model_config cfg;
-    gpt2 model;
+    ref_model model;
     int *inputs, *targets;
     float *ref;        // all of ref.bin
     size_t ref_n;      // floats in ref.bin
@@ -211,7 +218,9 @@ static int suite_init(void) {
         fprintf(stderr, "test_pytorch: %s/config.json differs from this build's test config; rerun --write\n", fx.dir);
         return 1;
     }
-    gpt2_build(&fx.model, &fx.cfg, REF_B, REF_T);
+    gpt2_weights_build(&fx.model.w, &fx.cfg);
+    gpt2_train_build(&fx.model.st, &fx.cfg, REF_B, REF_T);
+    adamw_build(&fx.model.opt, &fx.model.w.params, 0, sm_table_n_f32(&fx.model.w.params));
     fx.inputs = read_file(fx.dir, "inputs.bin", REF_B * REF_T * sizeof(int));
     fx.targets = read_file(fx.dir, "targets.bin", REF_B * REF_T * sizeof(int));
     for (int i = 0; i < REF_B * REF_T; i++)
@@ -220,7 +229,7 @@ static int suite_init(void) {
             return 1;
         }
 
-    size_t np = params_n_floats(&fx.model);
+    size_t np = params_n_floats(&fx.model.w);
     size_t n_logits = (size_t)REF_B * REF_T * fx.cfg.padded_vocab_size;
     fx.ref_n = n_logits + 1 + np + REF_STEPS + np;
     fx.ref = read_file(fx.dir, "ref.bin", fx.ref_n * sizeof(float));
@@ -231,29 +240,34 @@ static int suite_init(void) {
     p += 1;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         fx.ref_grads[i] = p;
-        p += fx.model.params.t[i].n_elems;
+        p += fx.model.w.params.t[i].n_elems;
     }
     fx.ref_losses = p;
     p += REF_STEPS;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         fx.ref_params[i] = p;
-        p += fx.model.params.t[i].n_elems;
+        p += fx.model.w.params.t[i].n_elems;
     }
     SM_CHECK(p == fx.ref + fx.ref_n, "ref.bin layout");
 
     // One forward + backward on PyTorch's weights (not an optimizer step).
-    load_params(&fx.model, fx.dir);
-    fx.loss_eval = gpt2_forward(&fx.model, fx.inputs, fx.targets, REF_B, REF_T, 0.0f);
+    ref_model *m = &fx.model;
+    load_params(&m->w, fx.dir);
+    gpt2_forward(&m->w, &m->st.acts, fx.inputs, REF_B, REF_T);
+    fx.loss_eval = gpt2_loss(&fx.cfg, &m->st.acts, fx.targets);
     fx.logits = sm_malloc(n_logits * sizeof(float));
-    memcpy(fx.logits, fx.model.acts.t[A_LOGITS].ptr, n_logits * sizeof(float));
-    gpt2_zero_grad(&fx.model);
-    fx.loss = gpt2_forward(&fx.model, fx.inputs, fx.targets, REF_B, REF_T, 1.0f / (REF_B * REF_T));
-    gpt2_backward(&fx.model);
+    memcpy(fx.logits, m->st.acts.t.t[A_LOGITS].ptr, n_logits * sizeof(float));
+    gpt2_zero_grad(&m->st);
+    gpt2_forward(&m->w, &m->st.acts, fx.inputs, REF_B, REF_T);
+    fx.loss = gpt2_loss_backward(&fx.cfg, &m->st.acts, fx.targets, 1.0f / (REF_B * REF_T));
+    gpt2_backward(&m->w, &m->st, fx.inputs);
     return 0;
 }
 
 static int suite_clean(void) {
-    gpt2_free(&fx.model);
+    adamw_free(&fx.model.opt);
+    gpt2_train_free(&fx.model.st);
+    gpt2_weights_free(&fx.model.w);
     sm_free(fx.inputs);
     sm_free(fx.targets);
     sm_free(fx.ref);
@@ -264,7 +278,7 @@ static int suite_clean(void) {
 // The comparison alone would pass a C model and a reference that are wrong together, or a
 // reference that is degenerate; these checks need no reference.
 static void test_sanity(void) {
-    const gpt2 *m = &fx.model;
+    const ref_model *m = &fx.model;
     const int V = fx.cfg.vocab_size, Vp = fx.cfg.padded_vocab_size, C = fx.cfg.n_embd;
     // At GPT-2 init logits are small (|logit| << 1: wte is N(0,0.02) against a unit-variance
     // LayerNorm output), so the softmax is near uniform and the loss is ln V = 5.52 to within
@@ -286,7 +300,7 @@ static void test_sanity(void) {
     // where the logits were: each row sums to 0 (softmax sums to 1) up to float rounding of
     // V terms of ~dloss/V, with exact zeros over the padding.
     CU_ASSERT(fx.loss == fx.loss_eval);
-    const float *dl = m->acts.t[A_LOGITS].ptr, dloss = 1.0f / (REF_B * REF_T);
+    const float *dl = m->st.acts.t.t[A_LOGITS].ptr, dloss = 1.0f / (REF_B * REF_T);
     double worst = 0.0;
     float dpad = 0.0f;
     for (int r = 0; r < REF_B * REF_T; r++) {
@@ -311,19 +325,19 @@ static void test_sanity(void) {
 
     // Every gradient tensor has a non-zero part; the parts that are zero analytically are.
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        float g = max_abs(m->grads.t[i].ptr, m->grads.t[i].n_elems);
+        float g = max_abs(m->st.grads.t[i].ptr, m->st.grads.t[i].n_elems);
         if (!(g > 0.0f)) fprintf(stderr, "test_pytorch: gradient of %s is all zero (or NaN)\n", PARAM_NAMES[i]);
         CU_ASSERT(g > 0.0f);
     }
     // padded wte rows: no token and no loss column reaches them
-    CU_ASSERT(max_abs(m->grads.t[P_WTE].ptr + (size_t)V * C, (size_t)(Vp - V) * C) == 0.0f);
+    CU_ASSERT(max_abs(m->st.grads.t[P_WTE].ptr + (size_t)V * C, (size_t)(Vp - V) * C) == 0.0f);
     // wpe rows t >= T are never used
-    CU_ASSERT(max_abs(m->grads.t[P_WPE].ptr + (size_t)REF_T * C, (size_t)(REF_MAXT - REF_T) * C) == 0.0f);
+    CU_ASSERT(max_abs(m->st.grads.t[P_WPE].ptr + (size_t)REF_T * C, (size_t)(REF_MAXT - REF_T) * C) == 0.0f);
     // The key bias adds q.b_k to every score of a row, which the softmax cancels: its
     // gradient is 0 up to rounding, far below the layer's qkvb gradient scale (PyTorch's is
     // ~1e-9 of it). A causal-mask or softmax-backward bug breaks the cancellation (>1e-3).
     for (int l = 0; l < REF_L; l++) {
-        const float *dqkvb = m->grads.t[P_QKVB].ptr + (size_t)l * 3 * C;
+        const float *dqkvb = m->st.grads.t[P_QKVB].ptr + (size_t)l * 3 * C;
         float gk = max_abs(dqkvb + C, (size_t)C), gall = max_abs(dqkvb, (size_t)3 * C);
         printf("  layer %d: max|d key bias| %.3e = %.3e of max|d qkvb|\n", l, (double)gk, (double)(gk / gall));
         CU_ASSERT(gk <= 1e-6f * gall);
@@ -355,7 +369,7 @@ static void test_gradients(void) {
     // the causal mask) is off by >1e-3. (llm.c's test_gpt2.c uses 1e-2 absolute.)
     const double GRAD_TOL = 1e-5;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const sm_tensor *g = &fx.model.grads.t[i];
+        const sm_tensor *g = &fx.model.st.grads.t[i];
         char what[64];
         snprintf(what, sizeof what, "grad %s", PARAM_NAMES[i]);
         check_close(what, g->ptr, fx.ref_grads[i], g->n_elems, GRAD_TOL * max_abs(fx.ref_grads[i], g->n_elems), 0.0,
@@ -364,17 +378,20 @@ static void test_gradients(void) {
 }
 
 static void test_adamw_steps(void) {
-    gpt2 *m = &fx.model;
-    load_params(m, fx.dir);   // the same start as PyTorch's optimizer, with fresh moments
-    memset(sm_table_f32(&m->m), 0, sm_table_n_f32(&m->m) * sizeof(float));
-    memset(sm_table_f32(&m->v), 0, sm_table_n_f32(&m->v) * sizeof(float));
+    ref_model *m = &fx.model;
+    load_params(&m->w, fx.dir);   // the same start as PyTorch's optimizer, with fresh moments
+    memset(sm_table_f32(&m->opt.m), 0, sm_table_n_f32(&m->opt.m) * sizeof(float));
+    memset(sm_table_f32(&m->opt.v), 0, sm_table_n_f32(&m->opt.v) * sizeof(float));
+    const adamw_hparams hp = {.lr = REF_LR, .beta1 = REF_BETA1, .beta2 = REF_BETA2, .eps = REF_EPS,
+                              .weight_decay = REF_WD};
     float losses[REF_STEPS];
     for (int t = 1; t <= REF_STEPS; t++) {
-        gpt2_zero_grad(m);
-        losses[t - 1] = gpt2_forward(m, fx.inputs, fx.targets, REF_B, REF_T, 1.0f / (REF_B * REF_T));
-        gpt2_backward(m);
-        float norm = gpt2_grad_norm(m);
-        gpt2_adamw(m, REF_LR, REF_BETA1, REF_BETA2, REF_EPS, REF_WD, t, 0.0f, norm);   // clip 0: none
+        gpt2_zero_grad(&m->st);
+        gpt2_forward(&m->w, &m->st.acts, fx.inputs, REF_B, REF_T);
+        losses[t - 1] = gpt2_loss_backward(&fx.cfg, &m->st.acts, fx.targets, 1.0f / (REF_B * REF_T));
+        gpt2_backward(&m->w, &m->st, fx.inputs);
+        float norm = (float)sqrt(grad_sumsq(&m->st.grads, 0, sm_table_n_f32(&m->st.grads)));
+        adamw_step(&m->opt, &m->w.params, &m->st.grads, &hp, t, adamw_clip_scale(0.0f, norm), gpt2_param_decays);   // clip 0: none
     }
     // The losses go down (lr 1e-3 on one fixed batch), or the optimizer did nothing.
     CU_ASSERT(losses[REF_STEPS - 1] < losses[0] - 0.1f);
@@ -399,7 +416,7 @@ static void test_adamw_steps(void) {
     // biases would move them by only ~lr*wd*|b|*5 = 0.025 lr: test_sanity checks that set.
     const double PARAM_TOL_LR = 0.05;   // x lr, after all REF_STEPS steps
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const sm_tensor *p = &m->params.t[i];
+        const sm_tensor *p = &m->w.params.t[i];
         char what[64];
         snprintf(what, sizeof what, "param %s", PARAM_NAMES[i]);
         check_close(what, p->ptr, fx.ref_params[i], p->n_elems, PARAM_TOL_LR * REF_LR, 0.0, REF_LR);

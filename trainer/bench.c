@@ -15,9 +15,7 @@
 
 #include "comm.h"
 #include "common.h"
-#include "gpt2.h"
 #include "kernels.h"
-#include "profile.h"
 #include "trainer.h"
 
 static const char BENCH_USAGE[] =
@@ -683,63 +681,47 @@ static int torch_available(const char *python) {
 static void bench_train_shape(const bench_opts *o, const bench_shape *s, const comm_topology *topo,
                               const blas_lib *blas, int have_torch) {
     sm_model_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
-                       .vocab_size = BENCH_V};
+                           .vocab_size = BENCH_V, .tokenizer = "gpt2"};
     char err[256];
     if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "bench: %s (command line)", err);
     SM_CHECK(o->T <= BENCH_CONTEXT, "--seq %d exceeds the context %d", o->T, BENCH_CONTEXT);
-    gpt2 model;
-    gpt2_build(&model, &cfg, o->B, o->T);
-    gpt2_init_weights(&model, 1337);
-    sm_rng rng;
-    sm_rng_seed(&rng, 42, (uint64_t)topo->rank);
-    size_t ntok = (size_t)o->B * o->T;
-    int *tokens = sm_malloc((ntok + 1) * sizeof(int));
-
-    comm_segment *segs = sm_calloc((size_t)cfg.n_layer * 12 + 4, sizeof(comm_segment));
-    int n_segs = train_grad_segments(&model, segs);
-    comm_gradsync sync;
-    comm_gradsync_init(&sync, sm_table_f32(&model.grads), sm_table_n_f32(&model.grads), segs, n_segs, 8.0, 0);
-    comm_gradsync_set_piece_fn(&sync, sum_squares);   // the clip's norm, from gradients still in cache
-    sm_free(segs);
-    train_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
-    model.layer_done = train_layer_done;
-    model.progress = train_sync_progress;
-    model.layer_done_ctx = &ctx;
-
+    trainer tr;
+    trainer_build(&tr, &cfg, o->B, o->T, 1, 8.0, 0, 1337, topo);
     const int warmup = 2, steps = o->steps;
+    // random tokens: the windows of every step of every rank, in order
+    const size_t ntok = (size_t)o->B * o->T, n_windows = (size_t)(warmup + steps) * o->B * topo->world_size;
+    shard data = {.n_tokens = n_windows * o->T + 1, .vocab_size = BENCH_V};
+    snprintf(data.path, sizeof data.path, "(random tokens)");
+    data.tokens = sm_malloc(data.n_tokens * sizeof(uint16_t));
+    sm_rng rng;
+    sm_rng_seed(&rng, 42, 0);
+    for (size_t i = 0; i < data.n_tokens; i++) data.tokens[i] = (uint16_t)sm_rng_below(&rng, BENCH_V);
+    loader ld;
+    if (loader_init(&ld, &data, o->T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "bench: %s", err);
+    const adamw_hparams hp = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+
     double *ms = sm_calloc((size_t)steps * 6, sizeof(double));
     double *fwd = ms + steps, *bwd = ms + 2 * steps, *wait = ms + 3 * steps, *comm = ms + 4 * steps,
            *opt = ms + 5 * steps;
-    const float dloss = 1.0f / ((float)ntok * (float)topo->world_size);
     prof_reset();
     prof_enable(o->profile);
     for (int step = 0; step < warmup + steps; step++) {
-        for (size_t i = 0; i <= ntok; i++) tokens[i] = (int)sm_rng_below(&rng, BENCH_V);
         if (step == warmup) prof_reset();   // warm-up steps are not in the profile
         comm_barrier();
         prof_step_begin();
         double t0 = sm_now_s();
-        gpt2_zero_grad(&model);
-        comm_gradsync_begin(&sync);
-        double ta = sm_now_s();
-        gpt2_forward(&model, tokens, tokens + 1, o->B, o->T, dloss);
-        double tb = sm_now_s();
-        gpt2_backward(&model);
-        double tc = sm_now_s();
-        comm_gradsync_wait(&sync);
-        double td = sm_now_s();
-        float norm = (float)sqrt(comm_gradsync_total(&sync));
-        gpt2_adamw(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, step + 1, 1.0f, norm);
+        train_step_stats st;
+        train_step(&tr, &ld, (uint64_t)step * o->B * topo->world_size, &hp, 1.0f, step + 1, &st);
         double te = sm_now_s();
         prof_step_end((long)ntok);
         if (step >= warmup) {
             int k = step - warmup;
             ms[k] = (te - t0) * 1e3;
-            fwd[k] = (tb - ta) * 1e3;
-            bwd[k] = (tc - tb) * 1e3;
-            wait[k] = (sync.t_end - sync.t_wait_start) * 1e3;
-            comm[k] = (sync.t_end - sync.t_first_start) * 1e3;
-            opt[k] = (te - td) * 1e3;
+            fwd[k] = st.fwd_ms;
+            bwd[k] = st.bwd_ms;
+            wait[k] = st.comm.wait_ms;
+            comm[k] = st.comm.span_ms;
+            opt[k] = st.opt_ms;
         }
     }
     double hidden[MAX_ROUNDS * 4];
@@ -771,7 +753,7 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
         char name[128];
         if (!o->json)
             printf("%s (L=%d H=%d C=%d V=%d, %zu params), B=%d T=%d, %d rank%s x %d threads, median of %d steps\n",
-                   s->name, s->L, s->H, s->C, BENCH_V, model.n_params, o->B, o->T, topo->world_size,
+                   s->name, s->L, s->H, s->C, BENCH_V, tr.w.n_params, o->B, o->T, topo->world_size,
                    topo->world_size > 1 ? "s" : "", o->threads, steps);
         snprintf(name, sizeof name, "train %s s/step", s->name);
         emit(o, name, "s_per_step", step_ms * 1e-3, step_ms, torch_s, "pytorch");
@@ -799,14 +781,14 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
         snprintf(name, sizeof name, "train %s optimizer (AdamW)", s->name);
         emit(o, name, "ms", opt_ms, opt_ms, 0.0, "");
         snprintf(name, sizeof name, "train %s AdamW params/s", s->name);
-        emit(o, name, "gparams_per_s", (double)model.n_params / (opt_ms * 1e-3) * 1e-9, opt_ms, 0.0, "");
+        emit(o, name, "gparams_per_s", (double)tr.w.n_params / (opt_ms * 1e-3) * 1e-9, opt_ms, 0.0, "");
         if (o->profile) prof_print(stdout, o->json);
     }
     prof_enable(0);
     sm_free(ms);
-    sm_free(tokens);
-    comm_gradsync_free(&sync);
-    gpt2_free(&model);
+    loader_free(&ld);
+    sm_free(data.tokens);
+    trainer_free(&tr);
 }
 
 static int bench_train(const bench_opts *o, const comm_topology *topo) {

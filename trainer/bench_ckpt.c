@@ -13,7 +13,6 @@
 #include "checkpoints.h"
 #include "comm.h"
 #include "common.h"
-#include "gpt2.h"
 #include "trainer.h"
 
 static const char BENCH_CKPT_USAGE[] =

@@ -1,12 +1,11 @@
-// gpt2.c — GPT-2 over named-tensor tables: shapes, init, forward, backward, AdamW.
-#include "gpt2.h"
-
+// gpt2.c — GPT-2 over named-tensor tables: config, weights (build, init), activations, forward,
+// the loss, the training state and backward. The ops are in ops.c; AdamW in optim.c.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "kernels.h"
-#include "profile.h"
+#include "ops.h"
+#include "trainer.h"
 
 static const char *const PARAM_NAMES[NUM_PARAM_TENSORS] = {
     "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
@@ -51,11 +50,10 @@ void gpt2_param_table(sm_table *tab, const sm_model_config *cfg) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) sm_table_add(tab, PARAM_NAMES[i], ndims[i], shapes[i]);
 }
 
-// The activations for B x T tokens, with L slots per layer tensor and Vp columns of logits. The
-// activation gradients use the same layout with one slot per layer (backward reuses it for
-// every layer) and no logits (dlogits overwrite the logits in place).
-static void act_table(sm_table *tab, const sm_model_config *cfg, size_t B, size_t T, size_t L, size_t Vp) {
-    size_t C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
+// The activations for B x T tokens, with `slots` slots per layer tensor and Vp columns of logits.
+// The activation gradients use the same layout with one slot per layer and no logits.
+static void act_table(sm_table *tab, const sm_model_config *cfg, size_t B, size_t T, size_t slots, size_t Vp) {
+    size_t C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head, L = slots;
     const size_t shapes[NUM_ACT_TENSORS][4] = {
         {B, T, C},        // encoded
         {L, B, T, C},     // ln1
@@ -84,51 +82,32 @@ static void act_table(sm_table *tab, const sm_model_config *cfg, size_t B, size_
     for (int i = 0; i < NUM_ACT_TENSORS; i++) sm_table_add(tab, ACT_NAMES[i], ndims[i], shapes[i]);
 }
 
-void gpt2_build(gpt2 *model, const sm_model_config *cfg, int B, int T) {
-    memset(model, 0, sizeof *model);
-    model->cfg = *cfg;
-    model->B = B;
-    model->T = T;
-    SM_CHECK(T <= cfg->max_seq_len, "sequence length %d exceeds the context %d", T, cfg->max_seq_len);
-    gpt2_param_table(&model->params, cfg);
-    model->grads = model->m = model->v = model->params;
-    sm_table_alloc(&model->params);
-    sm_table_alloc(&model->grads);
-    sm_table_alloc(&model->m);
-    sm_table_alloc(&model->v);
-    model->moment_alloc[0] = model->m.base;
-    model->moment_alloc[1] = model->v.base;
-    model->moment_lo = 0;
-    model->moment_hi = sm_table_n_f32(&model->params);
-    act_table(&model->acts, cfg, (size_t)B, (size_t)T, (size_t)cfg->n_layer, (size_t)cfg->padded_vocab_size);
-    act_table(&model->dacts, cfg, (size_t)B, (size_t)T, 1, 0);
-    sm_table_alloc(&model->acts);
-    sm_table_alloc(&model->dacts);
-    model->inputs = sm_arena((size_t)B * (size_t)T * sizeof(int));
-    model->targets = sm_arena((size_t)B * (size_t)T * sizeof(int));
-    model->n_params = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->n_params += model->params.t[i].n_elems;
+// ---------------------------------------------------------------------------------------------
+// Weights
+
+void gpt2_weights_build(gpt2_weights *w, const sm_model_config *cfg) {
+    memset(w, 0, sizeof *w);
+    w->cfg = *cfg;
+    gpt2_param_table(&w->params, cfg);
+    sm_table_alloc(&w->params);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        w->n_params += w->params.t[i].n_elems;
+        w->fwd[i] = &w->params.t[i];
+    }
 }
 
-void gpt2_free(gpt2 *model) {
-    sm_free(model->params.base);
-    sm_free(model->grads.base);
-    sm_free(model->moment_alloc[0]);
-    sm_free(model->moment_alloc[1]);
-    sm_free(model->acts.base);
-    sm_free(model->dacts.base);
-    sm_free(model->inputs);
-    sm_free(model->targets);
-    memset(model, 0, sizeof *model);
+void gpt2_weights_free(gpt2_weights *w) {
+    sm_free(w->params.base);
+    memset(w, 0, sizeof *w);
 }
 
-void gpt2_init_weights(gpt2 *model, uint64_t seed) {
-    const sm_model_config *c = &model->cfg;
+void gpt2_weights_init(gpt2_weights *w, uint64_t seed) {
+    const sm_model_config *c = &w->cfg;
     sm_rng rng;
     sm_rng_seed(&rng, seed, 0x67707432);   // stream "gpt2": init only
     float residual_std = 0.02f / sqrtf(2.0f * (float)c->n_layer);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        sm_tensor *t = &model->params.t[i];
+        sm_tensor *t = &w->params.t[i];
         size_t n = t->n_elems;
         if (i == P_LN1W || i == P_LN2W || i == P_LNFW) {
             for (size_t k = 0; k < n; k++) t->ptr[k] = 1.0f;
@@ -145,137 +124,181 @@ void gpt2_init_weights(gpt2 *model, uint64_t seed) {
     }
 }
 
-#define P(i) (model->params.t[(i)].ptr)
-#define G(i) (model->grads.t[(i)].ptr)
-#define A(i) (model->acts.t[(i)].ptr)
-#define D(i) (model->dacts.t[(i)].ptr)
+// ---------------------------------------------------------------------------------------------
+// Activations
 
-// Bytes of n floats: what a kernel must move at least (its inputs read once, its outputs written
-// once), for the profile's GB/s column.
-static inline double float_bytes(double n) { return 4.0 * n; }
+void gpt2_acts_build(gpt2_acts *a, const sm_model_config *cfg, int B, int T, int keep_layers) {
+    memset(a, 0, sizeof *a);
+    SM_CHECK(B >= 1 && T >= 1 && T <= cfg->max_seq_len, "batch (%d,%d) does not fit the context %d", B, T,
+             cfg->max_seq_len);
+    a->B = B;
+    a->T = T;
+    a->layer_slots = keep_layers ? cfg->n_layer : 1;
+    act_table(&a->t, cfg, (size_t)B, (size_t)T, (size_t)a->layer_slots, (size_t)cfg->padded_vocab_size);
+    sm_table_alloc(&a->t);
+}
 
-float gpt2_forward(gpt2 *model, const int *inputs, const int *targets, int B, int T, float dloss) {
-    const sm_model_config *c = &model->cfg;
+void gpt2_acts_free(gpt2_acts *a) {
+    sm_free(a->t.base);
+    memset(a, 0, sizeof *a);
+}
+
+// One layer's activations: views into slot l (training) or the one slot (inference). Per-layer
+// tensors are strided by the allocated (B,T), so a smaller batch still addresses slot l correctly.
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *lse, *attproj, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch,
+        *fch_gelu, *fcproj, *residual3;
+} layer_acts;
+
+static layer_acts layer_view(const sm_table *t, int slot, size_t BTa, int C, int NH) {
+    const size_t s = (size_t)slot * BTa;
+#define V(i, width) (t->t[(i)].ptr + s * (size_t)(width))
+    return (layer_acts){
+        .ln1 = V(A_LN1, C), .ln1_mean = V(A_LN1_MEAN, 1), .ln1_rstd = V(A_LN1_RSTD, 1), .qkv = V(A_QKV, 3 * C),
+        .atty = V(A_ATTY, C), .lse = V(A_ATT_LSE, NH), .attproj = V(A_ATTPROJ, C), .residual2 = V(A_RESIDUAL2, C),
+        .ln2 = V(A_LN2, C), .ln2_mean = V(A_LN2_MEAN, 1), .ln2_rstd = V(A_LN2_RSTD, 1), .fch = V(A_FCH, 4 * C),
+        .fch_gelu = V(A_FCH_GELU, 4 * C), .fcproj = V(A_FCPROJ, C), .residual3 = V(A_RESIDUAL3, C),
+    };
+#undef V
+}
+
+// Parameter i's values for layer l (the tensor's l-th slice along its leading L dimension)
+static inline const float *PL(const gpt2_weights *w, int i, int l) {
+    const sm_tensor *t = &w->params.t[i];
+    return t->ptr + (size_t)l * (t->n_elems / (size_t)w->cfg.n_layer);
+}
+static inline float *GL(gpt2_train *s, int i, int l, int L) {
+    sm_tensor *t = &s->grads.t[i];
+    return t->ptr + (size_t)l * (t->n_elems / (size_t)L);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward and loss
+
+void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B, int T) {
+    const sm_model_config *c = &w->cfg;
     const int L = c->n_layer, NH = c->n_head, C = c->n_embd, V = c->vocab_size, Vp = c->padded_vocab_size;
-    SM_CHECK(B >= 1 && B <= model->B && T >= 1 && T <= model->T, "batch (%d,%d) exceeds the model's (%d,%d)", B, T,
-             model->B, model->T);
-    const size_t N = (size_t)B * (size_t)T;
-    // stride the per-layer activations by the allocated (B,T), so forward at a smaller
-    // batch still addresses layer l correctly
-    const size_t BTa = (size_t)model->B * (size_t)model->T;
-    const int hs = C / NH;
-    for (size_t i = 0; i < N; i++) {
-        SM_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token %d at %zu out of range [0,%d)", inputs[i], i, V);
-        model->inputs[i] = inputs[i];
-        if (targets) {
-            SM_CHECK(targets[i] >= 0 && targets[i] < V, "target token %d at %zu out of range [0,%d)", targets[i], i, V);
-            model->targets[i] = targets[i];
-        }
-    }
-    const double nc = (double)N * C, cc = (double)C * C, att_flops = 2.0 * B * NH * hs * (double)T * (T + 1);
-    double t = prof_start();
-    encoder_forward(A(A_ENCODED), model->inputs, P(P_WTE), P(P_WPE), B, T, C);
-    prof_stop("encoder", PROF_FWD, t, 0.0, float_bytes(3 * nc));
-    // The first LayerNorm of each layer is fused with the residual add that ends the layer
-    // before it (layer 0's runs alone, the final one is fused with the last layer's add).
-    t = prof_start();
-    layernorm_forward(A(A_LN1), A(A_LN1_MEAN), A(A_LN1_RSTD), A(A_ENCODED), P(P_LN1W), P(P_LN1B), (int)N, C);
-    prof_stop("layernorm", PROF_FWD, t, 0.0, float_bytes(2 * nc));
-    const float *residual = A(A_ENCODED);
+    SM_CHECK(B >= 1 && B <= a->B && T >= 1 && T <= a->T, "batch (%d,%d) exceeds the activations' (%d,%d)", B, T, a->B,
+             a->T);
+    const int N = B * T;
+    const size_t BTa = (size_t)a->B * (size_t)a->T;
+    for (int i = 0; i < N; i++)
+        SM_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token %d at %d out of range [0,%d)", inputs[i], i, V);
+#define ACT(i) (a->t.t[(i)].ptr)
+    op_encoder_forward(ACT(A_ENCODED), inputs, PL(w, P_WTE, 0), PL(w, P_WPE, 0), B, T, C);
+    // The first LayerNorm of each layer is fused with the residual add that ends the layer before
+    // it (layer 0's runs alone, the final one is fused with the last layer's add).
+    layer_acts x = layer_view(&a->t, 0, BTa, C, NH);
+    op_layernorm_forward(x.ln1, x.ln1_mean, x.ln1_rstd, ACT(A_ENCODED), PL(w, P_LN1W, 0), PL(w, P_LN1B, 0), N, C);
+    const float *residual = ACT(A_ENCODED);
     for (int l = 0; l < L; l++) {
-        size_t lc = (size_t)l * C, lbt = (size_t)l * BTa;
-        float *ln1 = A(A_LN1) + lbt * C;
-        float *qkv = A(A_QKV) + lbt * 3 * C, *atty = A(A_ATTY) + lbt * C;
-        float *lse = A(A_ATT_LSE) + lbt * NH;
-        float *attproj = A(A_ATTPROJ) + lbt * C, *residual2 = A(A_RESIDUAL2) + lbt * C;
-        float *ln2 = A(A_LN2) + lbt * C, *ln2_mean = A(A_LN2_MEAN) + lbt, *ln2_rstd = A(A_LN2_RSTD) + lbt;
-        float *fch = A(A_FCH) + lbt * 4 * C, *fch_gelu = A(A_FCH_GELU) + lbt * 4 * C;
-        float *fcproj = A(A_FCPROJ) + lbt * C, *residual3 = A(A_RESIDUAL3) + lbt * C;
-
-        t = prof_start();
-        matmul_forward(qkv, ln1, P(P_QKVW) + lc * 3 * C, P(P_QKVB) + lc * 3, (int)N, C, 3 * C);
-        prof_stop("matmul.qkv", PROF_FWD, t, 2.0 * nc * 3 * C, float_bytes(nc + 3 * cc + 3 * nc));
-        t = prof_start();
-        attention_forward(atty, lse, qkv, B, T, C, NH);
-        prof_stop("attention", PROF_FWD, t, att_flops, float_bytes(3 * nc + nc + (double)B * NH * T));
-        t = prof_start();
-        matmul_forward(attproj, atty, P(P_ATTPROJW) + lc * C, P(P_ATTPROJB) + lc, (int)N, C, C);
-        prof_stop("matmul.attproj", PROF_FWD, t, 2.0 * nc * C, float_bytes(nc + cc + nc));
-        t = prof_start();
-        residual_layernorm_forward(residual2, ln2, ln2_mean, ln2_rstd, residual, attproj, P(P_LN2W) + lc,
-                                   P(P_LN2B) + lc, (int)N, C);
-        prof_stop("residual+layernorm", PROF_FWD, t, 0.0, float_bytes(4 * nc));
-        t = prof_start();
-        matmul_forward_gelu(fch, fch_gelu, ln2, P(P_FCW) + lc * 4 * C, P(P_FCB) + lc * 4, (int)N, C, 4 * C);
-        prof_stop("matmul.fc+gelu", PROF_FWD, t, 2.0 * nc * 4 * C, float_bytes(nc + 4 * cc + 8 * nc));
-        t = prof_start();
-        matmul_forward(fcproj, fch_gelu, P(P_FCPROJW) + lc * 4 * C, P(P_FCPROJB) + lc, (int)N, 4 * C, C);
-        prof_stop("matmul.fcproj", PROF_FWD, t, 2.0 * nc * 4 * C, float_bytes(4 * nc + 4 * cc + nc));
-        t = prof_start();
+        x = layer_view(&a->t, a->layer_slots > 1 ? l : 0, BTa, C, NH);
+        op_linear_forward("matmul.qkv", x.qkv, x.ln1, w->fwd[P_QKVW], l, PL(w, P_QKVB, l), N, C, 3 * C);
+        op_attention_forward(x.atty, x.lse, x.qkv, B, T, C, NH);
+        op_linear_forward("matmul.attproj", x.attproj, x.atty, w->fwd[P_ATTPROJW], l, PL(w, P_ATTPROJB, l), N, C, C);
+        op_residual_layernorm_forward(x.residual2, x.ln2, x.ln2_mean, x.ln2_rstd, residual, x.attproj,
+                                      PL(w, P_LN2W, l), PL(w, P_LN2B, l), N, C);
+        op_linear_gelu_forward("matmul.fc+gelu", x.fch, x.fch_gelu, x.ln2, w->fwd[P_FCW], l, PL(w, P_FCB, l), N, C,
+                               4 * C);
+        op_linear_forward("matmul.fcproj", x.fcproj, x.fch_gelu, w->fwd[P_FCPROJW], l, PL(w, P_FCPROJB, l), N, 4 * C,
+                          C);
         if (l + 1 < L) {
-            size_t nlc = lc + C, nlbt = lbt + BTa;
-            residual_layernorm_forward(residual3, A(A_LN1) + nlbt * C, A(A_LN1_MEAN) + nlbt, A(A_LN1_RSTD) + nlbt,
-                                       residual2, fcproj, P(P_LN1W) + nlc, P(P_LN1B) + nlc, (int)N, C);
+            layer_acts next = layer_view(&a->t, a->layer_slots > 1 ? l + 1 : 0, BTa, C, NH);
+            op_residual_layernorm_forward(x.residual3, next.ln1, next.ln1_mean, next.ln1_rstd, x.residual2, x.fcproj,
+                                          PL(w, P_LN1W, l + 1), PL(w, P_LN1B, l + 1), N, C);
         } else {
-            residual_layernorm_forward(residual3, A(A_LNF), A(A_LNF_MEAN), A(A_LNF_RSTD), residual2, fcproj,
-                                       P(P_LNFW), P(P_LNFB), (int)N, C);
+            op_residual_layernorm_forward(x.residual3, ACT(A_LNF), ACT(A_LNF_MEAN), ACT(A_LNF_RSTD), x.residual2,
+                                          x.fcproj, PL(w, P_LNFW, 0), PL(w, P_LNFB, 0), N, C);
         }
-        prof_stop("residual+layernorm", PROF_FWD, t, 0.0, float_bytes(4 * nc));
-        residual = residual3;
-    }
-    if (L == 0) {
-        t = prof_start();
-        layernorm_forward(A(A_LNF), A(A_LNF_MEAN), A(A_LNF_RSTD), residual, P(P_LNFW), P(P_LNFB), (int)N, C);
-        prof_stop("layernorm", PROF_FWD, t, 0.0, float_bytes(2 * nc));
+        residual = x.residual3;
     }
     // LM head tied to wte: logits (N,Vp) = lnf @ wte^T (padded rows of wte are 0)
-    t = prof_start();
-    matmul_forward(A(A_LOGITS), A(A_LNF), P(P_WTE), NULL, (int)N, C, Vp);
-    prof_stop("matmul.lm_head", PROF_FWD, t, 2.0 * nc * Vp, float_bytes(nc + (double)Vp * C + (double)N * Vp));
-    if (!targets) return 0.0f;
-    t = prof_start();
-    // dlogits overwrite the logits (the kernel reads each row before it writes it)
-    double sum = softmax_xent(A(A_LOSSES), dloss != 0.0f ? A(A_LOGITS) : NULL, A(A_LOGITS), model->targets, (int)N, V,
-                              Vp, dloss);
-    prof_stop("softmax_xent", PROF_FWD, t, 0.0, float_bytes((dloss != 0.0f ? 2.0 : 1.0) * (double)N * Vp));
-    model->last_B = B;
-    model->last_T = T;
-    model->last_has_grad = dloss != 0.0f;
+    op_linear_forward("matmul.lm_head", ACT(A_LOGITS), ACT(A_LNF), w->fwd[P_WTE], 0, NULL, N, C, Vp);
+    a->last_B = B;
+    a->last_T = T;
+    a->has_dlogits = 0;
+#undef ACT
+}
+
+static float loss_pass(const sm_model_config *c, gpt2_acts *a, const int *targets, float *dlogits, float dloss) {
+    SM_CHECK(a->last_B > 0, "the loss needs a forward first");
+    const int N = a->last_B * a->last_T, V = c->vocab_size;
+    for (int i = 0; i < N; i++)
+        SM_CHECK(targets[i] >= 0 && targets[i] < V, "target token %d at %d out of range [0,%d)", targets[i], i, V);
+    float *logits = a->t.t[A_LOGITS].ptr;
+    double sum = op_softmax_xent(a->t.t[A_LOSSES].ptr, dlogits, logits, targets, N, V, c->padded_vocab_size, dloss);
     return (float)(sum / (double)N);
 }
 
-void gpt2_zero_grad(gpt2 *model) { model->grads_hold_sum = 0; }
+float gpt2_loss(const sm_model_config *cfg, gpt2_acts *a, const int *targets) {
+    SM_CHECK(!a->has_dlogits, "the logits were overwritten by dlogits: run forward again");
+    return loss_pass(cfg, a, targets, NULL, 0.0f);
+}
+
+float gpt2_loss_backward(const sm_model_config *cfg, gpt2_acts *a, const int *targets, float dloss) {
+    SM_CHECK(!a->has_dlogits, "the logits were overwritten by dlogits: run forward again");
+    // dlogits overwrite the logits (the kernel reads each row before it writes it)
+    float loss = loss_pass(cfg, a, targets, a->t.t[A_LOGITS].ptr, dloss);
+    a->has_dlogits = 1;
+    return loss;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training state and backward
+
+void gpt2_train_build(gpt2_train *s, const sm_model_config *cfg, int B, int T) {
+    memset(s, 0, sizeof *s);
+    gpt2_param_table(&s->grads, cfg);
+    sm_table_alloc(&s->grads);
+    gpt2_acts_build(&s->acts, cfg, B, T, 1);
+    act_table(&s->dacts, cfg, (size_t)B, (size_t)T, 1, 0);
+    sm_table_alloc(&s->dacts);
+}
+
+void gpt2_train_free(gpt2_train *s) {
+    sm_free(s->grads.base);
+    gpt2_acts_free(&s->acts);
+    sm_free(s->dacts.base);
+    memset(s, 0, sizeof *s);
+}
+
+void gpt2_zero_grad(gpt2_train *s) { s->grads_hold_sum = 0; }
 
 // The gradients no product writes with beta = 0: those the kernels only add into (LayerNorm
-// weights and biases, wpe), cleared at the start of a step's first backward. A few C-sized
-// rows per layer and wpe: ~1% of the arena at GPT-2 124M, where clearing it all cost 4% of a step.
-static void clear_accumulated_grads(gpt2 *model) {
+// weights and biases, wpe), cleared at the start of a step's first backward. A few C-sized rows
+// per layer and wpe: ~1% of the arena at GPT-2 124M, where clearing it all cost 4% of a step.
+static void clear_accumulated_grads(gpt2_train *s) {
     static const int only_added[] = {P_WPE, P_LN1W, P_LN1B, P_LN2W, P_LN2B, P_LNFW, P_LNFB};
-    double t = prof_start(), n = 0.0;
     for (size_t k = 0; k < sizeof only_added / sizeof only_added[0]; k++) {
-        const sm_tensor *g = &model->grads.t[only_added[k]];
-        memset(g->ptr, 0, g->n_elems * sizeof(float));
-        n += (double)g->n_elems;
+        sm_tensor *g = &s->grads.t[only_added[k]];
+        op_clear("zero_grad", PROF_BWD, g->ptr, g->n_elems);
     }
-    prof_stop("zero_grad", PROF_BWD, t, 0.0, float_bytes(n));
 }
 
 // Between backward's large ops: lets the gradient sync progress the buckets in flight.
-static void sync_progress(gpt2 *model) {
-    if (!model->progress) return;
+static void sync_progress(const gpt2_train *s) {
+    if (!s->hooks.progress) return;
     double t = prof_start();
-    model->progress(model->layer_done_ctx);
+    s->hooks.progress(s->hooks.ctx);
     prof_stop("grad_sync_hook", PROF_BWD, t, 0.0, 0.0);
 }
 
-void gpt2_backward(gpt2 *model) {
-    const sm_model_config *c = &model->cfg;
+static void sync_layer_done(const gpt2_train *s, int l) {
+    if (!s->hooks.layer_done) return;
+    double t = prof_start();
+    s->hooks.layer_done(s->hooks.ctx, l);
+    prof_stop("grad_sync_hook", PROF_BWD, t, 0.0, 0.0);
+}
+
+void gpt2_backward(const gpt2_weights *w, gpt2_train *s, const int *inputs) {
+    const sm_model_config *c = &w->cfg;
     const int L = c->n_layer, NH = c->n_head, C = c->n_embd, Vp = c->padded_vocab_size;
-    const int B = model->last_B, T = model->last_T;
-    SM_CHECK(model->last_has_grad, "gpt2_backward needs a forward with targets and dloss != 0");
-    const size_t N = (size_t)B * (size_t)T, BTa = (size_t)model->B * (size_t)model->T;
-    const int hs = C / NH;
-    const double nc = (double)N * C, cc = (double)C * C, att_flops = 5.0 * B * NH * hs * (double)T * (T + 1);
+    gpt2_acts *a = &s->acts;
+    const int B = a->last_B, T = a->last_T, N = B * T;
+    SM_CHECK(a->has_dlogits, "gpt2_backward needs a forward whose loss was gpt2_loss_backward");
+    const size_t BTa = (size_t)a->B * (size_t)a->T;
+#define ACT(i) (a->t.t[(i)].ptr)
+#define D(i) (s->dacts.t[(i)].ptr)
     // The gradient of the residual stream lives in one buffer, dres, from the final LayerNorm
     // down to the embeddings: each LayerNorm backward adds its input gradient into it, and the
     // projections that feed the stream read it as their output gradient (a residual add copies
@@ -286,136 +309,47 @@ void gpt2_backward(gpt2 *model) {
     float *dres = D(A_ENCODED);
     float *dfch_gelu = D(A_FCH_GELU), *dfch = D(A_FCH), *dln2 = D(A_LN2), *datty = D(A_ATTY), *dqkv = D(A_QKV);
     float *dln1 = D(A_LN1);
-    // The first backward of a step writes the gradients of the weight matrices (beta = 0) and
-    // the biases; the LayerNorm and wpe gradients, which are only ever added to, are cleared.
-    const int acc = model->grads_hold_sum;
-    if (!acc) clear_accumulated_grads(model);
-    double t = prof_start();
-    memset(dres, 0, N * C * sizeof(float));
-    prof_stop("clear_scratch", PROF_BWD, t, 0.0, float_bytes(nc));
+    // The first backward of a step writes the gradients of the weight matrices (beta = 0) and the
+    // biases; the LayerNorm and wpe gradients, which are only ever added to, are cleared.
+    const int acc = s->grads_hold_sum;
+    if (!acc) clear_accumulated_grads(s);
+    op_clear("clear_scratch", PROF_BWD, dres, (size_t)N * C);
 
-    // dlogits were written over the logits by the fused softmax+loss in forward; dwte gets the
-    // encoder's share last
-    t = prof_start();
-    matmul_backward(D(A_LNF), G(P_WTE), NULL, A(A_LOGITS), A(A_LNF), P(P_WTE), (int)N, C, Vp, acc);
-    prof_stop("matmul.lm_head", PROF_BWD, t, 4.0 * nc * Vp, float_bytes(2.0 * N * Vp + 2 * nc + 3.0 * Vp * C + 2 * nc));
-    const float *last_residual = L > 0 ? A(A_RESIDUAL3) + (size_t)(L - 1) * BTa * C : A(A_ENCODED);
-    t = prof_start();
-    layernorm_backward(dres, G(P_LNFW), G(P_LNFB), D(A_LNF), last_residual, P(P_LNFW), A(A_LNF_MEAN), A(A_LNF_RSTD),
-                       (int)N, C);
-    prof_stop("layernorm", PROF_BWD, t, 0.0, float_bytes(4 * nc));
+    // dlogits were written over the logits by the fused softmax+loss; dwte gets the encoder's
+    // share last
+    op_linear_backward("matmul.lm_head", D(A_LNF), GL(s, P_WTE, 0, L), NULL, ACT(A_LOGITS), ACT(A_LNF),
+                       PL(w, P_WTE, 0), N, C, Vp, acc);
+    layer_acts x = layer_view(&a->t, L - 1, BTa, C, NH);
+    op_layernorm_backward(dres, GL(s, P_LNFW, 0, L), GL(s, P_LNFB, 0, L), D(A_LNF), x.residual3, PL(w, P_LNFW, 0),
+                          ACT(A_LNF_MEAN), ACT(A_LNF_RSTD), N, C);
     for (int l = L - 1; l >= 0; l--) {
-        size_t lc = (size_t)l * C, lbt = (size_t)l * BTa;
-        const float *residual = l == 0 ? A(A_ENCODED) : A(A_RESIDUAL3) + (lbt - BTa) * C;
-        float *ln1 = A(A_LN1) + lbt * C, *ln1_mean = A(A_LN1_MEAN) + lbt, *ln1_rstd = A(A_LN1_RSTD) + lbt;
-        float *qkv = A(A_QKV) + lbt * 3 * C, *atty = A(A_ATTY) + lbt * C;
-        float *lse = A(A_ATT_LSE) + lbt * NH;
-        float *residual2 = A(A_RESIDUAL2) + lbt * C;
-        float *ln2 = A(A_LN2) + lbt * C, *ln2_mean = A(A_LN2_MEAN) + lbt, *ln2_rstd = A(A_LN2_RSTD) + lbt;
-        float *fch = A(A_FCH) + lbt * 4 * C, *fch_gelu = A(A_FCH_GELU) + lbt * 4 * C;
-
+        x = layer_view(&a->t, l, BTa, C, NH);
+        const float *residual = l == 0 ? ACT(A_ENCODED) : layer_view(&a->t, l - 1, BTa, C, NH).residual3;
         // dres is d residual3 here: the gradient of fcproj's output
-        t = prof_start();
-        matmul_backward(dfch_gelu, G(P_FCPROJW) + lc * 4 * C, G(P_FCPROJB) + lc, dres, fch_gelu,
-                        P(P_FCPROJW) + lc * 4 * C, (int)N, 4 * C, C, acc);
-        prof_stop("matmul.fcproj", PROF_BWD, t, 4.0 * nc * 4 * C, float_bytes(2 * nc + 4 * nc + 12 * cc + 8 * nc));
-        sync_progress(model);
-        t = prof_start();
-        gelu_backward(dfch, fch, dfch_gelu, N * 4 * C);
-        prof_stop("gelu", PROF_BWD, t, 0.0, float_bytes(12 * nc));   // reads fch, dfch_gelu; writes dfch
-        t = prof_start();
-        matmul_backward(dln2, G(P_FCW) + lc * 4 * C, G(P_FCB) + lc * 4, dfch, ln2, P(P_FCW) + lc * 4 * C, (int)N, C,
-                        4 * C, acc);
-        prof_stop("matmul.fc", PROF_BWD, t, 4.0 * nc * 4 * C, float_bytes(8 * nc + nc + 12 * cc + 2 * nc));
-        sync_progress(model);
-        t = prof_start();
-        layernorm_backward(dres, G(P_LN2W) + lc, G(P_LN2B) + lc, dln2, residual2, P(P_LN2W) + lc, ln2_mean, ln2_rstd,
-                           (int)N, C);
-        prof_stop("layernorm", PROF_BWD, t, 0.0, float_bytes(4 * nc));
+        op_linear_backward("matmul.fcproj", dfch_gelu, GL(s, P_FCPROJW, l, L), GL(s, P_FCPROJB, l, L), dres,
+                           x.fch_gelu, PL(w, P_FCPROJW, l), N, 4 * C, C, acc);
+        sync_progress(s);
+        op_gelu_backward(dfch, x.fch, dfch_gelu, (size_t)N * 4 * C);
+        op_linear_backward("matmul.fc", dln2, GL(s, P_FCW, l, L), GL(s, P_FCB, l, L), dfch, x.ln2, PL(w, P_FCW, l), N,
+                           C, 4 * C, acc);
+        sync_progress(s);
+        op_layernorm_backward(dres, GL(s, P_LN2W, l, L), GL(s, P_LN2B, l, L), dln2, x.residual2, PL(w, P_LN2W, l),
+                              x.ln2_mean, x.ln2_rstd, N, C);
         // dres is now d residual2: the gradient of attproj's output
-        t = prof_start();
-        matmul_backward(datty, G(P_ATTPROJW) + lc * C, G(P_ATTPROJB) + lc, dres, atty, P(P_ATTPROJW) + lc * C,
-                        (int)N, C, C, acc);
-        prof_stop("matmul.attproj", PROF_BWD, t, 4.0 * nc * C, float_bytes(2 * nc + nc + 3 * cc + 2 * nc));
-        sync_progress(model);
-        t = prof_start();
-        attention_backward(dqkv, datty, atty, qkv, lse, B, T, C, NH);
-        prof_stop("attention", PROF_BWD, t, att_flops, float_bytes(2 * nc + 3 * nc + 6 * nc));
-        t = prof_start();
-        matmul_backward(dln1, G(P_QKVW) + lc * 3 * C, G(P_QKVB) + lc * 3, dqkv, ln1, P(P_QKVW) + lc * 3 * C, (int)N,
-                        C, 3 * C, acc);
-        prof_stop("matmul.qkv", PROF_BWD, t, 4.0 * nc * 3 * C, float_bytes(6 * nc + nc + 9 * cc + 2 * nc));
-        sync_progress(model);
-        t = prof_start();
-        layernorm_backward(dres, G(P_LN1W) + lc, G(P_LN1B) + lc, dln1, residual, P(P_LN1W) + lc, ln1_mean, ln1_rstd,
-                           (int)N, C);
-        prof_stop("layernorm", PROF_BWD, t, 0.0, float_bytes(4 * nc));
+        op_linear_backward("matmul.attproj", datty, GL(s, P_ATTPROJW, l, L), GL(s, P_ATTPROJB, l, L), dres, x.atty,
+                           PL(w, P_ATTPROJW, l), N, C, C, acc);
+        sync_progress(s);
+        op_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, B, T, C, NH);
+        op_linear_backward("matmul.qkv", dln1, GL(s, P_QKVW, l, L), GL(s, P_QKVB, l, L), dqkv, x.ln1,
+                           PL(w, P_QKVW, l), N, C, 3 * C, acc);
+        sync_progress(s);
+        op_layernorm_backward(dres, GL(s, P_LN1W, l, L), GL(s, P_LN1B, l, L), dln1, residual, PL(w, P_LN1W, l),
+                              x.ln1_mean, x.ln1_rstd, N, C);
         // dres is now d residual: the gradient of the layer's input
-        if (model->layer_done) {
-            t = prof_start();
-            model->layer_done(model->layer_done_ctx, l);
-            prof_stop("grad_sync_hook", PROF_BWD, t, 0.0, 0.0);
-        }
+        sync_layer_done(s, l);
     }
-    t = prof_start();
-    encoder_backward(G(P_WTE), G(P_WPE), dres, model->inputs, B, T, C);
-    prof_stop("encoder", PROF_BWD, t, 0.0, float_bytes(3 * nc + 2 * nc));
-    model->grads_hold_sum = 1;
-}
-
-void gpt2_shard_moments(gpt2 *model, size_t lo, size_t hi) {
-    SM_CHECK(lo <= hi && hi <= sm_table_n_f32(&model->params), "moment range [%zu,%zu) outside the arena", lo, hi);
-    for (int k = 0; k < 2; k++) {
-        sm_free(model->moment_alloc[k]);
-        model->moment_alloc[k] = sm_arena((hi - lo ? hi - lo : 1) * sizeof(float));
-        // the table addresses arena coordinates: its base sits lo floats before the slice
-        // (computed on integers; only [lo, hi) is ever dereferenced)
-        float *base = (float *)((uintptr_t)model->moment_alloc[k] - lo * sizeof(float));
-        sm_table_bind(k == 0 ? &model->m : &model->v, base);
-    }
-    model->moment_lo = lo;
-    model->moment_hi = hi;
-}
-
-// The part [*a, *b) of tensor i that lies in the moment range; 0 if none.
-static int owned_part(const gpt2 *model, int i, size_t *a, size_t *b) {
-    const sm_tensor *t = &model->params.t[i];
-    size_t off = sm_tensor_f32_offset(t);
-    size_t lo = off > model->moment_lo ? off : model->moment_lo;
-    size_t hi = off + t->n_elems < model->moment_hi ? off + t->n_elems : model->moment_hi;
-    if (lo >= hi) return 0;
-    *a = lo;
-    *b = hi;
-    return 1;
-}
-
-double gpt2_grad_sumsq(const gpt2 *model) {
-    double t = prof_start(), ss = 0.0, n = 0.0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        size_t a, b;
-        if (owned_part(model, i, &a, &b)) {
-            ss += sum_squares(sm_table_f32(&model->grads) + a, b - a);
-            n += (double)(b - a);
-        }
-    }
-    prof_stop("grad_norm", PROF_OPT, t, 2.0 * n, float_bytes(n));
-    return ss;
-}
-
-float gpt2_grad_norm(const gpt2 *model) { return (float)sqrt(gpt2_grad_sumsq(model)); }
-
-void gpt2_adamw(gpt2 *model, float lr, float beta1, float beta2, float eps, float weight_decay, int t, float clip,
-                float grad_norm) {
-    // the clip's scale is applied inside AdamW's single pass (the gradients are not rewritten)
-    float scale = (clip > 0.0f && grad_norm > clip) ? clip / grad_norm : 1.0f;
-    double t0 = prof_start(), n = 0.0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        size_t a, b;
-        if (!owned_part(model, i, &a, &b)) continue;
-        adamw_update(sm_table_f32(&model->params) + a, sm_table_f32(&model->grads) + a, sm_table_f32(&model->m) + a,
-                     sm_table_f32(&model->v) + a, b - a, lr,
-                     beta1, beta2, eps, gpt2_param_decays(i) ? weight_decay : 0.0f, scale, t);
-        n += (double)(b - a);
-    }
-    prof_stop("adamw", PROF_OPT, t0, 0.0, 28.0 * n);
+    op_encoder_backward(GL(s, P_WTE, 0, L), GL(s, P_WPE, 0, L), dres, inputs, B, T, C);
+    s->grads_hold_sum = 1;
+#undef ACT
+#undef D
 }

@@ -1,11 +1,11 @@
 // profile.c — defines the --profile hooks and tables (prof_*): per-op timing, FLOP and byte
 // counts, step brackets and heap figures.
-#include "profile.h"
 
 #include <malloc.h>
 #include <string.h>
 
 #include "common.h"
+#include "trainer.h"
 
 #define PROF_MAX_OPS 64
 

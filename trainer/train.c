@@ -13,9 +13,7 @@
 #include "comm.h"
 #include "common.h"
 #include "data.h"
-#include "gpt2.h"
 #include "kernels.h"
-#include "profile.h"
 #include "trainer.h"
 
 typedef struct {
@@ -203,66 +201,40 @@ static void make_dir(const char *path) {
 }
 
 static void write_config_json(const train_opts *o, const sm_model_config *cfg, int world, int threads) {
-    char path[4096], buf[4096], err[1024];
+    char path[4096], err[1024];
     snprintf(path, sizeof path, "%s/config.json", o->run_dir);
-    int n = snprintf(buf, sizeof buf,
-                     "{\"data\":\"%s\",\"run_dir\":\"%s\",\"layers\":%d,\"heads\":%d,\"embd\":%d,\"context\":%d,"
-                     "\"vocab\":%d,\"padded_vocab\":%d,\"seq\":%d,\"batch\":%d,\"accum\":%d,\"world_size\":%d,"
-                     "\"global_batch\":%d,\"lr\":%.9g,\"min_lr\":%.9g,\"warmup\":%d,\"wd\":%.9g,\"beta1\":%.9g,"
-                     "\"beta2\":%.9g,\"eps\":%.9g,\"clip\":%.9g,\"steps\":%d,\"eval_every\":%d,\"val_batches\":%d,"
-                     "\"seed\":%llu,\"threads\":%d}\n",
-                     o->data, o->run_dir, cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->max_seq_len, cfg->vocab_size,
-                     cfg->padded_vocab_size, o->seq, o->batch, o->accum, world, o->batch * o->accum * world, o->lr,
-                     o->min_lr, o->warmup, o->wd, o->beta1, o->beta2, o->eps, o->clip, o->steps, o->eval_every,
-                     o->val_batches, o->seed, threads);
-    SM_CHECK(n > 0 && (size_t)n < sizeof buf, "config.json does not fit its buffer");
-    if (sm_write_file_atomic(path, buf, (size_t)n, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+    sm_json j;
+    sm_json_begin(&j);
+    sm_json_str(&j, "data", o->data);
+    sm_json_str(&j, "run_dir", o->run_dir);
+    sm_json_int(&j, "layers", cfg->n_layer);
+    sm_json_int(&j, "heads", cfg->n_head);
+    sm_json_int(&j, "embd", cfg->n_embd);
+    sm_json_int(&j, "context", cfg->max_seq_len);
+    sm_json_int(&j, "vocab", cfg->vocab_size);
+    sm_json_int(&j, "padded_vocab", cfg->padded_vocab_size);
+    sm_json_str(&j, "tokenizer", cfg->tokenizer);
+    sm_json_int(&j, "seq", o->seq);
+    sm_json_int(&j, "batch", o->batch);
+    sm_json_int(&j, "accum", o->accum);
+    sm_json_int(&j, "world_size", world);
+    sm_json_int(&j, "global_batch", (long long)o->batch * o->accum * world);
+    sm_json_num(&j, "lr", "%.9g", o->lr);
+    sm_json_num(&j, "min_lr", "%.9g", o->min_lr);
+    sm_json_int(&j, "warmup", o->warmup);
+    sm_json_num(&j, "wd", "%.9g", o->wd);
+    sm_json_num(&j, "beta1", "%.9g", o->beta1);
+    sm_json_num(&j, "beta2", "%.9g", o->beta2);
+    sm_json_num(&j, "eps", "%.9g", o->eps);
+    sm_json_num(&j, "clip", "%.9g", o->clip);
+    sm_json_int(&j, "steps", o->steps);
+    sm_json_int(&j, "eval_every", o->eval_every);
+    sm_json_int(&j, "val_batches", o->val_batches);
+    sm_json_int(&j, "seed", (long long)o->seed);
+    sm_json_int(&j, "threads", threads);
+    sm_json_end(&j);
+    if (sm_write_file_atomic(path, j.buf, j.len, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
 }
-
-// Mean per-token loss over the first n_windows windows of the val shard (in order);
-// each rank takes every world-th batch, then the sums are combined over ranks.
-static float evaluate(gpt2 *model, loader *val, int B, int T, int n_batches, const comm_topology *topo) {
-    double sum = 0.0;
-    size_t n_tokens = 0;
-    for (int i = topo->rank; i < n_batches; i += topo->world_size) {
-        loader_fill(val, (uint64_t)i * (uint64_t)B, B, model->inputs, model->targets);
-        sum += (double)gpt2_forward(model, model->inputs, model->targets, B, T, 0.0f) * B * T;
-        n_tokens += (size_t)B * T;
-    }
-    sum = comm_allreduce_sum_double(sum);
-    double tokens = comm_allreduce_sum_double((double)n_tokens);
-    return (float)(sum / tokens);
-}
-
-// Gradient segments in the order backward finalises them: group 0 is the last layer with
-// the final LayerNorm, group k is layer L-1-k, group L is wte and wpe (the tied wte gradient
-// is complete only after the encoder backward, at the very end).
-int train_grad_segments(const gpt2 *model, comm_segment *segs) {
-    const int L = model->cfg.n_layer;
-    int n = 0;
-    for (int g = 0; g < L; g++) {
-        int l = L - 1 - g;
-        if (g == 0) {
-            segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_LNFW]), model->grads.t[P_LNFW].n_elems, 0};
-            segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_LNFB]), model->grads.t[P_LNFB].n_elems, 0};
-        }
-        for (int i = P_LN1W; i <= P_FCPROJB; i++) {
-            const sm_tensor *t = &model->grads.t[i];
-            size_t per_layer = t->n_elems / (size_t)L;
-            segs[n++] = (comm_segment){sm_tensor_f32_offset(t) + (size_t)l * per_layer, per_layer, g};
-        }
-    }
-    segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_WTE]), model->grads.t[P_WTE].n_elems, L};
-    segs[n++] = (comm_segment){sm_tensor_f32_offset(&model->grads.t[P_WPE]), model->grads.t[P_WPE].n_elems, L};
-    return n;
-}
-
-void train_layer_done(void *ctx, int layer) {
-    const train_sync_ctx *c = ctx;
-    comm_gradsync_ready(c->sync, c->n_layer - 1 - layer);   // layer l completes group L-1-l
-}
-
-void train_sync_progress(void *ctx) { comm_gradsync_progress(((const train_sync_ctx *)ctx)->sync); }
 
 // FNV-1a over the bytes of a value: the configuration fingerprint every rank must share
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
@@ -324,39 +296,27 @@ static void resolve_resume(const train_opts *o, char *path, size_t cap) {
     if (r == CKPT_FIND_NONE) path[0] = '\0';
 }
 
-// Rank 0's log: fresh, or on resume the events up to step0 kept (those after it will be
-// written again by this run).
-static FILE *open_log(const char *run_dir, int step0) {
-    char path[4096], line[4096];
-    snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
-    if (step0 > 0) {
-        FILE *in = fopen(path, "r");
-        if (in) {
-            size_t cap = 1 << 16, len = 0;
-            char *keep = sm_malloc(cap);
-            while (fgets(line, sizeof line, in)) {
-                const char *p = strstr(line, "\"step\":");
-                if (p && atoi(p + 7) > step0) continue;
-                size_t n = strlen(line);
-                if (len + n + 1 > cap) {
-                    char *bigger = sm_malloc(cap * 2);
-                    memcpy(bigger, keep, len);
-                    sm_free(keep);
-                    keep = bigger;
-                    cap *= 2;
-                }
-                memcpy(keep + len, line, n);
-                len += n;
-            }
-            fclose(in);
-            char err[1024];
-            if (sm_write_file_atomic(path, keep, len, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
-            sm_free(keep);
-        }
-    }
-    FILE *log = fopen(path, step0 > 0 ? "a" : "w");
-    if (!log) sm_fatal(SM_EXIT_RUNTIME, "cannot open log: %s (%s)", strerror(errno), path);
-    return log;
+// One `step` event: the figures of train_step and the loop's timing.
+static void log_step(runlog *log, int step, const train_step_stats *st, float lr, double tok_s, double ms,
+                     uint64_t allocs) {
+    sm_json j;
+    sm_json_begin(&j);
+    sm_json_str(&j, "event", "step");
+    sm_json_int(&j, "step", step);
+    sm_json_num(&j, "loss", "%.6f", st->loss);
+    sm_json_num(&j, "lr", "%.6e", lr);
+    sm_json_num(&j, "grad_norm", "%.6f", st->grad_norm);
+    sm_json_num(&j, "tokens_per_s", "%.1f", tok_s);
+    sm_json_num(&j, "ms", "%.3f", ms);
+    sm_json_num(&j, "fwd_ms", "%.3f", st->fwd_ms);
+    sm_json_num(&j, "bwd_ms", "%.3f", st->bwd_ms);
+    sm_json_num(&j, "comm_wait_ms", "%.3f", st->comm.wait_ms);
+    sm_json_num(&j, "comm_ms", "%.3f", st->comm.span_ms);
+    sm_json_num(&j, "hidden_frac", "%.4f", st->comm.hidden_frac);
+    sm_json_num(&j, "opt_ms", "%.3f", st->opt_ms);
+    sm_json_int(&j, "allocs", (long long)allocs);
+    sm_json_end(&j);
+    runlog_write(log, &j);
 }
 
 int cmd_train(int argc, char **argv) {
@@ -385,6 +345,7 @@ int cmd_train(int argc, char **argv) {
         .n_layer = o.layers, .n_head = o.heads, .n_embd = o.embd, .max_seq_len = o.context,
         .vocab_size = o.vocab ? o.vocab : (train_shard.vocab_size ? train_shard.vocab_size : 50257),
     };
+    snprintf(cfg.tokenizer, sizeof cfg.tokenizer, "%s", cfg.vocab_size == 256 ? "byte" : "gpt2");
     if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
 
     if (!comm_all_equal_u64(config_fingerprint(&o, &train_shard, &val_shard)))
@@ -405,42 +366,23 @@ int cmd_train(int argc, char **argv) {
     comm_barrier();   // the run directory exists for every rank from here on
     comm_print_topology(&topo, threads);
 
-    gpt2 model;
-    gpt2_build(&model, &cfg, o.batch, o.seq);
-    gpt2_init_weights(&model, o.seed);
-    // identical start on every rank: rank 0's parameters are broadcast
-    comm_bcast_bytes(model.params.base, model.params.n_bytes, 0);
+    trainer tr;
+    trainer_build(&tr, &cfg, o.batch, o.seq, o.accum, o.bucket_mb, o.zero, o.seed, &topo);
 
     const int global_batch = o.batch * o.accum * topo.world_size;
     sm_info("model: L=%d H=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters", cfg.n_layer, cfg.n_head, cfg.n_embd,
-            cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, model.n_params);
+            cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, tr.w.n_params);
     sm_info("data: %s (%zu tokens, %zu windows of %d+1), val %s (%zu tokens, %d batches)", train_path,
             train_shard.n_tokens, train_loader.n_windows, o.seq, val_path, val_shard.n_tokens, val_batches);
     sm_info("batch: %d per rank x %d accum x %d ranks = %d windows = %d tokens per step", o.batch, o.accum,
             topo.world_size, global_batch, global_batch * o.seq);
     sm_info("optimizer: AdamW lr %g -> %g (warmup %d, cosine), betas %g/%g, eps %g, wd %g, clip %g; %d steps, seed %llu",
             o.lr, o.min_lr, o.warmup, o.beta1, o.beta2, o.eps, o.wd, o.clip, o.steps, o.seed);
-
-    // gradients: bucketed, non-blocking sums started as backward finalises each layer;
-    // the loss is scaled by 1/world so the sum over ranks is the mean gradient
-    comm_segment *segs = sm_calloc((size_t)cfg.n_layer * 12 + 4, sizeof(comm_segment));
-    int n_segs = train_grad_segments(&model, segs);
-    comm_gradsync sync;
-    comm_gradsync_init(&sync, sm_table_f32(&model.grads), sm_table_n_f32(&model.grads), segs, n_segs, o.bucket_mb, o.zero);
-    comm_gradsync_set_piece_fn(&sync, sum_squares);   // the clip's norm, from gradients still in cache
-    sm_free(segs);
-    if (o.zero) gpt2_shard_moments(&model, sync.slice_lo, sync.slice_hi);
-    train_sync_ctx ctx = {.sync = &sync, .n_layer = cfg.n_layer};
-    sm_info("gradient sync: %d buckets of <= %g MiB%s", sync.n_buckets, o.bucket_mb,
+    sm_info("gradient sync: %d buckets of <= %g MiB%s", comm_gradsync_figures(&tr.sync).n_buckets, o.bucket_mb,
             o.zero ? ", ZeRO-1 (moments sharded over ranks)" : "");
 
     // resume: the state after step0 completed steps; data continues at the global cursor
     ckpt_meta meta = {0};
-    sm_model_config ckpt_cfg = {
-        .n_layer = cfg.n_layer, .n_head = cfg.n_head, .n_embd = cfg.n_embd, .max_seq_len = cfg.max_seq_len,
-        .vocab_size = cfg.vocab_size, .padded_vocab_size = cfg.padded_vocab_size,
-    };
-    snprintf(ckpt_cfg.tokenizer, sizeof ckpt_cfg.tokenizer, "%s", cfg.vocab_size == 256 ? "byte" : "gpt2");
     int step0 = 0;
     uint64_t cursor0 = 0, tokens0 = 0;
     sm_rng rng;   // the run's generator (saved and restored; nothing in a step draws from it yet)
@@ -449,8 +391,8 @@ int cmd_train(int argc, char **argv) {
     resolve_resume(&o, resume_path, sizeof resume_path);
     if (resume_path[0]) {
         ckpt_stats st;
-        if (ckpt_load(resume_path, &ckpt_cfg, &meta, &model.params, &model.m, &model.v, model.moment_lo,
-                      model.moment_hi, &st, err, sizeof err) != 0)
+        if (ckpt_load(resume_path, &cfg, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, &st, err,
+                      sizeof err) != 0)
             sm_fatal(SM_EXIT_USAGE, "%s", err);
         step0 = meta.step;
         cursor0 = meta.data_cursor;
@@ -472,77 +414,51 @@ int cmd_train(int argc, char **argv) {
                     o.batch * o.accum * meta.world_size);
         if (step0 >= o.steps) {
             sm_info("checkpoint is at step %d, --steps is %d: nothing to do", step0, o.steps);
-            comm_gradsync_free(&sync);
-            gpt2_free(&model);
+            trainer_free(&tr);
             comm_finalize();
             return SM_EXIT_OK;
         }
     }
-    FILE *log = topo.rank == 0 ? open_log(o.run_dir, step0) : NULL;
+    runlog log = {0};
+    if (topo.rank == 0 && runlog_open(&log, o.run_dir, step0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
     install_stop_handlers();
 
-    const float dloss = 1.0f / ((float)o.batch * (float)o.seq * (float)o.accum * (float)topo.world_size);
+    const adamw_hparams hp0 = {.lr = (float)o.lr, .beta1 = (float)o.beta1, .beta2 = (float)o.beta2, .eps = (float)o.eps,
+                               .weight_decay = (float)o.wd};
     for (int step = step0; step < o.steps; step++) {
         sm_mark_step(step + 1);
         prof_step_begin();
         uint64_t allocs0 = sm_alloc_count();   // smallmind's own allocations in this step
-        double t0 = sm_now_s(), t_fwd = 0.0, t_bwd = 0.0;
-        gpt2_zero_grad(&model);
-        comm_gradsync_begin(&sync);
-        double loss_sum = 0.0;
-        for (int a = 0; a < o.accum; a++) {
-            uint64_t cursor = cursor0 + (uint64_t)(step - step0) * (uint64_t)global_batch +
-                              ((uint64_t)a * (uint64_t)topo.world_size + (uint64_t)topo.rank) * (uint64_t)o.batch;
-            loader_fill(&train_loader, cursor, o.batch, model.inputs, model.targets);
-            double ta = sm_now_s();
-            loss_sum += gpt2_forward(&model, model.inputs, model.targets, o.batch, o.seq, dloss);
-            double tb = sm_now_s();
-            // only the last micro-step synchronises (DDP's no_sync for the others)
-            int last = a == o.accum - 1;
-            model.layer_done = last ? train_layer_done : NULL;
-            model.progress = last ? train_sync_progress : NULL;
-            model.layer_done_ctx = &ctx;
-            gpt2_backward(&model);
-            t_fwd += tb - ta;
-            t_bwd += sm_now_s() - tb;
-        }
-        comm_gradsync_wait(&sync);
-        double t_opt0 = sm_now_s();
-        float loss = (float)(comm_allreduce_sum_double(loss_sum / o.accum) / topo.world_size);
-        // the gradients' sum of squares, taken by the sync as each bucket became final
-        double sumsq = comm_gradsync_total(&sync);
-        if (o.zero) sumsq = comm_allreduce_sum_double(sumsq);   // each rank holds its slice
-        float norm = (float)sqrt(sumsq);
-        float lr = (float)lr_at(&o, step);
-        gpt2_adamw(&model, lr, (float)o.beta1, (float)o.beta2, (float)o.eps, (float)o.wd, step + 1, (float)o.clip, norm);
-        comm_allgather_slices(&sync, sm_table_f32(&model.params));
+        double t0 = sm_now_s();
+        adamw_hparams hp = hp0;
+        hp.lr = (float)lr_at(&o, step);
+        train_step_stats st;
+        uint64_t cursor = cursor0 + (uint64_t)(step - step0) * (uint64_t)global_batch;
+        train_step(&tr, &train_loader, cursor, &hp, (float)o.clip, step + 1, &st);
         prof_step_end((long)o.batch * o.seq * o.accum);
-        double t_end = sm_now_s();
-        double ms = (t_end - t0) * 1e3;
+        double ms = (sm_now_s() - t0) * 1e3;
         double tok_s = (double)global_batch * o.seq / (ms * 1e-3);
         sm_mark_step(-(step + 1));
-        double wait_ms = (sync.t_end - sync.t_wait_start) * 1e3, comm_ms = (sync.t_end - sync.t_first_start) * 1e3;
-        double hidden = comm_ms > 0 ? 1.0 - wait_ms / comm_ms : 1.0;
-        if (!isfinite(loss)) sm_fatal(SM_EXIT_RUNTIME, "loss is %f at step %d: training diverged (lower --lr?)", loss, step + 1);
+        if (!isfinite(st.loss))
+            sm_fatal(SM_EXIT_RUNTIME, "loss is %f at step %d: training diverged (lower --lr?)", st.loss, step + 1);
         if (topo.rank == 0) {
-            printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | %.1f ms\n", step + 1, o.steps, loss, lr,
-                   norm, tok_s, ms);
+            printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | %.1f ms\n", step + 1, o.steps, st.loss,
+                   hp.lr, st.grad_norm, tok_s, ms);
             fflush(stdout);
-            fprintf(log,
-                    "{\"event\":\"step\",\"step\":%d,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
-                    "\"ms\":%.3f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f,\"comm_wait_ms\":%.3f,\"comm_ms\":%.3f,"
-                    "\"hidden_frac\":%.4f,\"opt_ms\":%.3f,\"allocs\":%llu}\n",
-                    step + 1, loss, lr, norm, tok_s, ms, t_fwd * 1e3, t_bwd * 1e3, wait_ms, comm_ms, hidden,
-                    (t_end - t_opt0) * 1e3, (unsigned long long)(sm_alloc_count() - allocs0));
-            fflush(log);
+            log_step(&log, step + 1, &st, hp.lr, tok_s, ms, sm_alloc_count() - allocs0);
         }
         int done = step + 1;
         if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
-            float val = evaluate(&model, &val_loader, o.batch, o.seq, val_batches, &topo);
+            float val = trainer_evaluate(&tr, &val_loader, val_batches);
             if (topo.rank == 0) {
                 printf("step %5d/%d | val loss %.4f\n", done, o.steps, val);
-                fprintf(log, "{\"event\":\"val\",\"step\":%d,\"val_loss\":%.6f}\n", done, val);
-                fflush(log);
+                sm_json j;
+                sm_json_begin(&j);
+                sm_json_str(&j, "event", "val");
+                sm_json_int(&j, "step", done);
+                sm_json_num(&j, "val_loss", "%.6f", val);
+                sm_json_end(&j);
+                runlog_write(&log, &j);
             }
         }
         // preemption: a signal on any rank stops every rank after this step
@@ -554,23 +470,30 @@ int cmd_train(int argc, char **argv) {
             meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * (uint64_t)global_batch * (uint64_t)o.seq;
             meta.data_cursor = cursor0 + (uint64_t)(done - step0) * (uint64_t)global_batch;
             meta.rng = rng;
-            meta.cfg = ckpt_cfg;
+            meta.cfg = cfg;
             meta.optim = (ckpt_optim){.lr = o.lr, .min_lr = o.min_lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
                                       .weight_decay = o.wd, .warmup = o.warmup, .total_steps = o.steps};
-            ckpt_stats st;
-            if (ckpt_save(o.run_dir, &meta, &model.params, &model.m, &model.v, model.moment_lo, model.moment_hi, o.keep,
-                          &st, err, sizeof err) != 0)
+            ckpt_stats cst;
+            if (ckpt_save(o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, o.keep, &cst, err,
+                          sizeof err) != 0)
                 sm_fatal(SM_EXIT_RUNTIME, "%s", err);
             if (topo.rank == 0) {
                 char path[4096];
                 ckpt_path(path, sizeof path, o.run_dir, done);
-                double gbps = st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0;
+                double gbps = cst.seconds > 0 ? (double)cst.bytes / cst.seconds / 1e9 : 0.0;
                 printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s, %.2f GB/s)\n", done, o.steps, path,
-                       (double)st.bytes / 1e6, st.seconds, gbps);
-                fprintf(log, "{\"event\":\"checkpoint\",\"step\":%d,\"path\":\"%s\",\"bytes\":%llu,\"save_s\":%.4f,"
-                        "\"io_s\":%.4f,\"gbps\":%.4f}\n", done, path, (unsigned long long)st.bytes, st.seconds,
-                        st.io_seconds, gbps);
-                fflush(log);
+                       (double)cst.bytes / 1e6, cst.seconds, gbps);
+                sm_json j;
+                sm_json_begin(&j);
+                sm_json_str(&j, "event", "checkpoint");
+                sm_json_int(&j, "step", done);
+                sm_json_str(&j, "path", path);
+                sm_json_int(&j, "bytes", (long long)cst.bytes);
+                sm_json_num(&j, "save_s", "%.4f", cst.seconds);
+                sm_json_num(&j, "io_s", "%.4f", cst.io_seconds);
+                sm_json_num(&j, "gbps", "%.4f", gbps);
+                sm_json_end(&j);
+                runlog_write(&log, &j);
             }
         }
         if (stop_here && done < o.steps) {
@@ -582,23 +505,22 @@ int cmd_train(int argc, char **argv) {
 
     if (o.profile && topo.rank == 0) {
         prof_print(stdout, 0);
-        prof_print(log, 1);
+        prof_print(log.f, 1);
     }
-    if (log && fclose(log) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot close %s/log.jsonl: %s", o.run_dir, strerror(errno));
+    runlog_close(&log);
     if (o.dump_params && topo.rank == 0) {
         // the logical tensors back to back, without the arena's alignment padding
-        float *flat = sm_malloc(model.n_params * sizeof(float));
+        float *flat = sm_malloc(tr.w.n_params * sizeof(float));
         size_t k = 0;
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-            memcpy(flat + k, model.params.t[i].ptr, model.params.t[i].n_elems * sizeof(float));
-            k += model.params.t[i].n_elems;
+            memcpy(flat + k, tr.w.params.t[i].ptr, tr.w.params.t[i].n_elems * sizeof(float));
+            k += tr.w.params.t[i].n_elems;
         }
         if (sm_write_file_atomic(o.dump_params, flat, k * sizeof(float), err, sizeof err) != 0)
             sm_fatal(SM_EXIT_RUNTIME, "%s", err);
         sm_free(flat);
     }
-    comm_gradsync_free(&sync);
-    gpt2_free(&model);
+    trainer_free(&tr);
     loader_free(&train_loader);
     loader_free(&val_loader);
     shard_close(&train_shard);

@@ -1,13 +1,232 @@
-// trainer.h — the smallmind subcommands (each parses its own argv and returns an exit status).
+// trainer.h — the trainer folder's one header: the GPT-2 model by lifetime (weights, activations,
+// training state), AdamW, one training step, the run log, the profiler and the subcommands.
+//
+// Objects by lifetime (DESIGN.md's Model section):
+//   gpt2_weights  config + parameter arena: exactly what a checkpoint's /model holds
+//   gpt2_acts     activations for a batch (B,T): every layer's kept for backward (training), or
+//                 one layer's reused by every layer (inference)
+//   gpt2_train    the training state: gradients, the activations backward needs and their gradients
+//   adamw_state   the optimizer: AdamW moments over a range of the parameter arena (ZeRO-1 slice)
+//   trainer       one data-parallel training run's objects, and train_step() over them
 #pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "comm.h"
-#include "gpt2.h"
+#include "common.h"
+#include "data.h"
+
+// =============================================================================================
+// Model: GPT-2 (pre-LayerNorm blocks, GELU-tanh MLP, LM head tied to wte). Shapes in DESIGN.md.
+
+// The 16 parameter tensors, in checkpoint order (llm.c's names and shapes).
+enum {
+    P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
+    P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB,
+    NUM_PARAM_TENSORS
+};
+
+// Activations (per-layer ones have a leading layer-slot dimension). Attention saves the per-row
+// log-sum-exp (slots,B,NH,T), not the (T,T) probabilities (flash attention recomputes them).
+enum {
+    A_ENCODED, A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATTY, A_ATT_LSE, A_ATTPROJ, A_RESIDUAL2,
+    A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_FCPROJ, A_RESIDUAL3,
+    A_LNF, A_LNF_MEAN, A_LNF_RSTD, A_LOGITS, A_LOSSES,
+    NUM_ACT_TENSORS
+};
+
+// Fills padded_vocab_size; returns 0, or -1 with a reason (e.g. heads not dividing embd).
+int gpt2_config_validate(sm_model_config *cfg, char *err, size_t errlen);
+// Parameter shapes for a config, in checkpoint order (f32).
+void gpt2_param_table(sm_table *tab, const sm_model_config *cfg);
+// True for the tensors that get weight decay: the 2-D weights (wte, wpe, qkvw, attprojw, fcw,
+// fcprojw), as GPT-2 trainers do.
+int gpt2_param_decays(int param_index);
+
+typedef struct {
+    sm_model_config cfg;
+    sm_table params;   // NUM_PARAM_TENSORS f32 views into one arena
+    size_t n_params;   // real parameter count (without the padding between tensors)
+    // What forward reads for each parameter: &params.t[i] by default. An inference path may point
+    // a matrix at a copy in another dtype (the linear ops dispatch on the tensor's dtype).
+    const sm_tensor *fwd[NUM_PARAM_TENSORS];
+} gpt2_weights;
+
+// Allocates the parameter arena once (zeroed, touched).
+void gpt2_weights_build(gpt2_weights *w, const sm_model_config *cfg);
+void gpt2_weights_free(gpt2_weights *w);
+// GPT-2 init: weights N(0, 0.02), residual projections (attprojw, fcprojw) N(0, 0.02/sqrt(2L)),
+// biases 0, LayerNorm weights 1; padded wte rows 0. Reproducible from seed.
+void gpt2_weights_init(gpt2_weights *w, uint64_t seed);
+
+typedef struct {
+    int B, T;          // capacity: the largest batch the buffers hold
+    int layer_slots;   // L (each layer's activations kept, for backward) or 1 (one slot reused)
+    sm_table t;        // NUM_ACT_TENSORS f32 views into one arena
+    int last_B, last_T;    // shape of the last forward
+    int has_dlogits;       // gpt2_loss_backward wrote dlogits over the logits of the last forward
+} gpt2_acts;
+
+// keep_layers = 1: L slots per layer tensor (training); 0: one slot (inference, forward only).
+void gpt2_acts_build(gpt2_acts *a, const sm_model_config *cfg, int B, int T, int keep_layers);
+void gpt2_acts_free(gpt2_acts *a);
+
+// Forward over inputs (B,T) (B <= a->B, T <= a->T, tokens < V): logits (B,T,Vp) in a->t[A_LOGITS]
+// (padded columns hold the padded wte rows' products, 0).
+void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B, int T);
+// The per-token losses (B,T) of the last forward against targets (B,T) into a->t[A_LOSSES]; returns
+// their mean. The logits stay.
+float gpt2_loss(const sm_model_config *cfg, gpt2_acts *a, const int *targets);
+// The same, and dlogits = dloss * (softmax - onehot) written OVER the logits in the same pass, for
+// gpt2_backward (dloss is d objective / d each token's loss, e.g. 1/(B*T*accum*ranks)).
+float gpt2_loss_backward(const sm_model_config *cfg, gpt2_acts *a, const int *targets, float dloss);
+
+// Called by backward as soon as layer l's parameter gradients are final (layers finish in reverse
+// order; wte/wpe and lnf are final only when backward returns), and between backward's large ops.
+// comm/ uses them to start and progress bucketed allreduces during backward.
+typedef struct {
+    void (*layer_done)(void *ctx, int layer);   // may be NULL
+    void (*progress)(void *ctx);                // may be NULL
+    void *ctx;
+} gpt2_grad_hooks;
+
+typedef struct {
+    sm_table grads;    // the parameters' layout
+    gpt2_acts acts;    // every layer's activations (layer_slots = L)
+    sm_table dacts;    // gradients of the activations: one layer's slots, reused by every layer (they
+                       // stay in cache), and no logits (dlogits overwrite them)
+    int grads_hold_sum;   // 0 after gpt2_zero_grad: the next backward writes the gradients instead of
+                          // adding to them (no clearing pass); 1 after a backward
+    gpt2_grad_hooks hooks;
+} gpt2_train;
+
+void gpt2_train_build(gpt2_train *s, const sm_model_config *cfg, int B, int T);
+void gpt2_train_free(gpt2_train *s);
+// Makes the gradients zero as far as any reader can tell, in O(1): the next gpt2_backward writes
+// them rather than adding to them. Read the gradients only after a backward.
+void gpt2_zero_grad(gpt2_train *s);
+// Backward of the last forward over s->acts, whose loss was gpt2_loss_backward; inputs are that
+// forward's (B,T). ACCUMULATES into s->grads (see gpt2_zero_grad).
+void gpt2_backward(const gpt2_weights *w, gpt2_train *s, const int *inputs);
+
+// =============================================================================================
+// AdamW (optim.c): decoupled weight decay, bias-corrected (Loshchilov & Hutter 2019), over a flat
+// f32 parameter arena, with moments kept only for the range this rank updates.
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+} adamw_hparams;
+
+typedef struct {
+    sm_table m, v;     // the parameters' layout; valid on [lo, hi) only
+    size_t lo, hi;     // the arena range (floats) this rank updates: its ZeRO-1 slice, else all
+    void *alloc[2];    // the allocations behind m and v (hi - lo floats each)
+} adamw_state;
+
+// Moments for [lo, hi) of the f32 arena laid out as params, zeroed.
+void adamw_build(adamw_state *o, const sm_table *params, size_t lo, size_t hi);
+void adamw_free(adamw_state *o);
+// The global-norm clip as a gradient scale: clip / grad_norm when clip > 0 and grad_norm > clip,
+// else 1 (torch.nn.utils.clip_grad_norm_'s rule, applied inside AdamW's pass).
+float adamw_clip_scale(float clip, float grad_norm);
+// One step t (from 1) over the parameters in [o->lo, o->hi): tensor i gets weight decay when
+// decays(i). grad_scale multiplies the gradients (the clip); grads are not modified.
+void adamw_step(adamw_state *o, sm_table *params, const sm_table *grads, const adamw_hparams *h, int t,
+                float grad_scale, int (*decays)(int tensor_index));
+// Sum of squares of the gradients over [lo, hi) of the arena, tensor by tensor (padding left
+// out), in a fixed order.
+double grad_sumsq(const sm_table *grads, size_t lo, size_t hi);
+
+// =============================================================================================
+// One data-parallel training run (step.c): the objects, the gradient sync wired to backward, and
+// the step that train and bench both run.
+
+typedef struct {
+    gpt2_weights w;
+    gpt2_train st;
+    adamw_state opt;
+    comm_gradsync sync;
+    int rank, world;       // MPI_COMM_WORLD
+    int B, T, accum;       // per-rank micro-batch of B windows of T tokens; micro-batches per step
+    int zero;              // ZeRO-1: moments sharded over the ranks
+    int *inputs, *targets; // (B,T): the micro-batch (the loader writes them, forward reads them)
+} trainer;
+
+typedef struct {
+    float loss;         // mean per-token loss over the global batch
+    float grad_norm;    // global L2 norm of the mean gradient, before clipping
+    double fwd_ms, bwd_ms, opt_ms;   // this rank's forward, backward, and wait-to-update times
+    comm_gradsync_stats comm;
+} train_step_stats;
+
+// Builds every arena once, initialises the weights from seed and broadcasts rank 0's, and wires
+// the bucketed gradient sync (bucket_mb MiB, ZeRO-1 when zero) to backward. Collective.
+void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int accum, double bucket_mb, int zero,
+                   uint64_t seed, const comm_topology *topo);
+void trainer_free(trainer *tr);
+// One optimizer step t (from 1) over the global batch whose first window is at the global cursor
+// `cursor` of data's stream: accum micro-batches of B windows per rank (micro-step a gives rank r
+// the windows from cursor + (a*ranks + r)*B), the gradients summed over ranks as backward produces
+// them (the loss is scaled by 1/(B*T*accum*ranks), so the sum is the mean), clipped to norm clip
+// (0: off), then AdamW with h. Collective; allocates nothing after the first call.
+void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams *h, float clip, int t,
+                train_step_stats *out);
+// Mean per-token loss over windows 0 .. n_batches*B-1 of val, in order: rank r takes batches r,
+// r+ranks, ...; the sums are combined over ranks. Collective.
+float trainer_evaluate(trainer *tr, loader *val, int n_batches);
+
+// =============================================================================================
+// The run directory's JSON files (runlog.c): log.jsonl (one event per line, rank 0) and
+// config.json. Strings are escaped (sm_json in common.h).
+
+typedef struct {
+    FILE *f;
+    char path[4096];
+} runlog;
+
+// Opens RUN_DIR/log.jsonl: fresh at step0 = 0; on resume the events up to step0 are kept (those
+// after it will be written again). 0, or -1 with a reason in err.
+int runlog_open(runlog *l, const char *run_dir, int step0, char *err, size_t errlen);
+// Writes one JSON object as a line and flushes; failures end the run (exit 1).
+void runlog_write(runlog *l, const sm_json *j);
+void runlog_close(runlog *l);
+
+// =============================================================================================
+// The profiler behind `--profile` (profile.c): per op and phase (forward, backward, optimizer),
+// calls, wall time, share of the step, GFLOP/s and GB/s, and the heap allocations made per step.
+// Off by default: then every hook is one branch. Single-threaded use only (the hooks sit around
+// kernel calls, outside parallel regions). The model's ops are timed in ops.c, each with its
+// FLOP and byte formula; a training loop brackets each step:
+//     prof_enable(1); for each step: prof_step_begin(); ... prof_step_end(tokens); prof_print(stdout, 0);
+
+typedef enum { PROF_FWD, PROF_BWD, PROF_OPT, PROF_N_PHASES } prof_phase;
+
+void prof_enable(int on);
+int prof_enabled(void);
+// Zeroes every figure (e.g. after warm-up).
+void prof_reset(void);
+// A timestamp when enabled, else 0 (and prof_stop ignores the call).
+double prof_start(void);
+// Records one call of op (a string with static storage; ops are told apart by name and phase)
+// that started at t0, with its floating-point operations and the bytes it must move.
+void prof_stop(const char *op, prof_phase phase, double t0, double flops, double bytes);
+// Brackets of one training step: the step's wall time (the denominator of "% of step") and its
+// heap allocations. tokens per step (for the per-token heap figure): 0 = unknown.
+void prof_step_begin(void);
+void prof_step_end(long tokens);
+// The table (json = 0) or one JSON object on one line (json = 1), over the steps recorded since
+// the last reset. When more than one step was recorded the first is left out as warm-up.
+void prof_print(FILE *f, int json);
+
+// =============================================================================================
+// Subcommands (each parses its own argv and returns an exit status) and option parsing.
 
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
 
 // Strict parsing of option values: the whole string must be a number within [lo, hi],
 // else one line naming the flag and exit 2.
@@ -15,19 +234,3 @@ long cli_int(const char *flag, const char *s, long lo, long hi);
 double cli_double(const char *flag, const char *s, double lo, double hi);
 // Reports an unknown option or a missing argument (getopt_long's '?' / ':') and exits 2.
 void cli_bad_option(const char *cmd, int argc, char **argv);
-
-// `smallmind bench checkpoint` (bench_ckpt.c), dispatched from `smallmind bench`.
-int bench_checkpoint(int argc, char **argv);
-
-// The data-parallel step's plumbing, shared by train and bench train (train.c):
-// the gradient arena as segments in the order backward finalises them (group 0 = last layer
-// with the final LayerNorm, ..., group L-1 = layer 0, group L = wte and wpe); segs holds
-// 12*L + 4. Returns the count.
-int train_grad_segments(const gpt2 *model, comm_segment *segs);
-// gpt2.layer_done callback: announces layer l's group to the gradient sync.
-typedef struct {
-    comm_gradsync *sync;
-    int n_layer;
-} train_sync_ctx;
-void train_layer_done(void *ctx, int layer);
-void train_sync_progress(void *ctx);   // gpt2's progress hook: comm_gradsync_progress

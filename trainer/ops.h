@@ -1,0 +1,52 @@
+// ops.h — (internal to trainer/) the kernels as the model calls them. Each op runs its kernel and
+// reports the call to the profiler with the op's FLOP and byte counts, so the model's functions
+// read one line per op, as llm.c's gpt2_forward does. The linear ops read their weight as a
+// tensor and dispatch on its dtype.
+//
+// Bytes are what an op must move at the least: its inputs read once and its outputs written once.
+// N = B*T rows; shapes as in kernels.h.
+#pragma once
+#include <stddef.h>
+
+#include "common.h"
+#include "trainer.h"
+
+// out (B,T,C) = wte[inp] + wpe[t]
+void op_encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);
+// dwte (Vp,C) += scatter of dout by token; dwpe += sum over the batch
+void op_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C);
+
+void op_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                          int N, int C);
+// res = inp1 + inp2, then out = LayerNorm(res)
+void op_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                   const float *inp2, const float *w, const float *b, int N, int C);
+void op_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                           const float *mean, const float *rstd, int N, int C);
+
+// out (N,OC) = inp (N,C) @ W^T + bias, W the (OC,C) matrix `layer` of tensor w (a (L,OC,C) or
+// (OC,C) tensor); bias (OC) or NULL. name labels the profile row (a string literal).
+void op_linear_forward(const char *name, float *out, const float *inp, const sm_tensor *w, int layer,
+                       const float *bias, int N, int C, int OC);
+// The same, and out_gelu = gelu(out) in the same pass.
+void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
+                            int layer, const float *bias, int N, int C, int OC);
+// dinp (N,C) = dout @ W (overwritten); dweight (OC,C) and dbias (OC, or NULL) written when
+// !accumulate, added to otherwise.
+void op_linear_backward(const char *name, float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int C, int OC, int accumulate);
+
+void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+void op_attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
+                           int B, int T, int C, int NH);
+
+// dinp (n) = gelu'(inp) * dout (overwritten)
+void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
+// Fused softmax + cross-entropy over the first V of Vp columns; dlogits (may alias logits) or
+// NULL. Returns the sum of the N losses.
+double op_softmax_xent(float *losses, float *dlogits, const float *logits, const int *targets, int N, int V, int Vp,
+                       float dloss);
+
+// memset of n floats, profiled as `name` in phase
+void op_clear(const char *name, prof_phase phase, float *x, size_t n);

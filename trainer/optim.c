@@ -1,0 +1,71 @@
+// optim.c — defines AdamW over a flat f32 parameter arena (adamw_*), with the moments kept for the
+// range of the arena this rank updates (all of it, or its ZeRO-1 slice), and the gradients' sum
+// of squares for the global-norm clip.
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "trainer.h"
+
+void adamw_build(adamw_state *o, const sm_table *params, size_t lo, size_t hi) {
+    memset(o, 0, sizeof *o);
+    SM_CHECK(lo <= hi && hi <= sm_table_n_f32(params), "moment range [%zu,%zu) outside the arena", lo, hi);
+    o->m = o->v = *params;
+    for (int k = 0; k < 2; k++) {
+        o->alloc[k] = sm_arena((hi - lo ? hi - lo : 1) * sizeof(float));
+        // the table addresses arena coordinates: its base sits lo floats before the slice
+        // (computed on integers; only [lo, hi) is ever dereferenced)
+        void *base = (void *)((uintptr_t)o->alloc[k] - lo * sizeof(float));
+        sm_table_bind(k == 0 ? &o->m : &o->v, base);
+    }
+    o->lo = lo;
+    o->hi = hi;
+}
+
+void adamw_free(adamw_state *o) {
+    sm_free(o->alloc[0]);
+    sm_free(o->alloc[1]);
+    memset(o, 0, sizeof *o);
+}
+
+float adamw_clip_scale(float clip, float grad_norm) { return (clip > 0.0f && grad_norm > clip) ? clip / grad_norm : 1.0f; }
+
+// The part [*a, *b) of tensor t (arena floats) that lies in [lo, hi); 0 if none.
+static int owned_part(const sm_tensor *t, size_t lo, size_t hi, size_t *a, size_t *b) {
+    size_t off = sm_tensor_f32_offset(t);
+    size_t s = off > lo ? off : lo, e = off + t->n_elems < hi ? off + t->n_elems : hi;
+    if (s >= e) return 0;
+    *a = s;
+    *b = e;
+    return 1;
+}
+
+double grad_sumsq(const sm_table *grads, size_t lo, size_t hi) {
+    double t = prof_start(), ss = 0.0, n = 0.0;
+    const float *g = sm_table_f32(grads);
+    for (int i = 0; i < grads->count; i++) {
+        size_t a, b;
+        if (owned_part(&grads->t[i], lo, hi, &a, &b)) {
+            ss += sum_squares(g + a, b - a);
+            n += (double)(b - a);
+        }
+    }
+    prof_stop("grad_norm", PROF_OPT, t, 2.0 * n, 4.0 * n);
+    return ss;
+}
+
+void adamw_step(adamw_state *o, sm_table *params, const sm_table *grads, const adamw_hparams *h, int t,
+                float grad_scale, int (*decays)(int tensor_index)) {
+    double t0 = prof_start(), n = 0.0;
+    float *p = sm_table_f32(params), *m = sm_table_f32(&o->m), *v = sm_table_f32(&o->v);
+    const float *g = sm_table_f32(grads);
+    for (int i = 0; i < params->count; i++) {
+        size_t a, b;
+        if (!owned_part(&params->t[i], o->lo, o->hi, &a, &b)) continue;
+        adamw_update(p + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps,
+                     decays(i) ? h->weight_decay : 0.0f, grad_scale, t);
+        n += (double)(b - a);
+    }
+    // reads p, g, m, v; writes p, m, v
+    prof_stop("adamw", PROF_OPT, t0, 0.0, 28.0 * n);
+}
