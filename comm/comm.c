@@ -108,6 +108,14 @@ double comm_allreduce_sum_double(double x) {
     return out;
 }
 
+void comm_allreduce_sum_doubles(double *x, size_t n) {
+    // in pieces whose count fits an int
+    for (size_t at = 0; at < n; at += (size_t)1 << 26) {
+        size_t k = n - at < ((size_t)1 << 26) ? n - at : (size_t)1 << 26;
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x + at, (int)k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    }
+}
+
 int comm_allreduce_max_int(int x) {
     int out = 0;
     MPI_CHECK(MPI_Allreduce(&x, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));

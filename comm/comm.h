@@ -32,6 +32,8 @@ void comm_barrier(void);
 void comm_bcast_bytes(void *buf, size_t n_bytes, int root);
 double comm_allreduce_sum_double(double x);
 int comm_allreduce_max_int(int x);
+// In-place sum over ranks of n doubles (blocking).
+void comm_allreduce_sum_doubles(double *x, size_t n);
 // 1 on every rank if all ranks passed the same 64-bit value, else 0
 int comm_all_equal_u64(uint64_t x);
 // In-place sum over ranks of a float buffer, divided by world size (blocking, in chunks

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -179,6 +180,51 @@ float *sm_table_f32(const sm_table *tab) {
 size_t sm_table_n_f32(const sm_table *tab) {
     check_all_f32(tab);
     return tab->n_bytes / sizeof(float);
+}
+
+int sm_read_file_regular(const char *path, unsigned char **out, size_t *n_bytes, size_t max_bytes, char *err,
+                         size_t errlen) {
+    *out = NULL;
+    *n_bytes = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    size_t n = 0, got = 0;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+        goto error;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        goto error;
+    }
+    n = (size_t)st.st_size;
+    if (n == 0 || n > max_bytes) {
+        snprintf(err, errlen, n ? "%s is larger than %zu bytes" : "%s is empty", path, max_bytes);
+        goto error;
+    }
+    *out = sm_malloc(n + 1);
+    while (got < n) {
+        ssize_t r = read(fd, *out + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "unexpected end of file");
+            goto error;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    (*out)[n] = '\0';
+    *n_bytes = n;
+    return 0;
+error:
+    close(fd);
+    sm_free(*out);
+    *out = NULL;
+    return -1;
 }
 
 // ---------------------------------------------------------------------------

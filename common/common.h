@@ -157,6 +157,13 @@ void sm_json_end(sm_json *j);
 // Writes s as a JSON string literal (quotes included) to f.
 void sm_json_fput_str(FILE *f, const char *s);
 
+// Reads the whole of `path` into a fresh buffer (*out, NUL-terminated beyond *n_bytes), refusing
+// what is not a regular file (a FIFO or device is never read: it is opened O_NONBLOCK and
+// checked with fstat first), an empty file, and a file above max_bytes. 0, or -1 with a one-line
+// reason naming the file in err.
+int sm_read_file_regular(const char *path, unsigned char **out, size_t *n_bytes, size_t max_bytes, char *err,
+                         size_t errlen);
+
 // Tests: |a - r| <= atol + rtol*|r| elementwise; prints the worst element on failure.
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol);
 

@@ -175,9 +175,17 @@ static inline float *GL(gpt2_train *s, int i, int l, int L) {
 // ---------------------------------------------------------------------------------------------
 // Forward and loss
 
-void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B, int T) {
+// Where attention finds its keys and values: kv NULL = the forward's own positions 0..T-1
+// (causal attention over the batch: training, eval, --no-cache); else the KV cache of the rows.
+typedef struct {
+    gpt2_infer *s;
+    const int *rows;   // (B): the cache row of each forward row
+} kv_ref;
+
+// Embeddings and the L blocks, ending with the final LayerNorm in a->t[A_LNF].
+static void forward_blocks(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B, int T, const kv_ref *kv) {
     const sm_model_config *c = &w->cfg;
-    const int L = c->n_layer, NH = c->n_head, C = c->n_embd, V = c->vocab_size, Vp = c->padded_vocab_size;
+    const int L = c->n_layer, NH = c->n_head, C = c->n_embd, V = c->vocab_size;
     SM_CHECK(B >= 1 && B <= a->B && T >= 1 && T <= a->T, "batch (%d,%d) exceeds the activations' (%d,%d)", B, T, a->B,
              a->T);
     const int N = B * T;
@@ -185,7 +193,13 @@ void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B,
     for (int i = 0; i < N; i++)
         SM_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token %d at %d out of range [0,%d)", inputs[i], i, V);
 #define ACT(i) (a->t.t[(i)].ptr)
-    op_encoder_forward(ACT(A_ENCODED), inputs, PL(w, P_WTE, 0), PL(w, P_WPE, 0), B, T, C);
+    if (!kv) {
+        op_encoder_forward(ACT(A_ENCODED), inputs, PL(w, P_WTE, 0), PL(w, P_WPE, 0), B, T, C);
+    } else {   // each row continues at its own position
+        for (int b = 0; b < B; b++)
+            op_encoder_forward(ACT(A_ENCODED) + (size_t)b * T * C, inputs + (size_t)b * T, PL(w, P_WTE, 0),
+                               PL(w, P_WPE, 0) + (size_t)kv->s->pos[kv->rows[b]] * C, 1, T, C);
+    }
     // The first LayerNorm of each layer is fused with the residual add that ends the layer before
     // it (layer 0's runs alone, the final one is fused with the last layer's add).
     layer_acts x = layer_view(&a->t, 0, BTa, C, NH);
@@ -194,7 +208,13 @@ void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B,
     for (int l = 0; l < L; l++) {
         x = layer_view(&a->t, a->layer_slots > 1 ? l : 0, BTa, C, NH);
         op_linear_forward("matmul.qkv", x.qkv, x.ln1, w->fwd[P_QKVW], l, PL(w, P_QKVB, l), N, C, 3 * C);
-        op_attention_forward(x.atty, x.lse, x.qkv, B, T, C, NH);
+        if (!kv) {
+            op_attention_forward(x.atty, x.lse, x.qkv, B, T, C, NH);
+        } else {
+            gpt2_infer *s = kv->s;
+            float *k = s->kv + (size_t)l * 2 * s->B * s->maxT * C, *v = k + (size_t)s->B * s->maxT * C;
+            op_attention_cached(x.atty, x.qkv, k, v, kv->rows, s->pos, B, T, C, NH, s->maxT);
+        }
         op_linear_forward("matmul.attproj", x.attproj, x.atty, w->fwd[P_ATTPROJW], l, PL(w, P_ATTPROJB, l), N, C, C);
         op_residual_layernorm_forward(x.residual2, x.ln2, x.ln2_mean, x.ln2_rstd, residual, x.attproj,
                                       PL(w, P_LN2W, l), PL(w, P_LN2B, l), N, C);
@@ -212,12 +232,35 @@ void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B,
         }
         residual = x.residual3;
     }
+#undef ACT
+}
+
+void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B, int T) {
+    const int C = w->cfg.n_embd, Vp = w->cfg.padded_vocab_size;
+    forward_blocks(w, a, inputs, B, T, NULL);
     // LM head tied to wte: logits (N,Vp) = lnf @ wte^T (padded rows of wte are 0)
-    op_linear_forward("matmul.lm_head", ACT(A_LOGITS), ACT(A_LNF), w->fwd[P_WTE], 0, NULL, N, C, Vp);
+    op_linear_forward("matmul.lm_head", a->t.t[A_LOGITS].ptr, a->t.t[A_LNF].ptr, w->fwd[P_WTE], 0, NULL, B * T, C, Vp);
     a->last_B = B;
     a->last_T = T;
     a->has_dlogits = 0;
-#undef ACT
+}
+
+void gpt2_forward_cached(const gpt2_weights *w, gpt2_infer *s, const int *tokens, const int *rows, int n_rows, int T) {
+    const int C = w->cfg.n_embd, Vp = w->cfg.padded_vocab_size;
+    SM_CHECK(n_rows >= 1 && n_rows <= s->B, "%d rows for a cache of %d", n_rows, s->B);
+    for (int i = 0; i < n_rows; i++) {
+        SM_CHECK(rows[i] >= 0 && rows[i] < s->B, "cache row %d out of range [0,%d)", rows[i], s->B);
+        SM_CHECK(s->pos[rows[i]] + T <= s->maxT, "row %d: %d cached + %d new positions exceed the context %d",
+                 rows[i], s->pos[rows[i]], T, s->maxT);
+    }
+    const kv_ref kv = {s, rows};
+    forward_blocks(w, &s->a, tokens, n_rows, T, &kv);
+    // the LM head on each row's last new position only: (n_rows,C) @ wte^T
+    const float *lnf = s->a.t.t[A_LNF].ptr;
+    for (int i = 0; i < n_rows; i++)
+        memcpy(s->last + (size_t)i * C, lnf + ((size_t)i * T + (size_t)T - 1) * C, (size_t)C * sizeof(float));
+    op_linear_forward("matmul.lm_head", s->logits, s->last, w->fwd[P_WTE], 0, NULL, n_rows, C, Vp);
+    for (int i = 0; i < n_rows; i++) s->pos[rows[i]] += T;
 }
 
 static float loss_pass(const sm_model_config *c, gpt2_acts *a, const int *targets, float *dlogits, float dloss) {

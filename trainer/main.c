@@ -11,6 +11,8 @@ static const char USAGE[] =
     "commands:\n"
     "  prepare   tokenize a text file into llm.c-format train/val shards\n"
     "  train     train a GPT-2 (data-parallel under mpirun/srun)\n"
+    "  eval      loss, perplexity and bits per byte of a checkpoint on a token shard\n"
+    "  generate  text from a checkpoint (KV cache; greedy, temperature, top-k, top-p)\n"
     "  inspect   describe and verify a checkpoint (or a run directory's latest)\n"
     "  bench     kernels, train or checkpoint: throughput against OpenBLAS, PyTorch and plain I/O\n"
     "\n"
@@ -27,7 +29,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
-    const char *later[] = {"eval", "generate", "convert"};
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+    const char *later[] = {"convert"};
     for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
         if (!strcmp(cmd, later[i])) sm_fatal(SM_EXIT_USAGE, "'%s' is not implemented yet (argv[1])", cmd);
     sm_fatal(SM_EXIT_USAGE, "unknown command '%s'; try 'smallmind --help' (argv[1])", cmd);

@@ -94,6 +94,35 @@ void op_attention_backward(float *dqkv, const float *dout, const float *out, con
     prof_stop("attention", PROF_BWD, t, 2.5 * attention_flops(B, T, C), f32_bytes(11.0 * B * T * C));
 }
 
+void op_attention_cached(float *out, const float *qkv, float *kcache, float *vcache, const int *rows, const int *pos,
+                         int n_rows, int T, int C, int NH, int maxT) {
+    double t = prof_start();
+    const int hs = C / NH, C3 = 3 * C;
+    for (int i = 0; i < n_rows; i++) {
+        const size_t at = (size_t)rows[i] * maxT + (size_t)pos[rows[i]];
+        for (int j = 0; j < T; j++) {
+            const float *src = qkv + ((size_t)i * T + j) * C3;
+            memcpy(kcache + (at + j) * C, src + C, (size_t)C * sizeof(float));
+            memcpy(vcache + (at + j) * C, src + 2 * C, (size_t)C * sizeof(float));
+        }
+    }
+    double pairs = 0.0, keys = 0.0;   // query-key pairs (each new query against the row's keys up to
+    for (int i = 0; i < n_rows; i++) {   // itself), and the cached positions each row reads
+        pairs += (double)T * pos[rows[i]] + 0.5 * T * (T + 1.0);
+        keys += (double)pos[rows[i]] + T;
+    }
+#pragma omp parallel for schedule(static)
+    for (int ih = 0; ih < n_rows * NH; ih++) {
+        const int i = ih / NH, h = ih % NH;
+        const size_t base = (size_t)rows[i] * maxT * C + (size_t)h * hs;
+        attention_head_forward(out + (size_t)i * T * C + (size_t)h * hs, C, NULL, qkv + (size_t)i * T * C3 + h * hs,
+                               C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
+    }
+    // QK^T and PV: 2 products of hs per pair and head; reads each row's cached keys and values and
+    // the new q, k, v; writes the new k, v and out
+    prof_stop("attention", PROF_FWD, t, 4.0 * hs * NH * pairs, f32_bytes(2.0 * keys * C + 6.0 * n_rows * T * C));
+}
+
 void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     double t = prof_start();
     gelu_backward(dinp, inp, dout, n);

@@ -40,6 +40,13 @@ void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T
 void op_attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
                            int B, int T, int C, int NH);
 
+// Attention of n_rows rows of T new positions against each row's KV cache: the new keys and values
+// (from qkv (n_rows,T,3C)) are written into the cache first (row r's at kcache/vcache + r*maxT*C,
+// positions pos[r]..pos[r]+T-1), then out (n_rows,T,C) = causal attention of each new query over
+// the row's cached positions 0..its own. rows (n_rows): the cache row of each row.
+void op_attention_cached(float *out, const float *qkv, float *kcache, float *vcache, const int *rows, const int *pos,
+                         int n_rows, int T, int C, int NH, int maxT);
+
 // dinp (n) = gelu'(inp) * dout (overwritten)
 void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 

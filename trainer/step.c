@@ -117,18 +117,3 @@ void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams 
         .comm = comm_gradsync_figures(&tr->sync),
     };
 }
-
-float trainer_evaluate(trainer *tr, loader *val, int n_batches) {
-    const int B = tr->B, T = tr->T;
-    double sum = 0.0;
-    size_t n_tokens = 0;
-    for (int i = tr->rank; i < n_batches; i += tr->world) {
-        loader_fill(val, (uint64_t)i * (uint64_t)B, B, tr->inputs, tr->targets);
-        gpt2_forward(&tr->w, &tr->st.acts, tr->inputs, B, T);
-        sum += (double)gpt2_loss(&tr->w.cfg, &tr->st.acts, tr->targets) * B * T;
-        n_tokens += (size_t)B * T;
-    }
-    sum = comm_allreduce_sum_double(sum);
-    double tokens = comm_allreduce_sum_double((double)n_tokens);
-    return (float)(sum / tokens);
-}

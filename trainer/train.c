@@ -72,7 +72,8 @@ static const char TRAIN_USAGE[] =
     "run:\n"
     "  --steps N         optimizer steps (default 1000)\n"
     "  --eval-every N    val loss every N steps, 0 = only at the end (default 100)\n"
-    "  --val-batches N   val windows = N x batch (default 20)\n"
+    "  --val-batches N   the val set: the first N x batch x ranks windows of PREFIX_val.bin (the global\n"
+    "                    batch, so any rank count evaluates the same windows) (default 20)\n"
     "  --seed S          RNG seed for init and data order (default 1337)\n"
     "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs the rank may use)\n"
     "distributed (mpirun -np N / srun):\n"
@@ -355,9 +356,14 @@ int cmd_train(int argc, char **argv) {
     loader train_loader, val_loader;
     if (loader_init(&train_loader, &train_shard, o.seq, 1, o.seed, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     if (loader_init(&val_loader, &val_shard, o.seq, 0, o.seed, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    int val_batches = o.val_batches;
-    if ((size_t)val_batches * (size_t)o.batch > val_loader.n_windows)
-        val_batches = (int)(val_loader.n_windows / (size_t)o.batch) > 0 ? (int)(val_loader.n_windows / (size_t)o.batch) : 1;
+    // the val set: the first --val-batches x batch x ranks windows of the val shard (the global
+    // micro-batch), the same at any rank count; checked here, not at the first evaluation
+    const uint64_t val_windows = (uint64_t)o.val_batches * (uint64_t)o.batch * (uint64_t)topo.world_size;
+    if (val_windows > val_loader.n_windows)
+        sm_fatal(SM_EXIT_USAGE, "--val-batches %d x --batch %d x %d ranks = %llu val windows of %d+1 tokens, but %s "
+                 "holds %zu: lower --val-batches", o.val_batches, o.batch, topo.world_size,
+                 (unsigned long long)val_windows, o.seq, val_path, val_loader.n_windows);
+    double *val_per_window = sm_arena(val_windows * sizeof(double));
 
     if (topo.rank == 0) {
         make_dir(o.run_dir);
@@ -372,8 +378,9 @@ int cmd_train(int argc, char **argv) {
     const int global_batch = o.batch * o.accum * topo.world_size;
     sm_info("model: L=%d H=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters", cfg.n_layer, cfg.n_head, cfg.n_embd,
             cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, tr.w.n_params);
-    sm_info("data: %s (%zu tokens, %zu windows of %d+1), val %s (%zu tokens, %d batches)", train_path,
-            train_shard.n_tokens, train_loader.n_windows, o.seq, val_path, val_shard.n_tokens, val_batches);
+    sm_info("data: %s (%zu tokens, %zu windows of %d+1), val %s (%zu tokens, %llu windows)", train_path,
+            train_shard.n_tokens, train_loader.n_windows, o.seq, val_path, val_shard.n_tokens,
+            (unsigned long long)val_windows);
     sm_info("batch: %d per rank x %d accum x %d ranks = %d windows = %d tokens per step", o.batch, o.accum,
             topo.world_size, global_batch, global_batch * o.seq);
     sm_info("optimizer: AdamW lr %g -> %g (warmup %d, cosine), betas %g/%g, eps %g, wd %g, clip %g; %d steps, seed %llu",
@@ -414,6 +421,7 @@ int cmd_train(int argc, char **argv) {
                     o.batch * o.accum * meta.world_size);
         if (step0 >= o.steps) {
             sm_info("checkpoint is at step %d, --steps is %d: nothing to do", step0, o.steps);
+            sm_free(val_per_window);
             trainer_free(&tr);
             comm_finalize();
             return SM_EXIT_OK;
@@ -449,7 +457,10 @@ int cmd_train(int argc, char **argv) {
         }
         int done = step + 1;
         if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
-            float val = trainer_evaluate(&tr, &val_loader, val_batches);
+            eval_sums vs;
+            eval_windows(&tr.w, &tr.st.acts, tr.inputs, tr.targets, &val_loader, val_windows, o.batch * topo.world_size,
+                         topo.rank, topo.world_size, val_per_window, &vs);
+            float val = (float)(vs.loss_sum / (double)vs.tokens);
             if (topo.rank == 0) {
                 printf("step %5d/%d | val loss %.4f\n", done, o.steps, val);
                 sm_json j;
@@ -520,6 +531,7 @@ int cmd_train(int argc, char **argv) {
             sm_fatal(SM_EXIT_RUNTIME, "%s", err);
         sm_free(flat);
     }
+    sm_free(val_per_window);
     trainer_free(&tr);
     loader_free(&train_loader);
     loader_free(&val_loader);

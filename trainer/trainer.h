@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "checkpoints.h"
 #include "comm.h"
 #include "common.h"
 #include "data.h"
@@ -111,6 +112,83 @@ void gpt2_zero_grad(gpt2_train *s);
 void gpt2_backward(const gpt2_weights *w, gpt2_train *s, const int *inputs);
 
 // =============================================================================================
+// Inference (infer.c): the inference state, a forward through the KV cache, and evaluation over
+// a shard's windows.
+
+// The inference state for up to B rows (sequences) of up to maxT positions: activations for one
+// forward of up to B x T_chunk positions (one layer slot, reused by every layer) and the KV cache.
+typedef struct {
+    gpt2_acts a;       // layer_slots = 1: capacity (B, T_chunk)
+    int B, maxT, C, L;
+    float *kv;         // (L, 2, B, maxT, C): layer l's keys, then its values, of every row
+    int *pos;          // (B): positions held in the cache, per row
+    int *rows;         // (B): scratch: the cache row of each forward row
+    float *last;       // (B, C): the final LayerNorm's output at each row's last new position
+    float *logits;     // (B, Vp): logits at each row's last new position, after gpt2_forward_cached
+} gpt2_infer;
+
+// Allocates everything once: no allocation in gpt2_forward_cached afterwards.
+void gpt2_infer_build(gpt2_infer *s, const sm_model_config *cfg, int B, int T_chunk);
+void gpt2_infer_free(gpt2_infer *s);
+// Empties every row's cache.
+void gpt2_infer_reset(gpt2_infer *s);
+// Appends T new tokens to each of n_rows rows of the cache: tokens (n_rows,T), row i going to cache
+// row rows[i] at positions pos[rows[i]] .. +T-1 (pos advances by T). Keys and values enter the
+// cache; attention reads the row's whole cache (attention_head_forward, the decode form). Leaves in
+// s->logits (n_rows,Vp) the logits of each row's last new position (the LM head runs on those
+// rows only). T <= the T_chunk built for; positions stay below maxT (checked).
+void gpt2_forward_cached(const gpt2_weights *w, gpt2_infer *s, const int *tokens, const int *rows, int n_rows, int T);
+
+// Sums of per-token losses over windows of a shard, in window order.
+typedef struct {
+    double loss_sum;     // nats, over every target token of the windows
+    uint64_t tokens;     // target tokens
+    uint64_t windows;
+} eval_sums;
+
+// Evaluates windows 0 .. n_windows-1 of ld (in order: ld->shuffle must be 0) in forward passes of
+// B_global windows split over the ranks (B_global % world == 0; a last pass may be shorter): pass
+// b gives rank r the windows b*B_global + r*(B_global/world) ... Each window's loss sum is taken
+// in double over its positions; the windows' sums are gathered and added in window order, so the
+// result is the same at any rank count (to the bit, when per-window losses are). inputs/targets
+// hold B_global/world windows (a (B,T) batch); a holds at least that. per_window (n_windows
+// doubles) is scratch. Collective.
+void eval_windows(const gpt2_weights *w, gpt2_acts *a, int *inputs, int *targets, loader *ld, uint64_t n_windows,
+                  int B_global, int rank, int world, double *per_window, eval_sums *out);
+
+// Loads a checkpoint's weights for inference (eval, generate): arg is a checkpoint file, or a run
+// directory meaning the checkpoint its `latest` names. Builds w from the file's config; meta gets the
+// file's metadata and path_out its path. Collective. Errors: one line, exit 2.
+void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char *path_out, size_t cap);
+
+// =============================================================================================
+// The next-token sampler (sampler.c): greedy (temperature 0 or top_k 1), else softmax(logits / T)
+// restricted to the top_k most probable tokens (0: all), then to the smallest set of them whose
+// probability reaches top_p (1: all), renormalised, and drawn with one uniform u in [0, 1).
+// Candidates are ordered by probability, then token id. No allocation after sampler_build.
+
+typedef struct {
+    float temperature;   // >= 0
+    int top_k;           // >= 0 (0: off)
+    float top_p;         // (0, 1] (1: off)
+} sampler_params;
+
+typedef struct {
+    sampler_params p;
+    int V;           // the tokens that can be drawn (the real vocabulary, not the padding)
+    double *prob;    // (V) scratch: unnormalised probabilities
+    int *idx;        // (V) scratch: candidate ids
+} sampler;
+
+void sampler_build(sampler *s, const sampler_params *p, int V);
+void sampler_free(sampler *s);
+// The next token from logits (V real columns).
+int sampler_sample(sampler *s, const float *logits, float u);
+// The distribution sampler_sample draws from: returns n; the candidates are s->idx[0..n) with
+// unnormalised probabilities s->prob[idx[k]] (tests compare it with frequencies).
+int sampler_distribution(sampler *s, const float *logits);
+
+// =============================================================================================
 // AdamW (optim.c): decoupled weight decay, bias-corrected (Loshchilov & Hutter 2019), over a flat
 // f32 parameter arena, with moments kept only for the range this rank updates.
 
@@ -172,9 +250,6 @@ void trainer_free(trainer *tr);
 // (0: off), then AdamW with h. Collective; allocates nothing after the first call.
 void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams *h, float clip, int t,
                 train_step_stats *out);
-// Mean per-token loss over windows 0 .. n_batches*B-1 of val, in order: rank r takes batches r,
-// r+ranks, ...; the sums are combined over ranks. Collective.
-float trainer_evaluate(trainer *tr, loader *val, int n_batches);
 
 // =============================================================================================
 // The run directory's JSON files (runlog.c): log.jsonl (one event per line, rank 0) and
@@ -226,6 +301,8 @@ int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
 
 // Strict parsing of option values: the whole string must be a number within [lo, hi],

@@ -1,0 +1,206 @@
+// eval.c — `smallmind eval`: mean per-token loss, perplexity and bits per byte of a checkpoint
+// over a token shard's windows, on any number of ranks; and the checkpoint loading that eval and
+// generate share (infer_load_weights).
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "trainer.h"
+
+static const char EVAL_USAGE[] =
+    "usage: smallmind eval --ckpt PATH|RUN_DIR --data FILE [options]\n"
+    "  the mean per-token loss of a checkpoint over the windows of a token shard (FILE: a .bin\n"
+    "  written by `smallmind prepare`, e.g. PREFIX_val.bin), with perplexity and bits per byte;\n"
+    "  runs on any number of ranks (mpirun -np N) with the same result\n"
+    "  --ckpt PATH|DIR   a checkpoint, or a run directory (the checkpoint its `latest` names)\n"
+    "  --data FILE       the token shard\n"
+    "  --seq T           tokens per window (default: the model's context); windows of T+1 tokens\n"
+    "                    start every T tokens\n"
+    "  --batch B         windows per forward pass, over all ranks; must divide by the rank count\n"
+    "                    (default: ranks x max(1, 2048/T))\n"
+    "  --batches N       evaluate the first N x B windows (default: every window of the file)\n"
+    "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs the rank may use)\n"
+    "  --profile         the per-op profile of the forward passes\n"
+    "  --json            one JSON object: loss, perplexity, bits_per_byte, tokens, tokens_per_s\n"
+    "  --help\n"
+    "A training run's val event at step S (per-rank --batch b, R ranks, --val-batches V) is\n"
+    "reproduced by: eval --ckpt RUN_DIR/ckpt_S.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
+
+typedef struct {
+    const char *ckpt, *data;
+    int seq, batch, batches, threads, profile, json;
+} eval_opts;
+
+static void parse_eval(int argc, char **argv, eval_opts *o) {
+    *o = (eval_opts){0};
+    enum { O_CKPT = 256, O_DATA, O_SEQ, O_BATCH, O_BATCHES, O_THREADS, O_PROFILE, O_JSON, O_HELP };
+    static const struct option opts[] = {
+        {"ckpt", required_argument, 0, O_CKPT}, {"data", required_argument, 0, O_DATA},
+        {"seq", required_argument, 0, O_SEQ}, {"batch", required_argument, 0, O_BATCH},
+        {"batches", required_argument, 0, O_BATCHES}, {"threads", required_argument, 0, O_THREADS},
+        {"profile", no_argument, 0, O_PROFILE}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_CKPT: o->ckpt = optarg; break;
+        case O_DATA: o->data = optarg; break;
+        case O_SEQ: o->seq = (int)cli_int("--seq", optarg, 1, 65536); break;
+        case O_BATCH: o->batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
+        case O_BATCHES: o->batches = (int)cli_int("--batches", optarg, 1, 1 << 30); break;
+        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
+        case O_PROFILE: o->profile = 1; break;
+        case O_JSON: o->json = 1; break;
+        case O_HELP: fputs(EVAL_USAGE, stdout); exit(SM_EXIT_OK);
+        default: cli_bad_option("eval", argc, argv);
+        }
+    }
+    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "eval: unexpected argument '%s' (command line)", argv[optind]);
+    if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "eval: --ckpt PATH|RUN_DIR is required (command line)");
+    if (!o->data) sm_fatal(SM_EXIT_USAGE, "eval: --data FILE is required (command line)");
+}
+
+// A run directory names its checkpoint in RUN_DIR/latest (one file name): that checkpoint's path.
+static void resolve_latest(const char *dir, char *out, size_t cap) {
+    char latest[4096], name[512];
+    snprintf(latest, sizeof latest, "%s/latest", dir);
+    int fd = open(latest, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        sm_fatal(SM_EXIT_USAGE, "%s is a directory without a `latest` file: not a run directory with a checkpoint "
+                 "(%s)", dir, latest);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size >= (off_t)sizeof name) {
+        close(fd);
+        sm_fatal(SM_EXIT_USAGE, "`latest` is not a small regular file naming a checkpoint (%s)", latest);
+    }
+    ssize_t n = read(fd, name, sizeof name - 1);
+    close(fd);
+    if (n <= 0) sm_fatal(SM_EXIT_USAGE, "cannot read `latest` (%s)", latest);
+    name[n] = '\0';
+    name[strcspn(name, "\r\n")] = '\0';
+    if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+        sm_fatal(SM_EXIT_USAGE, "`latest` does not name a checkpoint file of the run directory (%s)", latest);
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap) sm_fatal(SM_EXIT_USAGE, "path too long (%s)", latest);
+}
+
+void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char *path_out, size_t cap) {
+    struct stat st;
+    if (stat(arg, &st) != 0) sm_fatal(SM_EXIT_USAGE, "no such checkpoint or run directory: %s (%s)", strerror(errno), arg);
+    if (S_ISDIR(st.st_mode))
+        resolve_latest(arg, path_out, cap);
+    else if ((size_t)snprintf(path_out, cap, "%s", arg) >= cap)
+        sm_fatal(SM_EXIT_USAGE, "checkpoint path too long (%s)", arg);
+    char err[CKPT_ERR_MAX];
+    if (ckpt_read_meta(path_out, meta, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    sm_model_config cfg = meta->cfg;
+    if (gpt2_config_validate(&cfg, err, sizeof err) != 0 || cfg.padded_vocab_size != meta->cfg.padded_vocab_size)
+        sm_fatal(SM_EXIT_USAGE, "the checkpoint's model config is not valid: %s (%s)", err, path_out);
+    gpt2_weights_build(w, &cfg);
+    if (ckpt_load(path_out, &cfg, meta, &w->params, NULL, NULL, 0, 0, NULL, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+}
+
+// --threads, else OMP_NUM_THREADS, else the CPUs this rank may use
+static int resolve_threads(int flag, const comm_topology *topo) {
+    if (flag) return flag;
+    if (getenv("OMP_NUM_THREADS")) return omp_get_max_threads();
+    return topo->n_cpus;
+}
+
+int cmd_eval(int argc, char **argv) {
+    comm_topology topo;
+    comm_init(&argc, &argv, &topo);
+    eval_opts o;
+    parse_eval(argc, argv, &o);
+    omp_set_num_threads(resolve_threads(o.threads, &topo));
+    kernels_flush_denormals(1);
+    prof_enable(o.profile);
+
+    gpt2_weights w;
+    ckpt_meta meta;
+    char ckpt_path_s[4096], err[1024];
+    infer_load_weights(o.ckpt, &w, &meta, ckpt_path_s, sizeof ckpt_path_s);
+    const sm_model_config *cfg = &w.cfg;
+
+    shard data;
+    if (shard_open(&data, o.data, cfg->vocab_size, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    const int T = o.seq ? o.seq : cfg->max_seq_len;
+    if (T > cfg->max_seq_len)
+        sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", T, cfg->max_seq_len);
+    const int world = topo.world_size;
+    const int B = o.batch ? o.batch : world * (2048 / T > 1 ? 2048 / T : 1);
+    if (B % world != 0)
+        sm_fatal(SM_EXIT_USAGE, "--batch %d does not divide over %d ranks (command line)", B, world);
+    loader ld;
+    if (loader_init(&ld, &data, T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    uint64_t n_windows = ld.n_windows;
+    if (o.batches) {
+        n_windows = (uint64_t)o.batches * (uint64_t)B;
+        if (n_windows > ld.n_windows)
+            sm_fatal(SM_EXIT_USAGE, "--batches %d x --batch %d = %llu windows of %d+1 tokens, but %s holds %zu",
+                     o.batches, B, (unsigned long long)n_windows, T, o.data, ld.n_windows);
+    }
+
+    const int b_rank = B / world;
+    gpt2_acts acts;
+    gpt2_acts_build(&acts, cfg, b_rank, T, 0);
+    int *inputs = sm_arena((size_t)b_rank * T * sizeof(int)), *targets = sm_arena((size_t)b_rank * T * sizeof(int));
+    double *per_window = sm_arena(n_windows * sizeof(double));
+    eval_sums sums;
+    comm_barrier();
+    double t0 = sm_now_s();
+    prof_step_begin();
+    eval_windows(&w, &acts, inputs, targets, &ld, n_windows, B, topo.rank, world, per_window, &sums);
+    prof_step_end((long)(sums.tokens / (uint64_t)world));
+    double seconds = sm_now_s() - t0;
+
+    // bits per byte: the byte tokenizer's tokens are one byte each
+    const double bytes = (double)sums.tokens;
+    const double loss = sums.loss_sum / (double)sums.tokens, bpb = sums.loss_sum / log(2.0) / bytes;
+    const double tok_s = seconds > 0 ? (double)sums.tokens / seconds : 0.0;
+    if (topo.rank == 0) {
+        if (o.json) {
+            sm_json j;
+            sm_json_begin(&j);
+            sm_json_num(&j, "loss", "%.9g", loss);
+            sm_json_num(&j, "perplexity", "%.9g", exp(loss));
+            sm_json_num(&j, "bits_per_byte", "%.9g", bpb);
+            sm_json_int(&j, "tokens", (long long)sums.tokens);
+            sm_json_num(&j, "tokens_per_s", "%.1f", tok_s);
+            sm_json_int(&j, "windows", (long long)sums.windows);
+            sm_json_int(&j, "seq", T);
+            sm_json_int(&j, "step", meta.step);
+            sm_json_str(&j, "ckpt", ckpt_path_s);
+            sm_json_str(&j, "data", o.data);
+            sm_json_end(&j);
+            fputs(j.buf, stdout);
+        } else {
+            printf("eval %s (step %d) on %s: %llu windows of %d tokens\n", ckpt_path_s, meta.step, o.data,
+                   (unsigned long long)sums.windows, T);
+            printf("loss %.6f | perplexity %.4f | %.4f bits/byte | %llu tokens | %.0f tokens/s\n", loss, exp(loss), bpb,
+                   (unsigned long long)sums.tokens, tok_s);
+        }
+        if (o.profile) prof_print(stdout, 0);
+        fflush(stdout);
+    }
+    sm_free(per_window);
+    sm_free(inputs);
+    sm_free(targets);
+    gpt2_acts_free(&acts);
+    loader_free(&ld);
+    shard_close(&data);
+    gpt2_weights_free(&w);
+    comm_finalize();
+    return SM_EXIT_OK;
+}

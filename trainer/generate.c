@@ -1,0 +1,287 @@
+// generate.c — `smallmind generate`: text from a checkpoint, one prompt or a batch of them, with a
+// KV cache (prefill in one batched forward, then one position per token), greedy or sampled.
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "trainer.h"
+
+static const char GENERATE_USAGE[] =
+    "usage: smallmind generate --ckpt PATH|RUN_DIR [--prompt TEXT | --prompt-file F] [options]\n"
+    "  --ckpt PATH|DIR     a checkpoint, or a run directory (the checkpoint its `latest` names)\n"
+    "  --prompt TEXT       the text to continue (default: a newline)\n"
+    "  --prompt-file F     one prompt per line, generated together as one batch; each row's text is\n"
+    "                      printed in prompt order when all are done, separated by a blank line\n"
+    "  --max-new N         new tokens per prompt (default 256); generation also stops at the context\n"
+    "                      and at the end-of-text token where the tokenizer has one\n"
+    "  --temperature T     0 = greedy (default 1.0)\n"
+    "  --top-k K           sample from the K most probable tokens; 0 = all (default 0)\n"
+    "  --top-p P           then from the smallest set whose probability reaches P; 1 = all (default 1)\n"
+    "  --seed S            the same seed gives the same text (default 1337)\n"
+    "  --no-cache          recompute the whole prefix for each token (no KV cache): the reference path\n"
+    "  --threads N         OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)\n"
+    "  --profile           the per-op profile, per generated token\n"
+    "  --json              after the text, one JSON object on stderr: new_tokens, tokens_per_s,\n"
+    "                      prefill_tokens_per_s (and the generated token ids)\n"
+    "  --help\n"
+    "Generation is one process: under mpirun run it with -np 1.\n";
+
+typedef struct {
+    const char *ckpt, *prompt, *prompt_file, *dump_logits;
+    int max_new, threads, no_cache, profile, json;
+    sampler_params sp;
+    unsigned long long seed;
+} gen_opts;
+
+static void parse_generate(int argc, char **argv, gen_opts *o) {
+    *o = (gen_opts){.max_new = 256, .seed = 1337, .sp = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    enum { O_CKPT = 256, O_PROMPT, O_PFILE, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_NOCACHE, O_THREADS, O_PROFILE,
+           O_JSON, O_DUMP, O_HELP };
+    static const struct option opts[] = {
+        {"ckpt", required_argument, 0, O_CKPT}, {"prompt", required_argument, 0, O_PROMPT},
+        {"prompt-file", required_argument, 0, O_PFILE}, {"max-new", required_argument, 0, O_MAXNEW},
+        {"temperature", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
+        {"top-p", required_argument, 0, O_TOPP}, {"seed", required_argument, 0, O_SEED},
+        {"no-cache", no_argument, 0, O_NOCACHE}, {"threads", required_argument, 0, O_THREADS},
+        {"profile", no_argument, 0, O_PROFILE}, {"json", no_argument, 0, O_JSON},
+        {"dump-logits", required_argument, 0, O_DUMP}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+    };
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_CKPT: o->ckpt = optarg; break;
+        case O_PROMPT: o->prompt = optarg; break;
+        case O_PFILE: o->prompt_file = optarg; break;
+        case O_MAXNEW: o->max_new = (int)cli_int("--max-new", optarg, 1, 1 << 30); break;
+        case O_TEMP: o->sp.temperature = (float)cli_double("--temperature", optarg, 0.0, 1e6); break;
+        case O_TOPK: o->sp.top_k = (int)cli_int("--top-k", optarg, 0, 1 << 30); break;
+        case O_TOPP: {
+            double p = cli_double("--top-p", optarg, 0.0, 1.0);
+            if (p <= 0.0) sm_fatal(SM_EXIT_USAGE, "--top-p must be in (0, 1], got %g (command line)", p);
+            o->sp.top_p = (float)p;
+            break;
+        }
+        case O_SEED: o->seed = (unsigned long long)cli_int("--seed", optarg, 0, 0x7fffffffffffffffL); break;
+        case O_NOCACHE: o->no_cache = 1; break;
+        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
+        case O_PROFILE: o->profile = 1; break;
+        case O_JSON: o->json = 1; break;
+        case O_DUMP: o->dump_logits = optarg; break;
+        case O_HELP: fputs(GENERATE_USAGE, stdout); exit(SM_EXIT_OK);
+        default: cli_bad_option("generate", argc, argv);
+        }
+    }
+    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "generate: unexpected argument '%s' (command line)", argv[optind]);
+    if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "generate: --ckpt PATH|RUN_DIR is required (command line)");
+    if (o->prompt && o->prompt_file)
+        sm_fatal(SM_EXIT_USAGE, "generate: give --prompt or --prompt-file, not both (command line)");
+}
+
+// The prompts as text: --prompt, the lines of --prompt-file, or one newline.
+typedef struct {
+    char *text;        // owned: the prompts back to back
+    size_t *start;     // (n + 1): prompt i is text[start[i] .. start[i+1])
+    int n;
+} prompt_set;
+
+static void read_prompts(const gen_opts *o, prompt_set *ps) {
+    memset(ps, 0, sizeof *ps);
+    if (!o->prompt_file) {
+        const char *p = o->prompt ? o->prompt : "\n";
+        ps->text = sm_malloc(strlen(p) + 1);
+        memcpy(ps->text, p, strlen(p) + 1);
+        ps->start = sm_malloc(2 * sizeof(size_t));
+        ps->start[0] = 0;
+        ps->start[1] = strlen(p);
+        ps->n = 1;
+        return;
+    }
+    char err[1024];
+    unsigned char *buf;
+    size_t n;
+    if (sm_read_file_regular(o->prompt_file, &buf, &n, (size_t)1 << 30, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    // one prompt per line; the newline ends a prompt and is not part of it; empty lines are skipped
+    ps->text = (char *)buf;
+    ps->start = sm_malloc((n + 2) * sizeof(size_t));
+    size_t out = 0, line = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || buf[i] == '\n') {
+            if (i > line) {
+                ps->start[ps->n] = out;
+                memmove(ps->text + out, buf + line, i - line);
+                out += i - line;
+                ps->n++;
+                ps->start[ps->n] = out;
+            }
+            line = i + 1;
+        }
+    }
+    if (ps->n == 0) sm_fatal(SM_EXIT_USAGE, "no prompt in the file (it holds no non-empty line) (%s)", o->prompt_file);
+}
+
+int cmd_generate(int argc, char **argv) {
+    comm_topology topo;
+    comm_init(&argc, &argv, &topo);
+    gen_opts o;
+    parse_generate(argc, argv, &o);
+    if (topo.world_size > 1)
+        sm_fatal(SM_EXIT_USAGE, "generate is one process, but it runs on %d ranks: use mpirun -np 1, or no mpirun "
+                 "(command line)", topo.world_size);
+    omp_set_num_threads(o.threads ? o.threads : getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : topo.n_cpus);
+    kernels_flush_denormals(1);
+
+    gpt2_weights w;
+    ckpt_meta meta;
+    char ckpt_file[4096];
+    infer_load_weights(o.ckpt, &w, &meta, ckpt_file, sizeof ckpt_file);
+    const sm_model_config *cfg = &w.cfg;
+    const int V = cfg->vocab_size, Vp = cfg->padded_vocab_size, maxT = cfg->max_seq_len;
+    if (strcmp(cfg->tokenizer, "byte") != 0)
+        sm_fatal(SM_EXIT_USAGE, "the checkpoint's tokenizer '%s' cannot decode here yet (%s)", cfg->tokenizer, ckpt_file);
+    const int eot = -1;   // the byte tokenizer has no end-of-text token
+
+    prompt_set ps;
+    read_prompts(&o, &ps);
+    const int R = ps.n;
+    // tokens: row r's prompt then its new tokens, at most maxT in all
+    int *seq = sm_arena((size_t)R * maxT * sizeof(int)), *len = sm_arena((size_t)R * sizeof(int));
+    int *n_prompt = sm_arena((size_t)R * sizeof(int)), *active = sm_arena((size_t)R * sizeof(int));
+    int longest = 1;
+    for (int r = 0; r < R; r++) {
+        size_t n = ps.start[r + 1] - ps.start[r];
+        if (n > (size_t)maxT)
+            sm_fatal(SM_EXIT_USAGE, "prompt %d is %zu tokens, longer than the model's context of %d tokens (%s)", r + 1,
+                     n, maxT, o.prompt_file ? o.prompt_file : "--prompt");
+        if (n == 0) sm_fatal(SM_EXIT_USAGE, "the prompt is empty (--prompt)");
+        for (size_t i = 0; i < n; i++) seq[(size_t)r * maxT + i] = (unsigned char)ps.text[ps.start[r] + i];
+        len[r] = n_prompt[r] = (int)n;
+        if ((int)n > longest) longest = (int)n;
+    }
+
+    // the state: a KV cache for every row (each prompt prefilled alone, in one forward of its
+    // length), or for --no-cache the activations of one whole sequence
+    gpt2_infer inf = {0};
+    gpt2_acts full = {0};
+    if (o.no_cache)
+        gpt2_acts_build(&full, cfg, 1, maxT, 0);
+    else
+        gpt2_infer_build(&inf, cfg, R, longest);
+    float *prefill_logits = sm_arena((size_t)R * Vp * sizeof(float));   // each row's, after its prefill
+    const float **logits_of = sm_arena((size_t)R * sizeof(float *));     // row r's latest logits
+    int *next = sm_arena((size_t)R * sizeof(int));                        // the rows' new tokens
+    sampler smp;
+    sampler_build(&smp, &o.sp, V);
+    sm_rng rng;
+    sm_rng_seed(&rng, o.seed, 0x67656e);   // stream "gen"
+    FILE *dump = NULL;
+    if (o.dump_logits && !(dump = fopen(o.dump_logits, "wb")))
+        sm_fatal(SM_EXIT_RUNTIME, "cannot open %s: %s", o.dump_logits, strerror(errno));
+    const int stream = R == 1;   // one prompt: its text streams as it is produced
+    if (stream) {
+        fwrite(ps.text, 1, ps.start[1], stdout);
+        fflush(stdout);
+    }
+    prof_enable(o.profile);
+
+    double t0 = sm_now_s();
+    long prompt_tokens = 0;
+    for (int r = 0; r < R; r++) {
+        prompt_tokens += n_prompt[r];
+        if (o.no_cache) continue;
+        gpt2_forward_cached(&w, &inf, seq + (size_t)r * maxT, &r, 1, n_prompt[r]);
+        memcpy(prefill_logits + (size_t)r * Vp, inf.logits, (size_t)Vp * sizeof(float));
+        logits_of[r] = prefill_logits + (size_t)r * Vp;
+    }
+    const double t_prefill = sm_now_s() - t0;
+
+    long new_tokens = 0;
+    int n_active = R;
+    for (int r = 0; r < R; r++) active[r] = 1;
+    const double t1 = sm_now_s();
+    for (int k = 1; n_active > 0; k++) {
+        if (k >= 2) sm_mark_step(k);   // from the second token on, nothing allocates
+        prof_step_begin();
+        int n_rows = 0;
+        for (int r = 0; r < R; r++) {
+            if (!active[r]) continue;
+            if (o.no_cache) {   // the reference: the training forward over the whole prefix
+                gpt2_forward(&w, &full, seq + (size_t)r * maxT, 1, len[r]);
+                logits_of[r] = full.t.t[A_LOGITS].ptr + (size_t)(len[r] - 1) * Vp;
+            }
+            if (dump && r == 0 && fwrite(logits_of[r], sizeof(float), (size_t)V, dump) != (size_t)V)
+                sm_fatal(SM_EXIT_RUNTIME, "cannot write %s", o.dump_logits);
+            int tok = sampler_sample(&smp, logits_of[r], sm_rng_uniform(&rng));
+            seq[(size_t)r * maxT + len[r]++] = tok;
+            new_tokens++;
+            if (stream) {
+                fputc(tok, stdout);
+                fflush(stdout);
+            }
+            if (tok == eot || len[r] - n_prompt[r] >= o.max_new || len[r] >= maxT) {
+                active[r] = 0;
+                n_active--;
+            } else if (!o.no_cache) {
+                inf.rows[n_rows] = r;
+                next[n_rows++] = tok;
+            }
+        }
+        if (n_rows > 0) {   // the rows still going: one new position each, through the cache
+            gpt2_forward_cached(&w, &inf, next, inf.rows, n_rows, 1);
+            for (int i = 0; i < n_rows; i++) logits_of[inf.rows[i]] = inf.logits + (size_t)i * Vp;
+        }
+        prof_step_end(n_rows);
+        if (k >= 2) sm_mark_step(-k);
+    }
+    const double t_decode = sm_now_s() - t1;
+    if (dump && fclose(dump) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot write %s", o.dump_logits);
+
+    if (stream) {
+        fputc('\n', stdout);
+    } else {
+        for (int r = 0; r < R; r++) {
+            if (r) fputc('\n', stdout);
+            for (int i = 0; i < len[r]; i++) fputc(seq[(size_t)r * maxT + i], stdout);
+            fputc('\n', stdout);
+        }
+    }
+    fflush(stdout);
+    const double tok_s = t_decode > 0 ? new_tokens / t_decode : 0.0;
+    const double prefill_s = !o.no_cache && t_prefill > 0 ? prompt_tokens / t_prefill : 0.0;
+    if (o.json) {
+        fprintf(stderr, "{\"new_tokens\":%ld,\"tokens_per_s\":%.2f,\"prefill_tokens_per_s\":%.2f,\"rows\":%d,"
+                "\"cache\":%s,\"tokens\":[", new_tokens, tok_s, prefill_s, R, o.no_cache ? "false" : "true");
+        for (int r = 0; r < R; r++) {
+            fprintf(stderr, "%s[", r ? "," : "");
+            for (int i = n_prompt[r]; i < len[r]; i++) fprintf(stderr, "%s%d", i > n_prompt[r] ? "," : "", seq[(size_t)r * maxT + i]);
+            fprintf(stderr, "]");
+        }
+        fprintf(stderr, "]}\n");
+    }
+    if (o.profile) prof_print(stdout, 0);
+
+    sampler_free(&smp);
+    sm_free(prefill_logits);
+    sm_free(logits_of);
+    sm_free(next);
+    if (o.no_cache)
+        gpt2_acts_free(&full);
+    else
+        gpt2_infer_free(&inf);
+    sm_free(seq);
+    sm_free(len);
+    sm_free(n_prompt);
+    sm_free(active);
+    sm_free(ps.text);
+    sm_free(ps.start);
+    gpt2_weights_free(&w);
+    comm_finalize();
+    return SM_EXIT_OK;
+}
