@@ -7,6 +7,7 @@
 #include <omp.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,32 @@ void comm_init(int *argc, char ***argv, comm_topology *topo) {
 }
 
 void comm_finalize(void) { MPI_Finalize(); }
+
+void comm_fatal_agreed(int status, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (sm_log_rank() == 0) sm_usage_print(msg);
+    fflush(stdout);
+    MPI_Finalize();
+    exit(status);
+}
+
+void comm_usage_agree(void) {
+    sm_usage_defer(NULL);
+    const char *msg = sm_usage_deferred();
+    int rank, world, first;
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    int mine = msg ? rank : world;
+    MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (first == world) return;
+    if (rank == first) sm_usage_print(msg);
+    MPI_Finalize();
+    exit(SM_EXIT_USAGE);
+}
 
 void comm_print_topology(const comm_topology *topo, int threads) {
     cpu_set_t set;

@@ -24,6 +24,13 @@ typedef struct {
 // sm_fatal() routed to MPI_Abort when world_size > 1. A bare `smallmind` is a singleton.
 void comm_init(int *argc, char ***argv, comm_topology *topo);
 void comm_finalize(void);
+// Ends a deferred start-up phase (sm_usage_defer, common.h): collective. If any rank recorded a
+// usage error, the lowest such rank prints it (once), every rank finalizes MPI and exits 2;
+// otherwise returns with errors exiting at once again.
+void comm_usage_agree(void);
+// An error that every rank has found alike (the result of a collective): rank 0 prints it once,
+// every rank finalizes MPI and exits with status. Call it on every rank.
+void comm_fatal_agreed(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 // Prints the topology line(s) on rank 0 and warns when threads of a rank share a core.
 void comm_print_topology(const comm_topology *topo, int threads);
 

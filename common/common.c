@@ -33,8 +33,36 @@ static void vreport(const char *kind, const char *fmt, va_list ap) {
     fflush(stderr);
 }
 
+static jmp_buf *g_usage_jmp;
+static char g_usage_msg[1024];
+static int g_usage_have;
+
+void sm_usage_defer(jmp_buf *env) {
+    g_usage_jmp = env;
+    if (env) g_usage_have = 0;
+}
+
+const char *sm_usage_deferred(void) { return g_usage_have ? g_usage_msg : NULL; }
+
+void sm_usage_print(const char *msg) {
+    if (g_world > 1)
+        fprintf(stderr, "smallmind: [rank %d] error: %s\n", g_rank, msg);
+    else
+        fprintf(stderr, "smallmind: error: %s\n", msg);
+    fflush(stderr);
+}
+
 void sm_fatal(int exit_status, const char *fmt, ...) {
     va_list ap;
+    if (exit_status == SM_EXIT_USAGE && g_usage_jmp) {
+        va_start(ap, fmt);
+        vsnprintf(g_usage_msg, sizeof g_usage_msg, fmt, ap);
+        va_end(ap);
+        g_usage_have = 1;
+        jmp_buf *env = g_usage_jmp;
+        g_usage_jmp = NULL;
+        longjmp(*env, 1);
+    }
     va_start(ap, fmt);
     vreport("error", fmt, ap);
     va_end(ap);

@@ -22,6 +22,16 @@ void sm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // rank-0-only informational line to stdout
 void sm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// Usage errors found while the ranks start (flags, input files), before their first collective:
+// inside sm_usage_defer(), sm_fatal(SM_EXIT_USAGE, ...) records its message and longjmps to the
+// jmp_buf instead of exiting, so that comm_usage_agree() can end every rank together: the lowest
+// rank with an error prints its line once and all exit 2 cleanly (no MPI_Abort banner, no rank
+// left waiting). Any other exit status still ends the process at once.
+#include <setjmp.h>
+void sm_usage_defer(jmp_buf *env);   // NULL: back to exiting at once
+const char *sm_usage_deferred(void); // the recorded message, or NULL
+void sm_usage_print(const char *msg);   // "smallmind: error: msg" (with this rank when several)
+
 // CHECK(cond, fmt, ...): a runtime failure (exit 1) naming file:line.
 #define SM_CHECK(cond, ...)                                                                  \
     do {                                                                                     \

@@ -66,3 +66,11 @@ void loader_free(loader *l);
 void loader_fill(loader *l, uint64_t cursor, int count, int *inputs, int *targets);
 // The index of the window at global stream position g (exposed for tests)
 size_t loader_window_at(loader *l, uint64_t g);
+
+// ---- whole-shard checks, run once at start ---------------------------------------------------
+// The largest token id in the shard (one vectorised pass), and where it first occurs: a training
+// run checks every token of both shards against its vocabulary before step 1.
+uint16_t shard_max_token(const shard *s, size_t *first_at);
+// A 64-bit hash of every token (XXH3, ~10+ GB/s): ranks compare it at start, so ranks given
+// different data stop before training.
+uint64_t shard_hash(const shard *s);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include "data.h"
 
@@ -156,3 +157,16 @@ int shard_write(const char *path, const uint16_t *tokens, size_t n, int vocab_si
     sm_free(buf);
     return rc;
 }
+
+uint16_t shard_max_token(const shard *s, size_t *first_at) {
+    uint16_t m = 0;
+    for (size_t i = 0; i < s->n_tokens; i++) m = s->tokens[i] > m ? s->tokens[i] : m;   // vectorised
+    if (first_at) {
+        size_t i = 0;
+        while (i < s->n_tokens && s->tokens[i] != m) i++;
+        *first_at = i;
+    }
+    return m;
+}
+
+uint64_t shard_hash(const shard *s) { return XXH3_64bits(s->tokens, s->n_tokens * sizeof(uint16_t)); }

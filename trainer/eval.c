@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,8 +122,13 @@ static int resolve_threads(int flag, const comm_topology *topo) {
 int cmd_eval(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    eval_opts o;
-    parse_eval(argc, argv, &o);
+    static eval_opts o;   // static: outside the frame setjmp saves
+    jmp_buf start;
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        parse_eval(argc, argv, &o);
+    }
+    comm_usage_agree();   // a usage error ends every rank here, printed once
     omp_set_num_threads(resolve_threads(o.threads, &topo));
     kernels_flush_denormals(1);
     prof_enable(o.profile);
@@ -136,19 +142,19 @@ int cmd_eval(int argc, char **argv) {
     shard data;
     if (shard_open(&data, o.data, cfg->vocab_size, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     const int T = o.seq ? o.seq : cfg->max_seq_len;
-    if (T > cfg->max_seq_len)
-        sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", T, cfg->max_seq_len);
+    if (T > cfg->max_seq_len)   // (flags and the checkpoint are alike on every rank)
+        comm_fatal_agreed(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", T, cfg->max_seq_len);
     const int world = topo.world_size;
     const int B = o.batch ? o.batch : world * (2048 / T > 1 ? 2048 / T : 1);
     if (B % world != 0)
-        sm_fatal(SM_EXIT_USAGE, "--batch %d does not divide over %d ranks (command line)", B, world);
+        comm_fatal_agreed(SM_EXIT_USAGE, "--batch %d does not divide over %d ranks (command line)", B, world);
     loader ld;
     if (loader_init(&ld, &data, T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     uint64_t n_windows = ld.n_windows;
     if (o.batches) {
         n_windows = (uint64_t)o.batches * (uint64_t)B;
         if (n_windows > ld.n_windows)
-            sm_fatal(SM_EXIT_USAGE, "--batches %d x --batch %d = %llu windows of %d+1 tokens, but %s holds %zu",
+            comm_fatal_agreed(SM_EXIT_USAGE, "--batches %d x --batch %d = %llu windows of %d+1 tokens, but %s holds %zu",
                      o.batches, B, (unsigned long long)n_windows, T, o.data, ld.n_windows);
     }
 

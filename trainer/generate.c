@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,10 +131,15 @@ static void read_prompts(const gen_opts *o, prompt_set *ps) {
 int cmd_generate(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    gen_opts o;
-    parse_generate(argc, argv, &o);
+    static gen_opts o;   // static: outside the frame setjmp saves
+    jmp_buf start;
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        parse_generate(argc, argv, &o);
+    }
+    comm_usage_agree();   // a usage error ends every rank here, printed once
     if (topo.world_size > 1)
-        sm_fatal(SM_EXIT_USAGE, "generate is one process, but it runs on %d ranks: use mpirun -np 1, or no mpirun "
+        comm_fatal_agreed(SM_EXIT_USAGE, "generate is one process, but it runs on %d ranks: use mpirun -np 1, or no mpirun "
                  "(command line)", topo.world_size);
     omp_set_num_threads(o.threads ? o.threads : getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : topo.n_cpus);
     kernels_flush_denormals(1);

@@ -1,13 +1,17 @@
 // train.c — `smallmind train`: options, the training loop, schedule, validation, logs.
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
+#include <stddef.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "checkpoints.h"
 #include "comm.h"
@@ -18,7 +22,7 @@
 
 typedef struct {
     const char *data;     // PREFIX: PREFIX_train.bin, PREFIX_val.bin
-    const char *run_dir;  // config.json, log.jsonl
+    const char *run_dir;  // config.json, log.jsonl, checkpoints
     int layers;           // L
     int heads;            // H
     int embd;             // C
@@ -35,139 +39,134 @@ typedef struct {
     double clip;          // global-norm clip (0: off)
     int steps;            // optimizer steps; fixes the schedule
     int eval_every;       // val loss every N steps (0: only at the end)
-    int val_batches;      // val windows = val_batches x batch per rank
+    int val_batches;      // val windows = val_batches x batch x ranks
     unsigned long long seed;
     int threads;          // OpenMP threads per rank (0: OMP_NUM_THREADS, else the CPUs the rank may use)
+    int max_skips;        // non-finite (or spiking) steps skipped in a row before the run stops
+    double spike_z;       // loss / grad-norm spike threshold in standard deviations (0: off)
     double bucket_mb;     // gradient allreduce bucket size
     int zero;             // 1: ZeRO-1, AdamW moments sharded over ranks
-    const char *dump_params;   // write the final parameters as raw float32 (tests, interop)
-    int stop_at;          // end cleanly after this step, checkpointing it (0: no)
     int ckpt_every;       // checkpoint every N steps (0: only at the end)
     int keep;             // keep the newest K checkpoints (0: all)
+    int stop_at;          // end cleanly after this step, checkpointing it (0: no)
     const char *resume;   // auto | none | PATH
     int profile;          // per-op table at the end
+    const char *dump_params;   // write the final parameters as raw float32 (tests, interop)
 } train_opts;
 
-static const char TRAIN_USAGE[] =
-    "usage: smallmind train --data PREFIX --run-dir DIR [options]\n"
-    "model:\n"
-    "  --layers L        transformer blocks (default 4)\n"
-    "  --heads H         attention heads, must divide --embd (default 4)\n"
-    "  --embd C          embedding width (default 256)\n"
-    "  --context N       max sequence length of the model (default: --seq)\n"
-    "  --vocab V         vocabulary size (default: from the shard header, else 50257)\n"
-    "batch:\n"
-    "  --seq T           tokens per window (default 256)\n"
-    "  --batch B         windows per rank per micro-step (default 8)\n"
-    "  --accum K         micro-steps per optimizer step (default 1)\n"
-    "optimizer (AdamW, warmup then cosine decay to --min-lr):\n"
-    "  --lr X            peak learning rate (default 6e-4)\n"
-    "  --min-lr X        final learning rate, absolute (default 6e-5)\n"
-    "  --warmup N        warmup steps (default min(2000, steps/10))\n"
-    "  --wd X            weight decay on 2-D weights (default 0.1)\n"
-    "  --beta1 X         (default 0.9)\n"
-    "  --beta2 X         (default 0.95)\n"
-    "  --eps X           (default 1e-8)\n"
-    "  --clip X          global gradient-norm clip, 0 = off (default 1.0)\n"
-    "run:\n"
-    "  --steps N         optimizer steps (default 1000)\n"
-    "  --eval-every N    val loss every N steps, 0 = only at the end (default 100)\n"
-    "  --val-batches N   the val set: the first N x batch x ranks windows of PREFIX_val.bin (the global\n"
-    "                    batch, so any rank count evaluates the same windows) (default 20)\n"
-    "  --seed S          RNG seed for init and data order (default 1337)\n"
-    "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs the rank may use)\n"
-    "distributed (mpirun -np N / srun):\n"
-    "  --bucket-mb X     gradient allreduce bucket size in MiB (default 8: below glibc's 32 MiB mmap threshold)\n"
-    "  --zero 0|1        1: shard the AdamW moments over the ranks (ZeRO-1) (default 0)\n"
-    "checkpoints (RUN_DIR/ckpt_NNNNNNNN.h5, sharded HDF5):\n"
-    "  --ckpt-every N    checkpoint every N steps; 0 = only at the end (default 0)\n"
-    "  --keep K          keep only the newest K checkpoints; 0 = all (default 0)\n"
-    "  --stop-at N       end cleanly after step N, checkpointing it; the schedule still follows --steps\n"
-    "  --resume MODE     auto: newest checkpoint in RUN_DIR that verifies, else fresh; none: fresh\n"
-    "                    (refuses a RUN_DIR holding checkpoints); PATH: that file (default auto)\n"
-    "  SIGTERM/SIGUSR1   checkpoint at the end of the current step and exit 0 (preemption)\n"
-    "diagnostics:\n"
-    "  --profile         per-op time, share of the step, GFLOP/s, GB/s and heap allocations, printed at the end\n"
-    "  --dump-params F   at the end, write the parameters to F as raw float32 in checkpoint order\n"
-    "  --help\n";
+static const train_opts TRAIN_DEFAULTS = {
+    .layers = 4, .heads = 4, .embd = 256, .context = 0, .vocab = 0, .seq = 256, .batch = 8, .accum = 1,
+    .lr = 6e-4, .min_lr = 6e-5, .warmup = -1, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = 1.0,
+    .steps = 1000, .eval_every = 100, .val_batches = 20, .seed = 1337, .threads = 0, .max_skips = 5, .spike_z = 0.0,
+    .bucket_mb = 8.0, .zero = 0, .resume = "auto",
+};
+
+#define T_OPT(name, type, field, lo, hi, arg, help, section, local, resume) \
+    {name, type, offsetof(train_opts, field), lo, hi, arg, help, section, local, resume}
+#define FREE CLI_RESUME_FREE
+#define ANNOUNCE CLI_RESUME_ANNOUNCE
+#define REFUSE CLI_RESUME_REFUSE
+// Every flag of train. local = 1 only for what drives no collective and no data; every other flag
+// is agreed by all ranks at start (tests/ enumerate this table). The resume rule says how a value
+// that differs from the resumed run's is treated.
+static const cli_opt TRAIN_OPTIONS[] = {
+    T_OPT("data", CLI_STR, data, 0, 0, "PREFIX", "PREFIX_train.bin and PREFIX_val.bin (required; their contents are "
+          "agreed, not their paths)", "input and output:", 1, FREE),
+    T_OPT("run-dir", CLI_STR, run_dir, 0, 0, "DIR", "config.json, log.jsonl and the checkpoints (required)", NULL, 1,
+          FREE),
+    T_OPT("layers", CLI_INT, layers, 1, 1024, "L", "transformer blocks", "model:", 0, REFUSE),
+    T_OPT("heads", CLI_INT, heads, 1, 4096, "H", "attention heads, must divide --embd", NULL, 0, REFUSE),
+    T_OPT("embd", CLI_INT, embd, 1, 65536, "C", "embedding width", NULL, 0, REFUSE),
+    T_OPT("context", CLI_INT, context, 1, 65536, "N", "max sequence length of the model (default: --seq)", NULL, 0,
+          REFUSE),
+    T_OPT("vocab", CLI_INT, vocab, 2, 65536, "V", "vocabulary size (default: from the shard header, else 50257)", NULL,
+          0, REFUSE),
+    T_OPT("seq", CLI_INT, seq, 1, 65536, "T", "tokens per window", "batch:", 0, REFUSE),
+    T_OPT("batch", CLI_INT, batch, 1, 1 << 20, "B", "windows per rank per micro-step", NULL, 0, ANNOUNCE),
+    T_OPT("accum", CLI_INT, accum, 1, 1 << 20, "K", "micro-steps per optimizer step", NULL, 0, ANNOUNCE),
+    T_OPT("lr", CLI_DOUBLE, lr, 0, 10, "X", "peak learning rate", "optimizer (AdamW, warmup then cosine decay to "
+          "--min-lr):", 0, ANNOUNCE),
+    T_OPT("min-lr", CLI_DOUBLE, min_lr, 0, 10, "X", "final learning rate, absolute", NULL, 0, ANNOUNCE),
+    T_OPT("warmup", CLI_INT, warmup, 0, 1 << 30, "N", "warmup steps (default min(2000, steps/10))", NULL, 0, ANNOUNCE),
+    T_OPT("wd", CLI_DOUBLE, wd, 0, 10, "X", "weight decay on 2-D weights; lr x wd must be below 1", NULL, 0, ANNOUNCE),
+    T_OPT("beta1", CLI_DOUBLE, beta1, 0, 1, "X", "first-moment decay, in [0, 1)", NULL, 0, ANNOUNCE),
+    T_OPT("beta2", CLI_DOUBLE, beta2, 0, 1, "X", "second-moment decay, in [0, 1)", NULL, 0, ANNOUNCE),
+    T_OPT("eps", CLI_DOUBLE, eps, 0, 1, "X", "added to sqrt(v), > 0 as a float32", NULL, 0, ANNOUNCE),
+    T_OPT("clip", CLI_DOUBLE, clip, 0, 1e30, "X", "global gradient-norm clip, 0 = off", NULL, 0, ANNOUNCE),
+    T_OPT("steps", CLI_INT, steps, 1, 1 << 30, "N", "optimizer steps; fixes the schedule", "run:", 0, ANNOUNCE),
+    T_OPT("eval-every", CLI_INT, eval_every, 0, 1 << 30, "N", "val loss every N steps, 0 = only at the end", NULL, 0,
+          ANNOUNCE),
+    T_OPT("val-batches", CLI_INT, val_batches, 1, 1 << 20, "N", "the val set: the first N x batch x ranks windows of "
+          "PREFIX_val.bin (the global batch: any rank count evaluates the same windows)", NULL, 0, ANNOUNCE),
+    T_OPT("seed", CLI_U64, seed, 0, 9.2e18, "S", "RNG seed for init and data order", NULL, 0, REFUSE),
+    T_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else the "
+          "CPUs the rank may use)", NULL, 1, FREE),
+    T_OPT("max-skips", CLI_INT, max_skips, 0, 1 << 20, "K", "a step whose loss or gradient norm is not finite (or "
+          "spikes) skips its update; K such steps in a row are allowed, the next stops the run (exit 1)", NULL, 0,
+          ANNOUNCE),
+    T_OPT("spike-z", CLI_DOUBLE, spike_z, 0, 1e6, "Z", "also skip a step whose loss or gradient norm is Z standard "
+          "deviations above the mean of the last 64 steps; 0 = off", NULL, 0, ANNOUNCE),
+    T_OPT("bucket-mb", CLI_DOUBLE, bucket_mb, 0.01, 1024, "X", "gradient allreduce bucket size in MiB (default 8: "
+          "below glibc's 32 MiB mmap threshold)", "distributed (mpirun -np N / srun):", 0, ANNOUNCE),
+    T_OPT("zero", CLI_INT, zero, 0, 1, "0|1", "1: shard the AdamW moments over the ranks (ZeRO-1)", NULL, 0, ANNOUNCE),
+    T_OPT("ckpt-every", CLI_INT, ckpt_every, 0, 1 << 30, "N", "checkpoint every N steps; 0 = only at the end",
+          "checkpoints (RUN_DIR/ckpt_NNNNNNNN.h5, sharded HDF5; SIGTERM/SIGUSR1 checkpoint at the end of the "
+          "current step and stop):", 0, ANNOUNCE),
+    T_OPT("keep", CLI_INT, keep, 0, 1 << 20, "K", "keep only the newest K checkpoints; 0 = all", NULL, 0, ANNOUNCE),
+    T_OPT("stop-at", CLI_INT, stop_at, 1, 1 << 30, "N", "end cleanly after step N, checkpointing it; the schedule "
+          "still follows --steps (default: no)", NULL, 0, FREE),
+    T_OPT("resume", CLI_STR, resume, 0, 0, "MODE", "auto: the checkpoint RUN_DIR's `latest` names, else fresh; none: "
+          "fresh (refuses a RUN_DIR holding checkpoints); PATH: that file", NULL, 0, FREE),
+    T_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "per-op time, share of the step, GFLOP/s, GB/s and heap "
+          "allocations, printed at the end", "diagnostics:", 1, FREE),
+    T_OPT("dump-params", CLI_STR, dump_params, 0, 0, "F", "at the end, write the parameters to F as raw float32 in "
+          "checkpoint order (default: no)", NULL, 1, FREE),
+};
+#define N_TRAIN_OPTIONS ((int)(sizeof TRAIN_OPTIONS / sizeof TRAIN_OPTIONS[0]))
+
+const cli_opt *train_options(int *n_opts, size_t *values_size) {
+    *n_opts = N_TRAIN_OPTIONS;
+    *values_size = sizeof(train_opts);
+    return TRAIN_OPTIONS;
+}
+
+static const char TRAIN_HEAD[] = "usage: smallmind train --data PREFIX --run-dir DIR [options]\n";
+
+// A value that is legal as a double but not for the float32 arithmetic AdamW does
+static void check_float(const char *flag, double v, int ok, const char *what) {
+    if (!ok) sm_fatal(SM_EXIT_USAGE, "%s %g is %g as a float32: it must be %s (command line)", flag, v, (double)(float)v, what);
+}
 
 static void parse_train(int argc, char **argv, train_opts *o) {
-    *o = (train_opts){
-        .layers = 4, .heads = 4, .embd = 256, .context = 0, .vocab = 0, .seq = 256, .batch = 8, .accum = 1,
-        .lr = 6e-4, .min_lr = 6e-5, .warmup = -1, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = 1.0,
-        .steps = 1000, .eval_every = 100, .val_batches = 20, .seed = 1337, .threads = 0, .bucket_mb = 8.0, .zero = 0,
-        .resume = "auto",
-    };
-    enum { O_DATA = 256, O_RUN, O_LAYERS, O_HEADS, O_EMBD, O_CONTEXT, O_VOCAB, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR,
-           O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_STEPS, O_EVAL, O_VALB, O_SEED, O_THREADS, O_BUCKET, O_ZERO,
-           O_DUMP, O_STOPAT, O_CKPTEVERY, O_KEEP, O_RESUME, O_PROFILE, O_HELP };
-    static const struct option opts[] = {
-        {"data", required_argument, 0, O_DATA}, {"run-dir", required_argument, 0, O_RUN},
-        {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
-        {"embd", required_argument, 0, O_EMBD}, {"context", required_argument, 0, O_CONTEXT},
-        {"vocab", required_argument, 0, O_VOCAB}, {"seq", required_argument, 0, O_SEQ},
-        {"batch", required_argument, 0, O_BATCH}, {"accum", required_argument, 0, O_ACCUM},
-        {"lr", required_argument, 0, O_LR}, {"min-lr", required_argument, 0, O_MINLR},
-        {"warmup", required_argument, 0, O_WARMUP}, {"wd", required_argument, 0, O_WD},
-        {"beta1", required_argument, 0, O_B1}, {"beta2", required_argument, 0, O_B2},
-        {"eps", required_argument, 0, O_EPS}, {"clip", required_argument, 0, O_CLIP},
-        {"steps", required_argument, 0, O_STEPS}, {"eval-every", required_argument, 0, O_EVAL},
-        {"val-batches", required_argument, 0, O_VALB}, {"seed", required_argument, 0, O_SEED},
-        {"threads", required_argument, 0, O_THREADS}, {"bucket-mb", required_argument, 0, O_BUCKET},
-        {"zero", required_argument, 0, O_ZERO}, {"dump-params", required_argument, 0, O_DUMP},
-        {"stop-at", required_argument, 0, O_STOPAT}, {"ckpt-every", required_argument, 0, O_CKPTEVERY},
-        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME},
-        {"profile", no_argument, 0, O_PROFILE}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_DATA: o->data = optarg; break;
-        case O_RUN: o->run_dir = optarg; break;
-        case O_LAYERS: o->layers = (int)cli_int("--layers", optarg, 1, 1024); break;
-        case O_HEADS: o->heads = (int)cli_int("--heads", optarg, 1, 4096); break;
-        case O_EMBD: o->embd = (int)cli_int("--embd", optarg, 1, 65536); break;
-        case O_CONTEXT: o->context = (int)cli_int("--context", optarg, 1, 65536); break;
-        case O_VOCAB: o->vocab = (int)cli_int("--vocab", optarg, 2, 65536); break;
-        case O_SEQ: o->seq = (int)cli_int("--seq", optarg, 1, 65536); break;
-        case O_BATCH: o->batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case O_ACCUM: o->accum = (int)cli_int("--accum", optarg, 1, 1 << 20); break;
-        case O_LR: o->lr = cli_double("--lr", optarg, 0.0, 10.0); break;
-        case O_MINLR: o->min_lr = cli_double("--min-lr", optarg, 0.0, 10.0); break;
-        case O_WARMUP: o->warmup = (int)cli_int("--warmup", optarg, 0, 1 << 30); break;
-        case O_WD: o->wd = cli_double("--wd", optarg, 0.0, 10.0); break;
-        case O_B1: o->beta1 = cli_double("--beta1", optarg, 0.0, 0.999999); break;
-        case O_B2: o->beta2 = cli_double("--beta2", optarg, 0.0, 0.999999999); break;
-        case O_EPS: o->eps = cli_double("--eps", optarg, 0.0, 1.0); break;
-        case O_CLIP: o->clip = cli_double("--clip", optarg, 0.0, 1e30); break;
-        case O_STEPS: o->steps = (int)cli_int("--steps", optarg, 1, 1 << 30); break;
-        case O_EVAL: o->eval_every = (int)cli_int("--eval-every", optarg, 0, 1 << 30); break;
-        case O_VALB: o->val_batches = (int)cli_int("--val-batches", optarg, 1, 1 << 20); break;
-        case O_SEED: o->seed = (unsigned long long)cli_int("--seed", optarg, 0, 0x7fffffffffffffffL); break;
-        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case O_BUCKET: o->bucket_mb = cli_double("--bucket-mb", optarg, 0.01, 1024.0); break;
-        case O_ZERO: o->zero = (int)cli_int("--zero", optarg, 0, 1); break;
-        case O_DUMP: o->dump_params = optarg; break;
-        case O_STOPAT: o->stop_at = (int)cli_int("--stop-at", optarg, 1, 1 << 30); break;
-        case O_CKPTEVERY: o->ckpt_every = (int)cli_int("--ckpt-every", optarg, 0, 1 << 30); break;
-        case O_KEEP: o->keep = (int)cli_int("--keep", optarg, 0, 1 << 20); break;
-        case O_RESUME: o->resume = optarg; break;
-        case O_PROFILE: o->profile = 1; break;
-        case O_HELP: fputs(TRAIN_USAGE, stdout); exit(SM_EXIT_OK);
-        default: cli_bad_option("train", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "train: unexpected argument '%s' (command line)", argv[optind]);
-    if (!o->data) sm_fatal(SM_EXIT_USAGE, "train: --data PREFIX is required (command line)");
-    if (!o->run_dir) sm_fatal(SM_EXIT_USAGE, "train: --run-dir DIR is required (command line)");
+    *o = TRAIN_DEFAULTS;
+    cli_parse("train", TRAIN_HEAD, TRAIN_OPTIONS, N_TRAIN_OPTIONS, o, sizeof *o, argc, argv, NULL, 0);
+    if (!o->data || !o->data[0]) sm_fatal(SM_EXIT_USAGE, "train: --data PREFIX is required (command line)");
+    if (!o->run_dir || !o->run_dir[0]) sm_fatal(SM_EXIT_USAGE, "train: --run-dir DIR is required and not empty (command line)");
+    if (strlen(o->run_dir) > 3000)
+        sm_fatal(SM_EXIT_USAGE, "train: --run-dir is %zu characters; at most 3000 leave room for the files in it "
+                 "(command line)", strlen(o->run_dir));
     if (o->context == 0) o->context = o->seq;
     if (o->seq > o->context)
         sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model context --context %d (command line)", o->seq, o->context);
     if (o->min_lr > o->lr) sm_fatal(SM_EXIT_USAGE, "--min-lr %g exceeds --lr %g (command line)", o->min_lr, o->lr);
     if (!o->resume[0]) sm_fatal(SM_EXIT_USAGE, "--resume expects auto, none or a checkpoint path (command line)");
     if (o->warmup < 0) o->warmup = o->steps / 10 < 2000 ? o->steps / 10 : 2000;
+    // what AdamW computes in float32 must be representable: eps > 0 (else 0/0 for parameters that
+    // never get a gradient), betas below 1 (else 1 - beta^t = 0 in the bias correction), lr x wd < 1
+    // (else decay flips the sign of the weights)
+    check_float("--eps", o->eps, (float)o->eps > 0.0f, "> 0");
+    check_float("--beta1", o->beta1, (float)o->beta1 < 1.0f, "< 1");
+    check_float("--beta2", o->beta2, (float)o->beta2 < 1.0f, "< 1");
+    check_float("--lr", o->lr, isfinite((float)o->lr), "finite");
+    if ((float)o->lr * (float)o->wd >= 1.0f)
+        sm_fatal(SM_EXIT_USAGE, "--lr %g x --wd %g = %g: the decay would flip the weights' sign; it must be below 1 "
+                 "(command line)", o->lr, o->wd, o->lr * o->wd);
+    // sizes: the global batch and its tokens index the data in 64 bits; the per-rank batch's
+    // activations must be addressable
+    if ((uint64_t)o->batch * (uint64_t)o->accum > (1u << 30) ||
+        (uint64_t)o->batch * (uint64_t)o->seq > (uint64_t)INT32_MAX / 8)
+        sm_fatal(SM_EXIT_USAGE, "--batch %d x --accum %d x --seq %d is beyond what one rank can index (command line)",
+                 o->batch, o->accum, o->seq);
 }
 
 // Warmup: lr * (step+1)/(warmup+1) for step < warmup (nanoGPT); then cosine from lr to min_lr
@@ -237,28 +236,6 @@ static void write_config_json(const train_opts *o, const sm_model_config *cfg, i
     if (sm_write_file_atomic(path, j.buf, j.len, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
 }
 
-// FNV-1a over the bytes of a value: the configuration fingerprint every rank must share
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t config_fingerprint(const train_opts *o, const shard *train, const shard *val) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    const int ints[] = {o->layers, o->heads, o->embd, o->context, o->vocab, o->seq, o->batch, o->accum, o->warmup,
-                        o->steps, o->eval_every, o->val_batches, o->zero};
-    const double dbls[] = {o->lr, o->min_lr, o->wd, o->beta1, o->beta2, o->eps, o->clip, o->bucket_mb};
-    h = fnv1a(h, ints, sizeof ints);
-    h = fnv1a(h, dbls, sizeof dbls);
-    h = fnv1a(h, &o->seed, sizeof o->seed);
-    h = fnv1a(h, &train->n_tokens, sizeof train->n_tokens);
-    h = fnv1a(h, &val->n_tokens, sizeof val->n_tokens);
-    // a sample of the data itself, so different files of the same size are caught
-    for (size_t k = 0; k < 64; k++) h = fnv1a(h, &train->tokens[k * (train->n_tokens - 1) / 63], sizeof(uint16_t));
-    return h;
-}
-
 // Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption): the loop
 // checkpoints at the end of the step and exits cleanly.
 static volatile sig_atomic_t g_stop_signal;
@@ -297,10 +274,52 @@ static void resolve_resume(const train_opts *o, char *path, size_t cap) {
     if (r == CKPT_FIND_NONE) path[0] = '\0';
 }
 
+// Start-time checks of what a run will write (rank 0): the run directory (a file created and
+// removed) and the --dump-params path (its temporary, as sm_write_file_atomic will write it), so
+// neither is found unwritable after hours of training.
+static void try_create(const char *path, const char *what) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) sm_fatal(SM_EXIT_USAGE, "%s is not writable: %s (%s)", what, strerror(errno), path);
+    close(fd);
+    unlink(path);
+}
+
+static void check_writable(const char *run_dir, const char *dump) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.write_test.%ld", run_dir, (long)getpid());
+    try_create(path, "the run directory");
+    if (dump) {
+        snprintf(path, sizeof path, "%s.tmp", dump);
+        try_create(path, "--dump-params");
+    }
+}
+
+// A checkpoint holds the parameters and both moments (3 x 4 bytes per float of the arena) plus
+// HDF5's metadata and checksums: refuse a run directory that cannot hold one, now.
+static void check_space(const char *run_dir, size_t n_floats) {
+    struct statvfs v;
+    if (statvfs(run_dir, &v) != 0) return;   // unknown: the save reserves its space itself
+    uint64_t need = (uint64_t)n_floats * 12 + (uint64_t)n_floats * 12 / 64 + ((uint64_t)1 << 20);
+    uint64_t avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    if (avail < need)
+        sm_fatal(SM_EXIT_USAGE, "the run directory's filesystem has %.1f MB free, a checkpoint needs %.1f MB (%s)",
+                 (double)avail / 1e6, (double)need / 1e6, run_dir);
+}
+
 // One `step` event: the figures of train_step and the loop's timing.
 static void log_step(runlog *log, int step, const train_step_stats *st, float lr, double tok_s, double ms,
                      uint64_t allocs) {
     sm_json j;
+    if (st->skipped) {
+        sm_json_begin(&j);
+        sm_json_str(&j, "event", "skip");
+        sm_json_int(&j, "step", step);
+        sm_json_str(&j, "reason", st->skipped);
+        sm_json_num(&j, "loss", "%.6f", st->loss);
+        sm_json_num(&j, "grad_norm", "%.6f", st->grad_norm);
+        sm_json_end(&j);
+        runlog_write(log, &j);
+    }
     sm_json_begin(&j);
     sm_json_str(&j, "event", "step");
     sm_json_int(&j, "step", step);
@@ -320,69 +339,120 @@ static void log_step(runlog *log, int step, const train_step_stats *st, float lr
     runlog_write(log, &j);
 }
 
+// What a run reads and checks before its ranks' first collective: the options, the shards and
+// their tokens, the model config, the loaders and the val set. Usage errors here are deferred
+// (sm_usage_defer) and agreed by cmd_train.
+typedef struct {
+    train_opts o;
+    int threads;
+    char train_path[4096], val_path[4096];
+    shard train_shard, val_shard;
+    sm_model_config cfg;
+    uint64_t data_hash;
+    double t_check;
+    loader train_loader, val_loader;
+    uint64_t val_windows;
+} train_start;
+
+static void start_run(train_start *r, int argc, char **argv, const comm_topology *topo) {
+    train_opts *o = &r->o;
+    char err[1024];
+    parse_train(argc, argv, o);
+    r->threads = o->threads;
+    if (!r->threads && getenv("OMP_NUM_THREADS")) r->threads = omp_get_max_threads();
+    if (!r->threads) r->threads = topo->n_cpus;
+
+    // data: the train shard (and val) of PREFIX
+    snprintf(r->train_path, sizeof r->train_path, "%s_train.bin", o->data);
+    snprintf(r->val_path, sizeof r->val_path, "%s_val.bin", o->data);
+    if (shard_open(&r->train_shard, r->train_path, o->vocab, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (shard_open(&r->val_shard, r->val_path, o->vocab ? o->vocab : r->train_shard.vocab_size, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+
+    sm_model_config *cfg = &r->cfg;
+    *cfg = (sm_model_config){
+        .n_layer = o->layers, .n_head = o->heads, .n_embd = o->embd, .max_seq_len = o->context,
+        .vocab_size = o->vocab ? o->vocab : (r->train_shard.vocab_size ? r->train_shard.vocab_size : 50257),
+    };
+    snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%s", cfg->vocab_size == 256 ? "byte" : "gpt2");
+    if (gpt2_config_validate(cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
+
+    // every token of both shards against the vocabulary, now rather than when its window comes up
+    r->t_check = sm_now_s();
+    const shard *shards[2] = {&r->train_shard, &r->val_shard};
+    for (int k = 0; k < 2; k++) {
+        size_t at;
+        uint16_t top = shard_max_token(shards[k], &at);
+        if (top >= cfg->vocab_size)
+            sm_fatal(SM_EXIT_USAGE, "token %u at position %zu is outside the vocabulary of %d%s (%s)", top, at,
+                     cfg->vocab_size, o->vocab ? " (--vocab)" : "", shards[k]->path);
+        r->data_hash = r->data_hash * 0x9E3779B97F4A7C15ull ^ shard_hash(shards[k]);
+    }
+    r->t_check = sm_now_s() - r->t_check;
+
+    if (loader_init(&r->train_loader, &r->train_shard, o->seq, 1, o->seed, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (loader_init(&r->val_loader, &r->val_shard, o->seq, 0, o->seed, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    // the val set: the first --val-batches x batch x ranks windows of the val shard (the global
+    // micro-batch), the same at any rank count; checked here, not at the first evaluation
+    r->val_windows = (uint64_t)o->val_batches * (uint64_t)o->batch * (uint64_t)topo->world_size;
+    if (r->val_windows > r->val_loader.n_windows)
+        sm_fatal(SM_EXIT_USAGE, "--val-batches %d x --batch %d x %d ranks = %llu val windows of %d+1 tokens, but %s "
+                 "holds %zu: lower --val-batches", o->val_batches, o->batch, topo->world_size,
+                 (unsigned long long)r->val_windows, o->seq, r->val_path, r->val_loader.n_windows);
+}
+
 int cmd_train(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    train_opts o;
-    parse_train(argc, argv, &o);
+    static train_start r;   // static: large, and outside the frame setjmp saves
+    jmp_buf start;
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        start_run(&r, argc, argv, &topo);
+    }
+    comm_usage_agree();   // a usage error on any rank ends every rank here, printed once
+    // the ranks agree on every flag that is not local and on every byte of the data
+    if (!comm_all_equal_u64(cli_fingerprint(TRAIN_OPTIONS, N_TRAIN_OPTIONS, &r.o) ^ r.data_hash))
+        comm_fatal_agreed(SM_EXIT_USAGE, "ranks disagree on the configuration: flags or data files differ between ranks (%s)",
+                 r.train_path);
+    const train_opts o = r.o;
+    const sm_model_config cfg = r.cfg;
+    const int threads = r.threads;
+    const uint64_t val_windows = r.val_windows;
+    const char *train_path = r.train_path, *val_path = r.val_path;
+    shard *train_shard = &r.train_shard, *val_shard = &r.val_shard;
+    loader *train_loader = &r.train_loader, *val_loader = &r.val_loader;
+    char err[1024];
+    // a log or checkpoint outgrowing `ulimit -f` must fail its write (and be reported), not kill us
+    signal(SIGXFSZ, SIG_IGN);
     prof_enable(o.profile);
-
-    int threads = o.threads;
-    if (!threads && getenv("OMP_NUM_THREADS")) threads = omp_get_max_threads();
-    if (!threads) threads = topo.n_cpus;
     omp_set_num_threads(threads);
     kernels_flush_denormals(1);   // see kernels.h: denormal AdamW moments would slow every step
-
-    // data: the train shard (and val) of PREFIX
-    char train_path[4096], val_path[4096], err[1024];
-    snprintf(train_path, sizeof train_path, "%s_train.bin", o.data);
-    snprintf(val_path, sizeof val_path, "%s_val.bin", o.data);
-    shard train_shard, val_shard;
-    if (shard_open(&train_shard, train_path, o.vocab, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    if (shard_open(&val_shard, val_path, o.vocab ? o.vocab : train_shard.vocab_size, err, sizeof err) != 0)
-        sm_fatal(SM_EXIT_USAGE, "%s", err);
-
-    sm_model_config cfg = {
-        .n_layer = o.layers, .n_head = o.heads, .n_embd = o.embd, .max_seq_len = o.context,
-        .vocab_size = o.vocab ? o.vocab : (train_shard.vocab_size ? train_shard.vocab_size : 50257),
-    };
-    snprintf(cfg.tokenizer, sizeof cfg.tokenizer, "%s", cfg.vocab_size == 256 ? "byte" : "gpt2");
-    if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
-
-    if (!comm_all_equal_u64(config_fingerprint(&o, &train_shard, &val_shard)))
-        sm_fatal(SM_EXIT_USAGE, "ranks disagree on the configuration: flags or data files differ between ranks (%s)",
-                 train_path);
-
-    loader train_loader, val_loader;
-    if (loader_init(&train_loader, &train_shard, o.seq, 1, o.seed, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    if (loader_init(&val_loader, &val_shard, o.seq, 0, o.seed, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    // the val set: the first --val-batches x batch x ranks windows of the val shard (the global
-    // micro-batch), the same at any rank count; checked here, not at the first evaluation
-    const uint64_t val_windows = (uint64_t)o.val_batches * (uint64_t)o.batch * (uint64_t)topo.world_size;
-    if (val_windows > val_loader.n_windows)
-        sm_fatal(SM_EXIT_USAGE, "--val-batches %d x --batch %d x %d ranks = %llu val windows of %d+1 tokens, but %s "
-                 "holds %zu: lower --val-batches", o.val_batches, o.batch, topo.world_size,
-                 (unsigned long long)val_windows, o.seq, val_path, val_loader.n_windows);
     double *val_per_window = sm_arena(val_windows * sizeof(double));
 
     if (topo.rank == 0) {
         make_dir(o.run_dir);
-        write_config_json(&o, &cfg, topo.world_size, threads);
+        check_writable(o.run_dir, o.dump_params);
     }
     comm_barrier();   // the run directory exists for every rank from here on
     comm_print_topology(&topo, threads);
+    sm_info("data: every token of both shards checked against V=%d and hashed in %.3f s", cfg.vocab_size, r.t_check);
 
     trainer tr;
     trainer_build(&tr, &cfg, o.batch, o.seq, o.accum, o.bucket_mb, o.zero, o.seed, &topo);
 
-    const int global_batch = o.batch * o.accum * topo.world_size;
+    if (topo.rank == 0) check_space(o.run_dir, sm_table_n_f32(&tr.w.params));
+    comm_barrier();
+    const uint64_t global_batch = (uint64_t)o.batch * (uint64_t)o.accum * (uint64_t)topo.world_size;
     sm_info("model: L=%d H=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters", cfg.n_layer, cfg.n_head, cfg.n_embd,
             cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, tr.w.n_params);
     sm_info("data: %s (%zu tokens, %zu windows of %d+1), val %s (%zu tokens, %llu windows)", train_path,
-            train_shard.n_tokens, train_loader.n_windows, o.seq, val_path, val_shard.n_tokens,
+            train_shard->n_tokens, train_loader->n_windows, o.seq, val_path, val_shard->n_tokens,
             (unsigned long long)val_windows);
-    sm_info("batch: %d per rank x %d accum x %d ranks = %d windows = %d tokens per step", o.batch, o.accum,
-            topo.world_size, global_batch, global_batch * o.seq);
+    sm_info("batch: %d per rank x %d accum x %d ranks = %llu windows = %llu tokens per step", o.batch, o.accum,
+            topo.world_size, (unsigned long long)global_batch, (unsigned long long)(global_batch * (uint64_t)o.seq));
     sm_info("optimizer: AdamW lr %g -> %g (warmup %d, cosine), betas %g/%g, eps %g, wd %g, clip %g; %d steps, seed %llu",
             o.lr, o.min_lr, o.warmup, o.beta1, o.beta2, o.eps, o.wd, o.clip, o.steps, o.seed);
     sm_info("gradient sync: %d buckets of <= %g MiB%s", comm_gradsync_figures(&tr.sync).n_buckets, o.bucket_mb,
@@ -416,9 +486,9 @@ int cmd_train(int argc, char **argv) {
                 (unsigned long long)tokens0, (unsigned long long)cursor0, st.seconds,
                 st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0);
         if (meta.world_size != topo.world_size)
-            sm_info("world size changed: %d ranks wrote the checkpoint, %d resume it; global batch %d windows now "
-                    "(was %d with these --batch/--accum)", meta.world_size, topo.world_size, global_batch,
-                    o.batch * o.accum * meta.world_size);
+            sm_info("world size changed: %d ranks wrote the checkpoint, %d resume it; global batch %llu windows now "
+                    "(was %llu with these --batch/--accum)", meta.world_size, topo.world_size,
+                    (unsigned long long)global_batch, (unsigned long long)o.batch * o.accum * meta.world_size);
         if (step0 >= o.steps) {
             sm_info("checkpoint is at step %d, --steps is %d: nothing to do", step0, o.steps);
             sm_free(val_per_window);
@@ -427,12 +497,15 @@ int cmd_train(int argc, char **argv) {
             return SM_EXIT_OK;
         }
     }
+    if (topo.rank == 0) write_config_json(&o, &cfg, topo.world_size, threads);
     runlog log = {0};
     if (topo.rank == 0 && runlog_open(&log, o.run_dir, step0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
     install_stop_handlers();
 
     const adamw_hparams hp0 = {.lr = (float)o.lr, .beta1 = (float)o.beta1, .beta2 = (float)o.beta2, .eps = (float)o.eps,
                                .weight_decay = (float)o.wd};
+    tr.spike_z = o.spike_z;
+    int skips_in_a_row = 0;
     for (int step = step0; step < o.steps; step++) {
         sm_mark_step(step + 1);
         prof_step_begin();
@@ -441,26 +514,38 @@ int cmd_train(int argc, char **argv) {
         adamw_hparams hp = hp0;
         hp.lr = (float)lr_at(&o, step);
         train_step_stats st;
-        uint64_t cursor = cursor0 + (uint64_t)(step - step0) * (uint64_t)global_batch;
-        train_step(&tr, &train_loader, cursor, &hp, (float)o.clip, step + 1, &st);
+        uint64_t cursor = cursor0 + (uint64_t)(step - step0) * global_batch;
+        train_step(&tr, train_loader, cursor, &hp, (float)o.clip, step + 1, &st);
         prof_step_end((long)o.batch * o.seq * o.accum);
         double ms = (sm_now_s() - t0) * 1e3;
         double tok_s = (double)global_batch * o.seq / (ms * 1e-3);
         sm_mark_step(-(step + 1));
-        if (!isfinite(st.loss))
-            sm_fatal(SM_EXIT_RUNTIME, "loss is %f at step %d: training diverged (lower --lr?)", st.loss, step + 1);
         if (topo.rank == 0) {
-            printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | %.1f ms\n", step + 1, o.steps, st.loss,
-                   hp.lr, st.grad_norm, tok_s, ms);
+            if (st.skipped)
+                printf("step %5d/%d | loss %.4f | norm %.3f | update SKIPPED (%s) | %.1f ms\n", step + 1, o.steps,
+                       st.loss, st.grad_norm, st.skipped, ms);
+            else
+                printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | %.1f ms\n", step + 1, o.steps,
+                       st.loss, hp.lr, st.grad_norm, tok_s, ms);
             fflush(stdout);
             log_step(&log, step + 1, &st, hp.lr, tok_s, ms, sm_alloc_count() - allocs0);
+        }
+        skips_in_a_row = st.skipped ? skips_in_a_row + 1 : 0;
+        if (skips_in_a_row > o.max_skips) {   // every rank decided the same skips
+            if (topo.rank == 0) runlog_close(&log);
+            comm_fatal_agreed(SM_EXIT_RUNTIME, "%d steps in a row were skipped (the last: %s %s at step %d); stopping with the "
+                     "last good checkpoint intact (lower --lr? raise --max-skips?) (%s)", skips_in_a_row,
+                     st.skipped, strcmp(st.skipped, "spike") ? "not finite" : "spiked", step + 1, o.run_dir);
         }
         int done = step + 1;
         if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
             eval_sums vs;
-            eval_windows(&tr.w, &tr.st.acts, tr.inputs, tr.targets, &val_loader, val_windows, o.batch * topo.world_size,
+            eval_windows(&tr.w, &tr.st.acts, tr.inputs, tr.targets, val_loader, val_windows, o.batch * topo.world_size,
                          topo.rank, topo.world_size, val_per_window, &vs);
             float val = (float)(vs.loss_sum / (double)vs.tokens);
+            if (!isfinite(val))   // the same sum on every rank
+                comm_fatal_agreed(SM_EXIT_RUNTIME, "the val loss is %f after step %d: the parameters are no longer finite; "
+                         "nothing was committed, the last good checkpoint is intact (%s)", val, done, o.run_dir);
             if (topo.rank == 0) {
                 printf("step %5d/%d | val loss %.4f\n", done, o.steps, val);
                 sm_json j;
@@ -478,8 +563,8 @@ int cmd_train(int argc, char **argv) {
         int stop_here = stop || done == o.stop_at;
         if (stop_here || done == o.steps || (o.ckpt_every > 0 && done % o.ckpt_every == 0)) {
             meta.step = done;
-            meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * (uint64_t)global_batch * (uint64_t)o.seq;
-            meta.data_cursor = cursor0 + (uint64_t)(done - step0) * (uint64_t)global_batch;
+            meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * global_batch * (uint64_t)o.seq;
+            meta.data_cursor = cursor0 + (uint64_t)(done - step0) * global_batch;
             meta.rng = rng;
             meta.cfg = cfg;
             meta.optim = (ckpt_optim){.lr = o.lr, .min_lr = o.min_lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
@@ -533,10 +618,10 @@ int cmd_train(int argc, char **argv) {
     }
     sm_free(val_per_window);
     trainer_free(&tr);
-    loader_free(&train_loader);
-    loader_free(&val_loader);
-    shard_close(&train_shard);
-    shard_close(&val_shard);
+    loader_free(train_loader);
+    loader_free(val_loader);
+    shard_close(train_shard);
+    shard_close(val_shard);
     comm_finalize();
     return SM_EXIT_OK;
 }

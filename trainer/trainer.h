@@ -220,11 +220,25 @@ double grad_sumsq(const sm_table *grads, size_t lo, size_t hi);
 // One data-parallel training run (step.c): the objects, the gradient sync wired to backward, and
 // the step that train and bench both run.
 
+// The loss-spike detector of llm.c (outlier_detector.h): z-scores against the last
+// OUTLIER_WINDOW values (0 until the window holds 8).
+#define OUTLIER_WINDOW 64
+typedef struct {
+    double x[OUTLIER_WINDOW];
+    int n, at;
+} outlier_window;
+double outlier_z(const outlier_window *w, double x);
+void outlier_push(outlier_window *w, double x);
+
 typedef struct {
     gpt2_weights w;
     gpt2_train st;
     adamw_state opt;
     comm_gradsync sync;
+    double spike_z;        // skip a step whose loss or grad norm has z above this (0: off)
+    uint64_t nan_steps;    // fault injection for tests: bit t-1 set = step t's loss reads NaN
+                           // ($SMALLMIND_INJECT_NAN, a comma-separated list of steps <= 64)
+    outlier_window loss_w, norm_w;   // the last good steps' losses and grad norms
     int rank, world;       // MPI_COMM_WORLD
     int B, T, accum;       // per-rank micro-batch of B windows of T tokens; micro-batches per step
     int zero;              // ZeRO-1: moments sharded over the ranks
@@ -232,6 +246,8 @@ typedef struct {
 } trainer;
 
 typedef struct {
+    const char *skipped;   // NULL, or why the update was skipped: "loss" or "grad_norm" (not finite),
+                           // "spike" (beyond spike_z); parameters and moments are then untouched
     float loss;         // mean per-token loss over the global batch
     float grad_norm;    // global L2 norm of the mean gradient, before clipping
     double fwd_ms, bwd_ms, opt_ms;   // this rank's forward, backward, and wait-to-update times
@@ -247,7 +263,9 @@ void trainer_free(trainer *tr);
 // `cursor` of data's stream: accum micro-batches of B windows per rank (micro-step a gives rank r
 // the windows from cursor + (a*ranks + r)*B), the gradients summed over ranks as backward produces
 // them (the loss is scaled by 1/(B*T*accum*ranks), so the sum is the mean), clipped to norm clip
-// (0: off), then AdamW with h. Collective; allocates nothing after the first call.
+// (0: off), then AdamW with h — unless the loss or the gradient norm is not finite, or spikes
+// (spike_z), when the update is skipped (out->skipped says why; every rank decides alike).
+// Collective; allocates nothing after the first call.
 void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams *h, float clip, int t,
                 train_step_stats *out);
 
@@ -304,6 +322,41 @@ int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
+
+// Options as tables: one row per long option, which the parser, the usage text, the start-up
+// agreement between ranks (cli_fingerprint) and the resume checks all walk.
+typedef enum { CLI_INT, CLI_U64, CLI_DOUBLE, CLI_STR, CLI_FLAG } cli_type;   // int, unsigned long long,
+                                                                              // double, const char *, int 0/1
+// How a flag may differ when a run resumes from a checkpoint (train)
+typedef enum { CLI_RESUME_FREE = 0, CLI_RESUME_ANNOUNCE, CLI_RESUME_REFUSE } cli_resume_rule;
+typedef struct {
+    const char *name;       // the long option without "--"
+    cli_type type;          // the type of the field at offset
+    size_t offset;          // offsetof(the options struct, the field)
+    double lo, hi;          // the accepted range of a number (inclusive)
+    const char *arg;        // the argument's name in the usage ("N"); NULL for a flag
+    const char *help;       // one line; " (default X)" is appended from the defaults unless it says "default"
+    const char *section;    // a usage heading printed before this option, or NULL
+    int local;              // 1: may differ between ranks (it drives no collective); 0: agreed at start
+    cli_resume_rule resume;
+} cli_opt;
+
+// Parses argv (after the subcommand) into values (values_size bytes, holding the defaults on
+// entry). --help prints the usage (head, then one line per option with its default) and exits 0;
+// a bad value, an unknown option or a missing value is one line and exit 2; non-option arguments
+// go to positional (at most max_positional, else exit 2). Returns their count.
+int cli_parse(const char *cmd, const char *head, const cli_opt *opts, int n_opts, void *values, size_t values_size,
+              int argc, char **argv, char **positional, int max_positional);
+void cli_print_usage(FILE *f, const char *head, const cli_opt *opts, int n_opts, const void *defaults);
+// Sets one option from its text, as the parser does (exit 2 when out of range).
+void cli_set(const cli_opt *o, void *values, const char *arg);
+// The value as text: %d, %llu, %.17g (exact), the string ("" for none), 0/1.
+void cli_value_str(const cli_opt *o, const void *values, char *out, size_t cap);
+// A hash of the names and values of every option not marked local: equal on every rank, or the
+// ranks were started differently.
+uint64_t cli_fingerprint(const cli_opt *opts, int n_opts, const void *values);
+// train's option table (for tests that enumerate the flags).
+const cli_opt *train_options(int *n_opts, size_t *values_size);
 
 // Strict parsing of option values: the whole string must be a number within [lo, hi],
 // else one line naming the flag and exit 2.
