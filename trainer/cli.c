@@ -69,21 +69,41 @@ static void set_value(const cli_opt *o, void *values, const char *arg) {
     }
 }
 
+// Writes text from column `indent` on, wrapped at word boundaries before column width.
+static void put_wrapped(FILE *f, const char *text, int indent, int width) {
+    int col = indent;
+    for (const char *p = text; *p;) {
+        while (*p == ' ') p++;
+        size_t n = strcspn(p, " ");
+        if (col > indent && col + 1 + (int)n > width) {
+            fprintf(f, "\n%*s", indent, "");
+            col = indent;
+        }
+        if (col > indent) col += fprintf(f, " ");
+        col += fprintf(f, "%.*s", (int)n, p);
+        p += n;
+    }
+    fputc('\n', f);
+}
+
 void cli_print_usage(FILE *f, const char *head, const cli_opt *opts, int n_opts, const void *defaults) {
     fputs(head, f);
     for (int i = 0; i < n_opts; i++) {
         const cli_opt *o = &opts[i];
         if (o->section) fprintf(f, "%s\n", o->section);
-        char left[64];
+        char left[64], line[1024], v[128] = "";
         snprintf(left, sizeof left, "  --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-        fprintf(f, "%-20s %s", left, o->help);
-        if (!strstr(o->help, "default") && o->type != CLI_FLAG) {
-            char v[128];
-            cli_value_str(o, defaults, v, sizeof v);
-            if (o->type == CLI_DOUBLE) snprintf(v, sizeof v, "%g", *(const double *)cfield(o, defaults));
-            fprintf(f, " (default %s)", v[0] ? v : "none");
+        if (!strstr(o->help, "default") && !strstr(o->help, "required") && o->type != CLI_FLAG) {
+            if (o->type == CLI_DOUBLE)
+                snprintf(v, sizeof v, "%g", *(const double *)cfield(o, defaults));
+            else
+                cli_value_str(o, defaults, v, sizeof v);
+            snprintf(line, sizeof line, "%s (default %s)", o->help, v[0] ? v : "none");
+        } else {
+            snprintf(line, sizeof line, "%s", o->help);
         }
-        fputc('\n', f);
+        fprintf(f, "%-20s ", left);
+        put_wrapped(f, line, 21, 100);
     }
     fprintf(f, "%-20s this text\n", "  --help");
 }

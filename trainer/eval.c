@@ -3,10 +3,10 @@
 // generate share (infer_load_weights).
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,58 +16,39 @@
 #include "kernels.h"
 #include "trainer.h"
 
-static const char EVAL_USAGE[] =
-    "usage: smallmind eval --ckpt PATH|RUN_DIR --data FILE [options]\n"
-    "  the mean per-token loss of a checkpoint over the windows of a token shard (FILE: a .bin\n"
-    "  written by `smallmind prepare`, e.g. PREFIX_val.bin), with perplexity and bits per byte;\n"
-    "  runs on any number of ranks (mpirun -np N) with the same result\n"
-    "  --ckpt PATH|DIR   a checkpoint, or a run directory (the checkpoint its `latest` names)\n"
-    "  --data FILE       the token shard\n"
-    "  --seq T           tokens per window (default: the model's context); windows of T+1 tokens\n"
-    "                    start every T tokens\n"
-    "  --batch B         windows per forward pass, over all ranks; must divide by the rank count\n"
-    "                    (default: ranks x max(1, 2048/T))\n"
-    "  --batches N       evaluate the first N x B windows (default: every window of the file)\n"
-    "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs the rank may use)\n"
-    "  --profile         the per-op profile of the forward passes\n"
-    "  --json            one JSON object: loss, perplexity, bits_per_byte, tokens, tokens_per_s\n"
-    "  --help\n"
-    "A training run's val event at step S (per-rank --batch b, R ranks, --val-batches V) is\n"
-    "reproduced by: eval --ckpt RUN_DIR/ckpt_S.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
-
 typedef struct {
     const char *ckpt, *data;
     int seq, batch, batches, threads, profile, json;
 } eval_opts;
 
+#define E_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(eval_opts, field), lo, hi, arg, help, NULL, 0, 0}
+static const cli_opt EVAL_OPTIONS[] = {
+    E_OPT("ckpt", CLI_STR, ckpt, 0, 0, "PATH|DIR", "a checkpoint, or a run directory (the checkpoint its `latest` "
+          "names) (required)"),
+    E_OPT("data", CLI_STR, data, 0, 0, "FILE", "the token shard, e.g. PREFIX_val.bin (required)"),
+    E_OPT("seq", CLI_INT, seq, 1, 65536, "T", "tokens per window; windows of T+1 tokens start every T tokens "
+          "(default: the model's context)"),
+    E_OPT("batch", CLI_INT, batch, 1, 1 << 20, "B", "windows per forward pass over all ranks; must divide by the "
+          "rank count (default: ranks x max(1, 2048/T))"),
+    E_OPT("batches", CLI_INT, batches, 1, 1 << 30, "N", "evaluate the first N x B windows (default: every window of "
+          "the file)"),
+    E_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else the "
+          "CPUs the rank may use)"),
+    E_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile of the forward passes"),
+    E_OPT("json", CLI_FLAG, json, 0, 1, NULL, "one JSON object: loss, perplexity, bits_per_byte, tokens, tokens_per_s"),
+};
+
+static const char EVAL_HEAD[] =
+    "usage: smallmind eval --ckpt PATH|RUN_DIR --data FILE [options]\n"
+    "  the mean per-token loss of a checkpoint over the windows of a token shard, with perplexity and\n"
+    "  bits per byte; on any number of ranks (mpirun -np N) with the same result. A training run's val\n"
+    "  event at step S (per-rank --batch b, R ranks, --val-batches V) is reproduced by\n"
+    "  eval --ckpt RUN_DIR/ckpt_S.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
+
 static void parse_eval(int argc, char **argv, eval_opts *o) {
     *o = (eval_opts){0};
-    enum { O_CKPT = 256, O_DATA, O_SEQ, O_BATCH, O_BATCHES, O_THREADS, O_PROFILE, O_JSON, O_HELP };
-    static const struct option opts[] = {
-        {"ckpt", required_argument, 0, O_CKPT}, {"data", required_argument, 0, O_DATA},
-        {"seq", required_argument, 0, O_SEQ}, {"batch", required_argument, 0, O_BATCH},
-        {"batches", required_argument, 0, O_BATCHES}, {"threads", required_argument, 0, O_THREADS},
-        {"profile", no_argument, 0, O_PROFILE}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_CKPT: o->ckpt = optarg; break;
-        case O_DATA: o->data = optarg; break;
-        case O_SEQ: o->seq = (int)cli_int("--seq", optarg, 1, 65536); break;
-        case O_BATCH: o->batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case O_BATCHES: o->batches = (int)cli_int("--batches", optarg, 1, 1 << 30); break;
-        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case O_PROFILE: o->profile = 1; break;
-        case O_JSON: o->json = 1; break;
-        case O_HELP: fputs(EVAL_USAGE, stdout); exit(SM_EXIT_OK);
-        default: cli_bad_option("eval", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "eval: unexpected argument '%s' (command line)", argv[optind]);
+    cli_parse("eval", EVAL_HEAD, EVAL_OPTIONS, (int)(sizeof EVAL_OPTIONS / sizeof EVAL_OPTIONS[0]), o, sizeof *o,
+              argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "eval: --ckpt PATH|RUN_DIR is required (command line)");
     if (!o->data) sm_fatal(SM_EXIT_USAGE, "eval: --data FILE is required (command line)");
 }

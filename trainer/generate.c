@@ -1,10 +1,10 @@
 // generate.c — `smallmind generate`: text from a checkpoint, one prompt or a batch of them, with a
 // KV cache (prefill in one batched forward, then one position per token), greedy or sampled.
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,74 +12,48 @@
 #include "kernels.h"
 #include "trainer.h"
 
-static const char GENERATE_USAGE[] =
-    "usage: smallmind generate --ckpt PATH|RUN_DIR [--prompt TEXT | --prompt-file F] [options]\n"
-    "  --ckpt PATH|DIR     a checkpoint, or a run directory (the checkpoint its `latest` names)\n"
-    "  --prompt TEXT       the text to continue (default: a newline)\n"
-    "  --prompt-file F     one prompt per line, generated together as one batch; each row's text is\n"
-    "                      printed in prompt order when all are done, separated by a blank line\n"
-    "  --max-new N         new tokens per prompt (default 256); generation also stops at the context\n"
-    "                      and at the end-of-text token where the tokenizer has one\n"
-    "  --temperature T     0 = greedy (default 1.0)\n"
-    "  --top-k K           sample from the K most probable tokens; 0 = all (default 0)\n"
-    "  --top-p P           then from the smallest set whose probability reaches P; 1 = all (default 1)\n"
-    "  --seed S            the same seed gives the same text (default 1337)\n"
-    "  --no-cache          recompute the whole prefix for each token (no KV cache): the reference path\n"
-    "  --threads N         OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)\n"
-    "  --profile           the per-op profile, per generated token\n"
-    "  --json              after the text, one JSON object on stderr: new_tokens, tokens_per_s,\n"
-    "                      prefill_tokens_per_s (and the generated token ids)\n"
-    "  --help\n"
-    "Generation is one process: under mpirun run it with -np 1.\n";
-
 typedef struct {
     const char *ckpt, *prompt, *prompt_file, *dump_logits;
     int max_new, threads, no_cache, profile, json;
-    sampler_params sp;
+    double temperature, top_p;
+    int top_k;
     unsigned long long seed;
 } gen_opts;
 
+#define G_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(gen_opts, field), lo, hi, arg, help, NULL, 0, 0}
+static const cli_opt GEN_OPTIONS[] = {
+    G_OPT("ckpt", CLI_STR, ckpt, 0, 0, "PATH|DIR", "a checkpoint, or a run directory (the checkpoint its `latest` "
+          "names) (required)"),
+    G_OPT("prompt", CLI_STR, prompt, 0, 0, "TEXT", "the text to continue (default: a newline)"),
+    G_OPT("prompt-file", CLI_STR, prompt_file, 0, 0, "F", "one prompt per line, generated together as one batch; "
+          "each row's text printed in prompt order when all are done, a blank line between (default: none)"),
+    G_OPT("max-new", CLI_INT, max_new, 1, 1 << 30, "N", "new tokens per prompt; generation also stops at the context "
+          "and at the end-of-text token where the tokenizer has one"),
+    G_OPT("temperature", CLI_DOUBLE, temperature, 0, 1e6, "T", "0 = greedy"),
+    G_OPT("top-k", CLI_INT, top_k, 0, 1 << 30, "K", "sample from the K most probable tokens; 0 = all"),
+    G_OPT("top-p", CLI_DOUBLE, top_p, 1e-9, 1, "P", "then from the smallest set whose probability reaches P, in "
+          "(0, 1]; 1 = all"),
+    G_OPT("seed", CLI_U64, seed, 0, 9.2e18, "S", "the same seed gives the same text"),
+    G_OPT("no-cache", CLI_FLAG, no_cache, 0, 1, NULL, "recompute the whole prefix for each token (no KV cache): the "
+          "reference path"),
+    G_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this "
+          "process may use)"),
+    G_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile, per generated token"),
+    G_OPT("json", CLI_FLAG, json, 0, 1, NULL, "after the text, one JSON object on stderr: new_tokens, tokens_per_s, "
+          "prefill_tokens_per_s (and the generated token ids)"),
+    G_OPT("dump-logits", CLI_STR, dump_logits, 0, 0, "F", "write the first row's logits before each new token to F, "
+          "V float32 each (tests) (default: no)"),
+};
+
+static const char GEN_HEAD[] =
+    "usage: smallmind generate --ckpt PATH|RUN_DIR [--prompt TEXT | --prompt-file F] [options]\n"
+    "  text from a checkpoint: each prompt prefilled in one forward, then one position per new token\n"
+    "  through the KV cache. One process: under mpirun use -np 1.\n";
+
 static void parse_generate(int argc, char **argv, gen_opts *o) {
-    *o = (gen_opts){.max_new = 256, .seed = 1337, .sp = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
-    enum { O_CKPT = 256, O_PROMPT, O_PFILE, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_NOCACHE, O_THREADS, O_PROFILE,
-           O_JSON, O_DUMP, O_HELP };
-    static const struct option opts[] = {
-        {"ckpt", required_argument, 0, O_CKPT}, {"prompt", required_argument, 0, O_PROMPT},
-        {"prompt-file", required_argument, 0, O_PFILE}, {"max-new", required_argument, 0, O_MAXNEW},
-        {"temperature", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
-        {"top-p", required_argument, 0, O_TOPP}, {"seed", required_argument, 0, O_SEED},
-        {"no-cache", no_argument, 0, O_NOCACHE}, {"threads", required_argument, 0, O_THREADS},
-        {"profile", no_argument, 0, O_PROFILE}, {"json", no_argument, 0, O_JSON},
-        {"dump-logits", required_argument, 0, O_DUMP}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_CKPT: o->ckpt = optarg; break;
-        case O_PROMPT: o->prompt = optarg; break;
-        case O_PFILE: o->prompt_file = optarg; break;
-        case O_MAXNEW: o->max_new = (int)cli_int("--max-new", optarg, 1, 1 << 30); break;
-        case O_TEMP: o->sp.temperature = (float)cli_double("--temperature", optarg, 0.0, 1e6); break;
-        case O_TOPK: o->sp.top_k = (int)cli_int("--top-k", optarg, 0, 1 << 30); break;
-        case O_TOPP: {
-            double p = cli_double("--top-p", optarg, 0.0, 1.0);
-            if (p <= 0.0) sm_fatal(SM_EXIT_USAGE, "--top-p must be in (0, 1], got %g (command line)", p);
-            o->sp.top_p = (float)p;
-            break;
-        }
-        case O_SEED: o->seed = (unsigned long long)cli_int("--seed", optarg, 0, 0x7fffffffffffffffL); break;
-        case O_NOCACHE: o->no_cache = 1; break;
-        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case O_PROFILE: o->profile = 1; break;
-        case O_JSON: o->json = 1; break;
-        case O_DUMP: o->dump_logits = optarg; break;
-        case O_HELP: fputs(GENERATE_USAGE, stdout); exit(SM_EXIT_OK);
-        default: cli_bad_option("generate", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "generate: unexpected argument '%s' (command line)", argv[optind]);
+    *o = (gen_opts){.max_new = 256, .seed = 1337, .temperature = 1.0, .top_k = 0, .top_p = 1.0};
+    cli_parse("generate", GEN_HEAD, GEN_OPTIONS, (int)(sizeof GEN_OPTIONS / sizeof GEN_OPTIONS[0]), o, sizeof *o,
+              argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "generate: --ckpt PATH|RUN_DIR is required (command line)");
     if (o->prompt && o->prompt_file)
         sm_fatal(SM_EXIT_USAGE, "generate: give --prompt or --prompt-file, not both (command line)");
@@ -184,7 +158,8 @@ int cmd_generate(int argc, char **argv) {
     const float **logits_of = sm_arena((size_t)R * sizeof(float *));     // row r's latest logits
     int *next = sm_arena((size_t)R * sizeof(int));                        // the rows' new tokens
     sampler smp;
-    sampler_build(&smp, &o.sp, V);
+    const sampler_params sp = {.temperature = (float)o.temperature, .top_k = o.top_k, .top_p = (float)o.top_p};
+    sampler_build(&smp, &sp, V);
     sm_rng rng;
     sm_rng_seed(&rng, o.seed, 0x67656e);   // stream "gen"
     FILE *dump = NULL;
