@@ -131,8 +131,10 @@ int cmd_generate(int argc, char **argv) {
     prompt_set ps;
     read_prompts(&o, &ps);
     const int R = ps.n;
-    // tokens: row r's prompt then its new tokens, at most maxT in all
-    int *seq = sm_arena((size_t)R * maxT * sizeof(int)), *len = sm_arena((size_t)R * sizeof(int));
+    // tokens: row r's prompt then its new tokens: the positions of the context, and the one token
+    // predicted after a full context (it is printed, never fed back)
+    const size_t stride = (size_t)maxT + 1;
+    int *seq = sm_arena((size_t)R * stride * sizeof(int)), *len = sm_arena((size_t)R * sizeof(int));
     int *n_prompt = sm_arena((size_t)R * sizeof(int)), *active = sm_arena((size_t)R * sizeof(int));
     int longest = 1;
     for (int r = 0; r < R; r++) {
@@ -141,7 +143,7 @@ int cmd_generate(int argc, char **argv) {
             sm_fatal(SM_EXIT_USAGE, "prompt %d is %zu tokens, longer than the model's context of %d tokens (%s)", r + 1,
                      n, maxT, o.prompt_file ? o.prompt_file : "--prompt");
         if (n == 0) sm_fatal(SM_EXIT_USAGE, "the prompt is empty (--prompt)");
-        for (size_t i = 0; i < n; i++) seq[(size_t)r * maxT + i] = (unsigned char)ps.text[ps.start[r] + i];
+        for (size_t i = 0; i < n; i++) seq[(size_t)r * stride + i] = (unsigned char)ps.text[ps.start[r] + i];
         len[r] = n_prompt[r] = (int)n;
         if ((int)n > longest) longest = (int)n;
     }
@@ -177,7 +179,7 @@ int cmd_generate(int argc, char **argv) {
     for (int r = 0; r < R; r++) {
         prompt_tokens += n_prompt[r];
         if (o.no_cache) continue;
-        gpt2_forward_cached(&w, &inf, seq + (size_t)r * maxT, &r, 1, n_prompt[r]);
+        gpt2_forward_cached(&w, &inf, seq + (size_t)r * stride, &r, 1, n_prompt[r]);
         memcpy(prefill_logits + (size_t)r * Vp, inf.logits, (size_t)Vp * sizeof(float));
         logits_of[r] = prefill_logits + (size_t)r * Vp;
     }
@@ -194,19 +196,20 @@ int cmd_generate(int argc, char **argv) {
         for (int r = 0; r < R; r++) {
             if (!active[r]) continue;
             if (o.no_cache) {   // the reference: the training forward over the whole prefix
-                gpt2_forward(&w, &full, seq + (size_t)r * maxT, 1, len[r]);
+                gpt2_forward(&w, &full, seq + (size_t)r * stride, 1, len[r]);
                 logits_of[r] = full.t.t[A_LOGITS].ptr + (size_t)(len[r] - 1) * Vp;
             }
             if (dump && r == 0 && fwrite(logits_of[r], sizeof(float), (size_t)V, dump) != (size_t)V)
                 sm_fatal(SM_EXIT_RUNTIME, "cannot write %s", o.dump_logits);
             int tok = sampler_sample(&smp, logits_of[r], sm_rng_uniform(&rng));
-            seq[(size_t)r * maxT + len[r]++] = tok;
+            seq[(size_t)r * stride + len[r]++] = tok;
             new_tokens++;
             if (stream) {
                 fputc(tok, stdout);
                 fflush(stdout);
             }
-            if (tok == eot || len[r] - n_prompt[r] >= o.max_new || len[r] >= maxT) {
+            // the new token sits at position len-1: it can be fed back while that is inside the context
+            if (tok == eot || len[r] - n_prompt[r] >= o.max_new || len[r] > maxT) {
                 active[r] = 0;
                 n_active--;
             } else if (!o.no_cache) {
@@ -229,7 +232,7 @@ int cmd_generate(int argc, char **argv) {
     } else {
         for (int r = 0; r < R; r++) {
             if (r) fputc('\n', stdout);
-            for (int i = 0; i < len[r]; i++) fputc(seq[(size_t)r * maxT + i], stdout);
+            for (int i = 0; i < len[r]; i++) fputc(seq[(size_t)r * stride + i], stdout);
             fputc('\n', stdout);
         }
     }
@@ -241,7 +244,7 @@ int cmd_generate(int argc, char **argv) {
                 "\"cache\":%s,\"tokens\":[", new_tokens, tok_s, prefill_s, R, o.no_cache ? "false" : "true");
         for (int r = 0; r < R; r++) {
             fprintf(stderr, "%s[", r ? "," : "");
-            for (int i = n_prompt[r]; i < len[r]; i++) fprintf(stderr, "%s%d", i > n_prompt[r] ? "," : "", seq[(size_t)r * maxT + i]);
+            for (int i = n_prompt[r]; i < len[r]; i++) fprintf(stderr, "%s%d", i > n_prompt[r] ? "," : "", seq[(size_t)r * stride + i]);
             fprintf(stderr, "]");
         }
         fprintf(stderr, "]}\n");
