@@ -76,7 +76,7 @@ static const char TRAIN_USAGE[] =
     "  --eval-every N    val loss every N steps, 0 = only at the end (default 100)\n"
     "  --val-batches N   val windows = N x batch (default 20)\n"
     "  --seed S          RNG seed for init and data order (default 1337)\n"
-    "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs the rank may use)\n"
+    "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else $SLURM_CPUS_PER_TASK, else the CPUs the rank may use)\n"
     "distributed (mpirun -np N / srun):\n"
     "  --bucket-mb X     gradient allreduce bucket size in MiB (default 8: below glibc's 32 MiB mmap threshold)\n"
     "  --zero 0|1        1: shard the AdamW moments over the ranks (ZeRO-1) (default 0)\n"
@@ -86,7 +86,7 @@ static const char TRAIN_USAGE[] =
     "  --stop-at N       end cleanly after step N, checkpointing it; the schedule still follows --steps\n"
     "  --resume MODE     auto: newest checkpoint in RUN_DIR that verifies, else fresh; none: fresh\n"
     "                    (refuses a RUN_DIR holding checkpoints); PATH: that file (default auto)\n"
-    "  SIGTERM/SIGUSR1   checkpoint at the end of the current step and exit 0 (preemption)\n"
+    "  SIGTERM/SIGUSR1   checkpoint at the end of the current step and exit 75 (preemption: requeue, resume)\n"
     "diagnostics:\n"
     "  --profile         per-op time, share of the step, GFLOP/s, GB/s and heap allocations, printed at the end\n"
     "  --dump-params F   at the end, write the parameters to F as raw float32 in checkpoint order\n"
@@ -366,10 +366,8 @@ int cmd_train(int argc, char **argv) {
     parse_train(argc, argv, &o);
     prof_enable(o.profile);
 
-    int threads = o.threads;
-    if (!threads && getenv("OMP_NUM_THREADS")) threads = omp_get_max_threads();
-    if (!threads) threads = topo.n_cpus;
-    omp_set_num_threads(threads);
+    int threads = comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, mask
+    install_stop_handlers();   // [slurm] before start-up: a preemption notice then must not kill the rank
     kernels_flush_denormals(1);   // see kernels.h: denormal AdamW moments would slow every step
 
     // data: the train shard (and val) of PREFIX
@@ -403,6 +401,7 @@ int cmd_train(int argc, char **argv) {
         write_config_json(&o, &cfg, topo.world_size, threads);
     }
     comm_barrier();   // the run directory exists for every rank from here on
+    if (topo.n_nodes > 1 && ckpt_check_shared_dir(o.run_dir, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     comm_print_topology(&topo, threads);
 
     gpt2 model;
@@ -479,7 +478,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     FILE *log = topo.rank == 0 ? open_log(o.run_dir, step0) : NULL;
-    install_stop_handlers();
+    int exit_status = SM_EXIT_OK;   // [slurm] SM_EXIT_STOPPED (75) when a signal stopped the run early
 
     const float dloss = 1.0f / ((float)o.batch * (float)o.seq * (float)o.accum * (float)topo.world_size);
     for (int step = step0; step < o.steps; step++) {
@@ -576,6 +575,7 @@ int cmd_train(int argc, char **argv) {
         if (stop_here && done < o.steps) {
             sm_info("stopped after step %d (%s); resume with the same command", done,
                     stop ? "signal" : "--stop-at");
+            if (stop) exit_status = SM_EXIT_STOPPED;
             break;
         }
     }
@@ -604,5 +604,5 @@ int cmd_train(int argc, char **argv) {
     shard_close(&train_shard);
     shard_close(&val_shard);
     comm_finalize();
-    return SM_EXIT_OK;
+    return exit_status;
 }
