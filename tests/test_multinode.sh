@@ -19,6 +19,9 @@ command -v unshare >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# one cluster test at a time on this machine (ports, namespace names and munged are machine-wide)
+exec 9>/tmp/smallmind-cluster-tests.lock
+flock -w 900 9 || { echo "multinode: another run's cluster test held the lock for 15 minutes"; exit 1; }
 N=$src/tests/netns_hosts.sh
 trap 'bash "$N" down >/dev/null 2>&1 || true' EXIT
 rm -rf "$work"; mkdir -p "$work"; cd "$work"

@@ -15,6 +15,9 @@
 set -uo pipefail
 bin=$1 src=$2 work=$3
 if [ "$(id -u)" != 0 ]; then echo "slurm: SKIP: a local Slurm needs root"; exit 77; fi
+# one cluster test at a time on this machine (ports, namespace names and munged are machine-wide)
+exec 9>/tmp/smallmind-cluster-tests.lock
+flock -w 900 9 || { echo "slurm: another run's cluster test held the lock for 15 minutes"; exit 1; }
 rm -rf "$work"; mkdir -p "$work"; cd "$work"
 C=$work/cluster
 trap 'bash "$src/tests/slurm_local.sh" stop "$C" >/dev/null 2>&1 || true' EXIT
