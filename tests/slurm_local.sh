@@ -20,7 +20,7 @@ CONF=$DIR/slurm.conf
 export SLURM_CONF=$CONF
 NODE=$(hostname -s)
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 
 install_pkgs() {
@@ -109,9 +109,9 @@ start() {
 stop_pid() {   # stop_pid FILE: TERM, then KILL after 5 s
   local f=$1 i
   alive "$f" || return 0
-  kill "$(cat "$f")" 2>/dev/null || true
+  kill "$(cat "$f" 2>/dev/null)" 2>/dev/null || true
   for i in $(seq 50); do alive "$f" || return 0; sleep 0.1; done
-  kill -9 "$(cat "$f")" 2>/dev/null || true
+  kill -9 "$(cat "$f" 2>/dev/null)" 2>/dev/null || true
 }
 
 stop() {

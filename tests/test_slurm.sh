@@ -35,6 +35,13 @@ wait_until() {   # wait_until SECONDS CMD...: poll every 0.2 s
 in_queue() { [ -n "$(squeue -h -j "$1" -o %i 2>/dev/null)" ]; }
 not_in_queue() { ! in_queue "$1"; }
 at_step() { grep -q "\"event\":\"step\",\"step\":$2," "$1/log.jsonl" 2>/dev/null; }
+# sbatch, then wait for the job to leave the queue (polling at 0.2 s: sbatch --wait's own polling
+# backs off to 30 s); JOB is set to its id; returns the batch script's exit status
+run_job() {
+  JOB=$(sbatch --parsable "$@") || return 99
+  wait_until 300 not_in_queue "$JOB" || return 98
+  local code; code=$(job_field "$JOB" ExitCode); return "${code%%:*}"
+}
 
 python3 -c "
 import random; random.seed(17)
@@ -85,19 +92,23 @@ preempt() {   # preempt SCRIPT DIR usr1|requeue
   if ! wait_until 120 at_step "$dir" 10; then bad "$script: job $id never reached step 10"; return; fi
   if [ "$how" = usr1 ]; then scancel --signal=USR1 --batch "$id"; else scontrol requeue "$id"; fi
   if wait_until 60 bash -c "squeue -h -j $id -o '%T %r' | grep -q 'PENDING BeginTime'"; then
-    scontrol update JobId="$id" StartTime=now   # Slurm would hold a requeued job for ~120 s
+    # Slurm would hold a requeued job for ~120 s. Not at once either: slurmd revoked the first
+    # start's credential, with a resolution of 1 s, and a start within that second is refused
+    # ("Job credential revoked": the job fails)
+    sleep 2
+    scontrol update JobId="$id" StartTime=now
   else bad "$script ($how): job $id was not requeued ($(squeue -h -j "$id" -o '%T %r'))"; fi
   wait_until 180 not_in_queue "$id" || bad "$script ($how): job $id did not finish"
   local out=$dir-$id.out said
   k=$(sed -n "s|^resumed from $dir/ckpt_\([0-9]*\)\.h5.*|\1|p" "$out" | head -1)
+  k=$((10#${k:-0}))
   if [ "$how" = usr1 ]; then said="got SIGUSR1.*stopped by a signal after writing a checkpoint (exit 75): requeueing"
   else said="got SIGTERM.*stopped by SIGTERM after writing a checkpoint (exit 75): left to Slurm"; fi
-  if [ "$(job_field "$id" JobState)" = COMPLETED ] && [ "$(job_field "$id" Restarts)" = 1 ] && [ -n "$k" ] && \
-     [ $((10#$k)) -ge 10 ] && [ $((10#$k)) -lt 200 ] && tr '\n' ' ' < "$out" | grep -q "$said" && \
+  if [ "$(job_field "$id" JobState)" = COMPLETED ] && [ "$(job_field "$id" Restarts)" = 1 ] && [ "$k" -ge 10 ] && [ "$k" -lt 200 ] && tr '\n' ' ' < "$out" | grep -q "$said" && \
      grep -q "finished (exit 0)" "$out"; then
     ok "$script ($how): stopped at step >= 10 with checkpoint $k, exit 75, requeued once, resumed from it, finished"
   else bad "$script ($how): state $(job_field "$id" JobState), restarts $(job_field "$id" Restarts), resumed '$k': $(grep -v '^step' "$out" | tail -8)"; fi
-  grep -q "\"event\":\"checkpoint\",\"step\":$((10#$k)),.*\"save_s\"" "$dir/log.jsonl" \
+  grep -q "\"event\":\"checkpoint\",\"step\":$k,.*\"save_s\"" "$dir/log.jsonl" \
     && ok "$script ($how): log.jsonl has the stop checkpoint's save_s (LEAD sizing)" || bad "$script ($how): no checkpoint event for step $k"
   compare_runs ref "$dir" && ok "$script ($how): stopped + requeued == uninterrupted, bit for bit" || bad "$script ($how): the run differs"
 }
@@ -108,12 +119,12 @@ bash "$src/jobs/lead.sh" pre_srun > lead.txt && grep -q "#SBATCH --signal=B:USR1
   && ok "jobs/lead.sh sizes LEAD from the log: $(tail -1 lead.txt)" || bad "lead.sh: $(cat lead.txt)"
 
 # 3. never requeued: a failure, a finished --stop-at, a user's scancel
-sbatch --wait -n 2 -c 1 -o "bad-%j.out" "$src/jobs/train.sbatch" --data nosuch --run-dir bad >/dev/null; rc=$?
-id=$(ls bad-*.out | sed 's/bad-\([0-9]*\).out/\1/')
+run_job -n 2 -c 1 -o "bad-%j.out" "$src/jobs/train.sbatch" --data nosuch --run-dir bad; rc=$?
+id=$JOB
 [ $rc -eq 2 ] && [ "$(job_field "$id" Restarts)" = 0 ] && grep -q "smallmind failed (exit 2): not requeued" "bad-$id.out" \
   && ok "bad input: job exit 2, not requeued" || bad "bad input (exit $rc, restarts $(job_field "$id" Restarts))"
-sbatch --wait -n 2 -c 1 -o "stop-%j.out" "$src/jobs/train.sbatch" $M --run-dir stop --stop-at 5 >/dev/null; rc=$?
-id=$(ls stop-*.out | sed 's/stop-\([0-9]*\).out/\1/')
+run_job -n 2 -c 1 -o "stop-%j.out" "$src/jobs/train.sbatch" $M --run-dir stop --stop-at 5; rc=$?
+id=$JOB
 [ $rc -eq 0 ] && [ "$(job_field "$id" Restarts)" = 0 ] && [ -f stop/ckpt_00000005.h5 ] \
   && ok "--stop-at 5: exit 0, checkpoint 5, not requeued" || bad "--stop-at (exit $rc, restarts $(job_field "$id" Restarts))"
 id=$(sbatch --parsable -n 2 -c 1 -o "cancel-%j.out" "$src/jobs/train.sbatch" $M --run-dir cancel)
@@ -127,7 +138,7 @@ if wait_until 120 at_step cancel 5; then
 else bad "job $id never reached step 5"; fi
 
 # 4. the issue's first trap: srun -n 2 without -c, each rank taking every CPU of the node
-sbatch --wait -n 2 -o "warn-%j.out" --wrap "srun --mpi=pmix $bin train $M --steps 2 --ckpt-every 0 --run-dir warn" >/dev/null
+run_job -n 2 -o "warn-%j.out" --wrap "srun --mpi=pmix $bin train $M --steps 2 --ckpt-every 0 --run-dir warn"
 grep -q "warning: node .*: its 2 ranks run $((2 * $(nproc))) OpenMP threads in all on $(nproc) CPUs" warn-*.out \
   && ok "srun -n 2 without -c: rank 0 warns about $((2 * $(nproc))) threads on $(nproc) CPUs" || bad "no oversubscription warning: $(grep -E 'topology|warning' warn-*.out)"
 

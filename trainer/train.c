@@ -366,8 +366,8 @@ int cmd_train(int argc, char **argv) {
     parse_train(argc, argv, &o);
     prof_enable(o.profile);
 
-    int threads = comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, mask
-    install_stop_handlers();   // [slurm] before start-up: a preemption notice then must not kill the rank
+    int threads = comm_set_threads(&topo, o.threads);   // [slurm] --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, mask
+    install_stop_handlers();   // [slurm] before start-up, so that a preemption notice cannot kill the rank
     kernels_flush_denormals(1);   // see kernels.h: denormal AdamW moments would slow every step
 
     // data: the train shard (and val) of PREFIX
@@ -401,6 +401,7 @@ int cmd_train(int argc, char **argv) {
         write_config_json(&o, &cfg, topo.world_size, threads);
     }
     comm_barrier();   // the run directory exists for every rank from here on
+    // [slurm] more than one node: every rank must see this run directory (a shared filesystem)
     if (topo.n_nodes > 1 && ckpt_check_shared_dir(o.run_dir, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     comm_print_topology(&topo, threads);
 
