@@ -130,5 +130,12 @@ enum { CKPT_FIND_NONE = 0, CKPT_FIND_FOUND = 1 };
 int ckpt_find_latest(const char *run_dir, char *path_out, size_t path_len, ckpt_skipped *skipped, int max_skipped,
                      int *n_skipped, char *err, size_t errlen);
 
+// Multi-node runs (issue 14): every rank must see RUN_DIR as the same directory, or checkpoints
+// written by one node cannot be resumed by another. Rank 0 writes RUN_DIR/.shared-check-<token>
+// (a fresh 64-bit token as text, fsynced), every rank reads it back, rank 0 removes it. RUN_DIR
+// must exist. Returns 0, or -1 on every rank with a message naming the lowest rank that does not
+// see the token and its node (MPI_Get_processor_name). Collective.
+int ckpt_check_shared_dir(const char *run_dir, char *err, size_t errlen);
+
 // RUN_DIR/ckpt_%08d.h5
 void ckpt_path(char *out, size_t cap, const char *run_dir, int step);

@@ -10,7 +10,9 @@
 //   smallmind: [rank R] error: <what> (<where>)
 // sm_fatal() ends the process with the given exit status; once comm/ has installed
 // an abort hook (multi-rank runs) it calls that instead, so no rank hangs another.
-enum { SM_EXIT_OK = 0, SM_EXIT_RUNTIME = 1, SM_EXIT_USAGE = 2 };
+// SM_EXIT_STOPPED: stopped by a signal after writing a checkpoint, not finished (requeue, resume;
+// EX_TEMPFAIL in sysexits.h).
+enum { SM_EXIT_OK = 0, SM_EXIT_RUNTIME = 1, SM_EXIT_USAGE = 2, SM_EXIT_STOPPED = 75 };
 
 typedef void (*sm_abort_fn)(int exit_status);
 void sm_set_abort_hook(sm_abort_fn fn);   // comm/ installs MPI_Abort here

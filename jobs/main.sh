@@ -3,6 +3,7 @@
 # prepare byte-level shards, train the default GPT-2 (L=4, H=4, C=256, T=256) on 2 MPI ranks for
 # a short run whose training loss falls from ln(256) ~ 5.5 to below 2.6, then evaluate the final
 # checkpoint on the validation shard and generate text from it.
+# Draws the loss curves into runs/mobydick/loss.png (jobs/plot).
 #   bash jobs/main.sh            (STEPS=N to change the run length)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +30,7 @@ tail = steps[-20:]
 print(f"main job: loss {steps[0]:.3f} -> {sum(tail)/len(tail):.3f} (mean of the last {len(tail)} steps), "
       f"val {vals[-1]:.3f}")
 PY
+"$ROOT/jobs/plot" "$ROOT/runs/mobydick"
 echo "== eval of the final checkpoint on the validation shard"
 mpirun -np "$NP" --bind-to none "$ROOT/build/smallmind" eval --ckpt "$ROOT/runs/mobydick" \
   --data "$ROOT/data/mobydick_val.bin" --threads "$THREADS"

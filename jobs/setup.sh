@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}; shift || true
 PKGS="build-essential cmake pkgconf openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools libcunit1-dev libxxhash-dev
-      python3 python3-numpy python3-h5py python3-torch libopenblas0-pthread valgrind"
+      python3 python3-numpy python3-h5py python3-torch libopenblas0-pthread valgrind gnuplot-nox"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 # node/npm (for the Moby Dick data) often come from outside Debian; install Debian's only if absent

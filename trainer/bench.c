@@ -875,8 +875,7 @@ int cmd_bench(int argc, char **argv) {
 
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    if (!o.threads) o.threads = getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : topo.n_cpus;
-    omp_set_num_threads(o.threads);
+    o.threads = comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, mask
     kernels_flush_denormals(1);   // as train runs (the PyTorch reference flushes too)
     int rc = !strcmp(o.what, "kernels") ? bench_kernels(&o, &topo) : bench_train(&o, &topo);
     comm_finalize();

@@ -93,13 +93,6 @@ void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char 
         sm_fatal(SM_EXIT_USAGE, "%s", err);
 }
 
-// --threads, else OMP_NUM_THREADS, else the CPUs this rank may use
-static int resolve_threads(int flag, const comm_topology *topo) {
-    if (flag) return flag;
-    if (getenv("OMP_NUM_THREADS")) return omp_get_max_threads();
-    return topo->n_cpus;
-}
-
 int cmd_eval(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
@@ -110,7 +103,7 @@ int cmd_eval(int argc, char **argv) {
         parse_eval(argc, argv, &o);
     }
     comm_usage_agree();   // a usage error ends every rank here, printed once
-    omp_set_num_threads(resolve_threads(o.threads, &topo));
+    comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPU mask
     kernels_flush_denormals(1);
     prof_enable(o.profile);
 

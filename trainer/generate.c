@@ -115,7 +115,7 @@ int cmd_generate(int argc, char **argv) {
     if (topo.world_size > 1)
         comm_fatal_agreed(SM_EXIT_USAGE, "generate is one process, but it runs on %d ranks: use mpirun -np 1, or no mpirun "
                  "(command line)", topo.world_size);
-    omp_set_num_threads(o.threads ? o.threads : getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : topo.n_cpus);
+    comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPU mask
     kernels_flush_denormals(1);
 
     gpt2_weights w;

@@ -99,8 +99,8 @@ static const cli_opt TRAIN_OPTIONS[] = {
     T_OPT("val-batches", CLI_INT, val_batches, 1, 1 << 20, "N", "the val set: the first N x batch x ranks windows of "
           "PREFIX_val.bin (the global batch: any rank count evaluates the same windows)", NULL, 0, ANNOUNCE),
     T_OPT("seed", CLI_U64, seed, 0, 9.2e18, "S", "RNG seed for init and data order", NULL, 0, REFUSE),
-    T_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else the "
-          "CPUs the rank may use)", NULL, 1, FREE),
+    T_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else "
+          "$SLURM_CPUS_PER_TASK, else the CPUs the rank may use)", NULL, 1, FREE),
     T_OPT("max-skips", CLI_INT, max_skips, 0, 1 << 20, "K", "a step whose loss or gradient norm is not finite (or "
           "spikes) skips its update; K such steps in a row are allowed, the next stops the run (exit 1)", NULL, 0,
           ANNOUNCE),
@@ -111,7 +111,7 @@ static const cli_opt TRAIN_OPTIONS[] = {
     T_OPT("zero", CLI_INT, zero, 0, 1, "0|1", "1: shard the AdamW moments over the ranks (ZeRO-1)", NULL, 0, ANNOUNCE),
     T_OPT("ckpt-every", CLI_INT, ckpt_every, 0, 1 << 30, "N", "checkpoint every N steps; 0 = only at the end",
           "checkpoints (RUN_DIR/ckpt_NNNNNNNN.h5, sharded HDF5; SIGTERM/SIGUSR1 checkpoint at the end of the "
-          "current step and stop):", 0, ANNOUNCE),
+          "current step and exit 75: requeue and resume):", 0, ANNOUNCE),
     T_OPT("keep", CLI_INT, keep, 0, 1 << 20, "K", "keep only the newest K checkpoints; 0 = all", NULL, 0, ANNOUNCE),
     T_OPT("stop-at", CLI_INT, stop_at, 1, 1 << 30, "N", "end cleanly after step N, checkpointing it; the schedule "
           "still follows --steps (default: no)", NULL, 0, FREE),
@@ -354,13 +354,12 @@ typedef struct {
     uint64_t val_windows;
 } train_start;
 
-static void start_run(train_start *r, int argc, char **argv, const comm_topology *topo) {
+static void start_run(train_start *r, int argc, char **argv, comm_topology *topo) {
     train_opts *o = &r->o;
     char err[1024];
     parse_train(argc, argv, o);
-    r->threads = o->threads;
-    if (!r->threads && getenv("OMP_NUM_THREADS")) r->threads = omp_get_max_threads();
-    if (!r->threads) r->threads = topo->n_cpus;
+    // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs this rank may use
+    r->threads = comm_set_threads(topo, o->threads);
 
     // data: the train shard (and val) of PREFIX
     snprintf(r->train_path, sizeof r->train_path, "%s_train.bin", o->data);
@@ -406,6 +405,7 @@ static void start_run(train_start *r, int argc, char **argv, const comm_topology
 int cmd_train(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
+    install_stop_handlers();   // before start-up, so that a preemption notice cannot kill the rank
     static train_start r;   // static: large, and outside the frame setjmp saves
     jmp_buf start;
     if (setjmp(start) == 0) {
@@ -428,7 +428,6 @@ int cmd_train(int argc, char **argv) {
     // a log or checkpoint outgrowing `ulimit -f` must fail its write (and be reported), not kill us
     signal(SIGXFSZ, SIG_IGN);
     prof_enable(o.profile);
-    omp_set_num_threads(threads);
     kernels_flush_denormals(1);   // see kernels.h: denormal AdamW moments would slow every step
     double *val_per_window = sm_arena(val_windows * sizeof(double));
 
@@ -437,6 +436,8 @@ int cmd_train(int argc, char **argv) {
         check_writable(o.run_dir, o.dump_params);
     }
     comm_barrier();   // the run directory exists for every rank from here on
+    // [slurm] more than one node: every rank must see this run directory (a shared filesystem)
+    if (topo.n_nodes > 1 && ckpt_check_shared_dir(o.run_dir, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     comm_print_topology(&topo, threads);
     sm_info("data: every token of both shards checked against V=%d and hashed in %.3f s", cfg.vocab_size, r.t_check);
 
@@ -500,7 +501,7 @@ int cmd_train(int argc, char **argv) {
     if (topo.rank == 0) write_config_json(&o, &cfg, topo.world_size, threads);
     runlog log = {0};
     if (topo.rank == 0 && runlog_open(&log, o.run_dir, step0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
-    install_stop_handlers();
+    int exit_status = SM_EXIT_OK;   // SM_EXIT_STOPPED (75) when a signal stopped the run early
 
     const adamw_hparams hp0 = {.lr = (float)o.lr, .beta1 = (float)o.beta1, .beta2 = (float)o.beta2, .eps = (float)o.eps,
                                .weight_decay = (float)o.wd};
@@ -593,8 +594,9 @@ int cmd_train(int argc, char **argv) {
             }
         }
         if (stop_here && done < o.steps) {
-            sm_info("stopped after step %d (%s); resume with the same command", done,
+            sm_info("stopped after step %d (%s); resume with --resume auto", done,
                     stop ? "signal" : "--stop-at");
+            if (stop) exit_status = SM_EXIT_STOPPED;
             break;
         }
     }
@@ -623,5 +625,5 @@ int cmd_train(int argc, char **argv) {
     shard_close(train_shard);
     shard_close(val_shard);
     comm_finalize();
-    return SM_EXIT_OK;
+    return exit_status;
 }
