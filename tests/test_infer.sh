@@ -202,6 +202,19 @@ assert len(ours) == 50
 assert np.all(np.abs(a - b) <= 1e-4 + 1e-4 * np.abs(b)), "logits"
 PY
   done
+  # the script's other paths (the bench's baseline): --no-cache recomputes the prefix, from
+  # --prompt-tokens, timed (--time: a warm-up run, then the figures as JSON on stderr)
+  ids=$("$py" -c "import sys; print(','.join(str(b) for b in sys.argv[1].encode()))" "$P")
+  timeout 300 "$py" "$here/pytorch_generate.py" --ckpt "$ckpt" --prompt-tokens "$ids" --max-new 50 --no-cache --time \
+    >torchn.tok 2>torchn.json || bad "pytorch_generate.py --no-cache failed"
+  "$py" - torch.tok torchn.tok torchn.json <<'PY' && ok "pytorch_generate.py: --no-cache (from --prompt-tokens) gives the KV cache's tokens; --time prints its figures" \
+    || bad "pytorch_generate.py --no-cache / --time"
+import json, sys
+a, b = open(sys.argv[1]).read().split(), open(sys.argv[2]).read().split()
+j = json.loads(open(sys.argv[3]).read().strip().splitlines()[-1])
+print(f"     PyTorch {j['tokens_per_s']:.0f} tokens/s without a cache (prefill {j['prefill_tokens_per_s']:.0f}/s)")
+assert a == b and len(a) == 50 and j["new_tokens"] == 50 and j["tokens_per_s"] > 0 and j["cache"] is False
+PY
   ;;
 
 ranks)
