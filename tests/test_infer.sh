@@ -233,6 +233,12 @@ assert len({x["tokens"] for x in r}) == 1 and r[0]["windows"] > 4 and r[0]["wind
 for x in r[1:]:
     assert abs(x["loss"] - r[0]["loss"]) <= 1e-6 * r[0]["loss"]
 PY
+  # generate is one process: under mpirun -np 1 it runs, with the text it gives without mpirun
+  timeout 120 $MPIRUN -np 1 --bind-to none "$bin" generate --ckpt "$root/run1" --prompt "Call me" --max-new 30 \
+    --temperature 0.8 --seed 3 --threads 2 >gen_np1.out 2>gen_np1.err
+  G --prompt "Call me" --max-new 30 --temperature 0.8 --seed 3 >gen.out 2>/dev/null
+  [ -s gen.out ] && cmp -s gen.out gen_np1.out && ok "generate under mpirun -np 1: the same text as without mpirun" \
+    || bad "generate under mpirun -np 1: $(head -c 300 gen_np1.err)"
   # a second run at 2 ranks, --batch 4: the same global batch as run1's 1 rank at --batch 8
   timeout 300 $MPIRUN -np 2 --bind-to none "$bin" train --data "$root/d" --run-dir run2 --layers 2 --heads 4 --embd 64 \
     --seq 64 --context 256 --batch 4 --steps 80 --eval-every 40 --val-batches 2 --lr 3e-3 --warmup 5 --threads 1 \
