@@ -115,6 +115,12 @@ int cmd_eval(int argc, char **argv) {
 
     shard data;
     if (shard_open(&data, o.data, cfg->vocab_size, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    // DESIGN.md's Data section: a header vocabulary of 0 is llm.c's GPT-2 (50257 tokens); a file
+    // of another vocabulary holds another tokenizer's tokens, even where every token fits
+    const int data_vocab = data.vocab_size ? data.vocab_size : 50257;
+    if (data_vocab != cfg->vocab_size)
+        sm_fatal(SM_EXIT_USAGE, "the data file's vocabulary (%d tokens%s) is not the checkpoint's (%d, %s) (%s)",
+                 data_vocab, data.vocab_size ? "" : ": llm.c's GPT-2", cfg->vocab_size, cfg->tokenizer, o.data);
     const int T = o.seq ? o.seq : cfg->max_seq_len;
     if (T > cfg->max_seq_len)   // (flags and the checkpoint are alike on every rank)
         comm_fatal_agreed(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", T, cfg->max_seq_len);
