@@ -883,6 +883,7 @@ static void parse_bench(int argc, char **argv, bench_opts *o) {
 int cmd_bench(int argc, char **argv) {
     // argv[0] is "bench", argv[1] what to measure; the other benchmarks parse their own options
     if (argc >= 2 && !strcmp(argv[1], "checkpoint")) return bench_checkpoint(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "tokenizer")) return bench_tokenizer(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "generate"))   // the generation issue fills this in
         sm_fatal(SM_EXIT_USAGE, "bench generate: not implemented yet (command line)");
     bench_opts o;

@@ -8,6 +8,7 @@ int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);   // tokenize.c
 
 // Strict parsing of option values: the whole string must be a number within [lo, hi],
 // else one line naming the flag and exit 2.
@@ -18,6 +19,8 @@ void cli_bad_option(const char *cmd, int argc, char **argv);
 
 // `smallmind bench checkpoint` (bench_ckpt.c), dispatched from `smallmind bench`.
 int bench_checkpoint(int argc, char **argv);
+// `smallmind bench tokenizer` (bench_tokenizer.c), dispatched from `smallmind bench`.
+int bench_tokenizer(int argc, char **argv);
 
 // The data-parallel step's plumbing, shared by train and bench train (train.c):
 // the gradient arena as segments in the order backward finalises them (group 0 = last layer
