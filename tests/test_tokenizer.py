@@ -407,6 +407,21 @@ def test_cli(sm, checkout, work):
     check(p.returncode == 0 and json.loads(p.stdout) == [65, 255, 0], "tokenize --tokenizer byte")
     p = run([sm, "tokenize", "--tokenizer", "byte", "--decode"], b"[65, 255, 0]")
     check(p.returncode == 0 and p.stdout == b"A\xff\x00", "tokenize --tokenizer byte --decode")
+    # bench tokenizer: every figure a JSON object with a name and ms, comparisons with a baseline and a ratio;
+    # nothing about speed is asserted (performance is what the bench reports, not a test)
+    expect_usage([sm, "bench", "tokenizer", "--rounds", "0"], "--rounds", "bench tokenizer --rounds 0")
+    expect_usage([sm, "bench", "tokenizer", "--input", os.path.join(work, "nosuch")], "nosuch", "bench tokenizer --input missing")
+    p = run([sm, "bench", "tokenizer", "--json", "--rounds", "1", "--repeat", "1", "--g3-bytes", "20000"], timeout=300)
+    try:
+        figs = [json.loads(l) for l in p.stdout.decode().splitlines() if l.strip()]
+    except ValueError:
+        figs = []
+    names = [f.get("name", "") for f in figs]
+    ok = p.returncode == 0 and all("ms" in f and "mbps" in f for f in figs)
+    ok = ok and all(f["ratio"] > 0 and "baseline" in f for f in figs if "ratio" in f)
+    for want in ("1 thread", "2 threads", "tiktoken", "gpt-3-encoder"):
+        ok = ok and any(want in n for n in names)
+    check(ok, f"bench tokenizer --json: {p.stdout.decode()!r} {p.stderr.decode(errors='replace')!r}")
     # empty input: no ids
     p = run([sm, "tokenize", "--tokenizer", "gpt2", "--json"], b"")
     check(p.returncode == 0 and json.loads(p.stdout) == [], "tokenize of nothing is []")

@@ -13,7 +13,7 @@ static const char USAGE[] =
     "  tokenize  text on stdin -> token ids on stdout, or ids -> text with --decode\n"
     "  train     train a GPT-2 (data-parallel under mpirun/srun)\n"
     "  inspect   describe and verify a checkpoint (or a run directory's latest)\n"
-    "  bench     kernels, train or checkpoint: throughput against OpenBLAS, PyTorch and plain I/O\n"
+    "  bench     kernels, train, checkpoint or tokenizer: throughput against OpenBLAS, PyTorch, plain I/O, tiktoken\n"
     "\n"
     "Run 'smallmind <command> --help' for a command's options.\n";
 

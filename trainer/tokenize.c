@@ -108,7 +108,12 @@ int cmd_tokenize(int argc, char **argv) {
                 write_all(buf, k);
                 k = 0;
             }
-            k += (size_t)snprintf(buf + k, sizeof buf - k, json ? (i ? ",%u" : "%u") : "%u\n", (unsigned)ids[i]);
+            if (json && i) buf[k++] = ',';
+            char digits[8];   // ids < 65536: at most 5 digits
+            size_t nd = 0;
+            for (unsigned v = ids[i]; nd == 0 || v; v /= 10) digits[nd++] = (char)('0' + v % 10);
+            while (nd) buf[k++] = digits[--nd];
+            if (!json) buf[k++] = '\n';
         }
         if (json) {
             buf[k++] = ']';
