@@ -225,12 +225,13 @@ int tokenizer_encode_text(const tokenizer *t, const unsigned char *text, size_t 
         bpe_worker *w = bpe_worker_new(t->bpe, werr, sizeof werr);
         if (!w) {
 #pragma omp critical(tok_encode_err)
-            if (!failed) {
+            {
+                if (!first_err[0]) snprintf(first_err, sizeof first_err, "%s", werr);
+#pragma omp atomic write
                 failed = 1;
-                snprintf(first_err, sizeof first_err, "%s", werr);
             }
         }
-#pragma omp barrier
+        // (a thread without a worker set `failed` itself, so it takes no chunk)
 #pragma omp for schedule(dynamic, 1)
         for (size_t i = 0; i < cl.n; i++) {
             int stop;
@@ -244,9 +245,10 @@ int tokenizer_encode_text(const tokenizer *t, const unsigned char *text, size_t 
                                        c->to - c->doc, dst, werr, sizeof werr);
             if (k < 0) {
 #pragma omp critical(tok_encode_err)
-                if (!failed) {
+                {
+                    if (!first_err[0]) snprintf(first_err, sizeof first_err, "%s", werr);
+#pragma omp atomic write
                     failed = 1;
-                    snprintf(first_err, sizeof first_err, "%s", werr);
                 }
                 continue;
             }
