@@ -93,6 +93,25 @@ void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char 
         sm_fatal(SM_EXIT_USAGE, "%s", err);
 }
 
+// The bytes the target tokens of windows 0 .. n_windows-1 decode to (byte: one per token; gpt2:
+// each token's bytes from the BPE files).
+static uint64_t target_bytes(const shard *data, const sm_model_config *cfg, int T, uint64_t n_windows) {
+    const uint64_t n_targets = n_windows * (uint64_t)T;
+    tokenizer tk;
+    char err[1024];
+    if (tokenizer_load(&tk, data->tokenizer, NULL, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "bits per byte need the %s tokenizer: %s", cfg->tokenizer, err);
+    uint64_t bytes = 0;
+    for (uint64_t w = 0; w < n_windows; w++)
+        for (int t = 1; t <= T; t++) {
+            size_t n = 0;
+            tokenizer_token_bytes(&tk, data->tokens[w * (uint64_t)T + (uint64_t)t], &n);
+            bytes += n;
+        }
+    tokenizer_free(&tk);
+    return bytes ? bytes : n_targets;
+}
+
 int cmd_eval(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
@@ -115,9 +134,12 @@ int cmd_eval(int argc, char **argv) {
 
     shard data;
     if (shard_open(&data, o.data, cfg->vocab_size, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    // DESIGN.md's Data section: a header vocabulary of 0 is llm.c's GPT-2 (50257 tokens); a file
-    // of another vocabulary holds another tokenizer's tokens, even where every token fits
-    const int data_vocab = data.vocab_size ? data.vocab_size : 50257;
+    // the data's tokenizer (shard header) must be the checkpoint's; and its vocabulary too (a header
+    // vocabulary of 0 is the tokenizer's own, e.g. llm.c's GPT-2 shards)
+    if (strcmp(tokenizer_name(data.tokenizer), cfg->tokenizer) != 0)
+        sm_fatal(SM_EXIT_USAGE, "the data file holds %s tokens, the checkpoint's tokenizer is %s (%s)",
+                 tokenizer_name(data.tokenizer), cfg->tokenizer, o.data);
+    const int data_vocab = data.vocab_size ? data.vocab_size : tokenizer_vocab_size(data.tokenizer);
     if (data_vocab != cfg->vocab_size)
         sm_fatal(SM_EXIT_USAGE, "the data file's vocabulary (%d tokens%s) is not the checkpoint's (%d, %s) (%s)",
                  data_vocab, data.vocab_size ? "" : ": llm.c's GPT-2", cfg->vocab_size, cfg->tokenizer, o.data);
@@ -151,8 +173,8 @@ int cmd_eval(int argc, char **argv) {
     prof_step_end((long)(sums.tokens / (uint64_t)world));
     double seconds = sm_now_s() - t0;
 
-    // bits per byte: the byte tokenizer's tokens are one byte each
-    const double bytes = (double)sums.tokens;
+    // bits per byte: total nats over the bytes the windows' target tokens decode to, / ln 2
+    const double bytes = (double)target_bytes(&data, cfg, T, sums.windows);
     const double loss = sums.loss_sum / (double)sums.tokens, bpb = sums.loss_sum / log(2.0) / bytes;
     const double tok_s = seconds > 0 ? (double)sums.tokens / seconds : 0.0;
     if (topo.rank == 0) {

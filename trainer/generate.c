@@ -102,6 +102,13 @@ static void read_prompts(const gen_opts *o, prompt_set *ps) {
     if (ps->n == 0) sm_fatal(SM_EXIT_USAGE, "no prompt in the file (it holds no non-empty line) (%s)", o->prompt_file);
 }
 
+// A token's bytes (a GPT-2 token may hold part of a UTF-8 character: bytes, not characters)
+static void put_token(const tokenizer *tk, int tok, FILE *f) {
+    size_t n = 0;
+    const unsigned char *b = tokenizer_token_bytes(tk, tok, &n);
+    if (n) fwrite(b, 1, n, f);
+}
+
 int cmd_generate(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
@@ -124,9 +131,13 @@ int cmd_generate(int argc, char **argv) {
     infer_load_weights(o.ckpt, &w, &meta, ckpt_file, sizeof ckpt_file);
     const sm_model_config *cfg = &w.cfg;
     const int V = cfg->vocab_size, Vp = cfg->padded_vocab_size, maxT = cfg->max_seq_len;
-    if (strcmp(cfg->tokenizer, "byte") != 0)
-        sm_fatal(SM_EXIT_USAGE, "the checkpoint's tokenizer '%s' cannot decode here yet (%s)", cfg->tokenizer, ckpt_file);
-    const int eot = -1;   // the byte tokenizer has no end-of-text token
+    // the checkpoint's tokenizer encodes the prompts and decodes the new tokens
+    tokenizer tk;
+    char err[1024];
+    const int kind = tokenizer_parse(cfg->tokenizer);
+    if (kind < 0) sm_fatal(SM_EXIT_USAGE, "the checkpoint's tokenizer '%s' is unknown (%s)", cfg->tokenizer, ckpt_file);
+    if (tokenizer_load(&tk, (tokenizer_kind)kind, NULL, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    const int eot = kind == TOKENIZER_GPT2 ? GPT2_EOT : -1;   // the byte tokenizer has no end-of-text token
 
     prompt_set ps;
     read_prompts(&o, &ps);
@@ -138,12 +149,25 @@ int cmd_generate(int argc, char **argv) {
     int *n_prompt = sm_arena((size_t)R * sizeof(int)), *active = sm_arena((size_t)R * sizeof(int));
     int longest = 1;
     for (int r = 0; r < R; r++) {
-        size_t n = ps.start[r + 1] - ps.start[r];
+        const unsigned char *text = (const unsigned char *)ps.text + ps.start[r];
+        size_t n_text = ps.start[r + 1] - ps.start[r], n = 0, n_docs = 0;
+        uint16_t *ids = NULL;
+        if (n_text > 0) {
+            const tok_encode_opts enc = {.threads = 1};
+            if (tokenizer_encode_text(&tk, text, n_text, &enc, &ids, &n, &n_docs, err, sizeof err) != 0)
+                sm_fatal(SM_EXIT_USAGE, "%s (prompt %d)", err, r + 1);
+        }
         if (n > (size_t)maxT)
             sm_fatal(SM_EXIT_USAGE, "prompt %d is %zu tokens, longer than the model's context of %d tokens (%s)", r + 1,
                      n, maxT, o.prompt_file ? o.prompt_file : "--prompt");
-        if (n == 0) sm_fatal(SM_EXIT_USAGE, "the prompt is empty (--prompt)");
-        for (size_t i = 0; i < n; i++) seq[(size_t)r * stride + i] = (unsigned char)ps.text[ps.start[r] + i];
+        for (size_t i = 0; i < n; i++) seq[(size_t)r * stride + i] = ids[i];
+        sm_free(ids);
+        if (n == 0) {   // an empty prompt: gpt2 starts from <|endoftext|>, as GPT-2's samplers do
+            if (eot < 0) sm_fatal(SM_EXIT_USAGE, "the prompt is empty and the %s tokenizer has no end-of-text token to "
+                                  "start from (--prompt)", cfg->tokenizer);
+            seq[(size_t)r * stride] = eot;
+            n = 1;
+        }
         len[r] = n_prompt[r] = (int)n;
         if ((int)n > longest) longest = (int)n;
     }
@@ -205,7 +229,7 @@ int cmd_generate(int argc, char **argv) {
             seq[(size_t)r * stride + len[r]++] = tok;
             new_tokens++;
             if (stream) {
-                fputc(tok, stdout);
+                put_token(&tk, tok, stdout);
                 fflush(stdout);
             }
             // the new token sits at position len-1: it can be fed back while that is inside the context
@@ -230,9 +254,10 @@ int cmd_generate(int argc, char **argv) {
     if (stream) {
         fputc('\n', stdout);
     } else {
-        for (int r = 0; r < R; r++) {
+        for (int r = 0; r < R; r++) {   // each row: its prompt as given, then the new tokens' bytes
             if (r) fputc('\n', stdout);
-            for (int i = 0; i < len[r]; i++) fputc(seq[(size_t)r * stride + i], stdout);
+            fwrite(ps.text + ps.start[r], 1, ps.start[r + 1] - ps.start[r], stdout);
+            for (int i = n_prompt[r]; i < len[r]; i++) put_token(&tk, seq[(size_t)r * stride + i], stdout);
             fputc('\n', stdout);
         }
     }
@@ -251,6 +276,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (o.profile) prof_print(stdout, 0);
 
+    tokenizer_free(&tk);
     sampler_free(&smp);
     sm_free(prefill_logits);
     sm_free(logits_of);

@@ -10,11 +10,12 @@ static const char USAGE[] =
     "\n"
     "commands:\n"
     "  prepare   tokenize a text file into llm.c-format train/val shards\n"
+    "  tokenize  text on stdin -> token ids on stdout, or ids -> text with --decode\n"
     "  train     train a GPT-2 (data-parallel under mpirun/srun)\n"
     "  eval      loss, perplexity and bits per byte of a checkpoint on a token shard\n"
     "  generate  text from a checkpoint (KV cache; greedy, temperature, top-k, top-p)\n"
     "  inspect   describe and verify a checkpoint (or a run directory's latest)\n"
-    "  bench     kernels, train or checkpoint: throughput against OpenBLAS, PyTorch and plain I/O\n"
+    "  bench     kernels, train, checkpoint or tokenizer: throughput against OpenBLAS, PyTorch, plain I/O, tiktoken\n"
     "\n"
     "Run 'smallmind <command> --help' for a command's options.\n";
 
@@ -26,6 +27,7 @@ int main(int argc, char **argv) {
         return SM_EXIT_OK;
     }
     if (!strcmp(cmd, "prepare")) return cmd_prepare(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);

@@ -371,9 +371,15 @@ static void start_run(train_start *r, int argc, char **argv, comm_topology *topo
     sm_model_config *cfg = &r->cfg;
     *cfg = (sm_model_config){
         .n_layer = o->layers, .n_head = o->heads, .n_embd = o->embd, .max_seq_len = o->context,
-        .vocab_size = o->vocab ? o->vocab : (r->train_shard.vocab_size ? r->train_shard.vocab_size : 50257),
+        .vocab_size = o->vocab                       ? o->vocab
+                      : r->train_shard.vocab_size ? r->train_shard.vocab_size
+                                                  : tokenizer_vocab_size(r->train_shard.tokenizer),
     };
-    snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%s", cfg->vocab_size == 256 ? "byte" : "gpt2");
+    // the tokenizer travels from the shard header into the checkpoint as a fact
+    if (r->val_shard.tokenizer != r->train_shard.tokenizer)
+        sm_fatal(SM_EXIT_USAGE, "%s holds %s tokens but %s holds %s tokens (%s)", r->train_path,
+                 tokenizer_name(r->train_shard.tokenizer), r->val_path, tokenizer_name(r->val_shard.tokenizer), o->data);
+    snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%s", tokenizer_name(r->train_shard.tokenizer));
     if (gpt2_config_validate(cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
 
     // every token of both shards against the vocabulary, now rather than when its window comes up

@@ -321,7 +321,9 @@ int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);   // tokenize.c
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
+int bench_tokenizer(int argc, char **argv);    // `smallmind bench tokenizer` (bench_tokenizer.c)
 
 // Options as tables: one row per long option, which the parser, the usage text, the start-up
 // agreement between ranks (cli_fingerprint) and the resume checks all walk.
