@@ -54,6 +54,18 @@ static void on_layer_done(void *ctx, int layer) {
 }
 static void on_progress(void *ctx) { comm_gradsync_progress(&((trainer *)ctx)->sync); }
 
+// Fault injection for tests: a comma-separated list of steps (1..64) as a bit set.
+static uint64_t step_set(const char *p) {
+    uint64_t set = 0;
+    while (p && *p) {
+        char *end;
+        long t = strtol(p, &end, 10);
+        if (t >= 1 && t <= 64) set |= 1ull << (t - 1);
+        for (p = end; *p && (*p < '0' || *p > '9');) p++;
+    }
+    return set;
+}
+
 void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int accum, double bucket_mb, int zero,
                    uint64_t seed, const comm_topology *topo) {
     memset(tr, 0, sizeof *tr);
@@ -81,11 +93,8 @@ void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int ac
     size_t lo, hi;
     comm_gradsync_slice(&tr->sync, &lo, &hi);
     adamw_build(&tr->opt, &tr->w.params, lo, hi);
-    for (const char *p = getenv("SMALLMIND_INJECT_NAN"); p && *p;) {
-        long t = strtol(p, (char **)&p, 10);
-        if (t >= 1 && t <= 64) tr->nan_steps |= 1ull << (t - 1);
-        while (*p && (*p < '0' || *p > '9')) p++;
-    }
+    tr->nan_steps = step_set(getenv("SMALLMIND_INJECT_NAN"));
+    tr->spike_steps = step_set(getenv("SMALLMIND_INJECT_SPIKE"));
 }
 
 void trainer_free(trainer *tr) {
@@ -125,6 +134,7 @@ void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams 
     double t_opt0 = sm_now_s();
     float loss = (float)(comm_allreduce_sum_double(loss_sum / tr->accum) / tr->world);
     if (t >= 1 && t <= 64 && (tr->nan_steps >> (t - 1) & 1)) loss = NAN;
+    if (t >= 1 && t <= 64 && (tr->spike_steps >> (t - 1) & 1)) loss *= 100.0f;
     // the gradients' sum of squares, taken by the sync as each bucket became final
     double sumsq = comm_gradsync_total(&tr->sync);
     if (tr->zero) sumsq = comm_allreduce_sum_double(sumsq);   // each rank holds its slice

@@ -505,7 +505,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (topo.rank == 0) write_config_json(&o, &cfg, topo.world_size, threads);
-    runlog log = {0};
+    runlog log = {.fd = -1};
     if (topo.rank == 0 && runlog_open(&log, o.run_dir, step0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
     int exit_status = SM_EXIT_OK;   // SM_EXIT_STOPPED (75) when a signal stopped the run early
 
@@ -609,7 +609,11 @@ int cmd_train(int argc, char **argv) {
 
     if (o.profile && topo.rank == 0) {
         prof_print(stdout, 0);
-        prof_print(log.f, 1);
+        FILE *lf = runlog_stream(&log);
+        if (lf) {
+            prof_print(lf, 1);
+            if (fclose(lf) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot write the log's profile (%s)", log.path);
+        }
     }
     runlog_close(&log);
     if (o.dump_params && topo.rank == 0) {

@@ -238,6 +238,7 @@ typedef struct {
     double spike_z;        // skip a step whose loss or grad norm has z above this (0: off)
     uint64_t nan_steps;    // fault injection for tests: bit t-1 set = step t's loss reads NaN
                            // ($SMALLMIND_INJECT_NAN, a comma-separated list of steps <= 64)
+    uint64_t spike_steps;  // ... reads 100x its value ($SMALLMIND_INJECT_SPIKE)
     outlier_window loss_w, norm_w;   // the last good steps' losses and grad norms
     int rank, world;       // MPI_COMM_WORLD
     int B, T, accum;       // per-rank micro-batch of B windows of T tokens; micro-batches per step
@@ -274,15 +275,19 @@ void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams 
 // config.json. Strings are escaped (sm_json in common.h).
 
 typedef struct {
-    FILE *f;
+    int fd;            // -1: closed (ranks other than 0 hold a closed log)
+    uint64_t size;     // bytes of whole lines written so far
     char path[4096];
 } runlog;
 
 // Opens RUN_DIR/log.jsonl: fresh at step0 = 0; on resume the events up to step0 are kept (those
 // after it will be written again). 0, or -1 with a reason in err.
 int runlog_open(runlog *l, const char *run_dir, int step0, char *err, size_t errlen);
-// Writes one JSON object as a line and flushes; failures end the run (exit 1).
+// Writes one JSON object as a line, in one write; a failed or short write is cut back off (the
+// log holds whole lines only) and ends the run (exit 1).
 void runlog_write(runlog *l, const sm_json *j);
+// A stdio stream appending to the log (for prof_print's JSON line), or NULL; fclose it after.
+FILE *runlog_stream(runlog *l);
 void runlog_close(runlog *l);
 
 // =============================================================================================
