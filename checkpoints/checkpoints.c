@@ -21,7 +21,6 @@
 // rename / after the rename but before `latest` is rewritten) and waits there forever, so a test
 // can kill -9 it; SMALLMIND_TEST_CKPT_PAUSE_FILE=F then receives the paused pid.
 // SMALLMIND_CKPT_CHUNK_FLOATS overrides the chunk size (tests use small chunks).
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -34,10 +33,6 @@
 #include <unistd.h>
 
 #include "ckpt_internal.h"
-
-void ckpt_path(char *out, size_t cap, const char *run_dir, int step) {
-    snprintf(out, cap, "%s/ckpt_%08d.h5", run_dir, step);
-}
 
 // ---------------------------------------------------------------------------
 // Checks shared by save and load (local; the caller agrees)
@@ -255,7 +250,7 @@ error:
 // Attributes and groups (collective: every rank the same values — rank 0's).
 static int write_layout(ckpt_ctx *cx, hid_t file, const ckpt_meta *meta, hid_t *groups) {
     hid_t gcpl = H5I_INVALID_HID;
-    int local = -1, version = CKPT_FORMAT_VERSION, sched = meta->step;
+    int local = -1;
     CK_H5(gcpl = H5Pcreate(H5P_GROUP_CREATE), "cannot create groups");
     // h5py and inspect list tensors in the model's order
     CK_H5(H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), "cannot create groups");
@@ -264,40 +259,7 @@ static int write_layout(ckpt_ctx *cx, hid_t file, const ckpt_meta *meta, hid_t *
         CK_H5(groups[i] = H5Gcreate2(file, gnames[i], H5P_DEFAULT, gcpl, H5P_DEFAULT), "cannot create group %s",
               gnames[i]);
 
-    const sm_model_config *c = &meta->cfg;
-    if (ckpt_attr_write_str(cx, file, "format", CKPT_FORMAT_NAME) != 0) goto error;
-    struct { const char *name; hid_t ft, mt; const void *p; } root[] = {
-        {"format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version},
-        {"step", H5T_STD_I32LE, H5T_NATIVE_INT, &meta->step},
-        {"tokens_seen", H5T_STD_U64LE, H5T_NATIVE_UINT64, &meta->tokens_seen},
-        {"world_size", H5T_STD_I32LE, H5T_NATIVE_INT, &cx->world},
-        {"n_layer", H5T_STD_I32LE, H5T_NATIVE_INT, &c->n_layer},
-        {"n_head", H5T_STD_I32LE, H5T_NATIVE_INT, &c->n_head},
-        {"n_embd", H5T_STD_I32LE, H5T_NATIVE_INT, &c->n_embd},
-        {"max_seq_len", H5T_STD_I32LE, H5T_NATIVE_INT, &c->max_seq_len},
-        {"vocab_size", H5T_STD_I32LE, H5T_NATIVE_INT, &c->vocab_size},
-        {"padded_vocab_size", H5T_STD_I32LE, H5T_NATIVE_INT, &c->padded_vocab_size},
-    };
-    for (size_t i = 0; i < sizeof root / sizeof root[0]; i++)
-        if (ckpt_attr_write(cx, file, root[i].name, root[i].ft, root[i].mt, root[i].p) != 0) goto error;
-    if (ckpt_attr_write_str(cx, file, "tokenizer", c->tokenizer) != 0) goto error;
-
-    const ckpt_optim *o = &meta->optim;
-    struct { const char *name; hid_t ft, mt; const void *p; } optim[] = {
-        {"lr", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->lr},
-        {"min_lr", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->min_lr},
-        {"beta1", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->beta1},
-        {"beta2", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->beta2},
-        {"eps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->eps},
-        {"weight_decay", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->weight_decay},
-        {"warmup", H5T_STD_I32LE, H5T_NATIVE_INT, &o->warmup},
-        {"total_steps", H5T_STD_I32LE, H5T_NATIVE_INT, &o->total_steps},
-        {"schedule_position", H5T_STD_I32LE, H5T_NATIVE_INT, &sched},
-    };
-    for (size_t i = 0; i < sizeof optim / sizeof optim[0]; i++)
-        if (ckpt_attr_write(cx, groups[1], optim[i].name, optim[i].ft, optim[i].mt, optim[i].p) != 0) goto error;
-    if (ckpt_attr_write(cx, groups[4], "data_cursor", H5T_STD_U64LE, H5T_NATIVE_UINT64, &meta->data_cursor) != 0)
-        goto error;
+    if (ckpt_attrs_write(cx, file, meta) != 0) goto error;
     local = 0;
 error:
     if (gcpl >= 0) H5Pclose(gcpl);
@@ -415,61 +377,26 @@ static int sync_dir(const char *dir) {
     return rc;
 }
 
-// Parses "ckpt_<digits>.h5" (suffix ".h5.tmp" when tmp); -1 if the name is not one.
-static int ckpt_name_step(const char *name, int tmp) {
-    if (strncmp(name, "ckpt_", 5) != 0) return -1;
-    const char *p = name + 5, *q = p;
-    long step = 0;
-    while (*q >= '0' && *q <= '9') {
-        step = step * 10 + (*q - '0');
-        if (step > INT_MAX) return -1;
-        q++;
-    }
-    if (q == p || strcmp(q, tmp ? ".h5.tmp" : ".h5") != 0) return -1;
-    return (int)step;
-}
-
-static int cmp_desc(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x < y) - (x > y);
-}
-
 // After a commit: stale temporaries of crashed saves go; with keep > 0 so do the older
 // checkpoints beyond the newest `keep` (the new one counts; newer ones are left alone).
 // Failures here do not undo the commit: they are warnings.
 static void prune(const char *run_dir, int new_step, int keep) {
-    DIR *d = opendir(run_dir);
-    if (!d) {
-        sm_warn("cannot list %s to remove old checkpoints: %s", run_dir, strerror(errno));
+    ckpt_dir dir;
+    char path[4200], why[CKPT_ERR_MAX];
+    if (ckpt_dir_scan(run_dir, &dir, why, sizeof why) != 0) {
+        sm_warn("cannot remove old checkpoints: %s (%s)", why, run_dir);
         return;
     }
-    int cap = 64, n = 0;
-    int *steps = sm_malloc(sizeof(int) * (size_t)cap);
-    struct dirent *e;
-    char path[4200];
-    while ((e = readdir(d)) != NULL) {
-        int step;
-        if ((step = ckpt_name_step(e->d_name, 1)) >= 0) {
-            snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
-            if (unlink(path) != 0 && errno != ENOENT) sm_warn("cannot remove %s: %s", path, strerror(errno));
-        } else if (keep > 0 && (step = ckpt_name_step(e->d_name, 0)) >= 0 && step < new_step) {
-            if (n == cap) {
-                int *grown = sm_malloc(sizeof(int) * (size_t)cap * 2);
-                memcpy(grown, steps, sizeof(int) * (size_t)n);
-                sm_free(steps);
-                steps = grown;
-                cap *= 2;
-            }
-            steps[n++] = step;
-        }
+    int n_older = 0;   // checkpoints are listed newest first
+    for (int i = 0; i < dir.n; i++) {
+        const ckpt_dir_entry *e = &dir.e[i];
+        snprintf(path, sizeof path, "%s/%s", run_dir, e->name);
+        int drop = e->kind == CKPT_NAME_TMP || (keep > 0 && e->kind == CKPT_NAME_CKPT && e->step < new_step &&
+                                                ++n_older >= keep);
+        if (drop && unlink(path) != 0 && errno != ENOENT)
+            sm_warn("cannot remove %s%s: %s", e->kind == CKPT_NAME_TMP ? "" : "old checkpoint ", path, strerror(errno));
     }
-    closedir(d);
-    qsort(steps, (size_t)n, sizeof(int), cmp_desc);
-    for (int i = keep - 1; keep > 0 && i < n; i++) {
-        ckpt_path(path, sizeof path, run_dir, steps[i]);
-        if (unlink(path) != 0 && errno != ENOENT) sm_warn("cannot remove old checkpoint %s: %s", path, strerror(errno));
-    }
-    sm_free(steps);
+    ckpt_dir_free(&dir);
 }
 
 // Rank 0: fsync the closed temporary, rename it into place, fsync the directory, rewrite
@@ -538,11 +465,16 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
         return ckpt_ctx_finish(cx, -1, err, errlen);
     }
     ckpt_meta meta = *meta_in;
-    ckpt_bcast(&meta, sizeof meta);
+    comm_bcast_bytes(&meta, sizeof meta, 0);
     meta.rng = meta_in->rng;   // the one per-rank field
+    // what the file says of itself
+    snprintf(meta.format, sizeof meta.format, "%s", CKPT_FORMAT_NAME);
+    meta.format_version = CKPT_FORMAT_VERSION;
+    meta.world_size = cx->world;
+    meta.optim.schedule_position = meta.step;
     const char *env_chunk = cx->rank == 0 ? getenv("SMALLMIND_CKPT_CHUNK_FLOATS") : NULL;
     if (env_chunk && atoll(env_chunk) > 0) plan.chunk_floats = (hsize_t)atoll(env_chunk);
-    ckpt_bcast(&plan.chunk_floats, sizeof plan.chunk_floats);
+    comm_bcast_bytes(&plan.chunk_floats, sizeof plan.chunk_floats, 0);
     size_t n = sm_table_n_f32(params);
     if (plan.moment_hi > n) plan.moment_hi = n;
     if (plan.moment_lo > plan.moment_hi) plan.moment_lo = plan.moment_hi;
@@ -589,7 +521,7 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
     if (rc == 0 && stats) {
         struct stat st;
         uint64_t bytes = cx->rank == 0 && stat(final, &st) == 0 ? (uint64_t)st.st_size : 0;
-        ckpt_bcast(&bytes, sizeof bytes);
+        comm_bcast_bytes(&bytes, sizeof bytes, 0);
         stats->bytes = bytes;
         stats->io_seconds = t_io;
         stats->seconds = sm_now_s() - t0;
@@ -700,8 +632,8 @@ int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_o
     uint64_t file_bytes = 0;
     local = cx->rank == 0 ? ckpt_read_meta_local(cx, path, &meta, &file_bytes) : 0;
     if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    ckpt_bcast(&meta, sizeof meta);
-    ckpt_bcast(&file_bytes, sizeof file_bytes);
+    comm_bcast_bytes(&meta, sizeof meta, 0);
+    comm_bcast_bytes(&file_bytes, sizeof file_bytes, 0);
     local = 0;
     if (expect && ckpt_config_check(&meta.cfg, expect, path, cx->msg, sizeof cx->msg) != 0) local = -1;
     if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);

@@ -27,10 +27,13 @@
 
 typedef struct {
     double lr, min_lr, beta1, beta2, eps, weight_decay;
-    int warmup, total_steps;   // the schedule position stored is the step
+    int warmup, total_steps;
+    int schedule_position;     // save: ignored (the step is written); load: the file's (= step)
 } ckpt_optim;
 
 typedef struct {
+    char format[32];        // save: ignored (CKPT_FORMAT_NAME is written); load: the file's
+    int format_version;     // save: ignored (CKPT_FORMAT_VERSION is written); load: the file's
     int step;               // completed optimizer steps
     uint64_t tokens_seen;
     uint64_t data_cursor;   // global window index of the next batch
@@ -40,6 +43,23 @@ typedef struct {
     sm_model_config cfg;
     ckpt_optim optim;
 } ckpt_meta;
+
+// The attributes a checkpoint stores, one row each: save writes them, load and read_meta read them,
+// verify checks them and inspect prints them, all by walking this table. The value lives in
+// ckpt_meta at `offset`.
+typedef enum { CKPT_ATTR_I32, CKPT_ATTR_U64, CKPT_ATTR_F64, CKPT_ATTR_STR } ckpt_attr_type;
+typedef struct {
+    const char *group;     // the HDF5 object holding it: "/", "/optim" or "/state"
+    const char *name;
+    ckpt_attr_type type;   // in the file: int32 LE, uint64 LE, float64 LE, variable-length UTF-8
+    size_t offset;         // of the value in ckpt_meta (CKPT_ATTR_STR: a char array of `cap` bytes)
+    size_t cap;
+    const char *section;   // how inspect groups it: "" (the file), "config" or "optim"
+} ckpt_attr;
+extern const ckpt_attr CKPT_ATTRS[];
+extern const int CKPT_N_ATTRS;
+// Attribute a's value in meta as text (json: strings quoted and escaped, doubles to 17 digits).
+void ckpt_attr_format(const ckpt_attr *a, const ckpt_meta *meta, int json, char *out, size_t cap);
 
 typedef struct {
     double seconds;      // the whole call, commit included
@@ -132,3 +152,8 @@ int ckpt_find_latest(const char *run_dir, char *path_out, size_t path_len, ckpt_
 
 // RUN_DIR/ckpt_%08d.h5
 void ckpt_path(char *out, size_t cap, const char *run_dir, int step);
+// The one parser of checkpoint file names (no directory): CKPT_NAME_CKPT for "ckpt_<digits>.h5",
+// CKPT_NAME_TMP for a save's temporary "ckpt_<digits>.h5.tmp" (*step set for both), else
+// CKPT_NAME_NONE.
+enum { CKPT_NAME_NONE = 0, CKPT_NAME_CKPT = 1, CKPT_NAME_TMP = 2 };
+int ckpt_name_parse(const char *name, int *step);

@@ -61,9 +61,6 @@ int ckpt_agree(ckpt_ctx *cx, int local_rc);
 // Closes *file collectively (leaving it H5I_INVALID_HID) and agrees on the outcome: a failed
 // close turns local_rc into -1 with a message. Returns ckpt_agree's result.
 int ckpt_close_agree(ckpt_ctx *cx, hid_t *file, int local_rc);
-// Broadcasts rank 0's bytes.
-void ckpt_bcast(void *buf, size_t n_bytes);
-
 // HDF5 handles: close if valid (cleanup blocks).
 void ckpt_close_all(hid_t *ids, int n);
 
@@ -89,12 +86,28 @@ void ckpt_shape_str(char *out, size_t cap, int ndim, const hsize_t *dims);
 // File access through MPI-IO on MPI_COMM_WORLD; collective metadata when `writing`.
 hid_t ckpt_fapl_mpio(int writing);
 
-// Scalar attributes.
-int ckpt_attr_write(ckpt_ctx *cx, hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *val);
-int ckpt_attr_write_str(ckpt_ctx *cx, hid_t obj, const char *name, const char *s);
-int ckpt_attr_read(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, hid_t mem_type, void *val);
-int ckpt_attr_read_str(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, char *out, size_t cap);
+// Scalar attributes of one of the format's types (CKPT_ATTR_STR: val is a char array of cap bytes).
+// Reading checks the file's type class, and integers' range (read at 64 bits, never clamped).
+int ckpt_attr_write(ckpt_ctx *cx, hid_t obj, const char *name, ckpt_attr_type type, const void *val);
+int ckpt_attr_read(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, ckpt_attr_type type, void *val,
+                   size_t cap);
+// Writes every attribute of CKPT_ATTRS from meta (the groups exist). Collective when writing in parallel.
+int ckpt_attrs_write(ckpt_ctx *cx, hid_t file, const ckpt_meta *meta);
 
 // Rank-local: checks the file (exists, not empty, HDF5, opens, our format and version) and
 // reads its metadata. Used by ckpt_read_meta on rank 0.
 int ckpt_read_meta_local(ckpt_ctx *cx, const char *path, ckpt_meta *meta, uint64_t *file_bytes);
+
+// The run directory's checkpoint files, as one rank sees them (rundir.c).
+typedef struct {
+    char name[256];
+    int step;
+    int kind;   // CKPT_NAME_CKPT or CKPT_NAME_TMP
+} ckpt_dir_entry;
+typedef struct {
+    ckpt_dir_entry *e;   // checkpoints first, newest first, then temporaries
+    int n, n_ckpt;
+} ckpt_dir;
+// Lists RUN_DIR (one that does not exist is empty). 0, or -1 with "<what>" in err.
+int ckpt_dir_scan(const char *run_dir, ckpt_dir *out, char *err, size_t errlen);
+void ckpt_dir_free(ckpt_dir *d);

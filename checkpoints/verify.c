@@ -1,5 +1,4 @@
-// verify.c — checkpoint verification (every chunk's checksum) and the newest checkpoint that verifies.
-#include <dirent.h>
+// verify.c — checkpoint verification: every chunk's checksum, the datasets' structure.
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -240,8 +239,8 @@ int ckpt_verify(const char *path, ckpt_report *rep_in, char *err, size_t errlen)
     // 1. ours, a version we read (rank 0 reads the metadata)
     local = cx->rank == 0 ? ckpt_read_meta_local(cx, path, &rep->meta, &rep->file_bytes) : 0;
     if (ckpt_agree(cx, local) != 0) goto done;
-    ckpt_bcast(&rep->meta, sizeof rep->meta);
-    ckpt_bcast(&rep->file_bytes, sizeof rep->file_bytes);
+    comm_bcast_bytes(&rep->meta, sizeof rep->meta, 0);
+    comm_bcast_bytes(&rep->file_bytes, sizeof rep->file_bytes, 0);
     rep->meta_ok = 1;
 
     // 2. every rank opens the file and lists the datasets (the same answers everywhere)
@@ -301,90 +300,3 @@ done:
     return ckpt_ctx_finish(cx, rc, err, errlen);
 }
 
-// ---------------------------------------------------------------------------
-static int step_of(const char *name) {
-    if (strncmp(name, "ckpt_", 5) != 0) return -1;
-    const char *q = name + 5;
-    long step = 0;
-    while (*q >= '0' && *q <= '9' && step <= 100000000000L) step = step * 10 + (*q++ - '0');
-    if (q == name + 5 || strcmp(q, ".h5") != 0 || step > 0x7fffffff) return -1;
-    return (int)step;
-}
-
-static int cmp_desc(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x < y) - (x > y);
-}
-
-int ckpt_find_latest(const char *run_dir, char *path_out, size_t path_len, ckpt_skipped *skipped, int max_skipped,
-                     int *n_skipped, char *err, size_t errlen) {
-    ckpt_ctx c, *cx = &c;
-    if (n_skipped) *n_skipped = 0;
-    if (ckpt_ctx_init(cx, run_dir) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    int count = 0, cap = 64, local = 0, rc = -1, n_bad = 0;
-    int *steps = sm_malloc(sizeof(int) * (size_t)cap);
-    ckpt_report *rep = NULL;
-    char first_reason[CKPT_ERR_MAX] = "";
-
-    // 1. rank 0 lists RUN_DIR (a directory that does not exist holds no checkpoint)
-    if (cx->rank == 0) {
-        DIR *d = opendir(run_dir);
-        if (!d && errno != ENOENT) {
-            ckpt_fail_sys(cx, errno, "cannot list the run directory");
-            local = -1;
-        }
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            int step = step_of(e->d_name);
-            if (step < 0) continue;
-            if (count == cap) {
-                int *grown = sm_malloc(sizeof(int) * (size_t)cap * 2);
-                memcpy(grown, steps, sizeof(int) * (size_t)count);
-                sm_free(steps);
-                steps = grown;
-                cap *= 2;
-            }
-            steps[count++] = step;
-        }
-        if (d) closedir(d);
-        qsort(steps, (size_t)count, sizeof(int), cmp_desc);
-    }
-    if (ckpt_agree(cx, local) != 0) goto done;
-    ckpt_bcast(&count, sizeof count);
-    if (count > cap) {
-        sm_free(steps);
-        steps = sm_malloc(sizeof(int) * (size_t)count);
-    }
-    ckpt_bcast(steps, sizeof(int) * (size_t)count);
-    if (count == 0) {
-        rc = CKPT_FIND_NONE;
-        goto done;
-    }
-
-    // 2. newest first, the first that verifies
-    rep = sm_malloc(sizeof *rep);
-    for (int i = 0; i < count; i++) {
-        char path[4096], why[CKPT_ERR_MAX];
-        ckpt_path(path, sizeof path, run_dir, steps[i]);
-        if (ckpt_verify(path, rep, why, sizeof why) == 0) {
-            if (strlen(path) >= path_len) {
-                ckpt_fail(cx, "checkpoint path is longer than %zu bytes", path_len);
-                goto done;
-            }
-            snprintf(path_out, path_len, "%s", path);
-            rc = CKPT_FIND_FOUND;
-            goto done;
-        }
-        if (!n_bad++) snprintf(first_reason, sizeof first_reason, "%s", why);
-        if (skipped && n_skipped && *n_skipped < max_skipped) {
-            ckpt_skipped *s = &skipped[(*n_skipped)++];
-            snprintf(s->name, sizeof s->name, "%s", strrchr(path, '/') + 1);
-            snprintf(s->reason, sizeof s->reason, "%s", why);
-        }
-    }
-    ckpt_fail(cx, "all %d checkpoints in the run directory are damaged; the newest: %s", count, first_reason);
-done:
-    sm_free(rep);
-    sm_free(steps);
-    return ckpt_ctx_finish(cx, rc, err, errlen);
-}

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -273,6 +274,37 @@ error_unlink:
     unlink(tmp);
 error:
     snprintf(err, errlen, "cannot %s %s: %s", op, fd < 0 && strcmp(op, "open") == 0 ? tmp : path, strerror(errno));
+    return -1;
+}
+
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a plain file";
+}
+
+int sm_open_regular(const char *path, int flags, const char *what, uint64_t *size_out, char *err, size_t errlen) {
+    const char *op = "open";
+    int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0644), e;
+    if (fd < 0) goto error;
+    struct stat st;
+    op = "stat";
+    if (fstat(fd, &st) != 0) goto error;
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file (%s)", what, file_kind(st.st_mode));
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    op = "set up";
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) goto error;
+    if (size_out) *size_out = (uint64_t)st.st_size;
+    return fd;
+error:
+    e = errno;
+    snprintf(err, errlen, "cannot %s %s: %s", op, what, strerror(e));
+    if (fd >= 0) close(fd);
+    errno = e;
     return -1;
 }
 

@@ -132,6 +132,14 @@ double sm_now_s(void);   // monotonic seconds
 // Writes `n_bytes` to `path` atomically: PATH.tmp, fsync, rename, fsync dir.
 // Returns 0, or -1 with a message in err.
 int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, char *err, size_t errlen);
+// Opens a file that must be a regular file, without ever blocking: open(2) with
+// flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC (mode 0644 when flags hold O_CREAT), so a FIFO without a
+// writer, a tty or a device never hangs the open; then fstat(2), and anything but a regular file is
+// refused; O_NONBLOCK is cleared again. `what` names the file in messages ("shard", "checkpoint").
+// Returns the descriptor (and *size_out = its size in bytes, when non-NULL), or -1 with errno set and
+// the <what> of a one-line error in err, for the caller to add its "(<where>)": "cannot open WHAT:
+// <strerror>" or "WHAT is not a regular file (a FIFO)" (errno EINVAL).
+int sm_open_regular(const char *path, int flags, const char *what, uint64_t *size_out, char *err, size_t errlen);
 
 // Tests: |a - r| <= atol + rtol*|r| elementwise; prints the worst element on failure.
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol);

@@ -255,7 +255,7 @@ static ckpt_meta test_meta(const sm_model_config *c, int step) {
     m.data_cursor = 3ull * (uint64_t)step + 1;
     sm_rng_seed(&m.rng, 1000 + (uint64_t)step, (uint64_t)g_rank);
     m.cfg = *c;
-    m.optim = (ckpt_optim){6e-4, 6e-5, 0.9, 0.95, 1e-8, 0.1, 10, 1000};
+    m.optim = (ckpt_optim){6e-4, 6e-5, 0.9, 0.95, 1e-8, 0.1, 10, 1000, 0};
     return m;
 }
 
