@@ -166,6 +166,7 @@ typedef struct {
     size_t moment_lo, moment_hi; // this rank's range, clamped to the arena
     uint64_t reserve;            // bytes of disk reserved for the file
     const char *run_dir;
+    double check_seconds;        // this rank's time checking values (finite, v >= 0)
 } save_plan;
 
 // The ranks' moment ranges: all the whole arena (even split), or a partition of it.
@@ -216,10 +217,24 @@ error:
 
 // Writes one tensor: this rank's flat range [a, b) of it, from ptr (the tensor's start; only the
 // range is read). Collective: every rank calls it for every tensor, in the same order.
+// A checkpoint is committed only when every value in it is finite (and every second moment >= 0):
+// each rank checks the range it writes, just before handing it to HDF5, which reads it again from
+// cache for the checksum; a bad value fails the write on every rank (the agreement below is there
+// anyway), so the temporary is removed and the previous checkpoint stays the last one.
 static int write_tensor(ckpt_ctx *cx, hid_t group, const char *gname, const char *name, const ckpt_shape *s,
-                        const float *ptr, hsize_t a, hsize_t b, hid_t dxpl) {
+                        const float *ptr, hsize_t a, hsize_t b, hid_t dxpl, double *check_s) {
     hid_t ids[4] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // fspace mspace dcpl dset
     int local = -1;
+    double t0 = sm_now_s();
+    size_t bad_at = sm_first_bad_float(ptr + a, (size_t)(b - a), strcmp(gname, "/optim/v") == 0);
+    *check_s += sm_now_s() - t0;
+    if (bad_at < (size_t)(b - a)) {
+        char what[64];
+        ckpt_bad_value_str(what, sizeof what, ptr[a + bad_at]);
+        ckpt_fail(cx, "refusing to commit a checkpoint with a value that is %s: %s/%s element %llu", what, gname, name,
+                  (unsigned long long)(a + bad_at));
+        goto error;
+    }
     // local preparation, then agree, so no rank enters the collective calls alone
     CK_H5(ids[0] = H5Screate_simple(s->ndim, s->dims, NULL), "cannot write %s/%s", gname, name);
     CK_H5(ids[1] = H5Screate_simple(s->ndim, s->dims, NULL), "cannot write %s/%s", gname, name);
@@ -297,7 +312,7 @@ error:
 
 // Creates, writes and closes the temporary file. Collective; the same result on every rank.
 static int write_file(ckpt_ctx *cx, const char *tmp, const ckpt_meta *meta, const sm_table *params, const sm_table *m,
-                      const sm_table *v, const save_plan *plan) {
+                      const sm_table *v, save_plan *plan) {
     hid_t fapl = H5I_INVALID_HID, fcpl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
     hid_t groups[5] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
     int local = -1, rc = -1;
@@ -328,7 +343,7 @@ error:
         hsize_t a, b;
         tensor_shape(&s, t, plan->chunk_floats);
         ckpt_chunk_split(&s, cx->rank, cx->world, &a, &b);
-        if (write_tensor(cx, groups[0], "/model", t->name, &s, t->ptr, a, b, dxpl) != 0) goto done;
+        if (write_tensor(cx, groups[0], "/model", t->name, &s, t->ptr, a, b, dxpl, &plan->check_seconds) != 0) goto done;
     }
     for (int k = 0; k < 2; k++) {
         const sm_table *o = k ? v : m;
@@ -341,7 +356,8 @@ error:
                 ckpt_chunk_split(&s, cx->rank, cx->world, &a, &b);
             else
                 tensor_part(t, plan->moment_lo, plan->moment_hi, &a, &b);
-            if (write_tensor(cx, groups[2 + k], k ? "/optim/v" : "/optim/m", t->name, &s, t->ptr, a, b, dxpl) != 0)
+            if (write_tensor(cx, groups[2 + k], k ? "/optim/v" : "/optim/m", t->name, &s, t->ptr, a, b, dxpl,
+                             &plan->check_seconds) != 0)
                 goto done;
         }
     }
@@ -366,7 +382,7 @@ done:
     return rc;
 }
 
-static int sync_dir(const char *dir) {
+int ckpt_sync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -1;
     int rc = fsync(fd);
@@ -375,28 +391,6 @@ static int sync_dir(const char *dir) {
     if (rc != 0 && e == EINVAL) rc = 0;   // some filesystems cannot sync directories
     errno = e;
     return rc;
-}
-
-// After a commit: stale temporaries of crashed saves go; with keep > 0 so do the older
-// checkpoints beyond the newest `keep` (the new one counts; newer ones are left alone).
-// Failures here do not undo the commit: they are warnings.
-static void prune(const char *run_dir, int new_step, int keep) {
-    ckpt_dir dir;
-    char path[4200], why[CKPT_ERR_MAX];
-    if (ckpt_dir_scan(run_dir, &dir, why, sizeof why) != 0) {
-        sm_warn("cannot remove old checkpoints: %s (%s)", why, run_dir);
-        return;
-    }
-    int n_older = 0;   // checkpoints are listed newest first
-    for (int i = 0; i < dir.n; i++) {
-        const ckpt_dir_entry *e = &dir.e[i];
-        snprintf(path, sizeof path, "%s/%s", run_dir, e->name);
-        int drop = e->kind == CKPT_NAME_TMP || (keep > 0 && e->kind == CKPT_NAME_CKPT && e->step < new_step &&
-                                                ++n_older >= keep);
-        if (drop && unlink(path) != 0 && errno != ENOENT)
-            sm_warn("cannot remove %s%s: %s", e->kind == CKPT_NAME_TMP ? "" : "old checkpoint ", path, strerror(errno));
-    }
-    ckpt_dir_free(&dir);
 }
 
 // Rank 0: fsync the closed temporary, rename it into place, fsync the directory, rewrite
@@ -416,14 +410,14 @@ static int commit(ckpt_ctx *cx, const char *run_dir, const char *tmp, const char
     test_pause(cx, "rename");
     CK_SYS(rename(tmp, final) == 0, "cannot rename %s.tmp into place", name);
     renamed = 1;
-    CK_SYS(sync_dir(run_dir) == 0, "checkpoint renamed into place, but cannot fsync its directory %s", run_dir);
+    CK_SYS(ckpt_sync_dir(run_dir) == 0, "checkpoint renamed into place, but cannot fsync its directory %s", run_dir);
     test_pause(cx, "latest");
     char latest[4200], line[CKPT_NAME_MAX + 2], why[CKPT_ERR_MAX];
     snprintf(latest, sizeof latest, "%s/latest", run_dir);
     int len = snprintf(line, sizeof line, "%s\n", name);
     CK(sm_write_file_atomic(latest, line, (size_t)len, why, sizeof why) == 0,
        "checkpoint committed, but `latest` could not be rewritten: %s", why);
-    prune(run_dir, step, keep);
+    ckpt_prune(run_dir, step, keep);
     return 0;
 error:
     if (fd >= 0) close(fd);
@@ -455,6 +449,12 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
     }
     if (local == 0 && (meta_in->step < 0 || keep < 0)) {
         ckpt_fail(cx, "checkpoint: step %d or keep %d is negative", meta_in->step, keep);
+        local = -1;
+    }
+    int parent_step = -1;
+    if (local == 0 && meta_in->parent[0] &&
+        (ckpt_name_parse(meta_in->parent, &parent_step) != CKPT_NAME_CKPT || parent_step >= meta_in->step)) {
+        ckpt_fail(cx, "checkpoint: parent '%s' is not the file name of an older checkpoint", meta_in->parent);
         local = -1;
     }
     if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
@@ -526,6 +526,7 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
         stats->io_seconds = t_io;
         stats->seconds = sm_now_s() - t0;
         stats->reserved = plan.reserve;
+        stats->check_seconds = plan.check_seconds;
     }
     return ckpt_ctx_finish(cx, rc, err, errlen);
 }
@@ -572,20 +573,19 @@ static int read_tensor(ckpt_ctx *cx, hid_t group, const char *gname, const sm_te
     CK_H5(ckpt_select_flat(ids[2], &s, a, b), "cannot select part of %s/%s", gname, t->name);
     CK_H5(H5Dread(ids[0], H5T_NATIVE_FLOAT, ids[2], ids[1], dxpl, ptr), "checkpoint is corrupt: cannot read %s/%s",
           gname, t->name);
+    // every value finite, every second moment >= 0: checked while the range is still in cache
+    size_t bad_at = sm_first_bad_float(ptr + a, (size_t)(b - a), strcmp(gname, "/optim/v") == 0);
+    if (bad_at < (size_t)(b - a)) {
+        char what[64];
+        ckpt_bad_value_str(what, sizeof what, ptr[a + bad_at]);
+        ckpt_fail(cx, "checkpoint holds a value that is %s: %s/%s element %llu; refusing to load it", what, gname,
+                  t->name, (unsigned long long)(a + bad_at));
+        goto error;
+    }
     rc = 0;
 error:
     ckpt_close_all(ids, 4);
     return rc;
-}
-
-static int count_links(ckpt_ctx *cx, hid_t group, const char *gname, int want) {
-    H5G_info_t info;
-    CK_H5(H5Gget_info(group, &info), "cannot list %s", gname);
-    CK((int)info.nlinks == want, "incompatible checkpoint: %s holds %d tensors, this model has %d", gname,
-       (int)info.nlinks, want);
-    return 0;
-error:
-    return -1;
 }
 
 static int read_rng(ckpt_ctx *cx, hid_t file, ckpt_meta *meta, hid_t dxpl) {
@@ -626,17 +626,26 @@ int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_o
     if (moment_hi > sm_table_n_f32(params)) moment_hi = sm_table_n_f32(params);
     if (moment_lo > moment_hi) moment_lo = moment_hi;
 
-    // 1. the file is ours, of a version we read, and fits this model
+    // 1. the file is ours, of a version we read, fits this model, and holds exactly its tensors, each
+    // fully written with its checksums (rank 0 checks, in a child process: nothing is read yet)
     ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
     uint64_t file_bytes = 0;
-    local = cx->rank == 0 ? ckpt_read_meta_local(cx, path, &meta, &file_bytes) : 0;
-    if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    comm_bcast_bytes(&meta, sizeof meta, 0);
+    ckpt_report *rep = sm_calloc(1, sizeof *rep);
+    ckpt_check_result res = {.rep = rep};
+    if (cx->rank == 0) ckpt_check_local(path, params, NULL, 0, 0, 0, &res);
+    comm_bcast_bytes(&res.stage, sizeof res.stage, 0);
+    comm_bcast_bytes(res.msg, sizeof res.msg, 0);
+    comm_bcast_bytes(&rep->meta, sizeof rep->meta, 0);
+    meta = rep->meta;
+    file_bytes = rep->file_bytes;
     comm_bcast_bytes(&file_bytes, sizeof file_bytes, 0);
-    local = 0;
-    if (expect && ckpt_config_check(&meta.cfg, expect, path, cx->msg, sizeof cx->msg) != 0) local = -1;
-    if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+    sm_free(rep);
+    // the header's failure first, then a config that differs, then the datasets'
+    if (res.stage == 1) ckpt_fail_msg(cx, res.msg);
+    else if (expect && ckpt_config_check(&meta.cfg, expect, path, cx->msg, sizeof cx->msg) != 0) (void)0;
+    else if (res.stage == 2) ckpt_fail_msg(cx, res.msg);
+    if (cx->msg[0]) return ckpt_ctx_finish(cx, -1, err, errlen);
 
     // 2. every rank reads all params and its own moments
     double t_io = sm_now_s();
@@ -664,8 +673,6 @@ error:
         if (groups[k] < 0) {
             ckpt_fail_h5(cx, "not a complete smallmind checkpoint: cannot open %s", gnames[k]);
             local = -1;
-        } else {
-            local = count_links(cx, groups[k], gnames[k], params->count);
         }
     }
     for (int k = 0; k < (m ? 3 : 1) && local == 0; k++) {

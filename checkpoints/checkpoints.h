@@ -41,6 +41,11 @@ typedef struct {
     int rng_restored;       // load: 1 when the file holds a row for this rank (writer world > rank)
     int world_size;         // save: ignored (the MPI world is written); load/read: the writer's
     sm_model_config cfg;
+    // The file name (no directory) of the checkpoint this state continued from: the run's previous
+    // save, or the checkpoint it resumed from; "" for a fresh run's first. --resume auto follows it
+    // (a newer checkpoint that descends from the one `latest` names), and --keep counts along it.
+    char parent[CKPT_NAME_MAX];
+    int has_parent;         // load: 0 for a file written before the attribute existed; save: ignored
     ckpt_optim optim;
 } ckpt_meta;
 
@@ -55,6 +60,7 @@ typedef struct {
     size_t offset;         // of the value in ckpt_meta (CKPT_ATTR_STR: a char array of `cap` bytes)
     size_t cap;
     const char *section;   // how inspect groups it: "" (the file), "config" or "optim"
+    int optional;          // files written before it existed lack it: read as 0 / ""
 } ckpt_attr;
 extern const ckpt_attr CKPT_ATTRS[];
 extern const int CKPT_N_ATTRS;
@@ -66,6 +72,7 @@ typedef struct {
     double io_seconds;   // save: HDF5 create..close; load: open..close
     uint64_t bytes;      // size of the checkpoint file
     uint64_t reserved;   // save: disk space reserved before writing (an upper bound of bytes)
+    double check_seconds;   // save: this rank's time checking that every value is finite (part of seconds)
 } ckpt_stats;
 
 // One dataset as ckpt_verify() found it.
@@ -134,10 +141,70 @@ int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen);
 int ckpt_config_check(const sm_model_config *file_cfg, const sm_model_config *run_cfg, const char *path,
                       char *err, size_t errlen);
 
-// Reads every dataset of the file (the work split over the ranks), checking checksums, types
-// and that /model, /optim/m and /optim/v hold the same tensors. 0 when all verify. rep may be
-// NULL; when given it is filled as far as the file allows (also on failure).
-int ckpt_verify(const char *path, ckpt_report *rep, char *err, size_t errlen);
+// The tensors a model of config cfg has (names and shapes, in order): the model's table builder,
+// given to the checkpoints (which know nothing of GPT) so that a file's datasets can be checked
+// against what its header implies. 0, or -1 with a message when cfg is not a valid config.
+typedef int (*ckpt_layout_fn)(const sm_model_config *cfg, sm_table *params, char *err, size_t errlen);
+
+// Verifies an untrusted checkpoint, in forked children (a crash or hang inside libhdf5 reads as
+// "damaged"): the header; then, before any data is read, the structure: /model, /optim/m and
+// /optim/v hold exactly the tensors layout(header config) gives (layout NULL: those /model lists),
+// each a dataset stored in the file (hard links only), float32 of exactly that shape, chunked with
+// Fletcher32 as its only filter and every chunk written; /state/rng is uint64 [world_size, 4];
+// nothing else in those groups; the tensors' bytes no more than the file's size. Then every dataset is
+// read back (the work split over the ranks), each chunk once, its checksum verified, every value
+// finite and every second moment >= 0 — time in proportion to the bytes stored. 0 when all verify.
+// rep may be NULL; when given it is filled as far as the file allows (also on failure).
+int ckpt_verify(const char *path, ckpt_layout_fn layout, ckpt_report *rep, char *err, size_t errlen);
+
+// --resume, decided before anything in RUN_DIR changes (ckpt_resolve_resume), carried out once the
+// trainer's own resume checks have passed (ckpt_adopt_resume).
+#define CKPT_MAX_NOTES 16
+typedef struct {
+    char path[4096];             // the checkpoint to load; "" to start fresh
+    int path_in_run_dir;         // path is RUN_DIR's own
+    char parent[CKPT_NAME_MAX];  // what this run's first save records as its parent: path's file name, or ""
+    int n_notes;                 // one line each for rank 0 to print (sm_warn): damaged checkpoints skipped,
+    char notes[CKPT_MAX_NOTES][CKPT_ERR_MAX];   // look-alike names ignored, a damaged `latest`
+    int n_abandoned;             // --resume PATH: the checkpoints newer than PATH (their steps), to be moved
+    int *abandoned;              // to RUN_DIR/abandoned/ (ckpt_resume_free releases it)
+} ckpt_resume;
+
+// mode "auto": the checkpoint RUN_DIR/latest names, or a newer checkpoint that descends from it
+// (parent by parent: a save that died between its rename and the rewrite of `latest` loses nothing),
+// newest first, each verified (ckpt_verify with layout); damaged ones are skipped with a note. Only when
+// none of those verifies, or `latest` is missing or damaged, the rest of RUN_DIR, newest first. No
+// checkpoint at all: path "" (fresh). Every one damaged: -1 (exit 2: never start fresh over them).
+// mode "none": path "", or -1 when RUN_DIR holds checkpoints. Any other mode is a PATH: its header must
+// read, and every checkpoint of RUN_DIR newer than it is listed in abandoned (see the note in
+// ckpt_adopt_resume). Files that look like checkpoints but are not named as smallmind names them are
+// ignored, each with a note. Changes nothing on disk. Collective; r is the same on every rank.
+int ckpt_resolve_resume(const char *run_dir, const char *mode, ckpt_layout_fn layout, ckpt_resume *r, char *err,
+                        size_t errlen);
+// Carries out r once the resume is accepted: moves the abandoned branch to RUN_DIR/abandoned/ (never
+// deleting; a name taken there gets .1, .2, ...), then points `latest` at r->path when it lies in
+// RUN_DIR. (DESIGN.md says the abandoned branch is the checkpoints newer than PATH, not its
+// descendants: at the moment of a --resume PATH, every newer checkpoint of RUN_DIR is the continuation
+// being abandoned — also an earlier continuation of PATH itself, whose step numbers this run will
+// write again — so all are moved, and no file is ever overwritten.) Collective.
+int ckpt_adopt_resume(const char *run_dir, const ckpt_resume *r, char *err, size_t errlen);
+void ckpt_resume_free(ckpt_resume *r);
+
+// Rank-local: reads RUN_DIR/latest (never blocking: a FIFO is refused) into name. 0; CKPT_LATEST_MISSING
+// when there is none; -1 when it is not a regular file or does not hold one checkpoint file name.
+enum { CKPT_LATEST_MISSING = -2 };
+int ckpt_read_latest(const char *run_dir, char *name, size_t cap, char *err, size_t errlen);
+
+// One trainer per run directory: rank 0 takes an exclusive flock on RUN_DIR/.lock (which must be a
+// regular file; created if missing) and writes "pid P on host H" into it; the kernel releases the lock
+// when the process ends, crash or not, so it is never stale. A second trainer gets -1 with a message
+// naming the holder's pid and host (exit 2). On a filesystem without flock a warning is printed and 0
+// returned. RUN_DIR must exist. Collective; keep *lock for the life of the run.
+typedef struct {
+    int fd;
+} ckpt_lock;
+int ckpt_lock_run_dir(const char *run_dir, ckpt_lock *lock, char *err, size_t errlen);
+void ckpt_unlock_run_dir(ckpt_lock *lock);   // tests; a trainer simply exits
 
 enum { CKPT_FIND_NONE = 0, CKPT_FIND_FOUND = 1 };
 // The newest RUN_DIR/ckpt_*.h5 (by step) that verifies, for `--resume auto`.
@@ -152,8 +219,11 @@ int ckpt_find_latest(const char *run_dir, char *path_out, size_t path_len, ckpt_
 
 // RUN_DIR/ckpt_%08d.h5
 void ckpt_path(char *out, size_t cap, const char *run_dir, int step);
-// The one parser of checkpoint file names (no directory): CKPT_NAME_CKPT for "ckpt_<digits>.h5",
-// CKPT_NAME_TMP for a save's temporary "ckpt_<digits>.h5.tmp" (*step set for both), else
-// CKPT_NAME_NONE.
-enum { CKPT_NAME_NONE = 0, CKPT_NAME_CKPT = 1, CKPT_NAME_TMP = 2 };
+// "ckpt_%08d.h5": a checkpoint's file name
+void ckpt_name(char *out, size_t cap, int step);
+// The one parser of checkpoint file names (no directory): CKPT_NAME_CKPT for a name exactly as
+// ckpt_name writes it, CKPT_NAME_TMP for a save's temporary (that name + ".tmp"), *step set for both;
+// CKPT_NAME_OTHER for a name that looks like a checkpoint ("ckpt_..." or "*.h5") but is neither
+// (ckpt_5.h5, ckpt_00000005.h5.bak: ignored, with a note); else CKPT_NAME_NONE.
+enum { CKPT_NAME_NONE = 0, CKPT_NAME_CKPT = 1, CKPT_NAME_TMP = 2, CKPT_NAME_OTHER = 3 };
 int ckpt_name_parse(const char *name, int *step);

@@ -12,10 +12,15 @@ typedef struct {
     char where[4096];
     char msg[CKPT_ERR_MAX];
     int rank, world;
+    // how a file that differs from what is expected is described: by a loader ("incompatible
+    // checkpoint", "this model expects") or a verifier ("checkpoint fails verification", "its header implies")
+    const char *mismatch, *expects;
 } ckpt_ctx;
 
 // Fails (and returns -1 on every rank) when MPI is not initialised; silences HDF5's stack dumps.
 int ckpt_ctx_init(ckpt_ctx *cx, const char *where);
+// Without MPI (a forked child, a fuzzer): rank 0 of 1.
+void ckpt_ctx_init_local(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects);
 // Copies the message out (when rc < 0) and returns rc.
 int ckpt_ctx_finish(ckpt_ctx *cx, int rc, char *err, size_t errlen);
 
@@ -27,6 +32,8 @@ void ckpt_fail_h5(ckpt_ctx *cx, const char *fmt, ...) __attribute__((format(prin
 // Fletcher32 checksum".
 void ckpt_h5_reason(char *out, size_t cap);
 void ckpt_fail_sys(ckpt_ctx *cx, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// A whole message made elsewhere (it already names its "(<where>)"); returns -1.
+int ckpt_fail_msg(ckpt_ctx *cx, const char *msg);
 
 // Check macros: record one line and jump to the function's `error:` block. A local failure must
 // never make one rank skip a collective call the others make: jump to a point where every rank
@@ -102,12 +109,43 @@ int ckpt_read_meta_local(ckpt_ctx *cx, const char *path, ckpt_meta *meta, uint64
 typedef struct {
     char name[256];
     int step;
-    int kind;   // CKPT_NAME_CKPT or CKPT_NAME_TMP
+    int kind;   // CKPT_NAME_CKPT, CKPT_NAME_TMP or CKPT_NAME_OTHER
 } ckpt_dir_entry;
 typedef struct {
-    ckpt_dir_entry *e;   // checkpoints first, newest first, then temporaries
+    ckpt_dir_entry *e;   // checkpoints first, newest first, then temporaries, then look-alikes
     int n, n_ckpt;
 } ckpt_dir;
 // Lists RUN_DIR (one that does not exist is empty). 0, or -1 with "<what>" in err.
 int ckpt_dir_scan(const char *run_dir, ckpt_dir *out, char *err, size_t errlen);
 void ckpt_dir_free(ckpt_dir *d);
+
+// Runs fn(arg, out) in a forked child that makes no MPI call, and copies its `out` (n_bytes) back, so
+// a crash or a hang inside libhdf5 on an untrusted file ends the child, not the caller. The child is
+// killed after a time limit that grows with file_bytes. 0, or -1 with the reason in why ("the HDF5
+// library crashed reading it (Segmentation fault ...)"). SMALLMIND_CKPT_NO_FORK=1 runs fn in-process.
+int ckpt_contained(void (*fn)(void *arg, void *out), void *arg, void *out, size_t n_bytes, uint64_t file_bytes,
+                   char *why, size_t cap);
+
+// Checks a checkpoint rank-locally, in a contained child (verify.c): the header (header_only stops
+// there), then the structure against the tensors of `expect` (a loader's table), or of
+// layout(header config), or of /model's own listing (both NULL): every dataset a hard link, float32
+// (/state/rng uint64 [world_size, 4]) of exactly that shape, chunked with Fletcher32 alone, every chunk
+// stored, the tensors' bytes within the file, no other object in the format's groups; then with
+// n_parts > 0 reads back the datasets i % n_parts == part, chunk by chunk, every float finite and every
+// /optim/v value >= 0. stage: 0 passed, 1 the header failed (or the check crashed), 2 the structure or
+// data failed; msg is the whole one-line message; *rep (when rep is non-NULL) what was found.
+typedef struct {
+    int stage;
+    char msg[CKPT_ERR_MAX];
+    ckpt_report *rep;
+} ckpt_check_result;
+int ckpt_check_local(const char *path, const sm_table *expect, ckpt_layout_fn layout, int header_only, int part,
+                     int n_parts, ckpt_check_result *res);
+
+// "NaN", "+Inf", "-Inf" or "negative (-1)"
+void ckpt_bad_value_str(char *out, size_t cap, float x);
+// After a commit (rank 0): removes stale temporaries and, with keep > 0, the checkpoints beyond the
+// newest `keep` along the new one's lineage (rundir.c). Warnings only.
+void ckpt_prune(const char *run_dir, int new_step, int keep);
+// fsync of a directory (EINVAL, a filesystem that cannot, is success). 0 or -1 (errno).
+int ckpt_sync_dir(const char *dir);

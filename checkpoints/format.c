@@ -15,28 +15,29 @@
 #define CAP(field) sizeof(((ckpt_meta *)0)->field)
 // In the order they are written (attribute creation order is tracked, so h5py lists them so).
 const ckpt_attr CKPT_ATTRS[] = {
-    {"/", "format", CKPT_ATTR_STR, M(format), CAP(format), ""},
-    {"/", "format_version", CKPT_ATTR_I32, M(format_version), 0, ""},
-    {"/", "step", CKPT_ATTR_I32, M(step), 0, ""},
-    {"/", "tokens_seen", CKPT_ATTR_U64, M(tokens_seen), 0, ""},
-    {"/", "world_size", CKPT_ATTR_I32, M(world_size), 0, ""},
-    {"/", "n_layer", CKPT_ATTR_I32, M(cfg.n_layer), 0, "config"},
-    {"/", "n_head", CKPT_ATTR_I32, M(cfg.n_head), 0, "config"},
-    {"/", "n_embd", CKPT_ATTR_I32, M(cfg.n_embd), 0, "config"},
-    {"/", "max_seq_len", CKPT_ATTR_I32, M(cfg.max_seq_len), 0, "config"},
-    {"/", "vocab_size", CKPT_ATTR_I32, M(cfg.vocab_size), 0, "config"},
-    {"/", "padded_vocab_size", CKPT_ATTR_I32, M(cfg.padded_vocab_size), 0, "config"},
-    {"/", "tokenizer", CKPT_ATTR_STR, M(cfg.tokenizer), CAP(cfg.tokenizer), "config"},
-    {"/optim", "lr", CKPT_ATTR_F64, M(optim.lr), 0, "optim"},
-    {"/optim", "min_lr", CKPT_ATTR_F64, M(optim.min_lr), 0, "optim"},
-    {"/optim", "beta1", CKPT_ATTR_F64, M(optim.beta1), 0, "optim"},
-    {"/optim", "beta2", CKPT_ATTR_F64, M(optim.beta2), 0, "optim"},
-    {"/optim", "eps", CKPT_ATTR_F64, M(optim.eps), 0, "optim"},
-    {"/optim", "weight_decay", CKPT_ATTR_F64, M(optim.weight_decay), 0, "optim"},
-    {"/optim", "warmup", CKPT_ATTR_I32, M(optim.warmup), 0, "optim"},
-    {"/optim", "total_steps", CKPT_ATTR_I32, M(optim.total_steps), 0, "optim"},
-    {"/optim", "schedule_position", CKPT_ATTR_I32, M(optim.schedule_position), 0, "optim"},
-    {"/state", "data_cursor", CKPT_ATTR_U64, M(data_cursor), 0, ""},
+    {"/", "format", CKPT_ATTR_STR, M(format), CAP(format), "", 0},
+    {"/", "format_version", CKPT_ATTR_I32, M(format_version), 0, "", 0},
+    {"/", "step", CKPT_ATTR_I32, M(step), 0, "", 0},
+    {"/", "tokens_seen", CKPT_ATTR_U64, M(tokens_seen), 0, "", 0},
+    {"/", "world_size", CKPT_ATTR_I32, M(world_size), 0, "", 0},
+    {"/", "n_layer", CKPT_ATTR_I32, M(cfg.n_layer), 0, "config", 0},
+    {"/", "n_head", CKPT_ATTR_I32, M(cfg.n_head), 0, "config", 0},
+    {"/", "n_embd", CKPT_ATTR_I32, M(cfg.n_embd), 0, "config", 0},
+    {"/", "max_seq_len", CKPT_ATTR_I32, M(cfg.max_seq_len), 0, "config", 0},
+    {"/", "vocab_size", CKPT_ATTR_I32, M(cfg.vocab_size), 0, "config", 0},
+    {"/", "padded_vocab_size", CKPT_ATTR_I32, M(cfg.padded_vocab_size), 0, "config", 0},
+    {"/", "tokenizer", CKPT_ATTR_STR, M(cfg.tokenizer), CAP(cfg.tokenizer), "config", 0},
+    {"/", "parent", CKPT_ATTR_STR, M(parent), CAP(parent), "", 1},
+    {"/optim", "lr", CKPT_ATTR_F64, M(optim.lr), 0, "optim", 0},
+    {"/optim", "min_lr", CKPT_ATTR_F64, M(optim.min_lr), 0, "optim", 0},
+    {"/optim", "beta1", CKPT_ATTR_F64, M(optim.beta1), 0, "optim", 0},
+    {"/optim", "beta2", CKPT_ATTR_F64, M(optim.beta2), 0, "optim", 0},
+    {"/optim", "eps", CKPT_ATTR_F64, M(optim.eps), 0, "optim", 0},
+    {"/optim", "weight_decay", CKPT_ATTR_F64, M(optim.weight_decay), 0, "optim", 0},
+    {"/optim", "warmup", CKPT_ATTR_I32, M(optim.warmup), 0, "optim", 0},
+    {"/optim", "total_steps", CKPT_ATTR_I32, M(optim.total_steps), 0, "optim", 0},
+    {"/optim", "schedule_position", CKPT_ATTR_I32, M(optim.schedule_position), 0, "optim", 0},
+    {"/state", "data_cursor", CKPT_ATTR_U64, M(data_cursor), 0, "", 0},
 };
 const int CKPT_N_ATTRS = (int)(sizeof CKPT_ATTRS / sizeof CKPT_ATTRS[0]);
 #undef M
@@ -111,6 +112,18 @@ static int check_attr(ckpt_ctx *cx, const ckpt_attr *a, const ckpt_meta *m) {
     if (a->offset == offsetof(ckpt_meta, world_size))
         CK(m->step >= 0 && m->world_size >= 1, "checkpoint metadata is invalid: step %d, world_size %d", m->step,
            m->world_size);
+    if (a->type == CKPT_ATTR_F64) {
+        double x = *(const double *)attr_ptr(a, m);
+        CK(isfinite(x), "checkpoint metadata is invalid: %s %s is %g", a->group, a->name, x);
+    }
+    if (a->offset == offsetof(ckpt_meta, parent)) {
+        int step = 0;
+        CK(!m->parent[0] || ckpt_name_parse(m->parent, &step) == CKPT_NAME_CKPT,
+           "checkpoint metadata is invalid: parent '%s' is not a checkpoint's file name", m->parent);
+    }
+    if (a->offset == offsetof(ckpt_meta, optim.schedule_position))
+        CK(m->optim.schedule_position == m->step, "checkpoint metadata is invalid: schedule_position %d, step %d",
+           m->optim.schedule_position, m->step);
     return 0;
 error:
     return -1;
@@ -131,6 +144,11 @@ static int read_meta_attrs(ckpt_ctx *cx, hid_t file, ckpt_meta *meta) {
             CK_H5(g = H5Gopen2(file, a->group, H5P_DEFAULT), "not a complete smallmind checkpoint: cannot open %s",
                   a->group);
             open_group = a->group;
+        }
+        if (a->optional) {
+            CK_H5(ex = H5Aexists(g, a->name), "cannot read the attributes of %s", a->group);
+            if (a->offset == offsetof(ckpt_meta, parent)) meta->has_parent = ex > 0;
+            if (!ex) continue;
         }
         if (ckpt_attr_read(cx, g, a->group, a->name, a->type, (char *)meta + a->offset, a->cap) != 0) goto error;
         if (check_attr(cx, a, meta) != 0) goto error;
@@ -186,13 +204,18 @@ error:
 int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen) {
     ckpt_ctx c, *cx = &c;
     if (ckpt_ctx_init(cx, path) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    ckpt_meta m;
-    memset(&m, 0, sizeof m);
-    int rc = cx->rank == 0 ? ckpt_read_meta_local(cx, path, &m, NULL) : 0;
-    if (ckpt_agree(cx, rc) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    comm_bcast_bytes(&m, sizeof m, 0);
-    *meta = m;
-    return 0;
+    ckpt_report *rep = sm_calloc(1, sizeof *rep);
+    ckpt_check_result res = {.rep = rep};
+    int rc = cx->rank == 0 ? ckpt_check_local(path, NULL, NULL, 1, 0, 0, &res) : 0;
+    if (ckpt_agree(cx, rc ? ckpt_fail_msg(cx, res.msg) : 0) == 0) {
+        comm_bcast_bytes(&rep->meta, sizeof rep->meta, 0);
+        *meta = rep->meta;
+        rc = 0;
+    } else {
+        rc = -1;
+    }
+    sm_free(rep);
+    return ckpt_ctx_finish(cx, rc, err, errlen);
 }
 
 int ckpt_config_check(const sm_model_config *f, const sm_model_config *r, const char *path, char *err,

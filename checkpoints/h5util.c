@@ -25,8 +25,24 @@ int ckpt_ctx_init(ckpt_ctx *cx, const char *where) {
     }
     MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &cx->rank));
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &cx->world));
+    cx->mismatch = "incompatible checkpoint";
+    cx->expects = "this model expects";
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   // failures become our one-line messages
     return 0;
+}
+
+void ckpt_ctx_init_local(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects) {
+    memset(cx, 0, sizeof *cx);
+    snprintf(cx->where, sizeof cx->where, "%s", where ? where : "?");
+    cx->world = 1;
+    cx->mismatch = mismatch;
+    cx->expects = expects;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+int ckpt_fail_msg(ckpt_ctx *cx, const char *msg) {
+    if (!cx->msg[0]) snprintf(cx->msg, sizeof cx->msg, "%s", msg);
+    return -1;
 }
 
 int ckpt_ctx_finish(ckpt_ctx *cx, int rc, char *err, size_t errlen) {

@@ -241,7 +241,11 @@ int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, cha
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     snprintf(dir, sizeof dir, "%s", path);
     const char *op = "open";
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = -1;
+    // a fresh temporary: whatever a crashed writer left under its name (even a FIFO, which an
+    // open for writing would wait on forever) is removed first
+    if (unlink(tmp) != 0 && errno != ENOENT) goto error;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) goto error;
     op = "write";
     const char *p = data;
@@ -306,6 +310,20 @@ error:
     if (fd >= 0) close(fd);
     errno = e;
     return -1;
+}
+
+size_t sm_first_bad_float(const float *x, size_t n, int nonneg) {
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    const uint32_t neg = nonneg ? 0x80000000u : 0xffffffffu;   // u > neg: negative and not -0
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t e = n - i < 1024 ? n : i + 1024;
+        uint32_t acc = 0;
+        for (size_t j = i; j < e; j++) acc |= ((u[j] & 0x7f800000u) == 0x7f800000u) | (u[j] > neg);
+        if (!acc) continue;
+        for (size_t j = i; j < e; j++)
+            if ((u[j] & 0x7f800000u) == 0x7f800000u || u[j] > neg) return j;
+    }
+    return n;
 }
 
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol) {

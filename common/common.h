@@ -141,6 +141,10 @@ int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, cha
 // <strerror>" or "WHAT is not a regular file (a FIFO)" (errno EINVAL).
 int sm_open_regular(const char *path, int flags, const char *what, uint64_t *size_out, char *err, size_t errlen);
 
+// Index of the first of x[0..n) that is not finite (or, with nonneg, is negative; -0 is fine), else
+// n. One vectorised pass: an OR over blocks of 1024 floats, the index searched only in a bad block.
+size_t sm_first_bad_float(const float *x, size_t n, int nonneg);
+
 // Tests: |a - r| <= atol + rtol*|r| elementwise; prints the worst element on failure.
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol);
 

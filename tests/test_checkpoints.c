@@ -31,6 +31,7 @@
 #include "common.h"
 #include "cunit_mpi.h"
 #include "gpt2.h"
+#include "trainer.h"
 
 int cmd_inspect(int argc, char **argv);   // trainer/inspect.c
 
@@ -290,6 +291,7 @@ static int save_std(const char *dir, int step, int seed, int keep, char *err, si
     state_init(&s, &g, lo, hi);
     state_fill(&s, seed);
     ckpt_meta meta = test_meta(&c, step);
+    if (step > 1) ckpt_name(meta.parent, sizeof meta.parent, step - 1);   // a run's consecutive saves
     int rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, keep, NULL, err, errlen);
     state_free(&s);
     return rc;
@@ -416,7 +418,7 @@ static void test_meta_and_verify(void) {
     CU_ASSERT(meta_equal(&m, &want));
     CU_ASSERT_EQUAL(m.world_size, g_world);
     ckpt_report *r = malloc(sizeof *r);
-    CU_ASSERT_EQUAL(ckpt_verify(path, r, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(ckpt_verify(path, ckpt_layout_gpt2, r, err, sizeof err), 0);
     CU_ASSERT_EQUAL(r->n_datasets, 3 * NUM_PARAM_TENSORS + 1);
     CU_ASSERT_EQUAL(r->n_bad, 0);
     sm_table probe;
@@ -438,7 +440,7 @@ static void expect_refused(const char *path, const char *what, const char *needl
     char err[CKPT_ERR_MAX] = "";
     int rc;
     ckpt_report *r = malloc(sizeof *r);
-    int v = ckpt_verify(path, r, err, sizeof err);
+    int v = ckpt_verify(path, ckpt_layout_gpt2, r, err, sizeof err);
     CU_ASSERT_EQUAL(v, -1);
     if (g_rank == 0) printf("\n    %-22s verify: %s", what, err);
     CU_ASSERT(strstr(err, needle) != NULL);
@@ -724,7 +726,7 @@ static void check_intact(const char *dir) {
     char err[CKPT_ERR_MAX] = "", p[1300], text[256];
     int steps[8], rc;
     ckpt_path(p, sizeof p, dir, 1);
-    CU_ASSERT_EQUAL(ckpt_verify(p, NULL, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(ckpt_verify(p, ckpt_layout_gpt2, NULL, err, sizeof err), 0);
     CU_ASSERT_EQUAL(load_check(p, 1, 0, 0, 0, err, sizeof err, &rc), 0);
     if (g_rank == 0) {
         snprintf(p, sizeof p, "%s/latest", dir);
@@ -1060,7 +1062,7 @@ static int bench(const char *dir) {
         }
         double t_load = MPI_Wtime() - t0;
         t0 = MPI_Wtime();
-        ckpt_verify(path, NULL, err, sizeof err);
+        ckpt_verify(path, ckpt_layout_gpt2, NULL, err, sizeof err);
         double t_verify = MPI_Wtime() - t0;
         if (g_rank == 0)
             printf("load  %d ranks: %.3f s (%.0f MB/s of file; each rank reads all params + its moments); "

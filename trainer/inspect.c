@@ -16,22 +16,30 @@ static const char INSPECT_USAGE[] =
     "Reads every dataset back and checks its Fletcher32 checksums. Exit status 0 when all\n"
     "verify, 2 (with a one-line error) when the file is damaged, foreign or unreadable.\n";
 
-// PATH, or for a run directory the file its `latest` names.
+int ckpt_layout_gpt2(const sm_model_config *cfg, sm_table *params, char *err, size_t errlen) {
+    sm_model_config c = *cfg;
+    if (gpt2_config_validate(&c, err, errlen) != 0) return -1;
+    if (c.padded_vocab_size != cfg->padded_vocab_size) {
+        snprintf(err, errlen, "padded_vocab_size %d does not follow from vocab_size %d (expected %d)",
+                 cfg->padded_vocab_size, cfg->vocab_size, c.padded_vocab_size);
+        return -1;
+    }
+    gpt2_param_table(params, &c);
+    return 0;
+}
+
+// PATH, or for a run directory the file its `latest` names (read without blocking).
 static void resolve(const char *arg, char *path, size_t cap) {
     struct stat st;
     if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) {
         snprintf(path, cap, "%s", arg);
         return;
     }
-    char latest[4200], name[CKPT_NAME_MAX + 2] = "";
-    snprintf(latest, sizeof latest, "%s/latest", arg);
-    FILE *f = fopen(latest, "r");
-    if (!f) sm_fatal(SM_EXIT_USAGE, "inspect: %s is a directory without a `latest` file (%s)", arg, latest);
-    char *ok = fgets(name, sizeof name, f);
-    fclose(f);
-    name[strcspn(name, "\r\n")] = '\0';
-    if (!ok || !name[0] || strchr(name, '/'))
-        sm_fatal(SM_EXIT_USAGE, "inspect: `latest` does not name a checkpoint file (%s)", latest);
+    char name[CKPT_NAME_MAX], why[CKPT_ERR_MAX];
+    int rc = ckpt_read_latest(arg, name, sizeof name, why, sizeof why);
+    if (rc == CKPT_LATEST_MISSING)
+        sm_fatal(SM_EXIT_USAGE, "inspect: %s is a directory without a `latest` file (%s/latest)", arg, arg);
+    if (rc != 0) sm_fatal(SM_EXIT_USAGE, "inspect: %s (%s/latest)", why, arg);
     snprintf(path, cap, "%s/%s", arg, name);
 }
 
@@ -141,7 +149,7 @@ int cmd_inspect(int argc, char **argv) {
     char path[4096], err[CKPT_ERR_MAX];
     resolve(arg, path, sizeof path);
     ckpt_report *rep = sm_malloc(sizeof *rep);
-    int rc = ckpt_verify(path, rep, err, sizeof err);
+    int rc = ckpt_verify(path, ckpt_layout_gpt2, rep, err, sizeof err);
     if (topo.rank == 0 && (rep->meta_ok || rep->n_datasets)) {
         if (json)
             print_json(path, rep, rc == 0);

@@ -16,6 +16,11 @@ double cli_double(const char *flag, const char *s, double lo, double hi);
 // Reports an unknown option or a missing argument (getopt_long's '?' / ':') and exits 2.
 void cli_bad_option(const char *cmd, int argc, char **argv);
 
+// The checkpoints' view of the model (checkpoints.h's ckpt_layout_fn): the parameter tensors a
+// GPT-2 of config cfg has, after checking cfg (gpt2_config_validate, and padded_vocab_size as it
+// follows from vocab_size). Defined in inspect.c; train.c passes it to ckpt_resolve_resume.
+int ckpt_layout_gpt2(const sm_model_config *cfg, sm_table *params, char *err, size_t errlen);
+
 // `smallmind bench checkpoint` (bench_ckpt.c), dispatched from `smallmind bench`.
 int bench_checkpoint(int argc, char **argv);
 
