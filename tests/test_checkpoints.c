@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <hdf5.h>
+#include <math.h>
 #include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
@@ -279,8 +280,9 @@ static int all(int x) {
     return out;
 }
 
-// Saves step `step` (values of `seed`) into dir with ZeRO slices; returns the save's rc.
-static int save_std(const char *dir, int step, int seed, int keep, char *err, size_t errlen) {
+// Saves step `step` (values of `seed`) into dir with ZeRO slices, recording parent_step's file as its
+// parent (-1: none); returns the save's rc.
+static int save_as(const char *dir, int step, int seed, int parent_step, int keep, char *err, size_t errlen) {
     sm_model_config g;
     sm_model_config c;
     test_config(&g, &c, 2, 32);
@@ -291,10 +293,15 @@ static int save_std(const char *dir, int step, int seed, int keep, char *err, si
     state_init(&s, &g, lo, hi);
     state_fill(&s, seed);
     ckpt_meta meta = test_meta(&c, step);
-    if (step > 1) ckpt_name(meta.parent, sizeof meta.parent, step - 1);   // a run's consecutive saves
+    if (parent_step >= 0) ckpt_name(meta.parent, sizeof meta.parent, parent_step);
     int rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, keep, NULL, err, errlen);
     state_free(&s);
     return rc;
+}
+
+// A run's consecutive saves: step's parent is step - 1.
+static int save_std(const char *dir, int step, int seed, int keep, char *err, size_t errlen) {
+    return save_as(dir, step, seed, step > 1 ? step - 1 : -1, keep, err, errlen);
 }
 
 // Loads path into a fresh state with moments [lo, hi) and counts mismatches against `seed`.
@@ -863,6 +870,273 @@ static void test_bad_ranges(void) {
     if (g_rank == 0) CU_ASSERT_EQUAL(ckpt_files(dir, steps, 4), 0);
 }
 
+
+// ---------------------------------------------------------------------------
+// Non-finite state (issue 13 item 1): never committed, never loaded.
+static void test_nonfinite_save(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "";
+    sub(dir, sizeof dir, "nonfinite_save");
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    struct { int kind; const char *tensor; int last; float x; const char *needle, *what; } cases[] = {
+        {0, "lnfb", 1, NAN, "/model/lnfb", "NaN"},          // written by the last rank only
+        {1, "lnfb", 1, INFINITY, "/optim/m/lnfb", "+Inf"},  // held by the last rank's ZeRO slice only
+        {2, "wte", 0, -1.0f, "/optim/v/wte", "negative"},   // rank 0's slice
+        {2, "qkvw", 0, -INFINITY, "/optim/v/qkvw", "-Inf"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        state s;
+        size_t lo, hi;
+        gpt2_param_table(&s.params, &g);
+        zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
+        state_init(&s, &g, lo, hi);
+        state_fill(&s, 2);
+        sm_table *tab = cases[k].kind == 0 ? &s.params : cases[k].kind == 1 ? &s.m : &s.v;
+        const sm_tensor *t = sm_table_find(tab, cases[k].tensor);
+        size_t j = cases[k].last ? t->n_elems - 1 : 0, at = sm_tensor_f32_offset(t) + j;
+        if (cases[k].kind == 0 || (at >= lo && at < hi)) t->ptr[j] = cases[k].x;
+        ckpt_meta m = test_meta(&c, 2);
+        ckpt_name(m.parent, sizeof m.parent, 1);
+        int rc = ckpt_save(dir, &m, &s.params, &s.m, &s.v, lo, hi, 1, NULL, err, sizeof err);
+        if (g_rank == 0) printf("\n    %s: %s", cases[k].needle, err);
+        CU_ASSERT(all(rc == -1));
+        CU_ASSERT(strstr(err, cases[k].needle) != NULL && strstr(err, cases[k].what) != NULL);
+        state_free(&s);
+        check_intact(dir);   // keep 1 deleted nothing: the last good checkpoint stays
+    }
+}
+
+// Serial HDF5 (rank 0): element `index` of dataset dset of a copy of `from` set to x.
+static void poison(const char *from, const char *to, const char *dset, size_t index, float x) {
+    copy_file(from, to);
+    hid_t f = H5Fopen(to, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hsize_t n = (hsize_t)H5Sget_simple_extent_npoints(sp);
+    float *buf = malloc(n * sizeof(float));
+    CU_ASSERT(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    buf[index] = x;
+    CU_ASSERT(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    free(buf);
+    H5Sclose(sp), H5Dclose(d), H5Fclose(f);
+}
+
+static void test_nonfinite_load(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", good[1300], bad1[1300], bad2[1300];
+    sub(dir, sizeof dir, "nonfinite_load");
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
+    ckpt_path(good, sizeof good, dir, 1);
+    snprintf(bad1, sizeof bad1, "%s/nan_fcprojb.h5", dir);
+    snprintf(bad2, sizeof bad2, "%s/neg_v_lnfb.h5", dir);
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    if (g_rank == 0) {
+        poison(good, bad1, "/optim/m/fcprojb", 3, NAN);
+        poison(good, bad2, "/optim/v/lnfb", 31, -0.5f);   // the arena's end: the last rank's slice
+    }
+    barrier();
+    sm_table probe;
+    gpt2_param_table(&probe, &g);
+    size_t lo, hi;
+    zero_slice(sm_table_n_f32(&probe), g_world, g_rank, &lo, &hi);
+    const char *paths[2] = {bad1, bad2}, *needles[2] = {"/optim/m/fcprojb", "/optim/v/lnfb"};
+    for (int k = 0; k < 2; k++) {
+        int rc;
+        load_check(paths[k], 1, lo, hi, 1, err, sizeof err, &rc);   // each rank reads its own slice only
+        if (g_rank == 0) printf("\n    load: %s", err);
+        CU_ASSERT(all(rc == -1));
+        CU_ASSERT(strstr(err, needles[k]) != NULL && strstr(err, "refusing to load") != NULL);
+        rc = ckpt_verify(paths[k], ckpt_layout_gpt2, NULL, err, sizeof err);
+        CU_ASSERT(all(rc == -1));
+        CU_ASSERT(strstr(err, needles[k]) != NULL);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lineage (issue 13 item 4): `auto` follows `latest` and its descendants; PATH sets the abandoned
+// branch aside; --keep counts along the lineage; look-alike names are ignored, with a note.
+static void set_latest(const char *dir, int step) {
+    if (g_rank == 0) {
+        char p[1300], line[64];
+        snprintf(p, sizeof p, "%s/latest", dir);
+        int n = snprintf(line, sizeof line, "ckpt_%08d.h5\n", step);
+        unlink(p);
+        spit(p, line, (size_t)n);
+    }
+    barrier();
+}
+
+static int has_note(const ckpt_resume *r, const char *needle) {
+    for (int i = 0; i < r->n_notes; i++)
+        if (strstr(r->notes[i], needle)) return 1;
+    return 0;
+}
+
+static void test_resume_auto(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", p[1300], want[1300];
+    sub(dir, sizeof dir, "lineage_auto");
+    fresh_dir(dir);
+    for (int s = 1; s <= 3; s++) CU_ASSERT_EQUAL(save_std(dir, s, s, 0, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(save_as(dir, 4, 4, 3, 0, err, sizeof err), 0);   // renamed, then the save died before `latest`
+    CU_ASSERT_EQUAL(save_as(dir, 9, 9, 1, 0, err, sizeof err), 0);   // an abandoned branch, newer, from step 1
+    set_latest(dir, 3);
+    ckpt_resume r;
+    // (a) the newest descendant of what `latest` names, not the newest file
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(want, sizeof want, dir, 4);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT_STRING_EQUAL(r.parent, "ckpt_00000004.h5");
+    CU_ASSERT_EQUAL(r.n_notes, 0);
+    ckpt_resume_free(&r);
+    char found[1300];
+    int n_sk;
+    CU_ASSERT_EQUAL(ckpt_find_latest(dir, found, sizeof found, NULL, 0, &n_sk, err, sizeof err), CKPT_FIND_FOUND);
+    ckpt_path(want, sizeof want, dir, 9);
+    CU_ASSERT_STRING_EQUAL(found, want);   // the scan alone (the old rule) would take the abandoned branch
+    // (b) a damaged descendant is skipped with a note: `latest`'s own file
+    if (g_rank == 0) {
+        ckpt_path(p, sizeof p, dir, 4);
+        flip(p, chunk_middle(p, "/model/wte", 0), 4);
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(want, sizeof want, dir, 3);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT(r.n_notes == 1 && has_note(&r, "skipping damaged checkpoint ckpt_00000004.h5"));
+    ckpt_resume_free(&r);
+    // (c) look-alike names are ignored, each with a note
+    if (g_rank == 0) {
+        const char *odd[3] = {"ckpt_5.h5", "ckpt_00000003.h5.bak", "ckpt_000000010.h5"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof p, "%s/%s", dir, odd[i]);
+            spit(p, "x", 1);
+        }
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT(has_note(&r, "ignoring") && has_note(&r, "/ckpt_5.h5:") && has_note(&r, "ckpt_00000003.h5.bak") &&
+              has_note(&r, "ckpt_000000010.h5"));
+    ckpt_resume_free(&r);
+    // (d) `latest` damaged (a FIFO: never waited on) or missing: the newest that verifies, with a note
+    snprintf(p, sizeof p, "%s/latest", dir);
+    if (g_rank == 0) {
+        unlink(p);
+        CU_ASSERT_EQUAL(mkfifo(p, 0644), 0);
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(want, sizeof want, dir, 9);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT(has_note(&r, "not a regular file"));
+    ckpt_resume_free(&r);
+    // (e) none refuses a directory with checkpoints; every one damaged stops (never a fresh start)
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "none", ckpt_layout_gpt2, &r, err, sizeof err), -1);
+    CU_ASSERT(strstr(err, "--resume none") != NULL);
+    barrier();
+    if (g_rank == 0) {
+        unlink(p);
+        for (int s = 1; s <= 9; s++) {
+            ckpt_path(p, sizeof p, dir, s);
+            if (exists(p)) flip(p, chunk_middle(p, "/model/lnfw", 0), 2);
+        }
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), -1);
+    if (g_rank == 0) printf("\n    all damaged: %s", err);
+    CU_ASSERT(strstr(err, "all 5 checkpoints") != NULL);
+    // (f) nothing at all: a fresh start
+    sub(dir, sizeof dir, "lineage_empty");
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    CU_ASSERT(r.path[0] == '\0' && r.parent[0] == '\0');
+}
+
+static void test_resume_path(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", p[1300], q[1400], text[256];
+    sub(dir, sizeof dir, "rollback");
+    fresh_dir(dir);
+    for (int s = 1; s <= 4; s++) CU_ASSERT_EQUAL(save_std(dir, s, s, 0, err, sizeof err), 0);
+    if (g_rank == 0) {   // an earlier roll-back's file under the same name: never overwritten
+        snprintf(q, sizeof q, "%s/abandoned", dir);
+        mkdir(q, 0755);
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000003.h5", dir);
+        spit(q, "older", 5);
+    }
+    barrier();
+    ckpt_resume r;
+    ckpt_path(p, sizeof p, dir, 2);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, p, ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(r.path, p);
+    CU_ASSERT_STRING_EQUAL(r.parent, "ckpt_00000002.h5");
+    CU_ASSERT(r.path_in_run_dir == 1 && r.n_abandoned == 2);
+    ckpt_path(q, sizeof q, dir, 4);
+    CU_ASSERT(exists(q));   // nothing moved before the resume is accepted
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_adopt_resume(dir, &r, err, sizeof err), 0);
+    ckpt_resume_free(&r);
+    if (g_rank == 0) {
+        int steps[8];
+        CU_ASSERT(ckpt_files(dir, steps, 8) == 2 && steps[0] == 1 && steps[1] == 2);
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000004.h5", dir);
+        CU_ASSERT(exists(q));
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000003.h5.1", dir);
+        CU_ASSERT(exists(q));
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000003.h5", dir);
+        read_text(q, text, sizeof text);
+        CU_ASSERT_STRING_EQUAL(text, "older");
+        snprintf(q, sizeof q, "%s/latest", dir);
+        read_text(q, text, sizeof text);
+        CU_ASSERT_STRING_EQUAL(text, "ckpt_00000002.h5\n");
+    }
+    barrier();
+    snprintf(q, sizeof q, "%s/abandoned/ckpt_00000004.h5", dir);
+    CU_ASSERT_EQUAL(ckpt_verify(q, ckpt_layout_gpt2, NULL, err, sizeof err), 0);   // moved whole
+    // the new branch: its step 3 is what auto resumes from, not the abandoned one
+    CU_ASSERT_EQUAL(save_as(dir, 3, 33, 2, 0, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    int rc;
+    CU_ASSERT_EQUAL(load_check(r.path, 33, 0, 0, 0, err, sizeof err, &rc), 0);
+    ckpt_resume_free(&r);
+    // a PATH that is not a checkpoint: refused, nothing moved
+    snprintf(q, sizeof q, "%s/nosuch.h5", dir);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, q, ckpt_layout_gpt2, &r, err, sizeof err), -1);
+    CU_ASSERT(strstr(err, "not found") != NULL);
+}
+
+static void test_keep_lineage(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "";
+    sub(dir, sizeof dir, "keep_lineage");
+    fresh_dir(dir);
+    for (int s = 1; s <= 3; s++) CU_ASSERT_EQUAL(save_std(dir, s, s, 0, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(save_as(dir, 4, 4, 2, 0, err, sizeof err), 0);   // another branch from 2, newer than 3
+    CU_ASSERT_EQUAL(save_as(dir, 5, 5, 3, 2, err, sizeof err), 0);   // the live branch 1-2-3-5, keep 2
+    if (g_rank == 0) {
+        int steps[8], n = ckpt_files(dir, steps, 8);
+        // by step number 3 (live) would go and 4 stay; along the lineage 5 and 3 stay, 2 and 1 go
+        CU_ASSERT(n == 3 && steps[0] == 3 && steps[1] == 4 && steps[2] == 5);
+    }
+    barrier();
+}
+
+// The parent attribute round-trips; a save refuses a parent that is not an older checkpoint's name.
+static void test_parent_attr(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", p[1300];
+    sub(dir, sizeof dir, "parent");
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(save_as(dir, 7, 7, 5, 0, err, sizeof err), 0);
+    ckpt_path(p, sizeof p, dir, 7);
+    ckpt_meta m;
+    CU_ASSERT_EQUAL(ckpt_read_meta(p, &m, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(m.parent, "ckpt_00000005.h5");
+    CU_ASSERT_EQUAL(m.has_parent, 1);
+    CU_ASSERT_EQUAL(save_as(dir, 8, 8, 8, 0, err, sizeof err), -1);   // itself: not older
+    CU_ASSERT(strstr(err, "parent") != NULL);
+}
+
 // ---------------------------------------------------------------------------
 // Modes for CTest fixtures and scripts
 static int fixture_seed(void) { return 42; }
@@ -1111,6 +1385,12 @@ int main(int argc, char **argv) {
         CU_add_test(s, "file size limit (ulimit -f)", test_fsize_limit);
         CU_add_test(s, "disk full (a small tmpfs)", test_disk_full);
         CU_add_test(s, "moment ranges must partition", test_bad_ranges);
+        CU_add_test(s, "non-finite state never committed", test_nonfinite_save);
+        CU_add_test(s, "non-finite state never loaded", test_nonfinite_load);
+        CU_add_test(s, "auto: latest and its descendants", test_resume_auto);
+        CU_add_test(s, "PATH: abandoned branch moved", test_resume_path);
+        CU_add_test(s, "keep K along the lineage", test_keep_lineage);
+        CU_add_test(s, "parent attribute", test_parent_attr);
         if (g_rank == 0) printf("checkpoints at %d rank%s, scratch %s\n", g_world, g_world > 1 ? "s" : "", g_dir);
         int total = cunit_run_mpi(g_rank);
         if (g_rank == 0) {
