@@ -6,9 +6,12 @@
 //   test_checkpoints --write-fixture DIR        step 42 + DIR/expected.json (for h5py)
 //   test_checkpoints --load-fixture DIR         loads it at this world size, checks every value
 //   test_checkpoints --crash-save DIR STAGE     saves step 1, then step 2 paused at STAGE (never returns)
-//   test_checkpoints --check-crash DIR STAGE    after kill -9: step 1 (or 2 past the rename) survives
+//   test_checkpoints --check-crash DIR STAGE    after kill -9: step 1 (or 2 past the rename) survives, and
+//                                               --resume auto takes it (2: it descends from `latest`'s 1)
 //   test_checkpoints --bench DIR                save/load figures for a ~54 MB state
 //   test_checkpoints --inspect ARGS...          `smallmind inspect ARGS...`
+//   test_checkpoints --lock DIR                 takes DIR's lock, prints "locked pid P", waits to be killed
+//   test_checkpoints --try-lock DIR             exit 0 if DIR's lock could be taken, else 2 and the error
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1260,7 +1263,7 @@ static int crash_save(const char *dir, const char *stage) {
 }
 
 static int check_crash(const char *dir, const char *stage) {
-    char err[CKPT_ERR_MAX] = "", p[1300], text[256] = "", found[1300] = "";
+    char err[CKPT_ERR_MAX] = "", p[1300], text[256] = "", found[4096] = "";
     int bad = 0, past_rename = strcmp(stage, "latest") == 0;
     // `latest` still names step 1; step 2 exists only if the crash came after its rename
     snprintf(p, sizeof p, "%s/latest", dir);
@@ -1274,13 +1277,27 @@ static int check_crash(const char *dir, const char *stage) {
         fprintf(stderr, "check-crash %s: ckpt_00000002.h5 %s\n", stage, exists(p) ? "exists" : "is missing");
         bad = 1;
     }
-    int n_sk = 0, want = past_rename ? 2 : 1;
-    int rc = ckpt_find_latest(dir, found, sizeof found, NULL, 0, &n_sk, err, sizeof err);
-    ckpt_path(p, sizeof p, dir, want);
-    if (rc != CKPT_FIND_FOUND || strcmp(found, p) != 0 || n_sk != 0) {
-        fprintf(stderr, "check-crash %s: find_latest %d '%s' (%s)\n", stage, rc, found, err);
+    // --resume auto: what `latest` names or a newer checkpoint descending from it — past the rename,
+    // step 2 (its parent is step 1), not an unrelated newer file (step 5, another branch: no parent)
+    int want = past_rename ? 2 : 1;
+    if (save_as(dir, 5, 5, -1, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "check-crash %s: cannot save the unrelated step 5: %s\n", stage, err);
         bad = 1;
     }
+    set_latest(dir, 1);
+    ckpt_resume r;
+    int rc = ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err);
+    snprintf(found, sizeof found, "%s", rc == 0 ? r.path : "");
+    ckpt_path(p, sizeof p, dir, want);
+    if (rc != 0 || strcmp(found, p) != 0 || r.n_notes != 0) {
+        fprintf(stderr, "check-crash %s: resume auto %d '%s' (%s)\n", stage, rc, found, err);
+        bad = 1;
+    }
+    ckpt_resume_free(&r);
+    ckpt_path(p, sizeof p, dir, 5);
+    if (g_rank == 0) unlink(p);
+    barrier();
+    ckpt_path(p, sizeof p, dir, want);
     int lrc;
     sm_model_config g;
     sm_model_config c;
@@ -1360,6 +1377,17 @@ int main(int argc, char **argv) {
     else if (argc == 4 && !strcmp(argv[1], "--crash-save")) rc = crash_save(argv[2], argv[3]);
     else if (argc == 4 && !strcmp(argv[1], "--check-crash")) rc = check_crash(argv[2], argv[3]);
     else if (argc == 3 && !strcmp(argv[1], "--bench")) rc = bench(argv[2]);
+    else if (argc == 3 && (!strcmp(argv[1], "--lock") || !strcmp(argv[1], "--try-lock"))) {
+        ckpt_lock lock;
+        char err[CKPT_ERR_MAX];
+        if (ckpt_lock_run_dir(argv[2], &lock, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+        if (!strcmp(argv[1], "--lock")) {
+            printf("locked pid %d\n", (int)getpid());
+            fflush(stdout);
+            for (;;) pause();
+        }
+        ckpt_unlock_run_dir(&lock);
+    }
     else if (argc == 3 && !strcmp(argv[1], "--dir")) {
         // a fresh scratch directory under BASE, shared by the ranks
         if (g_rank == 0) {
