@@ -375,10 +375,8 @@ error:
     rc = ckpt_close_agree(cx, &file, 0);
 done:
     ckpt_close_all(groups, 5);
-    if (file >= 0) H5Fclose(file);
-    if (dxpl >= 0) H5Pclose(dxpl);
-    if (fcpl >= 0) H5Pclose(fcpl);
-    if (fapl >= 0) H5Pclose(fapl);
+    hid_t rest[4] = {file, dxpl, fcpl, fapl};
+    ckpt_close_all(rest, 4);
     return rc;
 }
 
@@ -690,9 +688,8 @@ error:
     rc = ckpt_close_agree(cx, &file, 0);
 done:
     ckpt_close_all(groups, 3);
-    if (file >= 0) H5Fclose(file);
-    if (dxpl >= 0) H5Pclose(dxpl);
-    if (fapl >= 0) H5Pclose(fapl);
+    hid_t rest[3] = {file, dxpl, fapl};
+    ckpt_close_all(rest, 3);
     if (rc == 0) {
         *meta_out = meta;
         if (stats) {

@@ -149,3 +149,13 @@ void ckpt_bad_value_str(char *out, size_t cap, float x);
 void ckpt_prune(const char *run_dir, int new_step, int keep);
 // fsync of a directory (EINVAL, a filesystem that cannot, is success). 0 or -1 (errno).
 int ckpt_sync_dir(const char *dir);
+
+// Rank 0's half of ckpt_resolve_resume (rundir.c): scans RUN_DIR, reads `latest` and the headers (in a
+// contained child), and plans. auto: p->order, the steps to verify in that order; PATH (path_meta: its
+// header): p->moved, the steps newer than it; notes go into r. Nothing is verified or changed. 0 or -1.
+typedef struct {
+    int *order, n_order;   // sm_malloc'd; the caller frees both
+    int *moved, n_moved;
+} ckpt_resume_plan;
+int ckpt_plan_resume(ckpt_ctx *cx, const char *run_dir, const char *mode, ckpt_resume *r, ckpt_resume_plan *p,
+                     const ckpt_meta *path_meta);

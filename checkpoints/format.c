@@ -60,7 +60,7 @@ void ckpt_attr_format(const ckpt_attr *a, const ckpt_meta *m, int json, char *ou
         const char *s = p;
         size_t n = 0;
         if (!json) {
-            snprintf(out, cap, "%s", s);
+            snprintf(out, cap, "%s", s[0] ? s : "\"\"");
             break;
         }
         for (; *s && n + 8 < cap; s++) {   // quoted, with " \ and control characters escaped

@@ -147,19 +147,19 @@ int ckpt_read_latest(const char *run_dir, char *name, size_t cap, char *err, siz
         snprintf(err, errlen, "%s", why);
         return errno == ENOENT ? CKPT_LATEST_MISSING : -1;
     }
-    ssize_t n = read(fd, buf, sizeof buf);
+    ssize_t n = read(fd, buf, sizeof buf - 1);   // a name and its newline fit with a byte to spare
     close(fd);
     if (n < 0) {
         snprintf(err, errlen, "cannot read `latest`: %s", strerror(errno));
         return -1;
     }
     size_t len = (size_t)n;
-    if (len > 0 && buf[len - 1] == '\n') len--;
+    if (len > 0 && buf[len - 1] == '\n') len--;   // the newline smallmind writes (older files may lack it)
     buf[len] = '\0';
     int step;
-    if (len == (size_t)n || len == 0 || memchr(buf, '\0', len) || ckpt_name_parse(buf, &step) != CKPT_NAME_CKPT ||
-        len >= cap) {
-        snprintf(err, errlen, "`latest` does not hold a checkpoint's file name (ckpt_NNNNNNNN.h5 and a newline)");
+    if ((size_t)n == sizeof buf - 1 || len == 0 || memchr(buf, '\0', len) ||
+        ckpt_name_parse(buf, &step) != CKPT_NAME_CKPT || len >= cap) {
+        snprintf(err, errlen, "`latest` does not hold a checkpoint's file name (ckpt_NNNNNNNN.h5)");
         return -1;
     }
     memcpy(name, buf, len + 1);
@@ -238,6 +238,14 @@ static int find_entry(const ckpt_dir *dir, const char *name) {
     return -1;
 }
 
+// A file name for a message: control characters (a name may hold any byte but '/' and NUL) as '?'.
+static const char *printable(const char *name, char *out, size_t cap) {
+    size_t i = 0;
+    for (; name[i] && i + 1 < cap; i++) out[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
+    out[i] = '\0';
+    return out;
+}
+
 static void note(ckpt_resume *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(ckpt_resume *r, const char *fmt, ...) {
     if (r->n_notes == CKPT_MAX_NOTES) return;
@@ -247,14 +255,8 @@ static void note(ckpt_resume *r, const char *fmt, ...) {
     va_end(ap);
 }
 
-// Rank 0: the plan. auto: the candidates in the order to try them; PATH: the abandoned branch.
-typedef struct {
-    int *order, n_order;   // auto: steps to verify, in order
-    int *moved, n_moved;   // PATH: steps to move to abandoned/
-} resume_plan;
-
-static int plan_resume(ckpt_ctx *cx, const char *run_dir, const char *mode, ckpt_resume *r, resume_plan *p,
-                       const ckpt_meta *path_meta) {
+int ckpt_plan_resume(ckpt_ctx *cx, const char *run_dir, const char *mode, ckpt_resume *r, ckpt_resume_plan *p,
+                     const ckpt_meta *path_meta) {
     ckpt_dir dir = {0};
     char why[CKPT_ERR_MAX], latest[CKPT_NAME_MAX];
     int *parent = NULL, rc = -1;
@@ -262,9 +264,11 @@ static int plan_resume(ckpt_ctx *cx, const char *run_dir, const char *mode, ckpt
         ckpt_fail(cx, "%s", why);
         goto done;
     }
+    char shown[256];
     for (int i = dir.n_ckpt; i < dir.n; i++)
         if (dir.e[i].kind == CKPT_NAME_OTHER)
-            note(r, "ignoring %s/%s: not a name smallmind gives a checkpoint (ckpt_NNNNNNNN.h5)", run_dir, dir.e[i].name);
+            note(r, "ignoring %s/%s: not a name smallmind gives a checkpoint (ckpt_NNNNNNNN.h5)", run_dir,
+                 printable(dir.e[i].name, shown, sizeof shown));
     p->order = sm_malloc(sizeof(int) * (size_t)(dir.n_ckpt + 1));
     p->moved = sm_malloc(sizeof(int) * (size_t)(dir.n_ckpt + 1));
     if (strcmp(mode, "none") == 0) {
@@ -286,7 +290,7 @@ static int plan_resume(ckpt_ctx *cx, const char *run_dir, const char *mode, ckpt
     int l = -1, lrc = ckpt_read_latest(run_dir, latest, sizeof latest, why, sizeof why);
     if (lrc == 0 && (l = find_entry(&dir, latest)) < 0 && dir.n_ckpt)
         note(r, "`latest` names %s, which is not in the run directory: taking the newest checkpoint that verifies",
-             latest);
+             latest);   // a checkpoint name: printable
     else if (lrc < 0 && lrc != CKPT_LATEST_MISSING && dir.n_ckpt)
         note(r, "ignoring %s/latest: %s; taking the newest checkpoint that verifies", run_dir, why);
     char *tried = sm_calloc((size_t)(dir.n_ckpt + 1), 1);
@@ -319,7 +323,7 @@ int ckpt_resolve_resume(const char *run_dir, const char *mode, ckpt_layout_fn la
     ckpt_ctx c, *cx = &c;
     memset(r, 0, sizeof *r);
     if (ckpt_ctx_init(cx, run_dir) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    resume_plan p = {0};
+    ckpt_resume_plan p = {0};
     ckpt_meta pm;
     memset(&pm, 0, sizeof pm);
     int rc = -1, is_path = strcmp(mode, "auto") != 0 && strcmp(mode, "none") != 0;
@@ -332,7 +336,7 @@ int ckpt_resolve_resume(const char *run_dir, const char *mode, ckpt_layout_fn la
         snprintf(r->path, sizeof r->path, "%s", mode);
         r->path_in_run_dir = same_dir(mode, run_dir);
     }
-    int local = cx->rank == 0 ? plan_resume(cx, run_dir, mode, r, &p, &pm) : 0;
+    int local = cx->rank == 0 ? ckpt_plan_resume(cx, run_dir, mode, r, &p, &pm) : 0;
     if (ckpt_agree(cx, local) != 0) goto done;
     comm_bcast_bytes(&r->n_notes, sizeof r->n_notes, 0);
     comm_bcast_bytes(r->notes, sizeof r->notes[0] * (size_t)r->n_notes, 0);

@@ -252,6 +252,15 @@ static size_t arena_floats(const sm_model_config *g) {
     return sm_table_n_f32(&t);
 }
 
+// A state of config g with this rank's ZeRO slice [*lo, *hi) of the moments, filled with seed's values.
+static void state_zero(state *s, const sm_model_config *g, int seed, size_t *lo, size_t *hi) {
+    sm_table probe;
+    gpt2_param_table(&probe, g);
+    zero_slice(sm_table_n_f32(&probe), g_world, g_rank, lo, hi);
+    state_init(s, g, *lo, *hi);
+    state_fill(s, seed);
+}
+
 static ckpt_meta test_meta(const sm_model_config *c, int step) {
     ckpt_meta m;
     memset(&m, 0, sizeof m);
@@ -291,10 +300,7 @@ static int save_as(const char *dir, int step, int seed, int parent_step, int kee
     test_config(&g, &c, 2, 32);
     state s;
     size_t lo, hi;
-    gpt2_param_table(&s.params, &g);
-    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
-    state_init(&s, &g, lo, hi);
-    state_fill(&s, seed);
+    state_zero(&s, &g, seed, &lo, &hi);
     ckpt_meta meta = test_meta(&c, step);
     if (parent_step >= 0) ckpt_name(meta.parent, sizeof meta.parent, parent_step);
     int rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, keep, NULL, err, errlen);
@@ -321,6 +327,15 @@ static long load_check(const char *path, int seed, size_t lo, size_t hi, int wit
     long bad = *rc_out == 0 ? state_check(&s, seed, with_moments) : -1;
     state_free(&s);
     return bad;
+}
+
+// A fresh scratch directory `name` (into dir) holding step 1 of a run (seed 1); its path into path.
+static void run_with_step1(char *dir, size_t dir_cap, const char *name, char *path, size_t path_cap) {
+    char err[CKPT_ERR_MAX] = "";
+    sub(dir, dir_cap, name);
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
+    ckpt_path(path, path_cap, dir, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -528,10 +543,7 @@ static void test_corrupt_data(void) {
 
 static void test_truncated_garbage_empty(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "", good[1300], p[1300];
-    sub(dir, sizeof dir, "damaged");
-    fresh_dir(dir);
-    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
-    ckpt_path(good, sizeof good, dir, 1);
+    run_with_step1(dir, sizeof dir, "damaged", good, sizeof good);
     if (g_rank == 0) {
         ckpt_path(p, sizeof p, dir, 2);
         copy_file(good, p);
@@ -560,11 +572,8 @@ static void test_truncated_garbage_empty(void) {
 
 // Serial HDF5 edits of a copy: a file of another program, another format name, a newer version.
 static void test_foreign(void) {
-    char dir[1200], err[CKPT_ERR_MAX] = "", good[1300], p[1300];
-    sub(dir, sizeof dir, "foreign");
-    fresh_dir(dir);
-    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
-    ckpt_path(good, sizeof good, dir, 1);
+    char dir[1200], good[1300], p[1300];
+    run_with_step1(dir, sizeof dir, "foreign", good, sizeof good);
     if (g_rank == 0) {
         snprintf(p, sizeof p, "%s/other.h5", dir);
         hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -610,10 +619,7 @@ static void test_foreign(void) {
 
 static void test_incompatible(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "", path[1300];
-    sub(dir, sizeof dir, "incompat");
-    fresh_dir(dir);
-    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
-    ckpt_path(path, sizeof path, dir, 1);
+    run_with_step1(dir, sizeof dir, "incompat", path, sizeof path);
     uint64_t before = g_rank == 0 ? fnv(path) : 0;
     // (a) another config, checked against the file's attributes
     sm_model_config g;
@@ -892,10 +898,7 @@ static void test_nonfinite_save(void) {
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         state s;
         size_t lo, hi;
-        gpt2_param_table(&s.params, &g);
-        zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
-        state_init(&s, &g, lo, hi);
-        state_fill(&s, 2);
+        state_zero(&s, &g, 2, &lo, &hi);
         sm_table *tab = cases[k].kind == 0 ? &s.params : cases[k].kind == 1 ? &s.m : &s.v;
         const sm_tensor *t = sm_table_find(tab, cases[k].tensor);
         size_t j = cases[k].last ? t->n_elems - 1 : 0, at = sm_tensor_f32_offset(t) + j;
@@ -928,10 +931,7 @@ static void poison(const char *from, const char *to, const char *dset, size_t in
 
 static void test_nonfinite_load(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "", good[1300], bad1[1300], bad2[1300];
-    sub(dir, sizeof dir, "nonfinite_load");
-    fresh_dir(dir);
-    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
-    ckpt_path(good, sizeof good, dir, 1);
+    run_with_step1(dir, sizeof dir, "nonfinite_load", good, sizeof good);
     snprintf(bad1, sizeof bad1, "%s/nan_fcprojb.h5", dir);
     snprintf(bad2, sizeof bad2, "%s/neg_v_lnfb.h5", dir);
     sm_model_config g, c;
@@ -1154,10 +1154,7 @@ static int write_fixture(const char *dir) {
     test_config(&g, &c, 2, 32);
     state s;
     size_t lo, hi;
-    gpt2_param_table(&s.params, &g);
-    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
-    state_init(&s, &g, lo, hi);
-    state_fill(&s, fixture_seed());
+    state_zero(&s, &g, fixture_seed(), &lo, &hi);
     ckpt_meta meta = test_meta(&c, 42);
     int rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err);
     if (rc) {
@@ -1329,10 +1326,7 @@ static int bench(const char *dir) {
     sm_model_config c = {g.n_layer, g.n_head, g.n_embd, g.max_seq_len, g.vocab_size, g.padded_vocab_size, "byte"};
     state s;
     size_t lo, hi;
-    gpt2_param_table(&s.params, &g);
-    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
-    state_init(&s, &g, lo, hi);
-    state_fill(&s, 5);
+    state_zero(&s, &g, 5, &lo, &hi);
     for (int rep = 1; rep <= 3; rep++) {
         ckpt_meta m = test_meta(&c, rep);
         ckpt_stats st;
