@@ -172,8 +172,9 @@ typedef struct {
 
 // mode "auto": the checkpoint RUN_DIR/latest names, or a newer checkpoint that descends from it
 // (parent by parent: a save that died between its rename and the rewrite of `latest` loses nothing),
-// newest first, each verified (ckpt_verify with layout); damaged ones are skipped with a note. Only when
-// none of those verifies, or `latest` is missing or damaged, the rest of RUN_DIR, newest first. No
+// newest first, each verified (ckpt_verify with layout); damaged ones are skipped with a note; then, if
+// `latest`'s own file is damaged, its ancestors. Only when none of those verifies, or `latest` is
+// missing or damaged, the rest of RUN_DIR, newest first. No
 // checkpoint at all: path "" (fresh). Every one damaged: -1 (exit 2: never start fresh over them).
 // mode "none": path "", or -1 when RUN_DIR holds checkpoints. Any other mode is a PATH: its header must
 // read, and every checkpoint of RUN_DIR newer than it is listed in abandoned (see the note in

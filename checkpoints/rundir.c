@@ -285,8 +285,8 @@ int ckpt_plan_resume(ckpt_ctx *cx, const char *run_dir, const char *mode, ckpt_r
         rc = 0;
         goto done;
     }
-    // auto: what `latest` names, after the newer checkpoints that descend from it; the rest of RUN_DIR,
-    // newest first, only when none of those verifies (or `latest` is missing or damaged)
+    // auto: what `latest` names, after the newer checkpoints that descend from it, then its ancestors;
+    // the rest of RUN_DIR, newest first, only when none of those verifies (or `latest` is missing)
     int l = -1, lrc = ckpt_read_latest(run_dir, latest, sizeof latest, why, sizeof why);
     if (lrc == 0 && (l = find_entry(&dir, latest)) < 0 && dir.n_ckpt)
         note(r, "`latest` names %s, which is not in the run directory: taking the newest checkpoint that verifies",
@@ -297,6 +297,8 @@ int ckpt_plan_resume(ckpt_ctx *cx, const char *run_dir, const char *mode, ckpt_r
     for (int i = 0; l >= 0 && i < l; i++)
         if (descends(parent, i, l)) p->order[p->n_order++] = dir.e[i].step, tried[i] = 1;
     if (l >= 0) p->order[p->n_order++] = dir.e[l].step, tried[l] = 1;
+    for (int k = l >= 0 ? parent[l] : -1; k >= 0; k = parent[k])   // then its ancestors, nearest first
+        if (!tried[k]) p->order[p->n_order++] = dir.e[k].step, tried[k] = 1;
     for (int i = 0; i < dir.n_ckpt; i++)
         if (!tried[i]) p->order[p->n_order++] = dir.e[i].step;
     sm_free(tried);

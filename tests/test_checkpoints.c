@@ -1010,6 +1010,17 @@ static void test_resume_auto(void) {
     CU_ASSERT_STRING_EQUAL(r.path, want);
     CU_ASSERT(r.n_notes == 1 && has_note(&r, "skipping damaged checkpoint ckpt_00000004.h5"));
     ckpt_resume_free(&r);
+    // (b2) `latest`'s own file damaged too: its ancestors, before the newer file of another branch
+    if (g_rank == 0) {
+        ckpt_path(p, sizeof p, dir, 3);
+        flip(p, chunk_middle(p, "/model/wte", 0), 4);
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(want, sizeof want, dir, 2);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT(r.n_notes == 2 && has_note(&r, "skipping damaged checkpoint ckpt_00000003.h5"));
+    ckpt_resume_free(&r);
     // (c) look-alike names are ignored, each with a note
     if (g_rank == 0) {
         const char *odd[3] = {"ckpt_5.h5", "ckpt_00000003.h5.bak", "ckpt_000000010.h5"};
@@ -1050,7 +1061,7 @@ static void test_resume_auto(void) {
     barrier();
     CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), -1);
     if (g_rank == 0) printf("\n    all damaged: %s", err);
-    CU_ASSERT(strstr(err, "all 5 checkpoints") != NULL);
+    CU_ASSERT(strstr(err, "all 5 checkpoints") != NULL);   // 4 and 3 were damaged already
     // (f) nothing at all: a fresh start
     sub(dir, sizeof dir, "lineage_empty");
     fresh_dir(dir);
