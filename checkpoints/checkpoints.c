@@ -160,6 +160,26 @@ error:
     return -1;
 }
 
+int ckpt_check_space(const char *run_dir, const sm_table *params, uint64_t *bytes_out, char *err, size_t errlen) {
+    ckpt_ctx c, *cx = &c;
+    if (ckpt_ctx_init(cx, run_dir) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+    uint64_t bytes = params && params->count > 0 ? size_bound(params, CKPT_CHUNK_FLOATS_DEFAULT, cx->world) : 0;
+    int local = check_fsize_limit(cx, bytes);
+    if (local == 0 && cx->rank == 0) {
+        struct statvfs vfs;
+        if (statvfs(run_dir, &vfs) != 0) {
+            ckpt_fail_sys(cx, errno, "cannot read the free space of the run directory");
+            local = -1;
+        } else if ((uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize < bytes) {
+            ckpt_fail(cx, "not enough disk space for a checkpoint: %.1f MB free, one needs up to %.1f MB",
+                      (double)vfs.f_bavail * (double)vfs.f_frsize / 1e6, (double)bytes / 1e6);
+            local = -1;
+        }
+    }
+    if (bytes_out) *bytes_out = bytes;
+    return ckpt_ctx_finish(cx, ckpt_agree(cx, local), err, errlen);
+}
+
 typedef struct {
     hsize_t chunk_floats;
     int even;                    // moments: every rank holds all, deal them out like params

@@ -125,6 +125,12 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta, const sm_table *params
               const sm_table *v, size_t moment_lo, size_t moment_hi, int keep, ckpt_stats *stats, char *err,
               size_t errlen);
 
+// At start, before any training: whether RUN_DIR can take one checkpoint of these parameters (the
+// save's own upper bound of its size, against the free space on rank 0 and every rank's file-size
+// limit), so a too-small disk is found now, not at the first save hours later. *bytes_out (may be
+// NULL): that bound. The space is not reserved (the save reserves its own). Collective.
+int ckpt_check_space(const char *run_dir, const sm_table *params, uint64_t *bytes_out, char *err, size_t errlen);
+
 // Restores a checkpoint: every rank reads all params; each rank reads the moments of
 // [moment_lo, moment_hi) only (any world size: that is resharding), its rng row, and the
 // metadata. m and v may both be NULL (params only, e.g. for eval). With expect non-NULL the

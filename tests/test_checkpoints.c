@@ -357,7 +357,10 @@ static void round_trip(int zero, const char *name) {
     state_fill(&a, 7);
     ckpt_meta in = test_meta(&c, 7), out;
     ckpt_stats st = {0};
+    uint64_t need = 0;
+    CU_ASSERT_EQUAL(ckpt_check_space(dir, &a.params, &need, err, sizeof err), 0);   // room for it
     int rc = ckpt_save(dir, &in, &a.params, &a.m, &a.v, lo, hi, 0, &st, err, sizeof err);
+    CU_ASSERT_EQUAL(need, st.reserved);
     if (rc) fprintf(stderr, "rank %d: save: %s\n", g_rank, err);
     CU_ASSERT_EQUAL(rc, 0);
     CU_ASSERT(st.bytes > 0 && st.seconds > 0);
@@ -843,6 +846,11 @@ static void test_disk_full(void) {
     }
     barrier();
     m = test_meta(&c, 2);
+    // found at start already: the space check a trainer makes before its first step
+    uint64_t need = 0;
+    int sc = ckpt_check_space(dir, &s.params, &need, err, sizeof err);
+    if (g_rank == 0) printf("\n    space check: %s", err);
+    CU_ASSERT(all(sc == -1) && strstr(err, "not enough disk space") != NULL && need == st.reserved);
     int rc = ckpt_save(dir, &m, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err);
     if (g_rank == 0) printf("\n    disk full: %s", err);
     CU_ASSERT_EQUAL(rc, -1);
