@@ -160,10 +160,20 @@ error:
     return -1;
 }
 
+// Floats per chunk: the default, or rank 0's SMALLMIND_CKPT_CHUNK_FLOATS (tests). Collective.
+static hsize_t chunk_floats(ckpt_ctx *cx) {
+    hsize_t n = CKPT_CHUNK_FLOATS_DEFAULT;
+    const char *env = cx->rank == 0 ? getenv("SMALLMIND_CKPT_CHUNK_FLOATS") : NULL;
+    if (env && atoll(env) > 0) n = (hsize_t)atoll(env);
+    comm_bcast_bytes(&n, sizeof n, 0);
+    return n;
+}
+
 int ckpt_check_space(const char *run_dir, const sm_table *params, uint64_t *bytes_out, char *err, size_t errlen) {
     ckpt_ctx c, *cx = &c;
     if (ckpt_ctx_init(cx, run_dir) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    uint64_t bytes = params && params->count > 0 ? size_bound(params, CKPT_CHUNK_FLOATS_DEFAULT, cx->world) : 0;
+    hsize_t chunk = chunk_floats(cx);
+    uint64_t bytes = params && params->count > 0 ? size_bound(params, chunk, cx->world) : 0;
     int local = check_fsize_limit(cx, bytes);
     if (local == 0 && cx->rank == 0) {
         struct statvfs vfs;
@@ -490,9 +500,7 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
     meta.format_version = CKPT_FORMAT_VERSION;
     meta.world_size = cx->world;
     meta.optim.schedule_position = meta.step;
-    const char *env_chunk = cx->rank == 0 ? getenv("SMALLMIND_CKPT_CHUNK_FLOATS") : NULL;
-    if (env_chunk && atoll(env_chunk) > 0) plan.chunk_floats = (hsize_t)atoll(env_chunk);
-    comm_bcast_bytes(&plan.chunk_floats, sizeof plan.chunk_floats, 0);
+    plan.chunk_floats = chunk_floats(cx);
     size_t n = sm_table_n_f32(params);
     if (plan.moment_hi > n) plan.moment_hi = n;
     if (plan.moment_lo > plan.moment_hi) plan.moment_lo = plan.moment_hi;
