@@ -986,6 +986,27 @@ static int has_note(const ckpt_resume *r, const char *needle) {
     return 0;
 }
 
+// Rank 0 flips bytes in the first chunk of dataset dset of step's checkpoint; everyone waits.
+static void damage(const char *dir, int step, const char *dset) {
+    if (g_rank == 0) {
+        char p[1300];
+        ckpt_path(p, sizeof p, dir, step);
+        flip(p, chunk_middle(p, dset, 0), 4);
+    }
+    barrier();
+}
+
+// --resume auto on dir takes step `want`, with n_notes notes, one of them holding `note`.
+static void expect_auto(const char *dir, int want, int n_notes, const char *note) {
+    char err[CKPT_ERR_MAX] = "", path[1300];
+    ckpt_resume r;
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(path, sizeof path, dir, want);
+    CU_ASSERT_STRING_EQUAL(r.path, path);
+    CU_ASSERT(r.n_notes == n_notes && has_note(&r, note));
+    ckpt_resume_free(&r);
+}
+
 static void test_resume_auto(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "", p[1300], want[1300];
     sub(dir, sizeof dir, "lineage_auto");
@@ -1008,27 +1029,12 @@ static void test_resume_auto(void) {
     ckpt_path(want, sizeof want, dir, 9);
     CU_ASSERT_STRING_EQUAL(found, want);   // the scan alone (the old rule) would take the abandoned branch
     // (b) a damaged descendant is skipped with a note: `latest`'s own file
-    if (g_rank == 0) {
-        ckpt_path(p, sizeof p, dir, 4);
-        flip(p, chunk_middle(p, "/model/wte", 0), 4);
-    }
-    barrier();
-    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
-    ckpt_path(want, sizeof want, dir, 3);
-    CU_ASSERT_STRING_EQUAL(r.path, want);
-    CU_ASSERT(r.n_notes == 1 && has_note(&r, "skipping damaged checkpoint ckpt_00000004.h5"));
-    ckpt_resume_free(&r);
+    damage(dir, 4, "/model/wte");
+    expect_auto(dir, 3, 1, "skipping damaged checkpoint ckpt_00000004.h5");
     // (b2) `latest`'s own file damaged too: its ancestors, before the newer file of another branch
-    if (g_rank == 0) {
-        ckpt_path(p, sizeof p, dir, 3);
-        flip(p, chunk_middle(p, "/model/wte", 0), 4);
-    }
-    barrier();
-    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    damage(dir, 3, "/model/wte");
+    expect_auto(dir, 2, 2, "skipping damaged checkpoint ckpt_00000003.h5");
     ckpt_path(want, sizeof want, dir, 2);
-    CU_ASSERT_STRING_EQUAL(r.path, want);
-    CU_ASSERT(r.n_notes == 2 && has_note(&r, "skipping damaged checkpoint ckpt_00000003.h5"));
-    ckpt_resume_free(&r);
     // (c) look-alike names are ignored, each with a note
     if (g_rank == 0) {
         const char *odd[3] = {"ckpt_5.h5", "ckpt_00000003.h5.bak", "ckpt_000000010.h5"};
