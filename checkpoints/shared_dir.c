@@ -60,7 +60,7 @@ int ckpt_check_shared_dir(const char *run_dir, char *err, size_t errlen) {
 
     // rank 0 writes RUN_DIR/.shared-check-<token> holding the token; all ranks learn its name
     uint64_t token = cx->rank == 0 ? fresh_token() : 0;
-    ckpt_bcast(&token, sizeof token);
+    comm_bcast_bytes(&token, sizeof token, 0);
     char want[32], path[4096];
     snprintf(want, sizeof want, "%016llx", (unsigned long long)token);
     snprintf(path, sizeof path, "%s/.shared-check-%s", run_dir, want);

@@ -144,6 +144,18 @@ double sm_now_s(void);   // monotonic seconds
 // Writes `n_bytes` to `path` atomically: PATH.tmp, fsync, rename, fsync dir.
 // Returns 0, or -1 with a message in err.
 int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, char *err, size_t errlen);
+// Opens a file that must be a regular file, without ever blocking: open(2) with
+// flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC (mode 0644 when flags hold O_CREAT), so a FIFO without a
+// writer, a tty or a device never hangs the open; then fstat(2), and anything but a regular file is
+// refused; O_NONBLOCK is cleared again. `what` names the file in messages ("shard", "checkpoint").
+// Returns the descriptor (and *size_out = its size in bytes, when non-NULL), or -1 with errno set and
+// the <what> of a one-line error in err, for the caller to add its "(<where>)": "cannot open WHAT:
+// <strerror>" or "WHAT is not a regular file (a FIFO)" (errno EINVAL).
+int sm_open_regular(const char *path, int flags, const char *what, uint64_t *size_out, char *err, size_t errlen);
+
+// Index of the first of x[0..n) that is not finite (or, with nonneg, is negative; -0 is fine), else
+// n. One vectorised pass: an OR over blocks of 1024 floats, the index searched only in a bad block.
+size_t sm_first_bad_float(const float *x, size_t n, int nonneg);
 
 // ---------------------------------------------------------------------------
 // JSON output: one object built in a fixed buffer (no allocation), strings escaped (RFC 8259:
@@ -168,13 +180,6 @@ void sm_json_raw(sm_json *j, const char *key, const char *json);
 void sm_json_end(sm_json *j);
 // Writes s as a JSON string literal (quotes included) to f.
 void sm_json_fput_str(FILE *f, const char *s);
-
-// Reads the whole of `path` into a fresh buffer (*out, NUL-terminated beyond *n_bytes), refusing
-// what is not a regular file (a FIFO or device is never read: it is opened O_NONBLOCK and
-// checked with fstat first), an empty file, and a file above max_bytes. 0, or -1 with a one-line
-// reason naming the file in err.
-int sm_read_file_regular(const char *path, unsigned char **out, size_t *n_bytes, size_t max_bytes, char *err,
-                         size_t errlen);
 
 // Tests: |a - r| <= atol + rtol*|r| elementwise; prints the worst element on failure.
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol);

@@ -284,33 +284,15 @@ int tokenizer_encode_text(const tokenizer *t, const unsigned char *text, size_t 
 // Files
 
 int data_open_regular(const char *path, const char *what, int *fd, size_t *n_bytes, char *err, size_t errlen) {
-    *fd = -1;
+    char why[512];
+    uint64_t size = 0;
     *n_bytes = 0;
-    // O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one
-    int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (f < 0) {
-        snprintf(err, errlen, "cannot open %s %s: %s", what, path, strerror(errno));
+    *fd = sm_open_regular(path, O_RDONLY, what, &size, why, sizeof why);   // never blocks: a FIFO is refused
+    if (*fd < 0) {
+        snprintf(err, errlen, "%s (%s)", why, path);
         return -1;
     }
-    struct stat st;
-    if (fstat(f, &st) != 0) {
-        snprintf(err, errlen, "cannot stat %s %s: %s", what, path, strerror(errno));
-        close(f);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s %s is not a regular file", what, path);
-        close(f);
-        return -1;
-    }
-    int flags = fcntl(f, F_GETFL);
-    if (flags < 0 || fcntl(f, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-        snprintf(err, errlen, "cannot set %s %s to blocking reads: %s", what, path, strerror(errno));
-        close(f);
-        return -1;
-    }
-    *fd = f;
-    *n_bytes = (size_t)st.st_size;
+    *n_bytes = (size_t)size;
     return 0;
 }
 

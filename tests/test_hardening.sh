@@ -114,7 +114,7 @@ expect_usage "a 4080-character --run-dir" "run-dir" "$bin" train --data d --run-
 
 # a run directory on a filesystem too small for one checkpoint: refused at start (root: a tmpfs)
 if [ "$(id -u)" -eq 0 ] && mkdir -p small && mount -t tmpfs -o size=256k tmpfs small 2>/dev/null; then
-  expect_usage "a run directory too small for a checkpoint: refused at start" "checkpoint needs" \
+  expect_usage "a run directory too small for a checkpoint: refused at start" "disk space\|checkpoint needs" \
     "$bin" train --data d --run-dir small/run --layers 2 --heads 2 --embd 64 --seq 32 --batch 2 --steps 50 --threads 1
   umount small
 else
@@ -156,6 +156,37 @@ timeout 60 $MPIRUN -np 2 --bind-to none "$bin" train --data d --run-dir r_u $TIN
 [ $rc -eq 2 ] && [ "$(grep -c '^smallmind:' u.err)" -eq 1 ] && ! grep -q MPI_ABORT u.err \
   && ok "usage error under mpirun -np 2: one smallmind line, no MPI_Abort, exit 2" \
   || bad "usage error under mpirun: exit $rc, $(grep -c '^smallmind:' u.err) lines: $(head -c 300 u.err)"
+
+# --- 4. resume: what may change, the roll-back, one trainer per run directory --------------------
+"$bin" train --data d --run-dir r_res $TINY --steps 6 --ckpt-every 2 >/dev/null 2>&1
+cp r_res/config.json cfg_before.json
+expect_usage "--seq changed on resume: refused (it changes the windows)" "seq.*may not change" \
+  "$bin" train --data d --run-dir r_res $TINY --steps 8 --seq 16 --context 32
+expect_usage "--layers changed on resume: refused" "layers\|n_layer" \
+  "$bin" train --data d --run-dir r_res $TINY --steps 8 --layers 3
+cmp -s cfg_before.json r_res/config.json && ok "a refused resume leaves config.json as it was" \
+  || bad "a refused resume rewrote config.json"
+"$bin" train --data d --run-dir r_res $TINY --steps 8 --ckpt-every 2 --lr 1e-3 >ann.out 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q "resume: --lr changes from" ann.out && grep -q "resume: --steps changes from 6 to 8" ann.out \
+  && ok "--lr and --steps changed on resume: announced, one line each" || bad "announce: exit $rc $(grep resume ann.out)"
+# roll back to step 4: the newer checkpoints (6, 8) move to abandoned/, and auto then follows the new branch
+"$bin" train --data d --run-dir r_res $TINY --steps 8 --ckpt-every 2 --lr 1e-3 --resume r_res/ckpt_00000004.h5 \
+  >rb.out 2>&1; rc=$?
+"$bin" train --data d --run-dir r_res $TINY --steps 10 --ckpt-every 2 --lr 1e-3 >rb2.out 2>&1; rc2=$?
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ] && ls r_res/abandoned/ | grep -q ckpt_00000008.h5 && \
+  grep -q "resumed from r_res/ckpt_00000008.h5" rb2.out && \
+  [ "$(h5dump -a /parent r_res/ckpt_00000006.h5 | grep '(0)' | grep -o 'ckpt_[0-9]*.h5')" = "ckpt_00000004.h5" ] \
+  && ok "roll-back with --resume PATH: the old branch in abandoned/, auto then continues the new one" \
+  || bad "roll-back: exit $rc/$rc2, abandoned: $(ls r_res/abandoned 2>&1 | tr '\n' ' '), $(grep -h resumed rb2.out)"
+grep -q "resume with --resume auto" <("$bin" train --data d --run-dir r_hint $TINY --steps 8 --stop-at 2 2>&1) \
+  && ok "the stop hint names --resume auto" || bad "stop hint"
+# two trainers on one run directory: the second stops at start, naming the holder
+"$bin" train --data d --run-dir r_lock --layers 2 --heads 2 --embd 64 --seq 64 --batch 8 --steps 100000 \
+  --eval-every 0 --val-batches 1 --threads 1 >/dev/null 2>&1 & holder=$!
+for _ in $(seq 50); do [ -s r_lock/log.jsonl ] && break; sleep 0.2; done
+expect_usage "a second trainer on a locked run directory: refused, naming the holder" "pid $holder" \
+  "$bin" train --data d --run-dir r_lock $TINY --steps 2
+kill $holder; wait $holder 2>/dev/null
 
 # --- 8. sizes in 64 bits ---------------------------------------------------------------------------
 expect_usage "--batch 65536 x --accum 65536 refused (no wrap to 0)" "batch" \

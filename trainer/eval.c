@@ -53,36 +53,25 @@ static void parse_eval(int argc, char **argv, eval_opts *o) {
     if (!o->data) sm_fatal(SM_EXIT_USAGE, "eval: --data FILE is required (command line)");
 }
 
-// A run directory names its checkpoint in RUN_DIR/latest (one file name): that checkpoint's path.
-static void resolve_latest(const char *dir, char *out, size_t cap) {
-    char latest[4096], name[512];
-    snprintf(latest, sizeof latest, "%s/latest", dir);
-    int fd = open(latest, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        sm_fatal(SM_EXIT_USAGE, "%s is a directory without a `latest` file: not a run directory with a checkpoint "
-                 "(%s)", dir, latest);
+void ckpt_arg_path(const char *arg, char *path, size_t cap) {
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size >= (off_t)sizeof name) {
-        close(fd);
-        sm_fatal(SM_EXIT_USAGE, "`latest` is not a small regular file naming a checkpoint (%s)", latest);
+    if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if ((size_t)snprintf(path, cap, "%s", arg) >= cap) sm_fatal(SM_EXIT_USAGE, "checkpoint path too long (%s)", arg);
+        return;
     }
-    ssize_t n = read(fd, name, sizeof name - 1);
-    close(fd);
-    if (n <= 0) sm_fatal(SM_EXIT_USAGE, "cannot read `latest` (%s)", latest);
-    name[n] = '\0';
-    name[strcspn(name, "\r\n")] = '\0';
-    if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
-        sm_fatal(SM_EXIT_USAGE, "`latest` does not name a checkpoint file of the run directory (%s)", latest);
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap) sm_fatal(SM_EXIT_USAGE, "path too long (%s)", latest);
+    char name[CKPT_NAME_MAX], why[CKPT_ERR_MAX];
+    int rc = ckpt_read_latest(arg, name, sizeof name, why, sizeof why);
+    if (rc == CKPT_LATEST_MISSING)
+        sm_fatal(SM_EXIT_USAGE, "%s is a directory without a `latest` file: not a run directory with a checkpoint "
+                 "(%s/latest)", arg, arg);
+    if (rc != 0) sm_fatal(SM_EXIT_USAGE, "%s (%s/latest)", why, arg);
+    if ((size_t)snprintf(path, cap, "%s/%s", arg, name) >= cap) sm_fatal(SM_EXIT_USAGE, "path too long (%s)", arg);
 }
 
 void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char *path_out, size_t cap) {
     struct stat st;
     if (stat(arg, &st) != 0) sm_fatal(SM_EXIT_USAGE, "no such checkpoint or run directory: %s (%s)", strerror(errno), arg);
-    if (S_ISDIR(st.st_mode))
-        resolve_latest(arg, path_out, cap);
-    else if ((size_t)snprintf(path_out, cap, "%s", arg) >= cap)
-        sm_fatal(SM_EXIT_USAGE, "checkpoint path too long (%s)", arg);
+    ckpt_arg_path(arg, path_out, cap);
     char err[CKPT_ERR_MAX];
     if (ckpt_read_meta(path_out, meta, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     sm_model_config cfg = meta->cfg;

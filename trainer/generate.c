@@ -81,7 +81,7 @@ static void read_prompts(const gen_opts *o, prompt_set *ps) {
     char err[1024];
     unsigned char *buf;
     size_t n;
-    if (sm_read_file_regular(o->prompt_file, &buf, &n, (size_t)1 << 30, err, sizeof err) != 0)
+    if (data_read_file(o->prompt_file, "prompt file", (size_t)1 << 30, &buf, &n, err, sizeof err) != 0)
         sm_fatal(SM_EXIT_USAGE, "%s", err);
     // one prompt per line; the newline ends a prompt and is not part of it; empty lines are skipped
     ps->text = (char *)buf;

@@ -25,7 +25,7 @@ static int truncate_after(const char *path, int step0, char *err, size_t errlen)
     unsigned char *text;
     size_t n;
     // read without blocking: a FIFO (or anything but a regular file) in its place is refused
-    if (sm_read_file_regular(path, &text, &n, (size_t)1 << 36, err, errlen) != 0) return st.st_size == 0 ? 0 : -1;
+    if (data_read_file(path, "the log", (size_t)1 << 36, &text, &n, err, errlen) != 0) return -1;
     size_t len = 0;
     for (size_t at = 0; at < n;) {
         size_t end = at;

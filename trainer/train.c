@@ -20,6 +20,8 @@
 #include "kernels.h"
 #include "trainer.h"
 
+#include <jansson.h>
+
 typedef struct {
     const char *data;     // PREFIX: PREFIX_train.bin, PREFIX_val.bin
     const char *run_dir;  // config.json, log.jsonl, checkpoints
@@ -250,29 +252,6 @@ static void install_stop_handlers(void) {
     SM_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "cannot install the SIGUSR1 handler");
 }
 
-// --resume: fills path with the checkpoint to load, or "" to start fresh. Collective.
-static void resolve_resume(const train_opts *o, char *path, size_t cap) {
-    char err[CKPT_ERR_MAX];
-    path[0] = '\0';
-    if (strcmp(o->resume, "auto") != 0 && strcmp(o->resume, "none") != 0) {
-        snprintf(path, cap, "%s", o->resume);
-        return;
-    }
-    ckpt_skipped skipped[8];
-    int n_skipped = 0;
-    int r = ckpt_find_latest(o->run_dir, path, cap, skipped, 8, &n_skipped, err, sizeof err);
-    if (strcmp(o->resume, "none") == 0) {
-        if (r != CKPT_FIND_NONE)
-            sm_fatal(SM_EXIT_USAGE, "--resume none but the run directory holds checkpoints: use --resume auto or "
-                     "another --run-dir (%s)", o->run_dir);
-        path[0] = '\0';
-        return;
-    }
-    for (int i = 0; i < n_skipped && i < 8; i++)
-        if (sm_log_rank() == 0) sm_warn("skipping damaged checkpoint %s: %s", skipped[i].name, skipped[i].reason);
-    if (r < 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    if (r == CKPT_FIND_NONE) path[0] = '\0';
-}
 
 // Start-time checks of what a run will write (rank 0): the run directory (a file created and
 // removed) and the --dump-params path (its temporary, as sm_write_file_atomic will write it), so
@@ -294,16 +273,50 @@ static void check_writable(const char *run_dir, const char *dump) {
     }
 }
 
-// A checkpoint holds the parameters and both moments (3 x 4 bytes per float of the arena) plus
-// HDF5's metadata and checksums: refuse a run directory that cannot hold one, now.
-static void check_space(const char *run_dir, size_t n_floats) {
-    struct statvfs v;
-    if (statvfs(run_dir, &v) != 0) return;   // unknown: the save reserves its space itself
-    uint64_t need = (uint64_t)n_floats * 12 + (uint64_t)n_floats * 12 / 64 + ((uint64_t)1 << 20);
-    uint64_t avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
-    if (avail < need)
-        sm_fatal(SM_EXIT_USAGE, "the run directory's filesystem has %.1f MB free, a checkpoint needs %.1f MB (%s)",
-                 (double)avail / 1e6, (double)need / 1e6, run_dir);
+
+// Every option's value as text, as one JSON object: what a checkpoint records of the run's flags.
+static void options_json(const train_opts *o, char *out, size_t cap) {
+    sm_json j;
+    sm_json_begin(&j);
+    for (int i = 0; i < N_TRAIN_OPTIONS; i++) {
+        char v[4200];
+        cli_value_str(&TRAIN_OPTIONS[i], o, v, sizeof v);
+        sm_json_str(&j, TRAIN_OPTIONS[i].name, v);
+    }
+    sm_json_end(&j);
+    j.buf[--j.len] = '\0';   // the line's newline
+    if ((size_t)snprintf(out, cap, "%s", j.buf) >= cap) out[0] = '\0';   // too long to record: not compared
+}
+
+// The flags of this run against those of the run that wrote the checkpoint (its JSON run_options):
+// each option's resume rule refuses a change (exit 2: the model, the seed, the windows) or
+// announces it (one line: the schedule, the optimizer, the batch, the cadences); the free ones
+// (threads, paths, diagnostics) pass silently.
+static void check_resumed_options(const train_opts *o, const char *recorded, const char *path, int rank) {
+    if (!recorded[0]) {
+        sm_info("resume: %s records no run options (an older checkpoint): flags not compared", path);
+        return;
+    }
+    json_error_t jerr;
+    json_t *root = json_loads(recorded, 0, &jerr);
+    if (!json_is_object(root))
+        comm_fatal_agreed(SM_EXIT_USAGE, "the checkpoint's run_options are not a JSON object: %s (%s)", jerr.text, path);
+    for (int i = 0; i < N_TRAIN_OPTIONS; i++) {
+        const cli_opt *opt = &TRAIN_OPTIONS[i];
+        const char *was = json_string_value(json_object_get(root, opt->name));
+        char now[4200];
+        cli_value_str(opt, o, now, sizeof now);
+        if (!was || !strcmp(was, now) || opt->resume == CLI_RESUME_FREE) continue;
+        if (opt->resume == CLI_RESUME_REFUSE) {
+            char msg[10000];
+            snprintf(msg, sizeof msg, "--%s was %s in the run that wrote the checkpoint and is %s now: it may not "
+                     "change on resume (%s)", opt->name, was[0] ? was : "unset", now[0] ? now : "unset", path);
+            json_decref(root);
+            comm_fatal_agreed(SM_EXIT_USAGE, "%s", msg);
+        }
+        if (rank == 0) sm_info("resume: --%s changes from %s to %s", opt->name, was[0] ? was : "unset", now[0] ? now : "unset");
+    }
+    json_decref(root);
 }
 
 // One `step` event: the figures of train_step and the loop's timing.
@@ -444,14 +457,17 @@ int cmd_train(int argc, char **argv) {
     comm_barrier();   // the run directory exists for every rank from here on
     // [slurm] more than one node: every rank must see this run directory (a shared filesystem)
     if (topo.n_nodes > 1 && ckpt_check_shared_dir(o.run_dir, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    // one trainer per run directory: a second one stops here, naming the holder (pid, host)
+    static ckpt_lock lock;   // held for the life of the process; the kernel releases it at exit
+    if (ckpt_lock_run_dir(o.run_dir, &lock, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     comm_print_topology(&topo, threads);
     sm_info("data: every token of both shards checked against V=%d and hashed in %.3f s", cfg.vocab_size, r.t_check);
 
     trainer tr;
     trainer_build(&tr, &cfg, o.batch, o.seq, o.accum, o.bucket_mb, o.zero, o.seed, &topo);
 
-    if (topo.rank == 0) check_space(o.run_dir, sm_table_n_f32(&tr.w.params));
-    comm_barrier();
+    // a run directory that cannot hold one checkpoint is refused now, not at the first save
+    if (ckpt_check_space(o.run_dir, &tr.w.params, NULL, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     const uint64_t global_batch = (uint64_t)o.batch * (uint64_t)o.accum * (uint64_t)topo.world_size;
     sm_info("model: L=%d H=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters", cfg.n_layer, cfg.n_head, cfg.n_embd,
             cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, tr.w.n_params);
@@ -471,8 +487,13 @@ int cmd_train(int argc, char **argv) {
     uint64_t cursor0 = 0, tokens0 = 0;
     sm_rng rng;   // the run's generator (saved and restored; nothing in a step draws from it yet)
     sm_rng_seed(&rng, o.seed, 1000 + (uint64_t)topo.rank);
-    char resume_path[4096] = "";
-    resolve_resume(&o, resume_path, sizeof resume_path);
+    // --resume: decided here without changing RUN_DIR; carried out once every check has passed
+    ckpt_resume res;
+    if (ckpt_resolve_resume(o.run_dir, o.resume, ckpt_layout_gpt2, &res, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    for (int i = 0; i < res.n_notes; i++)
+        if (topo.rank == 0) sm_warn("%s", res.notes[i]);
+    const char *resume_path = res.path;
     if (resume_path[0]) {
         ckpt_stats st;
         if (ckpt_load(resume_path, &cfg, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, &st, err,
@@ -485,10 +506,12 @@ int cmd_train(int argc, char **argv) {
             // nothing in a step draws from the run's generator yet, so the stored state is the
             // seeded one: a different --seed would silently change the data order
             if (memcmp(&meta.rng, &rng, sizeof rng) != 0)
-                sm_fatal(SM_EXIT_USAGE, "--seed %llu is not the seed this run was started with: the data order would "
-                         "change; resume with the original --seed (%s)", o.seed, resume_path);
+                comm_fatal_agreed(SM_EXIT_USAGE, "--seed %llu is not the seed this run was started with: the data "
+                                  "order would change; resume with the original --seed (%s)", o.seed, resume_path);
             rng = meta.rng;
         }
+        // every flag against the run that wrote the checkpoint: refused or announced, one line each
+        check_resumed_options(&o, meta.run_options, resume_path, topo.rank);
         sm_info("resumed from %s: step %d, %llu tokens seen, data cursor %llu (%.2f s, %.2f GB/s)", resume_path, step0,
                 (unsigned long long)tokens0, (unsigned long long)cursor0, st.seconds,
                 st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0);
@@ -498,12 +521,17 @@ int cmd_train(int argc, char **argv) {
                     (unsigned long long)global_batch, (unsigned long long)o.batch * o.accum * meta.world_size);
         if (step0 >= o.steps) {
             sm_info("checkpoint is at step %d, --steps is %d: nothing to do", step0, o.steps);
+            ckpt_resume_free(&res);
             sm_free(val_per_window);
             trainer_free(&tr);
             comm_finalize();
             return SM_EXIT_OK;
         }
     }
+    // the resume is accepted: move an abandoned branch aside, point `latest` at what was loaded
+    if (ckpt_adopt_resume(o.run_dir, &res, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+    snprintf(meta.parent, sizeof meta.parent, "%s", res.parent);   // what the first save continues
+    ckpt_resume_free(&res);
     if (topo.rank == 0) write_config_json(&o, &cfg, topo.world_size, threads);
     runlog log = {.fd = -1};
     if (topo.rank == 0 && runlog_open(&log, o.run_dir, step0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
@@ -576,10 +604,12 @@ int cmd_train(int argc, char **argv) {
             meta.cfg = cfg;
             meta.optim = (ckpt_optim){.lr = o.lr, .min_lr = o.min_lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
                                       .weight_decay = o.wd, .warmup = o.warmup, .total_steps = o.steps};
+            options_json(&o, meta.run_options, sizeof meta.run_options);
             ckpt_stats cst;
             if (ckpt_save(o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, o.keep, &cst, err,
                           sizeof err) != 0)
                 sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+            ckpt_name(meta.parent, sizeof meta.parent, done);   // the next save continues this one
             if (topo.rank == 0) {
                 char path[4096];
                 ckpt_path(path, sizeof path, o.run_dir, done);

@@ -41,6 +41,10 @@ enum {
 int gpt2_config_validate(sm_model_config *cfg, char *err, size_t errlen);
 // Parameter shapes for a config, in checkpoint order (f32).
 void gpt2_param_table(sm_table *tab, const sm_model_config *cfg);
+// The checkpoints' view of the model (checkpoints.h's ckpt_layout_fn): the parameter tensors a
+// GPT-2 of config cfg has, after checking cfg (gpt2_config_validate, and padded_vocab_size as it
+// follows from vocab_size). 0, or -1 with a reason in err.
+int ckpt_layout_gpt2(const sm_model_config *cfg, sm_table *params, char *err, size_t errlen);
 // True for the tensors that get weight decay: the 2-D weights (wte, wpe, qkvw, attprojw, fcw,
 // fcprojw), as GPT-2 trainers do.
 int gpt2_param_decays(int param_index);
@@ -156,6 +160,9 @@ typedef struct {
 void eval_windows(const gpt2_weights *w, gpt2_acts *a, int *inputs, int *targets, loader *ld, uint64_t n_windows,
                   int B_global, int rank, int world, double *per_window, eval_sums *out);
 
+// A checkpoint argument as a file path: a run directory means the checkpoint its `latest` names
+// (read without blocking); anything else is taken as it is. Errors: one line, exit 2.
+void ckpt_arg_path(const char *arg, char *path, size_t cap);
 // Loads a checkpoint's weights for inference (eval, generate): arg is a checkpoint file, or a run
 // directory meaning the checkpoint its `latest` names. Builds w from the file's config; meta gets the
 // file's metadata and path_out its path. Collective. Errors: one line, exit 2.
