@@ -381,7 +381,7 @@ static void refuse_llmc_file(const char *path) {
     if (fd < 0) return;   // the checkpoint reader names the problem
     ssize_t n = read(fd, &magic, sizeof magic);
     close(fd);
-    if (n == (ssize_t)sizeof magic && magic == 20240326)
+    if (n == (ssize_t)sizeof magic && magic == 20240326)   // llm.c's checkpoint magic (convert.c)
         sm_fatal(SM_EXIT_USAGE, "--init-from takes an HDF5 checkpoint and this is an llm.c .bin: convert it first, "
                  "smallmind convert --from %s --to FILE.h5 (%s)", path, path);
 }
