@@ -70,20 +70,26 @@ static const char CONVERT_HEAD[] =
 // ---------------------------------------------------------------------------------------------
 // Small I/O helpers: every call checked, one line and exit on failure.
 
-static void read_all(int fd, void *buf, size_t n, const char *path, uint64_t at) {
+// Reads n bytes at file offset `at` (for the message): 0, or the exit status with a reason in why.
+static int read_all(int fd, void *buf, size_t n, const char *path, uint64_t at, char *why, size_t cap) {
     char *p = buf;
     while (n > 0) {
         ssize_t r = read(fd, p, n);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) sm_fatal(SM_EXIT_RUNTIME, "cannot read the llm.c checkpoint at byte %llu: %s (%s)",
-                            (unsigned long long)at, strerror(errno), path);
-        if (r == 0)   // the size was checked: the file shrank while we read it
-            sm_fatal(SM_EXIT_USAGE, "llm.c checkpoint truncated at byte %llu while reading (%s)", (unsigned long long)at,
-                     path);
+        if (r < 0) {
+            snprintf(why, cap, "cannot read the llm.c checkpoint at byte %llu: %s (%s)", (unsigned long long)at,
+                     strerror(errno), path);
+            return SM_EXIT_RUNTIME;
+        }
+        if (r == 0) {   // the size was checked: the file shrank while we read it
+            snprintf(why, cap, "llm.c checkpoint truncated at byte %llu while reading (%s)", (unsigned long long)at, path);
+            return SM_EXIT_USAGE;
+        }
         p += r;
         n -= (size_t)r;
         at += (uint64_t)r;
     }
+    return 0;
 }
 
 // 0, or -1 with errno set
@@ -161,7 +167,9 @@ static void llmc_read(const char *path, tokenizer_kind tk, gpt2_weights *w, int 
         sm_fatal(SM_EXIT_USAGE, "llm.c checkpoint truncated: %llu bytes, shorter than its %llu-byte header (%s)",
                  (unsigned long long)file_bytes, (unsigned long long)header_bytes, path);
     int32_t h[LLMC_HEADER_INTS];
-    read_all(fd, h, sizeof h, path, 0);
+    char why[1024];
+    int status = read_all(fd, h, sizeof h, path, 0, why, sizeof why);
+    if (status) sm_fatal(status, "%s", why);
     if (h[0] != LLMC_MAGIC)
         sm_fatal(SM_EXIT_USAGE, "not an llm.c checkpoint: magic %d, expected %d (%s)", h[0], LLMC_MAGIC, path);
     const int version = h[1];
@@ -207,16 +215,16 @@ static void llmc_read(const char *path, tokenizer_kind tk, gpt2_weights *w, int 
     const size_t chunk_elems = CONVERT_CHUNK_BYTES / elem;
     unsigned char *buf = sm_malloc(CONVERT_CHUNK_BYTES);
     uint64_t at = header_bytes;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+    for (int i = 0; i < NUM_PARAM_TENSORS && !status; i++) {
         sm_tensor *t = &w->params.t[i];
         // elements of this tensor in the file; the first n_keep go to t, the rest (wte's rows
         // beyond our Vp) must be 0
         const uint64_t n = i == P_WTE ? (uint64_t)vp_file * C : t->n_elems;
         const uint64_t n_keep = n < t->n_elems ? n : t->n_elems;
-        for (uint64_t e0 = 0; e0 < n; e0 += chunk_elems) {
+        for (uint64_t e0 = 0; e0 < n && !status; e0 += chunk_elems) {
             const size_t m = (size_t)(n - e0 < chunk_elems ? n - e0 : chunk_elems);
-            read_all(fd, buf, m * elem, path, at);
-            for (size_t k = 0; k < m; k++) {
+            if ((status = read_all(fd, buf, m * elem, path, at, why, sizeof why)) != 0) break;
+            for (size_t k = 0; k < m && !status; k++) {
                 float x;
                 if (elem == 4) {
                     memcpy(&x, buf + 4 * k, 4);
@@ -227,22 +235,29 @@ static void llmc_read(const char *path, tokenizer_kind tk, gpt2_weights *w, int 
                     memcpy(&x, &bits, 4);
                 }
                 const uint64_t e = e0 + k;
-                if (!isfinite(x))
-                    sm_fatal(SM_EXIT_USAGE, "llm.c checkpoint holds a non-finite value (%g) in %s at element %llu "
+                if (!isfinite(x)) {
+                    snprintf(why, sizeof why, "llm.c checkpoint holds a non-finite value (%g) in %s at element %llu "
                              "(file byte %llu) (%s)", (double)x, t->name, (unsigned long long)e,
                              (unsigned long long)(at + k * elem), path);
-                if (e < n_keep)
+                    status = SM_EXIT_USAGE;
+                } else if (e < n_keep) {
                     t->ptr[e] = x;
-                else if (x != 0.0f)
-                    sm_fatal(SM_EXIT_USAGE, "llm.c wte row %llu is padding (V=%d, Vp=%d) but not zero: smallmind pads "
-                             "the vocabulary to %d rows and would drop it (%s)", (unsigned long long)(e / C),
+                } else if (x != 0.0f) {
+                    snprintf(why, sizeof why, "llm.c wte row %llu is padding (V=%d, Vp=%d) but not zero: smallmind "
+                             "pads the vocabulary to %d rows and would drop it (%s)", (unsigned long long)(e / C),
                              cfg.vocab_size, vp_file, cfg.padded_vocab_size, path);
+                    status = SM_EXIT_USAGE;
+                }
             }
             at += (uint64_t)m * elem;
         }
     }
     sm_free(buf);
     close(fd);
+    if (status) {
+        gpt2_weights_free(w);
+        sm_fatal(status, "%s", why);
+    }
     *version_out = version;
     *vp_out = vp_file;
 }
