@@ -2,7 +2,11 @@
 """pytorch_eval.py — the mean per-token loss of a smallmind HDF5 checkpoint over a token shard's
 windows, in PyTorch: the independent reference for `smallmind eval --json`.
 
-usage: pytorch_eval.py --ckpt FILE --data SHARD [--seq T] [--windows N] [--threads N]
+usage: pytorch_eval.py (--ckpt FILE | --llmc FILE) --data SHARD [--seq T] [--windows N] [--threads N]
+
+  --ckpt reads a smallmind HDF5 checkpoint with h5py; --llmc reads an llm.c checkpoint (.bin, fp32 or
+  bf16, its own padded vocabulary) with llmc.py, so that `smallmind convert`'s output is checked
+  against the file it came from.
 
   The shard is llm.c's format, read with numpy: a header of 256 int32 (magic 20240520, version 1,
   token count), then uint16 tokens. Windows of T+1 tokens start every T tokens from token 0 (a
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import llmc  # noqa: E402
 from pytorch_generate import load_checkpoint  # noqa: E402
 from pytorch_ref import gpt2_forward  # noqa: E402
 
@@ -41,14 +46,20 @@ def read_shard(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ckpt", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt")
+    src.add_argument("--llmc")
     ap.add_argument("--data", required=True)
     ap.add_argument("--seq", type=int, default=0)
     ap.add_argument("--windows", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    cfg, p = load_checkpoint(a.ckpt)
+    if a.ckpt:
+        cfg, p = load_checkpoint(a.ckpt)
+    else:
+        c, p = llmc.read(a.llmc)
+        cfg = {"n_layer": c["L"], "n_head": c["NH"], "vocab_size": c["V"], "max_seq_len": c["maxT"]}
     L, H, V = cfg["n_layer"], cfg["n_head"], cfg["vocab_size"]
     T = a.seq or cfg["max_seq_len"]
     assert 1 <= T <= cfg["max_seq_len"], f"--seq {T} outside 1..{cfg['max_seq_len']}"

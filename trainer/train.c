@@ -52,6 +52,7 @@ typedef struct {
     int keep;             // keep the newest K checkpoints (0: all)
     int stop_at;          // end cleanly after this step, checkpointing it (0: no)
     const char *resume;   // auto | none | PATH
+    const char *init_from;   // a new run from this checkpoint's weights (and model config)
     int profile;          // per-op table at the end
     const char *dump_params;   // write the final parameters as raw float32 (tests, interop)
 } train_opts;
@@ -119,6 +120,10 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "still follows --steps (default: no)", NULL, 0, FREE),
     T_OPT("resume", CLI_STR, resume, 0, 0, "MODE", "auto: the checkpoint RUN_DIR's `latest` names, else fresh; none: "
           "fresh (refuses a RUN_DIR holding checkpoints); PATH: that file", NULL, 0, FREE),
+    T_OPT("init-from", CLI_STR, init_from, 0, 0, "PATH", "start a new run from this checkpoint's weights (a file, or "
+          "a run directory's latest; e.g. an llm.c model after `smallmind convert`): its model config, step 0, fresh "
+          "AdamW moments and schedule; model flags may be left out, else must match it; a RUN_DIR that already holds "
+          "checkpoints is resumed as usual (default: no)", NULL, 0, FREE),
     T_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "per-op time, share of the step, GFLOP/s, GB/s and heap "
           "allocations, printed at the end", "diagnostics:", 1, FREE),
     T_OPT("dump-params", CLI_STR, dump_params, 0, 0, "F", "at the end, write the parameters to F as raw float32 in "
@@ -147,8 +152,11 @@ static void parse_train(int argc, char **argv, train_opts *o) {
     if (strlen(o->run_dir) > 3000)
         sm_fatal(SM_EXIT_USAGE, "train: --run-dir is %zu characters; at most 3000 leave room for the files in it "
                  "(command line)", strlen(o->run_dir));
-    if (o->context == 0) o->context = o->seq;
-    if (o->seq > o->context)
+    if (o->init_from && strcmp(o->resume, "auto") != 0 && strcmp(o->resume, "none") != 0)
+        sm_fatal(SM_EXIT_USAGE, "--init-from starts a new run and --resume PATH continues one: give one of them "
+                 "(command line)");
+    if (o->context == 0 && !o->init_from) o->context = o->seq;   // with --init-from: the checkpoint's
+    if (o->seq > o->context && !o->init_from)
         sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model context --context %d (command line)", o->seq, o->context);
     if (o->min_lr > o->lr) sm_fatal(SM_EXIT_USAGE, "--min-lr %g exceeds --lr %g (command line)", o->min_lr, o->lr);
     if (!o->resume[0]) sm_fatal(SM_EXIT_USAGE, "--resume expects auto, none or a checkpoint path (command line)");
@@ -365,20 +373,78 @@ typedef struct {
     double t_check;
     loader train_loader, val_loader;
     uint64_t val_windows;
+    train_opts given;        // --init-from: the model flags the command line gives (0: left out)
+    char init_path[4096];    // --init-from: the checkpoint file (a run directory resolved)
+    sm_model_config init_cfg;
 } train_start;
 
-static void start_run(train_start *r, int argc, char **argv, comm_topology *topo) {
+// --init-from takes the model from the checkpoint, so the model flags the command line gives must
+// agree with it: the options are parsed again over values no flag can take (0: not given).
+static void model_flags_given(int argc, char **argv, train_opts *given) {
+    *given = TRAIN_DEFAULTS;
+    given->layers = given->heads = given->embd = given->context = given->vocab = 0;
+    cli_parse("train", TRAIN_HEAD, TRAIN_OPTIONS, N_TRAIN_OPTIONS, given, sizeof *given, argc, argv, NULL, 0);
+}
+
+// An llm.c .bin given to --init-from: say how to convert it (the checkpoint reader would only say
+// "not HDF5"). Deferred usage error.
+static void refuse_llmc_file(const char *path) {
+    int32_t magic = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return;   // the checkpoint reader names the problem
+    ssize_t n = read(fd, &magic, sizeof magic);
+    close(fd);
+    if (n == (ssize_t)sizeof magic && magic == 20240326)   // llm.c's checkpoint magic (convert.c)
+        sm_fatal(SM_EXIT_USAGE, "--init-from takes an HDF5 checkpoint and this is an llm.c .bin: convert it first, "
+                 "smallmind convert --from %s --to FILE.h5 (%s)", path, path);
+}
+
+// --init-from: the checkpoint's model config into r->init_cfg (NULL without the flag). Reads the
+// file as eval does (a file or a run directory; a bad one is one line, exit 2) and frees the
+// weights again: the trainer loads them into its own arena once built, so that two copies never
+// coexist. Collective (the ranks first agree on the flag, or none would read alone).
+static const sm_model_config *init_from_config(train_start *r) {
+    const cli_opt *opt = NULL;
+    for (int i = 0; i < N_TRAIN_OPTIONS; i++)
+        if (!strcmp(TRAIN_OPTIONS[i].name, "init-from")) opt = &TRAIN_OPTIONS[i];
+    if (!comm_all_equal_u64(cli_fingerprint(opt, 1, &r->o)))
+        comm_fatal_agreed(SM_EXIT_USAGE, "ranks disagree on --init-from (command line)");
+    if (!r->o.init_from) return NULL;
+    gpt2_weights w;
+    ckpt_meta meta;
+    infer_load_weights(r->o.init_from, &w, &meta, r->init_path, sizeof r->init_path);
+    r->init_cfg = w.cfg;
+    gpt2_weights_free(&w);
+    return &r->init_cfg;
+}
+
+// init: the --init-from checkpoint's config, or NULL (the model from the flags).
+static void start_run(train_start *r, const sm_model_config *init, comm_topology *topo) {
     train_opts *o = &r->o;
     char err[1024];
-    parse_train(argc, argv, o);
+    if (init) {
+        const struct { const char *flag; int given, file; } m[] = {
+            {"--layers", r->given.layers, init->n_layer},      {"--heads", r->given.heads, init->n_head},
+            {"--embd", r->given.embd, init->n_embd},           {"--context", r->given.context, init->max_seq_len},
+            {"--vocab", r->given.vocab, init->vocab_size},
+        };
+        for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+            if (m[i].given && m[i].given != m[i].file)
+                sm_fatal(SM_EXIT_USAGE, "%s %d disagrees with the --init-from checkpoint's %d: the model is the "
+                         "checkpoint's; leave %s out (%s)", m[i].flag, m[i].given, m[i].file, m[i].flag, r->init_path);
+        if (o->seq > init->max_seq_len)
+            sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the --init-from checkpoint's context %d (%s)", o->seq,
+                     init->max_seq_len, r->init_path);
+    }
     // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs this rank may use
     r->threads = comm_set_threads(topo, o->threads);
 
     // data: the train shard (and val) of PREFIX
     snprintf(r->train_path, sizeof r->train_path, "%s_train.bin", o->data);
     snprintf(r->val_path, sizeof r->val_path, "%s_val.bin", o->data);
-    if (shard_open(&r->train_shard, r->train_path, o->vocab, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    if (shard_open(&r->val_shard, r->val_path, o->vocab ? o->vocab : r->train_shard.vocab_size, err, sizeof err) != 0)
+    const int vocab = init ? init->vocab_size : o->vocab;   // 0: the shard header's
+    if (shard_open(&r->train_shard, r->train_path, vocab, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (shard_open(&r->val_shard, r->val_path, vocab ? vocab : r->train_shard.vocab_size, err, sizeof err) != 0)
         sm_fatal(SM_EXIT_USAGE, "%s", err);
 
     sm_model_config *cfg = &r->cfg;
@@ -393,6 +459,10 @@ static void start_run(train_start *r, int argc, char **argv, comm_topology *topo
         sm_fatal(SM_EXIT_USAGE, "%s holds %s tokens but %s holds %s tokens (%s)", r->train_path,
                  tokenizer_name(r->train_shard.tokenizer), r->val_path, tokenizer_name(r->val_shard.tokenizer), o->data);
     snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%s", tokenizer_name(r->train_shard.tokenizer));
+    if (init && strcmp(init->tokenizer, cfg->tokenizer) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s holds %s tokens but the --init-from checkpoint's tokenizer is %s (%s)",
+                 r->train_path, cfg->tokenizer, init->tokenizer, r->init_path);
+    if (init) *cfg = *init;
     if (gpt2_config_validate(cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
 
     // every token of both shards against the vocabulary, now rather than when its window comes up
@@ -429,9 +499,20 @@ int cmd_train(int argc, char **argv) {
     jmp_buf start;
     if (setjmp(start) == 0) {
         sm_usage_defer(&start);
-        start_run(&r, argc, argv, &topo);
+        parse_train(argc, argv, &r.o);
+        if (r.o.init_from) {
+            model_flags_given(argc, argv, &r.given);
+            refuse_llmc_file(r.o.init_from);
+        }
     }
     comm_usage_agree();   // a usage error on any rank ends every rank here, printed once
+    static const sm_model_config *init;   // --init-from: the checkpoint's model (static: across setjmp)
+    init = init_from_config(&r);
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        start_run(&r, init, &topo);
+    }
+    comm_usage_agree();
     // the ranks agree on every flag that is not local and on every byte of the data
     if (!comm_all_equal_u64(cli_fingerprint(TRAIN_OPTIONS, N_TRAIN_OPTIONS, &r.o) ^ r.data_hash))
         comm_fatal_agreed(SM_EXIT_USAGE, "ranks disagree on the configuration: flags or data files differ between ranks (%s)",
@@ -500,6 +581,9 @@ int cmd_train(int argc, char **argv) {
                       sizeof err) != 0)
             sm_fatal(SM_EXIT_USAGE, "%s", err);
         step0 = meta.step;
+        if (step0 == 0)   // only `convert` writes step 0: weights without a run to continue
+            sm_fatal(SM_EXIT_USAGE, "a step-0 checkpoint holds weights only (e.g. from `smallmind convert`), no run to "
+                     "resume: start a new run from it with --init-from (%s)", resume_path);
         cursor0 = meta.data_cursor;
         tokens0 = meta.tokens_seen;
         if (meta.rng_restored) {
@@ -527,6 +611,16 @@ int cmd_train(int argc, char **argv) {
             comm_finalize();
             return SM_EXIT_OK;
         }
+        if (init) sm_info("--init-from %s not used: this run directory's checkpoint is resumed", r.init_path);
+    } else if (init) {
+        // a new run from the checkpoint's weights: step 0, the moments trainer_build zeroed, lr schedule
+        // and data order from the start
+        ckpt_meta im;
+        ckpt_stats st;
+        if (ckpt_load(r.init_path, &cfg, &im, &tr.w.params, NULL, NULL, 0, 0, &st, err, sizeof err) != 0)
+            sm_fatal(SM_EXIT_USAGE, "%s", err);
+        sm_info("initialised from %s (its step %d): its weights, step 0, fresh AdamW moments and schedule (%.2f s)",
+                r.init_path, im.step, st.seconds);
     }
     // the resume is accepted: move an abandoned branch aside, point `latest` at what was loaded
     if (ckpt_adopt_resume(o.run_dir, &res, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);

@@ -334,6 +334,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);   // tokenize.c
+int cmd_convert(int argc, char **argv);    // convert.c: llm.c .bin <-> HDF5 checkpoints
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
 int bench_tokenizer(int argc, char **argv);    // `smallmind bench tokenizer` (bench_tokenizer.c)
 
