@@ -7,18 +7,60 @@
 // are bit-identical for the same thread count (and independent of it where noted).
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
-// ---- SIMD level ----------------------------------------------------------------------------
-// The optimised kernels pick their code path at run time from what the CPU supports
-// (AVX-512F, else AVX2+FMA, else plain C), so a portable build still runs the fast path where
-// it can. Results are bit-identical for the same thread count and SIMD level.
-typedef enum { SM_SIMD_SCALAR = 0, SM_SIMD_AVX2 = 1, SM_SIMD_AVX512 = 2 } kernels_simd;
-kernels_simd kernels_simd_detect(void);   // the best this CPU supports
-kernels_simd kernels_simd_level(void);    // the level in use: detect(), capped by kernels_set_simd
-// Caps the level (tests compare the paths, bench can time them); returns the level now in use.
-// Call it outside parallel regions.
-kernels_simd kernels_set_simd(kernels_simd level);
-const char *kernels_simd_name(kernels_simd level);
+// ---- CPU features and code paths (cpu.c) ------------------------------------------------------
+// The optimised kernels pick their code path at run time from the CPU features that are both
+// present (cpuid, with the OS's consent through xgetbv; AMX also needs Linux's permission) and
+// allowed (kernels_cpu_allow: tests compare the paths, the bench times them), so a portable build
+// still runs the fast paths where it can. Results are bit-identical for the same thread count and
+// the same paths (and independent of the thread count where noted).
+enum {
+    KERNELS_CPU_AVX2 = 1u << 0,
+    KERNELS_CPU_FMA = 1u << 1,
+    KERNELS_CPU_AVX512F = 1u << 2,
+    KERNELS_CPU_AVX512BW = 1u << 3,
+    KERNELS_CPU_AVX512VL = 1u << 4,
+    KERNELS_CPU_AVX512_BF16 = 1u << 5,
+    KERNELS_CPU_AVX512_VNNI = 1u << 6,
+    KERNELS_CPU_AVX_VNNI = 1u << 7,
+    KERNELS_CPU_AMX_BF16 = 1u << 8,
+    KERNELS_CPU_AMX_INT8 = 1u << 9,
+    KERNELS_CPU_N_FEATURES = 10,
+    KERNELS_CPU_ALL = (1u << KERNELS_CPU_N_FEATURES) - 1,
+};
+unsigned kernels_cpu_detect(void);     // the features this CPU and OS offer (read once; thread-safe)
+unsigned kernels_cpu_features(void);   // those kernels may use now: detect() & the allowed mask
+// Kernels may use only the features in mask (KERNELS_CPU_ALL, the default: all the CPU has; 0:
+// plain C). Returns kernels_cpu_features(). Call it outside parallel regions.
+unsigned kernels_cpu_allow(unsigned mask);
+const char *kernels_cpu_feature_name(unsigned feature);   // one KERNELS_CPU_* bit: "avx512_vnni"
+// The names of the features in mask, space-separated ("none" for 0), into buf (size bytes).
+// Returns the length, or -1 if it did not fit (buf then holds a truncated, terminated string).
+int kernels_cpu_describe(char *buf, size_t size, unsigned mask);
+
+// Named feature masks, from plain C up: scalar, avx2 (+fma), avx-vnni, avx512 (f, bw, vl),
+// avx512-vnni, native (everything). kernels_cpu_allow(level->mask) selects one; a level asks for
+// no more than it names, so on a CPU without some of its features the kernels fall back further.
+typedef struct {
+    const char *name;
+    unsigned mask;
+} kernels_cpu_level;
+int kernels_cpu_levels(const kernels_cpu_level **levels);    // sets *levels, returns how many
+const kernels_cpu_level *kernels_cpu_level_find(const char *name);   // NULL if there is none
+
+// The ops that have more than one code path, and the name of the path each takes now
+// ("avx512-vnni", "avx512", "avx-vnni", "avx2" or "c"): for the bench's and the tests' output.
+typedef enum {
+    KERNELS_OP_GEMM_F32,       // the GEMM engine, fp32 (gemm*, matmul_*, attention's plain path)
+    KERNELS_OP_ATTENTION,      // flash attention, 64-wide heads
+    KERNELS_OP_GELU,           // gelu_forward/backward and the GEMM's GELU epilogue
+    KERNELS_OP_LAYERNORM,      // layernorm_backward
+    KERNELS_OP_SOFTMAX_XENT,   // softmax_xent
+    KERNELS_OP_COUNT
+} kernels_op;
+const char *kernels_path(kernels_op op);
+const char *kernels_op_name(kernels_op op);   // "gemm f32", ...
 
 // ---- floating-point environment --------------------------------------------------------------
 // Flush-to-zero and denormals-are-zero on (on = 1) or off for the calling thread and every thread
@@ -33,7 +75,7 @@ int kernels_denormals_flushed(void);   // both modes on in the calling thread
 // ---- generic single-threaded GEMM on strided row-major matrices ---------------------
 // C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, op(X) = X or X^T.
 // lda/ldb/ldc are row strides in floats of the matrices as stored. beta = 0 never reads C.
-// Cache-blocked and packed, with a register-tiled micro-kernel for the SIMD level in use; the
+// Cache-blocked and packed, with a register-tiled micro-kernel for the CPU path in use; the
 // packing buffers (~640 KiB) are on the caller's stack (no heap), so threads that call it need
 // a stack of at least ~1 MiB (glibc's default is 8 MiB; see OMP_STACKSIZE).
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,

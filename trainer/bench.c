@@ -44,7 +44,8 @@ static const char BENCH_USAGE[] =
     "  --no-blas        skip the OpenBLAS baseline\n"
     "  --no-torch       train: skip the PyTorch reference\n"
     "  --python P       the Python with torch for the reference (default /usr/bin/python3)\n"
-    "  --simd L         cap the SIMD level: avx512, avx2 or scalar (default: the best the CPU has)\n"
+    "  --simd L         the CPU features kernels may use: scalar, avx2, avx-vnni, avx512, avx512-vnni or\n"
+    "                   native (default native: all the CPU has)\n"
     "  --json           one JSON object per figure instead of the tables\n"
     "  --help\n";
 
@@ -542,7 +543,10 @@ static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
     blas_lib blas = {0};
     if (!o->no_blas) blas_open(&blas, o->threads);
     if (!o->json) {
-        printf("bench kernels: %d threads, SIMD %s", o->threads, kernels_simd_name(kernels_simd_level()));
+        char feats[256];
+        kernels_cpu_describe(feats, sizeof feats, kernels_cpu_features());
+        printf("bench kernels: %d threads, CPU features in use: %s; gemm f32 path %s", o->threads, feats,
+               kernels_path(KERNELS_OP_GEMM_F32));
         if (blas.sgemm) printf(", OpenBLAS core %s", blas.corename ? blas.corename() : "?");
         printf("; medians of %d rounds\n", o->rounds);
     }
@@ -819,7 +823,7 @@ static int bench_train(const bench_opts *o, const comm_topology *topo) {
         if (!have_torch) sm_warn("no PyTorch at %s: no PyTorch reference (install python3-torch)", o->python);
     }
     if (topo->rank == 0 && !o->json)
-        printf("bench train: SIMD %s, %d thread%s per rank%s\n", kernels_simd_name(kernels_simd_level()), o->threads,
+        printf("bench train: gemm f32 path %s, %d thread%s per rank%s\n", kernels_path(KERNELS_OP_GEMM_F32), o->threads,
                o->threads > 1 ? "s" : "", have_torch ? ", PyTorch reference with malloc's mmap off and passive OpenMP waits" : "");
     for (int i = 0; i < 2; i++)
         if (i == 0 ? o->small : o->gpt2) bench_train_shape(o, &SHAPES[i], topo, &blas, have_torch);
@@ -866,12 +870,15 @@ static void parse_bench(int argc, char **argv, bench_opts *o) {
         case O_NOBLAS: o->no_blas = 1; break;
         case O_NOTORCH: o->no_torch = 1; break;
         case O_PYTHON: o->python = optarg; break;
-        case O_SIMD:
-            if (!strcmp(optarg, "avx512")) kernels_set_simd(SM_SIMD_AVX512);
-            else if (!strcmp(optarg, "avx2")) kernels_set_simd(SM_SIMD_AVX2);
-            else if (!strcmp(optarg, "scalar")) kernels_set_simd(SM_SIMD_SCALAR);
-            else sm_fatal(SM_EXIT_USAGE, "--simd expects avx512, avx2 or scalar, got '%s' (command line)", optarg);
+        case O_SIMD: {
+            const kernels_cpu_level *lvl = kernels_cpu_level_find(optarg);
+            if (!lvl)
+                sm_fatal(SM_EXIT_USAGE,
+                         "--simd expects scalar, avx2, avx-vnni, avx512, avx512-vnni or native, got '%s' (command line)",
+                         optarg);
+            kernels_cpu_allow(lvl->mask);
             break;
+        }
         case O_JSON: o->json = 1; break;
         case O_HELP: fputs(BENCH_USAGE, stdout); exit(SM_EXIT_OK);
         default: cli_bad_option("bench", argc, argv);
