@@ -23,9 +23,13 @@
 
 static const gemm_ukernel *const ROWS[] = {
     &GEMM_F32_C,
+    &GEMM_Q8_C,
 #ifdef KERNELS_X86
     &GEMM_F32_AVX2,
     &GEMM_F32_AVX512,
+    &GEMM_Q8_AVX2,
+    &GEMM_Q8_AVX_VNNI,
+    &GEMM_Q8_AVX512_VNNI,
 #endif
 };
 

@@ -53,6 +53,7 @@ const kernels_cpu_level *kernels_cpu_level_find(const char *name);   // NULL if 
 // ("avx512-vnni", "avx512", "avx-vnni", "avx2" or "c"): for the bench's and the tests' output.
 typedef enum {
     KERNELS_OP_GEMM_F32,       // the GEMM engine, fp32 (gemm*, matmul_*, attention's plain path)
+    KERNELS_OP_GEMM_Q8,        // the GEMM engine, fp32 activations x int8 weights (matmul_forward_q8*)
     KERNELS_OP_ATTENTION,      // flash attention, 64-wide heads
     KERNELS_OP_GELU,           // gelu_forward/backward and the GEMM's GELU epilogue
     KERNELS_OP_LAYERNORM,      // layernorm_backward
@@ -115,7 +116,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *weight, const float *mean, const float *rstd, int N, int C);
 
 // ---- linear: out = inp @ weight^T + bias ------------------------------------------------
-// inp is (N,C), weight is (OC,C), bias is (OC) or NULL; out is (N,OC)
+// inp is (N,C), weight is (OC,C), bias is (OC) or NULL; out is (N,OC). N = 1 (a decode step) packs
+// nothing and streams the weight once (memory-bound), with each output summed in the order the
+// packed GEMM sums it: a row's result has the same bits at N = 1 as inside a larger N.
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
 // The same, and out_gelu (N,OC) = gelu(out) in the same pass (the MLP's first layer: out is the
 // pre-activation backward needs). Equal, element for element, to matmul_forward + gelu_forward.
@@ -128,6 +131,30 @@ void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const fl
 // departure from "backward accumulates": BLAS's beta, with the same effect as clear-then-add.
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC, int accumulate);
+
+// ---- INT8 linear layers: int8 weights with per-group scales (gemm_q8.c) -------------------------
+// A weight W (rows,cols) = (OC,IC) is stored as q (rows,cols) int8 in [-127, 127] and scales
+// (rows, ceil(cols/group)) float: one scale per group of `group` consecutive elements along a
+// row (the input dimension), symmetric: scale = max|w| / 127, q = round(w / scale) (ties to even),
+// so |w - q scale| <= scale/2 (plus a float rounding or two). group: a multiple of 4 in
+// [4, KERNELS_Q8_MAX_GROUP]; 64 by default in the model. Quantize once, at load (OpenMP over rows).
+// The method: symmetric per-group ("block") quantization as in ggml's Q8_0 and llama2.c's runq.c.
+#define KERNELS_Q8_MAX_GROUP 512
+void q8_quantize(int8_t *q, float *scales, const float *w, int rows, int cols, int group);
+// w (rows,cols) = q * its group's scale (the weights the INT8 products use, in float)
+void q8_dequantize(float *w, const int8_t *q, const float *scales, int rows, int cols, int group);
+// out (N,OC) = inp (N,IC=C) @ W^T + bias with W as (wq, wscale) above. Each row of inp is quantized
+// the same way per group at run time (in the GEMM's packing: no buffer, no heap), the products of a
+// group are summed exactly in int32 (AVX-512 VNNI vpdpbusd, AVX-VNNI, AVX2 vpmaddubsw, or plain C,
+// chosen like the fp32 GEMM's path), and each output is
+//   bias (or 0), then + isum(g) * (sx(g) * sw(g)) for each group g in order (fused multiply-add),
+// so every path, every thread count and N = 1 (a decode step, which quantizes its one row and
+// reads each weight once, without packing) give the same bits. N = 0 does nothing.
+void matmul_forward_q8(float *out, const float *inp, const int8_t *wq, const float *wscale, const float *bias, int N,
+                       int C, int OC, int group);
+// The same, and out_gelu (N,OC) = gelu(out) in the same pass (as matmul_forward_gelu).
+void matmul_forward_q8_gelu(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
+                            const float *bias, int N, int C, int OC, int group);
 
 // ---- causal multi-head self-attention, flash-attention style (attention.c) -----------------
 // qkv is (B,T,3C) holding q, k, v each (NH heads x hs = C/NH); out is (B,T,C); lse is (B,NH,T):

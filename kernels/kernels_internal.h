@@ -82,6 +82,7 @@ typedef struct {
 
 // The rows (gemm_f32.c; gemm_q8.c)
 extern const gemm_ukernel GEMM_F32_C, GEMM_F32_AVX2, GEMM_F32_AVX512;
+extern const gemm_ukernel GEMM_Q8_C, GEMM_Q8_AVX2, GEMM_Q8_AVX_VNNI, GEMM_Q8_AVX512_VNNI;
 
 // Packing buffers of the driver (on the caller's stack): every row's blocks fit in them.
 #define GEMM_A_BYTES (128 * 256 * 4)

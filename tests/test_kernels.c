@@ -1216,6 +1216,53 @@ static void sum_squares_case(size_t n) {
 
 // ---------------------------------------------------------------------------------------------
 
+// matmul_forward at N = 1 (a decode step: the one-row form, nothing packed) against the rows of
+// the same product at N rows (a prefill, packed): bit for bit, with and without bias and GELU, at
+// 1 and 2 threads; and against the double reference with matmul_forward's bound.
+static void matmul_row_case(int N, int C, int OC) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *inp = falloc(ni), *w = falloc(nw), *b = falloc(OC), *full = falloc(no);
+    float *one = falloc(OC), *gone = falloc(OC);
+    fill_uniform(inp, ni, -1, 1);
+    fill_uniform(w, nw, -1, 1);
+    fill_uniform(b, OC, -1, 1);
+    char what[256];
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        const float *bias = with_bias ? b : NULL;
+        matmul_forward(full, inp, w, bias, N, C, OC);
+        int ok = 1, gok = 1;
+        for (int r = 0; r < N; r++) {
+            for (int nt = 1; nt <= 2; nt++) {
+                omp_set_num_threads(nt);
+                fill_const(one, OC, NAN);
+                matmul_forward(one, inp + (size_t)r * C, w, bias, 1, C, OC);
+                ok &= memcmp(one, full + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+            }
+            omp_set_num_threads(2);
+        }
+        snprintf(what, sizeof what, "matmul_forward N=1 vs rows of N=%d (C=%d OC=%d bias=%d, %s)", N, C, OC, with_bias, g_path);
+        if (!ok) fprintf(stderr, "%s: differ\n", what);
+        CU_ASSERT(ok);
+        // the fused GELU: the one-row pre-activation and GELU equal the N-row product's
+        float *pre = falloc(no), *act = falloc(no);
+        matmul_forward_gelu(pre, act, inp, w, bias, N, C, OC);
+        for (int r = 0; r < N; r++) {
+            matmul_forward_gelu(one, gone, inp + (size_t)r * C, w, bias, 1, C, OC);
+            gok &= memcmp(one, pre + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+            gok &= memcmp(gone, act + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+        }
+        CU_ASSERT(gok);
+        // against the double reference: the bound of matmul_case
+        double *ri = to_double(inp, (size_t)C), *rw = to_double(w, nw), *rb = to_double(b, OC), *ro = dalloc(OC);
+        ref_matmul(ro, ri, rw, with_bias ? rb : NULL, 1, C, OC);
+        matmul_forward(one, inp, w, bias, 1, C, OC);
+        snprintf(what, sizeof what, "matmul_forward N=1 C=%d OC=%d bias=%d (%s)", C, OC, with_bias, g_path);
+        CU_ASSERT(close_d(what, one, ro, OC, (C + 1) * EPS * sqrt(C + 1.0), EPS));
+        free(pre), free(act), free(ri), free(rw), free(rb), free(ro);
+    }
+    free(inp), free(w), free(b), free(full), free(one), free(gone);
+}
+
 // The dispatch (cpu.c): features against the kernel's own view (/proc/cpuinfo, which lists what
 // the CPU reports and the kernel enables) and GCC's __builtin_cpu_supports; masks and levels.
 static int cpuinfo_has(const char *flags, const char *name) {   // name as a whole word of the flags line
@@ -1284,6 +1331,208 @@ static void cpu_case(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// INT8: quantization, and the q8 products against an integer reference
+
+// q8_quantize / q8_dequantize: with s a group's scale (amax/127), q = round(w * (127/amax)) has
+// |q - w/s| <= 1/2 + ~254 u (the two float roundings of 127/amax and of the product, each <= u
+// relative, on |w/s| <= 127), and the dequantized q s (one more rounding of s, one of the product)
+// is within s (1/2 + 512 u) = s (1/2 + 256 EPS) of w. Also: q in [-127, 127], the group's largest
+// |w| maps to +-127 exactly, scale = amax/127 in float, an all-zero group gives scale 0 and q = 0, a
+// NaN gives a NaN scale, and dequantize is q * scale exactly.
+static void q8_quant_case(int rows, int cols, int group) {
+    size_t n = (size_t)rows * cols;
+    int G = (cols + group - 1) / group;
+    float *w = falloc(n), *sc = falloc((size_t)rows * G), *back = falloc(n);
+    int8_t *q = xmalloc(n);
+    fill_uniform(w, n, -1, 1);
+    for (size_t i = 0; i < n; i++) w[i] = ldexpf(w[i], (int)(i / 97 % 9) - 4);   // magnitudes 2^-4 .. 2^4
+    if (rows > 1)
+        for (int k = 0; k < cols; k++) w[(size_t)1 * cols + k] = 0.0f;   // row 1: all zero
+    if (rows > 2) w[(size_t)2 * cols] = 1e-30f;                          // tiny values: scale ~1e-32
+    q8_quantize(q, sc, w, rows, cols, group);
+    q8_dequantize(back, q, sc, rows, cols, group);
+    int ok_bound = 1, ok_range = 1, ok_max = 1, ok_scale = 1, ok_deq = 1;
+    double worst = 0.0;
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < G; g++) {
+            int k0 = g * group, len = cols - k0 < group ? cols - k0 : group;
+            const float *wg = w + (size_t)r * cols + k0;
+            float amax = 0.0f;
+            for (int k = 0; k < len; k++) amax = fmaxf(amax, fabsf(wg[k]));
+            float s = sc[(size_t)r * G + g];
+            ok_scale &= s == amax / 127.0f;
+            for (int k = 0; k < len; k++) {
+                size_t i = (size_t)r * cols + k0 + k;
+                ok_range &= q[i] != -128;   // int8 holds [-128, 127]: -128 must never appear
+                if (fabsf(wg[k]) == amax && amax > 0.0f) ok_max &= q[i] == (wg[k] > 0 ? 127 : -127);
+                if (amax == 0.0f) ok_range &= q[i] == 0;
+                ok_deq &= back[i] == (float)q[i] * s;
+                double err = fabs((double)back[i] - wg[k]), bound = (double)s * (0.5 + 256 * EPS);
+                ok_bound &= err <= bound;
+                if (s > 0 && err / s > worst) worst = err / s;
+            }
+        }
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  q8 quantize %dx%d/%d: max |err|/scale %.6f", rows, cols, group, worst);
+    CU_ASSERT(ok_bound && ok_range && ok_max && ok_scale && ok_deq);
+    // a NaN poisons its group's scale (and only that group's)
+    w[0] = NAN;
+    q8_quantize(q, sc, w, rows, cols, group);
+    CU_ASSERT(isnan(sc[0]) && (G < 2 || !isnan(sc[1])));
+    free(w), free(sc), free(back), free(q);
+}
+
+// The q8 product, checked three ways, on every q8 path the CPU has:
+//  1. exactly, against the documented arithmetic: the activations quantized by q8_quantize (the
+//     same per-group rule), each group's integer sum of xq wq by a plain int64 loop, and the chain
+//     out = bias, then fmaf(isum, sx * sw, out) per group in order. Bit equality: any integer sum
+//     off by one would change the float result;
+//  2. against the true product of the unquantized inputs (double), within the bound the scales
+//     imply: with h = 1/2 + 256 EPS (q8_quant_case), |x w - (sx xq)(sw wq)| <= |x| sw h + |w| sx h +
+//     sx sw h^2 per product, plus the float chain's roundings, (G + 1) EPS sum_g |sx sw isum_g|;
+//  3. N = 1 (the one-row form) against the rows of the N-row product, 1 vs 2 threads, and the fused
+//     GELU against matmul_forward_q8 + gelu_forward: bit for bit.
+// kind 0: uniform random inputs; 1: integers with each group's |max| = 127 (scales exactly 1: the
+// result is the integer sum itself); 2: as 1 but the weights' groups scaled by 2^(g%4) (exact
+// power-of-two scales); 3: w all +127, x all +127 (even rows) or -127 (odd rows): every product
+// +-16129, the largest pair sums (+-32258), where vpmaddubsw would saturate on w + 128 (+-64770).
+static void q8_matmul_case(int N, int C, int OC, int group, int kind) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    int G = (C + group - 1) / group;
+    float *x = falloc(ni), *w = falloc(nw), *b = falloc(OC);
+    fill_uniform(b, OC, -1, 1);
+    if (kind == 0) {
+        fill_uniform(x, ni, -2, 2);
+        fill_uniform(w, nw, -0.5f, 0.5f);
+    } else {
+        for (size_t i = 0; i < ni; i++) x[i] = kind == 3 ? 127.0f : (float)((int)sm_rng_below(&g_rng, 255) - 127);
+        for (size_t i = 0; i < nw; i++) w[i] = kind == 3 ? 127.0f : (float)((int)sm_rng_below(&g_rng, 255) - 127);
+        if (kind == 3)
+            for (int r = 1; r < N; r += 2)
+                for (int k = 0; k < C; k++) x[(size_t)r * C + k] = -127.0f;
+        for (int r = 0; r < N; r++)   // each group's first element sets |max| = 127
+            for (int g = 0; g < G; g++) x[(size_t)r * C + g * group] = kind == 3 && r % 2 ? -127.0f : 127.0f;
+        for (int o = 0; o < OC; o++)
+            for (int g = 0; g < G; g++) {
+                w[(size_t)o * C + g * group] = 127.0f;
+                if (kind == 2)
+                    for (int k = g * group; k < C && k < (g + 1) * group; k++) w[(size_t)o * C + k] *= (float)(1 << (g % 4));
+            }
+    }
+    int8_t *xq = xmalloc(ni), *wq = xmalloc(nw);
+    float *sx = falloc((size_t)N * G), *sw = falloc((size_t)OC * G);
+    q8_quantize(wq, sw, w, OC, C, group);
+    q8_quantize(xq, sx, x, N, C, group);
+    if (kind == 3) {   // the extremes reach the kernels as they are
+        int all = 1;
+        for (size_t i = 0; i < nw; i++) all &= wq[i] == 127;
+        for (size_t i = 0; i < ni; i++) all &= xq[i] == (i / C % 2 ? -127 : 127);
+        CU_ASSERT(all);
+    }
+    // the documented arithmetic, with integer sums by a plain loop
+    float *ref = falloc(no);
+    double *bound = dalloc(no), *truth = dalloc(no);
+    int64_t max_isum = 0;
+    for (int r = 0; r < N; r++)
+        for (int o = 0; o < OC; o++) {
+            float acc = b[o];
+            double chain_abs = 0.0, qerr = 0.0, t = b[o];
+            for (int g = 0; g < G; g++) {
+                int64_t isum = 0;
+                double h = 0.5 + 256 * EPS, sxg = sx[(size_t)r * G + g], swg = sw[(size_t)o * G + g];
+                for (int k = g * group; k < C && k < (g + 1) * group; k++) {
+                    isum += (int64_t)xq[(size_t)r * C + k] * wq[(size_t)o * C + k];
+                    double xv = x[(size_t)r * C + k], wv = w[(size_t)o * C + k];
+                    t += xv * wv;
+                    qerr += fabs(xv) * swg * h + fabs(wv) * sxg * h + sxg * swg * h * h;
+                }
+                if (llabs(isum) > max_isum) max_isum = llabs(isum);
+                acc = fmaf((float)isum, sx[(size_t)r * G + g] * sw[(size_t)o * G + g], acc);
+                chain_abs += fabs((double)isum * sxg * swg);
+            }
+            ref[(size_t)r * OC + o] = acc;
+            truth[(size_t)r * OC + o] = t;
+            bound[(size_t)r * OC + o] = qerr + (G + 1) * EPS * (chain_abs + fabs(b[o]));
+        }
+    CU_ASSERT(max_isum < (1 << 24));   // so (float)isum is exact, as the kernels assume
+    char what[256];
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        const float *bias = with_bias ? b : NULL;
+        float *out = falloc(no), *pre = falloc(no), *act = falloc(no), *act2 = falloc(no), *one = falloc(OC);
+        fill_const(out, no, NAN);
+        matmul_forward_q8(out, x, wq, sw, bias, N, C, OC, group);
+        // 1. exact: with bias the reference chain starts at b; without, at 0 (rebuild that one)
+        float *want = ref;
+        float *nob = NULL;
+        if (!with_bias) {
+            nob = falloc(no);
+            for (int r = 0; r < N; r++)
+                for (int o = 0; o < OC; o++) {
+                    float acc = 0.0f;
+                    for (int g = 0; g < G; g++) {
+                        int64_t isum = 0;
+                        for (int k = g * group; k < C && k < (g + 1) * group; k++)
+                            isum += (int64_t)xq[(size_t)r * C + k] * wq[(size_t)o * C + k];
+                        acc = fmaf((float)isum, sx[(size_t)r * G + g] * sw[(size_t)o * G + g], acc);
+                    }
+                    nob[(size_t)r * OC + o] = acc;
+                }
+            want = nob;
+        }
+        snprintf(what, sizeof what, "matmul_forward_q8 N=%d C=%d OC=%d group=%d kind=%d bias=%d vs integer reference (%s)",
+                 N, C, OC, group, kind, with_bias, g_path);
+        CU_ASSERT(same_bits(what, out, want, no));
+        if ((kind == 1 || kind == 3) && !with_bias) {   // scales 1: the result is the integer sum itself
+            int ok = 1;
+            for (int r = 0; r < N; r++)
+                for (int o = 0; o < OC; o++) {
+                    int64_t tot = 0;
+                    for (int k = 0; k < C; k++) tot += (int64_t)xq[(size_t)r * C + k] * wq[(size_t)o * C + k];
+                    ok &= llabs(tot) < (1 << 24) && out[(size_t)r * OC + o] == (float)tot;
+                }
+            CU_ASSERT(ok);
+        }
+        // 2. against the unquantized product, within the bound the scales imply
+        if (with_bias) {
+            snprintf(what, sizeof what, "matmul_forward_q8 N=%d C=%d OC=%d group=%d kind=%d vs float product (%s)", N, C,
+                     OC, group, kind, g_path);
+            int ok = 1;
+            size_t worst_i = 0;
+            double worst = 0.0;
+            for (size_t i = 0; i < no; i++) {
+                double used = fabs((double)out[i] - truth[i]) / bound[i];
+                if (!(used <= 1.0)) ok = 0;
+                if (used > worst || isnan(used)) worst = isnan(used) ? INFINITY : used, worst_i = i;
+            }
+            if (!ok) fprintf(stderr, "%s: [%zu] %.9g vs %.9g, %.3f of the bound\n", what, worst_i, (double)out[worst_i], truth[worst_i], worst);
+            if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: %.3f of the bound", what, worst);
+            CU_ASSERT(ok);
+        }
+        // 3. one row at a time (the one-row form), at 1 and 2 threads; the fused GELU
+        int rows_ok = 1;
+        for (int r = 0; r < N; r++)
+            for (int nt = 1; nt <= 2; nt++) {
+                omp_set_num_threads(nt);
+                fill_const(one, OC, NAN);
+                matmul_forward_q8(one, x + (size_t)r * C, wq, sw, bias, 1, C, OC, group);
+                rows_ok &= memcmp(one, out + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+            }
+        omp_set_num_threads(1);
+        matmul_forward_q8(pre, x, wq, sw, bias, N, C, OC, group);
+        omp_set_num_threads(2);
+        rows_ok &= memcmp(pre, out, no * sizeof(float)) == 0;
+        snprintf(what, sizeof what, "matmul_forward_q8 N=1 and 1 thread vs N=%d (C=%d OC=%d group=%d, %s)", N, C, OC, group, g_path);
+        if (!rows_ok) fprintf(stderr, "%s: differ\n", what);
+        CU_ASSERT(rows_ok);
+        matmul_forward_q8_gelu(pre, act, x, wq, sw, bias, N, C, OC, group);
+        gelu_forward(act2, out, no);
+        CU_ASSERT(same_bits("matmul_forward_q8_gelu pre-activation", pre, out, no));
+        CU_ASSERT(same_bits("matmul_forward_q8_gelu gelu", act, act2, no));
+        free(out), free(pre), free(act), free(act2), free(one), free(nob);
+    }
+    free(x), free(w), free(b), free(xq), free(wq), free(sx), free(sw), free(ref), free(bound), free(truth);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The table of cases, in the spirit of ggml's test-backend-ops: one row per (op, shape, dtype),
 // and each row runs on every code path this CPU has for the ops it names (once per distinct
 // combination of those ops' paths, found by allowing each feature level in turn), so a new dtype
@@ -1332,6 +1581,10 @@ static void run_residual_layernorm(const test_case *t, void *r) {
 static void run_matmul(const test_case *t, void *r) {
     (void)r;
     matmul_case(t->s[0], t->s[1], t->s[2], t->s[3]);
+}
+static void run_matmul_row(const test_case *t, void *r) {
+    (void)r;
+    matmul_row_case(t->s[0], t->s[1], t->s[2]);
 }
 static void run_matmul_gelu(const test_case *t, void *r) {
     (void)r;
@@ -1382,6 +1635,14 @@ static void run_flush_denormals(const test_case *t, void *r) {
 static void run_sum_squares(const test_case *t, void *r) {
     (void)r;
     sum_squares_case((size_t)t->s[0]);
+}
+static void run_q8_quant(const test_case *t, void *r) {
+    (void)r;
+    q8_quant_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_q8_matmul(const test_case *t, void *r) {
+    (void)r;
+    q8_matmul_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4]);
 }
 static void run_cpu(const test_case *t, void *r) {
     (void)t, (void)r;
@@ -1468,6 +1729,13 @@ static void build_cases(void) {
     add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {260, 64, 96, 1}});
     add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {301, 70, 130, 0}});
     add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {1, 300, 77, 1}});   // one row
+    // a decode step (N = 1) against a prefill's rows: tails in OC (not a multiple of 8, 16 or 32)
+    // and in K (within and across KC = 256 slices), the model's shapes
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {3, 17, 1}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {3, 300, 77}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {4, 1000, 50}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {2, 768, 2304}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {2, 3072, 768}});
     // matmul_forward_gelu = matmul_forward then gelu_forward, bit for bit
     static const int mg[][3] = {{7, 13, 29}, {33, 64, 100}, {256, 256, 1024}, {256, 768, 3072}};
     for (size_t i = 0; i < sizeof mg / sizeof mg[0]; i++)
@@ -1494,6 +1762,24 @@ static void build_cases(void) {
     for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
         add((test_case){.op = "flash_attention", .run = run_flash, .prepare = prepare_flash, .release = release_flash, .paths = P(ATTENTION) | P(GEMM_F32),
                         .s = {fl[i][0], fl[i][1], fl[i][2], fl[i][3], fl[i][4]}});
+
+    // INT8: quantization at odd shapes and group sizes (a short last group, one not a multiple of 4)
+    static const int qq[][3] = {{5, 64, 64}, {7, 200, 64}, {3, 37, 8}, {4, 1000, 128}, {2, 515, 512}, {9, 30, 4}};
+    for (size_t i = 0; i < sizeof qq / sizeof qq[0]; i++)
+        add((test_case){.op = "q8_quantize", .run = run_q8_quant, .dtype = KERNELS_Q8, .s = {qq[i][0], qq[i][1], qq[i][2]}});
+    // the q8 products: N, C, OC, group, kind (see q8_matmul_case). Tails of every tile (MR 6, 4, 3;
+    // NR 32, 16), of groups (C % group, C % 4) and of K blocks (512 per block), N = 1 and the model's
+    // shapes; +-127 extremes and exact scales at several sizes
+    static const int qm[][5] = {
+        {1, 64, 32, 64, 0},    {2, 64, 33, 64, 0},    {7, 200, 77, 64, 0},   {13, 37, 50, 8, 0},
+        {6, 1100, 65, 64, 0},  {3, 130, 17, 32, 0},   {25, 768, 96, 64, 0},  {4, 515, 40, 512, 0},
+        {9, 30, 19, 4, 0},     {1, 3072, 100, 64, 0}, {64, 256, 768, 64, 0}, {7, 200, 77, 64, 1},
+        {5, 1024, 40, 64, 1},  {3, 37, 21, 8, 1},     {7, 256, 65, 64, 2},   {5, 768, 33, 32, 2},
+        {7, 1024, 70, 64, 3},  {1, 768, 50, 64, 3},   {6, 96, 31, 16, 3},    {2, 1040, 9, 512, 3},
+    };
+    for (size_t i = 0; i < sizeof qm / sizeof qm[0]; i++)
+        add((test_case){.op = "q8_matmul", .run = run_q8_matmul, .paths = P(GEMM_Q8) | P(GELU), .dtype = KERNELS_Q8,
+                        .s = {qm[i][0], qm[i][1], qm[i][2], qm[i][3], qm[i][4]}});
 
     add((test_case){.op = "gelu", .run = run_gelu, .paths = P(GELU)});
     static const int rl[][2] = {{5, 7}, {64, 256}, {9, 768}, {3, 37}};
@@ -1565,11 +1851,13 @@ static void test_gemm_mt(void) { run_rows("gemm_mt"); }
 static void test_encoder(void) { run_rows("encoder"); }
 static void test_layernorm(void) { run_rows("layernorm"); }
 static void test_matmul(void) { run_rows("matmul"); }
+static void test_matmul_row(void) { run_rows("matmul_row"); }
 static void test_matmul_gelu(void) { run_rows("matmul_gelu"); }
 static void test_attention(void) { run_rows("attention"); }
 static void test_flash_attention(void) { run_rows("flash_attention"); }
 static void test_gelu(void) { run_rows("gelu"); }
-
+static void test_q8_quantize(void) { run_rows("q8_quantize"); }
+static void test_q8_matmul(void) { run_rows("q8_matmul"); }
 static void test_residual_layernorm(void) { run_rows("residual_layernorm"); }
 static void test_residual_scale(void) { run_rows("residual_scale"); }
 static void test_softmax_xent(void) { run_rows("softmax_xent"); }
@@ -1594,8 +1882,9 @@ int main(void) {
         CU_TestFunc fn;
     } tests[] = {
         {"cpu", test_cpu}, {"gemm", test_gemm}, {"gemm_mt", test_gemm_mt}, {"encoder", test_encoder},
-        {"layernorm", test_layernorm}, {"matmul", test_matmul},
+        {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row},
         {"matmul_gelu", test_matmul_gelu}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
+        {"q8_quantize", test_q8_quantize}, {"q8_matmul", test_q8_matmul},
         {"gelu", test_gelu}, {"residual_layernorm", test_residual_layernorm}, {"residual_scale", test_residual_scale},
         {"softmax_xent", test_softmax_xent}, {"vmath", test_vmath}, {"vmath_avx512", test_vmath_avx512},
         {"adamw", test_adamw}, {"flush_denormals", test_flush_denormals}, {"sum_squares", test_sum_squares},
