@@ -1,7 +1,7 @@
 // attention.c — defines attention_head_forward, attention_forward and attention_backward: causal
 // multi-head self-attention, flash-attention style (tiled, online softmax, O(T) memory per head,
 // probabilities recomputed in backward). Two paths: AVX-512 register-tiled kernels for 64-wide
-// heads (every GPT-2 size), and plain C on the GEMM engine (other head sizes and SIMD levels).
+// heads (every GPT-2 size), and plain C on the GEMM engine (other head sizes and paths).
 #include "kernels_internal.h"
 
 #include <assert.h>
@@ -448,10 +448,10 @@ KERNELS_TGT_512 static void head_backward_512(float *dq, float *dk, float *dv, c
 
 // ---------------------------------------------------------------------------------------------
 
-// The AVX-512 path serves 64-wide heads at SIMD level AVX-512; the plain path everything else.
+// The AVX-512 path serves 64-wide heads when the AVX-512 path is allowed; the plain path everything else.
 static int use_512(int hs) {
 #ifdef KERNELS_X86
-    return hs == AH && kernels_simd_level() == SM_SIMD_AVX512;
+    return hs == AH && kernels_pick(KERNELS_OP_ATTENTION) == KERNELS_ISA_AVX512;
 #else
     (void)hs;
     return 0;

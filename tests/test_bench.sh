@@ -21,6 +21,7 @@ usage_case() {   # args...: must exit 2 with exactly one "smallmind: error:" lin
 usage_case
 usage_case frobnicate
 usage_case kernels --shape huge
+usage_case kernels --simd avx9000
 usage_case train --rounds 0
 usage_case train --bogus
 usage_case generate
@@ -45,7 +46,8 @@ PY
 }
 if "$bin" kernels --shape small --rounds 1 --json >"$work/k.json" 2>"$work/k.err" &&
    check_json "$work/k.json" "stream triad" "matmul small.qkv fwd" "matmul small.lm_head dweight" \
-       "attention fwd flash" "layernorm fwd" "softmax_xent" "adamw" "gemm NT (512,512,512)"; then ok
+       "attention fwd flash" "layernorm fwd" "softmax_xent" "adamw" "gemm NT (512,512,512)" \
+       "matmul q8 small.qkv fwd" "decode small f32 matvecs" "decode small q8 matvecs"; then ok
 else bad "bench kernels: $(tail -3 "$work/k.err")"; fi
 if "$bin" train --shape small --steps 2 --rounds 1 --no-torch --profile --json >"$work/t.json" 2>"$work/t.err" &&
    check_json "$work/t.json" "train small s/step" "train small tokens/s" "train small achieved GFLOP/s" profile; then ok

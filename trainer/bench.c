@@ -44,7 +44,8 @@ static const char BENCH_USAGE[] =
     "  --no-blas        skip the OpenBLAS baseline\n"
     "  --no-torch       train: skip the PyTorch reference\n"
     "  --python P       the Python with torch for the reference (default /usr/bin/python3)\n"
-    "  --simd L         cap the SIMD level: avx512, avx2 or scalar (default: the best the CPU has)\n"
+    "  --simd L         the CPU features kernels may use: scalar, avx2, avx-vnni, avx512, avx512-vnni or\n"
+    "                   native (default native: all the CPU has)\n"
     "  --json           one JSON object per figure instead of the tables\n"
     "  --help\n";
 
@@ -537,12 +538,128 @@ static void bench_adamw(const bench_opts *o, const bench_shape *s, double stream
     sm_free(a.v);
 }
 
+// ---------------------------------------------------------------------------------------------
+// INT8 against fp32, and the decode step's matrix-vector products (bench kernels)
+
+typedef struct {
+    int N, C, OC, group;
+    const float *x, *w, *ws, *bias;
+    const int8_t *wq;
+    float *out;
+} lin_ctx;
+
+static void k_linear_f32(void *p) {
+    lin_ctx *l = p;
+    matmul_forward(l->out, l->x, l->w, l->bias, l->N, l->C, l->OC);
+}
+static void k_linear_q8(void *p) {
+    lin_ctx *l = p;
+    matmul_forward_q8(l->out, l->x, l->wq, l->ws, l->bias, l->N, l->C, l->OC, l->group);
+}
+
+// One decode step's linear layers at N = 1: every layer's own weights (so they come from memory,
+// as in generation, not from cache), then the tied LM head.
+enum { DEC_MAX_LAYERS = 48 };
+typedef struct {
+    int L, C, Vp, group;
+    float *w[DEC_MAX_LAYERS][4], *wte;           // fp32: qkv, attproj, fc, fcproj; (Vp,C)
+    int8_t *q[DEC_MAX_LAYERS][4], *wteq;         // int8, with scales
+    float *s[DEC_MAX_LAYERS][4], *wtes;
+    float *bias, *x, *out;
+} dec_ctx;
+
+static const int DEC_IN[4] = {1, 1, 1, 4}, DEC_OUT[4] = {3, 1, 4, 1};   // in and out widths in units of C
+
+static void k_decode_f32(void *p) {
+    dec_ctx *d = p;
+    for (int l = 0; l < d->L; l++)
+        for (int k = 0; k < 4; k++) matmul_forward(d->out, d->x, d->w[l][k], d->bias, 1, DEC_IN[k] * d->C, DEC_OUT[k] * d->C);
+    matmul_forward(d->out, d->x, d->wte, NULL, 1, d->C, d->Vp);
+}
+static void k_decode_q8(void *p) {
+    dec_ctx *d = p;
+    for (int l = 0; l < d->L; l++)
+        for (int k = 0; k < 4; k++)
+            matmul_forward_q8(d->out, d->x, d->q[l][k], d->s[l][k], d->bias, 1, DEC_IN[k] * d->C, DEC_OUT[k] * d->C, d->group);
+    matmul_forward_q8(d->out, d->x, d->wteq, d->wtes, NULL, 1, d->C, d->Vp, d->group);
+}
+
+static void bench_q8_shape(const bench_opts *o, const bench_shape *sh, double stream_gbps) {
+    const int group = 64, C = sh->C, Vp = (BENCH_V + 63) / 64 * 64, N = o->B * o->T;
+    char title[200], name[160];
+    snprintf(title, sizeof title,
+             "%s: INT8 weights (group %d, gemm q8 path %s) beside fp32 (path %s): prefill N=%d (GFLOP/s)", sh->name,
+             group, kernels_path(KERNELS_OP_GEMM_Q8), kernels_path(KERNELS_OP_GEMM_F32), N);
+    heading(o, title);
+    const struct {
+        const char *name;
+        int ic, oc;
+    } lin[5] = {{"qkv", C, 3 * C}, {"attproj", C, C}, {"fc", C, 4 * C}, {"fcproj", 4 * C, C}, {"lm_head", C, Vp}};
+    for (int i = 0; i < 5; i++) {
+        int ic = lin[i].ic, oc = lin[i].oc, G = (ic + group - 1) / group;
+        lin_ctx l = {N, ic, oc, group, bench_buf((size_t)N * ic, 60), bench_buf((size_t)oc * ic, 61), NULL,
+                     bench_buf((size_t)oc, 62), NULL, bench_buf((size_t)N * oc, 63)};
+        float *ws = sm_arena((size_t)oc * G * sizeof(float));
+        int8_t *wq = sm_arena((size_t)oc * ic);
+        q8_quantize(wq, ws, l.w, oc, ic, group);
+        l.wq = wq, l.ws = ws;
+        double t8 = 0, t32 = 0, flops = 2.0 * N * ic * oc;
+        time_pair(k_linear_q8, &l, k_linear_f32, &l, o->rounds, &t8, &t32);
+        snprintf(name, sizeof name, "matmul q8 %s.%s fwd (%d,%d,%d)", sh->name, lin[i].name, N, oc, ic);
+        emit(o, name, "gflops", flops / t8 * 1e-9, t8 * 1e3, flops / t32 * 1e-9, "f32");
+        sm_free((void *)l.x), sm_free((void *)l.w), sm_free((void *)l.bias), sm_free(l.out), sm_free(ws), sm_free(wq);
+    }
+
+    snprintf(title, sizeof title,
+             "%s: a decode step's matrix-vector products (N=1, %d layers' own weights + the LM head): fp32 and INT8",
+             sh->name, sh->L);
+    heading(o, title);
+    dec_ctx d = {.L = sh->L < DEC_MAX_LAYERS ? sh->L : DEC_MAX_LAYERS, .C = C, .Vp = Vp, .group = group};
+    double f32_bytes = 0, q8_bytes = 0, flops = 0;
+    for (int l = 0; l < d.L; l++)
+        for (int k = 0; k < 4; k++) {
+            int ic = DEC_IN[k] * C, oc = DEC_OUT[k] * C, G = (ic + group - 1) / group;
+            d.w[l][k] = bench_buf((size_t)oc * ic, 70 + 4 * l + k);
+            d.q[l][k] = sm_arena((size_t)oc * ic);
+            d.s[l][k] = sm_arena((size_t)oc * G * sizeof(float));
+            q8_quantize(d.q[l][k], d.s[l][k], d.w[l][k], oc, ic, group);
+            f32_bytes += 4.0 * oc * ic;
+            q8_bytes += (double)oc * ic + 4.0 * oc * G;
+            flops += 2.0 * oc * ic;
+        }
+    int Gv = (C + group - 1) / group;
+    d.wte = bench_buf((size_t)Vp * C, 69);
+    d.wteq = sm_arena((size_t)Vp * C);
+    d.wtes = sm_arena((size_t)Vp * Gv * sizeof(float));
+    q8_quantize(d.wteq, d.wtes, d.wte, Vp, C, group);
+    f32_bytes += 4.0 * Vp * C;
+    q8_bytes += (double)Vp * C + 4.0 * Vp * Gv;
+    flops += 2.0 * Vp * C;
+    d.bias = bench_buf((size_t)4 * C, 64);
+    d.x = bench_buf((size_t)4 * C, 65);
+    d.out = bench_buf(Vp > 4 * C ? (size_t)Vp : (size_t)4 * C, 66);
+    double t32 = 0, t8 = 0;
+    time_pair(k_decode_q8, &d, k_decode_f32, &d, o->rounds, &t8, &t32);
+    snprintf(name, sizeof name, "decode %s f32 matvecs (%.0f MB of weights)", sh->name, f32_bytes * 1e-6);
+    emit(o, name, "gbps", f32_bytes / t32 * 1e-9, t32 * 1e3, stream_gbps, "stream");
+    snprintf(name, sizeof name, "decode %s q8 matvecs (%.0f MB of weights)", sh->name, q8_bytes * 1e-6);
+    emit(o, name, "gbps", q8_bytes / t8 * 1e-9, t8 * 1e3, stream_gbps, "stream");
+    snprintf(name, sizeof name, "decode %s q8 matvecs: speed beside f32", sh->name);
+    emit(o, name, "gflops", flops / t8 * 1e-9, t8 * 1e3, flops / t32 * 1e-9, "f32");
+    for (int l = 0; l < d.L; l++)
+        for (int k = 0; k < 4; k++) sm_free(d.w[l][k]), sm_free(d.q[l][k]), sm_free(d.s[l][k]);
+    sm_free(d.wte), sm_free(d.wteq), sm_free(d.wtes), sm_free(d.bias), sm_free(d.x), sm_free(d.out);
+}
+
 static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
     if (topo->rank != 0) return SM_EXIT_OK;   // one process measures: ranks would share the cores
     blas_lib blas = {0};
     if (!o->no_blas) blas_open(&blas, o->threads);
     if (!o->json) {
-        printf("bench kernels: %d threads, SIMD %s", o->threads, kernels_simd_name(kernels_simd_level()));
+        char feats[256];
+        kernels_cpu_describe(feats, sizeof feats, kernels_cpu_features());
+        printf("bench kernels: %d threads, CPU features in use: %s; gemm f32 path %s", o->threads, feats,
+               kernels_path(KERNELS_OP_GEMM_F32));
         if (blas.sgemm) printf(", OpenBLAS core %s", blas.corename ? blas.corename() : "?");
         printf("; medians of %d rounds\n", o->rounds);
     }
@@ -550,6 +667,8 @@ static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
     double stream = bench_stream(o);
     for (int i = 0; i < 2; i++)
         if (i == 0 ? o->small : o->gpt2) bench_kernels_shape(o, &blas, &SHAPES[i], stream);
+    for (int i = 0; i < 2; i++)
+        if (i == 0 ? o->small : o->gpt2) bench_q8_shape(o, &SHAPES[i], stream);
     bench_adamw(o, &SHAPES[o->gpt2 ? 1 : 0], stream);
     heading(o, "square and wide shapes (GFLOP/s)");
     const int extra[][3] = {{1024, 768, 768}, {1024, 3072, 768}, {1024, 768, 3072}, {512, 512, 512},
@@ -803,7 +922,7 @@ static int bench_train(const bench_opts *o, const comm_topology *topo) {
         if (!have_torch) sm_warn("no PyTorch at %s: no PyTorch reference (install python3-torch)", o->python);
     }
     if (topo->rank == 0 && !o->json)
-        printf("bench train: SIMD %s, %d thread%s per rank%s\n", kernels_simd_name(kernels_simd_level()), o->threads,
+        printf("bench train: gemm f32 path %s, %d thread%s per rank%s\n", kernels_path(KERNELS_OP_GEMM_F32), o->threads,
                o->threads > 1 ? "s" : "", have_torch ? ", PyTorch reference with malloc's mmap off and passive OpenMP waits" : "");
     for (int i = 0; i < 2; i++)
         if (i == 0 ? o->small : o->gpt2) bench_train_shape(o, &SHAPES[i], topo, &blas, have_torch);
@@ -850,12 +969,15 @@ static void parse_bench(int argc, char **argv, bench_opts *o) {
         case O_NOBLAS: o->no_blas = 1; break;
         case O_NOTORCH: o->no_torch = 1; break;
         case O_PYTHON: o->python = optarg; break;
-        case O_SIMD:
-            if (!strcmp(optarg, "avx512")) kernels_set_simd(SM_SIMD_AVX512);
-            else if (!strcmp(optarg, "avx2")) kernels_set_simd(SM_SIMD_AVX2);
-            else if (!strcmp(optarg, "scalar")) kernels_set_simd(SM_SIMD_SCALAR);
-            else sm_fatal(SM_EXIT_USAGE, "--simd expects avx512, avx2 or scalar, got '%s' (command line)", optarg);
+        case O_SIMD: {
+            const kernels_cpu_level *lvl = kernels_cpu_level_find(optarg);
+            if (!lvl)
+                sm_fatal(SM_EXIT_USAGE,
+                         "--simd expects scalar, avx2, avx-vnni, avx512, avx512-vnni or native, got '%s' (command line)",
+                         optarg);
+            kernels_cpu_allow(lvl->mask);
             break;
+        }
         case O_JSON: o->json = 1; break;
         case O_HELP: fputs(BENCH_USAGE, stdout); exit(SM_EXIT_OK);
         default: cli_bad_option("bench", argc, argv);
