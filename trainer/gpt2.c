@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "ops.h"
 #include "trainer.h"
 
@@ -108,7 +109,31 @@ void gpt2_weights_build(gpt2_weights *w, const sm_model_config *cfg) {
     }
 }
 
+int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen) {
+    const int C = w->cfg.n_embd;
+    if (group < 4 || group > KERNELS_Q8_MAX_GROUP || group % 4 || C % group)
+        return snprintf(err, errlen, "--group-size %d must be a multiple of 4 in 4..%d dividing the model's width %d",
+                        group, KERNELS_Q8_MAX_GROUP, C), -1;
+    static const int mats[] = {P_WTE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+    const int n = (int)(sizeof mats / sizeof mats[0]);
+    memset(&w->q8, 0, sizeof w->q8);
+    for (int k = 0; k < n; k++) {
+        const sm_tensor *t = &w->params.t[mats[k]];
+        sm_table_add_typed(&w->q8, t->name, SM_Q8, t->ndim, t->shape, group);
+    }
+    sm_table_alloc(&w->q8);
+    for (int k = 0; k < n; k++) {
+        const sm_tensor *t = &w->params.t[mats[k]];
+        sm_tensor *q = &w->q8.t[k];
+        const size_t cols = t->shape[t->ndim - 1], rows = t->n_elems / cols;
+        q8_quantize(q->data, q->scales, t->ptr, (int)rows, (int)cols, group);
+        w->fwd[mats[k]] = q;
+    }
+    return 0;
+}
+
 void gpt2_weights_free(gpt2_weights *w) {
+    sm_free(w->q8.base);
     sm_free(w->params.base);
     memset(w, 0, sizeof *w);
 }

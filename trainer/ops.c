@@ -42,30 +42,54 @@ void op_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
     prof_stop("layernorm", PROF_BWD, t, 0.0, f32_bytes(4.0 * N * C));
 }
 
-// The (OC,C) matrix `layer` of w, as float32 (the only dtype the kernels take today; other dtypes
-// are refused here, where their kernels will be dispatched).
-static const float *f32_matrix(const sm_tensor *w, int layer, int C, int OC) {
-    SM_CHECK(w->dtype == SM_F32, "linear layer '%s': no kernel for %s weights", w->name, SM_DTYPE_INFO[w->dtype].name);
-    SM_CHECK((size_t)(layer + 1) * (size_t)OC * (size_t)C <= w->n_elems, "linear layer '%s': matrix %d out of range",
-             w->name, layer);
-    return w->ptr + (size_t)layer * (size_t)OC * (size_t)C;
+// The (OC,C) matrix `layer` of w in its dtype: the linear layers' dispatch. SM_F32 runs the fp32
+// GEMM; SM_Q8 the INT8 GEMM on its int8 values and per-group scales.
+typedef struct {
+    const float *f32;
+    const int8_t *q8;
+    const float *scales;
+    int group;
+} matrix;
+
+static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
+    const size_t at = (size_t)layer * (size_t)OC * (size_t)C;
+    SM_CHECK(at + (size_t)OC * (size_t)C <= w->n_elems, "linear layer '%s': matrix %d out of range", w->name, layer);
+    switch (w->dtype) {
+    case SM_F32: return (matrix){.f32 = w->ptr + at};
+    case SM_Q8: return (matrix){.q8 = (const int8_t *)w->data + at, .scales = w->scales + at / (size_t)w->group,
+                                .group = w->group};
+    default: sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no kernel for %s weights", w->name,
+                      SM_DTYPE_INFO[w->dtype].name);
+    }
 }
 
-// reads inp (N,C) and W (OC,C), writes out (N,OC)
-static double linear_bytes(int N, int C, int OC) { return f32_bytes((double)N * C + (double)OC * C + (double)N * OC); }
+// reads inp (N,C) and W (OC,C) in its dtype, writes out (N,OC)
+static double linear_bytes(const sm_tensor *w, int N, int C, int OC) {
+    double wbytes = (double)OC * C * (double)SM_DTYPE_INFO[w->dtype].elem_bytes;
+    if (w->dtype == SM_Q8) wbytes += 4.0 * (double)OC * C / w->group;
+    return f32_bytes((double)N * C + (double)N * OC) + wbytes;
+}
 
 void op_linear_forward(const char *name, float *out, const float *inp, const sm_tensor *w, int layer,
                        const float *bias, int N, int C, int OC) {
     double t = prof_start();
-    matmul_forward(out, inp, f32_matrix(w, layer, C, OC), bias, N, C, OC);
-    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(N, C, OC));
+    matrix m = matrix_of(w, layer, C, OC);
+    if (m.q8)
+        matmul_forward_q8(out, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else
+        matmul_forward(out, inp, m.f32, bias, N, C, OC);
+    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC));
 }
 
 void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
                             int layer, const float *bias, int N, int C, int OC) {
     double t = prof_start();
-    matmul_forward_gelu(out, out_gelu, inp, f32_matrix(w, layer, C, OC), bias, N, C, OC);
-    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(N, C, OC) + f32_bytes((double)N * OC));
+    matrix m = matrix_of(w, layer, C, OC);
+    if (m.q8)
+        matmul_forward_q8_gelu(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else
+        matmul_forward_gelu(out, out_gelu, inp, m.f32, bias, N, C, OC);
+    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC) + f32_bytes((double)N * OC));
 }
 
 void op_linear_backward(const char *name, float *dinp, float *dweight, float *dbias, const float *dout,

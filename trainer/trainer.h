@@ -56,11 +56,18 @@ typedef struct {
     // What forward reads for each parameter: &params.t[i] by default. An inference path may point
     // a matrix at a copy in another dtype (the linear ops dispatch on the tensor's dtype).
     const sm_tensor *fwd[NUM_PARAM_TENSORS];
+    sm_table q8;       // gpt2_weights_quantize: the matrices as SM_Q8 (count 0 without)
 } gpt2_weights;
 
 // Allocates the parameter arena once (zeroed, touched).
 void gpt2_weights_build(gpt2_weights *w, const sm_model_config *cfg);
 void gpt2_weights_free(gpt2_weights *w);
+// INT8 for inference: quantizes the weight matrices (qkvw, attprojw, fcw, fcprojw and wte as the
+// tied LM head; the embedding lookup keeps reading wte in float32) to SM_Q8, symmetric, one scale per
+// `group` consecutive inputs (q8_quantize), into one arena, and points fwd[] at them: forward's
+// linear layers then run the INT8 GEMM. group divides C (and is a multiple of 4, at most 512); else
+// -1 with a reason in err.
+int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen);
 // GPT-2 init: weights N(0, 0.02), residual projections (attprojw, fcprojw) N(0, 0.02/sqrt(2L)),
 // biases 0, LayerNorm weights 1; padded wte rows 0. Reproducible from seed.
 void gpt2_weights_init(gpt2_weights *w, uint64_t seed);
