@@ -313,6 +313,64 @@ void prof_step_end(long tokens);
 void prof_print(FILE *f, int json);
 
 // =============================================================================================
+// The communication model for N nodes (scaling.c), which `bench comm` feeds with measurements.
+// Costs of an allreduce of n bytes over N nodes, with alpha the latency of one message, beta the
+// link's time per byte and gamma the time per byte of the reduction's sum on the CPU (Thakur,
+// Rabenseifner & Gropp, "Optimization of collective communication operations in MPICH", IJHPCA
+// 2005; Patarasuk & Yuan, "Bandwidth optimal all-reduce algorithms for clusters of
+// workstations", JPDC 2009):
+//   ring (reduce-scatter, allgather):  2(N-1) alpha + 2(N-1)/N n beta + (N-1)/N n gamma
+//   tree (recursive doubling):         ceil(log2 N) (alpha + n beta + n gamma)
+
+typedef enum { SCALING_RING, SCALING_TREE, SCALING_N_ALGOS } scaling_algo;
+typedef struct {
+    const char *name;
+    double alpha_s;     // seconds per message
+    double beta_s;      // seconds per byte on the link (1 / data rate)
+    double gamma_s;     // seconds per byte summed (0 in the presets: the caller sets this CPU's)
+    const char *source; // where the figures come from
+} scaling_net;
+enum { SCALING_N_PRESETS = 3 };
+extern const scaling_net SCALING_PRESETS[SCALING_N_PRESETS];   // 25gbe, ib-edr, ib-hdr
+const char *scaling_algo_name(scaling_algo a);
+
+// Seconds for one allreduce of n_bytes over N nodes (0 for N <= 1), by the formulas above.
+double scaling_allreduce_s(scaling_algo algo, int N, double n_bytes, const scaling_net *net);
+// Fits t = alpha + n beta to k points (n_bytes, t_s) by least squares on relative residuals
+// (weights 1/t^2: small and large messages count alike). 0, or -1 for fewer than two distinct
+// sizes or a time <= 0.
+int scaling_fit(const double *n_bytes, const double *t_s, int k, double *alpha_s, double *beta_s);
+// The link a fit at N ranks describes, read as the ring (t = 2(N-1) alpha + n (2(N-1)/N beta +
+// (N-1)/N gamma)): alpha = alpha_fit / (2(N-1)), beta = (beta_fit - (N-1)/N gamma) / (2(N-1)/N), kept
+// at >= a tenth of beta_fit's share against noise; N = 2 gives alpha_fit/2 and beta_fit - gamma/2.
+scaling_net scaling_net_from_fit(const char *name, int N, double alpha_fit_s, double beta_fit_s, double gamma_s);
+
+// One rank's data-parallel step, measured without communication: the gradient buckets in the
+// order the sync starts them, each with its size and the time after backward's start when its
+// last gradient is final.
+typedef struct {
+    int n_buckets;
+    const double *bucket_bytes;   // (n_buckets)
+    const double *ready_s;        // (n_buckets), non-decreasing
+    double fwd_s, bwd_s, opt_s;   // forward with the loss, backward, optimizer
+    double cpu_share;             // 0..1: share of communication time that takes the cores from backward
+} scaling_step;
+
+typedef struct {
+    double comm_s;       // all buckets' allreduces, end to end
+    double wait_s;       // the step blocked after backward for the last buckets
+    double stretch_s;    // backward made longer by communication on its cores (cpu_share)
+    double step_s;       // fwd + bwd + opt + wait + stretch + the scalar allreduces
+    double efficiency;   // (fwd + bwd + opt) / step: the single node's step over this one
+} scaling_prediction;
+
+// The step at one node count: bucket_s[i] is bucket i's allreduce time there, scalars_s the small
+// allreduces of the step (loss, skip decision). The buckets share one link in order: bucket i
+// starts at max(ready_s[i], end of bucket i-1); wait = max(0, end of the last - bwd_s); the
+// hidden part (comm - wait) stretches backward by cpu_share of itself.
+scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s, double scalars_s);
+
+// =============================================================================================
 // Subcommands (each parses its own argv and returns an exit status) and option parsing.
 
 int cmd_prepare(int argc, char **argv);
@@ -324,6 +382,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);   // tokenize.c
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
 int bench_tokenizer(int argc, char **argv);    // `smallmind bench tokenizer` (bench_tokenizer.c)
+int bench_comm(int argc, char **argv);         // `smallmind bench comm` (bench_comm.c)
 
 // Options as tables: one row per long option, which the parser, the usage text, the start-up
 // agreement between ranks (cli_fingerprint) and the resume checks all walk.
