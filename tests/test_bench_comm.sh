@@ -44,6 +44,7 @@ need(f"comm {shape} reduction sum (a += b, 8 MiB, one thread)")
 need(f"comm {shape} MPI_Allreduce 8 B")
 share = need(f"comm {shape} cpu share")
 assert 0 <= share["frac"] <= 1, share
+assert need(f"comm {shape} progress")["calls_per_round"] in (1, 2)
 for what in ("step", "exposed wait", "backward (with the sync's work)", "forward", "gradient sync alone"):
     row = need(f"comm {shape} {what} at {ranks} ranks: predicted")
     assert row["baseline"] == "measured" and row["within_20pct"] in (0, 1), row
@@ -61,11 +62,49 @@ assert max(sizes) <= 1048576, max(sizes)   # --bucket-mb 1
 # the model, written again from its formulas
 def ring(N, n, a, b, g): return 0 if N <= 1 else 2 * (N - 1) * a + 2 * (N - 1) / N * n * b + (N - 1) / N * n * g
 def tree(N, n, a, b, g): return 0 if N <= 1 else math.ceil(math.log2(N)) * (a + n * b + n * g)
+def rounds(algo, N): return 2 * (N - 1) if algo == "ring" else math.ceil(math.log2(N))
 gamma = tl["gamma_ns_per_byte"] * 1e-9
 presets = {"25gbe": (15e-6, 1 / 2.94e9), "ib-edr": (1e-6, 1 / 12.5e9), "ib-hdr": (1e-6, 1 / 25e9)}
 fwd, bwd = tl["fwd_ms"] * 1e-3, tl["bwd_ms"] * 1e-3
 opt = max(0.0, tl["opt_ms"] * 1e-3 - 2 * tl["scalar_ms"] * 1e-3)
-alone = fwd + bwd + opt
+post = tl["post_ns_per_byte"] * 1e-9
+calls = [c * 1e-3 for c in tl["calls_ms"]]
+assert len(calls) == 5 * L and all(calls[i] <= calls[i + 1] for i in range(len(calls) - 1)), calls
+assert all(any(abs(r - c) < 1e-9 for c in calls) or abs(r - bwd) < 1e-9 for r in [x * 1e-3 for x in ready]), "ready not at a call"
+alone = fwd + bwd + opt + post * sum(sizes)
+
+def simulate(times, R, cpr, share):
+    """One link, one round at a time: rounds posted at backward's calls (cpr = 2: the data moves at the
+    next call), each bucket's next round at the first call after its last ended; after backward, or
+    throughout when cpr = 0, without pause."""
+    n = len(sizes)
+    rd = [r * 1e-3 for r in ready]
+    avail, end, left = rd[:], rd[:], [R] * n
+    link = {"free": 0.0, "before": 0.0}
+    def take(frm, dur):
+        s = max(frm, link["free"]); e = s + dur; link["free"] = e
+        if s < bwd: link["before"] += min(e, bwd) - s
+        return e
+    if cpr:
+        inside = [c for c in calls if c < bwd]
+        for k, at in enumerate(inside):
+            moves = at if cpr == 1 else (inside[k + 1] if k + 1 < len(inside) else bwd)
+            for i in range(n):
+                if left[i] > 0 and rd[i] <= at + 1e-12 and avail[i] <= at + 1e-12:
+                    end[i] = avail[i] = take(moves, times[i] / R); left[i] -= 1
+    for i in range(n):
+        while left[i] > 0:
+            frm = max(avail[i], bwd) if cpr else avail[i]
+            end[i] = avail[i] = take(frm, times[i] / R); left[i] -= 1
+    last, cpu, tail = bwd, bwd, 0.0
+    for i in range(n):
+        last = max(last, end[i])
+        if end[i] > bwd:
+            tail += sizes[i]; cpu = max(cpu, end[i]) + post * sizes[i]
+    wait = (1 - share) * (max(cpu, last) - bwd) + share * (last - bwd + post * tail)
+    stretch = share * link["before"] + post * (sum(sizes) - tail)
+    return wait, stretch
+
 checked = 0
 for net in list(presets) + ["measured"]:
     for algo, f in (("ring", ring), ("tree", tree)):
@@ -75,22 +114,21 @@ for net in list(presets) + ["measured"]:
             assert len(rows) == 1, (net, algo, N, len(rows))
             row = rows[0]
             assert 0 < row["efficiency"] <= 1 and row["ms"] >= row["baseline_ms"] * (1 - 1e-6), row
+            assert row["rounds"] == rounds(algo, N), row
             if net in presets:
                 a, b = presets[net]
                 assert math.isclose(row["alpha_us"], a * 1e6, rel_tol=1e-4) and row["cpu_share"] == 0, row
+                assert row["calls_per_round"] == 1, row
             else:
                 a, b = row["alpha_us"] * 1e-6, row["beta_ns_per_byte"] * 1e-9
                 assert (net + " (TCP between the hosts)" if nodes > 1 else net + " (one host)") in row["name"], row
-            share = row["cpu_share"]
-            free, comm = 0.0, 0.0
-            for n, r in zip(sizes, ready):
-                t = f(N, n, a, b, gamma)
-                free = max(r * 1e-3, free) + t
-                comm += t
-            wait = max(0.0, free - bwd)
-            step = alone + wait + share * max(0.0, comm - wait) + 2 * tree(N, 8, a, b, gamma)
+                assert row["calls_per_round"] == tl["calls_per_round"], row
+            times = [f(N, n, a, b, gamma) for n in sizes]
+            wait, stretch = simulate(times, rounds(algo, N), row["calls_per_round"], row["cpu_share"])
+            step = fwd + bwd + opt + wait + stretch + 2 * tree(N, 8, a, b, gamma)
             assert math.isclose(row["ms"], step * 1e3, rel_tol=2e-3), (row["name"], row["ms"], step * 1e3)
             assert math.isclose(row["efficiency"], alone / step, rel_tol=2e-3), (row["name"], row["efficiency"], alone / step)
+            assert math.isclose(row["baseline_ms"], alone * 1e3, rel_tol=2e-3), (row["name"], row["baseline_ms"], alone * 1e3)
             checked += 1
             N *= 2
 print(f"{len(objs)} figures; {checked} table rows recomputed")
@@ -108,6 +146,7 @@ if [ "$mode" = local ]; then
   usage_case --algo star
   usage_case --net token-ring
   usage_case --cpu-share 2
+  usage_case --progress sometimes
   usage_case --min-kib 65536 --max-mib 1
   usage_case --bogus
   usage_case                      # one rank: nothing to reduce
@@ -122,10 +161,12 @@ if [ "$mode" = local ]; then
   [ $rc -eq 0 ] && ok "mpirun -np 2 bench comm --json: exit 0" || bad "bench comm at 2 ranks: exit $rc: $(tail -3 run.err)"
   /usr/bin/python3 check.py run.json 2 64 1 && ok "figures, comparisons and the recomputed table" || bad "JSON figures"
   timeout 600 "$mpiexec" -np 2 --bind-to none -x OMP_NUM_THREADS=1 "$bin" bench comm --shape small --steps 1 \
-    --max-mib 1 --bucket-mb 1 --max-nodes 8 --net ib-edr --algo ring --alpha 3 --beta 0.5 >run.txt 2>run.err; rc=$?
-  if [ $rc -eq 0 ] && grep -q "^network ib-edr" run.txt && grep -q "^network custom: alpha 3.00 us, beta 0.5000 ns/B" run.txt \
+    --max-mib 1 --bucket-mb 1 --max-nodes 8 --net ib-edr --algo ring --alpha 3 --beta 0.5 --progress continuous \
+    >run.txt 2>run.err; rc=$?
+  if [ $rc -eq 0 ] && grep -q "^network ib-edr.*progress without pause" run.txt \
+     && grep -q "^network custom: alpha 3.00 us, beta 0.5000 ns/B" run.txt \
      && ! grep -q "^network 25gbe" run.txt && grep -q "within 20%\|OFF by more than 20%" run.txt; then
-    ok "text output: the check's table, --net and --alpha/--beta select the networks"
+    ok "text output: the check's table, --net and --alpha/--beta select the networks, --progress continuous"
   else bad "text output (exit $rc): $(head -c 600 run.txt) $(tail -3 run.err)"; fi
 elif [ "$mode" = hosts ]; then
   if [ "$(id -u)" != 0 ]; then echo "bench_comm_hosts: SKIP: network namespaces need root"; exit 77; fi

@@ -134,26 +134,101 @@ static void test_predict(void) {
     const double bytes[3] = {100, 200, 300}, ready[3] = {1e-3, 2e-3, 5e-3}, link[3] = {2e-3, 1e-3, 1e-3};
     scaling_step p = {.n_buckets = 3, .bucket_bytes = bytes, .ready_s = ready, .fwd_s = 2e-3, .bwd_s = 5e-3,
                       .opt_s = 1e-3, .cpu_share = 0.5};
-    scaling_prediction r = scaling_predict(&p, link, 0.25e-3);
+    scaling_prediction r = scaling_predict(&p, link, 1, 0.25e-3);
     CU_ASSERT(close_to(r.comm_s, 4e-3, 0, 1e-12));
     CU_ASSERT(close_to(r.wait_s, 1e-3, 0, 1e-12));
     CU_ASSERT(close_to(r.stretch_s, 1.5e-3, 0, 1e-12));
     CU_ASSERT(close_to(r.step_s, 10.75e-3, 0, 1e-12));
     CU_ASSERT(close_to(r.efficiency, 8.0 / 10.75, 0, 1e-12));
+    CU_ASSERT(close_to(r.alone_s, 8e-3, 0, 1e-12));
     // the link still busy with early buckets when backward ends: 0..3 and 3..7 against 5: wait 2
     const double ready2[2] = {0, 0}, link2[2] = {3e-3, 4e-3};
     p = (scaling_step){.n_buckets = 2, .bucket_bytes = bytes, .ready_s = ready2, .fwd_s = 0, .bwd_s = 5e-3};
-    r = scaling_predict(&p, link2, 0.0);
+    r = scaling_predict(&p, link2, 3, 0.0);
     CU_ASSERT(close_to(r.wait_s, 2e-3, 0, 1e-12) && r.stretch_s == 0.0);
     CU_ASSERT(close_to(r.step_s, 7e-3, 0, 1e-12) && close_to(r.efficiency, 5.0 / 7.0, 0, 1e-12));
     // everything hidden and nothing on the cores: efficiency 1
     const double link3[2] = {1e-3, 1e-3};
-    r = scaling_predict(&p, link3, 0.0);
+    r = scaling_predict(&p, link3, 1, 0.0);
     CU_ASSERT(r.wait_s == 0.0 && close_to(r.efficiency, 1.0, 0, 1e-15));
     // all of it on the cores (cpu share 1): the step pays for all of the communication
     p.cpu_share = 1.0;
-    r = scaling_predict(&p, link3, 0.0);
+    r = scaling_predict(&p, link3, 1, 0.0);
     CU_ASSERT(close_to(r.step_s, 7e-3, 0, 1e-12));
+}
+
+static void test_predict_post(void) {
+    // post work of 1 ms per 1000 B. Buckets of 1000, 2000 and 1000 B ready at 0, 4 and 5 ms into a
+    // 5 ms backward, 2, 3 and 1 ms on the link: 0..2, 4..7, 7..8; the last two end after backward
+    // (3000 B). Beside the link: the cores take bucket 1 at 7 (until 9), bucket 2 at 9 (until 10):
+    // wait 5. After the link: 3 (link) + 3 (post) = 6. Half and half (cpu share 0.5): 5.5.
+    // Stretch: half the 3 ms of link time before 5 ms (bucket 0's 2, bucket 1's 1), 1.5, and bucket
+    // 0's post work, 1: 2.5. Alone: 1 + 5 + 1 + 4 ms of post work = 11. Step: 7 + 5.5 + 2.5 = 15.
+    const double bytes[3] = {1000, 2000, 1000}, ready[3] = {0, 4e-3, 5e-3}, link[3] = {2e-3, 3e-3, 1e-3};
+    scaling_step p = {.n_buckets = 3, .bucket_bytes = bytes, .ready_s = ready, .fwd_s = 1e-3, .bwd_s = 5e-3,
+                      .opt_s = 1e-3, .post_s = 1e-6, .cpu_share = 0.5};
+    scaling_prediction r = scaling_predict(&p, link, 2, 0.0);
+    CU_ASSERT(close_to(r.comm_s, 6e-3, 0, 1e-12));
+    CU_ASSERT(close_to(r.wait_s, 5.5e-3, 0, 1e-12));
+    CU_ASSERT(close_to(r.stretch_s, 2.5e-3, 0, 1e-12));
+    CU_ASSERT(close_to(r.alone_s, 11e-3, 0, 1e-12));
+    CU_ASSERT(close_to(r.step_s, 15e-3, 0, 1e-12));
+    CU_ASSERT(close_to(r.efficiency, 11.0 / 15.0, 0, 1e-12));
+    // the extremes: beside the link only (share 0): wait 5, stretch 1; after it only (share 1): wait 6, stretch 4
+    p.cpu_share = 0.0;
+    r = scaling_predict(&p, link, 2, 0.0);
+    CU_ASSERT(close_to(r.wait_s, 5e-3, 0, 1e-12) && close_to(r.stretch_s, 1e-3, 0, 1e-12));
+    p.cpu_share = 1.0;
+    r = scaling_predict(&p, link, 2, 0.0);
+    CU_ASSERT(close_to(r.wait_s, 6e-3, 0, 1e-12) && close_to(r.stretch_s, 4e-3, 0, 1e-12));
+}
+
+static void test_rounds(void) {
+    CU_ASSERT(scaling_rounds(SCALING_RING, 2) == 2 && scaling_rounds(SCALING_RING, 1024) == 2046);
+    CU_ASSERT(scaling_rounds(SCALING_TREE, 2) == 1 && scaling_rounds(SCALING_TREE, 1024) == 10);
+    CU_ASSERT(scaling_rounds(SCALING_TREE, 1000) == 10 && scaling_rounds(SCALING_RING, 1) == 0);
+}
+
+static void test_predict_calls(void) {
+    // backward of 10 ms calls MPI at 2, 4, 6 and 8 ms; one bucket ready at 2 (its layer's call),
+    // 2 ms on the link in 2 rounds of 1 ms.
+    const double bytes[2] = {1000, 1000}, calls[4] = {2e-3, 4e-3, 6e-3, 8e-3}, ready[2] = {2e-3, 2e-3};
+    const double link[2] = {2e-3, 2e-3};
+    scaling_step p = {.n_buckets = 1, .bucket_bytes = bytes, .ready_s = ready, .bwd_s = 10e-3, .n_calls = 4,
+                      .calls_s = calls, .calls_per_round = 1};
+    // one call a round: 2..3, then posted at the call of 4: 4..5; nothing left for the wait
+    scaling_prediction r = scaling_predict(&p, link, 2, 0.0);
+    CU_ASSERT(r.wait_s == 0.0 && close_to(r.step_s, 10e-3, 0, 1e-12));
+    // 6 rounds of 1/3 ms: 2.., 4.., 6.., 8.. during backward (4 rounds), the last 2 in the wait: 10..10.67
+    r = scaling_predict(&p, link, 6, 0.0);
+    CU_ASSERT(close_to(r.wait_s, 2e-3 / 3, 0, 1e-12));
+    // 6 rounds of 1 ms (a 6 ms transfer): 2..3, 4..5, 6..7, 8..9, then 10..11, 11..12: wait 2 ms;
+    // the link's 4 ms before 10 ms, at cpu share 0.5, stretch backward by 2
+    const double link6[1] = {6e-3};
+    p.cpu_share = 0.5;
+    r = scaling_predict(&p, link6, 6, 0.0);
+    CU_ASSERT(close_to(r.wait_s, 2e-3, 0, 1e-12) && close_to(r.stretch_s, 2e-3, 0, 1e-12));
+    p.cpu_share = 0.0;
+    // without pause (no calls): 2..8, all during backward
+    p.n_calls = 0;
+    r = scaling_predict(&p, link6, 6, 0.0);
+    CU_ASSERT(r.wait_s == 0.0);
+    // two calls a round (the data moves at the next call): posted 2, moves 4..5; posted at 6, moves 8..9
+    p.n_calls = 4;
+    p.calls_per_round = 2;
+    r = scaling_predict(&p, link, 2, 0.0);
+    CU_ASSERT(r.wait_s == 0.0);
+    // ... and 4 rounds of 0.5 ms: 4..4.5 and 8..8.5 during backward; the wait: 10..10.5, 10.5..11
+    r = scaling_predict(&p, link, 4, 0.0);
+    CU_ASSERT(close_to(r.wait_s, 1e-3, 0, 1e-12));
+    // two buckets ready at the same call share the link in turn: at 2: A 2..3, B 3..4; at 4: A
+    // 4..5, B 5..6 (posted at 4, B's first round having ended at 4)
+    p.n_buckets = 2;
+    p.calls_per_round = 1;
+    p.bwd_s = 5.5e-3;   // B's last round runs past backward: wait 0.5 ms
+    r = scaling_predict(&p, link, 2, 0.0);
+    CU_ASSERT(close_to(r.wait_s, 0.5e-3, 0, 1e-12));
+    CU_ASSERT(close_to(r.comm_s, 4e-3, 0, 1e-12));
 }
 
 static void test_presets(void) {
@@ -178,6 +253,9 @@ int main(void) {
     CU_add_test(s, "fit: one size or a zero time refused", test_fit_refuses);
     CU_add_test(s, "the link read back from a ring's fit", test_net_from_fit);
     CU_add_test(s, "step prediction: wait, stretch, efficiency by hand", test_predict);
+    CU_add_test(s, "step prediction with post work per bucket, by hand", test_predict_post);
+    CU_add_test(s, "rounds of ring and tree", test_rounds);
+    CU_add_test(s, "step prediction with progress only at MPI calls, by hand", test_predict_calls);
     CU_add_test(s, "presets", test_presets);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

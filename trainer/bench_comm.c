@@ -48,6 +48,9 @@ static const char BENCH_COMM_USAGE[] =
     "                   presets and --alpha/--beta (default 0: the NIC moves the data); `measured` uses\n"
     "                   the share measured in this run\n"
     "  --algo A         ring, tree or both (default both)\n"
+    "  --progress P     the table's progress: calls (default: as smallmind runs, Open MPI moves a round of\n"
+    "                   a non-blocking allreduce only inside an MPI call, which backward makes between its\n"
+    "                   ops) or continuous (a progress thread, or a NIC that runs the collective)\n"
     "  --max-nodes N    the largest node count of the table (default 1024)\n"
     "  --threads N      OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs this rank may use)\n"
     "  --json           one JSON object per figure\n"
@@ -63,6 +66,7 @@ typedef struct {
     double gamma_ns;           // < 0: measure
     double cpu_share;          // for the presets and the custom network
     int algos;                 // bit per scaling_algo
+    int continuous;            // the table: progress without pause (else at backward's calls, as smallmind runs)
 } comm_opts;
 
 static int cmp_double(const void *a, const void *b) {
@@ -89,7 +93,10 @@ typedef struct {
     double *samples[2][MAX_SIZES]; // seconds per call (slowest rank): 0 MPI_Allreduce, 1 MPI_Iallreduce
     int n_samples[2][MAX_SIZES];
     double t[2][MAX_SIZES];        // medians
-    double alpha[2], beta[2];      // the fits
+    double alpha[2], beta[2];      // the fits over the sizes, each size one point
+    double alpha_b, beta_b;        // the model's line: alpha[1], and beta matching the buckets' total
+    int n_buckets;
+    double t_buckets;              // the sweep's times summed over the step's buckets
     double *scalar;                // one double, MPI_Allreduce
     int n_scalar;
     double scalar_s;
@@ -100,6 +107,13 @@ typedef struct {
     double *probe_alone, *probe_with;
     int n_probe;
     double cpu_share;
+    // progress probe: MPI_Test calls an Iallreduce of probe_bytes needs when they are far apart
+    double *tests;
+    int n_tests;
+    double probe_comm;             // its time alone, measured when the probe starts
+    int calls_per_round;
+    double median_tests;
+    int n_rounds;                  // the ring's rounds at this rank count
     float *buf;                    // the cold buffer the calls rotate over
     size_t buf_floats, rot;
     float *ga, *gb, *gc;           // the probe's matrices (256 x 256)
@@ -128,6 +142,7 @@ static void ar_init(ar_state *a, const comm_opts *o) {
     a->scalar = sm_calloc(MAX_SAMPLES, sizeof(double));
     a->probe_alone = sm_calloc(MAX_SAMPLES, sizeof(double));
     a->probe_with = sm_calloc(MAX_SAMPLES, sizeof(double));
+    a->tests = sm_calloc(MAX_SAMPLES, sizeof(double));
     // zeros: sums of zeros stay zero however often a region is reduced, at the same speed
     size_t max_floats = (size_t)(a->bytes[a->n_sizes - 1] / sizeof(float));
     a->buf_floats = (size_t)(96 << 20) / sizeof(float);
@@ -147,6 +162,7 @@ static void ar_free(ar_state *a) {
     sm_free(a->scalar);
     sm_free(a->probe_alone);
     sm_free(a->probe_with);
+    sm_free(a->tests);
     sm_free(a->buf);
     sm_free(a->ga);
 }
@@ -207,29 +223,54 @@ static void ar_probe(ar_state *a, int record) {
         t0 = sm_now_s();
         allreduce_once(ar_next(a, (size_t)n), n, 1);
         double comm = sm_now_s() - t0;
+        MPI_CHECK(MPI_Allreduce(&comm, &a->probe_comm, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
         int k = (int)(4.0 * comm / (chunk > 1e-6 ? chunk : 1e-6)) + 8;
         if (k > 4000) k = 4000;
         MPI_CHECK(MPI_Allreduce(&k, &a->probe_chunks, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     }
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    double t0 = sm_now_s();
-    for (int c = 0; c < a->probe_chunks; c++)
-        gemm_mt(0, 0, 256, 256, 256, 1.0f, a->ga, 256, a->gb, 256, 0.0f, a->gc, 256);
-    double alone = sm_now_s() - t0;
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    MPI_Request req;
-    t0 = sm_now_s();
-    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, ar_next(a, (size_t)n), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req));
-    for (int c = 0; c < a->probe_chunks; c++) {
-        gemm_mt(0, 0, 256, 256, 256, 1.0f, a->ga, 256, a->gb, 256, 0.0f, a->gc, 256);
-        int done = 0;
-        MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+    // alone, with, with, alone: each pair's difference, in both orders, so a drift of the machine's
+    // load over the probe cancels
+    double t[4];
+    for (int q = 0; q < 4; q++) {
+        int with = q == 1 || q == 2;
+        MPI_Request req = MPI_REQUEST_NULL;
+        MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+        double t0 = sm_now_s();
+        if (with)
+            MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, ar_next(a, (size_t)n), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req));
+        for (int c = 0; c < a->probe_chunks; c++) {
+            gemm_mt(0, 0, 256, 256, 256, 1.0f, a->ga, 256, a->gb, 256, 0.0f, a->gc, 256);
+            if (with) {
+                int done = 0;
+                MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+            }
+        }
+        t[q] = sm_now_s() - t0;
+        if (with) MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
     }
-    double with = sm_now_s() - t0;
-    MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
-    if (record && a->n_probe < MAX_SAMPLES) {
-        a->probe_alone[a->n_probe] = alone;
-        a->probe_with[a->n_probe++] = with;
+    // progress: test the request only every 3x its time alone (1 ms at least), computing between the
+    // tests, and count the tests until it completes: rounds x the calls each round needs
+    MPI_Request req;
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, ar_next(a, (size_t)n), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req));
+    double gap = 3.0 * a->probe_comm > 1e-3 ? 3.0 * a->probe_comm : 1e-3;
+    int done = 0, n_tests = 0;
+    while (!done && n_tests < 64) {
+        double t0 = sm_now_s();
+        while (sm_now_s() - t0 < gap) gemm_mt(0, 0, 256, 256, 256, 1.0f, a->ga, 256, a->gb, 256, 0.0f, a->gc, 256);
+        MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+        n_tests++;
+    }
+    if (!done) MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    // the slowest rank's count: the collective is done when the last rank's part is
+    double my_tests = n_tests;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &my_tests, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+    if (record && a->n_tests < MAX_SAMPLES) a->tests[a->n_tests++] = my_tests;
+    if (record && a->n_probe + 2 <= MAX_SAMPLES) {
+        a->probe_alone[a->n_probe] = t[0];
+        a->probe_with[a->n_probe++] = t[1];
+        a->probe_alone[a->n_probe] = t[3];
+        a->probe_with[a->n_probe++] = t[2];
     }
 }
 
@@ -253,14 +294,46 @@ static double measure_gamma(void) {
     return median(t, 15) / (double)(n * sizeof(float));
 }
 
-// Medians, fits, gamma and the CPU share, the same on every rank.
-static void ar_finish(ar_state *a, const comm_opts *o) {
+// The sweep's measured time for n bytes (non-blocking), interpolated linearly in log-log between
+// the sizes measured; below the smallest, its time; above the largest, its time per byte
+static double sweep_time(const ar_state *a, double n) {
+    if (n <= a->bytes[0]) return a->t[1][0];   // below the sweep: latency-bound
+    for (int k = 1; k < a->n_sizes; k++)
+        if (n <= a->bytes[k]) {
+            double u = log(n / a->bytes[k - 1]) / log(a->bytes[k] / a->bytes[k - 1]);
+            return exp((1 - u) * log(a->t[1][k - 1]) + u * log(a->t[1][k]));
+        }
+    int l = a->n_sizes - 1;
+    return a->t[1][l] * n / a->bytes[l];
+}
+
+// Medians, fits, gamma and the CPU share, the same on every rank. The model's line keeps the
+// fit's latency (alpha, which the small sizes set) and takes the time per byte that gives the
+// step's own buckets, in sum, the time the sweep measured at their sizes: the fit over the sizes
+// weighs a 4 KiB point like an 8 MiB one, and bandwidth falls past the caches, where most of the
+// step's bytes are (8 MiB buckets).
+static void ar_finish(ar_state *a, const comm_opts *o, const double *bucket_bytes, int n_buckets) {
     for (int b = 0; b < 2; b++)
         for (int k = 0; k < a->n_sizes; k++) a->t[b][k] = median(a->samples[b][k], a->n_samples[b][k]);
     for (int b = 0; b < 2; b++)
         if (scaling_fit(a->bytes, a->t[b], a->fit_sizes, &a->alpha[b], &a->beta[b]) != 0)
             sm_fatal(SM_EXIT_USAGE, "bench comm: the fit needs two sizes or more up to the bucket size: --min-kib %g, "
                      "--bucket-mb %g (command line)", o->min_kib, o->bucket_mb);
+    // the model's line: the fit's latency, and the time per byte that gives the step's buckets, in
+    // sum, the time the sweep measured at their sizes
+    double t_sum = 0, n_sum = 0;
+    for (int i = 0; i < n_buckets; i++) {
+        t_sum += sweep_time(a, bucket_bytes[i]);
+        n_sum += bucket_bytes[i];
+    }
+    a->n_buckets = n_buckets;
+    a->t_buckets = t_sum;
+    a->alpha_b = a->alpha[1] > 0 ? a->alpha[1] : 0.0;
+    a->beta_b = (t_sum - n_buckets * a->alpha_b) / n_sum;
+    if (a->beta_b <= 0) {   // latency above the buckets' whole time: noise; keep the time per byte
+        a->alpha_b = 0.0;
+        a->beta_b = t_sum / n_sum;
+    }
     a->scalar_s = median(a->scalar, a->n_scalar);
     a->gamma_s = o->gamma_ns >= 0 ? o->gamma_ns * 1e-9 : measure_gamma();
     MPI_CHECK(MPI_Bcast(&a->gamma_s, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));   // rank 0's, for all
@@ -272,8 +345,13 @@ static void ar_finish(ar_state *a, const comm_opts *o) {
     int world;
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
     t_lost /= world;
-    double t_comm = a->alpha[1] + a->beta[1] * a->probe_bytes;
+    double t_comm = sweep_time(a, a->probe_bytes);
     a->cpu_share = t_comm > 0 ? t_lost / t_comm : 0.0;
+    // calls per round: the tests the probe needed over the ring's rounds at this rank count, 1 or 2
+    double tests = median(a->tests, a->n_tests);
+    a->n_rounds = scaling_rounds(SCALING_RING, world);
+    a->calls_per_round = tests / a->n_rounds > 1.5 ? 2 : 1;
+    a->median_tests = tests;
     if (a->cpu_share < 0) a->cpu_share = 0;
     if (a->cpu_share > 1) a->cpu_share = 1;
 }
@@ -323,6 +401,13 @@ static void print_allreduce(const comm_opts *o, const ar_state *a, const char *s
             sm_json_num(&j, "ms", "%.6g", a->alpha[b] * 1e3);
             json_end(&j);
         }
+        snprintf(name, sizeof name, "comm %s model line (alpha of the fit, beta matching the buckets)", shape);
+        json_begin(&j, name);
+        sm_json_num(&j, "alpha_us", "%.5g", a->alpha_b * 1e6);
+        sm_json_num(&j, "beta_ns_per_byte", "%.5g", a->beta_b * 1e9);
+        sm_json_num(&j, "gbps", "%.4g", 1e-9 / a->beta_b);
+        sm_json_num(&j, "ms", "%.6g", a->alpha_b * 1e3);
+        json_end(&j);
         snprintf(name, sizeof name, "comm %s reduction sum (a += b, 8 MiB, one thread)", shape);
         json_begin(&j, name);
         sm_json_num(&j, "gamma_ns_per_byte", "%.5g", a->gamma_s * 1e9);
@@ -333,47 +418,75 @@ static void print_allreduce(const comm_opts *o, const ar_state *a, const char *s
         json_begin(&j, name);
         sm_json_num(&j, "ms", "%.6g", a->scalar_s * 1e3);
         json_end(&j);
+        snprintf(name, sizeof name, "comm %s progress", shape);
+        json_begin(&j, name);
+        sm_json_num(&j, "tests", "%.4g", a->median_tests);
+        sm_json_int(&j, "calls_per_round", a->calls_per_round);
+        sm_json_num(&j, "ms", "%.6g", a->probe_comm * 1e3);
+        json_end(&j);
         snprintf(name, sizeof name, "comm %s cpu share", shape);
         json_begin(&j, name);
         sm_json_num(&j, "frac", "%.4f", a->cpu_share);
         sm_json_num(&j, "probe_bytes", "%.0f", a->probe_bytes);
-        sm_json_num(&j, "ms", "%.6g", (a->alpha[1] + a->beta[1] * a->probe_bytes) * 1e3);
+        sm_json_num(&j, "ms", "%.6g", sweep_time(a, a->probe_bytes) * 1e3);
         json_end(&j);
         return;
     }
     printf("allreduce, in place, float sum, buffers out of cache, 4-64 calls back to back per size and round (the\n"
-           "slowest rank's time / calls), median over %d rounds; fitted over %.0f..%.0f B (the buckets' sizes):\n",
+           "slowest rank's time / calls), median over %d rounds; fits over %.0f..%.0f B (up to the bucket size):\n",
            a->n_samples[1][a->n_sizes - 1], a->bytes[0], a->bytes[a->fit_sizes - 1]);
     printf("  %10s  %13s %8s  %13s %8s  %10s\n", "bytes", "Allreduce ms", "GB/s", "Iallreduce ms", "GB/s", "fit ms");
     for (int k = 0; k < a->n_sizes; k++)
         printf("  %10.0f  %13.4f %8.2f  %13.4f %8.2f  %10.4f%s\n", a->bytes[k], a->t[0][k] * 1e3,
                a->bytes[k] / a->t[0][k] * 1e-9, a->t[1][k] * 1e3, a->bytes[k] / a->t[1][k] * 1e-9,
-               (a->alpha[1] + a->beta[1] * a->bytes[k]) * 1e3, k < a->fit_sizes ? "" : "   (beyond the buckets: not fitted)");
+               (a->alpha_b + a->beta_b * a->bytes[k]) * 1e3, k < a->fit_sizes ? "" : "   (beyond the buckets)");
     for (int b = 0; b < 2; b++)
-        printf("  fit %-15s t(n) = alpha + n beta: alpha %8.2f us, beta %.4f ns/B (%.2f GB/s)\n", AR_KIND[b],
-               a->alpha[b] * 1e6, a->beta[b] * 1e9, 1e-9 / a->beta[b]);
+        printf("  fit %-15s over the sizes, t(n) = alpha + n beta: alpha %8.2f us, beta %.4f ns/B (%.2f GB/s)\n",
+               AR_KIND[b], a->alpha[b] * 1e6, a->beta[b] * 1e9, 1e-9 / a->beta[b]);
+    printf("  the model's line (the column above): that alpha, and beta %.4f ns/B (%.2f GB/s) that gives the step's\n"
+           "  %d buckets the sweep's total time at their sizes, %.2f ms\n", a->beta_b * 1e9, 1e-9 / a->beta_b,
+           a->n_buckets, a->t_buckets * 1e3);
     printf("  one double (MPI_Allreduce) %.1f us; the sum on this CPU (a += b, 8 MiB, one thread): gamma %.4f ns/B "
            "(%.1f GB/s)\n", a->scalar_s * 1e6, a->gamma_s * 1e9, 1e-9 / a->gamma_s);
     printf("  cpu share %.2f: a %.0f-byte Iallreduce in flight took %.2f ms from %d compute chunks (256^3 products, "
            "MPI_Test between them)\n", a->cpu_share, a->probe_bytes,
-           a->cpu_share * (a->alpha[1] + a->beta[1] * a->probe_bytes) * 1e3, a->probe_chunks);
+           a->cpu_share * sweep_time(a, a->probe_bytes) * 1e3, a->probe_chunks);
+    printf("  progress: the same Iallreduce, tested every %.1f ms, needed %.1f tests for the ring's %d rounds: %d MPI "
+           "call%s a round\n", (3.0 * a->probe_comm > 1e-3 ? 3.0 * a->probe_comm : 1e-3) * 1e3, a->median_tests,
+           a->n_rounds, a->calls_per_round, a->calls_per_round > 1 ? "s" : "");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Training steps: the real step (with the sync), and backward alone with its per-layer times
 
+// backward's MPI calls, as the sync's hooks would make them: between its large ops (progress) and
+// at each layer's end (layer_done)
 typedef struct {
-    double *t_layer;   // (L) when layer l's layer_done came
+    double *t_calls;   // (max_calls) when each came
+    int *layer_call;   // (L) the index of layer l's layer_done among them
+    int n_calls, max_calls;
 } timeline;
 
-static void tl_layer_done(void *ctx, int layer) { ((timeline *)ctx)->t_layer[layer] = sm_now_s(); }
+static void tl_call(timeline *tl) {
+    if (tl->n_calls < tl->max_calls) tl->t_calls[tl->n_calls] = sm_now_s();
+    tl->n_calls++;
+}
+static void tl_progress(void *ctx) { tl_call(ctx); }
+static void tl_layer_done(void *ctx, int layer) {
+    timeline *tl = ctx;
+    tl->layer_call[layer] = tl->n_calls;
+    tl_call(tl);
+}
 
 typedef struct {
     // medians over the rounds, averaged over the ranks (seconds)
     double step, fwd, bwd, wait, span, opt;   // the real train_step
     double c_fwd, c_bwd, straggle;            // alone: forward + loss, backward; the wait for the last rank
     double sync_alone;                        // the gradient sync with nothing to overlap
+    double norm;                              // sum_squares over the gradient arena (the clip's norm)
     double *group_ready;                      // (L+1): seconds into backward when group g is final
+    int n_calls;
+    double *calls;                            // (n_calls): seconds into backward of each MPI call
     int n_buckets;
     double *bucket_bytes, *bucket_ready;      // (n_buckets), in start order
     size_t n_params;
@@ -409,60 +522,84 @@ static void measure_shape(const comm_opts *o, int shape, const comm_topology *to
     if (loader_init(&ld, &data, o->T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "bench comm: %s", err);
     const adamw_hparams hp = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
 
-    // per round: 6 figures of the real step, then forward, backward and the straggler wait alone,
-    // then the L+1 groups' ready times
-    const int per = 10 + L + 1;
-    double *x = sm_calloc((size_t)steps * per, sizeof(double));
-    double *t_layer = sm_calloc((size_t)L, sizeof(double));
-    timeline tl = {t_layer};
+    // backward's calls: 5 per layer today (4 between its ops, 1 at its end); room for more
+    const int max_calls = 16 * L;
+    timeline tl = {sm_calloc((size_t)max_calls + 1, sizeof(double)), sm_calloc((size_t)L, sizeof(int)), 0, max_calls};
+    // per round: 6 figures of the real step; forward, backward and the wait for the last rank alone;
+    // the sync alone; the norm pass; then the times of backward's calls
+    const int fixed = 11;
+    double *x = NULL;
+    int per = 0, n_calls = -1;
     uint64_t cursor = 0;
     int t = 1;
     for (int k = -warmup; k < steps; k++) {
         ar_sweep(ar, k >= 0);
         ar_probe(ar, k >= 0);
-        // the real step, as train runs it
-        comm_barrier();
-        double t0 = sm_now_s();
-        train_step_stats st;
-        train_step(&tr, &ld, cursor, &hp, 1.0f, t++, &st);
-        double te = sm_now_s();
-        cursor += (uint64_t)o->B * world;
-        // backward alone: the same computation with hooks that only take the time (no sync), then a
-        // barrier: the first rank to finish waits for the last, as it would in the real step
-        loader_fill(&ld, cursor + (uint64_t)topo->rank * o->B, o->B, tr.inputs, tr.targets);
-        cursor += (uint64_t)o->B * world;
-        comm_barrier();
-        double c0 = sm_now_s();
-        gpt2_zero_grad(&tr.st);
-        gpt2_forward(&tr.w, &tr.st.acts, tr.inputs, o->B, o->T);
-        gpt2_loss_backward(&cfg, &tr.st.acts, tr.targets, 1.0f / ((float)o->B * o->T * world));
-        double c1 = sm_now_s();
-        tr.st.hooks = (gpt2_grad_hooks){tl_layer_done, NULL, &tl};
-        gpt2_backward(&tr.w, &tr.st, tr.inputs);
-        double c2 = sm_now_s();
-        tr.st.hooks = (gpt2_grad_hooks){0};
-        comm_barrier();
-        double c3 = sm_now_s();
-        // the whole sync alone, every bucket started at once as the wait does (nothing overlapped)
-        comm_gradsync_begin(&tr.sync);
-        comm_barrier();
-        double s0 = sm_now_s();
-        comm_gradsync_wait(&tr.sync);
-        double s1 = sm_now_s();
+        double fig[11];
+        // the real step and backward alone, in turn first, so that neither always follows the sweep
+        for (int half = 0; half < 2; half++) {
+            if ((half == 0) == (k % 2 == 0)) {
+                // the real step, as train runs it
+                comm_barrier();
+                double t0 = sm_now_s();
+                train_step_stats st;
+                train_step(&tr, &ld, cursor, &hp, 1.0f, t++, &st);
+                fig[0] = sm_now_s() - t0;
+                fig[1] = st.fwd_ms * 1e-3;
+                fig[2] = st.bwd_ms * 1e-3;
+                fig[3] = st.comm.wait_ms * 1e-3;
+                fig[4] = st.comm.span_ms * 1e-3;
+                fig[5] = st.opt_ms * 1e-3;
+                cursor += (uint64_t)o->B * world;
+                continue;
+            }
+            // backward alone: the same computation with hooks that only take the time (no sync), then
+            // a barrier: the first rank to finish waits for the last, as it would in the real step
+            loader_fill(&ld, cursor + (uint64_t)topo->rank * o->B, o->B, tr.inputs, tr.targets);
+            cursor += (uint64_t)o->B * world;
+            comm_barrier();
+            double c0 = sm_now_s();
+            gpt2_zero_grad(&tr.st);
+            gpt2_forward(&tr.w, &tr.st.acts, tr.inputs, o->B, o->T);
+            gpt2_loss_backward(&cfg, &tr.st.acts, tr.targets, 1.0f / ((float)o->B * o->T * world));
+            double c1 = sm_now_s();
+            tl.n_calls = 0;
+            tr.st.hooks = (gpt2_grad_hooks){tl_layer_done, tl_progress, &tl};
+            gpt2_backward(&tr.w, &tr.st, tr.inputs);
+            double c2 = sm_now_s();
+            tr.st.hooks = (gpt2_grad_hooks){0};
+            comm_barrier();
+            double c3 = sm_now_s();
+            // the clip's norm pass over the gradients (the sync runs it on each bucket once reduced)
+            double n0 = sm_now_s();
+            volatile double norm_sq = sum_squares(sm_table_f32(&tr.st.grads), sm_table_n_f32(&tr.st.grads));
+            (void)norm_sq;
+            double n1 = sm_now_s();
+            // the whole sync alone, every bucket started at once as the wait does (nothing overlapped)
+            comm_gradsync_begin(&tr.sync);
+            comm_barrier();
+            double s0 = sm_now_s();
+            comm_gradsync_wait(&tr.sync);
+            double s1 = sm_now_s();
+            fig[6] = c1 - c0;
+            fig[7] = c2 - c1;
+            fig[8] = c3 - c2;
+            fig[9] = s1 - s0;
+            fig[10] = n1 - n0;
+            SM_CHECK(tl.n_calls <= max_calls && (n_calls < 0 || tl.n_calls == n_calls),
+                     "bench comm: backward made %d MPI calls (expected %d, at most %d)", tl.n_calls, n_calls, max_calls);
+            if (n_calls < 0) {
+                n_calls = tl.n_calls;
+                per = fixed + n_calls + 1;
+                x = sm_calloc((size_t)steps * (size_t)per, sizeof(double));
+            }
+            for (int c = 0; c < n_calls; c++) tl.t_calls[c] -= c1;
+            tl.t_calls[n_calls] = c2 - c1;   // the end of backward: group L (wte, wpe) is ready then
+        }
         if (k < 0) continue;
         double *r = x + (size_t)k * per;
-        r[0] = te - t0;
-        r[1] = st.fwd_ms * 1e-3;
-        r[2] = st.bwd_ms * 1e-3;
-        r[3] = st.comm.wait_ms * 1e-3;
-        r[4] = st.comm.span_ms * 1e-3;
-        r[5] = st.opt_ms * 1e-3;
-        r[6] = c1 - c0;
-        r[7] = c2 - c1;
-        r[8] = c3 - c2;
-        r[9] = s1 - s0;
-        for (int g = 0; g < L; g++) r[10 + g] = t_layer[L - 1 - g] - c1;   // group g is layer L-1-g
-        r[10 + L] = c2 - c1;                                               // group L: wte, wpe, at the end
+        memcpy(r, fig, sizeof fig);
+        memcpy(r + fixed, tl.t_calls, (size_t)(n_calls + 1) * sizeof(double));
     }
     // medians over the rounds, figure by figure, then the mean over the ranks
     double *med = sm_calloc((size_t)per, sizeof(double)), *col = sm_calloc((size_t)steps, sizeof(double));
@@ -474,11 +611,20 @@ static void measure_shape(const comm_opts *o, int shape, const comm_topology *to
     for (int i = 0; i < per; i++) med[i] /= world;
     f->step = med[0], f->fwd = med[1], f->bwd = med[2], f->wait = med[3], f->span = med[4], f->opt = med[5];
     f->c_fwd = med[6], f->c_bwd = med[7], f->straggle = med[8];
-    f->group_ready = sm_calloc((size_t)L + 1, sizeof(double));
     f->sync_alone = med[9];
-    for (int g = 0; g <= L; g++) f->group_ready[g] = med[10 + g];
-    for (int g = 1; g <= L; g++)   // the medians of neighbours need not be ordered; the timeline is
-        if (f->group_ready[g] < f->group_ready[g - 1]) f->group_ready[g] = f->group_ready[g - 1];
+    f->norm = med[10];
+    // the calls, in order (medians of neighbours need not be), and each group's ready time: its
+    // layer's layer_done call; group L at the end of backward
+    f->n_calls = n_calls;
+    f->calls = sm_calloc((size_t)n_calls + 1, sizeof(double));
+    for (int c = 0; c <= n_calls; c++) {
+        f->calls[c] = med[fixed + c];
+        if (c > 0 && f->calls[c] < f->calls[c - 1]) f->calls[c] = f->calls[c - 1];
+    }
+    f->c_bwd = f->calls[n_calls];
+    f->group_ready = sm_calloc((size_t)L + 1, sizeof(double));
+    for (int g = 0; g < L; g++) f->group_ready[g] = f->calls[tl.layer_call[L - 1 - g]];   // group g is layer L-1-g
+    f->group_ready[L] = f->c_bwd;
     // the buckets as the sync cut them (comm/gradsync.c), in start order
     f->n_buckets = tr.sync.n_buckets;
     f->bucket_bytes = sm_calloc((size_t)f->n_buckets, sizeof(double));
@@ -493,7 +639,8 @@ static void measure_shape(const comm_opts *o, int shape, const comm_topology *to
     sm_free(med);
     sm_free(col);
     sm_free(x);
-    sm_free(t_layer);
+    sm_free(tl.t_calls);
+    sm_free(tl.layer_call);
     loader_free(&ld);
     sm_free(data.tokens);
     trainer_free(&tr);
@@ -501,6 +648,7 @@ static void measure_shape(const comm_opts *o, int shape, const comm_topology *to
 
 static void free_steps(step_figures *f) {
     sm_free(f->group_ready);
+    sm_free(f->calls);
     sm_free(f->bucket_bytes);
     sm_free(f->bucket_ready);
 }
@@ -508,12 +656,13 @@ static void free_steps(step_figures *f) {
 // ---------------------------------------------------------------------------------------------
 // The model against the measurement, and the table for N nodes
 
-// The step as the model sees it at the measured rank count: the compute alone, the buckets at the
-// non-blocking fit's times, this run's cpu share; the optimizer's measured time (its two scalar
-// allreduces included).
-static scaling_step model_step(const step_figures *f, double cpu_share) {
+// The step as the model sees it: the compute alone, backward's calls, the buckets; the optimizer's
+// measured time (its two scalar allreduces included). calls_per_round 0: progress without pause.
+static scaling_step model_step(const step_figures *f, double cpu_share, int calls_per_round) {
     return (scaling_step){.n_buckets = f->n_buckets, .bucket_bytes = f->bucket_bytes, .ready_s = f->bucket_ready,
-                          .fwd_s = f->c_fwd, .bwd_s = f->c_bwd, .opt_s = f->opt, .cpu_share = cpu_share};
+                          .fwd_s = f->c_fwd, .bwd_s = f->c_bwd, .opt_s = f->opt, .post_s = f->norm / f->grad_bytes,
+                          .cpu_share = cpu_share, .n_calls = calls_per_round ? f->n_calls : 0, .calls_s = f->calls,
+                          .calls_per_round = calls_per_round};
 }
 
 static void check_row(const comm_opts *o, const char *shape, const char *what, double pred, double meas, int world) {
@@ -533,10 +682,10 @@ static void check_row(const comm_opts *o, const char *shape, const char *what, d
 }
 
 static void check_prediction(const comm_opts *o, const char *shape, const step_figures *f, const ar_state *a, int world) {
-    scaling_step p = model_step(f, a->cpu_share);
+    scaling_step p = model_step(f, a->cpu_share, a->calls_per_round);
     double *bs = sm_calloc((size_t)f->n_buckets, sizeof(double));
-    for (int i = 0; i < f->n_buckets; i++) bs[i] = a->alpha[1] + a->beta[1] * f->bucket_bytes[i];
-    scaling_prediction r = scaling_predict(&p, bs, 0.0);
+    for (int i = 0; i < f->n_buckets; i++) bs[i] = a->alpha_b + a->beta_b * f->bucket_bytes[i];
+    scaling_prediction r = scaling_predict(&p, bs, scaling_rounds(SCALING_RING, world), 0.0);
     sm_free(bs);
     // the ranks are not identical here: the first to finish backward waits for the last (measured,
     // the straggle) before the last buckets can go
@@ -550,28 +699,35 @@ static void check_prediction(const comm_opts *o, const char *shape, const step_f
     check_row(o, shape, "exposed wait", wait, f->wait, world);
     check_row(o, shape, "backward (with the sync's work)", f->c_bwd + r.stretch_s, f->bwd, world);
     check_row(o, shape, "forward", f->c_fwd, f->fwd, world);
-    check_row(o, shape, "gradient sync alone", r.comm_s, f->sync_alone, world);
+    check_row(o, shape, "gradient sync alone", r.comm_s + f->norm, f->sync_alone, world);
+    if (!o->json) {
+        double sum_meas = 0;
+        for (int i = 0; i < f->n_buckets; i++) sum_meas += sweep_time(a, f->bucket_bytes[i]);
+        printf("  the sync alone: %.1f measured; its buckets one by one: %.1f by the fit, %.1f by the sweep's own "
+               "times; + %.1f the norm pass\n", f->sync_alone * 1e3, r.comm_s * 1e3, sum_meas * 1e3, f->norm * 1e3);
+    }
     if (!o->json)
-        printf("  where: forward %.1f, backward alone %.1f (+%.1f stretch: cpu share %.2f of %.1f ms hidden), optimizer "
-               "%.1f, communication tail %.1f, waiting for the last rank %.1f (measured alone); the sync's span %.1f "
-               "measured, %.1f of allreduce predicted\n",
-               f->c_fwd * 1e3, f->c_bwd * 1e3, r.stretch_s * 1e3, a->cpu_share, (r.comm_s - r.wait_s) * 1e3,
-               f->opt * 1e3, r.wait_s * 1e3, f->straggle * 1e3, f->span * 1e3, r.comm_s * 1e3);
+        printf("  where: forward %.1f, backward alone %.1f (+%.1f stretch), optimizer %.1f, wait for the last buckets "
+               "%.1f and for the last rank %.1f (measured alone); the norm pass %.1f; cpu share %.2f\n",
+               f->c_fwd * 1e3, f->c_bwd * 1e3, r.stretch_s * 1e3, f->opt * 1e3, r.wait_s * 1e3, f->straggle * 1e3,
+               f->norm * 1e3, a->cpu_share);
 }
 
 // The figures the model takes, as one JSON object (the tests recompute the table from it)
 static void print_timeline(const char *shape, const step_figures *f, const ar_state *a) {
-    char name[160], list[2][SM_JSON_MAX / 2 - 64];
-    size_t len[2] = {0, 0};
-    for (int i = 0; i < f->n_buckets; i++)
-        for (int b = 0; b < 2; b++) {
-            double v = b ? f->bucket_ready[i] * 1e3 : f->bucket_bytes[i];
+    char name[160], list[3][SM_JSON_MAX / 3 - 64];
+    size_t len[3] = {0, 0, 0};
+    for (int b = 0; b < 3; b++) {
+        int n = b < 2 ? f->n_buckets : f->n_calls;
+        for (int i = 0; i < n; i++) {
+            double v = b == 0 ? f->bucket_bytes[i] : b == 1 ? f->bucket_ready[i] * 1e3 : f->calls[i] * 1e3;
             int w = snprintf(list[b] + len[b], sizeof list[b] - len[b], "%s%.9g", i ? "," : "[", v);
             SM_CHECK(w > 0 && len[b] + (size_t)w + 2 < sizeof list[b], "bench comm: %d buckets overflow the JSON line",
                      f->n_buckets);
             len[b] += (size_t)w;
         }
-    for (int b = 0; b < 2; b++) snprintf(list[b] + len[b], sizeof list[b] - len[b], "]");
+        snprintf(list[b] + len[b], sizeof list[b] - len[b], n ? "]" : "[]");
+    }
     snprintf(name, sizeof name, "comm %s timeline", shape);
     sm_json j;
     json_begin(&j, name);
@@ -582,9 +738,12 @@ static void print_timeline(const char *shape, const step_figures *f, const ar_st
     sm_json_num(&j, "straggle_ms", "%.9g", f->straggle * 1e3);
     sm_json_num(&j, "gamma_ns_per_byte", "%.9g", a->gamma_s * 1e9);
     sm_json_num(&j, "cpu_share", "%.9g", a->cpu_share);
+    sm_json_num(&j, "post_ns_per_byte", "%.9g", f->norm / f->grad_bytes * 1e9);
     sm_json_int(&j, "n_buckets", f->n_buckets);
     sm_json_raw(&j, "bucket_bytes", list[0]);
     sm_json_raw(&j, "ready_ms", list[1]);
+    sm_json_raw(&j, "calls_ms", list[2]);
+    sm_json_int(&j, "calls_per_round", a->calls_per_round);
     sm_json_num(&j, "ms", "%.9g", f->c_bwd * 1e3);
     json_end(&j);
 }
@@ -592,6 +751,7 @@ static void print_timeline(const char *shape, const step_figures *f, const ar_st
 typedef struct {
     scaling_net net;
     double cpu_share;
+    int calls_per_round;
 } table_net;
 
 static void print_table(const comm_opts *o, const char *shape, const step_figures *f, const table_net *tn,
@@ -603,15 +763,16 @@ static void print_table(const comm_opts *o, const char *shape, const step_figure
     // recursive doubling at every node count, as MPI does for 8-byte messages
     double opt_alone = f->opt - 2.0 * scalar_measured_s;
     if (opt_alone < 0) opt_alone = 0;
-    scaling_step p = model_step(f, tn->cpu_share);
+    scaling_step p = model_step(f, tn->cpu_share, o->continuous ? 0 : tn->calls_per_round);
     p.opt_s = opt_alone;
-    double alone = p.fwd_s + p.bwd_s + p.opt_s;
     double tokens = (double)o->B * o->T;
     double *bs = sm_calloc((size_t)f->n_buckets, sizeof(double));
     if (!o->json) {
-        printf("network %s: alpha %.2f us, beta %.4f ns/B (%.2f GB/s), gamma %.4f ns/B, cpu share %.2f\n  (%s)\n",
-               tn->net.name, tn->net.alpha_s * 1e6, tn->net.beta_s * 1e9, 1e-9 / tn->net.beta_s, tn->net.gamma_s * 1e9,
-               tn->cpu_share, tn->net.source);
+        printf("network %s: alpha %.2f us, beta %.4f ns/B (%.2f GB/s), gamma %.4f ns/B, cpu share %.2f, progress %s\n"
+               "  (%s)\n", tn->net.name, tn->net.alpha_s * 1e6, tn->net.beta_s * 1e9, 1e-9 / tn->net.beta_s,
+               tn->net.gamma_s * 1e9, tn->cpu_share,
+               o->continuous ? "without pause" : tn->calls_per_round > 1 ? "at backward's calls, 2 a round" : "at backward's calls",
+               tn->net.source);
         printf("  %6s", "N");
         for (int a = 0; a < n_algo; a++)
             printf(" | %-5s %9s %9s %6s %10s", scaling_algo_name(algos[a]), "step ms", "exposed", "eff", "tokens/s");
@@ -622,8 +783,8 @@ static void print_table(const comm_opts *o, const char *shape, const step_figure
         for (int a = 0; a < n_algo; a++) {
             for (int i = 0; i < f->n_buckets; i++) bs[i] = scaling_allreduce_s(algos[a], N, f->bucket_bytes[i], &tn->net);
             double scalars = 2.0 * scaling_allreduce_s(SCALING_TREE, N, 8.0, &tn->net);
-            scaling_prediction r = scaling_predict(&p, bs, scalars);
-            double exposed = r.step_s - alone;
+            scaling_prediction r = scaling_predict(&p, bs, scaling_rounds(algos[a], N), scalars);
+            double alone = r.alone_s, exposed = r.step_s - alone;
             if (o->json) {
                 char name[200];
                 snprintf(name, sizeof name, "scaling %s %s %s N=%d", shape, tn->net.name, scaling_algo_name(algos[a]), N);
@@ -640,6 +801,8 @@ static void print_table(const comm_opts *o, const char *shape, const step_figure
                 sm_json_num(&j, "beta_ns_per_byte", "%.5g", tn->net.beta_s * 1e9);
                 sm_json_num(&j, "gamma_ns_per_byte", "%.5g", tn->net.gamma_s * 1e9);
                 sm_json_num(&j, "cpu_share", "%.4f", tn->cpu_share);
+                sm_json_int(&j, "calls_per_round", o->continuous ? 0 : tn->calls_per_round);
+                sm_json_int(&j, "rounds", scaling_rounds(algos[a], N));
                 sm_json_str(&j, "baseline", "one node, no communication");
                 sm_json_num(&j, "baseline_ms", "%.6g", alone * 1e3);
                 sm_json_num(&j, "ratio", "%.4f", r.step_s / alone);
@@ -663,7 +826,7 @@ static void parse_comm(int argc, char **argv, comm_opts *o, int *list_nets) {
                      .cpu_share = 0.0, .algos = 3};
     *list_nets = 0;
     enum { O_SHAPE = 256, O_BATCH, O_SEQ, O_STEPS, O_BUCKET, O_MINK, O_MAXM, O_NET, O_ALPHA, O_BETA, O_GAMMA, O_SHARE,
-           O_ALGO, O_MAXN, O_THREADS, O_JSON, O_HELP };
+           O_ALGO, O_MAXN, O_THREADS, O_PROGRESS, O_JSON, O_HELP };
     static const struct option opts[] = {
         {"shape", required_argument, 0, O_SHAPE}, {"batch", required_argument, 0, O_BATCH},
         {"seq", required_argument, 0, O_SEQ}, {"steps", required_argument, 0, O_STEPS},
@@ -672,7 +835,8 @@ static void parse_comm(int argc, char **argv, comm_opts *o, int *list_nets) {
         {"alpha", required_argument, 0, O_ALPHA}, {"beta", required_argument, 0, O_BETA},
         {"gamma", required_argument, 0, O_GAMMA}, {"cpu-share", required_argument, 0, O_SHARE},
         {"algo", required_argument, 0, O_ALGO}, {"max-nodes", required_argument, 0, O_MAXN},
-        {"threads", required_argument, 0, O_THREADS}, {"json", no_argument, 0, O_JSON},
+        {"threads", required_argument, 0, O_THREADS}, {"progress", required_argument, 0, O_PROGRESS},
+        {"json", no_argument, 0, O_JSON},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     opterr = 0;
@@ -718,6 +882,11 @@ static void parse_comm(int argc, char **argv, comm_opts *o, int *list_nets) {
             break;
         case O_MAXN: o->max_nodes = (int)cli_int("--max-nodes", optarg, 2, 1 << 20); break;
         case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
+        case O_PROGRESS:
+            if (!strcmp(optarg, "calls")) o->continuous = 0;
+            else if (!strcmp(optarg, "continuous")) o->continuous = 1;
+            else sm_fatal(SM_EXIT_USAGE, "--progress expects calls or continuous, got '%s' (command line)", optarg);
+            break;
         case O_JSON: o->json = 1; break;
         case O_HELP: fputs(BENCH_COMM_USAGE, stdout); exit(SM_EXIT_OK);
         default: cli_bad_option("bench comm", argc, argv);
@@ -759,7 +928,7 @@ int bench_comm(int argc, char **argv) {
         ar_init(&ar, &o);
         step_figures f;
         measure_shape(&o, s, &topo, &ar, &f);
-        ar_finish(&ar, &o);
+        ar_finish(&ar, &o, f.bucket_bytes, f.n_buckets);
         const char *shape = SHAPES[s].name;
         if (topo.rank == 0) {
             if (!o.json)
@@ -778,8 +947,9 @@ int bench_comm(int argc, char **argv) {
             table_net tn;
             if (o.nets & 1) {
                 tn.net = scaling_net_from_fit(topo.n_nodes > 1 ? "measured (TCP between the hosts)" : "measured (one host)",
-                                              topo.world_size, ar.alpha[1], ar.beta[1], ar.gamma_s);
+                                              topo.world_size, ar.alpha_b, ar.beta_b, ar.gamma_s);
                 tn.cpu_share = ar.cpu_share;
+                tn.calls_per_round = ar.calls_per_round;
                 print_table(&o, shape, &f, &tn, &topo, ar.scalar_s);
             }
             for (int i = 0; i < SCALING_N_PRESETS; i++) {
@@ -787,11 +957,13 @@ int bench_comm(int argc, char **argv) {
                 tn.net = SCALING_PRESETS[i];
                 tn.net.gamma_s = ar.gamma_s;
                 tn.cpu_share = o.cpu_share;
+                tn.calls_per_round = 1;
                 print_table(&o, shape, &f, &tn, &topo, ar.scalar_s);
             }
             if (o.alpha_us >= 0) {
                 tn.net = (scaling_net){"custom", o.alpha_us * 1e-6, o.beta_ns * 1e-9, ar.gamma_s, "--alpha, --beta"};
                 tn.cpu_share = o.cpu_share;
+                tn.calls_per_round = 1;
                 print_table(&o, shape, &f, &tn, &topo, ar.scalar_s);
             }
             fflush(stdout);

@@ -79,24 +79,79 @@ scaling_net scaling_net_from_fit(const char *name, int N, double alpha_fit_s, do
     return net;
 }
 
-scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s, double scalars_s) {
-    // The buckets go out one after the other (one link per node; Open MPI progresses concurrent
-    // collectives on it, which finishes the last no sooner than in sequence): bucket i starts
-    // when it is ready and the link is free, and the step waits after backward for what is left.
-    double link_free = 0.0, comm = 0.0;
-    for (int i = 0; i < p->n_buckets; i++) {
-        double start = p->ready_s[i] > link_free ? p->ready_s[i] : link_free;
-        link_free = start + bucket_s[i];
+int scaling_rounds(scaling_algo algo, int N) {
+    if (N <= 1) return 0;
+    return algo == SCALING_RING ? 2 * (N - 1) : ceil_log2(N);
+}
+
+// The link: one round at a time. A round that may start at `from` takes it when it is free.
+typedef struct {
+    double free, before, bwd;   // when it is free; its busy time before bwd
+} link_state;
+
+static double link_take(link_state *l, double from, double dur) {
+    double s = from > l->free ? from : l->free, e = s + dur;
+    l->free = e;
+    if (s < l->bwd) l->before += (e < l->bwd ? e : l->bwd) - s;
+    return e;
+}
+
+scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s, int rounds, double scalars_s) {
+    const int n = p->n_buckets;
+    if (rounds < 1) rounds = 1;
+    double *avail = sm_calloc((size_t)n + 1, sizeof(double)), *end = sm_calloc((size_t)n + 1, sizeof(double));
+    int *left = sm_calloc((size_t)n + 1, sizeof(int));
+    link_state link = {.free = 0.0, .before = 0.0, .bwd = p->bwd_s};
+    double comm = 0.0, bytes = 0.0;
+    for (int i = 0; i < n; i++) {
+        avail[i] = end[i] = p->ready_s[i];
+        left[i] = rounds;
         comm += bucket_s[i];
+        bytes += p->bucket_bytes[i];
     }
-    double wait = link_free > p->bwd_s ? link_free - p->bwd_s : 0.0;
-    // the share of the reductions' time that runs on the cores backward uses (a reduction done by
-    // the rank's own thread inside MPI calls, a kernel TCP stack) stretches backward instead of
-    // hiding behind it
-    double hidden = comm - wait > 0 ? comm - wait : 0.0;
-    scaling_prediction r = {.comm_s = comm, .wait_s = wait, .stretch_s = p->cpu_share * hidden};
-    double alone = p->fwd_s + p->bwd_s + p->opt_s;
-    r.step_s = alone + r.wait_s + r.stretch_s + scalars_s;
-    r.efficiency = r.step_s > 0 ? alone / r.step_s : 1.0;
+    // during backward: rounds posted at the calls only
+    const double eps = 1e-12;
+    for (int k = 0; k < p->n_calls && p->calls_s[k] < p->bwd_s; k++) {
+        double at = p->calls_s[k];
+        // with two calls a round, its data moves at the next call (or in the wait)
+        double moves = at;
+        if (p->calls_per_round >= 2) moves = k + 1 < p->n_calls && p->calls_s[k + 1] < p->bwd_s ? p->calls_s[k + 1] : p->bwd_s;
+        for (int i = 0; i < n; i++)
+            if (left[i] > 0 && p->ready_s[i] <= at + eps && avail[i] <= at + eps) {
+                end[i] = avail[i] = link_take(&link, moves, bucket_s[i] / rounds);
+                left[i]--;
+            }
+    }
+    // the rest without pause: from each bucket's ready time when no calls are given, else after backward
+    for (int i = 0; i < n; i++)
+        while (left[i] > 0) {
+            double from = avail[i];
+            if (p->n_calls > 0 && from < p->bwd_s) from = p->bwd_s;
+            end[i] = avail[i] = link_take(&link, from, bucket_s[i] / rounds);
+            left[i]--;
+        }
+    // post work on the cores: the buckets ended after backward get it in the wait, as they arrive
+    double cpu_free = p->bwd_s, tail_bytes = 0.0, last = p->bwd_s;
+    for (int i = 0; i < n; i++) {
+        if (end[i] > last) last = end[i];
+        if (end[i] > p->bwd_s) {
+            tail_bytes += p->bucket_bytes[i];
+            cpu_free = (cpu_free > end[i] ? cpu_free : end[i]) + p->post_s * p->bucket_bytes[i];
+        }
+    }
+    double link_wait = last - p->bwd_s;
+    double wait_beside = (cpu_free > last ? cpu_free : last) - p->bwd_s, wait_after = link_wait + p->post_s * tail_bytes;
+    scaling_prediction r = {.comm_s = comm};
+    r.wait_s = (1.0 - p->cpu_share) * wait_beside + p->cpu_share * wait_after;
+    // the link's time during backward, as far as it runs on the cores backward uses (a reduction done
+    // by the rank's own thread inside MPI calls, a kernel TCP stack), and the post work of the buckets
+    // ended during backward, lengthen backward
+    r.stretch_s = p->cpu_share * link.before + p->post_s * (bytes - tail_bytes);
+    r.alone_s = p->fwd_s + p->bwd_s + p->opt_s + p->post_s * bytes;
+    r.step_s = p->fwd_s + p->bwd_s + p->opt_s + r.wait_s + r.stretch_s + scalars_s;
+    r.efficiency = r.step_s > 0 ? r.alone_s / r.step_s : 1.0;
+    sm_free(avail);
+    sm_free(end);
+    sm_free(left);
     return r;
 }

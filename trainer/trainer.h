@@ -345,30 +345,51 @@ int scaling_fit(const double *n_bytes, const double *t_s, int k, double *alpha_s
 // at >= a tenth of beta_fit's share against noise; N = 2 gives alpha_fit/2 and beta_fit - gamma/2.
 scaling_net scaling_net_from_fit(const char *name, int N, double alpha_fit_s, double beta_fit_s, double gamma_s);
 
+// Rounds of one allreduce over N nodes, each a step every node must take before the next: the ring
+// 2(N-1) (N-1 of the reduce-scatter, N-1 of the allgather), recursive doubling ceil(log2 N).
+int scaling_rounds(scaling_algo algo, int N);
+
 // One rank's data-parallel step, measured without communication: the gradient buckets in the
 // order the sync starts them, each with its size and the time after backward's start when its
-// last gradient is final.
+// last gradient is final, and the times backward calls MPI.
 typedef struct {
     int n_buckets;
     const double *bucket_bytes;   // (n_buckets)
-    const double *ready_s;        // (n_buckets), non-decreasing
+    const double *ready_s;        // (n_buckets), non-decreasing; each one of calls_s (its layer's call)
     double fwd_s, bwd_s, opt_s;   // forward with the loss, backward, optimizer
+    double post_s;                // seconds per byte of work on each bucket once reduced (the norm's
+                                  // sum of squares), on the rank's cores; one node does it at ready time
     double cpu_share;             // 0..1: share of communication time that takes the cores from backward
+    // Progress. Open MPI moves a non-blocking collective only inside MPI calls: during backward the
+    // sync calls MPI at calls_s (its hooks between backward's ops, and at each layer's end); a
+    // round is posted at a call, moves its data at once (calls_per_round 1: RDMA, socket buffers)
+    // or at the next call (2: shared memory's single copy, done by the receiver inside a call), and
+    // the bucket's next round is posted at the first call after that one ended. From bwd_s on, the
+    // wait calls MPI without pause. n_calls = 0: progress without pause throughout (a progress
+    // thread, or a NIC that runs the collective itself).
+    int n_calls;
+    const double *calls_s;        // (n_calls), ascending, seconds into backward
+    int calls_per_round;          // 1 or 2
 } scaling_step;
 
 typedef struct {
     double comm_s;       // all buckets' allreduces, end to end
-    double wait_s;       // the step blocked after backward for the last buckets
-    double stretch_s;    // backward made longer by communication on its cores (cpu_share)
+    double wait_s;       // the step blocked after backward for the last buckets and their post work
+    double stretch_s;    // backward made longer by communication and post work on its cores
+    double alone_s;      // one node's step: fwd + bwd + opt + post work, no communication
     double step_s;       // fwd + bwd + opt + wait + stretch + the scalar allreduces
-    double efficiency;   // (fwd + bwd + opt) / step: the single node's step over this one
+    double efficiency;   // alone / step: one node's step over this one's (weak scaling)
 } scaling_prediction;
 
-// The step at one node count: bucket_s[i] is bucket i's allreduce time there, scalars_s the small
-// allreduces of the step (loss, skip decision). The buckets share one link in order: bucket i
-// starts at max(ready_s[i], end of bucket i-1); wait = max(0, end of the last - bwd_s); the
-// hidden part (comm - wait) stretches backward by cpu_share of itself.
-scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s, double scalars_s);
+// The step at one node count: bucket_s[i] is bucket i's allreduce time there, in `rounds` equal
+// rounds (scaling_rounds); scalars_s the step's small allreduces (loss, skip decision). One link
+// per node carries one round at a time, in the order they are posted: at each call during backward
+// every started bucket whose last round has ended posts its next (in bucket order); after bwd_s the
+// remaining rounds follow each other. The buckets that end after bwd_s get their post work then,
+// beside the link's later transfers (share 1 - cpu_share) or after them (cpu_share): wait = that
+// blend past bwd_s. The link's time before bwd_s lengthens backward by cpu_share of itself, and the
+// post work of the buckets ended by then by all of itself.
+scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s, int rounds, double scalars_s);
 
 // =============================================================================================
 // Subcommands (each parses its own argv and returns an exit status) and option parsing.
