@@ -221,6 +221,11 @@ static void test_predict_calls(void) {
     // ... and 4 rounds of 0.5 ms: 4..4.5 and 8..8.5 during backward; the wait: 10..10.5, 10.5..11
     r = scaling_predict(&p, link, 4, 0.0);
     CU_ASSERT(close_to(r.wait_s, 1e-3, 0, 1e-12));
+    // three calls a round (the data moves at the second call after): 2 rounds of 1 ms: posted at 2,
+    // moves at 6..7; posted at 8, moves in the wait: 10..11
+    p.calls_per_round = 3;
+    r = scaling_predict(&p, link, 2, 0.0);
+    CU_ASSERT(close_to(r.wait_s, 1e-3, 0, 1e-12));
     // two buckets ready at the same call share the link in turn: at 2: A 2..3, B 3..4; at 4: A
     // 4..5, B 5..6 (posted at 4, B's first round having ended at 4)
     p.n_buckets = 2;

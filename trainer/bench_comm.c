@@ -350,10 +350,11 @@ static void ar_finish(ar_state *a, const comm_opts *o, const double *bucket_byte
     t_lost /= world;
     double t_comm = sweep_time(a, a->probe_bytes);
     a->cpu_share = t_comm > 0 ? t_lost / t_comm : 0.0;
-    // calls per round: the tests the probe needed over the ring's rounds at this rank count, 1 or 2
+    // calls per round: the tests the probe needed over the ring's rounds at this rank count
     double tests = median(a->tests, a->n_tests);
     a->n_rounds = scaling_rounds(SCALING_RING, world);
-    a->calls_per_round = tests / a->n_rounds > 1.5 ? 2 : 1;
+    a->calls_per_round = (int)lround(tests / a->n_rounds);
+    if (a->calls_per_round < 1) a->calls_per_round = 1;
     a->median_tests = tests;
     if (a->cpu_share < 0) a->cpu_share = 0;
     if (a->cpu_share > 1) a->cpu_share = 1;
@@ -778,11 +779,12 @@ static void print_table(const comm_opts *o, const char *shape, const step_figure
     double tokens = (double)o->B * o->T;
     double *bs = sm_calloc((size_t)f->n_buckets, sizeof(double));
     if (!o->json) {
+        char progress[64];
+        if (o->continuous) snprintf(progress, sizeof progress, "without pause");
+        else snprintf(progress, sizeof progress, "at backward's calls, %d a round", tn->calls_per_round);
         printf("network %s: alpha %.2f us, beta %.4f ns/B (%.2f GB/s), gamma %.4f ns/B, cpu share %.2f, progress %s\n"
                "  (%s)\n", tn->net.name, tn->net.alpha_s * 1e6, tn->net.beta_s * 1e9, 1e-9 / tn->net.beta_s,
-               tn->net.gamma_s * 1e9, tn->cpu_share,
-               o->continuous ? "without pause" : tn->calls_per_round > 1 ? "at backward's calls, 2 a round" : "at backward's calls",
-               tn->net.source);
+               tn->net.gamma_s * 1e9, tn->cpu_share, progress, tn->net.source);
         printf("  %6s", "N");
         for (int a = 0; a < n_algo; a++)
             printf(" | %-5s %9s %9s %6s %10s", scaling_algo_name(algos[a]), "step ms", "exposed", "eff", "tokens/s");

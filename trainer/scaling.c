@@ -113,9 +113,9 @@ scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s
     const double eps = 1e-12;
     for (int k = 0; k < p->n_calls && p->calls_s[k] < p->bwd_s; k++) {
         double at = p->calls_s[k];
-        // with two calls a round, its data moves at the next call (or in the wait)
-        double moves = at;
-        if (p->calls_per_round >= 2) moves = k + 1 < p->n_calls && p->calls_s[k + 1] < p->bwd_s ? p->calls_s[k + 1] : p->bwd_s;
+        // with c calls a round, its data moves at the (c-1)th call after this one (or in the wait)
+        int m = k + (p->calls_per_round > 1 ? p->calls_per_round - 1 : 0);
+        double moves = m < p->n_calls && p->calls_s[m] < p->bwd_s ? p->calls_s[m] : p->bwd_s;
         for (int i = 0; i < n; i++)
             if (left[i] > 0 && p->ready_s[i] <= at + eps && avail[i] <= at + eps) {
                 end[i] = avail[i] = link_take(&link, moves, bucket_s[i] / rounds);

@@ -362,14 +362,15 @@ typedef struct {
     double cpu_share;             // 0..1: share of communication time that takes the cores from backward
     // Progress. Open MPI moves a non-blocking collective only inside MPI calls: during backward the
     // sync calls MPI at calls_s (its hooks between backward's ops, and at each layer's end); a
-    // round is posted at a call, moves its data at once (calls_per_round 1: RDMA, socket buffers)
-    // or at the next call (2: shared memory's single copy, done by the receiver inside a call), and
-    // the bucket's next round is posted at the first call after that one ended. From bwd_s on, the
-    // wait calls MPI without pause. n_calls = 0: progress without pause throughout (a progress
-    // thread, or a NIC that runs the collective itself).
+    // round is posted at a call and moves its data at once (calls_per_round 1: RDMA, or a message
+    // that fits the socket buffers) or only from the (c-1)th call after it (c: shared memory's
+    // single copy is done by the receiver inside its next call, c = 2; TCP pushes a socket buffer
+    // at each call); the bucket's next round is posted at the first call after that one ended.
+    // From bwd_s on, the wait calls MPI without pause. n_calls = 0: progress without pause
+    // throughout (a progress thread, or a NIC that runs the collective itself).
     int n_calls;
     const double *calls_s;        // (n_calls), ascending, seconds into backward
-    int calls_per_round;          // 1 or 2
+    int calls_per_round;          // c >= 1
 } scaling_step;
 
 typedef struct {
