@@ -24,7 +24,8 @@ static const char BENCH_COMM_USAGE[] =
     "Measures MPI_Allreduce and the non-blocking MPI_Iallreduce the gradient sync uses (in place, float\n"
     "sums, on buffers out of cache; Open MPI's ring for the non-blocking one, as smallmind sets it) from\n"
     "--min-kib to --max-mib and fits t(n) = alpha + n beta over the sizes up to the bucket size (the\n"
-    "model keeps that alpha and takes the beta that gives the step's buckets their measured total); runs\n"
+    "model keeps MPI_Allreduce's alpha and takes the beta that gives the step's buckets MPI_Iallreduce's\n"
+    "measured total, its calls all in flight at once as the sync's are); runs\n"
     "training steps of each shape (the real step, and backward alone with the times of its MPI calls);\n"
     "predicts the step at this rank count and prints it beside the measured one; then predicts step\n"
     "time, exposed communication and scaling efficiency at N = 2..--max-nodes nodes (one rank per node\n"
@@ -97,7 +98,7 @@ typedef struct {
     int n_samples[2][MAX_SIZES];
     double t[2][MAX_SIZES];        // medians
     double alpha[2], beta[2];      // the fits over the sizes, each size one point
-    double alpha_b, beta_b;        // the model's line: alpha[1], and beta matching the buckets' total
+    double alpha_b, beta_b;        // the model's line: alpha[0], and beta matching the buckets' total
     int n_buckets;
     double t_buckets;              // the sweep's times summed over the step's buckets
     double *scalar;                // one double, MPI_Allreduce
@@ -120,6 +121,7 @@ typedef struct {
     float *buf;                    // the cold buffer the calls rotate over
     size_t buf_floats, rot;
     float *ga, *gb, *gc;           // the probe's matrices (256 x 256)
+    MPI_Request req[64];           // the sweep's non-blocking calls in flight
 } ar_state;
 
 // The next n floats of the rotating buffer: each call reduces memory no recent call touched, as
@@ -136,8 +138,8 @@ static void ar_init(ar_state *a, const comm_opts *o) {
     for (double kib = o->min_kib; kib * 1024.0 <= o->max_mib * 1048576.0 * 1.0001 && a->n_sizes < MAX_SIZES; kib *= 2) {
         int k = a->n_sizes++;
         a->bytes[k] = floor(kib * 1024.0 / sizeof(float)) * sizeof(float);
-        // calls per sequence: 16 MiB or more in all, 4 calls at least, 64 at most
-        int reps = (int)ceil(16.0 * 1024.0 / kib);
+        // calls per size and round: 64 MiB in all (twice the L3 here), 4 at least, 64 at most
+        int reps = (int)ceil(64.0 * 1024.0 / kib);
         a->reps[k] = reps < 4 ? 4 : reps > 64 ? 64 : reps;
         if (a->bytes[k] <= o->bucket_mb * 1048576.0 * 1.0001) a->fit_sizes = k + 1;
         for (int b = 0; b < 2; b++) a->samples[b][k] = sm_calloc(MAX_SAMPLES, sizeof(double));
@@ -180,11 +182,14 @@ static void allreduce_once(float *x, int n, int nonblocking) {
     }
 }
 
-// One round of the sweep: at each size, for each kind, one barrier and then reps[k] calls back to
-// back, as a step's buckets go; a call's time is the sequence's over its count, the slowest rank's.
-// (A barrier before every call would time only moments when every rank runs: on a machine with
-// more runnable threads than cores that leaves out the stalls where one rank waits for another to
-// be scheduled again, which the step does see.) record = 0 for warm-up rounds.
+// One round of the sweep: at each size, one barrier and then reps[k] calls of each kind, the time
+// per call the slowest rank's time over the count. MPI_Allreduce: back to back, one after the other
+// (each call's latency). MPI_Iallreduce: all started together and then waited for, as the sync
+// starts a layer's buckets, and at the end all that remain: their temporaries, one per call, then
+// fall out of cache as the sync's do (60 buckets of 8 MiB in flight take 1.6x as long as one after
+// the other here). A barrier before every call would also time only moments when every rank runs:
+// where the cores are shared, that leaves out the stalls where one rank waits for another to be
+// scheduled again, which the step does see. record = 0 for warm-up rounds.
 static void ar_sweep(ar_state *a, int record) {
     double t[2 * MAX_SIZES + 1];
     int m = 0;
@@ -193,7 +198,14 @@ static void ar_sweep(ar_state *a, int record) {
             int n = (int)(a->bytes[k] / sizeof(float));
             MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
             double t0 = sm_now_s();
-            for (int r = 0; r < a->reps[k]; r++) allreduce_once(ar_next(a, (size_t)n), n, b);
+            if (b == 0) {
+                for (int r = 0; r < a->reps[k]; r++) allreduce_once(ar_next(a, (size_t)n), n, 0);
+            } else {
+                for (int r = 0; r < a->reps[k]; r++)
+                    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, ar_next(a, (size_t)n), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                             &a->req[r]));
+                MPI_CHECK(MPI_Waitall(a->reps[k], a->req, MPI_STATUSES_IGNORE));
+            }
             t[m++] = (sm_now_s() - t0) / a->reps[k];
         }
     double v = 1.0, sum;
@@ -311,10 +323,11 @@ static double sweep_time(const ar_state *a, double n) {
 }
 
 // Medians, fits, gamma and the CPU share, the same on every rank. The model's line keeps the
-// fit's latency (alpha, which the small sizes set) and takes the time per byte that gives the
-// step's own buckets, in sum, the time the sweep measured at their sizes: the fit over the sizes
-// weighs a 4 KiB point like an 8 MiB one, and bandwidth falls past the caches, where most of the
-// step's bytes are (8 MiB buckets).
+// latency of MPI_Allreduce's fit (alpha: one call after another, which the small sizes set; the
+// non-blocking calls in flight together overlap theirs) and takes the time per byte that gives the
+// step's own buckets, in sum, the time the non-blocking sweep measured at their sizes: the fit over
+// the sizes weighs a 4 KiB point like an 8 MiB one, and bandwidth falls past the caches, where most
+// of the step's bytes are (8 MiB buckets).
 static void ar_finish(ar_state *a, const comm_opts *o, const double *bucket_bytes, int n_buckets) {
     for (int b = 0; b < 2; b++)
         for (int k = 0; k < a->n_sizes; k++) a->t[b][k] = median(a->samples[b][k], a->n_samples[b][k]);
@@ -331,7 +344,7 @@ static void ar_finish(ar_state *a, const comm_opts *o, const double *bucket_byte
     }
     a->n_buckets = n_buckets;
     a->t_buckets = t_sum;
-    a->alpha_b = a->alpha[1] > 0 ? a->alpha[1] : 0.0;
+    a->alpha_b = a->alpha[0] > 0 ? a->alpha[0] : 0.0;
     a->beta_b = (t_sum - n_buckets * a->alpha_b) / n_sum;
     if (a->beta_b <= 0) {   // latency above the buckets' whole time: noise; keep the time per byte
         a->alpha_b = 0.0;
@@ -405,7 +418,7 @@ static void print_allreduce(const comm_opts *o, const ar_state *a, const char *s
             sm_json_num(&j, "ms", "%.6g", a->alpha[b] * 1e3);
             json_end(&j);
         }
-        snprintf(name, sizeof name, "comm %s model line (alpha of the fit, beta matching the buckets)", shape);
+        snprintf(name, sizeof name, "comm %s model line", shape);
         json_begin(&j, name);
         sm_json_num(&j, "alpha_us", "%.5g", a->alpha_b * 1e6);
         sm_json_num(&j, "beta_ns_per_byte", "%.5g", a->beta_b * 1e9);
@@ -436,8 +449,9 @@ static void print_allreduce(const comm_opts *o, const ar_state *a, const char *s
         json_end(&j);
         return;
     }
-    printf("allreduce, in place, float sum, buffers out of cache, 4-64 calls back to back per size and round (the\n"
-           "slowest rank's time / calls), median over %d rounds; fits over %.0f..%.0f B (up to the bucket size):\n",
+    printf("allreduce, in place, float sum, buffers out of cache, 4-64 calls (64 MiB or more) per size and round,\n"
+           "MPI_Allreduce one after the other, MPI_Iallreduce all in flight at once (the slowest rank's time / calls),\n"
+           "median over %d rounds; fits over %.0f..%.0f B (up to the bucket size):\n",
            a->n_samples[1][a->n_sizes - 1], a->bytes[0], a->bytes[a->fit_sizes - 1]);
     printf("  %10s  %13s %8s  %13s %8s  %10s\n", "bytes", "Allreduce ms", "GB/s", "Iallreduce ms", "GB/s", "fit ms");
     for (int k = 0; k < a->n_sizes; k++)
@@ -447,8 +461,8 @@ static void print_allreduce(const comm_opts *o, const ar_state *a, const char *s
     for (int b = 0; b < 2; b++)
         printf("  fit %-15s over the sizes, t(n) = alpha + n beta: alpha %8.2f us, beta %.4f ns/B (%.2f GB/s)\n",
                AR_KIND[b], a->alpha[b] * 1e6, a->beta[b] * 1e9, 1e-9 / a->beta[b]);
-    printf("  the model's line (the column above): that alpha, and beta %.4f ns/B (%.2f GB/s) that gives the step's\n"
-           "  %d buckets the sweep's total time at their sizes, %.2f ms\n", a->beta_b * 1e9, 1e-9 / a->beta_b,
+    printf("  the model's line (the column above): MPI_Allreduce's alpha, and beta %.4f ns/B (%.2f GB/s) that gives\n"
+           "  the step's %d buckets MPI_Iallreduce's total time at their sizes, %.2f ms\n", a->beta_b * 1e9, 1e-9 / a->beta_b,
            a->n_buckets, a->t_buckets * 1e3);
     printf("  one double (MPI_Allreduce) %.1f us; the sum on this CPU (a += b, 8 MiB, one thread): gamma %.4f ns/B "
            "(%.1f GB/s)\n", a->scalar_s * 1e6, a->gamma_s * 1e9, 1e-9 / a->gamma_s);
