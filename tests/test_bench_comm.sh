@@ -7,7 +7,7 @@
 #          (baseline "measured", ratio = ms / baseline_ms), the timeline the model takes, and a table
 #          row for every network, algorithm and N = 2..64 whose step is recomputed here, in Python,
 #          from the timeline and the formulas of README/trainer.h (ring, tree, the bucket queue) and the
-#          presets' documented figures.
+#          presets' documented figures; jobs/plot-scaling draws exactly those efficiencies.
 #   hosts  the same run across two network-namespace hosts over TCP (tests/netns_hosts.sh; root,
 #          else skipped with 77): 2 ranks on 2 nodes, the measured network named TCP, the figures.
 set -uo pipefail
@@ -161,6 +161,28 @@ if [ "$mode" = local ]; then
     --max-mib 2 --bucket-mb 1 --max-nodes 64 --json >run.json 2>run.err; rc=$?
   [ $rc -eq 0 ] && ok "mpirun -np 2 bench comm --json: exit 0" || bad "bench comm at 2 ranks: exit $rc: $(tail -3 run.err)"
   /usr/bin/python3 check.py run.json 2 64 1 && ok "figures, comparisons and the recomputed table" || bad "JSON figures"
+  # jobs/plot-scaling draws the table's efficiencies: the points it plotted equal the JSON's
+  if "$src/jobs/plot-scaling" run.json scaling.png >plot.out 2>&1 && [ -s scaling.png ] && /usr/bin/python3 - <<'PY'
+import glob, json, os
+rows = {}
+for l in open("run.json"):
+    o = json.loads(l)
+    if o["name"].startswith("scaling small "):
+        w = o["name"].split()
+        net = "_".join(w[2:-2]).replace("(", "").replace(")", "")
+        rows.setdefault(f"small_{net}_{w[-2]}", []).append((o["nodes"], o["efficiency"]))
+files = sorted(glob.glob("scaling.plot/*.dat"))
+assert len(files) == len(rows) == 8, (files, list(rows))
+for f in files:
+    pts = [tuple(map(float, l.split()[:2])) for l in open(f)]
+    assert pts == [(float(n), float(e)) for n, e in rows[os.path.basename(f)[:-4]]], f
+assert "plot '" in open("scaling.plot/scaling.gp").read()
+PY
+  then ok "plot-scaling: a PNG, and its curves are the table's efficiencies"
+  else bad "plot-scaling: $(cat plot.out)"; fi
+  "$src/jobs/plot-scaling" run.err x.png >plot.out 2>&1; rc=$?
+  [ $rc -eq 2 ] && grep -q "no scaling figures" plot.out && ok "plot-scaling: a file without figures, exit 2" \
+    || bad "plot-scaling on a file without figures: exit $rc: $(cat plot.out)"
   timeout 600 "$mpiexec" -np 2 --bind-to none -x OMP_NUM_THREADS=1 "$bin" bench comm --shape small --steps 1 \
     --max-mib 1 --bucket-mb 1 --max-nodes 8 --net ib-edr --algo ring --alpha 3 --beta 0.5 --progress continuous \
     >run.txt 2>run.err; rc=$?
