@@ -126,11 +126,16 @@ typedef struct {
 
 // The next n floats of the rotating buffer: each call reduces memory no recent call touched, as
 // the step's buckets are (the gradients were written long before, most out of cache)
+static size_t ar_span(size_t n) { return (n + 1023) / 1024 * 1024; }
 static float *ar_next(ar_state *a, size_t n) {
-    if (a->rot + n > a->buf_floats) a->rot = 0;
+    if (a->rot + ar_span(n) > a->buf_floats) a->rot = 0;
     float *p = a->buf + a->rot;
-    a->rot += (n + 1023) / 1024 * 1024;
+    a->rot += ar_span(n);
     return p;
+}
+// Room for count calls of n floats in a row: calls in flight together never share memory
+static void ar_batch(ar_state *a, int count, size_t n) {
+    if (a->rot + (size_t)count * ar_span(n) > a->buf_floats) a->rot = 0;
 }
 
 static void ar_init(ar_state *a, const comm_opts *o) {
@@ -148,10 +153,13 @@ static void ar_init(ar_state *a, const comm_opts *o) {
     a->probe_alone = sm_calloc(MAX_SAMPLES, sizeof(double));
     a->probe_with = sm_calloc(MAX_SAMPLES, sizeof(double));
     a->tests = sm_calloc(MAX_SAMPLES, sizeof(double));
-    // zeros: sums of zeros stay zero however often a region is reduced, at the same speed
-    size_t max_floats = (size_t)(a->bytes[a->n_sizes - 1] / sizeof(float));
+    // zeros: sums of zeros stay zero however often a region is reduced, at the same speed. Room
+    // for 96 MiB (three times the L3 here), and for each size's calls in flight together
     a->buf_floats = (size_t)(96 << 20) / sizeof(float);
-    if (a->buf_floats < 3 * max_floats) a->buf_floats = 3 * max_floats;
+    for (int k = 0; k < a->n_sizes; k++) {
+        size_t need = (size_t)a->reps[k] * ar_span((size_t)(a->bytes[k] / sizeof(float)));
+        if (a->buf_floats < need) a->buf_floats = need;
+    }
     a->buf = sm_arena(a->buf_floats * sizeof(float));
     a->probe_bytes = o->bucket_mb * 1048576.0 < a->bytes[a->n_sizes - 1] ? o->bucket_mb * 1048576.0 : a->bytes[a->n_sizes - 1];
     a->probe_bytes = floor(a->probe_bytes / sizeof(float)) * sizeof(float);
@@ -201,6 +209,7 @@ static void ar_sweep(ar_state *a, int record) {
             if (b == 0) {
                 for (int r = 0; r < a->reps[k]; r++) allreduce_once(ar_next(a, (size_t)n), n, 0);
             } else {
+                ar_batch(a, a->reps[k], (size_t)n);
                 for (int r = 0; r < a->reps[k]; r++)
                     MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, ar_next(a, (size_t)n), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
                                              &a->req[r]));
