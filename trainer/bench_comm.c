@@ -143,7 +143,7 @@ static void ar_init(ar_state *a, const comm_opts *o) {
     for (double kib = o->min_kib; kib * 1024.0 <= o->max_mib * 1048576.0 * 1.0001 && a->n_sizes < MAX_SIZES; kib *= 2) {
         int k = a->n_sizes++;
         a->bytes[k] = floor(kib * 1024.0 / sizeof(float)) * sizeof(float);
-        // calls per size and round: 64 MiB in all (twice the L3 here), 4 at least, 64 at most
+        // calls per size and round: 64 MiB in all (twice the L3 here) where 64 calls allow, 4 at least
         int reps = (int)ceil(64.0 * 1024.0 / kib);
         a->reps[k] = reps < 4 ? 4 : reps > 64 ? 64 : reps;
         if (a->bytes[k] <= o->bucket_mb * 1048576.0 * 1.0001) a->fit_sizes = k + 1;
@@ -458,7 +458,7 @@ static void print_allreduce(const comm_opts *o, const ar_state *a, const char *s
         json_end(&j);
         return;
     }
-    printf("allreduce, in place, float sum, buffers out of cache, 4-64 calls (64 MiB or more) per size and round,\n"
+    printf("allreduce, in place, float sum, buffers out of cache, 4-64 calls per size and round (64 MiB from 1 MiB up),\n"
            "MPI_Allreduce one after the other, MPI_Iallreduce all in flight at once (the slowest rank's time / calls),\n"
            "median over %d rounds; fits over %.0f..%.0f B (up to the bucket size):\n",
            a->n_samples[1][a->n_sizes - 1], a->bytes[0], a->bytes[a->fit_sizes - 1]);
