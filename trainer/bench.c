@@ -31,6 +31,8 @@ static const char BENCH_USAGE[] =
     "               smallmind bench checkpoint --help)\n"
     "  tokenizer    GPT-2 BPE MB/s, ours at 1 and 2 threads against tiktoken (WASM) and gpt-3-encoder (its\n"
     "               own options: smallmind bench tokenizer --help)\n"
+    "  comm         allreduce alpha/beta, and the step, exposed communication and efficiency predicted\n"
+    "               at 2..1024 nodes (under mpirun; its own options: smallmind bench comm --help)\n"
     "  generate     (not implemented yet)\n"
     "options:\n"
     "  --shape S        small (L=4 H=4 C=256), gpt2 (L=12 H=12 C=768, 124M) or all (default all);\n"
@@ -990,6 +992,7 @@ int cmd_bench(int argc, char **argv) {
     // argv[0] is "bench", argv[1] what to measure; the other benchmarks parse their own options
     if (argc >= 2 && !strcmp(argv[1], "checkpoint")) return bench_checkpoint(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "tokenizer")) return bench_tokenizer(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "comm")) return bench_comm(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "generate"))   // the generation issue fills this in
         sm_fatal(SM_EXIT_USAGE, "bench generate: not implemented yet (command line)");
     bench_opts o;

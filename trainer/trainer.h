@@ -332,6 +332,86 @@ void prof_step_end(long tokens);
 void prof_print(FILE *f, int json);
 
 // =============================================================================================
+// The communication model for N nodes (scaling.c), which `bench comm` feeds with measurements.
+// Costs of an allreduce of n bytes over N nodes, with alpha the latency of one message, beta the
+// link's time per byte and gamma the time per byte of the reduction's sum on the CPU (Thakur,
+// Rabenseifner & Gropp, "Optimization of collective communication operations in MPICH", IJHPCA
+// 2005; Patarasuk & Yuan, "Bandwidth optimal all-reduce algorithms for clusters of
+// workstations", JPDC 2009):
+//   ring (reduce-scatter, allgather):  2(N-1) alpha + 2(N-1)/N n beta + (N-1)/N n gamma
+//   tree (recursive doubling):         ceil(log2 N) (alpha + n beta + n gamma)
+
+typedef enum { SCALING_RING, SCALING_TREE, SCALING_N_ALGOS } scaling_algo;
+typedef struct {
+    const char *name;
+    double alpha_s;     // seconds per message
+    double beta_s;      // seconds per byte on the link (1 / data rate)
+    double gamma_s;     // seconds per byte summed (0 in the presets: the caller sets this CPU's)
+    const char *source; // where the figures come from
+} scaling_net;
+enum { SCALING_N_PRESETS = 3 };
+extern const scaling_net SCALING_PRESETS[SCALING_N_PRESETS];   // 25gbe, ib-edr, ib-hdr
+const char *scaling_algo_name(scaling_algo a);
+
+// Seconds for one allreduce of n_bytes over N nodes (0 for N <= 1), by the formulas above.
+double scaling_allreduce_s(scaling_algo algo, int N, double n_bytes, const scaling_net *net);
+// Fits t = alpha + n beta to k points (n_bytes, t_s) by least squares on relative residuals
+// (weights 1/t^2: small and large messages count alike). 0, or -1 for fewer than two distinct
+// sizes or a time <= 0.
+int scaling_fit(const double *n_bytes, const double *t_s, int k, double *alpha_s, double *beta_s);
+// The link a fit at N ranks describes, read as the ring (t = 2(N-1) alpha + n (2(N-1)/N beta +
+// (N-1)/N gamma)): alpha = alpha_fit / (2(N-1)), beta = (beta_fit - (N-1)/N gamma) / (2(N-1)/N), kept
+// at >= a tenth of beta_fit's share against noise; N = 2 gives alpha_fit/2 and beta_fit - gamma/2.
+scaling_net scaling_net_from_fit(const char *name, int N, double alpha_fit_s, double beta_fit_s, double gamma_s);
+
+// Rounds of one allreduce over N nodes, each a step every node must take before the next: the ring
+// 2(N-1) (N-1 of the reduce-scatter, N-1 of the allgather), recursive doubling ceil(log2 N).
+int scaling_rounds(scaling_algo algo, int N);
+
+// One rank's data-parallel step, measured without communication: the gradient buckets in the
+// order the sync starts them, each with its size and the time after backward's start when its
+// last gradient is final, and the times backward calls MPI.
+typedef struct {
+    int n_buckets;
+    const double *bucket_bytes;   // (n_buckets)
+    const double *ready_s;        // (n_buckets), non-decreasing; each one of calls_s (its layer's call)
+    double fwd_s, bwd_s, opt_s;   // forward with the loss, backward, optimizer
+    double post_s;                // seconds per byte of work on each bucket once reduced (the norm's
+                                  // sum of squares), on the rank's cores; one node does it at ready time
+    double cpu_share;             // 0..1: share of communication time that takes the cores from backward
+    // Progress. Open MPI moves a non-blocking collective only inside MPI calls: during backward the
+    // sync calls MPI at calls_s (its hooks between backward's ops, and at each layer's end); a
+    // round is posted at a call and moves its data at once (calls_per_round 1: RDMA, or a message
+    // that fits the socket buffers) or only from the (c-1)th call after it (c: shared memory's
+    // single copy is done by the receiver inside its next call, c = 2; TCP pushes a socket buffer
+    // at each call); the bucket's next round is posted at the first call after that one ended.
+    // From bwd_s on, the wait calls MPI without pause. n_calls = 0: progress without pause
+    // throughout (a progress thread, or a NIC that runs the collective itself).
+    int n_calls;
+    const double *calls_s;        // (n_calls), ascending, seconds into backward
+    int calls_per_round;          // c >= 1
+} scaling_step;
+
+typedef struct {
+    double comm_s;       // all buckets' allreduces, end to end
+    double wait_s;       // the step blocked after backward for the last buckets and their post work
+    double stretch_s;    // backward made longer by communication and post work on its cores
+    double alone_s;      // one node's step: fwd + bwd + opt + post work, no communication
+    double step_s;       // fwd + bwd + opt + wait + stretch + the scalar allreduces
+    double efficiency;   // alone / step: one node's step over this one's (weak scaling)
+} scaling_prediction;
+
+// The step at one node count: bucket_s[i] is bucket i's allreduce time there, in `rounds` equal
+// rounds (scaling_rounds); scalars_s the step's small allreduces (loss, skip decision). One link
+// per node carries one round at a time, in the order they are posted: at each call during backward
+// every started bucket whose last round has ended posts its next (in bucket order); after bwd_s the
+// remaining rounds follow each other. The buckets that end after bwd_s get their post work then,
+// beside the link's later transfers (share 1 - cpu_share) or after them (cpu_share): wait = that
+// blend past bwd_s. The link's time before bwd_s lengthens backward by cpu_share of itself, and the
+// post work of the buckets ended by then by all of itself.
+scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s, int rounds, double scalars_s);
+
+// =============================================================================================
 // Subcommands (each parses its own argv and returns an exit status) and option parsing.
 
 int cmd_prepare(int argc, char **argv);
@@ -344,6 +424,7 @@ int cmd_tokenize(int argc, char **argv);   // tokenize.c
 int cmd_convert(int argc, char **argv);    // convert.c: llm.c .bin <-> HDF5 checkpoints
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
 int bench_tokenizer(int argc, char **argv);    // `smallmind bench tokenizer` (bench_tokenizer.c)
+int bench_comm(int argc, char **argv);         // `smallmind bench comm` (bench_comm.c)
 
 // Options as tables: one row per long option, which the parser, the usage text, the start-up
 // agreement between ranks (cli_fingerprint) and the resume checks all walk.
