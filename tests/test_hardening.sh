@@ -198,5 +198,19 @@ R='r_q"x\y'
 $py -c 'import json,sys; json.load(open(sys.argv[1])); [json.loads(l) for l in open(sys.argv[2])]' "$R/config.json" "$R/log.jsonl" \
   && [ $rc -eq 0 ] && ok "a quote and a backslash in the run directory: config.json and log.jsonl stay valid JSON" \
   || bad "JSON escaping (exit $rc)"
+# log.jsonl outgrowing `ulimit -f`: one line and exit 1, never SIGXFSZ mid-line. A resumed run whose
+# log already holds 19.5 MB of events (Open MPI's start-up needs some MB under the limit itself)
+"$bin" train --data d --run-dir r_fsz --layers 1 --heads 1 --embd 8 --seq 8 --batch 1 --eval-every 0 --val-batches 1 \
+  --threads 1 --steps 2 >/dev/null 2>&1
+$py -c "
+line = '{\"event\":\"note\",\"step\":1,\"pad\":\"' + 'x' * 900 + '\"}\n'
+open('r_fsz/log.jsonl', 'a').write(line * int(19.5e6 / len(line)))"
+(ulimit -f 20000; "$bin" train --data d --run-dir r_fsz --layers 1 --heads 1 --embd 8 --seq 8 --batch 1 --eval-every 0 \
+  --val-batches 1 --threads 1 --steps 20000 >/dev/null 2>fsz.err); rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <fsz.err)" -eq 1 ] && grep -q "cannot write the log" fsz.err \
+  && $py -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' r_fsz/log.jsonl \
+  && ok "ulimit -f: the log write fails cleanly (exit 1, one line), every line of log.jsonl whole" \
+  || bad "ulimit -f: exit $rc $(head -c 300 fsz.err)"
+
 echo "hardening: $pass passed, $fail failed"
 [ $fail -eq 0 ]
