@@ -33,7 +33,8 @@ static const char BENCH_USAGE[] =
     "               own options: smallmind bench tokenizer --help)\n"
     "  comm         allreduce alpha/beta, and the step, exposed communication and efficiency predicted\n"
     "               at 2..1024 nodes (under mpirun; its own options: smallmind bench comm --help)\n"
-    "  generate     (not implemented yet)\n"
+    "  generate     prefill and decode tokens/s (KV cache, no cache, INT8), heap per token, against PyTorch,\n"
+    "               OpenBLAS and the memory-bandwidth limit (its own options: smallmind bench generate --help)\n"
     "options:\n"
     "  --shape S        small (L=4 H=4 C=256), gpt2 (L=12 H=12 C=768, 124M) or all (default all);\n"
     "                   both with V=50257, context 1024, B=4, T=64\n"
@@ -993,8 +994,7 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "checkpoint")) return bench_checkpoint(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "tokenizer")) return bench_tokenizer(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "comm")) return bench_comm(argc - 1, argv + 1);
-    if (argc >= 2 && !strcmp(argv[1], "generate"))   // the generation issue fills this in
-        sm_fatal(SM_EXIT_USAGE, "bench generate: not implemented yet (command line)");
+    if (argc >= 2 && !strcmp(argv[1], "generate")) return bench_generate(argc - 1, argv + 1);
     bench_opts o;
     parse_bench(argc, argv, &o);
     if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate, checkpoint or tokenizer (command line)");

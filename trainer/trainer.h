@@ -424,6 +424,7 @@ int cmd_tokenize(int argc, char **argv);   // tokenize.c
 int cmd_convert(int argc, char **argv);    // convert.c: llm.c .bin <-> HDF5 checkpoints
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
 int bench_tokenizer(int argc, char **argv);    // `smallmind bench tokenizer` (bench_tokenizer.c)
+int bench_generate(int argc, char **argv);     // `smallmind bench generate` (bench_generate.c)
 int bench_comm(int argc, char **argv);         // `smallmind bench comm` (bench_comm.c)
 
 // Options as tables: one row per long option, which the parser, the usage text, the start-up
