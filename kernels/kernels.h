@@ -267,6 +267,13 @@ void matmul_forward_bf16_gelu(float *out, float *out_gelu, const float *inp, con
 void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                           const uint16_t *weight, int N, int C, int OC, int accumulate);
 
+// The instruction peak probe of `bench kernels`: n iterations of 16 independent 512-bit FMAs
+// (bf16 = 0) or vdpbf16ps (bf16 = 1) on each thread of an OpenMP team it opens, from registers (no
+// memory operand). Returns the floating-point operations done (2 per FMA lane, 4 per vdpbf16ps
+// lane), 0 where the CPU (or the allowed features) lacks the instruction. Timing two calls gives
+// this CPU's ratio of bf16 to fp32 peak rates, the bf16 GEMM's ceiling against the fp32 one.
+double kernels_peak_loop(int bf16, long n);
+
 // adamw_update, and params_bf16 (n) = bf16(the updated params) in the same pass: the bf16 copy of
 // the weights that the bf16 products read, made once per step with no pass of its own. The
 // float32 arithmetic is adamw_update's, bit for bit.

@@ -43,9 +43,10 @@ void op_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
 }
 
 // The (OC,C) matrix `layer` of w in its dtype: the linear layers' dispatch. SM_F32 runs the fp32
-// GEMM; SM_Q8 the INT8 GEMM on its int8 values and per-group scales.
+// GEMM; SM_Q8 the INT8 GEMM on its int8 values and per-group scales; SM_BF16 the bf16 GEMM.
 typedef struct {
     const float *f32;
+    const uint16_t *bf16;
     const int8_t *q8;
     const float *scales;
     int group;
@@ -56,10 +57,10 @@ static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
     SM_CHECK(at + (size_t)OC * (size_t)C <= w->n_elems, "linear layer '%s': matrix %d out of range", w->name, layer);
     switch (w->dtype) {
     case SM_F32: return (matrix){.f32 = w->ptr + at};
+    case SM_BF16: return (matrix){.bf16 = (const uint16_t *)w->data + at};
     case SM_Q8: return (matrix){.q8 = (const int8_t *)w->data + at, .scales = w->scales + at / (size_t)w->group,
                                 .group = w->group};
-    default: sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no kernel for %s weights", w->name,
-                      SM_DTYPE_INFO[w->dtype].name);
+    default: sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no kernel for dtype %d", w->name, (int)w->dtype);
     }
 }
 
@@ -76,9 +77,11 @@ void op_linear_forward(const char *name, float *out, const float *inp, const sm_
     matrix m = matrix_of(w, layer, C, OC);
     if (m.q8)
         matmul_forward_q8(out, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else if (m.bf16)
+        matmul_forward_bf16(out, inp, m.bf16, bias, N, C, OC);
     else
         matmul_forward(out, inp, m.f32, bias, N, C, OC);
-    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC));
+    prof_stop_as(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC), SM_DTYPE_INFO[w->dtype].name);
 }
 
 void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
@@ -87,18 +90,28 @@ void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const
     matrix m = matrix_of(w, layer, C, OC);
     if (m.q8)
         matmul_forward_q8_gelu(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else if (m.bf16)
+        matmul_forward_bf16_gelu(out, out_gelu, inp, m.bf16, bias, N, C, OC);
     else
         matmul_forward_gelu(out, out_gelu, inp, m.f32, bias, N, C, OC);
-    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC) + f32_bytes((double)N * OC));
+    prof_stop_as(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC) + f32_bytes((double)N * OC),
+                 SM_DTYPE_INFO[w->dtype].name);
 }
 
 void op_linear_backward(const char *name, float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int N, int C, int OC, int accumulate) {
+                        const float *inp, const sm_tensor *w, int layer, int N, int C, int OC, int accumulate) {
     double t = prof_start();
-    matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC, accumulate);
-    // reads dout, inp, W (and dW when adding); writes dinp, dW
-    double n = 2.0 * N * OC + 2.0 * N * C + (accumulate ? 3.0 : 2.0) * OC * (double)C;
-    prof_stop(name, PROF_BWD, t, 4.0 * N * C * (double)OC, f32_bytes(n));
+    matrix m = matrix_of(w, layer, C, OC);
+    if (m.bf16)
+        matmul_backward_bf16(dinp, dweight, dbias, dout, inp, m.bf16, N, C, OC, accumulate);
+    else if (m.f32)
+        matmul_backward(dinp, dweight, dbias, dout, inp, m.f32, N, C, OC, accumulate);
+    else
+        sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no backward for %s weights", w->name, SM_DTYPE_INFO[w->dtype].name);
+    // reads dout, inp, W (in its dtype; and dW when adding); writes dinp, dW
+    double n = 2.0 * N * OC + 2.0 * N * C + (accumulate ? 2.0 : 1.0) * OC * (double)C;
+    double wbytes = (double)OC * C * (double)SM_DTYPE_INFO[w->dtype].elem_bytes;
+    prof_stop_as(name, PROF_BWD, t, 4.0 * N * C * (double)OC, f32_bytes(n) + wbytes, SM_DTYPE_INFO[w->dtype].name);
 }
 
 // causal attention: QK^T and PV over the T(T+1)/2 unmasked pairs of each head, 2 flops each

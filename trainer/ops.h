@@ -32,9 +32,10 @@ void op_linear_forward(const char *name, float *out, const float *inp, const sm_
 void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
                             int layer, const float *bias, int N, int C, int OC);
 // dinp (N,C) = dout @ W (overwritten); dweight (OC,C) and dbias (OC, or NULL) written when
-// !accumulate, added to otherwise.
+// !accumulate, added to otherwise. W as in op_linear_forward (SM_F32: float32 products; SM_BF16: the
+// products on the bf16 GEMM, dweight included).
 void op_linear_backward(const char *name, float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int N, int C, int OC, int accumulate);
+                        const float *inp, const sm_tensor *w, int layer, int N, int C, int OC, int accumulate);
 
 void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
 void op_attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
