@@ -178,6 +178,17 @@ void attention_backward(float *dqkv, const float *dout, const float *out, const 
 void attention_head_forward(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
                             const float *v, int ldv, int nq, int pos0, int hs);
 
+// The bf16 form (attention_bf16.c): the same contracts, with every product's operands rounded to bf16
+// (q, k, v, the probabilities, dO and dS; bf16_from_f32) and summed in float32 by vdpbf16ps; the
+// softmax (running max and sum), lse and D = rowsum(dO O) stay float32. 64-wide heads on AVX512-BF16;
+// other head sizes (or CPUs) run the float32 kernels above. Bit-identical for any thread count; the
+// decode form (nq = 1) reproduces a row of the full forward.
+void attention_forward_bf16(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+void attention_backward_bf16(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
+                             int B, int T, int C, int NH);
+void attention_head_forward_bf16(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
+                                 const float *v, int ldv, int nq, int pos0, int hs);
+
 // ---- the same attention as batched matrix products (attention_ref.c): the reference ------------
 // att is (B,NH,T,T): the softmax probabilities (row t has t+1 valid entries; masked entries are
 // written 0 and exp() is never evaluated for them).

@@ -248,7 +248,50 @@ KERNELS_INLINE_512 void transpose_block(float *dst, int dst_stride, int width, c
     transpose16(r);
     for (int c = 0; c < ncols; c++) _mm512_mask_storeu_ps(dst + (size_t)c * dst_stride, wm, r[c]);
 }
+
+// ---- flash attention's register tiles (attention.c, attention_bf16.c) --------------------------
+// Blocks of ATT_B queries against blocks of ATT_B keys; the AVX-512 paths serve 64-wide heads (AH)
+// with tiles of AT_R rows by AT_NV 16-lane vectors (ATT_B: below, every path's block).
+#define AH 64             // the head size of this path
+#define AT_R 4            // rows of a register tile
+#define AT_NV (AH / 16)   // 16-float vectors across a 64-wide row
+
+KERNELS_INLINE_512 void att_zero(__m512 acc[AT_R][AT_NV]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++)
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_setzero_ps();
+}
+
+// acc = rows [0, nr) of C (row stride ldc, AH floats each), or 0 when first; rows past nr are 0
+KERNELS_INLINE_512 void att_load_rows(__m512 acc[AT_R][AT_NV], const float *C, ptrdiff_t ldc, int nr, int first) {
+    att_zero(acc);
+    if (first) return;
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++) {
+        if (r >= nr) break;
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_loadu_ps(C + r * ldc + 16 * w);
+    }
+}
+
+KERNELS_INLINE_512 void att_store_rows(float *C, ptrdiff_t ldc, int nr, __m512 acc[AT_R][AT_NV]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++) {
+        if (r >= nr) break;
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) _mm512_storeu_ps(C + r * ldc + 16 * w, acc[r][w]);
+    }
+}
+
+// Lanes i of a vector whose queries sit at positions qpos + i that see the key at position kpos.
+KERNELS_INLINE_512 __mmask16 att_visible(long kpos, long qpos) {
+    return (__mmask16)~sm_lanes_mask(kpos - qpos);
+}
 #endif
+
+// Flash attention's blocks: ATT_B queries against ATT_B keys (every path; attention.c, attention_bf16.c)
+#define ATT_B 64
 
 // Row reductions over KERNELS_LANES partial results combined in a fixed order: they vectorise,
 // and their results depend only on the row (shared by attention.c and attention_ref.c).

@@ -62,7 +62,7 @@ cli)
     OMP_NUM_THREADS=2 "$bin" train --data d --run-dir r16 $M --steps 4 --eval-every 0 --precision bf16 --profile \
         >log16.txt 2>&1 || bad "bf16 run failed: $(tail -3 log16.txt)"
     grep -qE '^matmul\.qkv +fwd +bf16 ' log16.txt && grep -qE '^matmul\.lm_head +bwd +bf16 ' log16.txt &&
-        grep -qE '^layernorm +fwd +f32 ' log16.txt && grep -qE '^attention +fwd +f32 ' log16.txt &&
+        grep -qE '^layernorm +fwd +f32 ' log16.txt && grep -qE '^attention +bwd +bf16 ' log16.txt &&
         ok "the profile's precision column" || bad "profile precision column: $(grep -E 'matmul|prec' log16.txt | head -4)"
     grep -q '"precision":"bf16"' r16/config.json && ok "config.json records the precision" || bad "config.json: $(cat r16/config.json)"
     grep -q '"op":"matmul.fc+gelu","precision":"bf16"' r16/log.jsonl && ok "the JSON profile carries the precision" ||

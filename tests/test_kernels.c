@@ -1785,6 +1785,71 @@ static void matmul_bf16_case(int N, int C, int OC) {
         free(act2), free(dinp), free(dw), free(db), free(dw1), free(rdi), free(adi), free(rdw), free(adw);
 }
 
+// ||a - b|| / ||b|| over n elements (b double or float)
+static double rel_norm_d(const float *a, const double *b, size_t n) {
+    double d = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), nb += b[i] * b[i];
+    return sqrt(d / (nb > 0 ? nb : 1));
+}
+static double rel_norm_f(const float *a, const float *b, size_t n) {
+    double *bd = to_double(b, n), r = rel_norm_d(a, bd, n);
+    free(bd);
+    return r;
+}
+
+// The bf16 form of flash attention against the double reference (forward) and the float32 kernels
+// (backward, itself checked against finite differences), in norm: ||bf16 - ref|| <= 4u ||ref||, u =
+// 2^-8. The reason: q and k rounded to bf16 move each score by at most 2u sum_c |q_c k_c| / 8, which
+// these inputs (|x| <= 1, hs = 64) keep below 2u x 8 = 16u in the exponent but, over a row, in norm
+// well under 1u; the probabilities and v rounded add u each: ~2-3u in all; the backward chains one
+// more rounded product (dO and dS) per gradient: 4u covers both with margin (measured: 0.4-0.6u,
+// SM_TEST_VERBOSE). Also: not equal to the float32 kernel (the bf16 path ran), bit for bit at 1 and
+// 2 threads, and the decode form (nq = 1 at position t) equal to row t of the full forward.
+static void attention_bf16_case(int B, int T, int C, int NH) {
+    const double tol = 4.0 / 256.0;
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    int hs = C / NH;
+    float *qkv = falloc(nqkv), *o32 = falloc(no), *o16 = falloc(no), *o16b = falloc(no), *l32 = falloc(nl),
+          *l16 = falloc(nl), *l16b = falloc(nl), *dout = falloc(no), *d32 = falloc(nqkv), *d16 = falloc(nqkv),
+          *d16b = falloc(nqkv), *row = falloc((size_t)hs);
+    fill_uniform(qkv, nqkv, -1, 1);
+    fill_uniform(dout, no, -1, 1);
+    double *qd = to_double(qkv, nqkv), *ref = dalloc(no), *att = dalloc(nl * (size_t)T);
+    ref_attention(ref, att, qd, B, T, C, NH);
+    attention_forward(o32, l32, qkv, B, T, C, NH);
+    attention_forward_bf16(o16, l16, qkv, B, T, C, NH);
+    double e_out = rel_norm_d(o16, ref, no), e_lse = rel_norm_f(l16, l32, nl);
+    char what[256];
+    snprintf(what, sizeof what, "attention_forward_bf16 B=%d T=%d C=%d NH=%d (%s)", B, T, C, NH, g_path);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: out %.2fu, lse %.2fu", what, e_out * 256, e_lse * 256);
+    CU_ASSERT(e_out <= tol && e_lse <= tol);
+    int bf16_ran = memcmp(o16, o32, no * sizeof(float)) != 0;
+    CU_ASSERT(bf16_ran || !kernels_bf16_available() || hs != 64);
+    attention_backward(d32, dout, o32, qkv, l32, B, T, C, NH);
+    fill_const(d16, nqkv, NAN);   // overwritten: every element
+    attention_backward_bf16(d16, dout, o16, qkv, l16, B, T, C, NH);
+    double e_d = rel_norm_f(d16, d32, nqkv);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: dqkv %.2fu", what, e_d * 256);
+    CU_ASSERT(e_d <= tol);
+    omp_set_num_threads(1);
+    attention_forward_bf16(o16b, l16b, qkv, B, T, C, NH);
+    attention_backward_bf16(d16b, dout, o16, qkv, l16, B, T, C, NH);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("attention_forward_bf16 1 vs 2 threads", o16b, o16, no));
+    CU_ASSERT(same_bits("attention_forward_bf16 lse 1 vs 2 threads", l16b, l16, nl));
+    CU_ASSERT(same_bits("attention_backward_bf16 1 vs 2 threads", d16b, d16, nqkv));
+    int dec_ok = 1;   // decode: query t alone against the keys 0..t of batch row B-1, head NH-1
+    const float *base = qkv + (size_t)(B - 1) * T * 3 * C + (size_t)(NH - 1) * hs;
+    for (int t = 0; t < T; t += (T > 8 ? T / 7 : 1)) {
+        attention_head_forward_bf16(row, hs, NULL, base + (size_t)t * 3 * C, 3 * C, base + C, 3 * C, base + 2 * C, 3 * C, 1,
+                                    t, hs);
+        dec_ok &= memcmp(row, o16 + ((size_t)(B - 1) * T + t) * C + (size_t)(NH - 1) * hs, (size_t)hs * sizeof(float)) == 0;
+    }
+    CU_ASSERT(dec_ok);
+    free(qkv), free(o32), free(o16), free(o16b), free(l32), free(l16), free(l16b), free(dout), free(d32), free(d16),
+        free(d16b), free(row), free(qd), free(ref), free(att);
+}
+
 // adamw_update_bf16: the float32 params, m, v bit for bit adamw_update's, the copy their bf16
 static void adamw_bf16_case(size_t n) {
     float *p = falloc(n), *g = falloc(n), *m = falloc(n), *v = falloc(n);
@@ -1925,6 +1990,10 @@ static void run_gemm_bf16(const test_case *t, void *r) {
 static void run_matmul_bf16(const test_case *t, void *r) {
     (void)r;
     matmul_bf16_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_attention_bf16(const test_case *t, void *r) {
+    (void)r;
+    attention_bf16_case(t->s[0], t->s[1], t->s[2], t->s[3]);
 }
 static void run_adamw_bf16(const test_case *t, void *r) {
     (void)r;
@@ -2095,6 +2164,14 @@ static void build_cases(void) {
     for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++)
         add((test_case){.op = "matmul_bf16", .run = run_matmul_bf16, .paths = P(GEMM_BF16) | P(GELU), .dtype = KERNELS_BF16,
                         .s = {mb[i][0], mb[i][1], mb[i][2]}});
+    // the bf16 attention: 64-wide heads at odd lengths (one position, part of a vector of queries,
+    // odd counts of keys and queries at block edges, several blocks), the model's shapes; hs = 4
+    // (the float32 fallback)
+    static const int ab16[][4] = {{2, 1, 128, 2}, {1, 7, 128, 2}, {1, 63, 128, 2}, {2, 65, 128, 2}, {1, 130, 128, 2},
+                                  {1, 131, 64, 1}, {4, 64, 256, 4}, {2, 64, 768, 12}, {1, 200, 64, 1}, {2, 7, 12, 3}};
+    for (size_t i = 0; i < sizeof ab16 / sizeof ab16[0]; i++)
+        add((test_case){.op = "attention_bf16", .run = run_attention_bf16, .paths = P(GEMM_BF16) | P(ATTENTION),
+                        .dtype = KERNELS_BF16, .s = {ab16[i][0], ab16[i][1], ab16[i][2], ab16[i][3]}});
     static const int an[] = {1, 15, 16, 17, 1000, 100001};
     for (size_t i = 0; i < sizeof an / sizeof an[0]; i++)
         add((test_case){.op = "adamw_bf16", .run = run_adamw_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16, .s = {an[i]}});
@@ -2180,6 +2257,7 @@ static void test_bf16_convert(void) { run_rows("bf16_convert"); }
 static void test_gemm_bf16(void) { run_rows("gemm_bf16"); }
 static void test_matmul_bf16(void) { run_rows("matmul_bf16"); }
 static void test_adamw_bf16(void) { run_rows("adamw_bf16"); }
+static void test_attention_bf16(void) { run_rows("attention_bf16"); }
 static void test_residual_layernorm(void) { run_rows("residual_layernorm"); }
 static void test_residual_scale(void) { run_rows("residual_scale"); }
 static void test_softmax_xent(void) { run_rows("softmax_xent"); }
@@ -2208,14 +2286,18 @@ int main(void) {
         {"matmul_gelu", test_matmul_gelu}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
         {"q8_quantize", test_q8_quantize}, {"q8_matmul", test_q8_matmul},
         {"bf16_convert", test_bf16_convert}, {"gemm_bf16", test_gemm_bf16}, {"matmul_bf16", test_matmul_bf16},
-        {"adamw_bf16", test_adamw_bf16},
+        {"adamw_bf16", test_adamw_bf16}, {"attention_bf16", test_attention_bf16},
         {"gelu", test_gelu}, {"residual_layernorm", test_residual_layernorm}, {"residual_scale", test_residual_scale},
         {"softmax_xent", test_softmax_xent}, {"vmath", test_vmath}, {"vmath_avx512", test_vmath_avx512},
         {"adamw", test_adamw}, {"flush_denormals", test_flush_denormals}, {"sum_squares", test_sum_squares},
     };
     CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
     int ok = s != NULL;
-    for (size_t i = 0; ok && i < sizeof tests / sizeof tests[0]; i++) ok = CU_add_test(s, tests[i].name, tests[i].fn) != NULL;
+    const char *only = getenv("SM_TEST_ONLY");   // a comma-separated list of tests to run (debugging)
+    for (size_t i = 0; ok && i < sizeof tests / sizeof tests[0]; i++) {
+        if (only && !strstr(only, tests[i].name)) continue;
+        ok = CU_add_test(s, tests[i].name, tests[i].fn) != NULL;
+    }
     if (!ok) {
         fprintf(stderr, "test_kernels: CUnit setup: %s\n", CU_get_error_msg());
         CU_cleanup_registry();

@@ -282,11 +282,11 @@ static void forward_blocks(const gpt2_weights *w, gpt2_acts *a, const int *input
         x = layer_view(&a->t, a->layer_slots > 1 ? l : 0, BTa, C, NH);
         op_linear_forward("matmul.qkv", x.qkv, x.ln1, w->fwd[P_QKVW], l, PL(w, P_QKVB, l), N, C, 3 * C);
         if (!kv) {
-            op_attention_forward(x.atty, x.lse, x.qkv, B, T, C, NH);
+            op_attention_forward(x.atty, x.lse, x.qkv, B, T, C, NH, w->precision);
         } else {
             gpt2_infer *s = kv->s;
             float *k = s->kv + (size_t)l * 2 * s->B * s->maxT * C, *v = k + (size_t)s->B * s->maxT * C;
-            op_attention_cached(x.atty, x.qkv, k, v, kv->rows, s->pos, B, T, C, NH, s->maxT);
+            op_attention_cached(x.atty, x.qkv, k, v, kv->rows, s->pos, B, T, C, NH, s->maxT, w->precision);
         }
         op_linear_forward("matmul.attproj", x.attproj, x.atty, w->fwd[P_ATTPROJW], l, PL(w, P_ATTPROJB, l), N, C, C);
         op_residual_layernorm_forward(x.residual2, x.ln2, x.ln2_mean, x.ln2_rstd, residual, x.attproj,
@@ -455,7 +455,7 @@ void gpt2_backward(const gpt2_weights *w, gpt2_train *s, const int *inputs) {
         op_linear_backward("matmul.attproj", datty, GL(s, P_ATTPROJW, l, L), GL(s, P_ATTPROJB, l, L), dres, x.atty,
                            w->fwd[P_ATTPROJW], l, N, C, C, acc);
         sync_progress(s);
-        op_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, B, T, C, NH);
+        op_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, B, T, C, NH, w->precision);
         op_linear_backward("matmul.qkv", dln1, GL(s, P_QKVW, l, L), GL(s, P_QKVB, l, L), dqkv, x.ln1,
                            w->fwd[P_QKVW], l, N, C, 3 * C, acc);
         sync_progress(s);

@@ -117,22 +117,30 @@ void op_linear_backward(const char *name, float *dinp, float *dweight, float *db
 // causal attention: QK^T and PV over the T(T+1)/2 unmasked pairs of each head, 2 flops each
 static double attention_flops(int B, int T, int C) { return 2.0 * B * C * (double)T * (T + 1); }
 
-void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
+void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, sm_dtype prec) {
     double t = prof_start();
-    attention_forward(out, lse, qkv, B, T, C, NH);
-    prof_stop("attention", PROF_FWD, t, attention_flops(B, T, C), f32_bytes(4.0 * B * T * C + (double)B * NH * T));
+    if (prec == SM_BF16)
+        attention_forward_bf16(out, lse, qkv, B, T, C, NH);
+    else
+        attention_forward(out, lse, qkv, B, T, C, NH);
+    prof_stop_as("attention", PROF_FWD, t, attention_flops(B, T, C), f32_bytes(4.0 * B * T * C + (double)B * NH * T),
+                 SM_DTYPE_INFO[prec].name);
 }
 
 void op_attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
-                           int B, int T, int C, int NH) {
+                           int B, int T, int C, int NH, sm_dtype prec) {
     double t = prof_start();
-    attention_backward(dqkv, dout, out, qkv, lse, B, T, C, NH);
+    if (prec == SM_BF16)
+        attention_backward_bf16(dqkv, dout, out, qkv, lse, B, T, C, NH);
+    else
+        attention_backward(dqkv, dout, out, qkv, lse, B, T, C, NH);
     // recomputes the scores and probabilities, then dP, dS, dQ, dK, dV: 2.5x the forward's products
-    prof_stop("attention", PROF_BWD, t, 2.5 * attention_flops(B, T, C), f32_bytes(11.0 * B * T * C));
+    prof_stop_as("attention", PROF_BWD, t, 2.5 * attention_flops(B, T, C), f32_bytes(11.0 * B * T * C),
+                 SM_DTYPE_INFO[prec].name);
 }
 
 void op_attention_cached(float *out, const float *qkv, float *kcache, float *vcache, const int *rows, const int *pos,
-                         int n_rows, int T, int C, int NH, int maxT) {
+                         int n_rows, int T, int C, int NH, int maxT, sm_dtype prec) {
     double t = prof_start();
     const int hs = C / NH, C3 = 3 * C;
     for (int i = 0; i < n_rows; i++) {
@@ -152,12 +160,17 @@ void op_attention_cached(float *out, const float *qkv, float *kcache, float *vca
     for (int ih = 0; ih < n_rows * NH; ih++) {
         const int i = ih / NH, h = ih % NH;
         const size_t base = (size_t)rows[i] * maxT * C + (size_t)h * hs;
-        attention_head_forward(out + (size_t)i * T * C + (size_t)h * hs, C, NULL, qkv + (size_t)i * T * C3 + h * hs,
-                               C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
+        float *o = out + (size_t)i * T * C + (size_t)h * hs;
+        const float *q = qkv + (size_t)i * T * C3 + h * hs;
+        if (prec == SM_BF16)
+            attention_head_forward_bf16(o, C, NULL, q, C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
+        else
+            attention_head_forward(o, C, NULL, q, C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
     }
     // QK^T and PV: 2 products of hs per pair and head; reads each row's cached keys and values and
     // the new q, k, v; writes the new k, v and out
-    prof_stop("attention", PROF_FWD, t, 4.0 * hs * NH * pairs, f32_bytes(2.0 * keys * C + 6.0 * n_rows * T * C));
+    prof_stop_as("attention", PROF_FWD, t, 4.0 * hs * NH * pairs, f32_bytes(2.0 * keys * C + 6.0 * n_rows * T * C),
+                 SM_DTYPE_INFO[prec].name);
 }
 
 void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {

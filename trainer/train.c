@@ -126,9 +126,10 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "a run directory's latest; e.g. an llm.c model after `smallmind convert`): its model config, step 0, fresh "
           "AdamW moments and schedule; model flags may be left out, else must match it; a RUN_DIR that already holds "
           "checkpoints is resumed as usual (default: no)", NULL, 0, FREE),
-    T_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: mixed precision on AVX512-BF16 (every matrix "
-          "product's operands in bf16, float32 sums; float32 master weights, AdamW moments, LayerNorm, softmax, GELU, "
-          "attention, the loss and the gradient sync; checkpoints stay float32, so a run may switch on resume)",
+    T_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: mixed precision on AVX512-BF16 (the operands of "
+          "every matrix product, the linear layers' and attention's, in bf16 with float32 sums; float32 master "
+          "weights, AdamW moments, LayerNorm, softmax, GELU, the loss and the gradient sync; checkpoints stay float32, "
+          "so a run may switch on resume)",
           "precision:", 0, ANNOUNCE),
     T_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "per-op time, share of the step, GFLOP/s, GB/s and heap "
           "allocations, printed at the end", "diagnostics:", 1, FREE),
@@ -634,8 +635,8 @@ int cmd_train(int argc, char **argv) {
     // keeps it from here on
     if (trainer_set_precision(&tr, o.prec, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
     if (o.prec == SM_BF16)
-        sm_info("precision: bf16 products (vdpbf16ps, float32 sums); float32 master weights, AdamW, LayerNorm, softmax, "
-                "GELU, attention, loss and gradient sync");
+        sm_info("precision: bf16 operands in the linear layers and attention (vdpbf16ps, float32 sums); float32 master "
+                "weights, AdamW, LayerNorm, softmax, GELU, loss and gradient sync");
     // the resume is accepted: move an abandoned branch aside, point `latest` at what was loaded
     if (ckpt_adopt_resume(o.run_dir, &res, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
     snprintf(meta.parent, sizeof meta.parent, "%s", res.parent);   // what the first save continues

@@ -74,8 +74,8 @@ int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen);
 // Mixed precision: SM_BF16 makes a bf16 copy of the whole parameter arena (rounded to nearest even,
 // kernels.h's bf16_from_f32) and points fwd[] of the matrices (qkvw, attprojw, fcw, fcprojw and wte
 // as the tied LM head) at it: every linear layer, forward and backward, then takes its products on
-// the bf16 GEMM (operands bf16, sums float32); the parameters stay the float32 masters (the
-// embedding lookup, LayerNorm and the biases read them). Training keeps the copy current in AdamW's
+// the bf16 GEMM (operands bf16, sums float32), and attention its bf16 form; the parameters stay the
+// float32 masters (the embedding lookup, LayerNorm and the biases read them). Training keeps the copy current in AdamW's
 // pass (adamw_state.copy_bf16). SM_F32 is the default and changes nothing. -1 with a reason where the
 // CPU has no AVX512-BF16 (or the allowed features exclude it), or with INT8 weights.
 int gpt2_weights_set_precision(gpt2_weights *w, sm_dtype precision, char *err, size_t errlen);
