@@ -1265,9 +1265,9 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "generate")) return bench_generate(argc - 1, argv + 1);
     bench_opts o;
     parse_bench(argc, argv, &o);
-    if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate, checkpoint or tokenizer (command line)");
+    if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate, checkpoint, tokenizer or comm (command line)");
     if (strcmp(o.what, "kernels") && strcmp(o.what, "train"))
-        sm_fatal(SM_EXIT_USAGE, "bench: unknown benchmark '%s'; try kernels or train (command line)", o.what);
+        sm_fatal(SM_EXIT_USAGE, "bench: unknown benchmark '%s': kernels, train, generate, checkpoint, tokenizer or comm (command line)", o.what);
 
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
