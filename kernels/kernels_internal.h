@@ -106,6 +106,12 @@ typedef struct {
 // K and its own operands, never on M, N or where it sits in the tiling.
 void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const gemm_operand *B,
               float beta, float *C, int ldc, const gemm_epilogue *ep);
+// One K slice and one column block of gemm_run with op(B) packed by the caller: C (M,N) = alpha
+// op(A) (M,K) B (K,N) + beta C, where Bp holds B as uk->pack_b(Bp, B, 0, K, 0, N) packs it,
+// K <= uk->kc, N <= uk->nc, fp32 rows only. For a caller that multiplies many A by one B: the same
+// bits as gemm_run, with B packed once.
+void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const void *Bp,
+                       float beta, float *C, int ldc);
 // The same over the threads of an OpenMP team it opens (tiles of the output, split so that each
 // thread packs only its share of the larger operand); the result does not depend on the split.
 void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
@@ -122,6 +128,13 @@ void gemm_ex(int trans_a, int trans_b, int M, int N, int K, float alpha, const f
 // summed in the same order whatever the split, so the result does not depend on the thread count.
 void gemm_parallel(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc, const gemm_epilogue *ep);
+
+// dlogits rows [n0, n1), columns [v0, v1) (v1 <= Vp; columns from V on are 0) recomputed from
+// softmax_xent_stats' row_max and row_inv: d (n1-n0, row stride ldd) gets exactly the values
+// softmax_xent writes to dlogits there (the same exp on the same path). logits row stride ldl.
+void softmax_xent_grad_block(float *d, int ldd, const float *logits, int ldl, const float *row_max,
+                             const float *row_inv, const int *targets, int n0, int n1, int v0, int v1, int V,
+                             float dloss);
 
 // gelu(in) -> out over a (rows, cols) tile with row strides ldo and ldi; the same arithmetic as
 // gelu_forward, element for element (elementwise.c).

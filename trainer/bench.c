@@ -586,6 +586,52 @@ static void bench_memory_kernel(const bench_opts *o, const char *name, bench_fn 
     emit(o, name, "gbps", bytes / t * 1e-9, t * 1e3, stream_gbps, "stream");
 }
 
+// The loss and the LM head's backward, as the step runs them (the logits in memory, written by the
+// forward's last product): softmax_xent writing dlogits then matmul_backward reading them twice,
+// against softmax_xent_stats then lm_head_backward (dlogits recomputed block by block in cache).
+typedef struct {
+    int N, C, V, Vp;
+    float *logits, *dlogits, *losses, *mx, *inv, *inp, *wte, *dinp, *dwte;
+    int *targets;
+} lmh_ctx;
+
+static void k_lm_head_unfused(void *p) {
+    lmh_ctx *c = p;
+    softmax_xent(c->losses, c->dlogits, c->logits, c->targets, c->N, c->V, c->Vp, 1.0f / c->N);
+    matmul_backward(c->dinp, c->dwte, NULL, c->dlogits, c->inp, c->wte, c->N, c->C, c->Vp, 0);
+}
+static void k_lm_head_fused(void *p) {
+    lmh_ctx *c = p;
+    softmax_xent_stats(c->losses, c->mx, c->inv, c->logits, c->targets, c->N, c->V, c->Vp);
+    lm_head_backward(c->dinp, c->dwte, c->logits, c->mx, c->inv, c->targets, c->inp, c->wte, c->N, c->C, c->V, c->Vp,
+                     1.0f / c->N, 0);
+}
+
+static void bench_lm_head(const bench_opts *o, const bench_shape *s) {
+    lmh_ctx c = {.N = o->B * o->T, .C = s->C, .V = BENCH_V, .Vp = (BENCH_V + 63) / 64 * 64};
+    size_t nl = (size_t)c.N * c.Vp, nw = (size_t)c.Vp * c.C;
+    c.logits = bench_buf(nl, 80);
+    for (size_t i = 0; i < nl; i++) c.logits[i] *= 8.0f;
+    c.dlogits = bench_buf(nl, 81);
+    c.losses = bench_buf((size_t)c.N, 82);
+    c.mx = bench_buf((size_t)c.N, 83);
+    c.inv = bench_buf((size_t)c.N, 84);
+    c.inp = bench_buf((size_t)c.N * c.C, 85);
+    c.wte = bench_buf(nw, 86);
+    c.dinp = bench_buf((size_t)c.N * c.C, 87);
+    c.dwte = bench_buf(nw, 88);
+    c.targets = sm_arena((size_t)c.N * sizeof(int));
+    for (int i = 0; i < c.N; i++) c.targets[i] = (i * 7919) % c.V;
+    double tf = 0, tu = 0, flops = 4.0 * c.N * (double)c.C * c.Vp;
+    time_pair(k_lm_head_fused, &c, k_lm_head_unfused, &c, o->rounds, &tf, &tu);
+    char name[160];
+    snprintf(name, sizeof name, "lm_head loss+backward fused (%d,%d,%d)", c.N, c.Vp, c.C);
+    emit(o, name, "gflops", flops / tf * 1e-9, tf * 1e3, flops / tu * 1e-9, "unfused");
+    float *bufs[] = {c.logits, c.dlogits, c.losses, c.mx, c.inv, c.inp, c.wte, c.dinp, c.dwte};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) sm_free(bufs[i]);
+    sm_free(c.targets);
+}
+
 static void bench_kernels_shape(const bench_opts *o, const blas_lib *blas, const bench_shape *s, double stream_gbps) {
     char title[160], name[160];
     snprintf(title, sizeof title, "%s (L=%d H=%d C=%d), B=%d T=%d: matrix products (GFLOP/s) beside OpenBLAS sgemm",
@@ -593,6 +639,7 @@ static void bench_kernels_shape(const bench_opts *o, const blas_lib *blas, const
     heading(o, title);
     prod_times ours, theirs;
     bench_step_products(o, blas, s, 1, &ours, &theirs);
+    bench_lm_head(o, s);
 
     snprintf(title, sizeof title, "%s: other kernels (GB/s: bytes each must move / time; beside the STREAM triad)",
              s->name);
