@@ -15,7 +15,7 @@
 // Every C element is the sum over KC slices, in order, of a k-ordered chain, added to C once per
 // slice (the fp32 rows), or one chain over the groups of K (q8): where an element sits in the
 // tiling never changes its value, so results do not depend on how callers split M or N (nor on
-// the thread count). Packing buffers live on the stack (<= 640 KiB): no heap, safe inside OpenMP
+// the thread count). Packing buffers live on the stack (~0.9 MiB): no heap, safe inside OpenMP
 // threads.
 
 // ---------------------------------------------------------------------------------------------
@@ -122,11 +122,39 @@ void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const ge
         if (ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, 0, 0, 1, N);
         return;
     }
-    const int NC = uk->nc;
+    const int NC = uk->nc, MR = uk->mr, NR = uk->nr;
     const int group = uk->grouped ? A->group : 0;
     int KC = uk->kc;
     if (uk->grouped) KC = KC < group ? group : KC / group * group;   // whole groups per K block
     _Alignas(64) float Bp[GEMM_B_BYTES / sizeof(float)];
+    const int m_panels = (M + MR - 1) / MR;
+    if (N > NC && uk->a_panel(KC < K ? KC : K, group) * (size_t)m_panels <= GEMM_AR_BYTES) {
+        // op(A)'s whole K slice fits the resident buffer (a linear layer's activations, M = B*T rows):
+        // packed once per K slice, not once per column block of B as below. Same micro-kernel calls.
+        _Alignas(64) float Ar[GEMM_AR_BYTES / sizeof(float)];
+        for (int pc = 0; pc < K; pc += KC) {
+            int kc = K - pc < KC ? K - pc : KC, first = pc == 0, last = pc + kc == K;
+            size_t a_panel = uk->a_panel(kc, group), b_panel = uk->b_panel(kc, group);
+            uk->pack_a(Ar, A, 0, M, pc, kc);
+            for (int jc = 0; jc < N; jc += NC) {
+                int nc = N - jc < NC ? N - jc : NC;
+                uk->pack_b(Bp, B, pc, kc, jc, nc);
+                for (int ir = 0; ir < M; ir += MR) {
+                    int mr = M - ir < MR ? M - ir : MR;
+                    const char *ap = (const char *)Ar + (size_t)(ir / MR) * a_panel;
+                    for (int jr = 0; jr < nc; jr += NR) {
+                        int nr = nc - jr < NR ? nc - jr : NR;
+                        gemm_micro_args args = {alpha, first ? beta : 1.0f, first && bias ? bias + jc + jr : NULL, group,
+                                                first};
+                        uk->micro(kc, ap, (const char *)Bp + (size_t)(jr / NR) * b_panel, C + (size_t)ir * ldc + jc + jr,
+                                  ldc, mr, nr, &args);
+                        if (last && ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, ir, jc + jr, mr, nr);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (int jc = 0; jc < N; jc += NC) {
         int nc = N - jc < NC ? N - jc : NC;
         for (int pc = 0; pc < K; pc += KC) {
@@ -152,12 +180,14 @@ void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha,
     if (M == 0 || N == 0) return;
     const int MR = uk->mr, NR = uk->nr;
     int nt = omp_get_max_threads();
-    // A grid of gr x gc tiles, one per thread. Columns first: each thread then packs only its
-    // share of op(B) (the weights, in a linear layer) and all of the smaller op(A). Rows when
-    // there are too few columns to share (or op(A) is the much larger operand).
+    // A grid of gr x gc tiles, one per thread: columns, or rows when there are too few columns
+    // to share.
     int gr = 1, gc = nt;
     int col_units = (N + NR - 1) / NR, row_units = (M + MR - 1) / MR;
-    if (nt > 1 && (col_units < 2 * nt || (size_t)M > 4 * (size_t)N)) {
+    // Each thread packs its share of the operand that is split and all of the other: split the
+    // larger. op(A) is (M,K), op(B) (K,N): rows when M > N (a weight gradient dout^T x with more
+    // outputs than inputs), columns otherwise (a linear layer's weight, B, is the larger).
+    if (nt > 1 && (col_units < 2 * nt || M > N)) {
         gr = nt;
         gc = 1;
         if (row_units < gr) gr = row_units < 1 ? 1 : row_units;

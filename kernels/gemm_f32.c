@@ -292,15 +292,23 @@ KERNELS_TGT_512 static void pack_a_z(void *restrict dstv, const gemm_operand *Ao
     int lda = Ao->ld;
     for (int s = 0; s < mc; s += Z_MR) {
         int mr = mc - s < Z_MR ? mc - s : Z_MR;
+        // each loop also prefetches what the next micro-panel reads at the same p (the hardware
+        // prefetcher follows a few streams, not 14 or 32 interleaved rows)
+        int next_rows = mc - s - Z_MR;   // rows of the next micro-panel, if any
         if (!Ao->trans) {   // rows of A are contiguous in p: transpose 14 x 16 blocks
             const float *src = A + (size_t)(i0 + s) * lda + p0;
-            for (int p = 0; p < kc; p += 16)
+            for (int p = 0; p < kc; p += 16) {
+                for (int i = 0; i < next_rows && i < Z_MR; i++)
+                    _mm_prefetch((const char *)(src + (size_t)(Z_MR + i) * lda + p), _MM_HINT_T0);
                 transpose_block(dst + (size_t)p * Z_MR, Z_MR, Z_MR, src + p, lda, mr, kc - p < 16 ? kc - p : 16);
+            }
         } else {   // op(A)(i,p) = A[p*lda + i]: a masked copy of mr floats per p
             __mmask16 m = sm_lanes_mask(mr), w = sm_lanes_mask(Z_MR);
-            for (int p = 0; p < kc; p++)
-                _mm512_mask_storeu_ps(dst + (size_t)p * Z_MR, w,
-                                      _mm512_maskz_loadu_ps(m, A + (size_t)(p0 + p) * lda + i0 + s));
+            for (int p = 0; p < kc; p++) {
+                const float *src = A + (size_t)(p0 + p) * lda + i0 + s;
+                if (next_rows > 0) _mm_prefetch((const char *)(src + Z_MR + 15), _MM_HINT_T0);
+                _mm512_mask_storeu_ps(dst + (size_t)p * Z_MR, w, _mm512_maskz_loadu_ps(m, src));
+            }
         }
         dst += (size_t)Z_MR * kc;
     }
@@ -312,11 +320,17 @@ KERNELS_TGT_512 static void pack_b_z(void *restrict dstv, const gemm_operand *Bo
     int ldb = Bo->ld;
     for (int s = 0; s < nc; s += Z_NR) {
         int nr = nc - s < Z_NR ? nc - s : Z_NR;
+        // as in pack_a_z: each loop prefetches what the next micro-panel reads at the same p
+        int next_cols = nc - s - Z_NR;   // columns of the next micro-panel, if any
         if (!Bo->trans) {   // op(B)(p,j) = B[p*ldb + j]: masked copies of nr floats per p
             __mmask16 m[Z_NV];
             for (int v = 0; v < Z_NV; v++) m[v] = sm_lanes_mask(nr - 16 * v);
             const float *src = B + (size_t)p0 * ldb + j0 + s;
             for (int p = 0; p < kc; p++) {
+                if (next_cols > 0) {
+                    _mm_prefetch((const char *)(src + (size_t)p * ldb + Z_NR), _MM_HINT_T0);
+                    if (next_cols > 16) _mm_prefetch((const char *)(src + (size_t)p * ldb + Z_NR + 16), _MM_HINT_T0);
+                }
 #pragma GCC unroll 4
                 for (int v = 0; v < Z_NV; v++)
                     _mm512_store_ps(dst + (size_t)p * Z_NR + 16 * v,
@@ -324,11 +338,14 @@ KERNELS_TGT_512 static void pack_b_z(void *restrict dstv, const gemm_operand *Bo
             }
         } else {   // op(B)(p,j) = B[j*ldb + p]: transpose 16 x 16 blocks
             for (int v = 0; v < Z_NV; v++) {
-                int rows = nr - 16 * v;
+                int rows = nr - 16 * v, next = next_cols - 16 * v;   // this block's rows, the next panel's
                 const float *src = B + (size_t)(j0 + s + 16 * v) * ldb + p0;
-                for (int p = 0; p < kc; p += 16)
+                for (int p = 0; p < kc; p += 16) {
+                    for (int i = 0; i < next && i < 16; i++)
+                        _mm_prefetch((const char *)(src + (size_t)(Z_NR + i) * ldb + p), _MM_HINT_T0);
                     transpose_block(dst + (size_t)p * Z_NR + 16 * v, Z_NR, 16, src + p, ldb, rows < 0 ? 0 : rows,
                                     kc - p < 16 ? kc - p : 16);
+                }
             }
         }
         dst += (size_t)Z_NR * kc;
@@ -352,8 +369,12 @@ KERNELS_INLINE_512 void micro_z_rows(int kc, const float *restrict Ap, const flo
     const float alpha = args->alpha, beta = args->beta, *bias = args->bias;
     __m512 c[Z_MR][Z_NV];
 #pragma GCC unroll 14
-    for (int i = 0; i < R; i++)
+    for (int i = 0; i < R; i++) {
+        // the tile of C, for writing (or reading, beta != 0) after the k loop: its misses overlap the loop
+        __builtin_prefetch(C + (size_t)i * ldc, 1, 3);
+        __builtin_prefetch(C + (size_t)i * ldc + 16, 1, 3);
         for (int v = 0; v < Z_NV; v++) c[i][v] = _mm512_setzero_ps();
+    }
     for (int p = 0; p < kc; p++) {
         __m512 b[Z_NV];
         for (int v = 0; v < Z_NV; v++) b[v] = _mm512_load_ps(Bp + 16 * v);

@@ -77,8 +77,8 @@ int kernels_denormals_flushed(void);   // both modes on in the calling thread
 // C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, op(X) = X or X^T.
 // lda/ldb/ldc are row strides in floats of the matrices as stored. beta = 0 never reads C.
 // Cache-blocked and packed, with a register-tiled micro-kernel for the CPU path in use; the
-// packing buffers (~640 KiB) are on the caller's stack (no heap), so threads that call it need
-// a stack of at least ~1 MiB (glibc's default is 8 MiB; see OMP_STACKSIZE).
+// packing buffers (~0.9 MiB) are on the caller's stack (no heap), so threads that call it need
+// a stack of at least ~1.5 MiB (glibc's default is 8 MiB; see OMP_STACKSIZE).
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 // The same product over the threads of an OpenMP team that this call opens (tiles of the output,

@@ -84,9 +84,12 @@ typedef struct {
 extern const gemm_ukernel GEMM_F32_C, GEMM_F32_AVX2, GEMM_F32_AVX512;
 extern const gemm_ukernel GEMM_Q8_C, GEMM_Q8_AVX2, GEMM_Q8_AVX_VNNI, GEMM_Q8_AVX512_VNNI;
 
-// Packing buffers of the driver (on the caller's stack): every row's blocks fit in them.
+// Packing buffers of the driver (on the caller's stack, ~0.9 MiB): every row's blocks fit in them.
 #define GEMM_A_BYTES (128 * 256 * 4)
 #define GEMM_B_BYTES (256 * 512 * 4)
+// and op(A)'s whole K slice when it is small enough to pack once for all of B's column blocks
+// (256 rows of the fp32 rows' 14-row panels: 19 x 14 x 256 floats)
+#define GEMM_AR_BYTES (19 * 14 * 256 * 4)
 
 // The row for these operand dtypes on the path kernels_pick chooses for op (NULL if none).
 const gemm_ukernel *gemm_ukernel_pick(kernels_op op, kernels_dtype a_type, kernels_dtype b_type);
