@@ -175,19 +175,32 @@ void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha,
     run_slice(uk, M, 0, N, 0, K, 0, 1, 1, alpha, A, Bp, beta, C, ldc, NULL);
 }
 
+// Elements gemm_run packs for an (M,N,K) product: op(A) once per K slice when it is resident,
+// else once per column block of B, and op(B) once.
+static double packed_elems(const gemm_ukernel *uk, int M, int N, int K, int group) {
+    int kc = uk->kc;
+    if (uk->grouped) kc = kc < group ? group : kc / group * group;   // as gemm_run blocks K
+    if (kc > K) kc = K;
+    int resident = N > uk->nc && uk->a_panel(kc, group) * (size_t)((M + uk->mr - 1) / uk->mr) <= GEMM_AR_BYTES;
+    double a_passes = resident ? 1.0 : (double)((N + uk->nc - 1) / uk->nc);
+    return (double)M * K * a_passes + (double)K * N;
+}
+
 void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
                        const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep) {
     if (M == 0 || N == 0) return;
-    const int MR = uk->mr, NR = uk->nr;
+    const int MR = uk->mr, NR = uk->nr, group = uk->grouped ? A->group : 0;
     int nt = omp_get_max_threads();
     // A grid of gr x gc tiles, one per thread: columns, or rows when there are too few columns
     // to share.
     int gr = 1, gc = nt;
     int col_units = (N + NR - 1) / NR, row_units = (M + MR - 1) / MR;
-    // Each thread packs its share of the operand that is split and all of the other: split the
-    // larger. op(A) is (M,K), op(B) (K,N): rows when M > N (a weight gradient dout^T x with more
-    // outputs than inputs), columns otherwise (a linear layer's weight, B, is the larger).
-    if (nt > 1 && (col_units < 2 * nt || M > N)) {
+    // Each thread packs its share of the operand that is split and all of the other (op(A) once
+    // per column block of B unless it is resident): split the way that packs fewer elements per
+    // thread. Columns for a linear layer's forward and dinp (B, the weight, is the larger operand),
+    // either for a weight gradient dout^T x, depending on its shape.
+    if (nt > 1 && (col_units < 2 * nt ||
+                   packed_elems(uk, (M + nt - 1) / nt, N, K, group) < packed_elems(uk, M, (N + nt - 1) / nt, K, group))) {
         gr = nt;
         gc = 1;
         if (row_units < gr) gr = row_units < 1 ? 1 : row_units;
