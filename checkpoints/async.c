@@ -96,7 +96,7 @@ static void *worker(void *arg) {
         if (job == JOB_QUIT) break;
         pthread_mutex_unlock(&a->mu);
         ckpt_ctx c;   // the message goes through a context of the worker's own
-        ckpt_ctx_init_local(&c, a->sv->final, "", "");
+        ckpt_ctx_init_plain(&c, a->sv->final, "", "");
         c.rank = a->rank;
         c.world = a->world;
         double t = sm_now_s();
@@ -296,7 +296,7 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
     for (int j = 0; j < p->n_own; j++) {
         const ckpt_own *o = &p->own[j];
         ckpt_ctx quiet;   // a failure's message is made again below, for the first failing chunk only
-        ckpt_ctx_init_local(&quiet, "", "", "");
+        ckpt_ctx_init_plain(&quiet, "", "", "");
         unsigned char *dst = a->snap + a->off[j], *sum = dst + (size_t)o->c.full * sizeof(float);
         if (ckpt_sum_chunk(&quiet, &p->g.d[o->d], &o->c, dst, o->slot >= 0 ? slots[o->slot] : o->src,
                            sum) != 0)

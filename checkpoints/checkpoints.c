@@ -606,7 +606,6 @@ int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_o
 
     // 2. rank 0 reads the chunk table (the calls the check just made) and the generator states
     double t_io = sm_now_s();
-    if (getenv("CKPT_DEBUG")) fprintf(stderr, "preflight %.1f ms\n", (t_io - t0) * 1e3);
     ckpt_geom *g = sm_malloc(sizeof *g);
     ckpt_geom_init(g, params, m, v, CKPT_CHUNK_FLOATS_DEFAULT);
     ckpt_chunk_loc *locs = NULL;
@@ -636,9 +635,7 @@ int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_o
     comm_bcast_bytes(locs, sizeof *locs * (size_t)g->n_chunks, 0);
 
     // 3. every rank reads its part, verified; the parameters' shares then go to every rank
-    if (getenv("CKPT_DEBUG")) fprintf(stderr, "table %.1f ms\n", (sm_now_s() - t_io) * 1e3);
     if (ckpt_agree(cx, read_data(cx, path, g, locs, m != NULL, moment_lo, moment_hi)) != 0) goto done;
-    if (getenv("CKPT_DEBUG")) fprintf(stderr, "read %.1f ms\n", (sm_now_s() - t_io) * 1e3);
     if (cx->world > 1) allgather_params(cx, g);
     meta.rng_restored = cx->rank < meta.world_size;
     if (meta.rng_restored) memcpy(meta.rng.s, rows + 4 * (size_t)cx->rank, sizeof meta.rng.s);

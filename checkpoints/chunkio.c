@@ -299,7 +299,7 @@ int ckpt_write_owned(ckpt_ctx *cx, int fd, const ckpt_wplan *p, const ckpt_chunk
         unsigned char *bounce = NULL;
         size_t cap = 0;
         ckpt_ctx quiet;   // the first failing batch's message is made again below
-        ckpt_ctx_init_local(&quiet, "", "", "");
+        ckpt_ctx_init_plain(&quiet, "", "", "");
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < n_batch; b++) {
             const ckpt_chunk_loc *l0 = &locs[p->g.d[p->own[starts[b]].d].first + p->own[starts[b]].k];
@@ -456,7 +456,7 @@ int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_
         unsigned char *bounce = NULL;
         size_t bcap = 0;
         ckpt_ctx mine;
-        ckpt_ctx_init_local(&mine, cx->where, "", "");
+        ckpt_ctx_init_plain(&mine, cx->where, "", "");
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < n_task; j++) {
             int skip;

@@ -23,6 +23,9 @@ typedef struct {
 int ckpt_ctx_init(ckpt_ctx *cx, const char *where);
 // Without MPI (a forked child, a fuzzer): rank 0 of 1.
 void ckpt_ctx_init_local(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects);
+// The same without any HDF5 call: for OpenMP threads and the --ckpt-async writer thread (this HDF5 is not
+// thread-safe: H5Eset_auto2 from a second thread corrupted its free lists).
+void ckpt_ctx_init_plain(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects);
 // Copies the message out (when rc < 0) and returns rc.
 int ckpt_ctx_finish(ckpt_ctx *cx, int rc, char *err, size_t errlen);
 

@@ -17,6 +17,7 @@
 #include "checkpoints.h"
 #include "comm.h"
 #include "common.h"
+#include "bench_util.h"
 #include "trainer.h"
 
 static const char BENCH_CKPT_USAGE[] =
@@ -27,16 +28,6 @@ static const char BENCH_CKPT_USAGE[] =
     "Under mpirun each rank writes its shard; the baseline is each rank writing (fsync) and\n"
     "reading its share of the same bytes as one plain file in DIR. Cold reads: both files are\n"
     "dropped from the page cache (posix_fadvise DONTNEED) first; warm: read again at once.\n";
-
-static double median(double *x, int n) {
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 // Writes n bytes to path with write() + fsync; returns seconds, or fatal on error.
 static double plain_write(const char *path, const char *buf, size_t n) {
@@ -240,9 +231,9 @@ int bench_checkpoint(int argc, char **argv) {
         ratio[3 * repeats + r] = T(T_STALL, r) / T(T_SAVE, r);
     }
     double med[N_T];
-    for (int k = 0; k < N_T; k++) med[k] = median(&T(k, 0), repeats);
-    double r_save = median(ratio, repeats), r_cold = median(ratio + repeats, repeats);
-    double r_warm = median(ratio + 2 * repeats, repeats), r_stall = median(ratio + 3 * repeats, repeats);
+    for (int k = 0; k < N_T; k++) med[k] = bench_median(&T(k, 0), repeats);
+    double r_save = bench_median(ratio, repeats), r_cold = bench_median(ratio + repeats, repeats);
+    double r_warm = bench_median(ratio + 2 * repeats, repeats), r_stall = bench_median(ratio + 3 * repeats, repeats);
 #undef T
     double state_bytes = 3.0 * (double)n * sizeof(float);
     if (topo.rank == 0) {
