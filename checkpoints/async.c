@@ -310,6 +310,7 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
     }
     sm_free(slots);
     if (ckpt_agree(cx, first_bad < p->n_own ? -1 : 0) != 0) return ckpt_ctx_finish(cx, abandon(a, cx), err, errlen);
+    ckpt_test_pause(a->rank, "copy");
     start_job(a, JOB_WRITE);
     a->st.stall_seconds = sm_now_s() - t0;
     if (stats) {

@@ -18,8 +18,9 @@
 // would and every value. A file chunked otherwise (another writer) is read through HDF5 (MPI-IO,
 // independent), as SMALLMIND_CKPT_READ=hdf5 forces (tests compare the two).
 //
-// Test hook: SMALLMIND_TEST_CKPT_PAUSE=layout|write|rename|latest stops rank 0 of a save (after the
-// layout is written, before any data / after its data is written, before it is synced / after the file
+// Test hook: SMALLMIND_TEST_CKPT_PAUSE=layout|copy|write|rename|latest stops rank 0 of a save (after the
+// layout is written, before any data / async only: its chunks copied into the buffer, the writer not yet
+// started / after its data is written, before it is synced / after the file
 // is synced but before the rename / after the rename but before `latest` is rewritten) and waits there
 // forever, so a test can kill -9 it; SMALLMIND_TEST_CKPT_PAUSE_FILE=F then receives the paused pid.
 // SMALLMIND_CKPT_CHUNK_FLOATS overrides the chunk size (tests use small chunks).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_ckpt_crash.sh MPIEXEC NPFLAG TEST_BIN WORKDIR — kill -9 a 2-rank save mid-commit, then recover.
-# At each stage of the commit (data written but file not closed; closed but not renamed; renamed
+# At each stage of the save (laid out, no data; async: copied into the buffer, no data; data written but file not closed; closed but not renamed; renamed
 # but `latest` not rewritten) rank 0 is killed; then the previous checkpoint (or, past the rename, the new complete
 # one, which --resume auto takes because its parent is the one `latest` names — not because it is the newest
 # file: an unrelated newer checkpoint is ignored) must verify and load, `latest` must be intact, and the next save
@@ -12,7 +12,8 @@ rm -rf "$work"; mkdir -p "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fail=0
 for mode in crash-save crash-save-async; do
-for stage in write rename latest; do
+stages="layout write rename latest"; [ $mode = crash-save-async ] && stages="layout copy write rename latest"
+for stage in $stages; do
   dir=$work/$mode-$stage pidf=$work/$mode-$stage.pid log=$work/$mode-$stage.log
   SMALLMIND_TEST_CKPT_PAUSE_FILE=$pidf "$mpiexec" "$npflag" 2 "$bin" --$mode "$dir" "$stage" >"$log" 2>&1 &
   job=$!
