@@ -1,6 +1,7 @@
 // async.c — defines asynchronous checkpoints: the step that saves copies this rank's chunks into a
-// buffer allocated once (summing and checking them in the same pass) and returns; a worker thread writes
-// the buffer and syncs it, and, once every rank's data is on disk, rank 0's worker commits.
+// buffer allocated once (checking every value as it copies) and returns; a worker thread sums each chunk
+// (Fletcher32, over the copy), writes the buffer and syncs it, and, once every rank's data is on disk,
+// rank 0's worker commits.
 //
 // MPI: the worker makes no MPI call (MPI_THREAD_FUNNELED is all comm_init asks for, and all Open MPI
 // needs to give). Everything collective — the checks, rank 0's layout and the chunk table, the ZeRO
@@ -27,6 +28,7 @@
 #include "ckpt_internal.h"
 
 enum { JOB_NONE, JOB_WRITE, JOB_COMMIT, JOB_QUIT };
+#define RUN_BYTES ((size_t)8 << 20)   // the writer sums and writes at most this much at a time (adjacent chunks)
 enum { PHASE_IDLE, PHASE_WRITING, PHASE_COMMITTING };
 
 struct ckpt_async {
@@ -66,11 +68,26 @@ static int write_snapshot(struct ckpt_async *a, ckpt_ctx *cx) {
     for (int j = 0; j < p->n_own;) {   // chunk by chunk (the gaps may hold metadata), adjacent ones together
         const ckpt_chunk_loc *l = &sv->locs[p->g.d[p->own[j].d].first + p->own[j].k];
         struct iovec iov = {a->snap + a->off[j], (size_t)l->size};
-        for (j++; j < p->n_own; j++) {
+        int j0 = j;
+        for (j++; j < p->n_own && iov.iov_len < RUN_BYTES; j++) {
             const ckpt_chunk_loc *lj = &sv->locs[p->g.d[p->own[j].d].first + p->own[j].k];
             if (lj->addr != l->addr + iov.iov_len) break;
             iov.iov_len += (size_t)lj->size;
         }
+        // each chunk's Fletcher32 over what the step copied (data and padding), stored after it; then the
+        // run goes out while still in cache
+        double ts = sm_now_s();
+        for (int q = j0; q < j; q++) {
+            unsigned char *data = a->snap + a->off[q];
+            size_t bytes = (size_t)p->own[q].c.full * sizeof(float);
+            ckpt_fletcher f;
+            ckpt_fletcher_init(&f);
+            ckpt_fletcher_add(&f, data, bytes, CKPT_CHECK_NONE);
+            uint32_t x = ckpt_fletcher_end(&f);
+            data[bytes] = (unsigned char)x, data[bytes + 1] = (unsigned char)(x >> 8);
+            data[bytes + 2] = (unsigned char)(x >> 16), data[bytes + 3] = (unsigned char)(x >> 24);
+        }
+        a->st.check_seconds += sm_now_s() - ts;
         CK_SYS(ckpt_pwritev_all(fd, &iov, 1, (off_t)l->addr) == 0, "cannot write the checkpoint's data");
     }
     a->st.write_seconds = sm_now_s() - t;
@@ -252,6 +269,22 @@ int ckpt_async_poll(ckpt_async *a, int wait, int *completed, ckpt_stats *stats, 
     }
 }
 
+// Chunk c's n floats from src into dst, then its zero padding; every value checked (finite; >= 0 with
+// nonneg) from the cache, 32 KiB at a time. Returns the index of the first bad value, else c->n.
+// dst may be unaligned (a small chunk's place in the file): bytes are copied, and the floats checked at src.
+static size_t copy_check(unsigned char *dst, const float *src, const ckpt_chunk *c, int nonneg) {
+    enum { PIECE = 8192 };   // floats
+    size_t n = (size_t)c->n;
+    for (size_t at = 0; at < n; at += PIECE) {
+        size_t k = n - at < PIECE ? n - at : PIECE;
+        memcpy(dst + at * sizeof(float), src + at, k * sizeof(float));
+        size_t b = sm_first_bad_float(src + at, k, nonneg);   // from the cache
+        if (b < k) return at + b;
+    }
+    memset(dst + n * sizeof(float), 0, (size_t)(c->full - c->n) * sizeof(float));
+    return n;
+}
+
 int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, const sm_table *params,
                     const sm_table *m, const sm_table *v, size_t moment_lo, size_t moment_hi, int keep,
                     ckpt_stats *stats, char *err, size_t errlen) {
@@ -285,8 +318,9 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
         a->off[j] = end + ((l->addr - end) % CKPT_ALIGN);
         end = a->off[j] + l->size;
     }
-    // the chunks straddling ZeRO slices assembled first, then every chunk copied, summed and checked in one
-    // pass (the step's threads share the chunks)
+    // the chunks straddling ZeRO slices assembled first, then every chunk copied and its values checked
+    // piece by piece from the cache (the step's threads share the chunks); the sums are the writer's
+    // (over the copy: what is written is what is summed)
     float **slots = sm_malloc(sizeof *slots * (size_t)(p->n_assembled + 1));
     for (int j = 0; j < p->n_assembled; j++) slots[j] = a->staging + (size_t)j * (size_t)a->max_full;
     ckpt_exchange(p, slots);
@@ -295,18 +329,15 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
 #pragma omp parallel for schedule(dynamic, 4) reduction(min : first_bad)
     for (int j = 0; j < p->n_own; j++) {
         const ckpt_own *o = &p->own[j];
-        ckpt_ctx quiet;   // a failure's message is made again below, for the first failing chunk only
-        ckpt_ctx_init_plain(&quiet, "", "", "");
-        unsigned char *dst = a->snap + a->off[j], *sum = dst + (size_t)o->c.full * sizeof(float);
-        if (ckpt_sum_chunk(&quiet, &p->g.d[o->d], &o->c, dst, o->slot >= 0 ? slots[o->slot] : o->src,
-                           sum) != 0)
+        if (copy_check(a->snap + a->off[j], o->slot >= 0 ? slots[o->slot] : o->src, &o->c, p->g.d[o->d].kind == 2) < o->c.n)
             first_bad = j < first_bad ? j : first_bad;
     }
     a->st.check_seconds = sm_now_s() - t_sum;
     if (first_bad < p->n_own) {
         const ckpt_own *o = &p->own[first_bad];
-        unsigned char sum[4];
-        ckpt_sum_chunk(cx, &p->g.d[o->d], &o->c, NULL, o->slot >= 0 ? slots[o->slot] : o->src, sum);
+        const float *src = o->slot >= 0 ? slots[o->slot] : o->src;
+        size_t bad = sm_first_bad_float(src, (size_t)o->c.n, p->g.d[o->d].kind == 2);
+        ckpt_value_fail(cx, &p->g.d[o->d], o->c.start + bad, src[bad], 0);
     }
     sm_free(slots);
     if (ckpt_agree(cx, first_bad < p->n_own ? -1 : 0) != 0) return ckpt_ctx_finish(cx, abandon(a, cx), err, errlen);

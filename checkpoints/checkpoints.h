@@ -136,8 +136,8 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta, const sm_table *params
 // rank's chunks of a checkpoint as the file stores them — its share of params, m and v: about 12 bytes per
 // parameter / ranks (*bytes_out), e.g. 1.5 GB for GPT-2 124M on one rank — and starts a writer thread.
 // ckpt_async_save does the save's collective part (the same checks, rank 0's layout, the ZeRO exchange),
-// copies this rank's chunks into the buffer, summing and checking every value in the same pass (a
-// non-finite value fails it here, as ckpt_save would), hands the writing to the thread and returns: the
+// copies this rank's chunks into the buffer, checking every value as it copies (a non-finite value fails
+// it here, as ckpt_save would), hands the summing (Fletcher32) and writing to the thread and returns: the
 // time it takes is the step's stall (stats->stall_seconds). A save while another is in flight waits for it
 // first. The commit rules are ckpt_save's: the data is written to the .tmp and synced by every rank's
 // thread; once ckpt_async_poll finds every rank's data on disk, rank 0's thread commits (sync, rename,

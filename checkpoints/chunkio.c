@@ -424,7 +424,7 @@ static int read_task_run(ckpt_ctx *cx, int fd, const ckpt_dset *d, const ckpt_ch
 }
 
 int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_loc *locs, const hsize_t *ranges) {
-    // the tasks: runs of chunks in file order spanning at most BOUNCE_BYTES (a larger chunk: alone)
+    // the tasks: runs of chunks at increasing places spanning at most BOUNCE_BYTES (a larger chunk: alone)
     int n_task = 0, cap = 0;
     for (int i = 0; i < g->n_dsets; i++) {
         const ckpt_dset *d = &g->d[i];
@@ -440,10 +440,13 @@ int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_
         while (k < k_end) {
             read_task *t = &tasks[n_task++];
             *t = (read_task){.d = i, .k0 = k, .a = a, .b = b};
-            uint64_t start = locs[d->first + k].addr;
+            // at increasing places only (HDF5 may place a chunk in an earlier gap; a crafted file anywhere):
+            // the task's last chunk then ends it, and the read covers every chunk of it
+            uint64_t start = locs[d->first + k].addr, end = start + locs[d->first + k].size;
             for (k++; k < k_end; k++) {
                 const ckpt_chunk_loc *l = &locs[d->first + k];
-                if (l->addr < start || l->addr + l->size - start + PAGE > BOUNCE_BYTES) break;
+                if (l->addr < end || l->addr + l->size - start + PAGE > BOUNCE_BYTES) break;
+                end = l->addr + l->size;
             }
             t->k1 = k;
         }
