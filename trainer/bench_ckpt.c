@@ -157,7 +157,7 @@ int bench_checkpoint(int argc, char **argv) {
 
     // per repeat: times (this rank's, after a barrier where both sides of a ratio are ranks in step)
     enum { T_SAVE, T_PW, T_LOAD_COLD, T_PR_COLD, T_LOAD_WARM, T_PR_WARM, T_STALL, T_ASYNC, T_LAYOUT, T_WRITE,
-           T_CHECK, T_SYNC, T_COMMIT, T_PASS, N_T };
+           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, N_T };
     double *t = sm_calloc((size_t)N_T * (size_t)repeats, sizeof(double));
 #define T(k, r) t[(size_t)(k) * (size_t)repeats + (size_t)(r)]
     uint64_t file_bytes = 0, async_bytes = 0;
@@ -200,6 +200,9 @@ int bench_checkpoint(int argc, char **argv) {
         int done = 0;
         if (ckpt_async_poll(saver, 1, &done, &s, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
         T(T_ASYNC, r) = sm_now_s() - t0;
+        // the writer thread's parts (rank 0's): its sums, writes (sums included), fsync, commit
+        T(T_A_SUM, r) = s.check_seconds, T(T_A_WRITE, r) = s.write_seconds, T(T_A_SYNC, r) = s.sync_seconds;
+        T(T_A_COMMIT, r) = s.commit_seconds;
         meta.parent[0] = '\0';
         ckpt_path(ckpt_file, sizeof ckpt_file, run_dir, 2 * r + 2);
         // loads: cold (both files out of the page cache), then warm
@@ -272,6 +275,9 @@ int bench_checkpoint(int argc, char **argv) {
             printf("  async save: stall in the step %.1f ms = %.1f%% of the synchronous save; committed after %.1f ms; "
                    "buffer %.2f GB a rank\n", med[T_STALL] * 1e3, 100.0 * r_stall, med[T_ASYNC] * 1e3,
                    (double)async_bytes / 1e9);
+            printf("    the writer thread (rank 0): value checks in the step and sums %.1f ms; data written %.1f ms (sums "
+                   "included); fsync %.1f ms; commit %.1f ms\n", med[T_A_SUM] * 1e3, med[T_A_WRITE] * 1e3,
+                   med[T_A_SYNC] * 1e3, med[T_A_COMMIT] * 1e3);
             for (int warm = 0; warm < 2; warm++) {
                 double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
                 printf("  load, %s %8.1f ms  %6.2f GB/s   plain read (%s)  %6.2f GB/s   ratio %.2f\n", warm ? "warm" : "cold",
