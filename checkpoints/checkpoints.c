@@ -1,25 +1,28 @@
 // checkpoints.c — collective sharded checkpoint save with atomic commit, and load with resharding.
 //
-// Integrity: HDF5's Fletcher32 filter on every (chunked) dataset, not the CRC32C fallback
-// DESIGN.md allows. Checked on this machine (Debian 12, HDF5 1.10.8 openmpi): collective
-// parallel writes of Fletcher32-filtered chunked datasets are correct at 1, 2 and 4 ranks, also
-// when ranks share chunks (ZeRO slices are not chunk-aligned) and when some ranks select nothing;
-// HDF5, h5py and h5dump all refuse a flipped byte ("data error detected by Fletcher32
-// checksum"). One trap, avoided below: a memory dataspace of another shape than the file
-// selection (e.g. 1-D against a 3-D hyperslab) drops HDF5 onto a per-element path, 5-10x slower
-// (30-120 MB/s); using the tensor's own shape with the same selection on its arena pointer keeps
-// the fast path (250-700 MB/s) and needs no packing. Metadata is checksummed as well (superblock
-// v2 and v2 object headers, libver bounds V18..V110).
+// Integrity: HDF5's Fletcher32 filter on every (chunked) dataset, not the CRC32C fallback DESIGN.md
+// allows: every reader (h5py, h5dump) verifies what it reads. Metadata is checksummed as well
+// (superblock v2 and v2 object headers, libver bounds V18..V110).
 //
-// Every rank writes its own hyperslabs: parameters are dealt out evenly by whole chunks; the
-// moments each rank holds (its ZeRO-1 slice, or without ZeRO the same even split). Nothing is
-// gathered. Reads are independent: every rank reads all parameters, and only its own slice of
-// the moments, so any world size can load any checkpoint.
+// The data does not go through HDF5 (layout.c says why: its collective filtered path wrote every chunk
+// twice). A save: rank 0 lays the file out with serial HDF5 (groups, attributes, datasets, every chunk
+// placed, none written) and reserves its disk space; every rank then writes its chunks with POSIX I/O —
+// parameters dealt out evenly by whole chunks, the moments each rank holds (its ZeRO-1 slice: a chunk
+// straddling two slices is assembled by the rank holding its start; without ZeRO the same even split) —
+// each chunk stored as HDF5's filter stores it (data, zero padding, Fletcher32 sum), the sum and the
+// value check computed in one pass; each rank fsyncs; rank 0 commits. Nothing is gathered but the ranks'
+// 32-byte generator states.
+// A load: rank 0 checks the untrusted file in a forked child (verify.c), reads the chunk table, and every
+// rank reads what it needs with POSIX I/O (its share of the parameters, then all-gathered; the moments of
+// its own slice: any world size loads any checkpoint), verifying every chunk's Fletcher32 sum as HDF5
+// would and every value. A file chunked otherwise (another writer) is read through HDF5 (MPI-IO,
+// independent), as SMALLMIND_CKPT_READ=hdf5 forces (tests compare the two).
 //
-// Test hook: SMALLMIND_TEST_CKPT_PAUSE=write|rename|latest stops rank 0 of a save (after all
-// data is written but before the file is closed / after it is closed and synced but before the
-// rename / after the rename but before `latest` is rewritten) and waits there forever, so a test
-// can kill -9 it; SMALLMIND_TEST_CKPT_PAUSE_FILE=F then receives the paused pid.
+// Test hook: SMALLMIND_TEST_CKPT_PAUSE=layout|copy|write|rename|latest stops rank 0 of a save (after the
+// layout is written, before any data / async only: its chunks copied into the buffer, the writer not yet
+// started / after its data is written, before it is synced / after the file
+// is synced but before the rename / after the rename but before `latest` is rewritten) and waits there
+// forever, so a test can kill -9 it; SMALLMIND_TEST_CKPT_PAUSE_FILE=F then receives the paused pid.
 // SMALLMIND_CKPT_CHUNK_FLOATS overrides the chunk size (tests use small chunks).
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +33,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "ckpt_internal.h"
@@ -88,9 +92,9 @@ static void tensor_part(const sm_tensor *t, size_t lo, size_t hi, hsize_t *a, hs
 
 // ---------------------------------------------------------------------------
 // Save
-static void test_pause(const ckpt_ctx *cx, const char *stage) {
+void ckpt_test_pause(int rank, const char *stage) {
     const char *want = getenv("SMALLMIND_TEST_CKPT_PAUSE");
-    if (cx->rank != 0 || !want || strcmp(want, stage) != 0) return;
+    if (rank != 0 || !want || strcmp(want, stage) != 0) return;
     const char *pid_file = getenv("SMALLMIND_TEST_CKPT_PAUSE_FILE");
     if (pid_file) {
         char tmp[4200];
@@ -107,8 +111,8 @@ static void test_pause(const ckpt_ctx *cx, const char *stage) {
 }
 
 // An upper bound of the file's size: whole chunks (edge chunks are stored whole), a 4-byte
-// checksum each, the chunk indexes (v1 B-trees: well under 128 bytes a chunk), and per-dataset
-// and per-file metadata.
+// checksum each, the chunk indexes (v1 B-trees: well under 128 bytes a chunk), each chunk's
+// alignment gap, and per-dataset and per-file metadata.
 static uint64_t size_bound(const sm_table *params, hsize_t chunk_floats, int world) {
     uint64_t bytes = (256u << 10) + 64u * (uint64_t)world, n_chunks = 1;
     for (int i = 0; i < params->count; i++) {
@@ -120,27 +124,33 @@ static uint64_t size_bound(const sm_table *params, hsize_t chunk_floats, int wor
             chunk_bytes *= s.chunk[d];
         }
         n_chunks += 3 * chunks;
-        bytes += 3 * (chunks * chunk_bytes + (16u << 10));
+        uint64_t gap = chunk_bytes + 4 >= CKPT_ALIGN ? CKPT_ALIGN : 0;   // chunks of a page start on one
+        bytes += 3 * (chunks * (chunk_bytes + gap) + (16u << 10));
     }
-    return bytes + n_chunks * (4 + 128);
+    return bytes + n_chunks * (4 + 128);   // the sum, the index entry
 }
 
-// Rank 0: reserves `bytes` of disk for the (open) temporary without changing its size
-// (ENOSPC now, not inside HDF5's collective writes); where fallocate is unsupported, checks the
-// free space instead.
-static int reserve_space(ckpt_ctx *cx, const char *tmp, const char *run_dir, uint64_t bytes) {
+// Rank 0, before the layout: the free space of RUN_DIR against the file's upper bound.
+static int check_free(ckpt_ctx *cx, const char *run_dir, uint64_t bytes) {
+    struct statvfs vfs;
+    CK_SYS(statvfs(run_dir, &vfs) == 0, "cannot read the free space of %s", run_dir);
+    uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    CK(avail >= bytes, "not enough disk space for the checkpoint: %.1f MB free, it needs up to %.1f MB",
+       (double)avail / 1e6, (double)bytes / 1e6);
+    return 0;
+error:
+    return -1;
+}
+
+// Rank 0, after the layout: the whole file's disk blocks allocated (its holes, where the ranks write the
+// chunks, included), so a full disk fails here, before any data, not inside the ranks' writes. A
+// filesystem without fallocate relies on check_free.
+static int reserve_file(ckpt_ctx *cx, const char *tmp, uint64_t bytes) {
     int fd = open(tmp, O_RDWR | O_CLOEXEC);
     CK_SYS(fd >= 0, "cannot open the new checkpoint to reserve disk space");
-    int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes), e = errno;
+    int rc = fallocate(fd, 0, 0, (off_t)bytes), e = errno;
     close(fd);
-    if (rc != 0 && (e == EOPNOTSUPP || e == ENOSYS)) {
-        struct statvfs vfs;
-        CK_SYS(statvfs(run_dir, &vfs) == 0, "cannot read the free space of %s", run_dir);
-        uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
-        CK(avail >= bytes, "not enough disk space for the checkpoint: %.1f MB free, it needs up to %.1f MB",
-           (double)avail / 1e6, (double)bytes / 1e6);
-        return 0;
-    }
+    if (rc != 0 && (e == EOPNOTSUPP || e == ENOSYS)) return 0;
     errno = e;
     CK_SYS(rc == 0, "cannot reserve %.1f MB of disk for the checkpoint", (double)bytes / 1e6);
     return 0;
@@ -190,226 +200,6 @@ int ckpt_check_space(const char *run_dir, const sm_table *params, uint64_t *byte
     return ckpt_ctx_finish(cx, ckpt_agree(cx, local), err, errlen);
 }
 
-typedef struct {
-    hsize_t chunk_floats;
-    int even;                    // moments: every rank holds all, deal them out like params
-    size_t moment_lo, moment_hi; // this rank's range, clamped to the arena
-    uint64_t reserve;            // bytes of disk reserved for the file
-    const char *run_dir;
-    double check_seconds;        // this rank's time checking values (finite, v >= 0)
-} save_plan;
-
-// The ranks' moment ranges: all the whole arena (even split), or a partition of it.
-static int plan_moments(ckpt_ctx *cx, save_plan *plan, size_t n) {
-    uint64_t mine[2] = {plan->moment_lo, plan->moment_hi};
-    uint64_t *all = sm_malloc(2 * sizeof(uint64_t) * (size_t)cx->world);
-    int *order = sm_malloc(sizeof(int) * (size_t)cx->world);
-    int rc = -1;
-    MPI_CHECK(MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, MPI_COMM_WORLD));
-    int full = 1;
-    for (int r = 0; r < cx->world; r++) full &= all[2 * r] == 0 && all[2 * r + 1] == n;
-    if (full) {
-        plan->even = 1;
-        rc = 0;
-        goto error;
-    }
-    // sort the non-empty ranges by start (insertion sort: world is small), then they must tile [0, n)
-    int k = 0;
-    for (int r = 0; r < cx->world; r++) {
-        if (all[2 * r] == all[2 * r + 1]) continue;
-        int j = k++;
-        while (j > 0 && all[2 * order[j - 1]] > all[2 * r]) {
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = r;
-    }
-    uint64_t next = 0;
-    for (int j = 0; j < k; j++) {
-        int r = order[j];
-        CK(all[2 * r] == next,
-           "checkpoint: the ranks' moment ranges neither cover the whole arena on every rank nor partition it "
-           "(rank %d holds [%llu, %llu), expected a range from %llu)",
-           r, (unsigned long long)all[2 * r], (unsigned long long)all[2 * r + 1], (unsigned long long)next);
-        next = all[2 * r + 1];
-    }
-    CK(next == n,
-       "checkpoint: the ranks' moment ranges neither cover the whole arena on every rank nor partition it "
-       "(together they cover [0, %llu) of %zu floats)",
-       (unsigned long long)next, n);
-    plan->even = 0;
-    rc = 0;
-error:
-    sm_free(order);
-    sm_free(all);
-    return rc;
-}
-
-// Writes one tensor: this rank's flat range [a, b) of it, from ptr (the tensor's start; only the
-// range is read). Collective: every rank calls it for every tensor, in the same order.
-// A checkpoint is committed only when every value in it is finite (and every second moment >= 0):
-// each rank checks the range it writes, just before handing it to HDF5, which reads it again from
-// cache for the checksum; a bad value fails the write on every rank (the agreement below is there
-// anyway), so the temporary is removed and the previous checkpoint stays the last one.
-static int write_tensor(ckpt_ctx *cx, hid_t group, const char *gname, const char *name, const ckpt_shape *s,
-                        const float *ptr, hsize_t a, hsize_t b, hid_t dxpl, double *check_s) {
-    hid_t ids[4] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // fspace mspace dcpl dset
-    int local = -1;
-    double t0 = sm_now_s();
-    size_t bad_at = sm_first_bad_float(ptr + a, (size_t)(b - a), strcmp(gname, "/optim/v") == 0);
-    *check_s += sm_now_s() - t0;
-    if (bad_at < (size_t)(b - a)) {
-        char what[64];
-        ckpt_bad_value_str(what, sizeof what, ptr[a + bad_at]);
-        ckpt_fail(cx, "refusing to commit a checkpoint with a value that is %s: %s/%s element %llu", what, gname, name,
-                  (unsigned long long)(a + bad_at));
-        goto error;
-    }
-    // local preparation, then agree, so no rank enters the collective calls alone
-    CK_H5(ids[0] = H5Screate_simple(s->ndim, s->dims, NULL), "cannot write %s/%s", gname, name);
-    CK_H5(ids[1] = H5Screate_simple(s->ndim, s->dims, NULL), "cannot write %s/%s", gname, name);
-    CK_H5(ids[2] = H5Pcreate(H5P_DATASET_CREATE), "cannot write %s/%s", gname, name);
-    CK_H5(H5Pset_chunk(ids[2], s->ndim, s->chunk), "cannot chunk %s/%s", gname, name);
-    CK_H5(H5Pset_fletcher32(ids[2]), "cannot add a checksum to %s/%s", gname, name);
-    CK_H5(H5Pset_fill_time(ids[2], H5D_FILL_TIME_NEVER), "cannot write %s/%s", gname, name);   // all written
-    CK_H5(ckpt_select_flat(ids[0], s, a, b), "cannot select this rank's part of %s/%s", gname, name);
-    CK_H5(ckpt_select_flat(ids[1], s, a, b), "cannot select this rank's part of %s/%s", gname, name);
-    local = 0;
-error:
-    if (ckpt_agree(cx, local) != 0) {
-        ckpt_close_all(ids, 4);
-        return -1;
-    }
-    local = -1;
-    ids[3] = H5Dcreate2(group, name, H5T_IEEE_F32LE, ids[0], H5P_DEFAULT, ids[2], H5P_DEFAULT);
-    if (ids[3] < 0)
-        ckpt_fail_h5(cx, "cannot create %s/%s", gname, name);
-    else if (H5Dwrite(ids[3], H5T_NATIVE_FLOAT, ids[1], ids[0], dxpl, ptr) < 0)
-        ckpt_fail_h5(cx, "cannot write %s/%s", gname, name);
-    else
-        local = 0;
-    ckpt_close_all(ids, 4);
-    return ckpt_agree(cx, local);
-}
-
-// Attributes and groups (collective: every rank the same values — rank 0's).
-static int write_layout(ckpt_ctx *cx, hid_t file, const ckpt_meta *meta, hid_t *groups) {
-    hid_t gcpl = H5I_INVALID_HID;
-    int local = -1;
-    CK_H5(gcpl = H5Pcreate(H5P_GROUP_CREATE), "cannot create groups");
-    // h5py and inspect list tensors in the model's order
-    CK_H5(H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), "cannot create groups");
-    const char *gnames[5] = {"/model", "/optim", "/optim/m", "/optim/v", "/state"};
-    for (int i = 0; i < 5; i++)
-        CK_H5(groups[i] = H5Gcreate2(file, gnames[i], H5P_DEFAULT, gcpl, H5P_DEFAULT), "cannot create group %s",
-              gnames[i]);
-
-    if (ckpt_attrs_write(cx, file, meta) != 0) goto error;
-    local = 0;
-error:
-    if (gcpl >= 0) H5Pclose(gcpl);
-    return ckpt_agree(cx, local);
-}
-
-// /state/rng: uint64 [world, 4], row r written by rank r.
-static int write_rng(ckpt_ctx *cx, hid_t state, const sm_rng *rng, hid_t dxpl) {
-    hid_t ids[4] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // fspace mspace dcpl dset
-    hsize_t dims[2] = {(hsize_t)cx->world, 4}, row[2] = {1, 4}, start[2] = {(hsize_t)cx->rank, 0};
-    int local = -1;
-    CK_H5(ids[0] = H5Screate_simple(2, dims, NULL), "cannot write /state/rng");
-    CK_H5(ids[1] = H5Screate_simple(2, row, NULL), "cannot write /state/rng");
-    CK_H5(ids[2] = H5Pcreate(H5P_DATASET_CREATE), "cannot write /state/rng");
-    CK_H5(H5Pset_chunk(ids[2], 2, dims), "cannot write /state/rng");
-    CK_H5(H5Pset_fletcher32(ids[2]), "cannot write /state/rng");
-    CK_H5(H5Sselect_hyperslab(ids[0], H5S_SELECT_SET, start, NULL, row, NULL), "cannot write /state/rng");
-    local = 0;
-error:
-    if (ckpt_agree(cx, local) != 0) {
-        ckpt_close_all(ids, 4);
-        return -1;
-    }
-    local = -1;
-    ids[3] = H5Dcreate2(state, "rng", H5T_STD_U64LE, ids[0], H5P_DEFAULT, ids[2], H5P_DEFAULT);
-    if (ids[3] < 0)
-        ckpt_fail_h5(cx, "cannot create /state/rng");
-    else if (H5Dwrite(ids[3], H5T_NATIVE_UINT64, ids[1], ids[0], dxpl, rng->s) < 0)
-        ckpt_fail_h5(cx, "cannot write /state/rng");
-    else
-        local = 0;
-    ckpt_close_all(ids, 4);
-    return ckpt_agree(cx, local);
-}
-
-// Creates, writes and closes the temporary file. Collective; the same result on every rank.
-static int write_file(ckpt_ctx *cx, const char *tmp, const ckpt_meta *meta, const sm_table *params, const sm_table *m,
-                      const sm_table *v, save_plan *plan) {
-    hid_t fapl = H5I_INVALID_HID, fcpl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
-    hid_t groups[5] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
-    int local = -1, rc = -1;
-    CK_H5(fapl = ckpt_fapl_mpio(1), "cannot set up MPI-IO for the checkpoint");
-    CK_H5(fcpl = H5Pcreate(H5P_FILE_CREATE), "cannot create the checkpoint");
-    CK_H5(H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), "cannot create the checkpoint");
-    CK_H5(H5Pset_attr_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), "cannot create the checkpoint");
-    CK_H5(dxpl = H5Pcreate(H5P_DATASET_XFER), "cannot create the checkpoint");
-    // filtered datasets can only be written collectively in parallel
-    CK_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), "cannot create the checkpoint");
-    local = 0;
-error:
-    if (ckpt_agree(cx, local) != 0) goto done;
-    file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);   // collective
-    local = 0;
-    if (file < 0) {
-        ckpt_fail_h5(cx, "cannot create the checkpoint file");
-        local = -1;
-    }
-    if (ckpt_agree(cx, local) != 0) goto done;
-    // H5F_ACC_TRUNC dropped the reservation made before: make it again, before any data
-    if (ckpt_agree(cx, cx->rank == 0 ? reserve_space(cx, tmp, plan->run_dir, plan->reserve) : 0) != 0) goto done;
-    if (write_layout(cx, file, meta, groups) != 0) goto done;
-
-    for (int i = 0; i < params->count; i++) {
-        const sm_tensor *t = &params->t[i];
-        ckpt_shape s;
-        hsize_t a, b;
-        tensor_shape(&s, t, plan->chunk_floats);
-        ckpt_chunk_split(&s, cx->rank, cx->world, &a, &b);
-        if (write_tensor(cx, groups[0], "/model", t->name, &s, t->ptr, a, b, dxpl, &plan->check_seconds) != 0) goto done;
-    }
-    for (int k = 0; k < 2; k++) {
-        const sm_table *o = k ? v : m;
-        for (int i = 0; i < o->count; i++) {
-            const sm_tensor *t = &o->t[i];
-            ckpt_shape s;
-            hsize_t a, b;
-            tensor_shape(&s, t, plan->chunk_floats);
-            if (plan->even)
-                ckpt_chunk_split(&s, cx->rank, cx->world, &a, &b);
-            else
-                tensor_part(t, plan->moment_lo, plan->moment_hi, &a, &b);
-            if (write_tensor(cx, groups[2 + k], k ? "/optim/v" : "/optim/m", t->name, &s, t->ptr, a, b, dxpl,
-                             &plan->check_seconds) != 0)
-                goto done;
-        }
-    }
-    if (write_rng(cx, groups[4], &meta->rng, dxpl) != 0) goto done;
-    test_pause(cx, "write");
-    // MPI_File_sync on every rank: on a parallel filesystem one client's fsync does not cover
-    // the others' writes
-    local = 0;
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
-        ckpt_fail_h5(cx, "cannot flush the checkpoint");
-        local = -1;
-    }
-    if (ckpt_agree(cx, local) != 0) goto done;
-    ckpt_close_all(groups, 5);
-    rc = ckpt_close_agree(cx, &file, 0);
-done:
-    ckpt_close_all(groups, 5);
-    hid_t rest[4] = {file, dxpl, fcpl, fapl};
-    ckpt_close_all(rest, 4);
-    return rc;
-}
-
 int ckpt_sync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -421,51 +211,17 @@ int ckpt_sync_dir(const char *dir) {
     return rc;
 }
 
-// Rank 0: fsync the closed temporary, rename it into place, fsync the directory, rewrite
-// `latest` the same way, prune.
-static int commit(ckpt_ctx *cx, const char *run_dir, const char *tmp, const char *final, int step, int keep) {
-    int fd = -1, renamed = 0;
-    const char *name = strrchr(final, '/') ? strrchr(final, '/') + 1 : final;
-    CK_SYS((fd = open(tmp, O_RDWR | O_CLOEXEC)) >= 0, "cannot open the written checkpoint to sync it");
-    struct stat st;
-    CK_SYS(fstat(fd, &st) == 0, "cannot stat the checkpoint");
-    // the space reserved past the end of the file is released by truncating to its own size
-    CK_SYS(ftruncate(fd, st.st_size) == 0, "cannot release the disk reserved past the end of the checkpoint");
-    CK_SYS(fsync(fd) == 0, "cannot fsync the checkpoint");
-    int closed = close(fd);
-    fd = -1;
-    CK_SYS(closed == 0, "cannot close the checkpoint");
-    test_pause(cx, "rename");
-    CK_SYS(rename(tmp, final) == 0, "cannot rename %s.tmp into place", name);
-    renamed = 1;
-    CK_SYS(ckpt_sync_dir(run_dir) == 0, "checkpoint renamed into place, but cannot fsync its directory %s", run_dir);
-    test_pause(cx, "latest");
-    char latest[4200], line[CKPT_NAME_MAX + 2], why[CKPT_ERR_MAX];
-    snprintf(latest, sizeof latest, "%s/latest", run_dir);
-    int len = snprintf(line, sizeof line, "%s\n", name);
-    CK(sm_write_file_atomic(latest, line, (size_t)len, why, sizeof why) == 0,
-       "checkpoint committed, but `latest` could not be rewritten: %s", why);
-    ckpt_prune(run_dir, step, keep);
-    return 0;
-error:
-    if (fd >= 0) close(fd);
-    if (!renamed) unlink(tmp);
-    return -1;
-}
-
-int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *params, const sm_table *m,
-              const sm_table *v, size_t moment_lo, size_t moment_hi, int keep, ckpt_stats *stats, char *err,
-              size_t errlen) {
-    double t0 = sm_now_s();
-    char final[4096], tmp[4200];
-    ckpt_path(final, sizeof final, run_dir, meta_in->step);
-    snprintf(tmp, sizeof tmp, "%s.tmp", final);
-    ckpt_ctx c, *cx = &c;
-    if (ckpt_ctx_init(cx, final) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+int ckpt_save_begin(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ckpt_meta *meta_in,
+                    const sm_table *params, const sm_table *m, const sm_table *v, size_t moment_lo, size_t moment_hi,
+                    int keep) {
+    memset(sv, 0, sizeof *sv);
+    sv->t0 = sm_now_s();
+    sv->run_dir = run_dir;
+    sv->keep = keep;
+    ckpt_path(sv->final, sizeof sv->final, run_dir, meta_in->step);
+    snprintf(sv->tmp, sizeof sv->tmp, "%s.tmp", sv->final);
 
     // 1. arguments, the same metadata everywhere (rank 0's), and where every rank writes
-    save_plan plan = {.chunk_floats = CKPT_CHUNK_FLOATS_DEFAULT, .moment_lo = moment_lo, .moment_hi = moment_hi,
-                      .run_dir = run_dir};
     int local = check_tables(cx, params, m, v);
     if (local == 0 && (!m || !v)) {
         ckpt_fail(cx, "checkpoint: a save needs the moment tables");
@@ -485,29 +241,27 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
         ckpt_fail(cx, "checkpoint: parent '%s' is not the file name of an older checkpoint", meta_in->parent);
         local = -1;
     }
-    if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+    if (ckpt_agree(cx, local) != 0) return -1;
     int steps[2] = {meta_in->step, -meta_in->step}, ext[2];
     MPI_CHECK(MPI_Allreduce(steps, ext, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     if (ext[0] != -ext[1]) {
         ckpt_fail(cx, "checkpoint: the ranks disagree on the step to save (%d to %d)", -ext[1], ext[0]);
-        return ckpt_ctx_finish(cx, -1, err, errlen);
+        return -1;
     }
-    ckpt_meta meta = *meta_in;
-    comm_bcast_bytes(&meta, sizeof meta, 0);
-    meta.rng = meta_in->rng;   // the one per-rank field
+    ckpt_meta *meta = &sv->meta;
+    *meta = *meta_in;
+    comm_bcast_bytes(meta, sizeof *meta, 0);
+    meta->rng = meta_in->rng;   // the one per-rank field
     // what the file says of itself
-    snprintf(meta.format, sizeof meta.format, "%s", CKPT_FORMAT_NAME);
-    meta.format_version = CKPT_FORMAT_VERSION;
-    meta.world_size = cx->world;
-    meta.optim.schedule_position = meta.step;
-    plan.chunk_floats = chunk_floats(cx);
-    size_t n = sm_table_n_f32(params);
-    if (plan.moment_hi > n) plan.moment_hi = n;
-    if (plan.moment_lo > plan.moment_hi) plan.moment_lo = plan.moment_hi;
-    if (ckpt_agree(cx, plan_moments(cx, &plan, n)) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    plan.reserve = size_bound(params, plan.chunk_floats, cx->world);
+    snprintf(meta->format, sizeof meta->format, "%s", CKPT_FORMAT_NAME);
+    meta->format_version = CKPT_FORMAT_VERSION;
+    meta->world_size = cx->world;
+    meta->optim.schedule_position = meta->step;
+    hsize_t chunk = chunk_floats(cx);
+    if (ckpt_agree(cx, ckpt_wplan_build(cx, &sv->plan, params, m, v, moment_lo, moment_hi, chunk)) != 0) return -1;
+    sv->reserve = size_bound(params, chunk, cx->world);
 
-    // 2. rank 0 makes sure the temporary can be created, for a plain message when it cannot
+    // 2. room for it: rank 0 the run directory and its free space, every rank its file-size limit
     local = 0;
     if (cx->rank == 0) {
         struct stat st;
@@ -518,42 +272,125 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
             ckpt_fail(cx, "cannot save a checkpoint: %s is not a directory", run_dir);
             local = -1;
         } else {
-            int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            if (fd < 0) {
-                ckpt_fail_sys(cx, errno, "cannot create %s.tmp", strrchr(final, '/') + 1);
-                local = -1;
-            } else {
-                close(fd);
-                local = reserve_space(cx, tmp, run_dir, plan.reserve);
-                if (local != 0) unlink(tmp);
-            }
+            local = check_free(cx, run_dir, sv->reserve);
         }
     }
-    if (local == 0) local = check_fsize_limit(cx, plan.reserve);
-    if (ckpt_agree(cx, local) != 0) {
-        if (cx->rank == 0) unlink(tmp);
-        return ckpt_ctx_finish(cx, -1, err, errlen);
-    }
+    if (local == 0) local = check_fsize_limit(cx, sv->reserve);
+    if (ckpt_agree(cx, local) != 0) return -1;
 
-    // 3. every rank writes its hyperslabs; 4. rank 0 commits
-    double t_io = sm_now_s();
-    int rc = write_file(cx, tmp, &meta, params, m, v, &plan);
-    t_io = sm_now_s() - t_io;
+    // 3. rank 0 lays the file out (the ranks' generator states gathered: 32 bytes each) and reserves its blocks
+    uint64_t *rows = cx->rank == 0 ? sm_malloc(4 * sizeof(uint64_t) * (size_t)cx->world) : NULL;
+    MPI_CHECK(MPI_Gather(meta->rng.s, 4, MPI_UINT64_T, rows, 4, MPI_UINT64_T, 0, MPI_COMM_WORLD));
+    sv->locs = sm_malloc(sizeof *sv->locs * (size_t)(sv->plan.g.n_chunks ? sv->plan.g.n_chunks : 1));
+    local = 0;
+    if (cx->rank == 0) {
+        double t = sm_now_s();
+        local = ckpt_layout_write(cx, sv->tmp, meta, rows, cx->world, &sv->plan.g, sv->locs, &sv->file_bytes);
+        if (local == 0) local = reserve_file(cx, sv->tmp, sv->file_bytes);
+        if (local != 0) unlink(sv->tmp);
+        sv->layout_seconds = sm_now_s() - t;
+    }
+    sm_free(rows);
+    if (ckpt_agree(cx, local) != 0) return -1;
+    ckpt_test_pause(cx->rank, "layout");
+    comm_bcast_bytes(sv->locs, sizeof *sv->locs * (size_t)sv->plan.g.n_chunks, 0);
+    comm_bcast_bytes(&sv->file_bytes, sizeof sv->file_bytes, 0);
+    return 0;
+}
+
+void ckpt_saving_free(ckpt_saving *sv) {
+    ckpt_wplan_free(&sv->plan);
+    sm_free(sv->locs);
+    sv->locs = NULL;
+}
+
+int ckpt_save_commit(ckpt_ctx *cx, const ckpt_saving *sv) {
+    int fd = -1, renamed = 0;
+    const char *tmp = sv->tmp, *final = sv->final, *run_dir = sv->run_dir;
+    const char *name = strrchr(final, '/') ? strrchr(final, '/') + 1 : final;
+    // the ranks synced their data; this syncs rank 0's layout (and, on one node, is all there is left)
+    CK_SYS((fd = open(tmp, O_RDWR | O_CLOEXEC)) >= 0, "cannot open the written checkpoint to sync it");
+    CK_SYS(fsync(fd) == 0, "cannot fsync the checkpoint");
+    int closed = close(fd);
+    fd = -1;
+    CK_SYS(closed == 0, "cannot close the checkpoint");
+    ckpt_test_pause(cx->rank, "rename");
+    CK_SYS(rename(tmp, final) == 0, "cannot rename %s.tmp into place", name);
+    renamed = 1;
+    CK_SYS(ckpt_sync_dir(run_dir) == 0, "checkpoint renamed into place, but cannot fsync its directory %s", run_dir);
+    ckpt_test_pause(cx->rank, "latest");
+    char latest[4200], line[CKPT_NAME_MAX + 2], why[CKPT_ERR_MAX];
+    snprintf(latest, sizeof latest, "%s/latest", run_dir);
+    int len = snprintf(line, sizeof line, "%s\n", name);
+    CK(sm_write_file_atomic(latest, line, (size_t)len, why, sizeof why) == 0,
+       "checkpoint committed, but `latest` could not be rewritten: %s", why);
+    ckpt_prune(run_dir, sv->meta.step, sv->keep);
+    return 0;
+error:
+    if (fd >= 0) close(fd);
+    if (!renamed) unlink(tmp);
+    return -1;
+}
+
+// Every rank: its chunks into the laid-out file, then fsync (on a parallel filesystem one client's fsync
+// does not cover the others' writes). The ZeRO exchange first (collective). 0 or -1, local.
+static int write_data(ckpt_ctx *cx, ckpt_saving *sv, ckpt_stats *st) {
+    const ckpt_wplan *p = &sv->plan;
+    float *staging = sm_malloc(sizeof(float) * (size_t)p->max_full * (size_t)(p->n_assembled + 1));
+    float **slots = sm_malloc(sizeof *slots * (size_t)(p->n_assembled + 1));
+    for (int j = 0; j < p->n_assembled; j++) slots[j] = staging + (size_t)j * (size_t)p->max_full;
+    ckpt_exchange(p, slots);
+    int fd = -1, rc = -1;
+    double t = sm_now_s();
+    CK_SYS((fd = open(sv->tmp, O_WRONLY | O_CLOEXEC)) >= 0, "cannot open the new checkpoint to write it");
+    if (ckpt_write_owned(cx, fd, p, sv->locs, slots, &st->check_seconds) != 0) goto error;
+    st->write_seconds = sm_now_s() - t;
+    ckpt_test_pause(cx->rank, "write");
+    t = sm_now_s();
+    CK_SYS(fsync(fd) == 0, "cannot fsync the checkpoint's data");
+    int closed = close(fd);
+    fd = -1;
+    CK_SYS(closed == 0, "cannot close the checkpoint");
+    st->sync_seconds = sm_now_s() - t;
+    rc = 0;
+error:
+    if (fd >= 0) close(fd);
+    sm_free(slots);
+    sm_free(staging);
+    return rc;
+}
+
+int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *params, const sm_table *m,
+              const sm_table *v, size_t moment_lo, size_t moment_hi, int keep, ckpt_stats *stats, char *err,
+              size_t errlen) {
+    char final[4096];
+    ckpt_path(final, sizeof final, run_dir, meta_in->step);
+    ckpt_ctx c, *cx = &c;
+    if (ckpt_ctx_init(cx, final) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+    ckpt_saving *sv = sm_malloc(sizeof *sv);
+    ckpt_stats st = {0};
+    int rc = ckpt_save_begin(cx, sv, run_dir, meta_in, params, m, v, moment_lo, moment_hi, keep);
     if (rc == 0) {
-        rc = ckpt_agree(cx, cx->rank == 0 ? commit(cx, run_dir, tmp, final, meta.step, keep) : 0);
-    } else if (cx->rank == 0) {
-        unlink(tmp);   // every rank has closed it (write_file agreed after its cleanup)
+        double t_io = sm_now_s();
+        rc = ckpt_agree(cx, write_data(cx, sv, &st));
+        st.io_seconds = sm_now_s() - t_io + sv->layout_seconds;
+        if (rc == 0) {
+            double t = sm_now_s();
+            rc = ckpt_agree(cx, cx->rank == 0 ? ckpt_save_commit(cx, sv) : 0);
+            st.commit_seconds = sm_now_s() - t;
+        } else if (cx->rank == 0) {
+            unlink(sv->tmp);   // every rank has closed it (write_data agreed after its cleanup)
+        }
     }
     if (rc == 0 && stats) {
-        struct stat st;
-        uint64_t bytes = cx->rank == 0 && stat(final, &st) == 0 ? (uint64_t)st.st_size : 0;
-        comm_bcast_bytes(&bytes, sizeof bytes, 0);
-        stats->bytes = bytes;
-        stats->io_seconds = t_io;
-        stats->seconds = sm_now_s() - t0;
-        stats->reserved = plan.reserve;
-        stats->check_seconds = plan.check_seconds;
+        st.bytes = sv->file_bytes;
+        st.reserved = sv->reserve;
+        st.layout_seconds = sv->layout_seconds;
+        st.seconds = sm_now_s() - sv->t0;
+        *stats = st;
     }
+    ckpt_saving_free(sv);
+    sm_free(sv);
     return ckpt_ctx_finish(cx, rc, err, errlen);
 }
 
@@ -638,6 +475,101 @@ error:
     return rc;
 }
 
+// The reference reader (and the one for files chunked otherwise): HDF5 over MPI-IO, independent reads,
+// every chunk through HDF5's Fletcher32 filter. Collective; the same result everywhere.
+static int load_hdf5(ckpt_ctx *cx, const char *path, ckpt_meta *meta, sm_table *params, sm_table *m, sm_table *v,
+                     size_t moment_lo, size_t moment_hi) {
+    hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
+    hid_t groups[3] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
+    const char *gnames[3] = {"/model", "/optim/m", "/optim/v"};
+    int rc = -1, local = -1;
+    CK_H5(fapl = ckpt_fapl_mpio(0), "cannot set up MPI-IO for the checkpoint");
+    CK_H5(dxpl = H5Pcreate(H5P_DATASET_XFER), "cannot read the checkpoint");
+    CK_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT), "cannot read the checkpoint");
+    local = 0;
+error:
+    if (ckpt_agree(cx, local) != 0) goto done;
+    local = 0;
+    file = H5Fopen(path, H5F_ACC_RDONLY, fapl);   // collective
+    if (file < 0) {
+        ckpt_fail_h5(cx, "cannot open the checkpoint");
+        local = -1;
+    }
+    if (ckpt_agree(cx, local) != 0) goto done;
+    local = 0;
+    for (int k = 0; k < (m ? 3 : 1) && local == 0; k++) {
+        groups[k] = H5Gopen2(file, gnames[k], H5P_DEFAULT);
+        if (groups[k] < 0) {
+            ckpt_fail_h5(cx, "not a complete smallmind checkpoint: cannot open %s", gnames[k]);
+            local = -1;
+        }
+    }
+    for (int k = 0; k < (m ? 3 : 1) && local == 0; k++) {
+        sm_table *tab = k == 0 ? params : k == 1 ? m : v;
+        for (int i = 0; i < tab->count && local == 0; i++) {
+            sm_tensor *t = &tab->t[i];
+            hsize_t a = 0, b = (hsize_t)t->n_elems;
+            if (k > 0) tensor_part(t, moment_lo, moment_hi, &a, &b);
+            local = read_tensor(cx, groups[k], gnames[k], t, t->ptr, a, b, dxpl);
+        }
+    }
+    if (local == 0) local = read_rng(cx, file, meta, dxpl);
+    if (ckpt_agree(cx, local) != 0) goto done;
+    ckpt_close_all(groups, 3);
+    rc = ckpt_close_agree(cx, &file, 0);
+done:
+    ckpt_close_all(groups, 3);
+    hid_t rest[3] = {file, dxpl, fapl};
+    ckpt_close_all(rest, 3);
+    return rc;
+}
+
+// Every rank: its share of the parameters' chunks (all of them at one rank) and the chunks holding its
+// moments, read with POSIX I/O and verified; local (the caller agrees).
+static int read_data(ckpt_ctx *cx, const char *path, const ckpt_geom *g, const ckpt_chunk_loc *locs, int with_moments,
+                     size_t moment_lo, size_t moment_hi) {
+    hsize_t *ranges = sm_calloc(2 * (size_t)g->n_dsets, sizeof(hsize_t));
+    int fd = -1, rc = -1;
+    for (int i = 0; i < g->n_dsets; i++) {
+        const ckpt_dset *d = &g->d[i];
+        if (d->kind == 0) {
+            hsize_t k0 = d->n_chunks * (hsize_t)cx->rank / (hsize_t)cx->world;
+            hsize_t k1 = d->n_chunks * (hsize_t)(cx->rank + 1) / (hsize_t)cx->world;
+            ckpt_chunk c0, c1;
+            ckpt_chunk_at(&d->s, k0, &c0);
+            ckpt_chunk_at(&d->s, k1 - (k1 > k0), &c1);
+            if (k1 > k0) ranges[2 * i] = c0.start, ranges[2 * i + 1] = c1.start + c1.n;
+        } else if (with_moments) {
+            tensor_part(d->t, moment_lo, moment_hi, &ranges[2 * i], &ranges[2 * i + 1]);
+        }
+    }
+    CK_SYS((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0, "cannot open the checkpoint");
+    rc = ckpt_read_ranges(cx, fd, g, locs, ranges);
+error:
+    if (fd >= 0) close(fd);
+    sm_free(ranges);
+    return rc;
+}
+
+// Every rank's share of every parameter tensor, to every rank (in place).
+static void allgather_params(ckpt_ctx *cx, const ckpt_geom *g) {
+    int *counts = sm_malloc(2 * sizeof(int) * (size_t)cx->world), *displs = counts + cx->world;
+    for (int i = 0; i < g->n_dsets; i++) {
+        const ckpt_dset *d = &g->d[i];
+        if (d->kind != 0) continue;
+        for (int r = 0; r < cx->world; r++) {
+            hsize_t k0 = d->n_chunks * (hsize_t)r / (hsize_t)cx->world, k1 = d->n_chunks * (hsize_t)(r + 1) / (hsize_t)cx->world;
+            ckpt_chunk c0, c1;
+            ckpt_chunk_at(&d->s, k0, &c0);
+            ckpt_chunk_at(&d->s, k1 - (k1 > k0), &c1);
+            displs[r] = k1 > k0 ? (int)c0.start : 0;
+            counts[r] = k1 > k0 ? (int)(c1.start + c1.n - c0.start) : 0;
+        }
+        MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->t->ptr, counts, displs, MPI_FLOAT, MPI_COMM_WORLD));
+    }
+    sm_free(counts);
+}
+
 int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_out, sm_table *params, sm_table *m,
               sm_table *v, size_t moment_lo, size_t moment_hi, ckpt_stats *stats, char *err, size_t errlen) {
     double t0 = sm_now_s();
@@ -673,54 +605,50 @@ int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_o
     else if (res.stage == 2) ckpt_fail_msg(cx, res.msg);
     if (cx->msg[0]) return ckpt_ctx_finish(cx, -1, err, errlen);
 
-    // 2. every rank reads all params and its own moments
+    // 2. rank 0 reads the chunk table (the calls the check just made) and the generator states
     double t_io = sm_now_s();
-    hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
-    hid_t groups[3] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
-    const char *gnames[3] = {"/model", "/optim/m", "/optim/v"};
-    int rc = -1;
-    local = -1;
-    CK_H5(fapl = ckpt_fapl_mpio(0), "cannot set up MPI-IO for the checkpoint");
-    CK_H5(dxpl = H5Pcreate(H5P_DATASET_XFER), "cannot read the checkpoint");
-    CK_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT), "cannot read the checkpoint");
+    ckpt_geom *g = sm_malloc(sizeof *g);
+    ckpt_geom_init(g, params, m, v, CKPT_CHUNK_FLOATS_DEFAULT);
+    ckpt_chunk_loc *locs = NULL;
+    uint64_t *rows = sm_malloc(4 * sizeof(uint64_t) * (size_t)meta.world_size);
+    int contiguous = 0, rc = -1;
     local = 0;
-error:
-    if (ckpt_agree(cx, local) != 0) goto done;
-    local = 0;
-    file = H5Fopen(path, H5F_ACC_RDONLY, fapl);   // collective
-    if (file < 0) {
-        ckpt_fail_h5(cx, "cannot open the checkpoint");
-        local = -1;
+    if (cx->rank == 0) {
+        local = ckpt_layout_read(cx, path, g, &locs, file_bytes, rows, meta.world_size, &contiguous);
+        const char *force = getenv("SMALLMIND_CKPT_READ");
+        if (force && !strcmp(force, "hdf5")) contiguous = 0;
     }
     if (ckpt_agree(cx, local) != 0) goto done;
-    local = 0;
-    for (int k = 0; k < (m ? 3 : 1) && local == 0; k++) {
-        groups[k] = H5Gopen2(file, gnames[k], H5P_DEFAULT);
-        if (groups[k] < 0) {
-            ckpt_fail_h5(cx, "not a complete smallmind checkpoint: cannot open %s", gnames[k]);
-            local = -1;
-        }
+    comm_bcast_bytes(&contiguous, sizeof contiguous, 0);
+    if (!contiguous) {   // another writer's chunking: through HDF5
+        rc = load_hdf5(cx, path, &meta, params, m, v, moment_lo, moment_hi);
+        goto done;
     }
-    for (int k = 0; k < (m ? 3 : 1) && local == 0; k++) {
-        sm_table *tab = k == 0 ? params : k == 1 ? m : v;
-        for (int i = 0; i < tab->count && local == 0; i++) {
-            sm_tensor *t = &tab->t[i];
-            hsize_t a = 0, b = (hsize_t)t->n_elems;
-            if (k > 0) tensor_part(t, moment_lo, moment_hi, &a, &b);
-            local = read_tensor(cx, groups[k], gnames[k], t, t->ptr, a, b, dxpl);
-        }
+    comm_bcast_bytes(rows, 4 * sizeof(uint64_t) * (size_t)meta.world_size, 0);
+    for (int i = 0; i < g->n_dsets; i++) comm_bcast_bytes(g->d[i].s.chunk, sizeof g->d[i].s.chunk, 0);
+    g->n_chunks = 0;
+    for (int i = 0; i < g->n_dsets; i++) {   // the file's chunks, numbered on every rank
+        g->d[i].first = g->n_chunks;
+        g->d[i].n_chunks = ckpt_n_chunks(&g->d[i].s);
+        g->n_chunks += g->d[i].n_chunks;
     }
-    if (local == 0) local = read_rng(cx, file, &meta, dxpl);
-    if (ckpt_agree(cx, local) != 0) goto done;
-    ckpt_close_all(groups, 3);
-    rc = ckpt_close_agree(cx, &file, 0);
+    if (cx->rank != 0) locs = sm_malloc(sizeof *locs * (size_t)(g->n_chunks ? g->n_chunks : 1));
+    comm_bcast_bytes(locs, sizeof *locs * (size_t)g->n_chunks, 0);
+
+    // 3. every rank reads its part, verified; the parameters' shares then go to every rank
+    if (ckpt_agree(cx, read_data(cx, path, g, locs, m != NULL, moment_lo, moment_hi)) != 0) goto done;
+    if (cx->world > 1) allgather_params(cx, g);
+    meta.rng_restored = cx->rank < meta.world_size;
+    if (meta.rng_restored) memcpy(meta.rng.s, rows + 4 * (size_t)cx->rank, sizeof meta.rng.s);
+    rc = 0;
 done:
-    ckpt_close_all(groups, 3);
-    hid_t rest[3] = {file, dxpl, fapl};
-    ckpt_close_all(rest, 3);
+    sm_free(locs);
+    sm_free(rows);
+    sm_free(g);
     if (rc == 0) {
         *meta_out = meta;
         if (stats) {
+            memset(stats, 0, sizeof *stats);
             stats->bytes = file_bytes;
             stats->io_seconds = sm_now_s() - t_io;
             stats->seconds = sm_now_s() - t0;

@@ -70,11 +70,16 @@ extern const int CKPT_N_ATTRS;
 void ckpt_attr_format(const ckpt_attr *a, const ckpt_meta *meta, int json, char *out, size_t cap);
 
 typedef struct {
-    double seconds;      // the whole call, commit included
-    double io_seconds;   // save: HDF5 create..close; load: open..close
+    double seconds;      // the whole call, commit included (async: from the save's start to its commit)
+    double io_seconds;   // save: layout, data written and synced; load: the chunk table and the data read
     uint64_t bytes;      // size of the checkpoint file
-    uint64_t reserved;   // save: disk space reserved before writing (an upper bound of bytes)
-    double check_seconds;   // save: this rank's time checking that every value is finite (part of seconds)
+    uint64_t reserved;   // save: the free space required before writing (an upper bound of bytes)
+    double check_seconds;   // save: this rank's time summing chunks and checking that every value is finite
+    double layout_seconds;  // save: rank 0's serial HDF5 pass that lays the file out (0 on other ranks)
+    double write_seconds;   // save: this rank's data writes (sums and checks included)
+    double sync_seconds;    // save: this rank's fsync of its data
+    double commit_seconds;  // save: rank 0's fsync, rename, directory sync and `latest`
+    double stall_seconds;   // async save: what the step that saved spent in ckpt_async_save (the copy)
 } ckpt_stats;
 
 // One dataset as ckpt_verify() found it.
@@ -126,6 +131,31 @@ typedef struct {
 int ckpt_save(const char *run_dir, const ckpt_meta *meta, const sm_table *params, const sm_table *m,
               const sm_table *v, size_t moment_lo, size_t moment_hi, int keep, ckpt_stats *stats, char *err,
               size_t errlen);
+
+// Asynchronous saves (train --ckpt-async). ckpt_async_create allocates, once, a buffer holding this
+// rank's chunks of a checkpoint as the file stores them — its share of params, m and v: about 12 bytes per
+// parameter / ranks (*bytes_out), e.g. 1.5 GB for GPT-2 124M on one rank — and starts a writer thread.
+// ckpt_async_save does the save's collective part (the same checks, rank 0's layout, the ZeRO exchange),
+// copies this rank's chunks into the buffer, checking every value as it copies (a non-finite value fails
+// it here, as ckpt_save would), hands the summing (Fletcher32) and writing to the thread and returns: the
+// time it takes is the step's stall (stats->stall_seconds). A save while another is in flight waits for it
+// first. The commit rules are ckpt_save's: the data is written to the .tmp and synced by every rank's
+// thread; once ckpt_async_poll finds every rank's data on disk, rank 0's thread commits (sync, rename,
+// directory sync, `latest`, prune). The thread makes no MPI call; every function here is collective and
+// called by the main thread only. The tables and moment range must keep the layout given to create.
+typedef struct ckpt_async ckpt_async;
+int ckpt_async_create(ckpt_async **a, const sm_table *params, const sm_table *m, const sm_table *v, size_t moment_lo,
+                      size_t moment_hi, uint64_t *bytes_out, char *err, size_t errlen);
+int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, const sm_table *params,
+                    const sm_table *m, const sm_table *v, size_t moment_lo, size_t moment_hi, int keep,
+                    ckpt_stats *stats, char *err, size_t errlen);
+// Advances the save in flight; call at step boundaries (a 2-int allreduce while one is in flight; nothing
+// otherwise). wait = 1 blocks until it is committed. *completed = 1 when this call saw it committed (stats,
+// may be NULL: its figures). -1 when it failed (message in err; the .tmp removed, the previous checkpoint
+// and `latest` untouched).
+int ckpt_async_poll(ckpt_async *a, int wait, int *completed, ckpt_stats *stats, char *err, size_t errlen);
+int ckpt_async_pending(const ckpt_async *a);   // a save is in flight (the same on every rank)
+void ckpt_async_free(ckpt_async *a);           // waits for the thread's current job; not collective
 
 // At start, before any training: whether RUN_DIR can take one checkpoint of these parameters (the
 // save's own upper bound of its size, against the free space on rank 0 and every rank's file-size

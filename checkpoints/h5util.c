@@ -31,12 +31,16 @@ int ckpt_ctx_init(ckpt_ctx *cx, const char *where) {
     return 0;
 }
 
-void ckpt_ctx_init_local(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects) {
+void ckpt_ctx_init_plain(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects) {
     memset(cx, 0, sizeof *cx);
     snprintf(cx->where, sizeof cx->where, "%s", where ? where : "?");
     cx->world = 1;
     cx->mismatch = mismatch;
     cx->expects = expects;
+}
+
+void ckpt_ctx_init_local(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects) {
+    ckpt_ctx_init_plain(cx, where, mismatch, expects);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 

@@ -6,6 +6,8 @@
 //   test_checkpoints --write-fixture DIR        step 42 + DIR/expected.json (for h5py)
 //   test_checkpoints --load-fixture DIR         loads it at this world size, checks every value
 //   test_checkpoints --crash-save DIR STAGE     saves step 1, then step 2 paused at STAGE (never returns)
+//   test_checkpoints --crash-save-async DIR STAGE  the same through --ckpt-async's writer thread
+//   test_checkpoints --async-pair DIR           DIR/sync and DIR/async: one state saved both ways (h5py compares)
 //   test_checkpoints --check-crash DIR STAGE    after kill -9: step 1 (or 2 past the rename) survives, and
 //                                               --resume auto takes it (2: it descends from `latest`'s 1)
 //   test_checkpoints --bench DIR                save/load figures for a ~54 MB state
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "checkpoints.h"
+#include "ckpt_internal.h"
 #include "comm.h"
 #include "common.h"
 #include "trainer.h"
@@ -291,6 +294,8 @@ static int all(int x) {
     return out;
 }
 
+static int g_async;   // save_as saves through ckpt_async_* (the --ckpt-async path) instead of ckpt_save
+
 // Saves step `step` (values of `seed`) into dir with ZeRO slices, recording parent_step's file as its
 // parent (-1: none); returns the save's rc.
 static int save_as(const char *dir, int step, int seed, int parent_step, int keep, char *err, size_t errlen) {
@@ -302,7 +307,18 @@ static int save_as(const char *dir, int step, int seed, int parent_step, int kee
     state_zero(&s, &g, seed, &lo, &hi);
     ckpt_meta meta = test_meta(&c, step);
     if (parent_step >= 0) ckpt_name(meta.parent, sizeof meta.parent, parent_step);
-    int rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, keep, NULL, err, errlen);
+    int rc;
+    if (g_async) {   // the same save through --ckpt-async's path: the buffer, the thread, the poll
+        ckpt_async *a = NULL;
+        int done = 0;
+        rc = ckpt_async_create(&a, &s.params, &s.m, &s.v, lo, hi, NULL, err, errlen);
+        if (rc == 0) rc = ckpt_async_save(a, dir, &meta, &s.params, &s.m, &s.v, lo, hi, keep, NULL, err, errlen);
+        if (rc == 0) rc = ckpt_async_poll(a, 1, &done, NULL, err, errlen);
+        if (rc == 0 && !done) rc = -1, snprintf(err, errlen, "the async save was not committed after a waiting poll");
+        ckpt_async_free(a);
+    } else {
+        rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, keep, NULL, err, errlen);
+    }
     state_free(&s);
     return rc;
 }
@@ -393,6 +409,162 @@ static void test_round_trip_small_chunks(void) {
     setenv("SMALLMIND_CKPT_CHUNK_FLOATS", "7", 1);   // tiny chunks: every slice edge cuts one
     round_trip(1, "rt_chunks7");
     unsetenv("SMALLMIND_CKPT_CHUNK_FLOATS");
+}
+
+// The fast Fletcher32 + value check (AVX2, and the C path) against the definition, over sizes around
+// HDF5's 360-word fold and pieces cut at odd places; the copy equal to its source; the first bad value found.
+static void test_fletcher_paths(void) {
+    enum { MAXF = 20000 };
+    float *x = malloc(MAXF * sizeof(float)), *dst = malloc(MAXF * sizeof(float));
+    sm_rng r;
+    sm_rng_seed(&r, 7, 0);
+    for (int i = 0; i < MAXF; i++) x[i] = (sm_rng_uniform(&r) - 0.5f) * 1e4f;
+    const size_t sizes[] = {1, 2, 179, 180, 181, 359, 360, 361, 720, 1000, 4096, 12345, MAXF};
+    const int paths[] = {CKPT_PATH_C, CKPT_PATH_AVX2};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        uint32_t want = ckpt_fletcher32_ref(x, n * sizeof(float));
+        for (int pi = 0; pi < 2; pi++)
+            for (int cut = 0; cut < 3; cut++) {   // one piece; two at an odd float; many of 7 floats
+                ckpt_fletcher f;
+                ckpt_fletcher_init(&f);
+                memset(dst, 0, n * sizeof(float));
+                size_t step = cut == 0 ? n : cut == 1 ? (n / 2) | 1 : 7, bad = 0;
+                for (size_t at = 0; at < n; at += step) {
+                    size_t k = n - at < step ? n - at : step;
+                    bad += ckpt_fletcher_copy_path(&f, (pi + cut) % 2 ? dst + at : NULL, x + at, k * sizeof(float),
+                                                   CKPT_CHECK_FINITE, paths[pi]);
+                    if ((pi + cut) % 2 == 0) memcpy(dst + at, x + at, k * sizeof(float));
+                }
+                CU_ASSERT_EQUAL(ckpt_fletcher_end(&f), want);
+                CU_ASSERT_EQUAL(bad, n);
+                CU_ASSERT(memcmp(dst, x, n * sizeof(float)) == 0);
+            }
+    }
+    // padding zeros streamed after data equal the definition over data + zeros
+    memset(dst, 0, MAXF * sizeof(float));
+    memcpy(dst, x, 1001 * sizeof(float));
+    for (int pi = 0; pi < 2; pi++) {
+        ckpt_fletcher f;
+        ckpt_fletcher_init(&f);
+        ckpt_fletcher_copy_path(&f, NULL, x, 1001 * sizeof(float), CKPT_CHECK_NONE, paths[pi]);
+        ckpt_fletcher_add_zeros(&f, 5000 * sizeof(float));
+        CU_ASSERT_EQUAL(ckpt_fletcher_end(&f), ckpt_fletcher32_ref(dst, 6001 * sizeof(float)));
+    }
+    // the first bad value: NaN, Inf, and a negative second moment, at every position class
+    const size_t at[] = {0, 7, 8, 359, 360, 4095, MAXF - 1};
+    for (size_t ai = 0; ai < sizeof at / sizeof at[0]; ai++)
+        for (int pi = 0; pi < 2; pi++)
+            for (int kind = 0; kind < 3; kind++) {
+                for (int i = 0; i < MAXF; i++) dst[i] = fabsf(x[i]);
+                dst[at[ai]] = kind == 0 ? NAN : kind == 1 ? -INFINITY : -1.0f;
+                if (at[ai] + 9 < MAXF) dst[at[ai] + 9] = NAN;   // a later one is not the first
+                ckpt_fletcher f;
+                ckpt_fletcher_init(&f);
+                size_t b = ckpt_fletcher_copy_path(&f, NULL, dst, MAXF * sizeof(float),
+                                                   kind == 2 ? CKPT_CHECK_NONNEG : CKPT_CHECK_FINITE, paths[pi]);
+                CU_ASSERT_EQUAL(b, at[ai]);
+                ckpt_fletcher_init(&f);   // a negative value passes the finite check
+                if (kind == 2) {
+                    b = ckpt_fletcher_copy_path(&f, NULL, dst, MAXF * sizeof(float), CKPT_CHECK_FINITE, paths[pi]);
+                    CU_ASSERT_EQUAL(b, at[ai] + 9 < MAXF ? at[ai] + 9 : (size_t)MAXF);
+                }
+            }
+    if (g_rank == 0) printf("\n    fletcher32: c and %s paths equal the definition\n", ckpt_fletcher_path(CKPT_PATH_AUTO));
+    free(x);
+    free(dst);
+}
+
+// The direct chunk reader against HDF5's own read of the same file (SMALLMIND_CKPT_READ=hdf5), both
+// against the seed's values, at several moment layouts.
+static void test_read_paths(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", path[1300];
+    sub(dir, sizeof dir, "readpaths");
+    fresh_dir(dir);
+    setenv("SMALLMIND_CKPT_CHUNK_FLOATS", "333", 1);
+    CU_ASSERT_EQUAL(save_std(dir, 3, 21, 0, err, sizeof err), 0);
+    unsetenv("SMALLMIND_CKPT_CHUNK_FLOATS");
+    ckpt_path(path, sizeof path, dir, 3);
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    sm_table probe;
+    gpt2_param_table(&probe, &g);
+    size_t n = sm_table_n_f32(&probe), lo, hi;
+    for (int hdf5 = 0; hdf5 < 2; hdf5++) {
+        if (hdf5) setenv("SMALLMIND_CKPT_READ", "hdf5", 1);
+        int rc;
+        CU_ASSERT_EQUAL(load_check(path, 21, 0, n, 1, err, sizeof err, &rc), 0);
+        CU_ASSERT_EQUAL(rc, 0);
+        zero_slice(n, 3 * g_world, 3 * g_rank + 1, &lo, &hi);
+        CU_ASSERT_EQUAL(load_check(path, 21, lo, hi, 1, err, sizeof err, &rc), 0);
+        CU_ASSERT_EQUAL(rc, 0);
+        unsetenv("SMALLMIND_CKPT_READ");
+    }
+}
+
+// --ckpt-async's path: its checkpoint loads to the same values as ckpt_save's; a second save started while
+// the first is in flight waits for it (both committed, `latest` the second); a non-finite value is refused
+// at the copy, nothing committed.
+static void test_async(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", path[1300], text[256] = "";
+    sub(dir, sizeof dir, "async");
+    fresh_dir(dir);
+    g_async = 1;
+    setenv("SMALLMIND_CKPT_CHUNK_FLOATS", "333", 1);
+    CU_ASSERT_EQUAL(save_std(dir, 1, 5, 0, err, sizeof err), 0);
+    unsetenv("SMALLMIND_CKPT_CHUNK_FLOATS");
+    g_async = 0;
+    ckpt_path(path, sizeof path, dir, 1);
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    sm_table probe;
+    gpt2_param_table(&probe, &g);
+    size_t n = sm_table_n_f32(&probe), lo, hi;
+    int rc;
+    CU_ASSERT_EQUAL(load_check(path, 5, 0, n, 1, err, sizeof err, &rc), 0);
+    CU_ASSERT_EQUAL(rc, 0);
+    // two saves back to back from one buffer
+    state s;
+    state_zero(&s, &g, 6, &lo, &hi);
+    ckpt_async *a = NULL;
+    int done = 0;
+    CU_ASSERT_EQUAL_FATAL(ckpt_async_create(&a, &s.params, &s.m, &s.v, lo, hi, NULL, err, sizeof err), 0);
+    ckpt_meta meta = test_meta(&c, 2);
+    ckpt_name(meta.parent, sizeof meta.parent, 1);
+    CU_ASSERT_EQUAL(ckpt_async_save(a, dir, &meta, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err), 0);
+    CU_ASSERT(ckpt_async_pending(a));
+    meta = test_meta(&c, 3);
+    ckpt_name(meta.parent, sizeof meta.parent, 2);
+    CU_ASSERT_EQUAL(ckpt_async_save(a, dir, &meta, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err), 0);
+    ckpt_path(path, sizeof path, dir, 2);
+    CU_ASSERT(exists(path));   // the first was committed before the second started
+    CU_ASSERT_EQUAL(ckpt_async_poll(a, 1, &done, NULL, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(done, 1);
+    CU_ASSERT(!ckpt_async_pending(a));
+    char lp[1300];
+    snprintf(lp, sizeof lp, "%s/latest", dir);
+    read_text(lp, text, sizeof text);
+    CU_ASSERT_STRING_EQUAL(text, "ckpt_00000003.h5\n");
+    for (int step = 2; step <= 3; step++) {
+        ckpt_path(path, sizeof path, dir, step);
+        CU_ASSERT_EQUAL(load_check(path, 6, 0, n, 1, err, sizeof err, &rc), 0);
+        CU_ASSERT_EQUAL(rc, 0);
+    }
+    // a NaN: refused in the step that saves, nothing committed, the buffer usable again
+    float keep = s.params.t[0].ptr[0];
+    s.params.t[0].ptr[0] = NAN;   // every rank (whichever writes that chunk)
+    meta = test_meta(&c, 4);
+    CU_ASSERT_EQUAL(ckpt_async_save(a, dir, &meta, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err), -1);
+    CU_ASSERT(strstr(err, "refusing to commit") != NULL);
+    CU_ASSERT(!ckpt_async_pending(a));
+    ckpt_path(path, sizeof path, dir, 4);
+    CU_ASSERT(!exists(path));
+    s.params.t[0].ptr[0] = keep;
+    CU_ASSERT_EQUAL(ckpt_async_save(a, dir, &meta, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(ckpt_async_poll(a, 1, &done, NULL, err, sizeof err), 0);
+    CU_ASSERT(exists(path));
+    ckpt_async_free(a);
+    state_free(&s);
 }
 
 // Written with this world's ZeRO slices, read back with other layouts.
@@ -1283,6 +1455,24 @@ static int crash_save(const char *dir, const char *stage) {
     return 3;
 }
 
+// DIR/sync and DIR/async: step 7 of the same state and metadata, saved by ckpt_save and through
+// --ckpt-async's path (h5py then compares every dataset and attribute: test_ckpt_async.py).
+static int async_pair(const char *dir) {
+    char err[CKPT_ERR_MAX] = "", d[1300];
+    int bad = 0;
+    for (int async = 0; async < 2; async++) {
+        snprintf(d, sizeof d, "%s/%s", dir, async ? "async" : "sync");
+        fresh_dir(d);
+        g_async = async;
+        if (save_as(d, 7, 3, 6, 0, err, sizeof err) != 0) {
+            fprintf(stderr, "async-pair: %s save: %s\n", async ? "async" : "sync", err);
+            bad = 1;
+        }
+    }
+    g_async = 0;
+    return all(!bad) ? 0 : 1;
+}
+
 static int check_crash(const char *dir, const char *stage) {
     char err[CKPT_ERR_MAX] = "", p[1300], text[256] = "", found[4096] = "";
     int bad = 0, past_rename = strcmp(stage, "latest") == 0;
@@ -1393,7 +1583,9 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--write-fixture")) rc = write_fixture(argv[2]);
     else if (argc == 3 && !strcmp(argv[1], "--load-fixture")) rc = load_fixture(argv[2]);
     else if (argc == 4 && !strcmp(argv[1], "--crash-save")) rc = crash_save(argv[2], argv[3]);
+    else if (argc == 4 && !strcmp(argv[1], "--crash-save-async")) g_async = 1, rc = crash_save(argv[2], argv[3]);
     else if (argc == 4 && !strcmp(argv[1], "--check-crash")) rc = check_crash(argv[2], argv[3]);
+    else if (argc == 3 && !strcmp(argv[1], "--async-pair")) rc = async_pair(argv[2]);
     else if (argc == 3 && !strcmp(argv[1], "--bench")) rc = bench(argv[2]);
     else if (argc == 3 && (!strcmp(argv[1], "--lock") || !strcmp(argv[1], "--try-lock"))) {
         ckpt_lock lock;
@@ -1437,6 +1629,9 @@ int main(int argc, char **argv) {
         CU_add_test(s, "PATH: abandoned branch moved", test_resume_path);
         CU_add_test(s, "keep K along the lineage", test_keep_lineage);
         CU_add_test(s, "parent attribute", test_parent_attr);
+        CU_add_test(s, "fletcher32 fast paths = definition", test_fletcher_paths);
+        CU_add_test(s, "direct chunk reads = HDF5 reads", test_read_paths);
+        CU_add_test(s, "async saves (--ckpt-async)", test_async);
         if (g_rank == 0) printf("checkpoints at %d rank%s, scratch %s\n", g_world, g_world > 1 ? "s" : "", g_dir);
         int total = cunit_run_mpi(g_rank);
         if (g_rank == 0) {

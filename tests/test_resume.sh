@@ -2,6 +2,8 @@
 # test_resume.sh SMALLMIND WORKDIR — checkpoints through the training loop:
 #  - 20 steps straight vs --stop-at 10 then resume, on 1 and 2 ranks (and 2 ranks + ZeRO-1):
 #    bit-identical parameters and moments (read back with h5py), identical loss lines;
+#  - --ckpt-async (2 ranks, ZeRO-1, saves every 3 steps, stopped and resumed): every checkpoint
+#    bit-identical to the synchronous run's;
 #  - written by 2 ranks, resumed by 1 and by 4 at the same global batch, with and without
 #    ZeRO-1: the following losses equal the uninterrupted run's to 1e-5 relative, parameters
 #    within a small fraction of lr;
@@ -67,6 +69,21 @@ for cfg in "1 --batch 4" "2 --batch 2" "2 --batch 2 --zero 1"; do
     ok "stop at 10 + resume == 20 straight, bit for bit ($tag)"
   else bad "resume not bit-identical ($tag)"; fi
 done
+
+# 1b. --ckpt-async: checkpoints every 3 steps written by the thread while training continues, stopped at 10
+# and resumed (with --ckpt-async): every checkpoint and the losses equal the synchronous straight run's
+run 2 async_sync --batch 2 --zero 1 --ckpt-every 3
+run 2 async --batch 2 --zero 1 --ckpt-every 3 --ckpt-async --stop-at 10
+run 2 async --batch 2 --zero 1 --ckpt-every 3 --ckpt-async
+good=1
+for k in 3 6 9 12 15 18 20; do
+  f=$(printf 'ckpt_%08d.h5' $k)
+  compare_ckpt "async_sync/$f" "async/$f" exact >/dev/null || { good=0; echo "  $f differs"; }
+done
+if [ $good = 1 ] && diff <(losses async_sync) <(losses async) >/dev/null && [ "$(cat async/latest)" = ckpt_00000020.h5 ] && \
+   grep -q 'the step stalled' async.out && grep -q '"stall_s"' async/log.jsonl && ! ls async/*.tmp >/dev/null 2>&1; then
+  ok "--ckpt-async: every checkpoint bit-identical to the synchronous run's, stop + resume, stall reported"
+else bad "--ckpt-async checkpoints differ from the synchronous run's"; fi
 
 # 2. resharding: written by 2 ranks at step 10, resumed by 1 and 4 at the same global batch (4)
 run 2 ref --batch 2

@@ -1,6 +1,10 @@
 // bench_ckpt.c — `smallmind bench checkpoint`: save and load of a GPT-2 124M-shaped state
 // (parameters and both AdamW moments) against a plain sequential write and read of the same
-// bytes in the same directory, in the same run.
+// bytes in the same directory, in the same run: the synchronous save with its parts, the asynchronous
+// save's stall in the step against the synchronous save, loads cold (both files dropped from the page
+// cache first) and warm. Each ratio is taken within a repeat (baseline and checkpoint back to back) and
+// the median of the repeats' ratios is printed, so that a disk shared with others drifting between
+// repeats moves both sides.
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -13,6 +17,7 @@
 #include "checkpoints.h"
 #include "comm.h"
 #include "common.h"
+#include "bench_util.h"
 #include "trainer.h"
 
 static const char BENCH_CKPT_USAGE[] =
@@ -21,17 +26,8 @@ static const char BENCH_CKPT_USAGE[] =
     "  --repeats N    medians of N saves and loads (default 3)\n"
     "  model shape    default GPT-2 124M: L=12, H=12, C=768, V=50257, context 1024\n"
     "Under mpirun each rank writes its shard; the baseline is each rank writing (fsync) and\n"
-    "reading its share of the same bytes as one plain file in DIR.\n";
-
-static double median(double *x, int n) {
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
+    "reading its share of the same bytes as one plain file in DIR. Cold reads: both files are\n"
+    "dropped from the page cache (posix_fadvise DONTNEED) first; warm: read again at once.\n";
 
 // Writes n bytes to path with write() + fsync; returns seconds, or fatal on error.
 static double plain_write(const char *path, const char *buf, size_t n) {
@@ -47,6 +43,31 @@ static double plain_write(const char *path, const char *buf, size_t n) {
     if (fsync(fd) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot fsync %s: %s", path, strerror(errno));
     if (close(fd) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot close %s: %s", path, strerror(errno));
     return sm_now_s() - t0;
+}
+
+// Drops a (synced) file's pages from the page cache, so that the next read comes from the disk.
+static void drop_cache(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) sm_fatal(SM_EXIT_RUNTIME, "cannot open %s: %s", path, strerror(errno));
+    if (fdatasync(fd) != 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0)
+        sm_fatal(SM_EXIT_RUNTIME, "cannot drop %s from the page cache: %s", path, strerror(errno));
+    close(fd);
+}
+
+// The CPU's model name (lscpu's "Model name"), for the figures' caption.
+static void cpu_model(char *out, size_t cap) {
+    snprintf(out, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            char *v = strchr(line, ':') + 1;
+            v += strspn(v, " \t");
+            v[strcspn(v, "\n")] = '\0';
+            snprintf(out, cap, "%s", v);
+            break;
+        }
+    if (f) fclose(f);
 }
 
 static double plain_read(const char *path, char *buf, size_t n) {
@@ -134,76 +155,139 @@ int bench_checkpoint(int argc, char **argv) {
         sm_fatal(SM_EXIT_RUNTIME, "cannot create %s: %s", run_dir, strerror(errno));
     comm_barrier();
 
-    double *t = sm_calloc(6 * (size_t)repeats, sizeof(double));
-    double *t_save = t, *t_load = t + repeats, *t_pw = t + 2 * repeats, *t_pr = t + 3 * repeats;
-    double *t_check = t + 4 * repeats, *t_pass = t + 5 * repeats;   // finite check inside the save; as a pass of its own
-    uint64_t file_bytes = 0;
+    // per repeat: times (this rank's, after a barrier where both sides of a ratio are ranks in step)
+    enum { T_SAVE, T_PW, T_LOAD_COLD, T_PR_COLD, T_LOAD_WARM, T_PR_WARM, T_STALL, T_ASYNC, T_LAYOUT, T_WRITE,
+           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, N_T };
+    double *t = sm_calloc((size_t)N_T * (size_t)repeats, sizeof(double));
+#define T(k, r) t[(size_t)(k) * (size_t)repeats + (size_t)(r)]
+    uint64_t file_bytes = 0, async_bytes = 0;
+    ckpt_async *saver = NULL;
+    if (ckpt_async_create(&saver, &params, &m, &v, 0, n, &async_bytes, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
     ckpt_meta meta = {.step = 1};
     meta.cfg = (sm_model_config){cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.max_seq_len, cfg.vocab_size,
                                    cfg.padded_vocab_size, "gpt2"};
     for (int r = 0; r < repeats; r++) {
-        // the baseline: every rank writes and reads its share as one plain file, in step
+        // the baseline: every rank writes its share as one plain file, in step; then the synchronous save
         comm_barrier();
         double t0 = sm_now_s();
         plain_write(plain_path, plain, plain_bytes);
         comm_barrier();
-        t_pw[r] = sm_now_s() - t0;
-        t0 = sm_now_s();
-        plain_read(plain_path, plain, plain_bytes);
-        comm_barrier();
-        t_pr[r] = sm_now_s() - t0;
-
+        T(T_PW, r) = sm_now_s() - t0;
         ckpt_stats s;
-        meta.step = r + 1;
+        meta.step = 2 * r + 1;
         t0 = sm_now_s();
         if (ckpt_save(run_dir, &meta, &params, &m, &v, 0, n, 1, &s, err, sizeof err) != 0)
             sm_fatal(SM_EXIT_RUNTIME, "%s", err);
-        t_save[r] = sm_now_s() - t0;
-        t_check[r] = s.check_seconds;
+        T(T_SAVE, r) = sm_now_s() - t0;
+        T(T_LAYOUT, r) = s.layout_seconds, T(T_WRITE, r) = s.write_seconds, T(T_CHECK, r) = s.check_seconds;
+        T(T_SYNC, r) = s.sync_seconds, T(T_COMMIT, r) = s.commit_seconds;
         file_bytes = s.bytes;
-        // what the same check costs as a separate pass over this rank's share of the state
-        // (cold: the save just streamed the whole state through the cache)
+        // what the value check alone costs as a pass of its own over this rank's share (the save fuses it
+        // into the checksum's pass)
         t0 = sm_now_s();
         size_t bad = sm_first_bad_float(pp + lo, hi - lo, 0) + sm_first_bad_float(mp + lo, hi - lo, 0) +
                      sm_first_bad_float(vp + lo, hi - lo, 1);
-        t_pass[r] = sm_now_s() - t0;
+        T(T_PASS, r) = sm_now_s() - t0;
         if (bad != 3 * (hi - lo)) sm_fatal(SM_EXIT_RUNTIME, "bench checkpoint: the state holds a non-finite value");
-        ckpt_path(ckpt_file, sizeof ckpt_file, run_dir, r + 1);
-        ckpt_meta back;
+        // the asynchronous save: what the step sees, then until it is committed
+        meta.step = 2 * r + 2;
+        ckpt_name(meta.parent, sizeof meta.parent, 2 * r + 1);
+        comm_barrier();
         t0 = sm_now_s();
-        if (ckpt_load(ckpt_file, &meta.cfg, &back, &params, &m, &v, lo, hi, &s, err, sizeof err) != 0)
+        if (ckpt_async_save(saver, run_dir, &meta, &params, &m, &v, 0, n, 1, &s, err, sizeof err) != 0)
             sm_fatal(SM_EXIT_RUNTIME, "%s", err);
-        t_load[r] = sm_now_s() - t0;
+        T(T_STALL, r) = sm_now_s() - t0;
+        int done = 0;
+        if (ckpt_async_poll(saver, 1, &done, &s, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+        T(T_ASYNC, r) = sm_now_s() - t0;
+        // the writer thread's parts (rank 0's): its sums, writes (sums included), fsync, commit
+        T(T_A_SUM, r) = s.check_seconds, T(T_A_WRITE, r) = s.write_seconds, T(T_A_SYNC, r) = s.sync_seconds;
+        T(T_A_COMMIT, r) = s.commit_seconds;
+        meta.parent[0] = '\0';
+        ckpt_path(ckpt_file, sizeof ckpt_file, run_dir, 2 * r + 2);
+        // loads: cold (both files out of the page cache), then warm
+        for (int warm = 0; warm < 2; warm++) {
+            comm_barrier();
+            if (!warm) {
+                drop_cache(plain_path);
+                if (topo.rank == 0) drop_cache(ckpt_file);
+                comm_barrier();
+            }
+            t0 = sm_now_s();
+            plain_read(plain_path, plain, plain_bytes);
+            comm_barrier();
+            T(warm ? T_PR_WARM : T_PR_COLD, r) = sm_now_s() - t0;
+            ckpt_meta back;
+            t0 = sm_now_s();
+            if (ckpt_load(ckpt_file, &meta.cfg, &back, &params, &m, &v, lo, hi, &s, err, sizeof err) != 0)
+                sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+            T(warm ? T_LOAD_WARM : T_LOAD_COLD, r) = sm_now_s() - t0;
+        }
     }
+    // rank 0's times are the figures: every timed call ends in step (a barrier, or the call's own agreement);
+    // the parts of a save are rank 0's own
+    double *ratio = sm_calloc(4 * (size_t)repeats, sizeof(double));   // save, load cold, load warm, stall share
+    for (int r = 0; r < repeats; r++) {
+        ratio[r] = T(T_PW, r) / T(T_SAVE, r);
+        ratio[repeats + r] = T(T_PR_COLD, r) / T(T_LOAD_COLD, r);
+        ratio[2 * repeats + r] = T(T_PR_WARM, r) / T(T_LOAD_WARM, r);
+        ratio[3 * repeats + r] = T(T_STALL, r) / T(T_SAVE, r);
+    }
+    double med[N_T];
+    for (int k = 0; k < N_T; k++) med[k] = bench_median(&T(k, 0), repeats);
+    double r_save = bench_median(ratio, repeats), r_cold = bench_median(ratio + repeats, repeats);
+    double r_warm = bench_median(ratio + 2 * repeats, repeats), r_stall = bench_median(ratio + 3 * repeats, repeats);
+#undef T
     double state_bytes = 3.0 * (double)n * sizeof(float);
-    double save = median(t_save, repeats), load = median(t_load, repeats);
-    double pw = median(t_pw, repeats), pr = median(t_pr, repeats);
-    double check = median(t_check, repeats), pass = median(t_pass, repeats);
     if (topo.rank == 0) {
-        double g_save = state_bytes / save / 1e9, g_load = state_bytes / load / 1e9;
-        double g_pw = state_bytes / pw / 1e9, g_pr = state_bytes / pr / 1e9;
+        char cpu[256];
+        cpu_model(cpu, sizeof cpu);
+        double gb = state_bytes / 1e9;
         if (json) {
-            printf("{\"name\":\"checkpoint_save\",\"bytes\":%.0f,\"file_bytes\":%llu,\"ms\":%.1f,\"gbps\":%.6g,"
-                   "\"baseline\":\"plain sequential write+fsync\",\"baseline_gbps\":%.6g,\"ratio\":%.6g,\"ranks\":%d,"
-                   "\"value_check_ms\":%.3f,\"value_check_share\":%.6g,\"value_check_own_pass_ms\":%.3f}\n",
-                   state_bytes, (unsigned long long)file_bytes, save * 1e3, g_save, g_pw, g_save / g_pw, topo.world_size,
-                   check * 1e3, check / save, pass * 1e3);
-            printf("{\"name\":\"checkpoint_load\",\"bytes\":%.0f,\"ms\":%.1f,\"gbps\":%.6g,"
-                   "\"baseline\":\"plain sequential read\",\"baseline_gbps\":%.6g,\"ratio\":%.6g,\"ranks\":%d}\n",
-                   state_bytes, load * 1e3, g_load, g_pr, g_load / g_pr, topo.world_size);
+            printf("{\"name\":\"checkpoint_save\",\"cpu\":\"%s\",\"ranks\":%d,\"bytes\":%.0f,\"file_bytes\":%llu,\"ms\":%.1f,"
+                   "\"gbps\":%.6g,\"baseline\":\"plain sequential write+fsync\",\"baseline_gbps\":%.6g,\"ratio\":%.6g,"
+                   "\"layout_ms\":%.3f,\"write_ms\":%.3f,\"sum_and_check_ms\":%.3f,\"value_check_own_pass_ms\":%.3f,"
+                   "\"sync_ms\":%.3f,\"commit_ms\":%.3f}\n",
+                   cpu, topo.world_size, state_bytes, (unsigned long long)file_bytes, med[T_SAVE] * 1e3, gb / med[T_SAVE],
+                   gb / med[T_PW], r_save, med[T_LAYOUT] * 1e3, med[T_WRITE] * 1e3, med[T_CHECK] * 1e3,
+                   med[T_PASS] * 1e3, med[T_SYNC] * 1e3, med[T_COMMIT] * 1e3);
+            printf("{\"name\":\"checkpoint_async_save\",\"ranks\":%d,\"stall_ms\":%.3f,\"baseline\":\"synchronous save\","
+                   "\"baseline_ms\":%.1f,\"ratio\":%.6g,\"committed_ms\":%.1f,\"buffer_bytes\":%llu}\n",
+                   topo.world_size, med[T_STALL] * 1e3, med[T_SAVE] * 1e3, r_stall, med[T_ASYNC] * 1e3,
+                   (unsigned long long)async_bytes);
+            for (int warm = 0; warm < 2; warm++) {
+                double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
+                printf("{\"name\":\"checkpoint_load_%s\",\"ranks\":%d,\"bytes\":%.0f,\"ms\":%.1f,\"gbps\":%.6g,"
+                       "\"baseline\":\"plain sequential read (%s)\",\"baseline_gbps\":%.6g,\"ratio\":%.6g}\n",
+                       warm ? "warm" : "cold", topo.world_size, state_bytes, tl * 1e3, gb / tl, warm ? "warm" : "cold",
+                       gb / tp, warm ? r_warm : r_cold);
+            }
         } else {
-            printf("checkpoint bench: L=%d H=%d C=%d V=%d state %.2f GB (params + m + v), file %.2f GB, %d rank%s, "
-                   "median of %d\n", cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, state_bytes / 1e9,
-                   (double)file_bytes / 1e9, topo.world_size, topo.world_size > 1 ? "s" : "", repeats);
-            printf("  save  %8.1f ms  %6.2f GB/s   plain write+fsync %6.2f GB/s   ratio %.2f\n", save * 1e3, g_save,
-                   g_pw, g_save / g_pw);
-            printf("  value check inside the save (rank 0) %.1f ms = %.1f%% of the save; as a pass of its own %.1f ms\n",
-                   check * 1e3, 100.0 * check / save, pass * 1e3);
-            printf("  load  %8.1f ms  %6.2f GB/s   plain read        %6.2f GB/s   ratio %.2f\n", load * 1e3, g_load,
-                   g_pr, g_load / g_pr);
+            printf("checkpoint bench: L=%d H=%d C=%d V=%d state %.2f GB (params + m + v), file %.2f GB, %d rank%s, %s; "
+                   "medians of %d (ratios: median of the repeats' ratios)\n", cfg.n_layer, cfg.n_head, cfg.n_embd,
+                   cfg.vocab_size, gb, (double)file_bytes / 1e9, topo.world_size, topo.world_size > 1 ? "s" : "", cpu,
+                   repeats);
+            printf("  save        %8.1f ms  %6.2f GB/s   plain write+fsync  %6.2f GB/s   ratio %.2f\n", med[T_SAVE] * 1e3,
+                   gb / med[T_SAVE], gb / med[T_PW], r_save);
+            printf("    layout (rank 0) %.1f ms; data written %.1f ms, of which sums and value check %.1f ms (the check "
+                   "alone, as a pass of its own: %.1f ms); fsync %.1f ms; commit %.1f ms\n", med[T_LAYOUT] * 1e3,
+                   med[T_WRITE] * 1e3, med[T_CHECK] * 1e3, med[T_PASS] * 1e3, med[T_SYNC] * 1e3, med[T_COMMIT] * 1e3);
+            printf("  async save: stall in the step %.1f ms = %.1f%% of the synchronous save; committed after %.1f ms; "
+                   "buffer %.2f GB a rank\n", med[T_STALL] * 1e3, 100.0 * r_stall, med[T_ASYNC] * 1e3,
+                   (double)async_bytes / 1e9);
+            printf("    the writer thread (rank 0): value checks in the step and sums %.1f ms; data written %.1f ms (sums "
+                   "included); fsync %.1f ms; commit %.1f ms\n", med[T_A_SUM] * 1e3, med[T_A_WRITE] * 1e3,
+                   med[T_A_SYNC] * 1e3, med[T_A_COMMIT] * 1e3);
+            for (int warm = 0; warm < 2; warm++) {
+                double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
+                printf("  load, %s %8.1f ms  %6.2f GB/s   plain read (%s)  %6.2f GB/s   ratio %.2f\n", warm ? "warm" : "cold",
+                       tl * 1e3, gb / tl, warm ? "warm" : "cold", gb / tp, warm ? r_warm : r_cold);
+            }
         }
         fflush(stdout);
     }
+    ckpt_async_free(saver);
+    sm_free(ratio);
     // clean up: the baseline files, the checkpoint kept by --keep 1, latest, the directory
     unlink(plain_path);
     comm_barrier();

@@ -50,6 +50,7 @@ typedef struct {
     int zero;             // 1: ZeRO-1, AdamW moments sharded over ranks
     int ckpt_every;       // checkpoint every N steps (0: only at the end)
     int keep;             // keep the newest K checkpoints (0: all)
+    int ckpt_async;       // 1: checkpoints written by a thread while training continues
     int stop_at;          // end cleanly after this step, checkpointing it (0: no)
     const char *resume;   // auto | none | PATH
     const char *init_from;   // a new run from this checkpoint's weights (and model config)
@@ -119,6 +120,10 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "current step and exit 75: requeue and resume; Ctrl-C (SIGINT) likewise with exit 130, a second Ctrl-C "
           "quits at once):", 0, ANNOUNCE),
     T_OPT("keep", CLI_INT, keep, 0, 1 << 20, "K", "keep only the newest K checkpoints; 0 = all", NULL, 0, ANNOUNCE),
+    T_OPT("ckpt-async", CLI_FLAG, ckpt_async, 0, 1, NULL, "write checkpoints from a thread while training continues: "
+          "the saving step only copies the state into a buffer; memory: one buffer of this rank's share of the "
+          "parameters and both AdamW moments (12 bytes per parameter / ranks, e.g. 1.5 GB for GPT-2 124M on one "
+          "rank), allocated once at start; a save waits for the previous one; commits as without it", NULL, 0, FREE),
     T_OPT("stop-at", CLI_INT, stop_at, 1, 1 << 30, "N", "end cleanly after step N, checkpointing it; the schedule "
           "still follows --steps (default: no)", NULL, 0, FREE),
     T_OPT("resume", CLI_STR, resume, 0, 0, "MODE", "auto: the checkpoint RUN_DIR's `latest` names, else fresh; none: "
@@ -308,6 +313,46 @@ static void options_json(const train_opts *o, char *out, size_t cap) {
     sm_json_end(&j);
     j.buf[--j.len] = '\0';   // the line's newline
     if ((size_t)snprintf(out, cap, "%s", j.buf) >= cap) out[0] = '\0';   // too long to record: not compared
+}
+
+// A committed checkpoint: one line on stdout, one event in the log (rank 0).
+static void report_ckpt(runlog *log, const char *run_dir, int step, int steps, const ckpt_stats *cst, int async) {
+    char path[4096];
+    ckpt_path(path, sizeof path, run_dir, step);
+    double gbps = cst->seconds > 0 ? (double)cst->bytes / cst->seconds / 1e9 : 0.0;
+    if (async)
+        printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s in the background, %.2f GB/s; the step stalled %.1f ms)\n",
+               step, steps, path, (double)cst->bytes / 1e6, cst->seconds, gbps, cst->stall_seconds * 1e3);
+    else
+        printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s, %.2f GB/s)\n", step, steps, path,
+               (double)cst->bytes / 1e6, cst->seconds, gbps);
+    fflush(stdout);
+    sm_json j;
+    sm_json_begin(&j);
+    sm_json_str(&j, "event", "checkpoint");
+    sm_json_int(&j, "step", step);
+    sm_json_str(&j, "path", path);
+    sm_json_int(&j, "bytes", (long long)cst->bytes);
+    sm_json_num(&j, "save_s", "%.4f", cst->seconds);
+    sm_json_num(&j, "io_s", "%.4f", cst->io_seconds);
+    sm_json_num(&j, "gbps", "%.4f", gbps);
+    if (async) sm_json_num(&j, "stall_s", "%.4f", cst->stall_seconds);
+    sm_json_end(&j);
+    runlog_write(log, &j);
+}
+
+// --ckpt-async: advances the save in flight (wait: until it is committed) and reports its commit. Collective.
+static void async_advance(ckpt_async *saver, int wait, runlog *log, const char *run_dir, int *step, int steps,
+                          double stall, int rank) {
+    char err[CKPT_ERR_MAX];
+    int completed = 0;
+    ckpt_stats cst;
+    if (!ckpt_async_pending(saver)) return;
+    if (ckpt_async_poll(saver, wait, &completed, &cst, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+    if (!completed) return;
+    cst.stall_seconds = stall;
+    if (rank == 0) report_ckpt(log, run_dir, *step, steps, &cst, 1);
+    *step = 0;
 }
 
 // The flags of this run against those of the run that wrote the checkpoint (its JSON run_options):
@@ -668,6 +713,17 @@ int cmd_train(int argc, char **argv) {
                                .weight_decay = (float)o.wd};
     tr.spike_z = o.spike_z;
     int skips_in_a_row = 0;
+    // --ckpt-async: the buffer, allocated once here (the step that saves only copies into it)
+    ckpt_async *saver = NULL;
+    int async_step = 0;       // the step of the save in flight
+    double async_stall = 0;   // what that save cost its step
+    if (o.ckpt_async) {
+        uint64_t bytes = 0;
+        if (ckpt_async_create(&saver, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, &bytes, err,
+                              sizeof err) != 0)
+            sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+        sm_info("--ckpt-async: checkpoints written by a thread; its buffer holds %.1f MB on each rank", (double)bytes / 1e6);
+    }
     for (int step = step0; step < o.steps; step++) {
         sm_mark_step(step + 1);
         prof_step_begin();
@@ -724,6 +780,7 @@ int cmd_train(int argc, char **argv) {
         if (topo.world_size > 1) stop_sig = comm_allreduce_max_int(stop_sig);
         int stop = stop_sig != 0;
         int stop_here = stop || done == o.stop_at;
+        if (saver) async_advance(saver, 0, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
         if (stop_here || done == o.steps || (o.ckpt_every > 0 && done % o.ckpt_every == 0)) {
             meta.step = done;
             meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * global_batch * (uint64_t)o.seq;
@@ -734,28 +791,21 @@ int cmd_train(int argc, char **argv) {
                                       .weight_decay = o.wd, .warmup = o.warmup, .total_steps = o.steps};
             options_json(&o, meta.run_options, sizeof meta.run_options);
             ckpt_stats cst;
-            if (ckpt_save(o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, o.keep, &cst, err,
-                          sizeof err) != 0)
-                sm_fatal(SM_EXIT_RUNTIME, "%s", err);
-            ckpt_name(meta.parent, sizeof meta.parent, done);   // the next save continues this one
-            if (topo.rank == 0) {
-                char path[4096];
-                ckpt_path(path, sizeof path, o.run_dir, done);
-                double gbps = cst.seconds > 0 ? (double)cst.bytes / cst.seconds / 1e9 : 0.0;
-                printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s, %.2f GB/s)\n", done, o.steps, path,
-                       (double)cst.bytes / 1e6, cst.seconds, gbps);
-                sm_json j;
-                sm_json_begin(&j);
-                sm_json_str(&j, "event", "checkpoint");
-                sm_json_int(&j, "step", done);
-                sm_json_str(&j, "path", path);
-                sm_json_int(&j, "bytes", (long long)cst.bytes);
-                sm_json_num(&j, "save_s", "%.4f", cst.seconds);
-                sm_json_num(&j, "io_s", "%.4f", cst.io_seconds);
-                sm_json_num(&j, "gbps", "%.4f", gbps);
-                sm_json_end(&j);
-                runlog_write(&log, &j);
+            if (saver) {   // copied, then written by the thread; the last save of the run is waited for
+                if (ckpt_async_save(saver, o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi,
+                                    o.keep, &cst, err, sizeof err) != 0)
+                    sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+                async_step = done;
+                async_stall = cst.stall_seconds;
+                if (stop_here || done == o.steps)
+                    async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
+            } else {
+                if (ckpt_save(o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, o.keep, &cst,
+                              err, sizeof err) != 0)
+                    sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+                if (topo.rank == 0) report_ckpt(&log, o.run_dir, done, o.steps, &cst, 0);
             }
+            ckpt_name(meta.parent, sizeof meta.parent, done);   // the next save continues this one
         }
         if (stop_here && done < o.steps) {
             sm_info("stopped after step %d (%s); resume with --resume auto", done,
@@ -765,6 +815,10 @@ int cmd_train(int argc, char **argv) {
         }
     }
 
+    if (saver) {   // a save still in flight is committed before the run ends
+        async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
+        ckpt_async_free(saver);
+    }
     if (o.profile && topo.rank == 0) {
         prof_print(stdout, 0);
         FILE *lf = runlog_stream(&log);
