@@ -33,7 +33,7 @@ static const float REF_LR = 1e-3f, REF_BETA1 = 0.9f, REF_BETA2 = 0.999f, REF_EPS
 // 1.13-1.51 here), so the clip scales every step; CLIP_HI above them all, so it never acts. The
 // C side takes the CLIP_LO run's batch as 2 micro-batches of 2 windows (--accum 2: the loss
 // scale's accum term and the sum over micro-batches), the CLIP_HI run's as one of 4. Small
-// buckets (~4 KiB, 30 of them) put the norm together from many pieces, as at 124M.
+// buckets (4 KiB: 132 of them) put the norm together from many pieces, as at 124M.
 enum { REF_N_CLIPS = 2 };
 static const float REF_CLIPS[REF_N_CLIPS] = {1.0f, 2.0f};
 static const int REF_ACCUM[REF_N_CLIPS] = {2, 1};
@@ -244,6 +244,7 @@ static int suite_init(void) {
     for (size_t i = 0; i < n_tok; i++) {
         if (tok[i] < 0 || tok[i] >= REF_V) {
             fprintf(stderr, "test_pytorch: token %d out of [0,%d) at %zu\n", tok[i], REF_V, i);
+            sm_free(tok);
             return 1;
         }
         fx.tokens.tokens[i] = (uint16_t)tok[i];
