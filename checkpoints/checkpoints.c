@@ -21,7 +21,6 @@
 // rename / after the rename but before `latest` is rewritten) and waits there forever, so a test
 // can kill -9 it; SMALLMIND_TEST_CKPT_PAUSE_FILE=F then receives the paused pid.
 // SMALLMIND_CKPT_CHUNK_FLOATS overrides the chunk size (tests use small chunks).
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -34,10 +33,6 @@
 #include <unistd.h>
 
 #include "ckpt_internal.h"
-
-void ckpt_path(char *out, size_t cap, const char *run_dir, int step) {
-    snprintf(out, cap, "%s/ckpt_%08d.h5", run_dir, step);
-}
 
 // ---------------------------------------------------------------------------
 // Checks shared by save and load (local; the caller agrees)
@@ -165,12 +160,43 @@ error:
     return -1;
 }
 
+// Floats per chunk: the default, or rank 0's SMALLMIND_CKPT_CHUNK_FLOATS (tests). Collective.
+static hsize_t chunk_floats(ckpt_ctx *cx) {
+    hsize_t n = CKPT_CHUNK_FLOATS_DEFAULT;
+    const char *env = cx->rank == 0 ? getenv("SMALLMIND_CKPT_CHUNK_FLOATS") : NULL;
+    if (env && atoll(env) > 0) n = (hsize_t)atoll(env);
+    comm_bcast_bytes(&n, sizeof n, 0);
+    return n;
+}
+
+int ckpt_check_space(const char *run_dir, const sm_table *params, uint64_t *bytes_out, char *err, size_t errlen) {
+    ckpt_ctx c, *cx = &c;
+    if (ckpt_ctx_init(cx, run_dir) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+    hsize_t chunk = chunk_floats(cx);
+    uint64_t bytes = params && params->count > 0 ? size_bound(params, chunk, cx->world) : 0;
+    int local = check_fsize_limit(cx, bytes);
+    if (local == 0 && cx->rank == 0) {
+        struct statvfs vfs;
+        if (statvfs(run_dir, &vfs) != 0) {
+            ckpt_fail_sys(cx, errno, "cannot read the free space of the run directory");
+            local = -1;
+        } else if ((uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize < bytes) {
+            ckpt_fail(cx, "not enough disk space for a checkpoint: %.1f MB free, one needs up to %.1f MB",
+                      (double)vfs.f_bavail * (double)vfs.f_frsize / 1e6, (double)bytes / 1e6);
+            local = -1;
+        }
+    }
+    if (bytes_out) *bytes_out = bytes;
+    return ckpt_ctx_finish(cx, ckpt_agree(cx, local), err, errlen);
+}
+
 typedef struct {
     hsize_t chunk_floats;
     int even;                    // moments: every rank holds all, deal them out like params
     size_t moment_lo, moment_hi; // this rank's range, clamped to the arena
     uint64_t reserve;            // bytes of disk reserved for the file
     const char *run_dir;
+    double check_seconds;        // this rank's time checking values (finite, v >= 0)
 } save_plan;
 
 // The ranks' moment ranges: all the whole arena (even split), or a partition of it.
@@ -221,10 +247,24 @@ error:
 
 // Writes one tensor: this rank's flat range [a, b) of it, from ptr (the tensor's start; only the
 // range is read). Collective: every rank calls it for every tensor, in the same order.
+// A checkpoint is committed only when every value in it is finite (and every second moment >= 0):
+// each rank checks the range it writes, just before handing it to HDF5, which reads it again from
+// cache for the checksum; a bad value fails the write on every rank (the agreement below is there
+// anyway), so the temporary is removed and the previous checkpoint stays the last one.
 static int write_tensor(ckpt_ctx *cx, hid_t group, const char *gname, const char *name, const ckpt_shape *s,
-                        const float *ptr, hsize_t a, hsize_t b, hid_t dxpl) {
+                        const float *ptr, hsize_t a, hsize_t b, hid_t dxpl, double *check_s) {
     hid_t ids[4] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // fspace mspace dcpl dset
     int local = -1;
+    double t0 = sm_now_s();
+    size_t bad_at = sm_first_bad_float(ptr + a, (size_t)(b - a), strcmp(gname, "/optim/v") == 0);
+    *check_s += sm_now_s() - t0;
+    if (bad_at < (size_t)(b - a)) {
+        char what[64];
+        ckpt_bad_value_str(what, sizeof what, ptr[a + bad_at]);
+        ckpt_fail(cx, "refusing to commit a checkpoint with a value that is %s: %s/%s element %llu", what, gname, name,
+                  (unsigned long long)(a + bad_at));
+        goto error;
+    }
     // local preparation, then agree, so no rank enters the collective calls alone
     CK_H5(ids[0] = H5Screate_simple(s->ndim, s->dims, NULL), "cannot write %s/%s", gname, name);
     CK_H5(ids[1] = H5Screate_simple(s->ndim, s->dims, NULL), "cannot write %s/%s", gname, name);
@@ -255,7 +295,7 @@ error:
 // Attributes and groups (collective: every rank the same values — rank 0's).
 static int write_layout(ckpt_ctx *cx, hid_t file, const ckpt_meta *meta, hid_t *groups) {
     hid_t gcpl = H5I_INVALID_HID;
-    int local = -1, version = CKPT_FORMAT_VERSION, sched = meta->step;
+    int local = -1;
     CK_H5(gcpl = H5Pcreate(H5P_GROUP_CREATE), "cannot create groups");
     // h5py and inspect list tensors in the model's order
     CK_H5(H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), "cannot create groups");
@@ -264,40 +304,7 @@ static int write_layout(ckpt_ctx *cx, hid_t file, const ckpt_meta *meta, hid_t *
         CK_H5(groups[i] = H5Gcreate2(file, gnames[i], H5P_DEFAULT, gcpl, H5P_DEFAULT), "cannot create group %s",
               gnames[i]);
 
-    const sm_model_config *c = &meta->cfg;
-    if (ckpt_attr_write_str(cx, file, "format", CKPT_FORMAT_NAME) != 0) goto error;
-    struct { const char *name; hid_t ft, mt; const void *p; } root[] = {
-        {"format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version},
-        {"step", H5T_STD_I32LE, H5T_NATIVE_INT, &meta->step},
-        {"tokens_seen", H5T_STD_U64LE, H5T_NATIVE_UINT64, &meta->tokens_seen},
-        {"world_size", H5T_STD_I32LE, H5T_NATIVE_INT, &cx->world},
-        {"n_layer", H5T_STD_I32LE, H5T_NATIVE_INT, &c->n_layer},
-        {"n_head", H5T_STD_I32LE, H5T_NATIVE_INT, &c->n_head},
-        {"n_embd", H5T_STD_I32LE, H5T_NATIVE_INT, &c->n_embd},
-        {"max_seq_len", H5T_STD_I32LE, H5T_NATIVE_INT, &c->max_seq_len},
-        {"vocab_size", H5T_STD_I32LE, H5T_NATIVE_INT, &c->vocab_size},
-        {"padded_vocab_size", H5T_STD_I32LE, H5T_NATIVE_INT, &c->padded_vocab_size},
-    };
-    for (size_t i = 0; i < sizeof root / sizeof root[0]; i++)
-        if (ckpt_attr_write(cx, file, root[i].name, root[i].ft, root[i].mt, root[i].p) != 0) goto error;
-    if (ckpt_attr_write_str(cx, file, "tokenizer", c->tokenizer) != 0) goto error;
-
-    const ckpt_optim *o = &meta->optim;
-    struct { const char *name; hid_t ft, mt; const void *p; } optim[] = {
-        {"lr", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->lr},
-        {"min_lr", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->min_lr},
-        {"beta1", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->beta1},
-        {"beta2", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->beta2},
-        {"eps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->eps},
-        {"weight_decay", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &o->weight_decay},
-        {"warmup", H5T_STD_I32LE, H5T_NATIVE_INT, &o->warmup},
-        {"total_steps", H5T_STD_I32LE, H5T_NATIVE_INT, &o->total_steps},
-        {"schedule_position", H5T_STD_I32LE, H5T_NATIVE_INT, &sched},
-    };
-    for (size_t i = 0; i < sizeof optim / sizeof optim[0]; i++)
-        if (ckpt_attr_write(cx, groups[1], optim[i].name, optim[i].ft, optim[i].mt, optim[i].p) != 0) goto error;
-    if (ckpt_attr_write(cx, groups[4], "data_cursor", H5T_STD_U64LE, H5T_NATIVE_UINT64, &meta->data_cursor) != 0)
-        goto error;
+    if (ckpt_attrs_write(cx, file, meta) != 0) goto error;
     local = 0;
 error:
     if (gcpl >= 0) H5Pclose(gcpl);
@@ -335,7 +342,7 @@ error:
 
 // Creates, writes and closes the temporary file. Collective; the same result on every rank.
 static int write_file(ckpt_ctx *cx, const char *tmp, const ckpt_meta *meta, const sm_table *params, const sm_table *m,
-                      const sm_table *v, const save_plan *plan) {
+                      const sm_table *v, save_plan *plan) {
     hid_t fapl = H5I_INVALID_HID, fcpl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
     hid_t groups[5] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
     int local = -1, rc = -1;
@@ -366,7 +373,7 @@ error:
         hsize_t a, b;
         tensor_shape(&s, t, plan->chunk_floats);
         ckpt_chunk_split(&s, cx->rank, cx->world, &a, &b);
-        if (write_tensor(cx, groups[0], "/model", t->name, &s, t->ptr, a, b, dxpl) != 0) goto done;
+        if (write_tensor(cx, groups[0], "/model", t->name, &s, t->ptr, a, b, dxpl, &plan->check_seconds) != 0) goto done;
     }
     for (int k = 0; k < 2; k++) {
         const sm_table *o = k ? v : m;
@@ -379,7 +386,8 @@ error:
                 ckpt_chunk_split(&s, cx->rank, cx->world, &a, &b);
             else
                 tensor_part(t, plan->moment_lo, plan->moment_hi, &a, &b);
-            if (write_tensor(cx, groups[2 + k], k ? "/optim/v" : "/optim/m", t->name, &s, t->ptr, a, b, dxpl) != 0)
+            if (write_tensor(cx, groups[2 + k], k ? "/optim/v" : "/optim/m", t->name, &s, t->ptr, a, b, dxpl,
+                             &plan->check_seconds) != 0)
                 goto done;
         }
     }
@@ -397,14 +405,12 @@ error:
     rc = ckpt_close_agree(cx, &file, 0);
 done:
     ckpt_close_all(groups, 5);
-    if (file >= 0) H5Fclose(file);
-    if (dxpl >= 0) H5Pclose(dxpl);
-    if (fcpl >= 0) H5Pclose(fcpl);
-    if (fapl >= 0) H5Pclose(fapl);
+    hid_t rest[4] = {file, dxpl, fcpl, fapl};
+    ckpt_close_all(rest, 4);
     return rc;
 }
 
-static int sync_dir(const char *dir) {
+int ckpt_sync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -1;
     int rc = fsync(fd);
@@ -413,63 +419,6 @@ static int sync_dir(const char *dir) {
     if (rc != 0 && e == EINVAL) rc = 0;   // some filesystems cannot sync directories
     errno = e;
     return rc;
-}
-
-// Parses "ckpt_<digits>.h5" (suffix ".h5.tmp" when tmp); -1 if the name is not one.
-static int ckpt_name_step(const char *name, int tmp) {
-    if (strncmp(name, "ckpt_", 5) != 0) return -1;
-    const char *p = name + 5, *q = p;
-    long step = 0;
-    while (*q >= '0' && *q <= '9') {
-        step = step * 10 + (*q - '0');
-        if (step > INT_MAX) return -1;
-        q++;
-    }
-    if (q == p || strcmp(q, tmp ? ".h5.tmp" : ".h5") != 0) return -1;
-    return (int)step;
-}
-
-static int cmp_desc(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x < y) - (x > y);
-}
-
-// After a commit: stale temporaries of crashed saves go; with keep > 0 so do the older
-// checkpoints beyond the newest `keep` (the new one counts; newer ones are left alone).
-// Failures here do not undo the commit: they are warnings.
-static void prune(const char *run_dir, int new_step, int keep) {
-    DIR *d = opendir(run_dir);
-    if (!d) {
-        sm_warn("cannot list %s to remove old checkpoints: %s", run_dir, strerror(errno));
-        return;
-    }
-    int cap = 64, n = 0;
-    int *steps = sm_malloc(sizeof(int) * (size_t)cap);
-    struct dirent *e;
-    char path[4200];
-    while ((e = readdir(d)) != NULL) {
-        int step;
-        if ((step = ckpt_name_step(e->d_name, 1)) >= 0) {
-            snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
-            if (unlink(path) != 0 && errno != ENOENT) sm_warn("cannot remove %s: %s", path, strerror(errno));
-        } else if (keep > 0 && (step = ckpt_name_step(e->d_name, 0)) >= 0 && step < new_step) {
-            if (n == cap) {
-                int *grown = sm_malloc(sizeof(int) * (size_t)cap * 2);
-                memcpy(grown, steps, sizeof(int) * (size_t)n);
-                sm_free(steps);
-                steps = grown;
-                cap *= 2;
-            }
-            steps[n++] = step;
-        }
-    }
-    closedir(d);
-    qsort(steps, (size_t)n, sizeof(int), cmp_desc);
-    for (int i = keep - 1; keep > 0 && i < n; i++) {
-        ckpt_path(path, sizeof path, run_dir, steps[i]);
-        if (unlink(path) != 0 && errno != ENOENT) sm_warn("cannot remove old checkpoint %s: %s", path, strerror(errno));
-    }
-    sm_free(steps);
 }
 
 // Rank 0: fsync the closed temporary, rename it into place, fsync the directory, rewrite
@@ -489,14 +438,14 @@ static int commit(ckpt_ctx *cx, const char *run_dir, const char *tmp, const char
     test_pause(cx, "rename");
     CK_SYS(rename(tmp, final) == 0, "cannot rename %s.tmp into place", name);
     renamed = 1;
-    CK_SYS(sync_dir(run_dir) == 0, "checkpoint renamed into place, but cannot fsync its directory %s", run_dir);
+    CK_SYS(ckpt_sync_dir(run_dir) == 0, "checkpoint renamed into place, but cannot fsync its directory %s", run_dir);
     test_pause(cx, "latest");
     char latest[4200], line[CKPT_NAME_MAX + 2], why[CKPT_ERR_MAX];
     snprintf(latest, sizeof latest, "%s/latest", run_dir);
     int len = snprintf(line, sizeof line, "%s\n", name);
     CK(sm_write_file_atomic(latest, line, (size_t)len, why, sizeof why) == 0,
        "checkpoint committed, but `latest` could not be rewritten: %s", why);
-    prune(run_dir, step, keep);
+    ckpt_prune(run_dir, step, keep);
     return 0;
 error:
     if (fd >= 0) close(fd);
@@ -530,6 +479,12 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
         ckpt_fail(cx, "checkpoint: step %d or keep %d is negative", meta_in->step, keep);
         local = -1;
     }
+    int parent_step = -1;
+    if (local == 0 && meta_in->parent[0] &&
+        (ckpt_name_parse(meta_in->parent, &parent_step) != CKPT_NAME_CKPT || parent_step >= meta_in->step)) {
+        ckpt_fail(cx, "checkpoint: parent '%s' is not the file name of an older checkpoint", meta_in->parent);
+        local = -1;
+    }
     if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
     int steps[2] = {meta_in->step, -meta_in->step}, ext[2];
     MPI_CHECK(MPI_Allreduce(steps, ext, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
@@ -538,11 +493,14 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
         return ckpt_ctx_finish(cx, -1, err, errlen);
     }
     ckpt_meta meta = *meta_in;
-    ckpt_bcast(&meta, sizeof meta);
+    comm_bcast_bytes(&meta, sizeof meta, 0);
     meta.rng = meta_in->rng;   // the one per-rank field
-    const char *env_chunk = cx->rank == 0 ? getenv("SMALLMIND_CKPT_CHUNK_FLOATS") : NULL;
-    if (env_chunk && atoll(env_chunk) > 0) plan.chunk_floats = (hsize_t)atoll(env_chunk);
-    ckpt_bcast(&plan.chunk_floats, sizeof plan.chunk_floats);
+    // what the file says of itself
+    snprintf(meta.format, sizeof meta.format, "%s", CKPT_FORMAT_NAME);
+    meta.format_version = CKPT_FORMAT_VERSION;
+    meta.world_size = cx->world;
+    meta.optim.schedule_position = meta.step;
+    plan.chunk_floats = chunk_floats(cx);
     size_t n = sm_table_n_f32(params);
     if (plan.moment_hi > n) plan.moment_hi = n;
     if (plan.moment_lo > plan.moment_hi) plan.moment_lo = plan.moment_hi;
@@ -589,11 +547,12 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta_in, const sm_table *par
     if (rc == 0 && stats) {
         struct stat st;
         uint64_t bytes = cx->rank == 0 && stat(final, &st) == 0 ? (uint64_t)st.st_size : 0;
-        ckpt_bcast(&bytes, sizeof bytes);
+        comm_bcast_bytes(&bytes, sizeof bytes, 0);
         stats->bytes = bytes;
         stats->io_seconds = t_io;
         stats->seconds = sm_now_s() - t0;
         stats->reserved = plan.reserve;
+        stats->check_seconds = plan.check_seconds;
     }
     return ckpt_ctx_finish(cx, rc, err, errlen);
 }
@@ -640,20 +599,19 @@ static int read_tensor(ckpt_ctx *cx, hid_t group, const char *gname, const sm_te
     CK_H5(ckpt_select_flat(ids[2], &s, a, b), "cannot select part of %s/%s", gname, t->name);
     CK_H5(H5Dread(ids[0], H5T_NATIVE_FLOAT, ids[2], ids[1], dxpl, ptr), "checkpoint is corrupt: cannot read %s/%s",
           gname, t->name);
+    // every value finite, every second moment >= 0: checked while the range is still in cache
+    size_t bad_at = sm_first_bad_float(ptr + a, (size_t)(b - a), strcmp(gname, "/optim/v") == 0);
+    if (bad_at < (size_t)(b - a)) {
+        char what[64];
+        ckpt_bad_value_str(what, sizeof what, ptr[a + bad_at]);
+        ckpt_fail(cx, "checkpoint holds a value that is %s: %s/%s element %llu; refusing to load it", what, gname,
+                  t->name, (unsigned long long)(a + bad_at));
+        goto error;
+    }
     rc = 0;
 error:
     ckpt_close_all(ids, 4);
     return rc;
-}
-
-static int count_links(ckpt_ctx *cx, hid_t group, const char *gname, int want) {
-    H5G_info_t info;
-    CK_H5(H5Gget_info(group, &info), "cannot list %s", gname);
-    CK((int)info.nlinks == want, "incompatible checkpoint: %s holds %d tensors, this model has %d", gname,
-       (int)info.nlinks, want);
-    return 0;
-error:
-    return -1;
 }
 
 static int read_rng(ckpt_ctx *cx, hid_t file, ckpt_meta *meta, hid_t dxpl) {
@@ -694,17 +652,26 @@ int ckpt_load(const char *path, const sm_model_config *expect, ckpt_meta *meta_o
     if (moment_hi > sm_table_n_f32(params)) moment_hi = sm_table_n_f32(params);
     if (moment_lo > moment_hi) moment_lo = moment_hi;
 
-    // 1. the file is ours, of a version we read, and fits this model
+    // 1. the file is ours, of a version we read, fits this model, and holds exactly its tensors, each
+    // fully written with its checksums (rank 0 checks, in a child process: nothing is read yet)
     ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
     uint64_t file_bytes = 0;
-    local = cx->rank == 0 ? ckpt_read_meta_local(cx, path, &meta, &file_bytes) : 0;
-    if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    ckpt_bcast(&meta, sizeof meta);
-    ckpt_bcast(&file_bytes, sizeof file_bytes);
-    local = 0;
-    if (expect && ckpt_config_check(&meta.cfg, expect, path, cx->msg, sizeof cx->msg) != 0) local = -1;
-    if (ckpt_agree(cx, local) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+    ckpt_report *rep = sm_calloc(1, sizeof *rep);
+    ckpt_check_result res = {.rep = rep};
+    if (cx->rank == 0) ckpt_check_local(path, params, NULL, 0, 0, 0, &res);
+    comm_bcast_bytes(&res.stage, sizeof res.stage, 0);
+    comm_bcast_bytes(res.msg, sizeof res.msg, 0);
+    comm_bcast_bytes(&rep->meta, sizeof rep->meta, 0);
+    meta = rep->meta;
+    file_bytes = rep->file_bytes;
+    comm_bcast_bytes(&file_bytes, sizeof file_bytes, 0);
+    sm_free(rep);
+    // the header's failure first, then a config that differs, then the datasets'
+    if (res.stage == 1) ckpt_fail_msg(cx, res.msg);
+    else if (expect && ckpt_config_check(&meta.cfg, expect, path, cx->msg, sizeof cx->msg) != 0) (void)0;
+    else if (res.stage == 2) ckpt_fail_msg(cx, res.msg);
+    if (cx->msg[0]) return ckpt_ctx_finish(cx, -1, err, errlen);
 
     // 2. every rank reads all params and its own moments
     double t_io = sm_now_s();
@@ -732,8 +699,6 @@ error:
         if (groups[k] < 0) {
             ckpt_fail_h5(cx, "not a complete smallmind checkpoint: cannot open %s", gnames[k]);
             local = -1;
-        } else {
-            local = count_links(cx, groups[k], gnames[k], params->count);
         }
     }
     for (int k = 0; k < (m ? 3 : 1) && local == 0; k++) {
@@ -751,9 +716,8 @@ error:
     rc = ckpt_close_agree(cx, &file, 0);
 done:
     ckpt_close_all(groups, 3);
-    if (file >= 0) H5Fclose(file);
-    if (dxpl >= 0) H5Pclose(dxpl);
-    if (fapl >= 0) H5Pclose(fapl);
+    hid_t rest[3] = {file, dxpl, fapl};
+    ckpt_close_all(rest, 3);
     if (rc == 0) {
         *meta_out = meta;
         if (stats) {

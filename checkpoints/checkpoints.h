@@ -27,10 +27,13 @@
 
 typedef struct {
     double lr, min_lr, beta1, beta2, eps, weight_decay;
-    int warmup, total_steps;   // the schedule position stored is the step
+    int warmup, total_steps;
+    int schedule_position;     // save: ignored (the step is written); load: the file's (= step)
 } ckpt_optim;
 
 typedef struct {
+    char format[32];        // save: ignored (CKPT_FORMAT_NAME is written); load: the file's
+    int format_version;     // save: ignored (CKPT_FORMAT_VERSION is written); load: the file's
     int step;               // completed optimizer steps
     uint64_t tokens_seen;
     uint64_t data_cursor;   // global window index of the next batch
@@ -38,14 +41,40 @@ typedef struct {
     int rng_restored;       // load: 1 when the file holds a row for this rank (writer world > rank)
     int world_size;         // save: ignored (the MPI world is written); load/read: the writer's
     sm_model_config cfg;
+    // The file name (no directory) of the checkpoint this state continued from: the run's previous
+    // save, or the checkpoint it resumed from; "" for a fresh run's first. --resume auto follows it
+    // (a newer checkpoint that descends from the one `latest` names), and --keep counts along it.
+    char parent[CKPT_NAME_MAX];
+    char run_options[16384];   // the writer's flags as one JSON object (name: value as text), for the
+                               // resume checks; "" in a file written before the attribute existed
+    int has_parent;         // load: 0 for a file written before the attribute existed; save: ignored
     ckpt_optim optim;
 } ckpt_meta;
+
+// The attributes a checkpoint stores, one row each: save writes them, load and read_meta read them,
+// verify checks them and inspect prints them, all by walking this table. The value lives in
+// ckpt_meta at `offset`.
+typedef enum { CKPT_ATTR_I32, CKPT_ATTR_U64, CKPT_ATTR_F64, CKPT_ATTR_STR } ckpt_attr_type;
+typedef struct {
+    const char *group;     // the HDF5 object holding it: "/", "/optim" or "/state"
+    const char *name;
+    ckpt_attr_type type;   // in the file: int32 LE, uint64 LE, float64 LE, variable-length UTF-8
+    size_t offset;         // of the value in ckpt_meta (CKPT_ATTR_STR: a char array of `cap` bytes)
+    size_t cap;
+    const char *section;   // how inspect groups it: "" (the file), "config" or "optim"
+    int optional;          // files written before it existed lack it: read as 0 / ""
+} ckpt_attr;
+extern const ckpt_attr CKPT_ATTRS[];
+extern const int CKPT_N_ATTRS;
+// Attribute a's value in meta as text (json: strings quoted and escaped, doubles to 17 digits).
+void ckpt_attr_format(const ckpt_attr *a, const ckpt_meta *meta, int json, char *out, size_t cap);
 
 typedef struct {
     double seconds;      // the whole call, commit included
     double io_seconds;   // save: HDF5 create..close; load: open..close
     uint64_t bytes;      // size of the checkpoint file
     uint64_t reserved;   // save: disk space reserved before writing (an upper bound of bytes)
+    double check_seconds;   // save: this rank's time checking that every value is finite (part of seconds)
 } ckpt_stats;
 
 // One dataset as ckpt_verify() found it.
@@ -98,6 +127,12 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta, const sm_table *params
               const sm_table *v, size_t moment_lo, size_t moment_hi, int keep, ckpt_stats *stats, char *err,
               size_t errlen);
 
+// At start, before any training: whether RUN_DIR can take one checkpoint of these parameters (the
+// save's own upper bound of its size, against the free space on rank 0 and every rank's file-size
+// limit), so a too-small disk is found now, not at the first save hours later. *bytes_out (may be
+// NULL): that bound. The space is not reserved (the save reserves its own). Collective.
+int ckpt_check_space(const char *run_dir, const sm_table *params, uint64_t *bytes_out, char *err, size_t errlen);
+
 // Restores a checkpoint: every rank reads all params; each rank reads the moments of
 // [moment_lo, moment_hi) only (any world size: that is resharding), its rng row, and the
 // metadata. m and v may both be NULL (params only, e.g. for eval). With expect non-NULL the
@@ -114,10 +149,71 @@ int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen);
 int ckpt_config_check(const sm_model_config *file_cfg, const sm_model_config *run_cfg, const char *path,
                       char *err, size_t errlen);
 
-// Reads every dataset of the file (the work split over the ranks), checking checksums, types
-// and that /model, /optim/m and /optim/v hold the same tensors. 0 when all verify. rep may be
-// NULL; when given it is filled as far as the file allows (also on failure).
-int ckpt_verify(const char *path, ckpt_report *rep, char *err, size_t errlen);
+// The tensors a model of config cfg has (names and shapes, in order): the model's table builder,
+// given to the checkpoints (which know nothing of GPT) so that a file's datasets can be checked
+// against what its header implies. 0, or -1 with a message when cfg is not a valid config.
+typedef int (*ckpt_layout_fn)(const sm_model_config *cfg, sm_table *params, char *err, size_t errlen);
+
+// Verifies an untrusted checkpoint, in forked children (a crash or hang inside libhdf5 reads as
+// "damaged"): the header; then, before any data is read, the structure: /model, /optim/m and
+// /optim/v hold exactly the tensors layout(header config) gives (layout NULL: those /model lists),
+// each a dataset stored in the file (hard links only), float32 of exactly that shape, chunked with
+// Fletcher32 as its only filter and every chunk written; /state/rng is uint64 [world_size, 4];
+// nothing else in those groups; the tensors' bytes no more than the file's size. Then every dataset is
+// read back (the work split over the ranks), each chunk once, its checksum verified, every value
+// finite and every second moment >= 0 — time in proportion to the bytes stored. 0 when all verify.
+// rep may be NULL; when given it is filled as far as the file allows (also on failure).
+int ckpt_verify(const char *path, ckpt_layout_fn layout, ckpt_report *rep, char *err, size_t errlen);
+
+// --resume, decided before anything in RUN_DIR changes (ckpt_resolve_resume), carried out once the
+// trainer's own resume checks have passed (ckpt_adopt_resume).
+#define CKPT_MAX_NOTES 16
+typedef struct {
+    char path[4096];             // the checkpoint to load; "" to start fresh
+    int path_in_run_dir;         // path is RUN_DIR's own
+    char parent[CKPT_NAME_MAX];  // what this run's first save records as its parent: path's file name, or ""
+    int n_notes;                 // one line each for rank 0 to print (sm_warn): damaged checkpoints skipped,
+    char notes[CKPT_MAX_NOTES][CKPT_ERR_MAX];   // look-alike names ignored, a damaged `latest`
+    int n_abandoned;             // --resume PATH: the checkpoints newer than PATH (their steps), to be moved
+    int *abandoned;              // to RUN_DIR/abandoned/ (ckpt_resume_free releases it)
+} ckpt_resume;
+
+// mode "auto": the checkpoint RUN_DIR/latest names, or a newer checkpoint that descends from it
+// (parent by parent: a save that died between its rename and the rewrite of `latest` loses nothing),
+// newest first, each verified (ckpt_verify with layout); damaged ones are skipped with a note; then, if
+// `latest`'s own file is damaged, its ancestors. Only when none of those verifies, or `latest` is
+// missing or damaged, the rest of RUN_DIR, newest first. No
+// checkpoint at all: path "" (fresh). Every one damaged: -1 (exit 2: never start fresh over them).
+// mode "none": path "", or -1 when RUN_DIR holds checkpoints. Any other mode is a PATH: its header must
+// read, and every checkpoint of RUN_DIR newer than it is listed in abandoned (see the note in
+// ckpt_adopt_resume). Files that look like checkpoints but are not named as smallmind names them are
+// ignored, each with a note. Changes nothing on disk. Collective; r is the same on every rank.
+int ckpt_resolve_resume(const char *run_dir, const char *mode, ckpt_layout_fn layout, ckpt_resume *r, char *err,
+                        size_t errlen);
+// Carries out r once the resume is accepted: moves the abandoned branch to RUN_DIR/abandoned/ (never
+// deleting; a name taken there gets .1, .2, ...), then points `latest` at r->path when it lies in
+// RUN_DIR. (DESIGN.md says the abandoned branch is the checkpoints newer than PATH, not its
+// descendants: at the moment of a --resume PATH, every newer checkpoint of RUN_DIR is the continuation
+// being abandoned — also an earlier continuation of PATH itself, whose step numbers this run will
+// write again — so all are moved, and no file is ever overwritten.) Collective.
+int ckpt_adopt_resume(const char *run_dir, const ckpt_resume *r, char *err, size_t errlen);
+void ckpt_resume_free(ckpt_resume *r);
+
+// Rank-local: reads RUN_DIR/latest (never blocking: a FIFO is refused) into name. 0; CKPT_LATEST_MISSING
+// when there is none; -1 when it is not a regular file or does not hold one checkpoint file name.
+enum { CKPT_LATEST_MISSING = -2 };
+int ckpt_read_latest(const char *run_dir, char *name, size_t cap, char *err, size_t errlen);
+
+// One trainer per run directory: rank 0 takes an exclusive flock on RUN_DIR/.lock (which must be a
+// regular file; created if missing) and writes "pid P on host H" into it; the kernel releases the lock
+// when the process ends, crash or not, so it is never stale. A second trainer gets -1 with a message
+// naming the holder's pid and host (exit 2). On a filesystem without flock a warning is printed and 0
+// returned. RUN_DIR must exist. Collective; keep *lock for the life of the run.
+typedef struct {
+    int fd;
+} ckpt_lock;
+int ckpt_lock_run_dir(const char *run_dir, ckpt_lock *lock, char *err, size_t errlen);
+void ckpt_unlock_run_dir(ckpt_lock *lock);   // tests; a trainer simply exits
 
 enum { CKPT_FIND_NONE = 0, CKPT_FIND_FOUND = 1 };
 // The newest RUN_DIR/ckpt_*.h5 (by step) that verifies, for `--resume auto`.
@@ -130,5 +226,20 @@ enum { CKPT_FIND_NONE = 0, CKPT_FIND_FOUND = 1 };
 int ckpt_find_latest(const char *run_dir, char *path_out, size_t path_len, ckpt_skipped *skipped, int max_skipped,
                      int *n_skipped, char *err, size_t errlen);
 
+// Multi-node runs (issue 14): every rank must see RUN_DIR as the same directory, or checkpoints
+// written by one node cannot be resumed by another. Rank 0 writes RUN_DIR/.shared-check-<token>
+// (a fresh 64-bit token as text, fsynced), every rank reads it back, rank 0 removes it. RUN_DIR
+// must exist. Returns 0, or -1 on every rank with a message naming the lowest rank that does not
+// see the token and its node (MPI_Get_processor_name). Collective.
+int ckpt_check_shared_dir(const char *run_dir, char *err, size_t errlen);
+
 // RUN_DIR/ckpt_%08d.h5
 void ckpt_path(char *out, size_t cap, const char *run_dir, int step);
+// "ckpt_%08d.h5": a checkpoint's file name
+void ckpt_name(char *out, size_t cap, int step);
+// The one parser of checkpoint file names (no directory): CKPT_NAME_CKPT for a name exactly as
+// ckpt_name writes it, CKPT_NAME_TMP for a save's temporary (that name + ".tmp"), *step set for both;
+// CKPT_NAME_OTHER for a name that looks like a checkpoint ("ckpt_..." or "*.h5") but is neither
+// (ckpt_5.h5, ckpt_00000005.h5.bak: ignored, with a note); else CKPT_NAME_NONE.
+enum { CKPT_NAME_NONE = 0, CKPT_NAME_CKPT = 1, CKPT_NAME_TMP = 2, CKPT_NAME_OTHER = 3 };
+int ckpt_name_parse(const char *name, int *step);

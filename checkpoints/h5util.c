@@ -1,6 +1,6 @@
-// h5util.c — checkpoint plumbing: errors, rank agreement, chunks, selections, attributes, metadata.
-// One-line errors, agreement across ranks, chunk shapes and flat-range selections, attributes,
-// and reading a checkpoint's metadata.
+// h5util.c — checkpoint plumbing: errors, rank agreement, chunks, selections, scalar attributes.
+// One-line errors, agreement across ranks, chunk shapes and flat-range selections, and typed
+// scalar attributes (the format's table of them is in format.c).
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -25,8 +25,24 @@ int ckpt_ctx_init(ckpt_ctx *cx, const char *where) {
     }
     MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &cx->rank));
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &cx->world));
+    cx->mismatch = "incompatible checkpoint";
+    cx->expects = "this model expects";
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   // failures become our one-line messages
     return 0;
+}
+
+void ckpt_ctx_init_local(ckpt_ctx *cx, const char *where, const char *mismatch, const char *expects) {
+    memset(cx, 0, sizeof *cx);
+    snprintf(cx->where, sizeof cx->where, "%s", where ? where : "?");
+    cx->world = 1;
+    cx->mismatch = mismatch;
+    cx->expects = expects;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+int ckpt_fail_msg(ckpt_ctx *cx, const char *msg) {
+    if (!cx->msg[0]) snprintf(cx->msg, sizeof cx->msg, "%s", msg);
+    return -1;
 }
 
 int ckpt_ctx_finish(ckpt_ctx *cx, int rc, char *err, size_t errlen) {
@@ -108,16 +124,6 @@ int ckpt_agree(ckpt_ctx *cx, int local_rc) {
     MPI_CHECK(MPI_Bcast(cx->msg, (int)sizeof cx->msg, MPI_CHAR, first, MPI_COMM_WORLD));
     cx->msg[sizeof cx->msg - 1] = '\0';
     return -1;
-}
-
-void ckpt_bcast(void *buf, size_t n_bytes) {
-    char *p = buf;
-    while (n_bytes > 0) {
-        int chunk = n_bytes > (1u << 30) ? (1 << 30) : (int)n_bytes;
-        MPI_CHECK(MPI_Bcast(p, chunk, MPI_BYTE, 0, MPI_COMM_WORLD));
-        p += chunk;
-        n_bytes -= (size_t)chunk;
-    }
 }
 
 void ckpt_close_all(hid_t *ids, int n) {
@@ -274,30 +280,45 @@ error:
 }
 
 // ---------------------------------------------------------------------------
-// Attributes
-int ckpt_attr_write(ckpt_ctx *cx, hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *val) {
-    hid_t ids[2] = {H5I_INVALID_HID, H5I_INVALID_HID};   // space, attr
-    int rc = -1;
-    CK_H5(ids[0] = H5Screate(H5S_SCALAR), "cannot write attribute '%s'", name);
-    CK_H5(ids[1] = H5Acreate2(obj, name, file_type, ids[0], H5P_DEFAULT, H5P_DEFAULT), "cannot create attribute '%s'",
-          name);
-    CK_H5(H5Awrite(ids[1], mem_type, val), "cannot write attribute '%s'", name);
-    rc = 0;
-error:
-    ckpt_close_all(ids, 2);
-    return rc;
+// Scalar attributes
+static hid_t attr_file_type(ckpt_attr_type type) {
+    switch (type) {
+    case CKPT_ATTR_I32: return H5T_STD_I32LE;
+    case CKPT_ATTR_U64: return H5T_STD_U64LE;
+    case CKPT_ATTR_F64: return H5T_IEEE_F64LE;
+    default: return H5I_INVALID_HID;
+    }
 }
 
-int ckpt_attr_write_str(ckpt_ctx *cx, hid_t obj, const char *name, const char *s) {
-    hid_t t = H5I_INVALID_HID;
+static hid_t attr_mem_type(ckpt_attr_type type) {
+    switch (type) {
+    case CKPT_ATTR_I32: return H5T_NATIVE_INT;
+    case CKPT_ATTR_U64: return H5T_NATIVE_UINT64;
+    case CKPT_ATTR_F64: return H5T_NATIVE_DOUBLE;
+    default: return H5I_INVALID_HID;
+    }
+}
+
+int ckpt_attr_write(ckpt_ctx *cx, hid_t obj, const char *name, ckpt_attr_type type, const void *val) {
+    hid_t ids[3] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // space, attr, string type
+    hid_t ft = attr_file_type(type), mt = attr_mem_type(type);
+    const char *str = val;
     int rc = -1;
-    // variable-length UTF-8: h5py reads it as a str, h5dump prints it plainly
-    CK_H5(t = H5Tcopy(H5T_C_S1), "cannot write attribute '%s'", name);
-    CK_H5(H5Tset_size(t, H5T_VARIABLE), "cannot write attribute '%s'", name);
-    CK_H5(H5Tset_cset(t, H5T_CSET_UTF8), "cannot write attribute '%s'", name);
-    rc = ckpt_attr_write(cx, obj, name, t, t, &s);
+    if (type == CKPT_ATTR_STR) {
+        // variable-length UTF-8: h5py reads it as a str, h5dump prints it plainly
+        CK_H5(ids[2] = H5Tcopy(H5T_C_S1), "cannot write attribute '%s'", name);
+        CK_H5(H5Tset_size(ids[2], H5T_VARIABLE), "cannot write attribute '%s'", name);
+        CK_H5(H5Tset_cset(ids[2], H5T_CSET_UTF8), "cannot write attribute '%s'", name);
+        ft = mt = ids[2];
+        val = &str;
+    }
+    CK_H5(ids[0] = H5Screate(H5S_SCALAR), "cannot write attribute '%s'", name);
+    CK_H5(ids[1] = H5Acreate2(obj, name, ft, ids[0], H5P_DEFAULT, H5P_DEFAULT), "cannot create attribute '%s'",
+          name);
+    CK_H5(H5Awrite(ids[1], mt, val), "cannot write attribute '%s'", name);
+    rc = 0;
 error:
-    if (t >= 0) H5Tclose(t);
+    ckpt_close_all(ids, 3);
     return rc;
 }
 
@@ -319,28 +340,11 @@ error:
     return H5I_INVALID_HID;
 }
 
-int ckpt_attr_read(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, hid_t mem_type, void *val) {
-    hid_t a = attr_open(cx, obj, objname, name), t = H5I_INVALID_HID;
-    int rc = -1;
-    if (a < 0) return -1;
-    CK_H5(t = H5Aget_type(a), "cannot read attribute '%s' of %s", name, objname);
-    H5T_class_t want = H5Tget_class(mem_type), have = H5Tget_class(t);
-    CK(have == want, "attribute '%s' of %s has the wrong type (HDF5 class %d, expected %d)", name, objname, (int)have,
-       (int)want);
-    CK_H5(H5Aread(a, mem_type, val), "cannot read attribute '%s' of %s", name, objname);
-    rc = 0;
-error:
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
-    return rc;
-}
-
-int ckpt_attr_read_str(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, char *out, size_t cap) {
-    hid_t a = attr_open(cx, obj, objname, name), t = H5I_INVALID_HID, mt = H5I_INVALID_HID;
+static int attr_read_str(ckpt_ctx *cx, hid_t a, hid_t t, const char *objname, const char *name, char *out,
+                         size_t cap) {
+    hid_t mt = H5I_INVALID_HID;
     char *vl = NULL, *fixed = NULL;
     int rc = -1;
-    if (a < 0) return -1;
-    CK_H5(t = H5Aget_type(a), "cannot read attribute '%s' of %s", name, objname);
     CK(H5Tget_class(t) == H5T_STRING, "attribute '%s' of %s is not a string", name, objname);
     htri_t var = H5Tis_variable_str(t);
     CK_H5(var, "cannot read attribute '%s' of %s", name, objname);
@@ -367,139 +371,56 @@ error:
     if (vl) H5free_memory(vl);
     sm_free(fixed);
     if (mt >= 0) H5Tclose(mt);
+    return rc;
+}
+
+// Integers are read at 64 bits in the file's signedness and range-checked, so a value that does not
+// fit (an int64 n_layer of 2^40, a negative uint64) is refused rather than clamped by HDF5.
+static int attr_read_int(ckpt_ctx *cx, hid_t a, hid_t t, const char *objname, const char *name,
+                         ckpt_attr_type type, void *val) {
+    int rc = -1;
+    CK(H5Tget_class(t) == H5T_INTEGER, "attribute '%s' of %s has the wrong type (HDF5 class %d, expected %d)", name,
+       objname, (int)H5Tget_class(t), (int)H5T_INTEGER);
+    H5T_sign_t sign = H5Tget_sign(t);
+    CK_H5(sign, "cannot read attribute '%s' of %s", name, objname);
+    if (sign == H5T_SGN_NONE) {
+        uint64_t u;
+        CK_H5(H5Aread(a, H5T_NATIVE_UINT64, &u), "cannot read attribute '%s' of %s", name, objname);
+        CK(type == CKPT_ATTR_U64 || u <= INT_MAX, "attribute '%s' of %s is out of range (%llu)", name, objname,
+           (unsigned long long)u);
+        if (type == CKPT_ATTR_U64) *(uint64_t *)val = u;
+        else *(int *)val = (int)u;
+    } else {
+        int64_t i;
+        CK_H5(H5Aread(a, H5T_NATIVE_INT64, &i), "cannot read attribute '%s' of %s", name, objname);
+        CK(type == CKPT_ATTR_U64 ? i >= 0 : i >= INT_MIN && i <= INT_MAX, "attribute '%s' of %s is out of range (%lld)",
+           name, objname, (long long)i);
+        if (type == CKPT_ATTR_U64) *(uint64_t *)val = (uint64_t)i;
+        else *(int *)val = (int)i;
+    }
+    rc = 0;
+error:
+    return rc;
+}
+
+int ckpt_attr_read(ckpt_ctx *cx, hid_t obj, const char *objname, const char *name, ckpt_attr_type type, void *val,
+                   size_t cap) {
+    hid_t a = attr_open(cx, obj, objname, name), t = H5I_INVALID_HID;
+    int rc = -1;
+    if (a < 0) return -1;
+    CK_H5(t = H5Aget_type(a), "cannot read attribute '%s' of %s", name, objname);
+    if (type == CKPT_ATTR_STR) {
+        rc = attr_read_str(cx, a, t, objname, name, val, cap);
+    } else if (type == CKPT_ATTR_F64) {
+        CK(H5Tget_class(t) == H5T_FLOAT, "attribute '%s' of %s has the wrong type (HDF5 class %d, expected %d)", name,
+           objname, (int)H5Tget_class(t), (int)H5T_FLOAT);
+        CK_H5(H5Aread(a, H5T_NATIVE_DOUBLE, val), "cannot read attribute '%s' of %s", name, objname);
+        rc = 0;
+    } else {
+        rc = attr_read_int(cx, a, t, objname, name, type, val);
+    }
+error:
     if (t >= 0) H5Tclose(t);
     H5Aclose(a);
     return rc;
-}
-
-// ---------------------------------------------------------------------------
-// Metadata
-static int read_meta_attrs(ckpt_ctx *cx, hid_t file, ckpt_meta *meta) {
-    hid_t g = H5I_INVALID_HID;
-    int rc = -1, version = 0;
-    char format[128] = "";
-    htri_t ex;
-    memset(meta, 0, sizeof *meta);
-    CK_H5(ex = H5Aexists(file, "format"), "cannot read the attributes of /");
-    CK(ex > 0, "not a smallmind checkpoint: an HDF5 file without the 'format' attribute at /");
-    if (ckpt_attr_read_str(cx, file, "/", "format", format, sizeof format) != 0) goto error;
-    CK(strcmp(format, CKPT_FORMAT_NAME) == 0, "not a smallmind checkpoint: format is '%s', expected '%s'", format,
-       CKPT_FORMAT_NAME);
-    if (ckpt_attr_read(cx, file, "/", "format_version", H5T_NATIVE_INT, &version) != 0) goto error;
-    CK(version <= CKPT_FORMAT_VERSION, "checkpoint format_version %d is newer than this smallmind reads (%d)", version,
-       CKPT_FORMAT_VERSION);
-    CK(version >= 1, "checkpoint has an invalid format_version %d", version);
-
-    sm_model_config *c = &meta->cfg;
-    struct { const char *name; hid_t type; void *p; } root[] = {
-        {"step", H5T_NATIVE_INT, &meta->step},
-        {"tokens_seen", H5T_NATIVE_UINT64, &meta->tokens_seen},
-        {"world_size", H5T_NATIVE_INT, &meta->world_size},
-        {"n_layer", H5T_NATIVE_INT, &c->n_layer},
-        {"n_head", H5T_NATIVE_INT, &c->n_head},
-        {"n_embd", H5T_NATIVE_INT, &c->n_embd},
-        {"max_seq_len", H5T_NATIVE_INT, &c->max_seq_len},
-        {"vocab_size", H5T_NATIVE_INT, &c->vocab_size},
-        {"padded_vocab_size", H5T_NATIVE_INT, &c->padded_vocab_size},
-    };
-    for (size_t i = 0; i < sizeof root / sizeof root[0]; i++)
-        if (ckpt_attr_read(cx, file, "/", root[i].name, root[i].type, root[i].p) != 0) goto error;
-    if (ckpt_attr_read_str(cx, file, "/", "tokenizer", c->tokenizer, sizeof c->tokenizer) != 0) goto error;
-    CK(meta->step >= 0 && meta->world_size >= 1, "checkpoint metadata is invalid: step %d, world_size %d", meta->step,
-       meta->world_size);
-
-    CK_H5(g = H5Gopen2(file, "/optim", H5P_DEFAULT), "not a complete smallmind checkpoint: cannot open /optim");
-    ckpt_optim *o = &meta->optim;
-    struct { const char *name; hid_t type; void *p; } optim[] = {
-        {"lr", H5T_NATIVE_DOUBLE, &o->lr},
-        {"min_lr", H5T_NATIVE_DOUBLE, &o->min_lr},
-        {"beta1", H5T_NATIVE_DOUBLE, &o->beta1},
-        {"beta2", H5T_NATIVE_DOUBLE, &o->beta2},
-        {"eps", H5T_NATIVE_DOUBLE, &o->eps},
-        {"weight_decay", H5T_NATIVE_DOUBLE, &o->weight_decay},
-        {"warmup", H5T_NATIVE_INT, &o->warmup},
-        {"total_steps", H5T_NATIVE_INT, &o->total_steps},
-    };
-    for (size_t i = 0; i < sizeof optim / sizeof optim[0]; i++)
-        if (ckpt_attr_read(cx, g, "/optim", optim[i].name, optim[i].type, optim[i].p) != 0) goto error;
-    H5Gclose(g);
-    CK_H5(g = H5Gopen2(file, "/state", H5P_DEFAULT), "not a complete smallmind checkpoint: cannot open /state");
-    if (ckpt_attr_read(cx, g, "/state", "data_cursor", H5T_NATIVE_UINT64, &meta->data_cursor) != 0) goto error;
-    rc = 0;
-error:
-    if (g >= 0) H5Gclose(g);
-    return rc;
-}
-
-int ckpt_read_meta_local(ckpt_ctx *cx, const char *path, ckpt_meta *meta, uint64_t *file_bytes) {
-    hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID;
-    int rc = -1;
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        if (errno == ENOENT)
-            ckpt_fail(cx, "checkpoint not found");
-        else
-            ckpt_fail_sys(cx, errno, "cannot access the checkpoint");
-        goto error;
-    }
-    CK(S_ISREG(st.st_mode), "checkpoint is not a regular file");
-    CK(st.st_size > 0, "checkpoint is empty (0 bytes): not a smallmind checkpoint");
-    if (file_bytes) *file_bytes = (uint64_t)st.st_size;
-    htri_t is_h5;
-    CK_H5(is_h5 = H5Fis_hdf5(path), "cannot read the checkpoint");
-    CK(is_h5 > 0, "not an HDF5 file (no HDF5 signature): not a smallmind checkpoint");
-    CK_H5(fapl = H5Pcreate(H5P_FILE_ACCESS), "cannot open the checkpoint");
-    // a read-only look needs no lock (and some parallel filesystems refuse flock)
-    CK_H5(H5Pset_file_locking(fapl, 0, 1), "cannot open the checkpoint");
-    file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (file < 0) {
-        char reason[512];
-        ckpt_h5_reason(reason, sizeof reason);
-        if (strstr(reason, "truncated"))
-            ckpt_fail(cx, "checkpoint is truncated (%s, %lld bytes on disk)", reason, (long long)st.st_size);
-        else
-            ckpt_fail(cx, "cannot open the checkpoint: %s", reason);
-        goto error;
-    }
-    if (read_meta_attrs(cx, file, meta) != 0) goto error;
-    rc = 0;
-error:
-    if (file >= 0) H5Fclose(file);
-    if (fapl >= 0) H5Pclose(fapl);
-    return rc;
-}
-
-int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen) {
-    ckpt_ctx c, *cx = &c;
-    if (ckpt_ctx_init(cx, path) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    ckpt_meta m;
-    memset(&m, 0, sizeof m);
-    int rc = cx->rank == 0 ? ckpt_read_meta_local(cx, path, &m, NULL) : 0;
-    if (ckpt_agree(cx, rc) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    ckpt_bcast(&m, sizeof m);
-    *meta = m;
-    return 0;
-}
-
-int ckpt_config_check(const sm_model_config *f, const sm_model_config *r, const char *path, char *err,
-                      size_t errlen) {
-    struct { const char *name; int file, run; } v[] = {
-        {"n_layer", f->n_layer, r->n_layer},          {"n_head", f->n_head, r->n_head},
-        {"n_embd", f->n_embd, r->n_embd},             {"max_seq_len", f->max_seq_len, r->max_seq_len},
-        {"vocab_size", f->vocab_size, r->vocab_size}, {"padded_vocab_size", f->padded_vocab_size, r->padded_vocab_size},
-    };
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
-        if (v[i].file != v[i].run) {
-            if (err && errlen)
-                snprintf(err, errlen, "incompatible checkpoint: model config differs, checkpoint has %s=%d, this run %s=%d (%s)",
-                         v[i].name, v[i].file, v[i].name, v[i].run, path);
-            return -1;
-        }
-    if (strcmp(f->tokenizer, r->tokenizer) != 0) {
-        if (err && errlen)
-            snprintf(err, errlen, "incompatible checkpoint: tokenizer differs, checkpoint has '%s', this run '%s' (%s)",
-                     f->tokenizer, r->tokenizer, path);
-        return -1;
-    }
-    return 0;
 }

@@ -1,18 +1,37 @@
-// verify.c — checkpoint verification (every chunk's checksum) and the newest checkpoint that verifies.
-#include <dirent.h>
+// verify.c — trusting a checkpoint: its structure checked against what its header (or the
+// caller's tables) implies before any data is read, then every chunk's checksum and every value.
+//
+// The checks run in a forked child (contain.c) through HDF5's serial driver: the structure — every
+// dataset a hard link into the file, of exactly the expected type and shape, chunked with
+// Fletcher32 alone, every chunk written, the tensors' bytes no more than the file holds — so that
+// reading costs time in proportion to the bytes really stored; then, for verify, the data, in boxes
+// of whole chunks (each chunk read once, whatever its shape), every float finite and every second
+// moment >= 0.
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt_internal.h"
 
 #define VERIFY_BUF_BYTES ((size_t)16 << 20)   // read in boxes of whole chunks of ~16 MiB at most
 
-static const char *const GROUPS[] = {"/model", "/optim/m", "/optim/v", "/state"};
-enum { N_GROUPS = 4 };
+static const char *const TENSOR_GROUPS[3] = {"/model", "/optim/m", "/optim/v"};
 
+// ---------------------------------------------------------------------------
+// Values
+void ckpt_bad_value_str(char *out, size_t cap, float x) {
+    if (x != x) snprintf(out, cap, "NaN");
+    else if (x > 0 && x - x != 0) snprintf(out, cap, "+Inf");
+    else if (x < 0 && x - x != 0) snprintf(out, cap, "-Inf");
+    else snprintf(out, cap, "negative (%g)", (double)x);
+}
+
+// ---------------------------------------------------------------------------
 // A dataset's verdict: the first problem found.
 static void bad(ckpt_dataset_report *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bad(ckpt_dataset_report *d, const char *fmt, ...) {
@@ -30,102 +49,188 @@ static void bad_h5(ckpt_dataset_report *d, const char *what) {
     bad(d, "%s: %s", what, reason);
 }
 
-typedef struct {
-    ckpt_report *rep;
-    ckpt_ctx *cx;
-    const char *group;
-} list_ctx;
+static int is_state(const ckpt_dataset_report *d) { return strncmp(d->name, "/state/", 7) == 0; }
+static int is_second_moment(const ckpt_dataset_report *d) { return strncmp(d->name, "/optim/v/", 9) == 0; }
 
-static herr_t list_cb(hid_t g, const char *name, const H5L_info_t *info, void *op) {
-    list_ctx *lc = op;
-    (void)info;
-    H5O_info_t oi;
-    if (H5Oget_info_by_name2(g, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
-        ckpt_fail_h5(lc->cx, "checkpoint is corrupt: cannot read %s/%s", lc->group, name);
-        return -1;
-    }
-    if (oi.type != H5O_TYPE_DATASET) return 0;
-    if (lc->rep->n_datasets == CKPT_MAX_DATASETS) {
-        ckpt_fail(lc->cx, "checkpoint holds more than %d datasets", CKPT_MAX_DATASETS);
-        return -1;
-    }
-    ckpt_dataset_report *d = &lc->rep->d[lc->rep->n_datasets++];
-    memset(d, 0, sizeof *d);
-    d->ok = 1;
-    snprintf(d->name, sizeof d->name, "%s/%s", lc->group, name);
-    return 0;
-}
-
-// The datasets of the format's groups, in creation order (the model's) where it is tracked.
-static int list_datasets(ckpt_ctx *cx, hid_t file, ckpt_report *rep) {
-    hid_t g = H5I_INVALID_HID;
-    for (int k = 0; k < N_GROUPS; k++) {
-        CK_H5(g = H5Gopen2(file, GROUPS[k], H5P_DEFAULT), "not a complete smallmind checkpoint: cannot open %s",
-              GROUPS[k]);
-        list_ctx lc = {rep, cx, GROUPS[k]};
-        int first = rep->n_datasets;
-        hsize_t idx = 0;
-        herr_t it = H5Literate(g, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, list_cb, &lc);
-        if (it < 0 && !cx->msg[0]) {   // creation order not tracked (another writer): by name
-            H5Eclear2(H5E_DEFAULT);
-            rep->n_datasets = first;
-            idx = 0;
-            it = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, list_cb, &lc);
+// The datasets a file must hold: /model, /optim/m and /optim/v each the tensors of t (names,
+// shapes, order), then /state/rng [world, 4]. Fills rep->d (ok = 1).
+static int expected_datasets(ckpt_ctx *cx, const sm_table *t, int world, ckpt_report *rep) {
+    CK(t->count > 0 && 3 * t->count + 1 <= CKPT_MAX_DATASETS, "checkpoint: %d tensors is more than a checkpoint holds",
+       t->count);
+    rep->n_datasets = 0;
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < t->count; i++) {
+            ckpt_dataset_report *d = &rep->d[rep->n_datasets++];
+            memset(d, 0, sizeof *d);
+            d->ok = 1;
+            snprintf(d->name, sizeof d->name, "%s/%s", TENSOR_GROUPS[k], t->t[i].name);
+            d->ndim = t->t[i].ndim;
+            d->n_bytes = sizeof(float);
+            for (int q = 0; q < d->ndim; q++) {   // saturating: a crafted shape must not wrap around
+                d->shape[q] = t->t[i].shape[q];
+                d->n_bytes = d->shape[q] && d->n_bytes > UINT64_MAX / d->shape[q] ? UINT64_MAX : d->n_bytes * d->shape[q];
+            }
         }
-        CK_H5(it, "checkpoint is corrupt: cannot list %s", GROUPS[k]);
-        H5Gclose(g);
-        g = H5I_INVALID_HID;
-    }
+    ckpt_dataset_report *d = &rep->d[rep->n_datasets++];
+    memset(d, 0, sizeof *d);
+    *d = (ckpt_dataset_report){.name = "/state/rng", .ndim = 2, .shape = {(uint64_t)world, 4},
+                               .n_bytes = (uint64_t)world * 4 * sizeof(uint64_t), .ok = 1};
     return 0;
 error:
-    if (g >= 0) H5Gclose(g);
     return -1;
 }
 
-// Metadata of one dataset (every rank makes the same calls and gets the same answers): shape,
-// sizes, chunking, checksum filter, type. Problems become the dataset's verdict.
-static void inspect_dataset(hid_t file, ckpt_dataset_report *d, ckpt_shape *s) {
-    hid_t ids[4] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // dset space dcpl type
-    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK];
-    const char *what = "cannot open";
-    memset(s, 0, sizeof *s);
-    if ((ids[0] = H5Dopen2(file, d->name, H5P_DEFAULT)) < 0) goto h5_error;
-    what = "cannot read its shape";
-    if ((ids[1] = H5Dget_space(ids[0])) < 0) goto h5_error;
-    int ndim = H5Sget_simple_extent_ndims(ids[1]);
-    if (ndim < 1 || ndim > SM_MAX_DIMS || H5Sget_simple_extent_dims(ids[1], dims, NULL) != ndim) {
-        H5Eclear2(H5E_DEFAULT);
-        bad(d, "has %d dimensions, expected 1 to %d", ndim, SM_MAX_DIMS);
-        goto done;
+// With neither the caller's tables nor a layout: the tensors /model lists, in creation order.
+typedef struct {
+    sm_table *t;
+    ckpt_ctx *cx;
+    hsize_t dims[SM_MAX_TENSORS][SM_MAX_DIMS];
+    char names[SM_MAX_TENSORS][48];
+} model_list;
+
+static herr_t model_cb(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+    model_list *ml = op;
+    ckpt_ctx *cx = ml->cx;
+    hid_t ds = H5I_INVALID_HID, sp = H5I_INVALID_HID;
+    int i = ml->t->count;
+    CK(info->type == H5L_TYPE_HARD, "checkpoint fails verification: /model/%s is a link out of the file", name);
+    CK(i < SM_MAX_TENSORS && strlen(name) < sizeof ml->names[0], "checkpoint fails verification: /model holds too many "
+       "or too long names");
+    CK_H5(ds = H5Dopen2(g, name, H5P_DEFAULT), "checkpoint fails verification: cannot open /model/%s", name);
+    CK_H5(sp = H5Dget_space(ds), "checkpoint fails verification: cannot read /model/%s", name);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    CK(nd >= 1 && nd <= SM_MAX_DIMS && H5Sget_simple_extent_dims(sp, ml->dims[i], NULL) == nd,
+       "checkpoint fails verification: /model/%s has %d dimensions, expected 1 to %d", name, nd, SM_MAX_DIMS);
+    snprintf(ml->names[i], sizeof ml->names[i], "%s", name);
+    size_t shape[SM_MAX_DIMS];
+    for (int q = 0; q < nd; q++) shape[q] = (size_t)ml->dims[i][q];
+    sm_table_add(ml->t, ml->names[i], nd, shape);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return 0;
+error:
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    return -1;
+}
+
+// ---------------------------------------------------------------------------
+// Structure
+// Group gname exists, is a hard link to a group, and holds exactly `want` links.
+static int check_group(ckpt_ctx *cx, hid_t file, const char *gname, int want) {
+    H5L_info_t li;
+    H5O_info_t oi;
+    H5G_info_t gi;
+    hid_t g = H5I_INVALID_HID;
+    int rc = -1;
+    htri_t ex;
+    // the parent group first, or HDF5 fails on the missing path
+    const char *slash = strrchr(gname, '/');
+    if (slash != gname) {
+        char parent[64];
+        snprintf(parent, sizeof parent, "%.*s", (int)(slash - gname), gname);
+        CK_H5(ex = H5Lexists(file, parent, H5P_DEFAULT), "cannot look up %s", parent);
     }
+    CK_H5(ex = H5Lexists(file, gname, H5P_DEFAULT), "cannot look up %s", gname);
+    CK(ex > 0, "not a complete smallmind checkpoint: no group %s", gname);
+    CK_H5(H5Lget_info(file, gname, &li, H5P_DEFAULT), "cannot look up %s", gname);
+    CK(li.type == H5L_TYPE_HARD, "checkpoint fails verification: %s is a link, not a group stored in the file", gname);
+    CK_H5(H5Oget_info_by_name2(file, gname, &oi, H5O_INFO_BASIC, H5P_DEFAULT), "cannot look up %s", gname);
+    CK(oi.type == H5O_TYPE_GROUP, "not a smallmind checkpoint: %s is not a group", gname);
+    CK_H5(g = H5Gopen2(file, gname, H5P_DEFAULT), "not a complete smallmind checkpoint: cannot open %s", gname);
+    CK_H5(H5Gget_info(g, &gi), "cannot list %s", gname);
+    CK(gi.nlinks == (hsize_t)want, "%s: %s holds %llu objects, %s %d", cx->mismatch, gname,
+       (unsigned long long)gi.nlinks, cx->expects, want);
+    rc = 0;
+error:
+    if (g >= 0) H5Gclose(g);
+    return rc;
+}
+
+// One dataset against its expected shape: a hard link to a dataset of the expected type and shape,
+// chunked, Fletcher32 its only filter, every chunk stored. *chunk receives its chunk shape.
+static void check_dataset(ckpt_ctx *cx, hid_t file, ckpt_dataset_report *d, hsize_t *chunk) {
+    hid_t ids[4] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // dset space dcpl type
+    hsize_t dims[H5S_MAX_RANK];
+    htri_t ex = H5Lexists(file, d->name, H5P_DEFAULT);
+    H5L_info_t li;
+    H5O_info_t oi;
+    if (ex < 0) {
+        bad_h5(d, "cannot be looked up");
+        return;
+    }
+    if (ex == 0) {
+        bad(d, "is missing");
+        return;
+    }
+    if (H5Lget_info(file, d->name, &li, H5P_DEFAULT) < 0) {
+        bad_h5(d, "cannot be looked up");
+        return;
+    }
+    if (li.type != H5L_TYPE_HARD) {
+        bad(d, "is %s link, not a dataset stored in the file", li.type == H5L_TYPE_SOFT ? "a soft" : "an external");
+        return;
+    }
+    if (H5Oget_info_by_name2(file, d->name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+        bad_h5(d, "cannot be looked up");
+        return;
+    }
+    if (oi.type != H5O_TYPE_DATASET) {
+        bad(d, "is not a dataset");
+        return;
+    }
+    const char *what = "cannot be opened";
+    if ((ids[0] = H5Dopen2(file, d->name, H5P_DEFAULT)) < 0) goto h5_error;
     what = "cannot read its type";
     if ((ids[3] = H5Dget_type(ids[0])) < 0) goto h5_error;
     size_t elem = H5Tget_size(ids[3]);
     H5T_class_t cls = H5Tget_class(ids[3]);
-    d->ndim = ndim;
-    d->n_bytes = elem;
-    for (int k = 0; k < ndim; k++) {
-        d->shape[k] = dims[k];
-        d->n_bytes *= dims[k];
+    if (!is_state(d) && !(cls == H5T_FLOAT && elem == 4)) bad(d, "is not float32");
+    if (is_state(d) && !(cls == H5T_INTEGER && elem == 8)) bad(d, "is not a 64-bit integer");
+    what = "cannot read its shape";
+    if ((ids[1] = H5Dget_space(ids[0])) < 0) goto h5_error;
+    int ndim = H5Sget_simple_extent_ndims(ids[1]);
+    int same = ndim == d->ndim && ndim >= 1 && ndim <= SM_MAX_DIMS && H5Sget_simple_extent_dims(ids[1], dims, NULL) == ndim;
+    for (int k = 0; same && k < ndim; k++) same = dims[k] == d->shape[k];
+    if (!same) {
+        char have[128] = "?", want[128];
+        hsize_t w[SM_MAX_DIMS];
+        for (int k = 0; k < d->ndim; k++) w[k] = d->shape[k];
+        if (ndim >= 1 && ndim <= H5S_MAX_RANK && H5Sget_simple_extent_dims(ids[1], dims, NULL) == ndim)
+            ckpt_shape_str(have, sizeof have, ndim, dims);
+        ckpt_shape_str(want, sizeof want, d->ndim, w);
+        H5Eclear2(H5E_DEFAULT);
+        bad(d, "has shape %s, %s %s", have, cx->expects, want);
     }
-    d->stored_bytes = H5Dget_storage_size(ids[0]);
-    int is_state = strncmp(d->name, "/state/", 7) == 0;
-    if (!is_state && !(cls == H5T_FLOAT && elem == 4)) bad(d, "is not float32");
-    if (is_state && !(cls == H5T_INTEGER && elem == 8)) bad(d, "is not a 64-bit integer");
     what = "cannot read its layout";
     if ((ids[2] = H5Dget_create_plist(ids[0])) < 0) goto h5_error;
-    int chunked = H5Pget_layout(ids[2]) == H5D_CHUNKED;
-    unsigned flags = 0, conf = 0;
-    size_t nelmts = 0;
-    int fletcher = chunked && H5Pget_filter_by_id2(ids[2], H5Z_FILTER_FLETCHER32, &flags, &nelmts, NULL, 0, NULL, &conf) >= 0;
-    H5Eclear2(H5E_DEFAULT);   // "filter not found" is an answer, not an error
-    if (!fletcher) bad(d, "has no Fletcher32 checksum, so it cannot be verified");
-    if (chunked && H5Pget_chunk(ids[2], ndim, chunk) != ndim) {
-        bad_h5(d, "cannot read its chunking");
-        chunked = 0;
+    int chunked = H5Pget_layout(ids[2]) == H5D_CHUNKED, nf = chunked ? H5Pget_nfilters(ids[2]) : 0, fletcher = 0;
+    for (int f = 0; f < nf; f++) {
+        unsigned flags = 0, conf = 0;
+        size_t nelmts = 0;
+        H5Z_filter_t id = H5Pget_filter2(ids[2], (unsigned)f, &flags, &nelmts, NULL, 0, NULL, &conf);
+        if (id == H5Z_FILTER_FLETCHER32) fletcher = 1;
+        else if (d->ok) bad(d, "has a filter other than Fletcher32 (HDF5 filter %d): not a checkpoint smallmind wrote", (int)id);
     }
-    ckpt_shape_init(s, ndim, dims, 1);
-    for (int k = 0; k < ndim; k++) s->chunk[k] = chunked ? chunk[k] : dims[k];
+    H5Eclear2(H5E_DEFAULT);
+    if (!chunked || !fletcher) bad(d, "has no Fletcher32 checksum, so it cannot be verified");
+    if (!d->ok) goto done;
+    what = "cannot read its chunking";
+    if (H5Pget_chunk(ids[2], ndim, chunk) != ndim) goto h5_error;
+    hsize_t n_chunks = 1, stored = 0;
+    for (int k = 0; k < ndim; k++) {
+        if (chunk[k] < 1) {
+            bad(d, "has an invalid chunk shape");
+            goto done;
+        }
+        n_chunks *= (dims[k] + chunk[k] - 1) / chunk[k];
+    }
+    what = "cannot count its chunks";
+    if (H5Dget_num_chunks(ids[0], ids[1], &stored) < 0) goto h5_error;
+    d->stored_bytes = H5Dget_storage_size(ids[0]);
+    if (stored != n_chunks)
+        bad(d, "is not fully written: %llu of its %llu chunks are stored", (unsigned long long)stored,
+            (unsigned long long)n_chunks);
     goto done;
 h5_error:
     bad_h5(d, what);
@@ -133,258 +238,247 @@ done:
     ckpt_close_all(ids, 4);
 }
 
-// Reads the whole dataset in boxes of whole chunks — leading coordinates fixed, a block along
-// the cut dimension p, trailing dimensions whole — each into a buffer of the box's shape, so
-// every chunk passes through the checksum filter. The verdict goes into d.
-static void read_dataset(hid_t file, ckpt_dataset_report *d, const ckpt_shape *s, hid_t dxpl, char **buf,
-                         size_t *buf_cap) {
-    hid_t ids[4] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // dset fspace mspace mtype
-    hid_t ftype = H5I_INVALID_HID;
-    if (s->n == 0) return;
-    if ((ids[0] = H5Dopen2(file, d->name, H5P_DEFAULT)) < 0) goto h5_error;
-    if ((ids[1] = H5Dget_space(ids[0])) < 0) goto h5_error;
-    if ((ftype = H5Dget_type(ids[0])) < 0) goto h5_error;
-    ids[3] = H5Tget_native_type(ftype, H5T_DIR_ASCEND);
-    H5Tclose(ftype);
-    if (ids[3] < 0) goto h5_error;
-    size_t elem = H5Tget_size(ids[3]);
-    int p = 0;
-    for (int k = 0; k < s->ndim; k++)
-        if (s->chunk[k] != s->dims[k]) {
-            p = k;
-            break;
-        }
-    hsize_t inner = 1, outer = 1, c = s->chunk[p] ? s->chunk[p] : 1;
-    for (int k = p + 1; k < s->ndim; k++) inner *= s->dims[k];
-    for (int k = 0; k < p; k++) outer *= s->dims[k];
-    hsize_t unit_bytes = c * inner * elem, per_box = unit_bytes ? VERIFY_BUF_BYTES / unit_bytes : 1;
-    hsize_t rows = (per_box ? per_box : 1) * c;
-    if (rows > s->dims[p]) rows = s->dims[p];
-    size_t need = (size_t)(rows * inner * elem);
-    if (need > *buf_cap) {
+// Reads a dataset in boxes of whole chunks (a box grows from the chunk along the last dimensions
+// while it stays under VERIFY_BUF_BYTES), so that each chunk passes through the checksum filter
+// exactly once, whatever its shape; checks every value of the float datasets.
+static void read_dataset(hid_t file, ckpt_dataset_report *d, const hsize_t *chunk, char **buf, size_t *cap) {
+    hid_t ids[3] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};   // dset fspace mspace
+    int nd = d->ndim, floats = !is_state(d);
+    size_t elem = floats ? sizeof(float) : sizeof(uint64_t);
+    hsize_t dims[SM_MAX_DIMS], box[SM_MAX_DIMS], n_box[SM_MAX_DIMS], limit = VERIFY_BUF_BYTES / elem;
+    for (int k = 0; k < nd; k++) {
+        dims[k] = d->shape[k];
+        box[k] = chunk[k] < dims[k] ? chunk[k] : dims[k];
+    }
+    for (int k = nd - 1; k >= 0; k--) {
+        hsize_t others = 1;
+        for (int q = 0; q < nd; q++) others *= q == k ? 1 : box[q];
+        hsize_t along = limit / others / box[k] * box[k];
+        if (along > box[k]) box[k] = along < dims[k] ? along : dims[k];
+        if (box[k] < dims[k]) break;
+    }
+    size_t need = elem;
+    hsize_t total = 1;
+    for (int k = 0; k < nd; k++) {
+        need *= (size_t)box[k];
+        n_box[k] = (dims[k] + box[k] - 1) / box[k];
+        total *= n_box[k];
+    }
+    if (need > *cap) {
         sm_free(*buf);
         *buf = sm_malloc(need);
-        *buf_cap = need;
+        *cap = need;
     }
-    for (hsize_t o = 0; o < outer; o++) {
-        hsize_t start[SM_MAX_DIMS], count[SM_MAX_DIMS], rest = o;
-        for (int k = p - 1; k >= 0; k--) {   // unravel o over the leading dimensions
-            start[k] = rest % s->dims[k];
-            rest /= s->dims[k];
-            count[k] = 1;
+    if ((ids[0] = H5Dopen2(file, d->name, H5P_DEFAULT)) < 0) goto h5_error;
+    if ((ids[1] = H5Dget_space(ids[0])) < 0) goto h5_error;
+    for (hsize_t b = 0; b < total; b++) {
+        hsize_t start[SM_MAX_DIMS], count[SM_MAX_DIMS], rest = b, n = 1;
+        for (int k = nd - 1; k >= 0; k--) {
+            start[k] = rest % n_box[k] * box[k];
+            rest /= n_box[k];
+            count[k] = dims[k] - start[k] < box[k] ? dims[k] - start[k] : box[k];
+            n *= count[k];
         }
-        for (int k = p + 1; k < s->ndim; k++) {
-            start[k] = 0;
-            count[k] = s->dims[k];
+        if (H5Sselect_hyperslab(ids[1], H5S_SELECT_SET, start, NULL, count, NULL) < 0) goto h5_error;
+        if (ids[2] >= 0) H5Sclose(ids[2]);
+        if ((ids[2] = H5Screate_simple(nd, count, NULL)) < 0) goto h5_error;
+        if (H5Dread(ids[0], floats ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT64, ids[2], ids[1], H5P_DEFAULT, *buf) < 0)
+            goto h5_error;
+        if (!floats) continue;
+        const float *x = (const float *)(void *)*buf;
+        size_t i = sm_first_bad_float(x, (size_t)n, is_second_moment(d));
+        if (i == (size_t)n) continue;
+        hsize_t at[SM_MAX_DIMS], r = i;
+        for (int k = nd - 1; k >= 0; k--) {
+            at[k] = start[k] + r % count[k];
+            r /= count[k];
         }
-        for (hsize_t j = 0; j < s->dims[p]; j += rows) {
-            start[p] = j;
-            count[p] = s->dims[p] - j < rows ? s->dims[p] - j : rows;
-            if (H5Sselect_hyperslab(ids[1], H5S_SELECT_SET, start, NULL, count, NULL) < 0) goto h5_error;
-            if (ids[2] >= 0) H5Sclose(ids[2]);
-            if ((ids[2] = H5Screate_simple(s->ndim, count, NULL)) < 0) goto h5_error;
-            if (H5Dread(ids[0], ids[3], ids[2], ids[1], dxpl, *buf) < 0) goto h5_error;
-        }
+        char where[128], what[64];
+        ckpt_shape_str(where, sizeof where, nd, at);
+        ckpt_bad_value_str(what, sizeof what, x[i]);
+        bad(d, "holds a value that is %s at %s", what, where);
+        break;
     }
-    ckpt_close_all(ids, 4);
+    ckpt_close_all(ids, 3);
     return;
 h5_error:
     bad_h5(d, "cannot be read back");
-    ckpt_close_all(ids, 4);
-}
-
-// /model, /optim/m and /optim/v hold the same tensors with the same shapes; /state/rng exists.
-static int check_structure(ckpt_ctx *cx, const ckpt_report *rep) {
-    int n_model = 0, n_moment[2] = {0, 0}, rng = 0;
-    for (int i = 0; i < rep->n_datasets; i++) {
-        const ckpt_dataset_report *d = &rep->d[i];
-        if (strcmp(d->name, "/state/rng") == 0) rng = 1;
-        if (strncmp(d->name, "/optim/m/", 9) == 0) n_moment[0]++;
-        if (strncmp(d->name, "/optim/v/", 9) == 0) n_moment[1]++;
-        if (strncmp(d->name, "/model/", 7) != 0) continue;
-        n_model++;
-        for (int k = 0; k < 2; k++) {
-            char want[96];
-            snprintf(want, sizeof want, "/optim/%c/%s", k ? 'v' : 'm', d->name + 7);
-            const ckpt_dataset_report *o = NULL;
-            for (int j = 0; j < rep->n_datasets && !o; j++)
-                if (strcmp(rep->d[j].name, want) == 0) o = &rep->d[j];
-            CK(o, "checkpoint is incomplete: %s has no moment %s", d->name, want);
-            int same = o->ndim == d->ndim;
-            for (int q = 0; same && q < d->ndim; q++) same = o->shape[q] == d->shape[q];
-            CK(same, "checkpoint is inconsistent: %s and %s differ in shape", d->name, want);
-        }
-    }
-    CK(n_model > 0, "checkpoint is incomplete: /model holds no tensors");
-    CK(n_moment[0] == n_model && n_moment[1] == n_model,
-       "checkpoint is inconsistent: %d tensors in /model, %d in /optim/m, %d in /optim/v", n_model, n_moment[0],
-       n_moment[1]);
-    CK(rng, "checkpoint is incomplete: no /state/rng");
-    return 0;
-error:
-    return -1;
-}
-
-int ckpt_verify(const char *path, ckpt_report *rep_in, char *err, size_t errlen) {
-    ckpt_ctx c, *cx = &c;
-    if (ckpt_ctx_init(cx, path) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    ckpt_report *rep = rep_in ? rep_in : sm_malloc(sizeof *rep);
-    memset(rep, 0, sizeof *rep);
-    hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
-    ckpt_shape *shapes = NULL;
-    int *ok = NULL;
-    char *buf = NULL;
-    size_t buf_cap = 0;
-    int rc = -1, local;
-
-    // 1. ours, a version we read (rank 0 reads the metadata)
-    local = cx->rank == 0 ? ckpt_read_meta_local(cx, path, &rep->meta, &rep->file_bytes) : 0;
-    if (ckpt_agree(cx, local) != 0) goto done;
-    ckpt_bcast(&rep->meta, sizeof rep->meta);
-    ckpt_bcast(&rep->file_bytes, sizeof rep->file_bytes);
-    rep->meta_ok = 1;
-
-    // 2. every rank opens the file and lists the datasets (the same answers everywhere)
-    local = -1;
-    CK_H5(fapl = ckpt_fapl_mpio(0), "cannot set up MPI-IO for the checkpoint");
-    CK_H5(dxpl = H5Pcreate(H5P_DATASET_XFER), "cannot read the checkpoint");
-    CK_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT), "cannot read the checkpoint");
-    local = 0;
-error:
-    if (ckpt_agree(cx, local) != 0) goto done;
-    file = H5Fopen(path, H5F_ACC_RDONLY, fapl);   // collective
-    local = 0;
-    if (file < 0) {
-        ckpt_fail_h5(cx, "cannot open the checkpoint");
-        local = -1;
-    }
-    if (ckpt_agree(cx, local) != 0) goto done;
-    if (ckpt_agree(cx, list_datasets(cx, file, rep)) != 0) goto done;
-
-    // 3. metadata of every dataset everywhere; dataset i read back by rank i % world
-    int n = rep->n_datasets;
-    shapes = sm_malloc(sizeof *shapes * (size_t)(n ? n : 1));
-    ok = sm_malloc(sizeof *ok * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) {
-        inspect_dataset(file, &rep->d[i], &shapes[i]);
-        if (rep->d[i].ok && i % cx->world == cx->rank) read_dataset(file, &rep->d[i], &shapes[i], dxpl, &buf, &buf_cap);
-        ok[i] = rep->d[i].ok;
-    }
-    if (n) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, ok, n, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-    for (int i = 0; i < n; i++) {
-        if (ok[i]) continue;
-        MPI_CHECK(MPI_Bcast(rep->d[i].reason, (int)sizeof rep->d[i].reason, MPI_CHAR, i % cx->world, MPI_COMM_WORLD));
-        rep->d[i].ok = 0;
-        rep->n_bad++;
-    }
-    local = 0;
-    if (ckpt_close_agree(cx, &file, local) != 0) goto done;
-
-    // 4. the verdict
-    for (int i = 0; i < n; i++)
-        if (!rep->d[i].ok) {
-            int checksum = strstr(rep->d[i].reason, "Fletcher32 checksum") && !strstr(rep->d[i].reason, "has no");
-            ckpt_fail(cx, "checkpoint %s: %s %s (%d of %d datasets fail verification)",
-                      checksum ? "is corrupt" : "fails verification", rep->d[i].name, rep->d[i].reason, rep->n_bad, n);
-            goto done;   // same on every rank: no agreement needed
-        }
-    if (check_structure(cx, rep) != 0) goto done;
-    rc = 0;
-done:
-    if (file >= 0) H5Fclose(file);
-    if (dxpl >= 0) H5Pclose(dxpl);
-    if (fapl >= 0) H5Pclose(fapl);
-    sm_free(buf);
-    sm_free(ok);
-    sm_free(shapes);
-    if (!rep_in) sm_free(rep);
-    return ckpt_ctx_finish(cx, rc, err, errlen);
+    ckpt_close_all(ids, 3);
 }
 
 // ---------------------------------------------------------------------------
-static int step_of(const char *name) {
-    if (strncmp(name, "ckpt_", 5) != 0) return -1;
-    const char *q = name + 5;
-    long step = 0;
-    while (*q >= '0' && *q <= '9' && step <= 100000000000L) step = step * 10 + (*q++ - '0');
-    if (q == name + 5 || strcmp(q, ".h5") != 0 || step > 0x7fffffff) return -1;
-    return (int)step;
-}
+// The check, rank-local: what a forked child runs.
+typedef struct {
+    const char *path;
+    const sm_table *expect;   // the tensors a loader's tables hold, or NULL: from layout(header config)
+    ckpt_layout_fn layout;    // NULL too: the tensors /model lists (structure only)
+    int header_only;
+    int part, n_parts;        // read back datasets i % n_parts == part; n_parts 0: structure only
+} check_args;
 
-static int cmp_desc(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x < y) - (x > y);
-}
+typedef struct {
+    int stage;                // 0 passed; 1 the header failed; 2 the structure or the data failed
+    char msg[CKPT_ERR_MAX];
+    ckpt_report rep;
+} check_out;
 
-int ckpt_find_latest(const char *run_dir, char *path_out, size_t path_len, ckpt_skipped *skipped, int max_skipped,
-                     int *n_skipped, char *err, size_t errlen) {
+static void check_file(void *argp, void *outp) {
+    const check_args *a = argp;
+    check_out *out = outp;
+    memset(out, 0, sizeof *out);
+    ckpt_report *rep = &out->rep;
     ckpt_ctx c, *cx = &c;
-    if (n_skipped) *n_skipped = 0;
-    if (ckpt_ctx_init(cx, run_dir) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
-    int count = 0, cap = 64, local = 0, rc = -1, n_bad = 0;
-    int *steps = sm_malloc(sizeof(int) * (size_t)cap);
-    ckpt_report *rep = NULL;
-    char first_reason[CKPT_ERR_MAX] = "";
-
-    // 1. rank 0 lists RUN_DIR (a directory that does not exist holds no checkpoint)
-    if (cx->rank == 0) {
-        DIR *d = opendir(run_dir);
-        if (!d && errno != ENOENT) {
-            ckpt_fail_sys(cx, errno, "cannot list the run directory");
-            local = -1;
-        }
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            int step = step_of(e->d_name);
-            if (step < 0) continue;
-            if (count == cap) {
-                int *grown = sm_malloc(sizeof(int) * (size_t)cap * 2);
-                memcpy(grown, steps, sizeof(int) * (size_t)count);
-                sm_free(steps);
-                steps = grown;
-                cap *= 2;
-            }
-            steps[count++] = step;
-        }
-        if (d) closedir(d);
-        qsort(steps, (size_t)count, sizeof(int), cmp_desc);
-    }
-    if (ckpt_agree(cx, local) != 0) goto done;
-    ckpt_bcast(&count, sizeof count);
-    if (count > cap) {
-        sm_free(steps);
-        steps = sm_malloc(sizeof(int) * (size_t)count);
-    }
-    ckpt_bcast(steps, sizeof(int) * (size_t)count);
-    if (count == 0) {
-        rc = CKPT_FIND_NONE;
+    ckpt_ctx_init_local(cx, a->path, a->expect ? "incompatible checkpoint" : "checkpoint fails verification",
+                        a->expect ? "this model expects" : "its header implies");
+    hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID;
+    sm_table from_layout, listed;
+    model_list *ml = NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    hsize_t (*chunks)[SM_MAX_DIMS] = NULL;
+    out->stage = 1;
+    // 1. the header: ours, a version we read, values in range
+    if (ckpt_read_meta_local(cx, a->path, &rep->meta, &rep->file_bytes) != 0) goto done;
+    rep->meta_ok = 1;
+    if (a->header_only) {
+        out->stage = 0;
         goto done;
     }
-
-    // 2. newest first, the first that verifies
-    rep = sm_malloc(sizeof *rep);
-    for (int i = 0; i < count; i++) {
-        char path[4096], why[CKPT_ERR_MAX];
-        ckpt_path(path, sizeof path, run_dir, steps[i]);
-        if (ckpt_verify(path, rep, why, sizeof why) == 0) {
-            if (strlen(path) >= path_len) {
-                ckpt_fail(cx, "checkpoint path is longer than %zu bytes", path_len);
-                goto done;
-            }
-            snprintf(path_out, path_len, "%s", path);
-            rc = CKPT_FIND_FOUND;
+    const sm_table *t = a->expect;
+    if (!t && a->layout) {
+        char why[CKPT_ERR_MAX];
+        if (a->layout(&rep->meta.cfg, &from_layout, why, sizeof why) != 0) {
+            ckpt_fail(cx, "checkpoint header is invalid: %s", why);
             goto done;
         }
-        if (!n_bad++) snprintf(first_reason, sizeof first_reason, "%s", why);
-        if (skipped && n_skipped && *n_skipped < max_skipped) {
-            ckpt_skipped *s = &skipped[(*n_skipped)++];
-            snprintf(s->name, sizeof s->name, "%s", strrchr(path, '/') + 1);
-            snprintf(s->reason, sizeof s->reason, "%s", why);
-        }
+        t = &from_layout;
     }
-    ckpt_fail(cx, "all %d checkpoints in the run directory are damaged; the newest: %s", count, first_reason);
+    out->stage = 2;
+    CK_H5(fapl = H5Pcreate(H5P_FILE_ACCESS), "cannot open the checkpoint");
+    CK_H5(H5Pset_file_locking(fapl, 0, 1), "cannot open the checkpoint");
+    file = H5Fopen(a->path, H5F_ACC_RDONLY, fapl);
+    CK_H5(file, "cannot open the checkpoint");
+    if (!t) {   // structure only: /model's own listing
+        hid_t g = H5I_INVALID_HID;
+        ml = sm_calloc(1, sizeof *ml);
+        memset(&listed, 0, sizeof listed);
+        ml->t = &listed;
+        ml->cx = cx;
+        CK_H5(g = H5Gopen2(file, "/model", H5P_DEFAULT), "not a complete smallmind checkpoint: cannot open /model");
+        hsize_t idx = 0;
+        herr_t it = H5Literate(g, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, model_cb, ml);
+        if (it < 0 && !cx->msg[0]) {   // creation order not tracked (another writer): by name
+            H5Eclear2(H5E_DEFAULT);
+            listed.count = 0;
+            idx = 0;
+            it = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, model_cb, ml);
+        }
+        H5Gclose(g);
+        CK_H5(it, "checkpoint is corrupt: cannot list /model");
+        CK(listed.count > 0, "checkpoint is incomplete: /model holds no tensors");
+        t = &listed;
+    }
+    // 2. the structure, before any data is read
+    if (expected_datasets(cx, t, rep->meta.world_size, rep) != 0) goto error;
+    uint64_t implied = 0;
+    for (int i = 0; i < rep->n_datasets; i++)
+        implied = implied > UINT64_MAX - rep->d[i].n_bytes ? UINT64_MAX : implied + rep->d[i].n_bytes;
+    CK(implied <= rep->file_bytes, "%s: its header implies %llu bytes of tensors, the file holds %llu", cx->mismatch,
+       (unsigned long long)implied, (unsigned long long)rep->file_bytes);
+    const char *groups[6] = {"/model", "/optim", "/optim/m", "/optim/v", "/state", NULL};
+    const int counts[5] = {t->count, 2, t->count, t->count, 1};
+    for (int k = 0; groups[k]; k++)
+        if (check_group(cx, file, groups[k], counts[k]) != 0) goto error;
+    chunks = sm_malloc(sizeof *chunks * (size_t)rep->n_datasets);
+    for (int i = 0; i < rep->n_datasets; i++) check_dataset(cx, file, &rep->d[i], chunks[i]);
+    for (int i = 0; i < rep->n_datasets; i++) rep->n_bad += !rep->d[i].ok;
+    // 3. the data: this part's datasets, each chunk once, every value checked
+    for (int i = 0; rep->n_bad == 0 && a->n_parts > 0 && i < rep->n_datasets; i++)
+        if (i % a->n_parts == a->part) {
+            read_dataset(file, &rep->d[i], chunks[i], &buf, &cap);
+            rep->n_bad += !rep->d[i].ok;
+        }
+    for (int i = 0; i < rep->n_datasets; i++)
+        if (!rep->d[i].ok) {
+            int checksum = strstr(rep->d[i].reason, "Fletcher32 checksum") && !strstr(rep->d[i].reason, "has no");
+            ckpt_fail(cx, "%s: %s %s (%d of %d datasets fail verification)",
+                      checksum ? "checkpoint is corrupt" : cx->mismatch, rep->d[i].name, rep->d[i].reason, rep->n_bad,
+                      rep->n_datasets);
+            goto error;
+        }
+    out->stage = 0;
+error:
 done:
-    sm_free(rep);
-    sm_free(steps);
+    if (file >= 0) H5Fclose(file);
+    if (fapl >= 0) H5Pclose(fapl);
+    sm_free(chunks);
+    sm_free(buf);
+    sm_free(ml);
+    _Static_assert(sizeof out->msg == sizeof cx->msg, "one message size");
+    if (out->stage) memcpy(out->msg, cx->msg[0] ? cx->msg : "checkpoint error", cx->msg[0] ? sizeof out->msg : 17);
+}
+
+int ckpt_check_local(const char *path, const sm_table *expect, ckpt_layout_fn layout, int header_only, int part,
+                     int n_parts, ckpt_check_result *res) {
+    check_args a = {.path = path, .expect = expect, .layout = layout, .header_only = header_only, .part = part,
+                    .n_parts = n_parts};
+    check_out *out = sm_malloc(sizeof *out);
+    uint64_t size = 0;
+    char why[400];
+    int fd = sm_open_regular(path, O_RDONLY, "the checkpoint", &size, why, sizeof why);   // for the time limit
+    if (fd >= 0) close(fd);
+    if (ckpt_contained(check_file, &a, out, sizeof *out, size, why, sizeof why) != 0) {
+        memset(out, 0, sizeof *out);
+        out->stage = 1;
+        snprintf(out->msg, sizeof out->msg, "checkpoint is damaged: %s (%.500s)", why, path);
+    }
+    res->stage = out->stage;
+    snprintf(res->msg, sizeof res->msg, "%s", out->msg);
+    if (res->rep) *res->rep = out->rep;
+    sm_free(out);
+    return res->stage ? -1 : 0;
+}
+
+// ---------------------------------------------------------------------------
+// Collective verify: every rank checks the structure and reads its share of the datasets.
+int ckpt_verify(const char *path, ckpt_layout_fn layout, ckpt_report *rep_in, char *err, size_t errlen) {
+    ckpt_ctx c, *cx = &c;
+    if (ckpt_ctx_init(cx, path) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
+    ckpt_report *rep = rep_in ? rep_in : sm_malloc(sizeof *rep);
+    ckpt_report *mine = sm_malloc(sizeof *mine);
+    ckpt_check_result res = {.rep = mine};
+    int rc = -1, n;
+    int *first = NULL;
+    ckpt_check_local(path, NULL, layout, 0, cx->rank, cx->world, &res);
+    // the header and the structure are the same everywhere; a crash may not be
+    if (ckpt_agree(cx, res.stage == 1 ? ckpt_fail_msg(cx, res.msg) : 0) != 0) {
+        *rep = *mine;   // what this rank found of the header
+        goto done;
+    }
+    *rep = *mine;
+    comm_bcast_bytes(rep, sizeof *rep, 0);
+    n = rep->n_datasets;
+    first = sm_malloc(sizeof(int) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) first[i] = mine->d[i].ok ? INT_MAX : cx->rank;
+    if (n) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, first, n, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    rep->n_bad = 0;
+    for (int i = 0; i < n; i++) {
+        if (first[i] == INT_MAX) {
+            rep->d[i].ok = 1;
+            rep->d[i].reason[0] = '\0';
+            continue;
+        }
+        if (cx->rank == first[i]) snprintf(rep->d[i].reason, sizeof rep->d[i].reason, "%s", mine->d[i].reason);
+        MPI_CHECK(MPI_Bcast(rep->d[i].reason, (int)sizeof rep->d[i].reason, MPI_CHAR, first[i], MPI_COMM_WORLD));
+        rep->d[i].ok = 0;
+        rep->n_bad++;
+    }
+    // the verdict: the lowest failing rank's message (a data failure is found by its reader only)
+    if (ckpt_agree(cx, res.stage ? ckpt_fail_msg(cx, res.msg) : 0) != 0) goto done;
+    rc = 0;
+done:
+    sm_free(first);
+    sm_free(mine);
+    if (!rep_in) sm_free(rep);
     return ckpt_ctx_finish(cx, rc, err, errlen);
 }

@@ -1,12 +1,14 @@
 // comm.c — MPI initialisation, topology discovery, abort hook and small collectives.
 #include "comm.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <malloc.h>
 #include <mpi.h>
 #include <omp.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,25 +66,114 @@ void comm_init(int *argc, char ***argv, comm_topology *topo) {
 
 void comm_finalize(void) { MPI_Finalize(); }
 
+void comm_fatal_agreed(int status, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (sm_log_rank() == 0) sm_usage_print(msg);
+    fflush(stdout);
+    MPI_Finalize();
+    exit(status);
+}
+
+void comm_usage_agree(void) {
+    sm_usage_defer(NULL);
+    const char *msg = sm_usage_deferred();
+    int rank, world, first;
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    int mine = msg ? rank : world;
+    MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (first == world) return;
+    if (rank == first) sm_usage_print(msg);
+    MPI_Finalize();
+    exit(SM_EXIT_USAGE);
+}
+// --- threads per rank and the topology line (issue 14: Slurm) ---------------------------------
+int comm_set_threads(comm_topology *topo, int flag) {
+    int threads = flag;
+    const char *from = "--threads";
+    const char *omp = getenv("OMP_NUM_THREADS"), *slurm = getenv("SLURM_CPUS_PER_TASK");
+    if (threads <= 0 && omp && omp[0]) {
+        threads = omp_get_max_threads();   // libgomp parsed it (a list "4,2" gives its first level)
+        from = "OMP_NUM_THREADS";
+    }
+    if (threads <= 0 && slurm && slurm[0]) {
+        // sbatch/srun -c N: Slurm reserved N CPUs for each task; without this each rank would
+        // take every CPU of its mask (all of the node's under task/none), N ranks x all CPUs
+        char *end = NULL;
+        errno = 0;
+        long n = strtol(slurm, &end, 10);
+        if (errno != 0 || end == slurm || *end != '\0' || n < 1 || n > 1024)
+            sm_fatal(SM_EXIT_USAGE, "SLURM_CPUS_PER_TASK='%s' is not a thread count in 1..1024 (environment)", slurm);
+        threads = (int)n;
+        from = "SLURM_CPUS_PER_TASK";
+    }
+    if (threads <= 0) {
+        threads = topo->n_cpus > 0 ? topo->n_cpus : 1;
+        from = "the CPUs this rank may use";
+    }
+    omp_set_num_threads(threads);
+    topo->threads = threads;
+    topo->threads_from = from;
+    return threads;
+}
+
+// What each rank tells rank 0 for the topology lines.
+typedef struct {
+    char cpus[256];     // "0,1"
+    char host[64];      // MPI_Get_processor_name, cut
+    int node_leader;    // local rank 0: reports its node
+    int node_ranks, node_threads, node_cpus;   // the node's ranks, their threads summed, the union of their masks
+} topo_report;
+
 void comm_print_topology(const comm_topology *topo, int threads) {
     cpu_set_t set;
     CPU_ZERO(&set);
-    char cpus[256] = "";
+    topo_report me;
+    memset(&me, 0, sizeof me);
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
         size_t len = 0;
-        for (int c = 0; c < CPU_SETSIZE && len + 8 < sizeof cpus; c++)
-            if (CPU_ISSET(c, &set)) len += (size_t)snprintf(cpus + len, sizeof cpus - len, len ? ",%d" : "%d", c);
+        for (int c = 0; c < CPU_SETSIZE && len + 8 < sizeof me.cpus; c++)
+            if (CPU_ISSET(c, &set)) len += (size_t)snprintf(me.cpus + len, sizeof me.cpus - len, len ? ",%d" : "%d", c);
     }
-    // gather every rank's CPU list on rank 0 so the one line shows them all
-    char *all = NULL;
-    if (topo->rank == 0) all = sm_malloc(sizeof cpus * (size_t)topo->world_size);
-    MPI_CHECK(MPI_Gather(cpus, (int)sizeof cpus, MPI_CHAR, all, (int)sizeof cpus, MPI_CHAR, 0, MPI_COMM_WORLD));
+    char host[MPI_MAX_PROCESSOR_NAME];
+    int host_len = 0;
+    MPI_CHECK(MPI_Get_processor_name(host, &host_len));
+    snprintf(me.host, sizeof me.host, "%.*s", (int)sizeof me.host - 1, host);
+
+    // the node's ranks together: threads summed, CPUs = the union of their affinity masks
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, topo->rank, MPI_INFO_NULL, &node));
+    enum { MASK_WORDS = sizeof(cpu_set_t) / sizeof(unsigned long) };
+    unsigned long mask[MASK_WORDS], node_mask[MASK_WORDS];
+    memcpy(mask, &set, sizeof mask);
+    MPI_CHECK(MPI_Allreduce(mask, node_mask, MASK_WORDS, MPI_UNSIGNED_LONG, MPI_BOR, node));
+    MPI_CHECK(MPI_Allreduce(&threads, &me.node_threads, 1, MPI_INT, MPI_SUM, node));
+    MPI_CHECK(MPI_Comm_free(&node));
+    for (int w = 0; w < MASK_WORDS; w++) me.node_cpus += __builtin_popcountl(node_mask[w]);
+    me.node_leader = topo->local_rank == 0;
+    me.node_ranks = topo->local_size;
+
+    // gather every rank's report on rank 0 so the lines show them all
+    topo_report *all = NULL;
+    if (topo->rank == 0) all = sm_malloc(sizeof *all * (size_t)topo->world_size);
+    MPI_CHECK(MPI_Gather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, 0, MPI_COMM_WORLD));
     if (topo->rank == 0) {
-        printf("topology: %d rank%s on %d node%s (%d per node), %d OpenMP thread%s per rank\n", topo->world_size,
+        printf("topology: %d rank%s on %d node%s (%d per node), %d OpenMP thread%s per rank (%s)\n", topo->world_size,
                topo->world_size > 1 ? "s" : "", topo->n_nodes, topo->n_nodes > 1 ? "s" : "", topo->local_size,
-               threads, threads > 1 ? "s" : "");
-        for (int r = 0; r < topo->world_size; r++) printf("  rank %d may use CPUs {%s}\n", r, all + r * sizeof cpus);
+               threads, threads > 1 ? "s" : "", topo->threads_from ? topo->threads_from : "set by the caller");
+        for (int r = 0; r < topo->world_size; r++)
+            printf("  rank %d on %s may use CPUs {%s}\n", r, all[r].host, all[r].cpus);
         fflush(stdout);
+        for (int r = 0; r < topo->world_size; r++)
+            if (all[r].node_leader && all[r].node_threads > all[r].node_cpus)
+                sm_warn("node %s: its %d rank%s run %d OpenMP threads in all on %d CPU%s: give each rank fewer threads "
+                        "(--threads, OMP_NUM_THREADS, or Slurm's -c / --cpus-per-task) or run fewer ranks per node",
+                        all[r].host, all[r].node_ranks, all[r].node_ranks > 1 ? "s" : "", all[r].node_threads,
+                        all[r].node_cpus, all[r].node_cpus > 1 ? "s" : "");
         sm_free(all);
     }
     if (threads > topo->n_cpus)

@@ -18,13 +18,31 @@ typedef struct {
     int local_rank, local_size;  // within the node (MPI_COMM_TYPE_SHARED)
     int n_nodes;
     int n_cpus;                  // CPUs in this rank's affinity mask
+    int threads;                 // OpenMP threads per rank (comm_set_threads; 0 before)
+    const char *threads_from;    // where that count came from: "--threads", "OMP_NUM_THREADS", ...
 } comm_topology;
 
 // MPI_Init_thread (FUNNELED, checked), errors returned rather than fatal, topology filled in,
 // sm_fatal() routed to MPI_Abort when world_size > 1. A bare `smallmind` is a singleton.
 void comm_init(int *argc, char ***argv, comm_topology *topo);
 void comm_finalize(void);
-// Prints the topology line(s) on rank 0 and warns when threads of a rank share a core.
+// Ends a deferred start-up phase (sm_usage_defer, common.h): collective. If any rank recorded a
+// usage error, the lowest such rank prints it (once), every rank finalizes MPI and exits 2;
+// otherwise returns with errors exiting at once again.
+void comm_usage_agree(void);
+// An error that every rank has found alike (the result of a collective): rank 0 prints it once,
+// every rank finalizes MPI and exits with status. Call it on every rank.
+void comm_fatal_agreed(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+// OpenMP threads per rank, the one rule train and bench share (DESIGN.md): `flag` (--threads)
+// when > 0, else OMP_NUM_THREADS (as libgomp reads it), else SLURM_CPUS_PER_TASK (sbatch/srun
+// -c N: Slurm's CPUs for each task), else the CPUs in this rank's affinity mask. Calls
+// omp_set_num_threads, records the count and its source in topo and returns the count.
+// Errors: a SLURM_CPUS_PER_TASK that is not an integer in 1..1024 exits 2, naming it.
+int comm_set_threads(comm_topology *topo, int flag);
+// Prints the topology line(s) on rank 0 and warns when threads of a rank share a core, and (rank
+// 0) when the ranks of a node together run more threads than the CPUs they may use (the union
+// of their affinity masks; e.g. srun -n 2 without -c on a 2-CPU node, each rank taking both).
+// Collective.
 void comm_print_topology(const comm_topology *topo, int threads);
 
 // Collectives over MPI_COMM_WORLD; every rank must call them.

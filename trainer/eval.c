@@ -3,9 +3,10 @@
 // generate share (infer_load_weights).
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <math.h>
 #include <omp.h>
+#include <setjmp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,92 +16,62 @@
 #include "kernels.h"
 #include "trainer.h"
 
-static const char EVAL_USAGE[] =
-    "usage: smallmind eval --ckpt PATH|RUN_DIR --data FILE [options]\n"
-    "  the mean per-token loss of a checkpoint over the windows of a token shard (FILE: a .bin\n"
-    "  written by `smallmind prepare`, e.g. PREFIX_val.bin), with perplexity and bits per byte;\n"
-    "  runs on any number of ranks (mpirun -np N) with the same result\n"
-    "  --ckpt PATH|DIR   a checkpoint, or a run directory (the checkpoint its `latest` names)\n"
-    "  --data FILE       the token shard\n"
-    "  --seq T           tokens per window (default: the model's context); windows of T+1 tokens\n"
-    "                    start every T tokens\n"
-    "  --batch B         windows per forward pass, over all ranks; must divide by the rank count\n"
-    "                    (default: ranks x max(1, 2048/T))\n"
-    "  --batches N       evaluate the first N x B windows (default: every window of the file)\n"
-    "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs the rank may use)\n"
-    "  --profile         the per-op profile of the forward passes\n"
-    "  --json            one JSON object: loss, perplexity, bits_per_byte, tokens, tokens_per_s\n"
-    "  --help\n"
-    "A training run's val event at step S (per-rank --batch b, R ranks, --val-batches V) is\n"
-    "reproduced by: eval --ckpt RUN_DIR/ckpt_S.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
-
 typedef struct {
     const char *ckpt, *data;
     int seq, batch, batches, threads, profile, json;
 } eval_opts;
 
+#define E_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(eval_opts, field), lo, hi, arg, help, NULL, 0, 0}
+static const cli_opt EVAL_OPTIONS[] = {
+    E_OPT("ckpt", CLI_STR, ckpt, 0, 0, "PATH|DIR", "a checkpoint, or a run directory (the checkpoint its `latest` "
+          "names) (required)"),
+    E_OPT("data", CLI_STR, data, 0, 0, "FILE", "the token shard, e.g. PREFIX_val.bin (required)"),
+    E_OPT("seq", CLI_INT, seq, 1, 65536, "T", "tokens per window; windows of T+1 tokens start every T tokens "
+          "(default: the model's context)"),
+    E_OPT("batch", CLI_INT, batch, 1, 1 << 20, "B", "windows per forward pass over all ranks; must divide by the "
+          "rank count (default: ranks x max(1, 2048/T))"),
+    E_OPT("batches", CLI_INT, batches, 1, 1 << 30, "N", "evaluate the first N x B windows (default: every window of "
+          "the file)"),
+    E_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else the "
+          "CPUs the rank may use)"),
+    E_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile of the forward passes"),
+    E_OPT("json", CLI_FLAG, json, 0, 1, NULL, "one JSON object: loss, perplexity, bits_per_byte, tokens, tokens_per_s"),
+};
+
+static const char EVAL_HEAD[] =
+    "usage: smallmind eval --ckpt PATH|RUN_DIR --data FILE [options]\n"
+    "  the mean per-token loss of a checkpoint over the windows of a token shard, with perplexity and\n"
+    "  bits per byte; on any number of ranks (mpirun -np N) with the same result. A training run's val\n"
+    "  event at step S (per-rank --batch b, R ranks, --val-batches V) is reproduced by\n"
+    "  eval --ckpt RUN_DIR/ckpt_S.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
+
 static void parse_eval(int argc, char **argv, eval_opts *o) {
     *o = (eval_opts){0};
-    enum { O_CKPT = 256, O_DATA, O_SEQ, O_BATCH, O_BATCHES, O_THREADS, O_PROFILE, O_JSON, O_HELP };
-    static const struct option opts[] = {
-        {"ckpt", required_argument, 0, O_CKPT}, {"data", required_argument, 0, O_DATA},
-        {"seq", required_argument, 0, O_SEQ}, {"batch", required_argument, 0, O_BATCH},
-        {"batches", required_argument, 0, O_BATCHES}, {"threads", required_argument, 0, O_THREADS},
-        {"profile", no_argument, 0, O_PROFILE}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_CKPT: o->ckpt = optarg; break;
-        case O_DATA: o->data = optarg; break;
-        case O_SEQ: o->seq = (int)cli_int("--seq", optarg, 1, 65536); break;
-        case O_BATCH: o->batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case O_BATCHES: o->batches = (int)cli_int("--batches", optarg, 1, 1 << 30); break;
-        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case O_PROFILE: o->profile = 1; break;
-        case O_JSON: o->json = 1; break;
-        case O_HELP: fputs(EVAL_USAGE, stdout); exit(SM_EXIT_OK);
-        default: cli_bad_option("eval", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "eval: unexpected argument '%s' (command line)", argv[optind]);
+    cli_parse("eval", EVAL_HEAD, EVAL_OPTIONS, (int)(sizeof EVAL_OPTIONS / sizeof EVAL_OPTIONS[0]), o, sizeof *o,
+              argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "eval: --ckpt PATH|RUN_DIR is required (command line)");
     if (!o->data) sm_fatal(SM_EXIT_USAGE, "eval: --data FILE is required (command line)");
 }
 
-// A run directory names its checkpoint in RUN_DIR/latest (one file name): that checkpoint's path.
-static void resolve_latest(const char *dir, char *out, size_t cap) {
-    char latest[4096], name[512];
-    snprintf(latest, sizeof latest, "%s/latest", dir);
-    int fd = open(latest, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        sm_fatal(SM_EXIT_USAGE, "%s is a directory without a `latest` file: not a run directory with a checkpoint "
-                 "(%s)", dir, latest);
+void ckpt_arg_path(const char *arg, char *path, size_t cap) {
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size >= (off_t)sizeof name) {
-        close(fd);
-        sm_fatal(SM_EXIT_USAGE, "`latest` is not a small regular file naming a checkpoint (%s)", latest);
+    if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if ((size_t)snprintf(path, cap, "%s", arg) >= cap) sm_fatal(SM_EXIT_USAGE, "checkpoint path too long (%s)", arg);
+        return;
     }
-    ssize_t n = read(fd, name, sizeof name - 1);
-    close(fd);
-    if (n <= 0) sm_fatal(SM_EXIT_USAGE, "cannot read `latest` (%s)", latest);
-    name[n] = '\0';
-    name[strcspn(name, "\r\n")] = '\0';
-    if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
-        sm_fatal(SM_EXIT_USAGE, "`latest` does not name a checkpoint file of the run directory (%s)", latest);
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap) sm_fatal(SM_EXIT_USAGE, "path too long (%s)", latest);
+    char name[CKPT_NAME_MAX], why[CKPT_ERR_MAX];
+    int rc = ckpt_read_latest(arg, name, sizeof name, why, sizeof why);
+    if (rc == CKPT_LATEST_MISSING)
+        sm_fatal(SM_EXIT_USAGE, "%s is a directory without a `latest` file: not a run directory with a checkpoint "
+                 "(%s/latest)", arg, arg);
+    if (rc != 0) sm_fatal(SM_EXIT_USAGE, "%s (%s/latest)", why, arg);
+    if ((size_t)snprintf(path, cap, "%s/%s", arg, name) >= cap) sm_fatal(SM_EXIT_USAGE, "path too long (%s)", arg);
 }
 
 void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char *path_out, size_t cap) {
     struct stat st;
     if (stat(arg, &st) != 0) sm_fatal(SM_EXIT_USAGE, "no such checkpoint or run directory: %s (%s)", strerror(errno), arg);
-    if (S_ISDIR(st.st_mode))
-        resolve_latest(arg, path_out, cap);
-    else if ((size_t)snprintf(path_out, cap, "%s", arg) >= cap)
-        sm_fatal(SM_EXIT_USAGE, "checkpoint path too long (%s)", arg);
+    ckpt_arg_path(arg, path_out, cap);
     char err[CKPT_ERR_MAX];
     if (ckpt_read_meta(path_out, meta, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     sm_model_config cfg = meta->cfg;
@@ -111,19 +82,36 @@ void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char 
         sm_fatal(SM_EXIT_USAGE, "%s", err);
 }
 
-// --threads, else OMP_NUM_THREADS, else the CPUs this rank may use
-static int resolve_threads(int flag, const comm_topology *topo) {
-    if (flag) return flag;
-    if (getenv("OMP_NUM_THREADS")) return omp_get_max_threads();
-    return topo->n_cpus;
+// The bytes the target tokens of windows 0 .. n_windows-1 decode to (byte: one per token; gpt2:
+// each token's bytes from the BPE files).
+static uint64_t target_bytes(const shard *data, const sm_model_config *cfg, int T, uint64_t n_windows) {
+    const uint64_t n_targets = n_windows * (uint64_t)T;
+    tokenizer tk;
+    char err[1024];
+    if (tokenizer_load(&tk, data->tokenizer, NULL, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "bits per byte need the %s tokenizer: %s", cfg->tokenizer, err);
+    uint64_t bytes = 0;
+    for (uint64_t w = 0; w < n_windows; w++)
+        for (int t = 1; t <= T; t++) {
+            size_t n = 0;
+            tokenizer_token_bytes(&tk, data->tokens[w * (uint64_t)T + (uint64_t)t], &n);
+            bytes += n;
+        }
+    tokenizer_free(&tk);
+    return bytes ? bytes : n_targets;
 }
 
 int cmd_eval(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    eval_opts o;
-    parse_eval(argc, argv, &o);
-    omp_set_num_threads(resolve_threads(o.threads, &topo));
+    static eval_opts o;   // static: outside the frame setjmp saves
+    jmp_buf start;
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        parse_eval(argc, argv, &o);
+    }
+    comm_usage_agree();   // a usage error ends every rank here, printed once
+    comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPU mask
     kernels_flush_denormals(1);
     prof_enable(o.profile);
 
@@ -135,20 +123,29 @@ int cmd_eval(int argc, char **argv) {
 
     shard data;
     if (shard_open(&data, o.data, cfg->vocab_size, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    // the data's tokenizer (shard header) must be the checkpoint's; and its vocabulary too (a header
+    // vocabulary of 0 is the tokenizer's own, e.g. llm.c's GPT-2 shards)
+    if (strcmp(tokenizer_name(data.tokenizer), cfg->tokenizer) != 0)
+        sm_fatal(SM_EXIT_USAGE, "the data file holds %s tokens, the checkpoint's tokenizer is %s (%s)",
+                 tokenizer_name(data.tokenizer), cfg->tokenizer, o.data);
+    const int data_vocab = data.vocab_size ? data.vocab_size : tokenizer_vocab_size(data.tokenizer);
+    if (data_vocab != cfg->vocab_size)
+        sm_fatal(SM_EXIT_USAGE, "the data file's vocabulary (%d tokens%s) is not the checkpoint's (%d, %s) (%s)",
+                 data_vocab, data.vocab_size ? "" : ": llm.c's GPT-2", cfg->vocab_size, cfg->tokenizer, o.data);
     const int T = o.seq ? o.seq : cfg->max_seq_len;
-    if (T > cfg->max_seq_len)
-        sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", T, cfg->max_seq_len);
+    if (T > cfg->max_seq_len)   // (flags and the checkpoint are alike on every rank)
+        comm_fatal_agreed(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", T, cfg->max_seq_len);
     const int world = topo.world_size;
     const int B = o.batch ? o.batch : world * (2048 / T > 1 ? 2048 / T : 1);
     if (B % world != 0)
-        sm_fatal(SM_EXIT_USAGE, "--batch %d does not divide over %d ranks (command line)", B, world);
+        comm_fatal_agreed(SM_EXIT_USAGE, "--batch %d does not divide over %d ranks (command line)", B, world);
     loader ld;
     if (loader_init(&ld, &data, T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     uint64_t n_windows = ld.n_windows;
     if (o.batches) {
         n_windows = (uint64_t)o.batches * (uint64_t)B;
         if (n_windows > ld.n_windows)
-            sm_fatal(SM_EXIT_USAGE, "--batches %d x --batch %d = %llu windows of %d+1 tokens, but %s holds %zu",
+            comm_fatal_agreed(SM_EXIT_USAGE, "--batches %d x --batch %d = %llu windows of %d+1 tokens, but %s holds %zu",
                      o.batches, B, (unsigned long long)n_windows, T, o.data, ld.n_windows);
     }
 
@@ -165,8 +162,8 @@ int cmd_eval(int argc, char **argv) {
     prof_step_end((long)(sums.tokens / (uint64_t)world));
     double seconds = sm_now_s() - t0;
 
-    // bits per byte: the byte tokenizer's tokens are one byte each
-    const double bytes = (double)sums.tokens;
+    // bits per byte: total nats over the bytes the windows' target tokens decode to, / ln 2
+    const double bytes = (double)target_bytes(&data, cfg, T, sums.windows);
     const double loss = sums.loss_sum / (double)sums.tokens, bpb = sums.loss_sum / log(2.0) / bytes;
     const double tok_s = seconds > 0 ? (double)sums.tokens / seconds : 0.0;
     if (topo.rank == 0) {

@@ -1,9 +1,10 @@
 // generate.c — `smallmind generate`: text from a checkpoint, one prompt or a batch of them, with a
 // KV cache (prefill in one batched forward, then one position per token), greedy or sampled.
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <omp.h>
+#include <setjmp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,74 +12,48 @@
 #include "kernels.h"
 #include "trainer.h"
 
-static const char GENERATE_USAGE[] =
-    "usage: smallmind generate --ckpt PATH|RUN_DIR [--prompt TEXT | --prompt-file F] [options]\n"
-    "  --ckpt PATH|DIR     a checkpoint, or a run directory (the checkpoint its `latest` names)\n"
-    "  --prompt TEXT       the text to continue (default: a newline)\n"
-    "  --prompt-file F     one prompt per line, generated together as one batch; each row's text is\n"
-    "                      printed in prompt order when all are done, separated by a blank line\n"
-    "  --max-new N         new tokens per prompt (default 256); generation also stops at the context\n"
-    "                      and at the end-of-text token where the tokenizer has one\n"
-    "  --temperature T     0 = greedy (default 1.0)\n"
-    "  --top-k K           sample from the K most probable tokens; 0 = all (default 0)\n"
-    "  --top-p P           then from the smallest set whose probability reaches P; 1 = all (default 1)\n"
-    "  --seed S            the same seed gives the same text (default 1337)\n"
-    "  --no-cache          recompute the whole prefix for each token (no KV cache): the reference path\n"
-    "  --threads N         OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)\n"
-    "  --profile           the per-op profile, per generated token\n"
-    "  --json              after the text, one JSON object on stderr: new_tokens, tokens_per_s,\n"
-    "                      prefill_tokens_per_s (and the generated token ids)\n"
-    "  --help\n"
-    "Generation is one process: under mpirun run it with -np 1.\n";
-
 typedef struct {
     const char *ckpt, *prompt, *prompt_file, *dump_logits;
     int max_new, threads, no_cache, profile, json;
-    sampler_params sp;
+    double temperature, top_p;
+    int top_k;
     unsigned long long seed;
 } gen_opts;
 
+#define G_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(gen_opts, field), lo, hi, arg, help, NULL, 0, 0}
+static const cli_opt GEN_OPTIONS[] = {
+    G_OPT("ckpt", CLI_STR, ckpt, 0, 0, "PATH|DIR", "a checkpoint, or a run directory (the checkpoint its `latest` "
+          "names) (required)"),
+    G_OPT("prompt", CLI_STR, prompt, 0, 0, "TEXT", "the text to continue (default: a newline)"),
+    G_OPT("prompt-file", CLI_STR, prompt_file, 0, 0, "F", "one prompt per line, generated together as one batch; "
+          "each row's text printed in prompt order when all are done, a blank line between (default: none)"),
+    G_OPT("max-new", CLI_INT, max_new, 1, 1 << 30, "N", "new tokens per prompt; generation also stops at the context "
+          "and at the end-of-text token where the tokenizer has one"),
+    G_OPT("temperature", CLI_DOUBLE, temperature, 0, 1e6, "T", "0 = greedy"),
+    G_OPT("top-k", CLI_INT, top_k, 0, 1 << 30, "K", "sample from the K most probable tokens; 0 = all"),
+    G_OPT("top-p", CLI_DOUBLE, top_p, 1e-9, 1, "P", "then from the smallest set whose probability reaches P, in "
+          "(0, 1]; 1 = all"),
+    G_OPT("seed", CLI_U64, seed, 0, 9.2e18, "S", "the same seed gives the same text"),
+    G_OPT("no-cache", CLI_FLAG, no_cache, 0, 1, NULL, "recompute the whole prefix for each token (no KV cache): the "
+          "reference path"),
+    G_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this "
+          "process may use)"),
+    G_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile, per generated token"),
+    G_OPT("json", CLI_FLAG, json, 0, 1, NULL, "after the text, one JSON object on stderr: new_tokens, tokens_per_s, "
+          "prefill_tokens_per_s (and the generated token ids)"),
+    G_OPT("dump-logits", CLI_STR, dump_logits, 0, 0, "F", "write the first row's logits before each new token to F, "
+          "V float32 each (tests) (default: no)"),
+};
+
+static const char GEN_HEAD[] =
+    "usage: smallmind generate --ckpt PATH|RUN_DIR [--prompt TEXT | --prompt-file F] [options]\n"
+    "  text from a checkpoint: each prompt prefilled in one forward, then one position per new token\n"
+    "  through the KV cache. One process: under mpirun use -np 1.\n";
+
 static void parse_generate(int argc, char **argv, gen_opts *o) {
-    *o = (gen_opts){.max_new = 256, .seed = 1337, .sp = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
-    enum { O_CKPT = 256, O_PROMPT, O_PFILE, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_NOCACHE, O_THREADS, O_PROFILE,
-           O_JSON, O_DUMP, O_HELP };
-    static const struct option opts[] = {
-        {"ckpt", required_argument, 0, O_CKPT}, {"prompt", required_argument, 0, O_PROMPT},
-        {"prompt-file", required_argument, 0, O_PFILE}, {"max-new", required_argument, 0, O_MAXNEW},
-        {"temperature", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
-        {"top-p", required_argument, 0, O_TOPP}, {"seed", required_argument, 0, O_SEED},
-        {"no-cache", no_argument, 0, O_NOCACHE}, {"threads", required_argument, 0, O_THREADS},
-        {"profile", no_argument, 0, O_PROFILE}, {"json", no_argument, 0, O_JSON},
-        {"dump-logits", required_argument, 0, O_DUMP}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_CKPT: o->ckpt = optarg; break;
-        case O_PROMPT: o->prompt = optarg; break;
-        case O_PFILE: o->prompt_file = optarg; break;
-        case O_MAXNEW: o->max_new = (int)cli_int("--max-new", optarg, 1, 1 << 30); break;
-        case O_TEMP: o->sp.temperature = (float)cli_double("--temperature", optarg, 0.0, 1e6); break;
-        case O_TOPK: o->sp.top_k = (int)cli_int("--top-k", optarg, 0, 1 << 30); break;
-        case O_TOPP: {
-            double p = cli_double("--top-p", optarg, 0.0, 1.0);
-            if (p <= 0.0) sm_fatal(SM_EXIT_USAGE, "--top-p must be in (0, 1], got %g (command line)", p);
-            o->sp.top_p = (float)p;
-            break;
-        }
-        case O_SEED: o->seed = (unsigned long long)cli_int("--seed", optarg, 0, 0x7fffffffffffffffL); break;
-        case O_NOCACHE: o->no_cache = 1; break;
-        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case O_PROFILE: o->profile = 1; break;
-        case O_JSON: o->json = 1; break;
-        case O_DUMP: o->dump_logits = optarg; break;
-        case O_HELP: fputs(GENERATE_USAGE, stdout); exit(SM_EXIT_OK);
-        default: cli_bad_option("generate", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "generate: unexpected argument '%s' (command line)", argv[optind]);
+    *o = (gen_opts){.max_new = 256, .seed = 1337, .temperature = 1.0, .top_k = 0, .top_p = 1.0};
+    cli_parse("generate", GEN_HEAD, GEN_OPTIONS, (int)(sizeof GEN_OPTIONS / sizeof GEN_OPTIONS[0]), o, sizeof *o,
+              argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "generate: --ckpt PATH|RUN_DIR is required (command line)");
     if (o->prompt && o->prompt_file)
         sm_fatal(SM_EXIT_USAGE, "generate: give --prompt or --prompt-file, not both (command line)");
@@ -106,7 +81,7 @@ static void read_prompts(const gen_opts *o, prompt_set *ps) {
     char err[1024];
     unsigned char *buf;
     size_t n;
-    if (sm_read_file_regular(o->prompt_file, &buf, &n, (size_t)1 << 30, err, sizeof err) != 0)
+    if (data_read_file(o->prompt_file, "prompt file", (size_t)1 << 30, &buf, &n, err, sizeof err) != 0)
         sm_fatal(SM_EXIT_USAGE, "%s", err);
     // one prompt per line; the newline ends a prompt and is not part of it; empty lines are skipped
     ps->text = (char *)buf;
@@ -127,15 +102,27 @@ static void read_prompts(const gen_opts *o, prompt_set *ps) {
     if (ps->n == 0) sm_fatal(SM_EXIT_USAGE, "no prompt in the file (it holds no non-empty line) (%s)", o->prompt_file);
 }
 
+// A token's bytes (a GPT-2 token may hold part of a UTF-8 character: bytes, not characters)
+static void put_token(const tokenizer *tk, int tok, FILE *f) {
+    size_t n = 0;
+    const unsigned char *b = tokenizer_token_bytes(tk, tok, &n);
+    if (n) fwrite(b, 1, n, f);
+}
+
 int cmd_generate(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    gen_opts o;
-    parse_generate(argc, argv, &o);
+    static gen_opts o;   // static: outside the frame setjmp saves
+    jmp_buf start;
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        parse_generate(argc, argv, &o);
+    }
+    comm_usage_agree();   // a usage error ends every rank here, printed once
     if (topo.world_size > 1)
-        sm_fatal(SM_EXIT_USAGE, "generate is one process, but it runs on %d ranks: use mpirun -np 1, or no mpirun "
+        comm_fatal_agreed(SM_EXIT_USAGE, "generate is one process, but it runs on %d ranks: use mpirun -np 1, or no mpirun "
                  "(command line)", topo.world_size);
-    omp_set_num_threads(o.threads ? o.threads : getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : topo.n_cpus);
+    comm_set_threads(&topo, o.threads);   // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPU mask
     kernels_flush_denormals(1);
 
     gpt2_weights w;
@@ -144,24 +131,43 @@ int cmd_generate(int argc, char **argv) {
     infer_load_weights(o.ckpt, &w, &meta, ckpt_file, sizeof ckpt_file);
     const sm_model_config *cfg = &w.cfg;
     const int V = cfg->vocab_size, Vp = cfg->padded_vocab_size, maxT = cfg->max_seq_len;
-    if (strcmp(cfg->tokenizer, "byte") != 0)
-        sm_fatal(SM_EXIT_USAGE, "the checkpoint's tokenizer '%s' cannot decode here yet (%s)", cfg->tokenizer, ckpt_file);
-    const int eot = -1;   // the byte tokenizer has no end-of-text token
+    // the checkpoint's tokenizer encodes the prompts and decodes the new tokens
+    tokenizer tk;
+    char err[1024];
+    const int kind = tokenizer_parse(cfg->tokenizer);
+    if (kind < 0) sm_fatal(SM_EXIT_USAGE, "the checkpoint's tokenizer '%s' is unknown (%s)", cfg->tokenizer, ckpt_file);
+    if (tokenizer_load(&tk, (tokenizer_kind)kind, NULL, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    const int eot = kind == TOKENIZER_GPT2 ? GPT2_EOT : -1;   // the byte tokenizer has no end-of-text token
 
     prompt_set ps;
     read_prompts(&o, &ps);
     const int R = ps.n;
-    // tokens: row r's prompt then its new tokens, at most maxT in all
-    int *seq = sm_arena((size_t)R * maxT * sizeof(int)), *len = sm_arena((size_t)R * sizeof(int));
+    // tokens: row r's prompt then its new tokens: the positions of the context, and the one token
+    // predicted after a full context (it is printed, never fed back)
+    const size_t stride = (size_t)maxT + 1;
+    int *seq = sm_arena((size_t)R * stride * sizeof(int)), *len = sm_arena((size_t)R * sizeof(int));
     int *n_prompt = sm_arena((size_t)R * sizeof(int)), *active = sm_arena((size_t)R * sizeof(int));
     int longest = 1;
     for (int r = 0; r < R; r++) {
-        size_t n = ps.start[r + 1] - ps.start[r];
+        const unsigned char *text = (const unsigned char *)ps.text + ps.start[r];
+        size_t n_text = ps.start[r + 1] - ps.start[r], n = 0, n_docs = 0;
+        uint16_t *ids = NULL;
+        if (n_text > 0) {
+            const tok_encode_opts enc = {.threads = 1};
+            if (tokenizer_encode_text(&tk, text, n_text, &enc, &ids, &n, &n_docs, err, sizeof err) != 0)
+                sm_fatal(SM_EXIT_USAGE, "%s (prompt %d)", err, r + 1);
+        }
         if (n > (size_t)maxT)
             sm_fatal(SM_EXIT_USAGE, "prompt %d is %zu tokens, longer than the model's context of %d tokens (%s)", r + 1,
                      n, maxT, o.prompt_file ? o.prompt_file : "--prompt");
-        if (n == 0) sm_fatal(SM_EXIT_USAGE, "the prompt is empty (--prompt)");
-        for (size_t i = 0; i < n; i++) seq[(size_t)r * maxT + i] = (unsigned char)ps.text[ps.start[r] + i];
+        for (size_t i = 0; i < n; i++) seq[(size_t)r * stride + i] = ids[i];
+        sm_free(ids);
+        if (n == 0) {   // an empty prompt: gpt2 starts from <|endoftext|>, as GPT-2's samplers do
+            if (eot < 0) sm_fatal(SM_EXIT_USAGE, "the prompt is empty and the %s tokenizer has no end-of-text token to "
+                                  "start from (--prompt)", cfg->tokenizer);
+            seq[(size_t)r * stride] = eot;
+            n = 1;
+        }
         len[r] = n_prompt[r] = (int)n;
         if ((int)n > longest) longest = (int)n;
     }
@@ -178,7 +184,8 @@ int cmd_generate(int argc, char **argv) {
     const float **logits_of = sm_arena((size_t)R * sizeof(float *));     // row r's latest logits
     int *next = sm_arena((size_t)R * sizeof(int));                        // the rows' new tokens
     sampler smp;
-    sampler_build(&smp, &o.sp, V);
+    const sampler_params sp = {.temperature = (float)o.temperature, .top_k = o.top_k, .top_p = (float)o.top_p};
+    sampler_build(&smp, &sp, V);
     sm_rng rng;
     sm_rng_seed(&rng, o.seed, 0x67656e);   // stream "gen"
     FILE *dump = NULL;
@@ -196,7 +203,7 @@ int cmd_generate(int argc, char **argv) {
     for (int r = 0; r < R; r++) {
         prompt_tokens += n_prompt[r];
         if (o.no_cache) continue;
-        gpt2_forward_cached(&w, &inf, seq + (size_t)r * maxT, &r, 1, n_prompt[r]);
+        gpt2_forward_cached(&w, &inf, seq + (size_t)r * stride, &r, 1, n_prompt[r]);
         memcpy(prefill_logits + (size_t)r * Vp, inf.logits, (size_t)Vp * sizeof(float));
         logits_of[r] = prefill_logits + (size_t)r * Vp;
     }
@@ -213,19 +220,20 @@ int cmd_generate(int argc, char **argv) {
         for (int r = 0; r < R; r++) {
             if (!active[r]) continue;
             if (o.no_cache) {   // the reference: the training forward over the whole prefix
-                gpt2_forward(&w, &full, seq + (size_t)r * maxT, 1, len[r]);
+                gpt2_forward(&w, &full, seq + (size_t)r * stride, 1, len[r]);
                 logits_of[r] = full.t.t[A_LOGITS].ptr + (size_t)(len[r] - 1) * Vp;
             }
             if (dump && r == 0 && fwrite(logits_of[r], sizeof(float), (size_t)V, dump) != (size_t)V)
                 sm_fatal(SM_EXIT_RUNTIME, "cannot write %s", o.dump_logits);
             int tok = sampler_sample(&smp, logits_of[r], sm_rng_uniform(&rng));
-            seq[(size_t)r * maxT + len[r]++] = tok;
+            seq[(size_t)r * stride + len[r]++] = tok;
             new_tokens++;
             if (stream) {
-                fputc(tok, stdout);
+                put_token(&tk, tok, stdout);
                 fflush(stdout);
             }
-            if (tok == eot || len[r] - n_prompt[r] >= o.max_new || len[r] >= maxT) {
+            // the new token sits at position len-1: it can be fed back while that is inside the context
+            if (tok == eot || len[r] - n_prompt[r] >= o.max_new || len[r] > maxT) {
                 active[r] = 0;
                 n_active--;
             } else if (!o.no_cache) {
@@ -246,9 +254,10 @@ int cmd_generate(int argc, char **argv) {
     if (stream) {
         fputc('\n', stdout);
     } else {
-        for (int r = 0; r < R; r++) {
+        for (int r = 0; r < R; r++) {   // each row: its prompt as given, then the new tokens' bytes
             if (r) fputc('\n', stdout);
-            for (int i = 0; i < len[r]; i++) fputc(seq[(size_t)r * maxT + i], stdout);
+            fwrite(ps.text + ps.start[r], 1, ps.start[r + 1] - ps.start[r], stdout);
+            for (int i = n_prompt[r]; i < len[r]; i++) put_token(&tk, seq[(size_t)r * stride + i], stdout);
             fputc('\n', stdout);
         }
     }
@@ -260,13 +269,14 @@ int cmd_generate(int argc, char **argv) {
                 "\"cache\":%s,\"tokens\":[", new_tokens, tok_s, prefill_s, R, o.no_cache ? "false" : "true");
         for (int r = 0; r < R; r++) {
             fprintf(stderr, "%s[", r ? "," : "");
-            for (int i = n_prompt[r]; i < len[r]; i++) fprintf(stderr, "%s%d", i > n_prompt[r] ? "," : "", seq[(size_t)r * maxT + i]);
+            for (int i = n_prompt[r]; i < len[r]; i++) fprintf(stderr, "%s%d", i > n_prompt[r] ? "," : "", seq[(size_t)r * stride + i]);
             fprintf(stderr, "]");
         }
         fprintf(stderr, "]}\n");
     }
     if (o.profile) prof_print(stdout, 0);
 
+    tokenizer_free(&tk);
     sampler_free(&smp);
     sm_free(prefill_logits);
     sm_free(logits_of);

@@ -34,6 +34,18 @@ int gpt2_config_validate(sm_model_config *c, char *err, size_t errlen) {
     return 0;
 }
 
+int ckpt_layout_gpt2(const sm_model_config *cfg, sm_table *params, char *err, size_t errlen) {
+    sm_model_config c = *cfg;
+    if (gpt2_config_validate(&c, err, errlen) != 0) return -1;
+    if (c.padded_vocab_size != cfg->padded_vocab_size) {
+        snprintf(err, errlen, "padded_vocab_size %d does not follow from vocab_size %d (expected %d)",
+                 cfg->padded_vocab_size, cfg->vocab_size, c.padded_vocab_size);
+        return -1;
+    }
+    gpt2_param_table(params, &c);
+    return 0;
+}
+
 int gpt2_param_decays(int i) {
     return i == P_WTE || i == P_WPE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW || i == P_FCPROJW;
 }

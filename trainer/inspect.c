@@ -16,71 +16,48 @@ static const char INSPECT_USAGE[] =
     "Reads every dataset back and checks its Fletcher32 checksums. Exit status 0 when all\n"
     "verify, 2 (with a one-line error) when the file is damaged, foreign or unreadable.\n";
 
-// PATH, or for a run directory the file its `latest` names.
-static void resolve(const char *arg, char *path, size_t cap) {
-    struct stat st;
-    if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(path, cap, "%s", arg);
-        return;
-    }
-    char latest[4200], name[CKPT_NAME_MAX + 2] = "";
-    snprintf(latest, sizeof latest, "%s/latest", arg);
-    FILE *f = fopen(latest, "r");
-    if (!f) sm_fatal(SM_EXIT_USAGE, "inspect: %s is a directory without a `latest` file (%s)", arg, latest);
-    char *ok = fgets(name, sizeof name, f);
-    fclose(f);
-    name[strcspn(name, "\r\n")] = '\0';
-    if (!ok || !name[0] || strchr(name, '/'))
-        sm_fatal(SM_EXIT_USAGE, "inspect: `latest` does not name a checkpoint file (%s)", latest);
-    snprintf(path, cap, "%s/%s", arg, name);
-}
 
-static void json_str(FILE *out, const char *s) {
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(out, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(out, "\\u%04x", ch);
+
+
+// The attributes of one section of the table (CKPT_ATTRS), as JSON members or "name value" pairs.
+static void print_attrs(const ckpt_meta *m, const char *section, int json) {
+    char val[1024];
+    int n = 0;
+    for (int i = 0; i < CKPT_N_ATTRS; i++) {
+        const ckpt_attr *a = &CKPT_ATTRS[i];
+        if (strcmp(a->section, section) != 0) continue;
+        ckpt_attr_format(a, m, json, val, sizeof val);
+        if (json)
+            printf("%s\"%s\":%s", n++ || !section[0] ? "," : "", a->name, val);
         else
-            fputc(ch, out);
+            printf("%s%s %s", n++ ? ", " : "", a->name, val);
     }
-    fputc('"', out);
 }
 
 static void print_json(const char *path, const ckpt_report *r, int ok) {
-    const ckpt_meta *m = &r->meta;
-    const sm_model_config *c = &m->cfg;
-    const ckpt_optim *o = &m->optim;
     printf("{\"path\":");
-    json_str(stdout, path);
+    sm_json_fput_str(stdout, path);
     printf(",\"ok\":%s,\"file_bytes\":%llu", ok ? "true" : "false", (unsigned long long)r->file_bytes);
     if (r->meta_ok) {
-        printf(",\"format\":\"%s\",\"format_version\":%d,\"step\":%d,\"tokens_seen\":%llu,\"data_cursor\":%llu,"
-               "\"world_size\":%d",
-               CKPT_FORMAT_NAME, CKPT_FORMAT_VERSION, m->step, (unsigned long long)m->tokens_seen,
-               (unsigned long long)m->data_cursor, m->world_size);
-        printf(",\"config\":{\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"max_seq_len\":%d,\"vocab_size\":%d,"
-               "\"padded_vocab_size\":%d,\"tokenizer\":",
-               c->n_layer, c->n_head, c->n_embd, c->max_seq_len, c->vocab_size, c->padded_vocab_size);
-        json_str(stdout, c->tokenizer);
-        printf("},\"optim\":{\"lr\":%.17g,\"min_lr\":%.17g,\"beta1\":%.17g,\"beta2\":%.17g,\"eps\":%.17g,"
-               "\"weight_decay\":%.17g,\"warmup\":%d,\"total_steps\":%d,\"schedule_position\":%d}",
-               o->lr, o->min_lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->warmup, o->total_steps, m->step);
+        print_attrs(&r->meta, "", 1);
+        printf(",\"config\":{");
+        print_attrs(&r->meta, "config", 1);
+        printf("},\"optim\":{");
+        print_attrs(&r->meta, "optim", 1);
+        printf("}");
     }
     printf(",\"n_datasets\":%d,\"n_bad\":%d,\"datasets\":[", r->n_datasets, r->n_bad);
     for (int i = 0; i < r->n_datasets; i++) {
         const ckpt_dataset_report *d = &r->d[i];
         printf("%s{\"name\":", i ? "," : "");
-        json_str(stdout, d->name);
+        sm_json_fput_str(stdout, d->name);
         printf(",\"shape\":[");
         for (int k = 0; k < d->ndim; k++) printf("%s%llu", k ? "," : "", (unsigned long long)d->shape[k]);
         printf("],\"bytes\":%llu,\"stored_bytes\":%llu,\"ok\":%s", (unsigned long long)d->n_bytes,
                (unsigned long long)d->stored_bytes, d->ok ? "true" : "false");
         if (!d->ok) {
             printf(",\"reason\":");
-            json_str(stdout, d->reason);
+            sm_json_fput_str(stdout, d->reason);
         }
         printf("}");
     }
@@ -88,19 +65,14 @@ static void print_json(const char *path, const ckpt_report *r, int ok) {
 }
 
 static void print_table(const char *path, const ckpt_report *r) {
-    const ckpt_meta *m = &r->meta;
-    const sm_model_config *c = &m->cfg;
-    const ckpt_optim *o = &m->optim;
     printf("checkpoint  %s (%.2f MB)\n", path, (double)r->file_bytes / 1e6);
     if (r->meta_ok) {
-        printf("format      %s v%d, written by %d rank%s\n", CKPT_FORMAT_NAME, CKPT_FORMAT_VERSION, m->world_size,
-               m->world_size == 1 ? "" : "s");
-        printf("step        %d (tokens seen %llu, data cursor %llu)\n", m->step, (unsigned long long)m->tokens_seen,
-               (unsigned long long)m->data_cursor);
-        printf("model       n_layer %d, n_head %d, n_embd %d, max_seq_len %d, vocab_size %d (padded %d), tokenizer %s\n",
-               c->n_layer, c->n_head, c->n_embd, c->max_seq_len, c->vocab_size, c->padded_vocab_size, c->tokenizer);
-        printf("optimizer   lr %g, min_lr %g, beta1 %g, beta2 %g, eps %g, weight_decay %g, warmup %d, total_steps %d\n",
-               o->lr, o->min_lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->warmup, o->total_steps);
+        const char *sections[3][2] = {{"", "file"}, {"config", "model"}, {"optim", "optimizer"}};
+        for (int k = 0; k < 3; k++) {
+            printf("%-11s ", sections[k][1]);
+            print_attrs(&r->meta, sections[k][0], 0);
+            printf("\n");
+        }
     }
     if (r->n_datasets) printf("%-24s %-18s %12s %12s  %s\n", "dataset", "shape", "bytes", "stored", "checksum");
     for (int i = 0; i < r->n_datasets; i++) {
@@ -137,9 +109,9 @@ int cmd_inspect(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
     char path[4096], err[CKPT_ERR_MAX];
-    resolve(arg, path, sizeof path);
+    ckpt_arg_path(arg, path, sizeof path);
     ckpt_report *rep = sm_malloc(sizeof *rep);
-    int rc = ckpt_verify(path, rep, err, sizeof err);
+    int rc = ckpt_verify(path, ckpt_layout_gpt2, rep, err, sizeof err);
     if (topo.rank == 0 && (rep->meta_ok || rep->n_datasets)) {
         if (json)
             print_json(path, rep, rc == 0);

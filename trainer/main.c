@@ -10,11 +10,13 @@ static const char USAGE[] =
     "\n"
     "commands:\n"
     "  prepare   tokenize a text file into llm.c-format train/val shards\n"
+    "  tokenize  text on stdin -> token ids on stdout, or ids -> text with --decode\n"
     "  train     train a GPT-2 (data-parallel under mpirun/srun)\n"
     "  eval      loss, perplexity and bits per byte of a checkpoint on a token shard\n"
     "  generate  text from a checkpoint (KV cache; greedy, temperature, top-k, top-p)\n"
     "  inspect   describe and verify a checkpoint (or a run directory's latest)\n"
-    "  bench     kernels, train or checkpoint: throughput against OpenBLAS, PyTorch and plain I/O\n"
+    "  bench     kernels, train, checkpoint or tokenizer: throughput against OpenBLAS, PyTorch, plain I/O, tiktoken\n"
+    "  convert   llm.c GPT-2 checkpoints (.bin, fp32 or bf16) <-> HDF5 checkpoints\n"
     "\n"
     "Run 'smallmind <command> --help' for a command's options.\n";
 
@@ -26,13 +28,12 @@ int main(int argc, char **argv) {
         return SM_EXIT_OK;
     }
     if (!strcmp(cmd, "prepare")) return cmd_prepare(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
-    const char *later[] = {"convert"};
-    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
-        if (!strcmp(cmd, later[i])) sm_fatal(SM_EXIT_USAGE, "'%s' is not implemented yet (argv[1])", cmd);
+    if (!strcmp(cmd, "convert")) return cmd_convert(argc - 1, argv + 1);
     sm_fatal(SM_EXIT_USAGE, "unknown command '%s'; try 'smallmind --help' (argv[1])", cmd);
 }

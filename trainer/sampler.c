@@ -2,7 +2,6 @@
 // (nucleus, Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration"), from one
 // uniform draw, with scratch allocated once.
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "trainer.h"
@@ -28,13 +27,46 @@ static int argmax(const float *x, int n) {
     return best;
 }
 
-// Candidate order: higher probability first, then lower token id (a total order: results do not
-// depend on the sort's stability).
-static const double *g_prob;   // qsort has no context argument; the sampler is single-threaded
-static int by_prob_desc(const void *a, const void *b) {
-    int i = *(const int *)a, j = *(const int *)b;
-    if (g_prob[i] != g_prob[j]) return g_prob[i] > g_prob[j] ? -1 : 1;
-    return (i > j) - (i < j);
+// Candidate order: higher probability first, then lower token id (a total order, so the result
+// does not depend on how the sort works). The sorts are heaps in place: glibc's qsort mallocs a
+// buffer for arrays above 1 KiB, and nothing may allocate per token.
+static int after(const double *p, int a, int b) { return p[a] < p[b] || (p[a] == p[b] && a > b); }
+
+// Restores the heap property below node i of h (n nodes): a parent comes after its children.
+static void sift_down(int *h, int n, int i, const double *p) {
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && after(p, h[c + 1], h[c])) c++;
+        if (!after(p, h[c], h[i])) return;
+        int t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+// Sorts h (n) into candidate order.
+static void heap_sort(int *h, int n, const double *p) {
+    for (int i = n / 2 - 1; i >= 0; i--) sift_down(h, n, i, p);
+    for (int end = n - 1; end > 0; end--) {
+        int t = h[0];
+        h[0] = h[end];
+        h[end] = t;
+        sift_down(h, end, 0, p);
+    }
+}
+
+// The k first of ids 0..V-1 in candidate order, sorted, into h[0..k).
+static void top_k(int *h, int k, int V, const double *p) {
+    for (int i = 0; i < k; i++) h[i] = i;
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(h, k, i, p);   // root: the last of the k kept
+    for (int i = k; i < V; i++)
+        if (after(p, h[0], i)) {
+            h[0] = i;
+            sift_down(h, k, 0, p);
+        }
+    heap_sort(h, k, p);
 }
 
 int sampler_distribution(sampler *s, const float *logits) {
@@ -44,12 +76,9 @@ int sampler_distribution(sampler *s, const float *logits) {
     float m = logits[argmax(logits, V)];
     for (int i = 0; i < V; i++) s->prob[i] = exp(((double)logits[i] - (double)m) / T);
     int n = 0;
-    if (s->p.top_k > 0 && s->p.top_k < V) {
-        // the k most probable: every candidate at or above the k-th largest value (ties by id)
-        for (int i = 0; i < V; i++) s->idx[i] = i;
-        g_prob = s->prob;
-        qsort(s->idx, (size_t)V, sizeof(int), by_prob_desc);
+    if (s->p.top_k > 0 && s->p.top_k < V) {   // the k most probable (ties by id)
         n = s->p.top_k;
+        top_k(s->idx, n, V, s->prob);
     } else {
         n = V;
         for (int i = 0; i < V; i++) s->idx[i] = i;
@@ -64,8 +93,7 @@ int sampler_distribution(sampler *s, const float *logits) {
         int kept = 0;
         for (int k = 0; k < n; k++)
             if (s->prob[s->idx[k]] >= bound) s->idx[kept++] = s->idx[k];
-        g_prob = s->prob;
-        qsort(s->idx, (size_t)kept, sizeof(int), by_prob_desc);
+        heap_sort(s->idx, kept, s->prob);
         // the smallest prefix whose probability reaches top_p
         double cum = 0.0, target = (double)s->p.top_p * z;
         n = kept;

@@ -1,6 +1,7 @@
 // step.c — defines one data-parallel training run's objects (trainer_build) and its step
 // (train_step), which `train` and `bench train` both run, and the validation pass.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -30,12 +31,40 @@ static int grad_segments(const sm_table *grads, int L, comm_segment *segs) {
     return n;
 }
 
+double outlier_z(const outlier_window *w, double x) {
+    if (w->n < 8) return 0.0;
+    double mean = 0.0, var = 0.0;
+    for (int i = 0; i < w->n; i++) mean += w->x[i];
+    mean /= w->n;
+    for (int i = 0; i < w->n; i++) var += (w->x[i] - mean) * (w->x[i] - mean);
+    double sd = sqrt(var / w->n);
+    return sd > 0 ? (x - mean) / sd : 0.0;
+}
+
+void outlier_push(outlier_window *w, double x) {
+    w->x[w->at] = x;
+    w->at = (w->at + 1) % OUTLIER_WINDOW;
+    if (w->n < OUTLIER_WINDOW) w->n++;
+}
+
 // backward's hooks: layer l completes group L-1-l of the segments above
 static void on_layer_done(void *ctx, int layer) {
     trainer *tr = ctx;
     comm_gradsync_ready(&tr->sync, tr->w.cfg.n_layer - 1 - layer);
 }
 static void on_progress(void *ctx) { comm_gradsync_progress(&((trainer *)ctx)->sync); }
+
+// Fault injection for tests: a comma-separated list of steps (1..64) as a bit set.
+static uint64_t step_set(const char *p) {
+    uint64_t set = 0;
+    while (p && *p) {
+        char *end;
+        long t = strtol(p, &end, 10);
+        if (t >= 1 && t <= 64) set |= 1ull << (t - 1);
+        for (p = end; *p && (*p < '0' || *p > '9');) p++;
+    }
+    return set;
+}
 
 void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int accum, double bucket_mb, int zero,
                    uint64_t seed, const comm_topology *topo) {
@@ -64,6 +93,8 @@ void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int ac
     size_t lo, hi;
     comm_gradsync_slice(&tr->sync, &lo, &hi);
     adamw_build(&tr->opt, &tr->w.params, lo, hi);
+    tr->nan_steps = step_set(getenv("SMALLMIND_INJECT_NAN"));
+    tr->spike_steps = step_set(getenv("SMALLMIND_INJECT_SPIKE"));
 }
 
 void trainer_free(trainer *tr) {
@@ -102,13 +133,27 @@ void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams 
     comm_gradsync_wait(&tr->sync);
     double t_opt0 = sm_now_s();
     float loss = (float)(comm_allreduce_sum_double(loss_sum / tr->accum) / tr->world);
+    if (t >= 1 && t <= 64 && (tr->nan_steps >> (t - 1) & 1)) loss = NAN;
+    if (t >= 1 && t <= 64 && (tr->spike_steps >> (t - 1) & 1)) loss *= 100.0f;
     // the gradients' sum of squares, taken by the sync as each bucket became final
     double sumsq = comm_gradsync_total(&tr->sync);
     if (tr->zero) sumsq = comm_allreduce_sum_double(sumsq);   // each rank holds its slice
     float norm = (float)sqrt(sumsq);
-    adamw_step(&tr->opt, &tr->w.params, &tr->st.grads, h, t, adamw_clip_scale(clip, norm), gpt2_param_decays);
-    comm_allgather_slices(&tr->sync, sm_table_f32(&tr->w.params));
+    // the guard: a non-finite loss or norm, or a spike, skips the update (the batch is consumed)
+    int why = !isfinite(loss) ? 1 : !isfinite(norm) ? 2 : 0;
+    if (!why && tr->spike_z > 0 &&
+        (outlier_z(&tr->loss_w, loss) > tr->spike_z || outlier_z(&tr->norm_w, norm) > tr->spike_z))
+        why = 3;
+    if (tr->world > 1) why = comm_allreduce_max_int(why);   // one decision for every rank
+    if (!why) {
+        adamw_step(&tr->opt, &tr->w.params, &tr->st.grads, h, t, adamw_clip_scale(clip, norm), gpt2_param_decays);
+        comm_allgather_slices(&tr->sync, sm_table_f32(&tr->w.params));
+        outlier_push(&tr->loss_w, loss);
+        outlier_push(&tr->norm_w, norm);
+    }
+    static const char *const REASONS[4] = {NULL, "loss", "grad_norm", "spike"};
     *out = (train_step_stats){
+        .skipped = REASONS[why],
         .loss = loss,
         .grad_norm = norm,
         .fwd_ms = t_fwd * 1e3,

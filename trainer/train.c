@@ -1,13 +1,17 @@
 // train.c — `smallmind train`: options, the training loop, schedule, validation, logs.
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
+#include <stddef.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "checkpoints.h"
 #include "comm.h"
@@ -16,9 +20,11 @@
 #include "kernels.h"
 #include "trainer.h"
 
+#include <jansson.h>
+
 typedef struct {
     const char *data;     // PREFIX: PREFIX_train.bin, PREFIX_val.bin
-    const char *run_dir;  // config.json, log.jsonl
+    const char *run_dir;  // config.json, log.jsonl, checkpoints
     int layers;           // L
     int heads;            // H
     int embd;             // C
@@ -35,139 +41,142 @@ typedef struct {
     double clip;          // global-norm clip (0: off)
     int steps;            // optimizer steps; fixes the schedule
     int eval_every;       // val loss every N steps (0: only at the end)
-    int val_batches;      // val windows = val_batches x batch per rank
+    int val_batches;      // val windows = val_batches x batch x ranks
     unsigned long long seed;
     int threads;          // OpenMP threads per rank (0: OMP_NUM_THREADS, else the CPUs the rank may use)
+    int max_skips;        // non-finite (or spiking) steps skipped in a row before the run stops
+    double spike_z;       // loss / grad-norm spike threshold in standard deviations (0: off)
     double bucket_mb;     // gradient allreduce bucket size
     int zero;             // 1: ZeRO-1, AdamW moments sharded over ranks
-    const char *dump_params;   // write the final parameters as raw float32 (tests, interop)
-    int stop_at;          // end cleanly after this step, checkpointing it (0: no)
     int ckpt_every;       // checkpoint every N steps (0: only at the end)
     int keep;             // keep the newest K checkpoints (0: all)
+    int stop_at;          // end cleanly after this step, checkpointing it (0: no)
     const char *resume;   // auto | none | PATH
+    const char *init_from;   // a new run from this checkpoint's weights (and model config)
     int profile;          // per-op table at the end
+    const char *dump_params;   // write the final parameters as raw float32 (tests, interop)
 } train_opts;
 
-static const char TRAIN_USAGE[] =
-    "usage: smallmind train --data PREFIX --run-dir DIR [options]\n"
-    "model:\n"
-    "  --layers L        transformer blocks (default 4)\n"
-    "  --heads H         attention heads, must divide --embd (default 4)\n"
-    "  --embd C          embedding width (default 256)\n"
-    "  --context N       max sequence length of the model (default: --seq)\n"
-    "  --vocab V         vocabulary size (default: from the shard header, else 50257)\n"
-    "batch:\n"
-    "  --seq T           tokens per window (default 256)\n"
-    "  --batch B         windows per rank per micro-step (default 8)\n"
-    "  --accum K         micro-steps per optimizer step (default 1)\n"
-    "optimizer (AdamW, warmup then cosine decay to --min-lr):\n"
-    "  --lr X            peak learning rate (default 6e-4)\n"
-    "  --min-lr X        final learning rate, absolute (default 6e-5)\n"
-    "  --warmup N        warmup steps (default min(2000, steps/10))\n"
-    "  --wd X            weight decay on 2-D weights (default 0.1)\n"
-    "  --beta1 X         (default 0.9)\n"
-    "  --beta2 X         (default 0.95)\n"
-    "  --eps X           (default 1e-8)\n"
-    "  --clip X          global gradient-norm clip, 0 = off (default 1.0)\n"
-    "run:\n"
-    "  --steps N         optimizer steps (default 1000)\n"
-    "  --eval-every N    val loss every N steps, 0 = only at the end (default 100)\n"
-    "  --val-batches N   the val set: the first N x batch x ranks windows of PREFIX_val.bin (the global\n"
-    "                    batch, so any rank count evaluates the same windows) (default 20)\n"
-    "  --seed S          RNG seed for init and data order (default 1337)\n"
-    "  --threads N       OpenMP threads per rank (default: $OMP_NUM_THREADS, else the CPUs the rank may use)\n"
-    "distributed (mpirun -np N / srun):\n"
-    "  --bucket-mb X     gradient allreduce bucket size in MiB (default 8: below glibc's 32 MiB mmap threshold)\n"
-    "  --zero 0|1        1: shard the AdamW moments over the ranks (ZeRO-1) (default 0)\n"
-    "checkpoints (RUN_DIR/ckpt_NNNNNNNN.h5, sharded HDF5):\n"
-    "  --ckpt-every N    checkpoint every N steps; 0 = only at the end (default 0)\n"
-    "  --keep K          keep only the newest K checkpoints; 0 = all (default 0)\n"
-    "  --stop-at N       end cleanly after step N, checkpointing it; the schedule still follows --steps\n"
-    "  --resume MODE     auto: newest checkpoint in RUN_DIR that verifies, else fresh; none: fresh\n"
-    "                    (refuses a RUN_DIR holding checkpoints); PATH: that file (default auto)\n"
-    "  SIGTERM/SIGUSR1   checkpoint at the end of the current step and exit 0 (preemption)\n"
-    "diagnostics:\n"
-    "  --profile         per-op time, share of the step, GFLOP/s, GB/s and heap allocations, printed at the end\n"
-    "  --dump-params F   at the end, write the parameters to F as raw float32 in checkpoint order\n"
-    "  --help\n";
+static const train_opts TRAIN_DEFAULTS = {
+    .layers = 4, .heads = 4, .embd = 256, .context = 0, .vocab = 0, .seq = 256, .batch = 8, .accum = 1,
+    .lr = 6e-4, .min_lr = 6e-5, .warmup = -1, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = 1.0,
+    .steps = 1000, .eval_every = 100, .val_batches = 20, .seed = 1337, .threads = 0, .max_skips = 5, .spike_z = 0.0,
+    .bucket_mb = 8.0, .zero = 0, .resume = "auto",
+};
+
+#define T_OPT(name, type, field, lo, hi, arg, help, section, local, resume) \
+    {name, type, offsetof(train_opts, field), lo, hi, arg, help, section, local, resume}
+#define FREE CLI_RESUME_FREE
+#define ANNOUNCE CLI_RESUME_ANNOUNCE
+#define REFUSE CLI_RESUME_REFUSE
+// Every flag of train. local = 1 only for what drives no collective and no data; every other flag
+// is agreed by all ranks at start (tests/ enumerate this table). The resume rule says how a value
+// that differs from the resumed run's is treated.
+static const cli_opt TRAIN_OPTIONS[] = {
+    T_OPT("data", CLI_STR, data, 0, 0, "PREFIX", "PREFIX_train.bin and PREFIX_val.bin (required; their contents are "
+          "agreed, not their paths)", "input and output:", 1, FREE),
+    T_OPT("run-dir", CLI_STR, run_dir, 0, 0, "DIR", "config.json, log.jsonl and the checkpoints (required)", NULL, 1,
+          FREE),
+    T_OPT("layers", CLI_INT, layers, 1, 1024, "L", "transformer blocks", "model:", 0, REFUSE),
+    T_OPT("heads", CLI_INT, heads, 1, 4096, "H", "attention heads, must divide --embd", NULL, 0, REFUSE),
+    T_OPT("embd", CLI_INT, embd, 1, 65536, "C", "embedding width", NULL, 0, REFUSE),
+    T_OPT("context", CLI_INT, context, 1, 65536, "N", "max sequence length of the model (default: --seq)", NULL, 0,
+          REFUSE),
+    T_OPT("vocab", CLI_INT, vocab, 2, 65536, "V", "vocabulary size (default: from the shard header, else 50257)", NULL,
+          0, REFUSE),
+    T_OPT("seq", CLI_INT, seq, 1, 65536, "T", "tokens per window", "batch:", 0, REFUSE),
+    T_OPT("batch", CLI_INT, batch, 1, 1 << 20, "B", "windows per rank per micro-step", NULL, 0, ANNOUNCE),
+    T_OPT("accum", CLI_INT, accum, 1, 1 << 20, "K", "micro-steps per optimizer step", NULL, 0, ANNOUNCE),
+    T_OPT("lr", CLI_DOUBLE, lr, 0, 10, "X", "peak learning rate", "optimizer (AdamW, warmup then cosine decay to "
+          "--min-lr):", 0, ANNOUNCE),
+    T_OPT("min-lr", CLI_DOUBLE, min_lr, 0, 10, "X", "final learning rate, absolute", NULL, 0, ANNOUNCE),
+    T_OPT("warmup", CLI_INT, warmup, 0, 1 << 30, "N", "warmup steps (default min(2000, steps/10))", NULL, 0, ANNOUNCE),
+    T_OPT("wd", CLI_DOUBLE, wd, 0, 10, "X", "weight decay on 2-D weights; lr x wd must be below 1", NULL, 0, ANNOUNCE),
+    T_OPT("beta1", CLI_DOUBLE, beta1, 0, 1, "X", "first-moment decay, in [0, 1)", NULL, 0, ANNOUNCE),
+    T_OPT("beta2", CLI_DOUBLE, beta2, 0, 1, "X", "second-moment decay, in [0, 1)", NULL, 0, ANNOUNCE),
+    T_OPT("eps", CLI_DOUBLE, eps, 0, 1, "X", "added to sqrt(v), > 0 as a float32", NULL, 0, ANNOUNCE),
+    T_OPT("clip", CLI_DOUBLE, clip, 0, 1e30, "X", "global gradient-norm clip, 0 = off", NULL, 0, ANNOUNCE),
+    T_OPT("steps", CLI_INT, steps, 1, 1 << 30, "N", "optimizer steps; fixes the schedule", "run:", 0, ANNOUNCE),
+    T_OPT("eval-every", CLI_INT, eval_every, 0, 1 << 30, "N", "val loss every N steps, 0 = only at the end", NULL, 0,
+          ANNOUNCE),
+    T_OPT("val-batches", CLI_INT, val_batches, 1, 1 << 20, "N", "the val set: the first N x batch x ranks windows of "
+          "PREFIX_val.bin (the global batch: any rank count evaluates the same windows)", NULL, 0, ANNOUNCE),
+    T_OPT("seed", CLI_U64, seed, 0, 9.2e18, "S", "RNG seed for init and data order", NULL, 0, REFUSE),
+    T_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else "
+          "$SLURM_CPUS_PER_TASK, else the CPUs the rank may use)", NULL, 1, FREE),
+    T_OPT("max-skips", CLI_INT, max_skips, 0, 1 << 20, "K", "a step whose loss or gradient norm is not finite (or "
+          "spikes) skips its update; K such steps in a row are allowed, the next stops the run (exit 1)", NULL, 0,
+          ANNOUNCE),
+    T_OPT("spike-z", CLI_DOUBLE, spike_z, 0, 1e6, "Z", "also skip a step whose loss or gradient norm is Z standard "
+          "deviations above the mean of the last 64 steps; 0 = off", NULL, 0, ANNOUNCE),
+    T_OPT("bucket-mb", CLI_DOUBLE, bucket_mb, 0.01, 1024, "X", "gradient allreduce bucket size in MiB (default 8: "
+          "below glibc's 32 MiB mmap threshold)", "distributed (mpirun -np N / srun):", 0, ANNOUNCE),
+    T_OPT("zero", CLI_INT, zero, 0, 1, "0|1", "1: shard the AdamW moments over the ranks (ZeRO-1)", NULL, 0, ANNOUNCE),
+    T_OPT("ckpt-every", CLI_INT, ckpt_every, 0, 1 << 30, "N", "checkpoint every N steps; 0 = only at the end",
+          "checkpoints (RUN_DIR/ckpt_NNNNNNNN.h5, sharded HDF5; SIGTERM/SIGUSR1 checkpoint at the end of the "
+          "current step and exit 75: requeue and resume):", 0, ANNOUNCE),
+    T_OPT("keep", CLI_INT, keep, 0, 1 << 20, "K", "keep only the newest K checkpoints; 0 = all", NULL, 0, ANNOUNCE),
+    T_OPT("stop-at", CLI_INT, stop_at, 1, 1 << 30, "N", "end cleanly after step N, checkpointing it; the schedule "
+          "still follows --steps (default: no)", NULL, 0, FREE),
+    T_OPT("resume", CLI_STR, resume, 0, 0, "MODE", "auto: the checkpoint RUN_DIR's `latest` names, else fresh; none: "
+          "fresh (refuses a RUN_DIR holding checkpoints); PATH: that file", NULL, 0, FREE),
+    T_OPT("init-from", CLI_STR, init_from, 0, 0, "PATH", "start a new run from this checkpoint's weights (a file, or "
+          "a run directory's latest; e.g. an llm.c model after `smallmind convert`): its model config, step 0, fresh "
+          "AdamW moments and schedule; model flags may be left out, else must match it; a RUN_DIR that already holds "
+          "checkpoints is resumed as usual (default: no)", NULL, 0, FREE),
+    T_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "per-op time, share of the step, GFLOP/s, GB/s and heap "
+          "allocations, printed at the end", "diagnostics:", 1, FREE),
+    T_OPT("dump-params", CLI_STR, dump_params, 0, 0, "F", "at the end, write the parameters to F as raw float32 in "
+          "checkpoint order (default: no)", NULL, 1, FREE),
+};
+#define N_TRAIN_OPTIONS ((int)(sizeof TRAIN_OPTIONS / sizeof TRAIN_OPTIONS[0]))
+
+const cli_opt *train_options(int *n_opts, size_t *values_size) {
+    *n_opts = N_TRAIN_OPTIONS;
+    *values_size = sizeof(train_opts);
+    return TRAIN_OPTIONS;
+}
+
+static const char TRAIN_HEAD[] = "usage: smallmind train --data PREFIX --run-dir DIR [options]\n";
+
+// A value that is legal as a double but not for the float32 arithmetic AdamW does
+static void check_float(const char *flag, double v, int ok, const char *what) {
+    if (!ok) sm_fatal(SM_EXIT_USAGE, "%s %g is %g as a float32: it must be %s (command line)", flag, v, (double)(float)v, what);
+}
 
 static void parse_train(int argc, char **argv, train_opts *o) {
-    *o = (train_opts){
-        .layers = 4, .heads = 4, .embd = 256, .context = 0, .vocab = 0, .seq = 256, .batch = 8, .accum = 1,
-        .lr = 6e-4, .min_lr = 6e-5, .warmup = -1, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = 1.0,
-        .steps = 1000, .eval_every = 100, .val_batches = 20, .seed = 1337, .threads = 0, .bucket_mb = 8.0, .zero = 0,
-        .resume = "auto",
-    };
-    enum { O_DATA = 256, O_RUN, O_LAYERS, O_HEADS, O_EMBD, O_CONTEXT, O_VOCAB, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR,
-           O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_STEPS, O_EVAL, O_VALB, O_SEED, O_THREADS, O_BUCKET, O_ZERO,
-           O_DUMP, O_STOPAT, O_CKPTEVERY, O_KEEP, O_RESUME, O_PROFILE, O_HELP };
-    static const struct option opts[] = {
-        {"data", required_argument, 0, O_DATA}, {"run-dir", required_argument, 0, O_RUN},
-        {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
-        {"embd", required_argument, 0, O_EMBD}, {"context", required_argument, 0, O_CONTEXT},
-        {"vocab", required_argument, 0, O_VOCAB}, {"seq", required_argument, 0, O_SEQ},
-        {"batch", required_argument, 0, O_BATCH}, {"accum", required_argument, 0, O_ACCUM},
-        {"lr", required_argument, 0, O_LR}, {"min-lr", required_argument, 0, O_MINLR},
-        {"warmup", required_argument, 0, O_WARMUP}, {"wd", required_argument, 0, O_WD},
-        {"beta1", required_argument, 0, O_B1}, {"beta2", required_argument, 0, O_B2},
-        {"eps", required_argument, 0, O_EPS}, {"clip", required_argument, 0, O_CLIP},
-        {"steps", required_argument, 0, O_STEPS}, {"eval-every", required_argument, 0, O_EVAL},
-        {"val-batches", required_argument, 0, O_VALB}, {"seed", required_argument, 0, O_SEED},
-        {"threads", required_argument, 0, O_THREADS}, {"bucket-mb", required_argument, 0, O_BUCKET},
-        {"zero", required_argument, 0, O_ZERO}, {"dump-params", required_argument, 0, O_DUMP},
-        {"stop-at", required_argument, 0, O_STOPAT}, {"ckpt-every", required_argument, 0, O_CKPTEVERY},
-        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME},
-        {"profile", no_argument, 0, O_PROFILE}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_DATA: o->data = optarg; break;
-        case O_RUN: o->run_dir = optarg; break;
-        case O_LAYERS: o->layers = (int)cli_int("--layers", optarg, 1, 1024); break;
-        case O_HEADS: o->heads = (int)cli_int("--heads", optarg, 1, 4096); break;
-        case O_EMBD: o->embd = (int)cli_int("--embd", optarg, 1, 65536); break;
-        case O_CONTEXT: o->context = (int)cli_int("--context", optarg, 1, 65536); break;
-        case O_VOCAB: o->vocab = (int)cli_int("--vocab", optarg, 2, 65536); break;
-        case O_SEQ: o->seq = (int)cli_int("--seq", optarg, 1, 65536); break;
-        case O_BATCH: o->batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case O_ACCUM: o->accum = (int)cli_int("--accum", optarg, 1, 1 << 20); break;
-        case O_LR: o->lr = cli_double("--lr", optarg, 0.0, 10.0); break;
-        case O_MINLR: o->min_lr = cli_double("--min-lr", optarg, 0.0, 10.0); break;
-        case O_WARMUP: o->warmup = (int)cli_int("--warmup", optarg, 0, 1 << 30); break;
-        case O_WD: o->wd = cli_double("--wd", optarg, 0.0, 10.0); break;
-        case O_B1: o->beta1 = cli_double("--beta1", optarg, 0.0, 0.999999); break;
-        case O_B2: o->beta2 = cli_double("--beta2", optarg, 0.0, 0.999999999); break;
-        case O_EPS: o->eps = cli_double("--eps", optarg, 0.0, 1.0); break;
-        case O_CLIP: o->clip = cli_double("--clip", optarg, 0.0, 1e30); break;
-        case O_STEPS: o->steps = (int)cli_int("--steps", optarg, 1, 1 << 30); break;
-        case O_EVAL: o->eval_every = (int)cli_int("--eval-every", optarg, 0, 1 << 30); break;
-        case O_VALB: o->val_batches = (int)cli_int("--val-batches", optarg, 1, 1 << 20); break;
-        case O_SEED: o->seed = (unsigned long long)cli_int("--seed", optarg, 0, 0x7fffffffffffffffL); break;
-        case O_THREADS: o->threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case O_BUCKET: o->bucket_mb = cli_double("--bucket-mb", optarg, 0.01, 1024.0); break;
-        case O_ZERO: o->zero = (int)cli_int("--zero", optarg, 0, 1); break;
-        case O_DUMP: o->dump_params = optarg; break;
-        case O_STOPAT: o->stop_at = (int)cli_int("--stop-at", optarg, 1, 1 << 30); break;
-        case O_CKPTEVERY: o->ckpt_every = (int)cli_int("--ckpt-every", optarg, 0, 1 << 30); break;
-        case O_KEEP: o->keep = (int)cli_int("--keep", optarg, 0, 1 << 20); break;
-        case O_RESUME: o->resume = optarg; break;
-        case O_PROFILE: o->profile = 1; break;
-        case O_HELP: fputs(TRAIN_USAGE, stdout); exit(SM_EXIT_OK);
-        default: cli_bad_option("train", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "train: unexpected argument '%s' (command line)", argv[optind]);
-    if (!o->data) sm_fatal(SM_EXIT_USAGE, "train: --data PREFIX is required (command line)");
-    if (!o->run_dir) sm_fatal(SM_EXIT_USAGE, "train: --run-dir DIR is required (command line)");
-    if (o->context == 0) o->context = o->seq;
-    if (o->seq > o->context)
+    *o = TRAIN_DEFAULTS;
+    cli_parse("train", TRAIN_HEAD, TRAIN_OPTIONS, N_TRAIN_OPTIONS, o, sizeof *o, argc, argv, NULL, 0);
+    if (!o->data || !o->data[0]) sm_fatal(SM_EXIT_USAGE, "train: --data PREFIX is required (command line)");
+    if (!o->run_dir || !o->run_dir[0]) sm_fatal(SM_EXIT_USAGE, "train: --run-dir DIR is required and not empty (command line)");
+    if (strlen(o->run_dir) > 3000)
+        sm_fatal(SM_EXIT_USAGE, "train: --run-dir is %zu characters; at most 3000 leave room for the files in it "
+                 "(command line)", strlen(o->run_dir));
+    if (o->init_from && strcmp(o->resume, "auto") != 0 && strcmp(o->resume, "none") != 0)
+        sm_fatal(SM_EXIT_USAGE, "--init-from starts a new run and --resume PATH continues one: give one of them "
+                 "(command line)");
+    if (o->context == 0 && !o->init_from) o->context = o->seq;   // with --init-from: the checkpoint's
+    if (o->seq > o->context && !o->init_from)
         sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model context --context %d (command line)", o->seq, o->context);
     if (o->min_lr > o->lr) sm_fatal(SM_EXIT_USAGE, "--min-lr %g exceeds --lr %g (command line)", o->min_lr, o->lr);
     if (!o->resume[0]) sm_fatal(SM_EXIT_USAGE, "--resume expects auto, none or a checkpoint path (command line)");
     if (o->warmup < 0) o->warmup = o->steps / 10 < 2000 ? o->steps / 10 : 2000;
+    // what AdamW computes in float32 must be representable: eps > 0 (else 0/0 for parameters that
+    // never get a gradient), betas below 1 (else 1 - beta^t = 0 in the bias correction), lr x wd < 1
+    // (else decay flips the sign of the weights)
+    check_float("--eps", o->eps, (float)o->eps > 0.0f, "> 0");
+    check_float("--beta1", o->beta1, (float)o->beta1 < 1.0f, "< 1");
+    check_float("--beta2", o->beta2, (float)o->beta2 < 1.0f, "< 1");
+    check_float("--lr", o->lr, isfinite((float)o->lr), "finite");
+    if ((float)o->lr * (float)o->wd >= 1.0f)
+        sm_fatal(SM_EXIT_USAGE, "--lr %g x --wd %g = %g: the decay would flip the weights' sign; it must be below 1 "
+                 "(command line)", o->lr, o->wd, o->lr * o->wd);
+    // sizes: the global batch and its tokens index the data in 64 bits; the per-rank batch's
+    // activations must be addressable
+    if ((uint64_t)o->batch * (uint64_t)o->accum > (1u << 30) ||
+        (uint64_t)o->batch * (uint64_t)o->seq > (uint64_t)INT32_MAX / 8)
+        sm_fatal(SM_EXIT_USAGE, "--batch %d x --accum %d x --seq %d is beyond what one rank can index (command line)",
+                 o->batch, o->accum, o->seq);
 }
 
 // Warmup: lr * (step+1)/(warmup+1) for step < warmup (nanoGPT); then cosine from lr to min_lr
@@ -237,28 +246,6 @@ static void write_config_json(const train_opts *o, const sm_model_config *cfg, i
     if (sm_write_file_atomic(path, j.buf, j.len, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
 }
 
-// FNV-1a over the bytes of a value: the configuration fingerprint every rank must share
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t config_fingerprint(const train_opts *o, const shard *train, const shard *val) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    const int ints[] = {o->layers, o->heads, o->embd, o->context, o->vocab, o->seq, o->batch, o->accum, o->warmup,
-                        o->steps, o->eval_every, o->val_batches, o->zero};
-    const double dbls[] = {o->lr, o->min_lr, o->wd, o->beta1, o->beta2, o->eps, o->clip, o->bucket_mb};
-    h = fnv1a(h, ints, sizeof ints);
-    h = fnv1a(h, dbls, sizeof dbls);
-    h = fnv1a(h, &o->seed, sizeof o->seed);
-    h = fnv1a(h, &train->n_tokens, sizeof train->n_tokens);
-    h = fnv1a(h, &val->n_tokens, sizeof val->n_tokens);
-    // a sample of the data itself, so different files of the same size are caught
-    for (size_t k = 0; k < 64; k++) h = fnv1a(h, &train->tokens[k * (train->n_tokens - 1) / 63], sizeof(uint16_t));
-    return h;
-}
-
 // Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption): the loop
 // checkpoints at the end of the step and exits cleanly.
 static volatile sig_atomic_t g_stop_signal;
@@ -273,34 +260,87 @@ static void install_stop_handlers(void) {
     SM_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "cannot install the SIGUSR1 handler");
 }
 
-// --resume: fills path with the checkpoint to load, or "" to start fresh. Collective.
-static void resolve_resume(const train_opts *o, char *path, size_t cap) {
-    char err[CKPT_ERR_MAX];
-    path[0] = '\0';
-    if (strcmp(o->resume, "auto") != 0 && strcmp(o->resume, "none") != 0) {
-        snprintf(path, cap, "%s", o->resume);
+
+// Start-time checks of what a run will write (rank 0): the run directory (a file created and
+// removed) and the --dump-params path (its temporary, as sm_write_file_atomic will write it), so
+// neither is found unwritable after hours of training.
+static void try_create(const char *path, const char *what) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) sm_fatal(SM_EXIT_USAGE, "%s is not writable: %s (%s)", what, strerror(errno), path);
+    close(fd);
+    unlink(path);
+}
+
+static void check_writable(const char *run_dir, const char *dump) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.write_test.%ld", run_dir, (long)getpid());
+    try_create(path, "the run directory");
+    if (dump) {
+        snprintf(path, sizeof path, "%s.tmp", dump);
+        try_create(path, "--dump-params");
+    }
+}
+
+
+// Every option's value as text, as one JSON object: what a checkpoint records of the run's flags.
+static void options_json(const train_opts *o, char *out, size_t cap) {
+    sm_json j;
+    sm_json_begin(&j);
+    for (int i = 0; i < N_TRAIN_OPTIONS; i++) {
+        char v[4200];
+        cli_value_str(&TRAIN_OPTIONS[i], o, v, sizeof v);
+        sm_json_str(&j, TRAIN_OPTIONS[i].name, v);
+    }
+    sm_json_end(&j);
+    j.buf[--j.len] = '\0';   // the line's newline
+    if ((size_t)snprintf(out, cap, "%s", j.buf) >= cap) out[0] = '\0';   // too long to record: not compared
+}
+
+// The flags of this run against those of the run that wrote the checkpoint (its JSON run_options):
+// each option's resume rule refuses a change (exit 2: the model, the seed, the windows) or
+// announces it (one line: the schedule, the optimizer, the batch, the cadences); the free ones
+// (threads, paths, diagnostics) pass silently.
+static void check_resumed_options(const train_opts *o, const char *recorded, const char *path, int rank) {
+    if (!recorded[0]) {
+        sm_info("resume: %s records no run options (an older checkpoint): flags not compared", path);
         return;
     }
-    ckpt_skipped skipped[8];
-    int n_skipped = 0;
-    int r = ckpt_find_latest(o->run_dir, path, cap, skipped, 8, &n_skipped, err, sizeof err);
-    if (strcmp(o->resume, "none") == 0) {
-        if (r != CKPT_FIND_NONE)
-            sm_fatal(SM_EXIT_USAGE, "--resume none but the run directory holds checkpoints: use --resume auto or "
-                     "another --run-dir (%s)", o->run_dir);
-        path[0] = '\0';
-        return;
+    json_error_t jerr;
+    json_t *root = json_loads(recorded, 0, &jerr);
+    if (!json_is_object(root))
+        comm_fatal_agreed(SM_EXIT_USAGE, "the checkpoint's run_options are not a JSON object: %s (%s)", jerr.text, path);
+    for (int i = 0; i < N_TRAIN_OPTIONS; i++) {
+        const cli_opt *opt = &TRAIN_OPTIONS[i];
+        const char *was = json_string_value(json_object_get(root, opt->name));
+        char now[4200];
+        cli_value_str(opt, o, now, sizeof now);
+        if (!was || !strcmp(was, now) || opt->resume == CLI_RESUME_FREE) continue;
+        if (opt->resume == CLI_RESUME_REFUSE) {
+            char msg[10000];
+            snprintf(msg, sizeof msg, "--%s was %s in the run that wrote the checkpoint and is %s now: it may not "
+                     "change on resume (%s)", opt->name, was[0] ? was : "unset", now[0] ? now : "unset", path);
+            json_decref(root);
+            comm_fatal_agreed(SM_EXIT_USAGE, "%s", msg);
+        }
+        if (rank == 0) sm_info("resume: --%s changes from %s to %s", opt->name, was[0] ? was : "unset", now[0] ? now : "unset");
     }
-    for (int i = 0; i < n_skipped && i < 8; i++)
-        if (sm_log_rank() == 0) sm_warn("skipping damaged checkpoint %s: %s", skipped[i].name, skipped[i].reason);
-    if (r < 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    if (r == CKPT_FIND_NONE) path[0] = '\0';
+    json_decref(root);
 }
 
 // One `step` event: the figures of train_step and the loop's timing.
 static void log_step(runlog *log, int step, const train_step_stats *st, float lr, double tok_s, double ms,
                      uint64_t allocs) {
     sm_json j;
+    if (st->skipped) {
+        sm_json_begin(&j);
+        sm_json_str(&j, "event", "skip");
+        sm_json_int(&j, "step", step);
+        sm_json_str(&j, "reason", st->skipped);
+        sm_json_num(&j, "loss", "%.6f", st->loss);
+        sm_json_num(&j, "grad_norm", "%.6f", st->grad_norm);
+        sm_json_end(&j);
+        runlog_write(log, &j);
+    }
     sm_json_begin(&j);
     sm_json_str(&j, "event", "step");
     sm_json_int(&j, "step", step);
@@ -320,69 +360,203 @@ static void log_step(runlog *log, int step, const train_step_stats *st, float lr
     runlog_write(log, &j);
 }
 
+// What a run reads and checks before its ranks' first collective: the options, the shards and
+// their tokens, the model config, the loaders and the val set. Usage errors here are deferred
+// (sm_usage_defer) and agreed by cmd_train.
+typedef struct {
+    train_opts o;
+    int threads;
+    char train_path[4096], val_path[4096];
+    shard train_shard, val_shard;
+    sm_model_config cfg;
+    uint64_t data_hash;
+    double t_check;
+    loader train_loader, val_loader;
+    uint64_t val_windows;
+    train_opts given;        // --init-from: the model flags the command line gives (0: left out)
+    char init_path[4096];    // --init-from: the checkpoint file (a run directory resolved)
+    sm_model_config init_cfg;
+} train_start;
+
+// --init-from takes the model from the checkpoint, so the model flags the command line gives must
+// agree with it: the options are parsed again over values no flag can take (0: not given).
+static void model_flags_given(int argc, char **argv, train_opts *given) {
+    *given = TRAIN_DEFAULTS;
+    given->layers = given->heads = given->embd = given->context = given->vocab = 0;
+    cli_parse("train", TRAIN_HEAD, TRAIN_OPTIONS, N_TRAIN_OPTIONS, given, sizeof *given, argc, argv, NULL, 0);
+}
+
+// An llm.c .bin given to --init-from: say how to convert it (the checkpoint reader would only say
+// "not HDF5"). Deferred usage error.
+static void refuse_llmc_file(const char *path) {
+    int32_t magic = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return;   // the checkpoint reader names the problem
+    ssize_t n = read(fd, &magic, sizeof magic);
+    close(fd);
+    if (n == (ssize_t)sizeof magic && magic == 20240326)   // llm.c's checkpoint magic (convert.c)
+        sm_fatal(SM_EXIT_USAGE, "--init-from takes an HDF5 checkpoint and this is an llm.c .bin: convert it first, "
+                 "smallmind convert --from %s --to FILE.h5 (%s)", path, path);
+}
+
+// --init-from: the checkpoint's model config into r->init_cfg (NULL without the flag). Reads the
+// file as eval does (a file or a run directory; a bad one is one line, exit 2) and frees the
+// weights again: the trainer loads them into its own arena once built, so that two copies never
+// coexist. Collective (the ranks first agree on the flag, or none would read alone).
+static const sm_model_config *init_from_config(train_start *r) {
+    const cli_opt *opt = NULL;
+    for (int i = 0; i < N_TRAIN_OPTIONS; i++)
+        if (!strcmp(TRAIN_OPTIONS[i].name, "init-from")) opt = &TRAIN_OPTIONS[i];
+    if (!comm_all_equal_u64(cli_fingerprint(opt, 1, &r->o)))
+        comm_fatal_agreed(SM_EXIT_USAGE, "ranks disagree on --init-from (command line)");
+    if (!r->o.init_from) return NULL;
+    gpt2_weights w;
+    ckpt_meta meta;
+    infer_load_weights(r->o.init_from, &w, &meta, r->init_path, sizeof r->init_path);
+    r->init_cfg = w.cfg;
+    gpt2_weights_free(&w);
+    return &r->init_cfg;
+}
+
+// init: the --init-from checkpoint's config, or NULL (the model from the flags).
+static void start_run(train_start *r, const sm_model_config *init, comm_topology *topo) {
+    train_opts *o = &r->o;
+    char err[1024];
+    if (init) {
+        const struct { const char *flag; int given, file; } m[] = {
+            {"--layers", r->given.layers, init->n_layer},      {"--heads", r->given.heads, init->n_head},
+            {"--embd", r->given.embd, init->n_embd},           {"--context", r->given.context, init->max_seq_len},
+            {"--vocab", r->given.vocab, init->vocab_size},
+        };
+        for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+            if (m[i].given && m[i].given != m[i].file)
+                sm_fatal(SM_EXIT_USAGE, "%s %d disagrees with the --init-from checkpoint's %d: the model is the "
+                         "checkpoint's; leave %s out (%s)", m[i].flag, m[i].given, m[i].file, m[i].flag, r->init_path);
+        if (o->seq > init->max_seq_len)
+            sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the --init-from checkpoint's context %d (%s)", o->seq,
+                     init->max_seq_len, r->init_path);
+    }
+    // --threads, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs this rank may use
+    r->threads = comm_set_threads(topo, o->threads);
+
+    // data: the train shard (and val) of PREFIX
+    snprintf(r->train_path, sizeof r->train_path, "%s_train.bin", o->data);
+    snprintf(r->val_path, sizeof r->val_path, "%s_val.bin", o->data);
+    const int vocab = init ? init->vocab_size : o->vocab;   // 0: the shard header's
+    if (shard_open(&r->train_shard, r->train_path, vocab, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (shard_open(&r->val_shard, r->val_path, vocab ? vocab : r->train_shard.vocab_size, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+
+    sm_model_config *cfg = &r->cfg;
+    *cfg = (sm_model_config){
+        .n_layer = o->layers, .n_head = o->heads, .n_embd = o->embd, .max_seq_len = o->context,
+        .vocab_size = o->vocab                       ? o->vocab
+                      : r->train_shard.vocab_size ? r->train_shard.vocab_size
+                                                  : tokenizer_vocab_size(r->train_shard.tokenizer),
+    };
+    // the tokenizer travels from the shard header into the checkpoint as a fact
+    if (r->val_shard.tokenizer != r->train_shard.tokenizer)
+        sm_fatal(SM_EXIT_USAGE, "%s holds %s tokens but %s holds %s tokens (%s)", r->train_path,
+                 tokenizer_name(r->train_shard.tokenizer), r->val_path, tokenizer_name(r->val_shard.tokenizer), o->data);
+    snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%s", tokenizer_name(r->train_shard.tokenizer));
+    if (init && strcmp(init->tokenizer, cfg->tokenizer) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s holds %s tokens but the --init-from checkpoint's tokenizer is %s (%s)",
+                 r->train_path, cfg->tokenizer, init->tokenizer, r->init_path);
+    if (init) *cfg = *init;
+    if (gpt2_config_validate(cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
+
+    // every token of both shards against the vocabulary, now rather than when its window comes up
+    r->t_check = sm_now_s();
+    const shard *shards[2] = {&r->train_shard, &r->val_shard};
+    for (int k = 0; k < 2; k++) {
+        size_t at;
+        uint16_t top = shard_max_token(shards[k], &at);
+        if (top >= cfg->vocab_size)
+            sm_fatal(SM_EXIT_USAGE, "token %u at position %zu is outside the vocabulary of %d%s (%s)", top, at,
+                     cfg->vocab_size, o->vocab ? " (--vocab)" : "", shards[k]->path);
+        r->data_hash = r->data_hash * 0x9E3779B97F4A7C15ull ^ shard_hash(shards[k]);
+    }
+    r->t_check = sm_now_s() - r->t_check;
+
+    if (loader_init(&r->train_loader, &r->train_shard, o->seq, 1, o->seed, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (loader_init(&r->val_loader, &r->val_shard, o->seq, 0, o->seed, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    // the val set: the first --val-batches x batch x ranks windows of the val shard (the global
+    // micro-batch), the same at any rank count; checked here, not at the first evaluation
+    r->val_windows = (uint64_t)o->val_batches * (uint64_t)o->batch * (uint64_t)topo->world_size;
+    if (r->val_windows > r->val_loader.n_windows)
+        sm_fatal(SM_EXIT_USAGE, "--val-batches %d x --batch %d x %d ranks = %llu val windows of %d+1 tokens, but %s "
+                 "holds %zu: lower --val-batches", o->val_batches, o->batch, topo->world_size,
+                 (unsigned long long)r->val_windows, o->seq, r->val_path, r->val_loader.n_windows);
+}
+
 int cmd_train(int argc, char **argv) {
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
-    train_opts o;
-    parse_train(argc, argv, &o);
+    install_stop_handlers();   // before start-up, so that a preemption notice cannot kill the rank
+    static train_start r;   // static: large, and outside the frame setjmp saves
+    jmp_buf start;
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        parse_train(argc, argv, &r.o);
+        if (r.o.init_from) {
+            model_flags_given(argc, argv, &r.given);
+            refuse_llmc_file(r.o.init_from);
+        }
+    }
+    comm_usage_agree();   // a usage error on any rank ends every rank here, printed once
+    static const sm_model_config *init;   // --init-from: the checkpoint's model (static: across setjmp)
+    init = init_from_config(&r);
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        start_run(&r, init, &topo);
+    }
+    comm_usage_agree();
+    // the ranks agree on every flag that is not local and on every byte of the data
+    if (!comm_all_equal_u64(cli_fingerprint(TRAIN_OPTIONS, N_TRAIN_OPTIONS, &r.o) ^ r.data_hash))
+        comm_fatal_agreed(SM_EXIT_USAGE, "ranks disagree on the configuration: flags or data files differ between ranks (%s)",
+                 r.train_path);
+    const train_opts o = r.o;
+    const sm_model_config cfg = r.cfg;
+    const int threads = r.threads;
+    const uint64_t val_windows = r.val_windows;
+    const char *train_path = r.train_path, *val_path = r.val_path;
+    shard *train_shard = &r.train_shard, *val_shard = &r.val_shard;
+    loader *train_loader = &r.train_loader, *val_loader = &r.val_loader;
+    char err[1024];
+    // a log or checkpoint outgrowing `ulimit -f` must fail its write (and be reported), not kill us
+    signal(SIGXFSZ, SIG_IGN);
     prof_enable(o.profile);
-
-    int threads = o.threads;
-    if (!threads && getenv("OMP_NUM_THREADS")) threads = omp_get_max_threads();
-    if (!threads) threads = topo.n_cpus;
-    omp_set_num_threads(threads);
     kernels_flush_denormals(1);   // see kernels.h: denormal AdamW moments would slow every step
-
-    // data: the train shard (and val) of PREFIX
-    char train_path[4096], val_path[4096], err[1024];
-    snprintf(train_path, sizeof train_path, "%s_train.bin", o.data);
-    snprintf(val_path, sizeof val_path, "%s_val.bin", o.data);
-    shard train_shard, val_shard;
-    if (shard_open(&train_shard, train_path, o.vocab, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    if (shard_open(&val_shard, val_path, o.vocab ? o.vocab : train_shard.vocab_size, err, sizeof err) != 0)
-        sm_fatal(SM_EXIT_USAGE, "%s", err);
-
-    sm_model_config cfg = {
-        .n_layer = o.layers, .n_head = o.heads, .n_embd = o.embd, .max_seq_len = o.context,
-        .vocab_size = o.vocab ? o.vocab : (train_shard.vocab_size ? train_shard.vocab_size : 50257),
-    };
-    snprintf(cfg.tokenizer, sizeof cfg.tokenizer, "%s", cfg.vocab_size == 256 ? "byte" : "gpt2");
-    if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
-
-    if (!comm_all_equal_u64(config_fingerprint(&o, &train_shard, &val_shard)))
-        sm_fatal(SM_EXIT_USAGE, "ranks disagree on the configuration: flags or data files differ between ranks (%s)",
-                 train_path);
-
-    loader train_loader, val_loader;
-    if (loader_init(&train_loader, &train_shard, o.seq, 1, o.seed, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    if (loader_init(&val_loader, &val_shard, o.seq, 0, o.seed, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    // the val set: the first --val-batches x batch x ranks windows of the val shard (the global
-    // micro-batch), the same at any rank count; checked here, not at the first evaluation
-    const uint64_t val_windows = (uint64_t)o.val_batches * (uint64_t)o.batch * (uint64_t)topo.world_size;
-    if (val_windows > val_loader.n_windows)
-        sm_fatal(SM_EXIT_USAGE, "--val-batches %d x --batch %d x %d ranks = %llu val windows of %d+1 tokens, but %s "
-                 "holds %zu: lower --val-batches", o.val_batches, o.batch, topo.world_size,
-                 (unsigned long long)val_windows, o.seq, val_path, val_loader.n_windows);
     double *val_per_window = sm_arena(val_windows * sizeof(double));
 
     if (topo.rank == 0) {
         make_dir(o.run_dir);
-        write_config_json(&o, &cfg, topo.world_size, threads);
+        check_writable(o.run_dir, o.dump_params);
     }
     comm_barrier();   // the run directory exists for every rank from here on
+    // [slurm] more than one node: every rank must see this run directory (a shared filesystem)
+    if (topo.n_nodes > 1 && ckpt_check_shared_dir(o.run_dir, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    // one trainer per run directory: a second one stops here, naming the holder (pid, host)
+    static ckpt_lock lock;   // held for the life of the process; the kernel releases it at exit
+    if (ckpt_lock_run_dir(o.run_dir, &lock, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     comm_print_topology(&topo, threads);
+    sm_info("data: every token of both shards checked against V=%d and hashed in %.3f s", cfg.vocab_size, r.t_check);
 
     trainer tr;
     trainer_build(&tr, &cfg, o.batch, o.seq, o.accum, o.bucket_mb, o.zero, o.seed, &topo);
 
-    const int global_batch = o.batch * o.accum * topo.world_size;
+    // a run directory that cannot hold one checkpoint is refused now, not at the first save
+    if (ckpt_check_space(o.run_dir, &tr.w.params, NULL, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    const uint64_t global_batch = (uint64_t)o.batch * (uint64_t)o.accum * (uint64_t)topo.world_size;
     sm_info("model: L=%d H=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters", cfg.n_layer, cfg.n_head, cfg.n_embd,
             cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, tr.w.n_params);
     sm_info("data: %s (%zu tokens, %zu windows of %d+1), val %s (%zu tokens, %llu windows)", train_path,
-            train_shard.n_tokens, train_loader.n_windows, o.seq, val_path, val_shard.n_tokens,
+            train_shard->n_tokens, train_loader->n_windows, o.seq, val_path, val_shard->n_tokens,
             (unsigned long long)val_windows);
-    sm_info("batch: %d per rank x %d accum x %d ranks = %d windows = %d tokens per step", o.batch, o.accum,
-            topo.world_size, global_batch, global_batch * o.seq);
+    sm_info("batch: %d per rank x %d accum x %d ranks = %llu windows = %llu tokens per step", o.batch, o.accum,
+            topo.world_size, (unsigned long long)global_batch, (unsigned long long)(global_batch * (uint64_t)o.seq));
     sm_info("optimizer: AdamW lr %g -> %g (warmup %d, cosine), betas %g/%g, eps %g, wd %g, clip %g; %d steps, seed %llu",
             o.lr, o.min_lr, o.warmup, o.beta1, o.beta2, o.eps, o.wd, o.clip, o.steps, o.seed);
     sm_info("gradient sync: %d buckets of <= %g MiB%s", comm_gradsync_figures(&tr.sync).n_buckets, o.bucket_mb,
@@ -394,45 +568,73 @@ int cmd_train(int argc, char **argv) {
     uint64_t cursor0 = 0, tokens0 = 0;
     sm_rng rng;   // the run's generator (saved and restored; nothing in a step draws from it yet)
     sm_rng_seed(&rng, o.seed, 1000 + (uint64_t)topo.rank);
-    char resume_path[4096] = "";
-    resolve_resume(&o, resume_path, sizeof resume_path);
+    // --resume: decided here without changing RUN_DIR; carried out once every check has passed
+    ckpt_resume res;
+    if (ckpt_resolve_resume(o.run_dir, o.resume, ckpt_layout_gpt2, &res, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    for (int i = 0; i < res.n_notes; i++)
+        if (topo.rank == 0) sm_warn("%s", res.notes[i]);
+    const char *resume_path = res.path;
     if (resume_path[0]) {
         ckpt_stats st;
         if (ckpt_load(resume_path, &cfg, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, &st, err,
                       sizeof err) != 0)
             sm_fatal(SM_EXIT_USAGE, "%s", err);
         step0 = meta.step;
+        if (step0 == 0)   // only `convert` writes step 0: weights without a run to continue
+            sm_fatal(SM_EXIT_USAGE, "a step-0 checkpoint holds weights only (e.g. from `smallmind convert`), no run to "
+                     "resume: start a new run from it with --init-from (%s)", resume_path);
         cursor0 = meta.data_cursor;
         tokens0 = meta.tokens_seen;
         if (meta.rng_restored) {
             // nothing in a step draws from the run's generator yet, so the stored state is the
             // seeded one: a different --seed would silently change the data order
             if (memcmp(&meta.rng, &rng, sizeof rng) != 0)
-                sm_fatal(SM_EXIT_USAGE, "--seed %llu is not the seed this run was started with: the data order would "
-                         "change; resume with the original --seed (%s)", o.seed, resume_path);
+                comm_fatal_agreed(SM_EXIT_USAGE, "--seed %llu is not the seed this run was started with: the data "
+                                  "order would change; resume with the original --seed (%s)", o.seed, resume_path);
             rng = meta.rng;
         }
+        // every flag against the run that wrote the checkpoint: refused or announced, one line each
+        check_resumed_options(&o, meta.run_options, resume_path, topo.rank);
         sm_info("resumed from %s: step %d, %llu tokens seen, data cursor %llu (%.2f s, %.2f GB/s)", resume_path, step0,
                 (unsigned long long)tokens0, (unsigned long long)cursor0, st.seconds,
                 st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0);
         if (meta.world_size != topo.world_size)
-            sm_info("world size changed: %d ranks wrote the checkpoint, %d resume it; global batch %d windows now "
-                    "(was %d with these --batch/--accum)", meta.world_size, topo.world_size, global_batch,
-                    o.batch * o.accum * meta.world_size);
+            sm_info("world size changed: %d ranks wrote the checkpoint, %d resume it; global batch %llu windows now "
+                    "(was %llu with these --batch/--accum)", meta.world_size, topo.world_size,
+                    (unsigned long long)global_batch, (unsigned long long)o.batch * o.accum * meta.world_size);
         if (step0 >= o.steps) {
             sm_info("checkpoint is at step %d, --steps is %d: nothing to do", step0, o.steps);
+            ckpt_resume_free(&res);
             sm_free(val_per_window);
             trainer_free(&tr);
             comm_finalize();
             return SM_EXIT_OK;
         }
+        if (init) sm_info("--init-from %s not used: this run directory's checkpoint is resumed", r.init_path);
+    } else if (init) {
+        // a new run from the checkpoint's weights: step 0, the moments trainer_build zeroed, lr schedule
+        // and data order from the start
+        ckpt_meta im;
+        ckpt_stats st;
+        if (ckpt_load(r.init_path, &cfg, &im, &tr.w.params, NULL, NULL, 0, 0, &st, err, sizeof err) != 0)
+            sm_fatal(SM_EXIT_USAGE, "%s", err);
+        sm_info("initialised from %s (its step %d): its weights, step 0, fresh AdamW moments and schedule (%.2f s)",
+                r.init_path, im.step, st.seconds);
     }
-    runlog log = {0};
+    // the resume is accepted: move an abandoned branch aside, point `latest` at what was loaded
+    if (ckpt_adopt_resume(o.run_dir, &res, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+    snprintf(meta.parent, sizeof meta.parent, "%s", res.parent);   // what the first save continues
+    ckpt_resume_free(&res);
+    if (topo.rank == 0) write_config_json(&o, &cfg, topo.world_size, threads);
+    runlog log = {.fd = -1};
     if (topo.rank == 0 && runlog_open(&log, o.run_dir, step0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
-    install_stop_handlers();
+    int exit_status = SM_EXIT_OK;   // SM_EXIT_STOPPED (75) when a signal stopped the run early
 
     const adamw_hparams hp0 = {.lr = (float)o.lr, .beta1 = (float)o.beta1, .beta2 = (float)o.beta2, .eps = (float)o.eps,
                                .weight_decay = (float)o.wd};
+    tr.spike_z = o.spike_z;
+    int skips_in_a_row = 0;
     for (int step = step0; step < o.steps; step++) {
         sm_mark_step(step + 1);
         prof_step_begin();
@@ -441,26 +643,38 @@ int cmd_train(int argc, char **argv) {
         adamw_hparams hp = hp0;
         hp.lr = (float)lr_at(&o, step);
         train_step_stats st;
-        uint64_t cursor = cursor0 + (uint64_t)(step - step0) * (uint64_t)global_batch;
-        train_step(&tr, &train_loader, cursor, &hp, (float)o.clip, step + 1, &st);
+        uint64_t cursor = cursor0 + (uint64_t)(step - step0) * global_batch;
+        train_step(&tr, train_loader, cursor, &hp, (float)o.clip, step + 1, &st);
         prof_step_end((long)o.batch * o.seq * o.accum);
         double ms = (sm_now_s() - t0) * 1e3;
         double tok_s = (double)global_batch * o.seq / (ms * 1e-3);
         sm_mark_step(-(step + 1));
-        if (!isfinite(st.loss))
-            sm_fatal(SM_EXIT_RUNTIME, "loss is %f at step %d: training diverged (lower --lr?)", st.loss, step + 1);
         if (topo.rank == 0) {
-            printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | %.1f ms\n", step + 1, o.steps, st.loss,
-                   hp.lr, st.grad_norm, tok_s, ms);
+            if (st.skipped)
+                printf("step %5d/%d | loss %.4f | norm %.3f | update SKIPPED (%s) | %.1f ms\n", step + 1, o.steps,
+                       st.loss, st.grad_norm, st.skipped, ms);
+            else
+                printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | %.1f ms\n", step + 1, o.steps,
+                       st.loss, hp.lr, st.grad_norm, tok_s, ms);
             fflush(stdout);
             log_step(&log, step + 1, &st, hp.lr, tok_s, ms, sm_alloc_count() - allocs0);
+        }
+        skips_in_a_row = st.skipped ? skips_in_a_row + 1 : 0;
+        if (skips_in_a_row > o.max_skips) {   // every rank decided the same skips
+            if (topo.rank == 0) runlog_close(&log);
+            comm_fatal_agreed(SM_EXIT_RUNTIME, "%d steps in a row were skipped (the last: %s %s at step %d); stopping with the "
+                     "last good checkpoint intact (lower --lr? raise --max-skips?) (%s)", skips_in_a_row,
+                     st.skipped, strcmp(st.skipped, "spike") ? "not finite" : "spiked", step + 1, o.run_dir);
         }
         int done = step + 1;
         if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
             eval_sums vs;
-            eval_windows(&tr.w, &tr.st.acts, tr.inputs, tr.targets, &val_loader, val_windows, o.batch * topo.world_size,
+            eval_windows(&tr.w, &tr.st.acts, tr.inputs, tr.targets, val_loader, val_windows, o.batch * topo.world_size,
                          topo.rank, topo.world_size, val_per_window, &vs);
             float val = (float)(vs.loss_sum / (double)vs.tokens);
+            if (!isfinite(val))   // the same sum on every rank
+                comm_fatal_agreed(SM_EXIT_RUNTIME, "the val loss is %f after step %d: the parameters are no longer finite; "
+                         "nothing was committed, the last good checkpoint is intact (%s)", val, done, o.run_dir);
             if (topo.rank == 0) {
                 printf("step %5d/%d | val loss %.4f\n", done, o.steps, val);
                 sm_json j;
@@ -478,16 +692,18 @@ int cmd_train(int argc, char **argv) {
         int stop_here = stop || done == o.stop_at;
         if (stop_here || done == o.steps || (o.ckpt_every > 0 && done % o.ckpt_every == 0)) {
             meta.step = done;
-            meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * (uint64_t)global_batch * (uint64_t)o.seq;
-            meta.data_cursor = cursor0 + (uint64_t)(done - step0) * (uint64_t)global_batch;
+            meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * global_batch * (uint64_t)o.seq;
+            meta.data_cursor = cursor0 + (uint64_t)(done - step0) * global_batch;
             meta.rng = rng;
             meta.cfg = cfg;
             meta.optim = (ckpt_optim){.lr = o.lr, .min_lr = o.min_lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
                                       .weight_decay = o.wd, .warmup = o.warmup, .total_steps = o.steps};
+            options_json(&o, meta.run_options, sizeof meta.run_options);
             ckpt_stats cst;
             if (ckpt_save(o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, o.keep, &cst, err,
                           sizeof err) != 0)
                 sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+            ckpt_name(meta.parent, sizeof meta.parent, done);   // the next save continues this one
             if (topo.rank == 0) {
                 char path[4096];
                 ckpt_path(path, sizeof path, o.run_dir, done);
@@ -508,15 +724,20 @@ int cmd_train(int argc, char **argv) {
             }
         }
         if (stop_here && done < o.steps) {
-            sm_info("stopped after step %d (%s); resume with the same command", done,
+            sm_info("stopped after step %d (%s); resume with --resume auto", done,
                     stop ? "signal" : "--stop-at");
+            if (stop) exit_status = SM_EXIT_STOPPED;
             break;
         }
     }
 
     if (o.profile && topo.rank == 0) {
         prof_print(stdout, 0);
-        prof_print(log.f, 1);
+        FILE *lf = runlog_stream(&log);
+        if (lf) {
+            prof_print(lf, 1);
+            if (fclose(lf) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot write the log's profile (%s)", log.path);
+        }
     }
     runlog_close(&log);
     if (o.dump_params && topo.rank == 0) {
@@ -533,10 +754,10 @@ int cmd_train(int argc, char **argv) {
     }
     sm_free(val_per_window);
     trainer_free(&tr);
-    loader_free(&train_loader);
-    loader_free(&val_loader);
-    shard_close(&train_shard);
-    shard_close(&val_shard);
+    loader_free(train_loader);
+    loader_free(val_loader);
+    shard_close(train_shard);
+    shard_close(val_shard);
     comm_finalize();
-    return SM_EXIT_OK;
+    return exit_status;
 }

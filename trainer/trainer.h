@@ -41,6 +41,10 @@ enum {
 int gpt2_config_validate(sm_model_config *cfg, char *err, size_t errlen);
 // Parameter shapes for a config, in checkpoint order (f32).
 void gpt2_param_table(sm_table *tab, const sm_model_config *cfg);
+// The checkpoints' view of the model (checkpoints.h's ckpt_layout_fn): the parameter tensors a
+// GPT-2 of config cfg has, after checking cfg (gpt2_config_validate, and padded_vocab_size as it
+// follows from vocab_size). 0, or -1 with a reason in err.
+int ckpt_layout_gpt2(const sm_model_config *cfg, sm_table *params, char *err, size_t errlen);
 // True for the tensors that get weight decay: the 2-D weights (wte, wpe, qkvw, attprojw, fcw,
 // fcprojw), as GPT-2 trainers do.
 int gpt2_param_decays(int param_index);
@@ -156,6 +160,9 @@ typedef struct {
 void eval_windows(const gpt2_weights *w, gpt2_acts *a, int *inputs, int *targets, loader *ld, uint64_t n_windows,
                   int B_global, int rank, int world, double *per_window, eval_sums *out);
 
+// A checkpoint argument as a file path: a run directory means the checkpoint its `latest` names
+// (read without blocking); anything else is taken as it is. Errors: one line, exit 2.
+void ckpt_arg_path(const char *arg, char *path, size_t cap);
 // Loads a checkpoint's weights for inference (eval, generate): arg is a checkpoint file, or a run
 // directory meaning the checkpoint its `latest` names. Builds w from the file's config; meta gets the
 // file's metadata and path_out its path. Collective. Errors: one line, exit 2.
@@ -220,11 +227,26 @@ double grad_sumsq(const sm_table *grads, size_t lo, size_t hi);
 // One data-parallel training run (step.c): the objects, the gradient sync wired to backward, and
 // the step that train and bench both run.
 
+// The loss-spike detector of llm.c (outlier_detector.h): z-scores against the last
+// OUTLIER_WINDOW values (0 until the window holds 8).
+#define OUTLIER_WINDOW 64
+typedef struct {
+    double x[OUTLIER_WINDOW];
+    int n, at;
+} outlier_window;
+double outlier_z(const outlier_window *w, double x);
+void outlier_push(outlier_window *w, double x);
+
 typedef struct {
     gpt2_weights w;
     gpt2_train st;
     adamw_state opt;
     comm_gradsync sync;
+    double spike_z;        // skip a step whose loss or grad norm has z above this (0: off)
+    uint64_t nan_steps;    // fault injection for tests: bit t-1 set = step t's loss reads NaN
+                           // ($SMALLMIND_INJECT_NAN, a comma-separated list of steps <= 64)
+    uint64_t spike_steps;  // ... reads 100x its value ($SMALLMIND_INJECT_SPIKE)
+    outlier_window loss_w, norm_w;   // the last good steps' losses and grad norms
     int rank, world;       // MPI_COMM_WORLD
     int B, T, accum;       // per-rank micro-batch of B windows of T tokens; micro-batches per step
     int zero;              // ZeRO-1: moments sharded over the ranks
@@ -232,6 +254,8 @@ typedef struct {
 } trainer;
 
 typedef struct {
+    const char *skipped;   // NULL, or why the update was skipped: "loss" or "grad_norm" (not finite),
+                           // "spike" (beyond spike_z); parameters and moments are then untouched
     float loss;         // mean per-token loss over the global batch
     float grad_norm;    // global L2 norm of the mean gradient, before clipping
     double fwd_ms, bwd_ms, opt_ms;   // this rank's forward, backward, and wait-to-update times
@@ -247,7 +271,9 @@ void trainer_free(trainer *tr);
 // `cursor` of data's stream: accum micro-batches of B windows per rank (micro-step a gives rank r
 // the windows from cursor + (a*ranks + r)*B), the gradients summed over ranks as backward produces
 // them (the loss is scaled by 1/(B*T*accum*ranks), so the sum is the mean), clipped to norm clip
-// (0: off), then AdamW with h. Collective; allocates nothing after the first call.
+// (0: off), then AdamW with h — unless the loss or the gradient norm is not finite, or spikes
+// (spike_z), when the update is skipped (out->skipped says why; every rank decides alike).
+// Collective; allocates nothing after the first call.
 void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams *h, float clip, int t,
                 train_step_stats *out);
 
@@ -256,15 +282,19 @@ void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams 
 // config.json. Strings are escaped (sm_json in common.h).
 
 typedef struct {
-    FILE *f;
+    int fd;            // -1: closed (ranks other than 0 hold a closed log)
+    uint64_t size;     // bytes of whole lines written so far
     char path[4096];
 } runlog;
 
 // Opens RUN_DIR/log.jsonl: fresh at step0 = 0; on resume the events up to step0 are kept (those
 // after it will be written again). 0, or -1 with a reason in err.
 int runlog_open(runlog *l, const char *run_dir, int step0, char *err, size_t errlen);
-// Writes one JSON object as a line and flushes; failures end the run (exit 1).
+// Writes one JSON object as a line, in one write; a failed or short write is cut back off (the
+// log holds whole lines only) and ends the run (exit 1).
 void runlog_write(runlog *l, const sm_json *j);
+// A stdio stream appending to the log (for prof_print's JSON line), or NULL; fclose it after.
+FILE *runlog_stream(runlog *l);
 void runlog_close(runlog *l);
 
 // =============================================================================================
@@ -303,7 +333,45 @@ int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);   // tokenize.c
+int cmd_convert(int argc, char **argv);    // convert.c: llm.c .bin <-> HDF5 checkpoints
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
+int bench_tokenizer(int argc, char **argv);    // `smallmind bench tokenizer` (bench_tokenizer.c)
+
+// Options as tables: one row per long option, which the parser, the usage text, the start-up
+// agreement between ranks (cli_fingerprint) and the resume checks all walk.
+typedef enum { CLI_INT, CLI_U64, CLI_DOUBLE, CLI_STR, CLI_FLAG } cli_type;   // int, unsigned long long,
+                                                                              // double, const char *, int 0/1
+// How a flag may differ when a run resumes from a checkpoint (train)
+typedef enum { CLI_RESUME_FREE = 0, CLI_RESUME_ANNOUNCE, CLI_RESUME_REFUSE } cli_resume_rule;
+typedef struct {
+    const char *name;       // the long option without "--"
+    cli_type type;          // the type of the field at offset
+    size_t offset;          // offsetof(the options struct, the field)
+    double lo, hi;          // the accepted range of a number (inclusive)
+    const char *arg;        // the argument's name in the usage ("N"); NULL for a flag
+    const char *help;       // one line; " (default X)" is appended from the defaults unless it says "default"
+    const char *section;    // a usage heading printed before this option, or NULL
+    int local;              // 1: may differ between ranks (it drives no collective); 0: agreed at start
+    cli_resume_rule resume;
+} cli_opt;
+
+// Parses argv (after the subcommand) into values (values_size bytes, holding the defaults on
+// entry). --help prints the usage (head, then one line per option with its default) and exits 0;
+// a bad value, an unknown option or a missing value is one line and exit 2; non-option arguments
+// go to positional (at most max_positional, else exit 2). Returns their count.
+int cli_parse(const char *cmd, const char *head, const cli_opt *opts, int n_opts, void *values, size_t values_size,
+              int argc, char **argv, char **positional, int max_positional);
+void cli_print_usage(FILE *f, const char *head, const cli_opt *opts, int n_opts, const void *defaults);
+// Sets one option from its text, as the parser does (exit 2 when out of range).
+void cli_set(const cli_opt *o, void *values, const char *arg);
+// The value as text: %d, %llu, %.17g (exact), the string ("" for none), 0/1.
+void cli_value_str(const cli_opt *o, const void *values, char *out, size_t cap);
+// A hash of the names and values of every option not marked local: equal on every rank, or the
+// ranks were started differently.
+uint64_t cli_fingerprint(const cli_opt *opts, int n_opts, const void *values);
+// train's option table (for tests that enumerate the flags).
+const cli_opt *train_options(int *n_opts, size_t *values_size);
 
 // Strict parsing of option values: the whole string must be a number within [lo, hi],
 // else one line naming the flag and exit 2.
