@@ -3,9 +3,9 @@
 # scratch copy of the tree, rebuilds, runs CTest there and prints whether the suite caught it.
 # Not run by CI (one rebuild and one suite run per bug). The checkout itself is never modified.
 #
-#   python3 tests/mutate.py                       # every mutation, CTest without bench_smoke
+#   python3 tests/mutate.py                       # every mutation; CTest's stage 1 without the slow ones
 #   python3 tests/mutate.py --only clip-reversed,accum-dropped --first
-#   python3 tests/mutate.py -L unit               # CTest's own selection: -L, -R, -E, -j
+#   python3 tests/mutate.py -L unit               # CTest's own selection: -L, -LE, -R, -E, -j
 #   python3 tests/mutate.py --list                # the mutations, checked against the tree
 #
 # A mutation is caught when at least one selected test fails (or the run exceeds --limit seconds:
@@ -28,7 +28,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LIST = os.path.join(ROOT, "tests", "mutations.txt")
-DEFAULT_EXCLUDE = "^(bench_smoke|valgrind_train)$"   # bench: no correctness figure; valgrind: minutes
+# Without a selection: tests/run.sh's first stage (not `cluster`: Slurm and network namespaces)
+# without `fuzz` (minutes of libFuzzer on checkpoint bytes), `valgrind` and bench_smoke (no
+# correctness figure, 40 s).
+DEFAULT_SELECTION = ["-LE", "^(cluster|fuzz|valgrind)$", "-E", "^bench_smoke$"]
 
 
 class Mutation:
@@ -126,6 +129,11 @@ def sync_tree(root, dst):
             os.remove(os.path.join(dst, f))
     with open(manifest, "w") as fh:
         fh.write("\n".join(files) + "\n")
+    # the npm packages jobs/setup.sh installs into the checkout (GPT-2's BPE files, tiktoken), which
+    # git ignores: the scratch tree reads the checkout's through a link (run setup.sh first)
+    nm, nm_dst = os.path.join(root, "node_modules"), os.path.join(dst, "node_modules")
+    if os.path.isdir(nm) and not os.path.lexists(nm_dst):
+        os.symlink(nm, nm_dst)
     return changed
 
 
@@ -190,8 +198,8 @@ def failed_tests(log):
 
 def main():
     ap = argparse.ArgumentParser(description="Plants each bug of a mutation list and runs CTest after each.",
-                                 epilog="CTest selection: without -L/-R/-E, every test except "
-                                        "bench_smoke and valgrind_train.")
+                                 epilog="CTest selection: without -L/-LE/-R/-E, every test but the labels "
+                                        "cluster, fuzz and valgrind, and bench_smoke.")
     ap.add_argument("--list-file", default=DEFAULT_LIST, help="the mutation list (default tests/mutations.txt)")
     ap.add_argument("--only", default="", help="comma-separated ids or globs (e.g. 'zero-*,clip-reversed')")
     ap.add_argument("--list", action="store_true", help="print the mutations and whether each applies; run nothing")
@@ -204,6 +212,7 @@ def main():
     ap.add_argument("--limit", type=float, default=0, help="seconds per suite run before it counts as a hang "
                                                             "(default 3 x the baseline's time + 120)")
     ap.add_argument("-L", dest="label", help="CTest: tests with this label (e.g. unit)")
+    ap.add_argument("-LE", dest="label_exclude", help="CTest: leave out tests with this label")
     ap.add_argument("-R", dest="regex", help="CTest: tests whose name matches")
     ap.add_argument("-E", dest="exclude", help="CTest: leave out tests whose name matches")
     ap.add_argument("-j", dest="jobs", type=int, default=1, help="CTest: parallel tests (default 1)")
@@ -230,12 +239,14 @@ def main():
     sel = []
     if a.label:
         sel += ["-L", a.label]
+    if a.label_exclude:
+        sel += ["-LE", a.label_exclude]
     if a.regex:
         sel += ["-R", a.regex]
     if a.exclude:
         sel += ["-E", a.exclude]
-    if not (a.label or a.regex or a.exclude):
-        sel += ["-E", DEFAULT_EXCLUDE]
+    if not (a.label or a.label_exclude or a.regex or a.exclude):
+        sel += DEFAULT_SELECTION
     ctest = ["ctest", "--output-on-failure", "-j", str(a.jobs), "--no-tests=error"] + sel
     if a.first:
         ctest.append("--stop-on-failure")
