@@ -124,7 +124,7 @@ KERNELS_TGT_512 static void gelu_backward_avx512(float *dinp, const float *inp, 
 void gelu_forward(float *out, const float *inp, size_t n) {
     // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); inp and out are (n)
 #ifdef KERNELS_X86
-    if (kernels_simd_level() == SM_SIMD_AVX512) {
+    if (kernels_pick(KERNELS_OP_GELU) == KERNELS_ISA_AVX512) {
         gelu_forward_avx512(out, inp, n);
         return;
     }
@@ -136,7 +136,7 @@ void gelu_forward(float *out, const float *inp, size_t n) {
 void gelu_tile(float *out, int ldo, const float *in, int ldi, int rows, int cols) {
     // in is (rows,cols) with row stride ldi; out likewise with ldo; the arithmetic of gelu_forward
 #ifdef KERNELS_X86
-    if (kernels_simd_level() == SM_SIMD_AVX512) {
+    if (kernels_pick(KERNELS_OP_GELU) == KERNELS_ISA_AVX512) {
         gelu_tile_avx512(out, ldo, in, ldi, rows, cols);
         return;
     }
@@ -153,7 +153,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     // dinp (n) = gelu'(inp) * dout, the exact derivative of the tanh form (overwritten: the MLP's
     // pre-activation gradient has no other contribution, so no clearing pass is needed)
 #ifdef KERNELS_X86
-    if (kernels_simd_level() == SM_SIMD_AVX512) {
+    if (kernels_pick(KERNELS_OP_GELU) == KERNELS_ISA_AVX512) {
         gelu_backward_avx512(dinp, inp, dout, n);
         return;
     }

@@ -7,18 +7,63 @@
 // are bit-identical for the same thread count (and independent of it where noted).
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
-// ---- SIMD level ----------------------------------------------------------------------------
-// The optimised kernels pick their code path at run time from what the CPU supports
-// (AVX-512F, else AVX2+FMA, else plain C), so a portable build still runs the fast path where
-// it can. Results are bit-identical for the same thread count and SIMD level.
-typedef enum { SM_SIMD_SCALAR = 0, SM_SIMD_AVX2 = 1, SM_SIMD_AVX512 = 2 } kernels_simd;
-kernels_simd kernels_simd_detect(void);   // the best this CPU supports
-kernels_simd kernels_simd_level(void);    // the level in use: detect(), capped by kernels_set_simd
-// Caps the level (tests compare the paths, bench can time them); returns the level now in use.
-// Call it outside parallel regions.
-kernels_simd kernels_set_simd(kernels_simd level);
-const char *kernels_simd_name(kernels_simd level);
+// ---- CPU features and code paths (cpu.c) ------------------------------------------------------
+// The optimised kernels pick their code path at run time from the CPU features that are both
+// present (cpuid, with the OS's consent through xgetbv; AMX also needs Linux's permission) and
+// allowed (kernels_cpu_allow: tests compare the paths, the bench times them), so a portable build
+// still runs the fast paths where it can. Results are bit-identical for the same thread count and
+// the same paths (and independent of the thread count where noted).
+enum {
+    KERNELS_CPU_AVX2 = 1u << 0,
+    KERNELS_CPU_FMA = 1u << 1,
+    KERNELS_CPU_AVX512F = 1u << 2,
+    KERNELS_CPU_AVX512BW = 1u << 3,
+    KERNELS_CPU_AVX512VL = 1u << 4,
+    KERNELS_CPU_AVX512_BF16 = 1u << 5,
+    KERNELS_CPU_AVX512_VNNI = 1u << 6,
+    KERNELS_CPU_AVX_VNNI = 1u << 7,
+    KERNELS_CPU_AMX_BF16 = 1u << 8,
+    KERNELS_CPU_AMX_INT8 = 1u << 9,
+    KERNELS_CPU_N_FEATURES = 10,
+    KERNELS_CPU_ALL = (1u << KERNELS_CPU_N_FEATURES) - 1,
+};
+unsigned kernels_cpu_detect(void);     // the features this CPU and OS offer (read once; thread-safe)
+unsigned kernels_cpu_features(void);   // those kernels may use now: detect() & the allowed mask
+// Kernels may use only the features in mask (KERNELS_CPU_ALL, the default: all the CPU has; 0:
+// plain C). Returns kernels_cpu_features(). Call it outside parallel regions.
+unsigned kernels_cpu_allow(unsigned mask);
+const char *kernels_cpu_feature_name(unsigned feature);   // one KERNELS_CPU_* bit: "avx512_vnni"
+// The names of the features in mask, space-separated ("none" for 0), into buf (size bytes).
+// Returns the length, or -1 if it did not fit (buf then holds a truncated, terminated string).
+int kernels_cpu_describe(char *buf, size_t size, unsigned mask);
+
+// Named feature masks, from plain C up: scalar, avx2 (+fma), avx-vnni, avx512 (f, bw, vl),
+// avx512-vnni, native (everything). kernels_cpu_allow(level->mask) selects one; a level asks for
+// no more than it names, so on a CPU without some of its features the kernels fall back further.
+typedef struct {
+    const char *name;
+    unsigned mask;
+} kernels_cpu_level;
+int kernels_cpu_levels(const kernels_cpu_level **levels);    // sets *levels, returns how many
+const kernels_cpu_level *kernels_cpu_level_find(const char *name);   // NULL if there is none
+
+// The ops that have more than one code path, and the name of the path each takes now
+// ("avx512-vnni", "avx512", "avx-vnni", "avx2" or "c"): for the bench's and the tests' output.
+typedef enum {
+    KERNELS_OP_GEMM_F32,       // the GEMM engine, fp32 (gemm*, matmul_*, attention's plain path)
+    KERNELS_OP_GEMM_Q8,        // the GEMM engine, fp32 activations x int8 weights (matmul_forward_q8*)
+    KERNELS_OP_ATTENTION,      // flash attention, 64-wide heads
+    KERNELS_OP_GELU,           // gelu_forward/backward and the GEMM's GELU epilogue
+    KERNELS_OP_LAYERNORM,      // layernorm_backward
+    KERNELS_OP_SOFTMAX_XENT,   // softmax_xent
+    KERNELS_OP_GEMM_BF16,      // the GEMM engine, bf16 operands, fp32 sums (gemm_bf16, matmul_*_bf16)
+    KERNELS_OP_COUNT
+} kernels_op;
+const char *kernels_path(kernels_op op);
+const char *kernels_op_name(kernels_op op);   // "gemm f32", ...
 
 // ---- floating-point environment --------------------------------------------------------------
 // Flush-to-zero and denormals-are-zero on (on = 1) or off for the calling thread and every thread
@@ -33,7 +78,7 @@ int kernels_denormals_flushed(void);   // both modes on in the calling thread
 // ---- generic single-threaded GEMM on strided row-major matrices ---------------------
 // C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, op(X) = X or X^T.
 // lda/ldb/ldc are row strides in floats of the matrices as stored. beta = 0 never reads C.
-// Cache-blocked and packed, with a register-tiled micro-kernel for the SIMD level in use; the
+// Cache-blocked and packed, with a register-tiled micro-kernel for the CPU path in use; the
 // packing buffers (~640 KiB) are on the caller's stack (no heap), so threads that call it need
 // a stack of at least ~1 MiB (glibc's default is 8 MiB; see OMP_STACKSIZE).
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -73,7 +118,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *weight, const float *mean, const float *rstd, int N, int C);
 
 // ---- linear: out = inp @ weight^T + bias ------------------------------------------------
-// inp is (N,C), weight is (OC,C), bias is (OC) or NULL; out is (N,OC)
+// inp is (N,C), weight is (OC,C), bias is (OC) or NULL; out is (N,OC). N = 1 (a decode step) packs
+// nothing and streams the weight once (memory-bound), with each output summed in the order the
+// packed GEMM sums it: a row's result has the same bits at N = 1 as inside a larger N.
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
 // The same, and out_gelu (N,OC) = gelu(out) in the same pass (the MLP's first layer: out is the
 // pre-activation backward needs). Equal, element for element, to matmul_forward + gelu_forward.
@@ -86,6 +133,30 @@ void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const fl
 // departure from "backward accumulates": BLAS's beta, with the same effect as clear-then-add.
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC, int accumulate);
+
+// ---- INT8 linear layers: int8 weights with per-group scales (gemm_q8.c) -------------------------
+// A weight W (rows,cols) = (OC,IC) is stored as q (rows,cols) int8 in [-127, 127] and scales
+// (rows, ceil(cols/group)) float: one scale per group of `group` consecutive elements along a
+// row (the input dimension), symmetric: scale = max|w| / 127, q = round(w / scale) (ties to even),
+// so |w - q scale| <= scale/2 (plus a float rounding or two). group: a multiple of 4 in
+// [4, KERNELS_Q8_MAX_GROUP]; 64 by default in the model. Quantize once, at load (OpenMP over rows).
+// The method: symmetric per-group ("block") quantization as in ggml's Q8_0 and llama2.c's runq.c.
+#define KERNELS_Q8_MAX_GROUP 512
+void q8_quantize(int8_t *q, float *scales, const float *w, int rows, int cols, int group);
+// w (rows,cols) = q * its group's scale (the weights the INT8 products use, in float)
+void q8_dequantize(float *w, const int8_t *q, const float *scales, int rows, int cols, int group);
+// out (N,OC) = inp (N,IC=C) @ W^T + bias with W as (wq, wscale) above. Each row of inp is quantized
+// the same way per group at run time (in the GEMM's packing: no buffer, no heap), the products of a
+// group are summed exactly in int32 (AVX-512 VNNI vpdpbusd, AVX-VNNI, AVX2 vpmaddubsw, or plain C,
+// chosen like the fp32 GEMM's path), and each output is
+//   bias (or 0), then + isum(g) * (sx(g) * sw(g)) for each group g in order (fused multiply-add),
+// so every path, every thread count and N = 1 (a decode step, which quantizes its one row and
+// reads each weight once, without packing) give the same bits. N = 0 does nothing.
+void matmul_forward_q8(float *out, const float *inp, const int8_t *wq, const float *wscale, const float *bias, int N,
+                       int C, int OC, int group);
+// The same, and out_gelu (N,OC) = gelu(out) in the same pass (as matmul_forward_gelu).
+void matmul_forward_q8_gelu(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
+                            const float *bias, int N, int C, int OC, int group);
 
 // ---- causal multi-head self-attention, flash-attention style (attention.c) -----------------
 // qkv is (B,T,3C) holding q, k, v each (NH heads x hs = C/NH); out is (B,T,C); lse is (B,NH,T):
@@ -106,6 +177,17 @@ void attention_backward(float *dqkv, const float *dout, const float *out, const 
 // pos0 = the number of cached positions.
 void attention_head_forward(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
                             const float *v, int ldv, int nq, int pos0, int hs);
+
+// The bf16 form (attention_bf16.c): the same contracts, with every product's operands rounded to bf16
+// (q, k, v, the probabilities, dO and dS; bf16_from_f32) and summed in float32 by vdpbf16ps; the
+// softmax (running max and sum), lse and D = rowsum(dO O) stay float32. 64-wide heads on AVX512-BF16;
+// other head sizes (or CPUs) run the float32 kernels above. Bit-identical for any thread count; the
+// decode form (nq = 1) reproduces a row of the full forward.
+void attention_forward_bf16(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+void attention_backward_bf16(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
+                             int B, int T, int C, int NH);
+void attention_head_forward_bf16(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
+                                 const float *v, int ldv, int nq, int pos0, int hs);
 
 // ---- the same attention as batched matrix products (attention_ref.c): the reference ------------
 // att is (B,NH,T,T): the softmax probabilities (row t has t+1 valid entries; masked entries are
@@ -141,6 +223,73 @@ double softmax_xent(float *losses, float *dlogits, const float *logits, const in
 //   p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float grad_scale, int t);
+
+// ---- bfloat16: conversion, the bf16 GEMM, AdamW's bf16 copy (bf16.c, gemm_bf16.c) -----------
+// bf16 values are uint16_t: the top half of a float32. From float32: round to nearest, ties to even
+// (on the bits: x + 0x7FFF + the kept part's lowest bit, then the top half; a carry into the
+// exponent rounds up correctly, the largest floats to inf); NaN stays NaN (quiet: bit 6 set, sign
+// and top payload kept); +-inf stays +-inf; denormal inputs become zero of the same sign: the
+// flush mode of vcvtneps2bf16, which reads no MXCSR and always flushes, so the plain-C path flushes
+// too and both give the same bits whatever kernels_flush_denormals says. (Every bf16 value is exact
+// as a float32.) Method: Intel's convert_fp32_to_bfloat16 pseudo-code (AVX512-BF16 reference).
+static inline uint16_t bf16_from_f32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    r = (u & 0x7F800000u) == 0 ? (u >> 16) & 0x8000u : r;      // zero or denormal: signed zero
+    r = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : r;   // NaN: quiet NaN
+    return (uint16_t)r;
+}
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+// dst (n) = bf16(src) / src (n) = float(bf16), OpenMP over chunks; the same bits on every path.
+void bf16_from_f32_array(uint16_t *dst, const float *src, size_t n);
+void bf16_to_f32_array(float *dst, const uint16_t *src, size_t n);
+// 1 when the bf16 GEMM has its AVX512-BF16 path (vdpbf16ps) on this CPU with the allowed features:
+// training or inference in bf16 asks for this and refuses to run otherwise (the plain-C path exists
+// for tests and is far slower than fp32).
+int kernels_bf16_available(void);
+
+// The bf16 GEMM: C (M,N) = alpha op(A) op(B) + beta C with A, B, C float32 in memory; op(A) and
+// op(B) are rounded to bf16 (bf16_from_f32) as the engine packs them, every product of two bf16
+// values is exact in float32, and the sums run in float32: per K block of 512 (KC), a chain over
+// the pairs of k (vdpbf16ps: acc += a(2p+1) b(2p+1), then + a(2p) b(2p), one float32 rounding each,
+// as Intel documents it), then C = alpha acc + beta C for the first block (+ the epilogue's bias),
+// C = alpha acc + C after it. An element's value depends only on its operands (never on M, N, the
+// tiling or the thread count). Error against the exact sum of the rounded operands:
+// |C - sum| <= (K + 2) u (sum_k |a_k b_k| + |beta C| + |bias|), u = 2^-24 (each of at most K + 2
+// float32 roundings is within u of its result, and partial sums are bounded by the absolute sum).
+// gemm_bf16_parallel splits over the threads of an OpenMP team it opens, with the same bits.
+void gemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc);
+void gemm_bf16_parallel(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc);
+// Linear layers with bf16 weights (W (OC,C) as bf16, e.g. AdamW's copy): matmul_forward's,
+// matmul_forward_gelu's and matmul_backward's contracts, shapes and epilogues, with the products on
+// the bf16 GEMM (inp and dout rounded to bf16 as they are packed; the weight read as it is).
+// dweight (OC,C) = dout^T inp in bf16 products, float32 sums; dbias in double, as matmul_backward.
+void matmul_forward_bf16(float *out, const float *inp, const uint16_t *weight, const float *bias, int N, int C, int OC);
+void matmul_forward_bf16_gelu(float *out, float *out_gelu, const float *inp, const uint16_t *weight, const float *bias,
+                              int N, int C, int OC);
+void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                          const uint16_t *weight, int N, int C, int OC, int accumulate);
+
+// The instruction peak probe of `bench kernels`: n iterations of 16 independent 512-bit FMAs
+// (bf16 = 0) or vdpbf16ps (bf16 = 1) on each thread of an OpenMP team it opens, from registers (no
+// memory operand). Returns the floating-point operations done (2 per FMA lane, 4 per vdpbf16ps
+// lane), 0 where the CPU (or the allowed features) lacks the instruction. Timing two calls gives
+// this CPU's ratio of bf16 to fp32 peak rates, the bf16 GEMM's ceiling against the fp32 one.
+double kernels_peak_loop(int bf16, long n);
+
+// adamw_update, and params_bf16 (n) = bf16(the updated params) in the same pass: the bf16 copy of
+// the weights that the bf16 products read, made once per step with no pass of its own. The
+// float32 arithmetic is adamw_update's, bit for bit.
+void adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t);
 
 // ---- gradient norm, clipping -----------------------------------------------------------------
 // Sum of squares of g (n) in double, fixed-order (independent of thread count).

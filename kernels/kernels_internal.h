@@ -9,7 +9,97 @@
 
 #include "kernels.h"
 
+// ---- dispatch (cpu.c) -----------------------------------------------------------------------
+// Instruction-set paths. cpu.c says what each needs and which ops have which (in order of
+// preference); kernels_pick(op) is the best one the allowed features permit. A kernel switches on
+// it and never tests CPU features itself.
+typedef enum {
+    KERNELS_ISA_C = 0,         // plain C (compiled for the build's target, which GCC may vectorise)
+    KERNELS_ISA_AVX2,          // AVX2 + FMA
+    KERNELS_ISA_AVX_VNNI,      // AVX2 + FMA + AVX-VNNI (vpdpbusd on ymm)
+    KERNELS_ISA_AVX512,        // AVX-512F (+ AVX2, FMA)
+    KERNELS_ISA_AVX512_VNNI,   // AVX-512 F, BW, VL + VNNI (vpdpbusd on zmm)
+    KERNELS_ISA_AVX512_BF16,   // AVX-512 F, BW, VL + BF16 (vdpbf16ps, vcvtne2ps2bf16 on zmm)
+    KERNELS_ISA_COUNT
+} kernels_isa;
+kernels_isa kernels_pick(kernels_op op);
+const char *kernels_isa_name(kernels_isa isa);
+
 // ---- the packed, register-tiled GEMM engine (gemm.c) ---------------------------------------
+// One driver (GotoBLAS/BLIS loops) over a table of micro-kernel rows. A row says which operand
+// dtypes it reads, its register tile and cache blocks, how it packs op(A) and op(B) into panels
+// (bytes, laid out as its micro-kernel wants them) and the micro-kernel itself; a new dtype or
+// instruction set is a new row, not a new GEMM.
+typedef enum { KERNELS_F32 = 0, KERNELS_Q8, KERNELS_BF16, KERNELS_DTYPE_COUNT } kernels_dtype;
+
+// A matrix operand as stored: op(X) = X or X^T, elements of its dtype, row stride ld in elements.
+// Q8 operands carry one float scale per group of `group` consecutive elements along each stored
+// row (scales (rows, ceil(cols/group)), row stride ld_scales).
+typedef struct {
+    const void *p;
+    int ld, trans;
+    const float *scales;
+    int ld_scales, group;
+} gemm_operand;
+
+// What a micro-kernel call adds to its tile besides the product (per K block):
+//   f32 rows: C = alpha acc + beta C (beta == 0 never reads C), + bias (nr) if non-NULL;
+//   grouped rows (q8): one chain per element over the groups, acc = fma(group sum, scales, acc),
+//            starting from bias (or 0) at the first K block (first = 1) and from C after it.
+typedef struct {
+    float alpha, beta;
+    const float *bias;
+    int group, first;
+} gemm_micro_args;
+
+// C (mr,nr) op= the product of one packed A micro-panel (MR rows) and one packed B micro-panel
+// (NR columns) over kc, into the top-left mr x nr corner of C's register tile.
+typedef void (*gemm_micro_fn)(int kc, const void *restrict Ap, const void *restrict Bp, float *C, int ldc, int mr,
+                              int nr, const gemm_micro_args *args);
+// op(A)(i,p) for rows [i0, i0+mc), columns [p0, p0+kc) into mr-row micro-panels (rows past mc
+// zero-filled); op(B)(p,j) for rows [p0, p0+kc), columns [j0, j0+nc) into nr-column micro-panels.
+typedef void (*gemm_pack_a_fn)(void *restrict dst, const gemm_operand *A, int i0, int mc, int p0, int kc);
+typedef void (*gemm_pack_b_fn)(void *restrict dst, const gemm_operand *B, int p0, int kc, int j0, int nc);
+// Bytes of one packed micro-panel (MR rows of A, or NR columns of B) over kc (group: q8's).
+typedef size_t (*gemm_panel_fn)(int kc, int group);
+// The one-row form, C (1,N) = x (1,K) B^T with B stored (N,K) (a linear layer's weight, as in a
+// decode step): each element bit for bit what the row's GEMM gives, without packing anything.
+// Adds the epilogue's bias where the GEMM does; the driver applies its GELU.
+typedef void (*gemm_row_fn)(int N, int K, float alpha, const gemm_operand *x, const gemm_operand *B, float beta,
+                            float *C, const float *bias);
+
+typedef struct {
+    const char *name;                  // "f32 avx512 14x32"
+    kernels_dtype a_type, b_type;      // the operands' dtypes as stored
+    kernels_isa isa;                   // the path it belongs to
+    int mr, nr, mc, kc, nc;            // register tile; row, contraction and column blocks
+    int grouped;                       // K blocks hold whole groups (q8): kc is rounded to them
+    gemm_pack_a_fn pack_a;
+    gemm_pack_b_fn pack_b;
+    gemm_panel_fn a_panel, b_panel;
+    gemm_micro_fn micro;
+    gemm_row_fn row;                   // NULL: M = 1 goes through the packed path too
+    int bf16;                          // 1: products of operands rounded to bf16 (KERNELS_OP_GEMM_BF16's rows)
+} gemm_ukernel;
+
+// The rows (gemm_f32.c; gemm_q8.c)
+extern const gemm_ukernel GEMM_F32_C, GEMM_F32_AVX2, GEMM_F32_AVX512;
+extern const gemm_ukernel GEMM_Q8_C, GEMM_Q8_AVX2, GEMM_Q8_AVX_VNNI, GEMM_Q8_AVX512_VNNI;
+// bf16 rows (gemm_bf16.c): operands float32 (rounded as packed) or bf16, fp32 sums; one row per
+// (A dtype, B dtype) the model uses and per path
+extern const gemm_ukernel GEMM_BF16_C_FF, GEMM_BF16_C_FB, GEMM_BF16_AVX512_FF, GEMM_BF16_AVX512_FB;
+
+// Packing buffers of the driver (on the caller's stack): every row's blocks fit in them.
+#define GEMM_A_BYTES (128 * 256 * 4)
+#define GEMM_B_BYTES (256 * 512 * 4)
+
+// The row for these operand dtypes on the path kernels_pick chooses for op (NULL if none).
+const gemm_ukernel *gemm_ukernel_pick(kernels_op op, kernels_dtype a_type, kernels_dtype b_type);
+
+// dbias (OC) (+)= the column sums of dout (N,OC), each in double over N in order (matmul.c; the
+// fp32 and bf16 linear layers' backward share it)
+void matmul_dbias(float *dbias, const float *dout, int N, int OC, int accumulate);
+
 // Optional work done on each output tile while it is still in L1 (saves a pass over memory):
 //   bias     (N): added once to every row of C (with the first K block);
 //   gelu_out (M,N), row stride ldg: after the last K block, gelu(C) is written there too
@@ -19,6 +109,16 @@ typedef struct {
     float *gelu_out;
     int ldg;
 } gemm_epilogue;
+
+// C (M,N) = op(A) op(B) through micro-kernel row uk (alpha and beta as gemm_micro_args says), then
+// the epilogue (ep may be NULL). Single-threaded. Each element's value depends only on the row,
+// K and its own operands, never on M, N or where it sits in the tiling.
+void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const gemm_operand *B,
+              float beta, float *C, int ldc, const gemm_epilogue *ep);
+// The same over the threads of an OpenMP team it opens (tiles of the output, split so that each
+// thread packs only its share of the larger operand); the result does not depend on the split.
+void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
+                       const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep);
 
 // C (M,N) = alpha op(A) op(B) + beta C, then the epilogue (ep may be NULL). Single-threaded;
 // same contract and the same per-element summation order as gemm().
@@ -73,7 +173,7 @@ static inline float sm_expf_inline(float x) {
 
 // ---- AVX-512 building blocks (x86 only) ------------------------------------------------------
 // Functions compiled for AVX-512 whatever the build flags; callers run them only when
-// kernels_simd_level() is SM_SIMD_AVX512 (the plain-C loops are the other levels' path).
+// kernels_pick() chose an AVX-512 path (the plain-C loops are the other paths).
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define KERNELS_X86 1
@@ -148,7 +248,50 @@ KERNELS_INLINE_512 void transpose_block(float *dst, int dst_stride, int width, c
     transpose16(r);
     for (int c = 0; c < ncols; c++) _mm512_mask_storeu_ps(dst + (size_t)c * dst_stride, wm, r[c]);
 }
+
+// ---- flash attention's register tiles (attention.c, attention_bf16.c) --------------------------
+// Blocks of ATT_B queries against blocks of ATT_B keys; the AVX-512 paths serve 64-wide heads (AH)
+// with tiles of AT_R rows by AT_NV 16-lane vectors (ATT_B: below, every path's block).
+#define AH 64             // the head size of this path
+#define AT_R 4            // rows of a register tile
+#define AT_NV (AH / 16)   // 16-float vectors across a 64-wide row
+
+KERNELS_INLINE_512 void att_zero(__m512 acc[AT_R][AT_NV]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++)
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_setzero_ps();
+}
+
+// acc = rows [0, nr) of C (row stride ldc, AH floats each), or 0 when first; rows past nr are 0
+KERNELS_INLINE_512 void att_load_rows(__m512 acc[AT_R][AT_NV], const float *C, ptrdiff_t ldc, int nr, int first) {
+    att_zero(acc);
+    if (first) return;
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++) {
+        if (r >= nr) break;
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_loadu_ps(C + r * ldc + 16 * w);
+    }
+}
+
+KERNELS_INLINE_512 void att_store_rows(float *C, ptrdiff_t ldc, int nr, __m512 acc[AT_R][AT_NV]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++) {
+        if (r >= nr) break;
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) _mm512_storeu_ps(C + r * ldc + 16 * w, acc[r][w]);
+    }
+}
+
+// Lanes i of a vector whose queries sit at positions qpos + i that see the key at position kpos.
+KERNELS_INLINE_512 __mmask16 att_visible(long kpos, long qpos) {
+    return (__mmask16)~sm_lanes_mask(kpos - qpos);
+}
 #endif
+
+// Flash attention's blocks: ATT_B queries against ATT_B keys (every path; attention.c, attention_bf16.c)
+#define ATT_B 64
 
 // Row reductions over KERNELS_LANES partial results combined in a fixed order: they vectorise,
 // and their results depend only on the row (shared by attention.c and attention_ref.c).

@@ -72,7 +72,7 @@ void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd
 // Pass 1, rows in parallel: dinp += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)), with
 // norm = (x - mean) * rstd and dnorm = weight * dout. Pass 2, channels in parallel: dweight +=
 // sum_n norm * dout and dbias += sum_n dout, each column summed over the rows in order, so nothing
-// depends on the thread count. An AVX-512 path and a plain-C path (the other SIMD levels).
+// depends on the thread count. An AVX-512 path and a plain-C path (the other paths).
 #define LN_CHUNK 64   // columns per task of pass 2 (a multiple of 16)
 
 static void layernorm_backward_row(float *di, const float *x, const float *d, const float *weight, float m, float rs,
@@ -197,7 +197,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     // dout and inp are (N,C), weight is (C), mean and rstd are (N);
     // dinp (N,C) +=, dweight (C) +=, dbias (C) +=
     assert(C > 0 && "layernorm_backward: C must be positive");
-    int avx512 = kernels_simd_level() == SM_SIMD_AVX512;
+    int avx512 = kernels_pick(KERNELS_OP_LAYERNORM) == KERNELS_ISA_AVX512;
     int n_chunks = (C + LN_CHUNK - 1) / LN_CHUNK;
 #pragma omp parallel
     {

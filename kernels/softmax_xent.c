@@ -1,7 +1,7 @@
 // softmax_xent.c — defines softmax_xent (fused softmax + cross-entropy loss and its gradient).
 // Per row: the max (one read of the row from memory, which leaves it in L2), the exps written
 // straight into dlogits while they are summed (exp() runs once per logit), then an in-place scale
-// while the row (Vp floats) is in L2. An AVX-512 path and a plain-C path (the other SIMD levels).
+// while the row (Vp floats) is in L2. An AVX-512 path and a plain-C path (the other paths).
 #include "kernels_internal.h"
 
 #include <assert.h>
@@ -159,7 +159,7 @@ double softmax_xent(float *losses, float *dlogits, const float *logits, const in
     // dlogits (N,Vp) or NULL, may alias logits: (p - onehot) * dloss over [0,V), 0 over [V,Vp)
     assert(V > 0 && Vp >= V && "softmax_xent: need 0 < V <= Vp");
 #ifdef KERNELS_X86
-    if (kernels_simd_level() == SM_SIMD_AVX512) {
+    if (kernels_pick(KERNELS_OP_SOFTMAX_XENT) == KERNELS_ISA_AVX512) {
 #pragma omp parallel
         {   // contiguous blocks of rows, one per thread (as schedule(static) would split them)
             int nt = omp_get_num_threads(), t = omp_get_thread_num();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_bench.sh BENCH — `smallmind bench` (BENCH runs cmd_bench): bad usage exits 2 with one
-# error line, `bench generate` says "not implemented yet" (checkpoint has its own test), and short
-# runs of `bench kernels` and `bench train` print every figure as a JSON object, one per line,
+# error line (checkpoint has its own test), and short runs of `bench kernels`, `bench train` and
+# `bench generate` print every figure as a JSON object, one per line,
 # with the keys DESIGN names. Nothing about speed is asserted: performance is what the bench
 # reports, not a test.
 set -uo pipefail
@@ -21,10 +21,11 @@ usage_case() {   # args...: must exit 2 with exactly one "smallmind: error:" lin
 usage_case
 usage_case frobnicate
 usage_case kernels --shape huge
+usage_case kernels --simd avx9000
 usage_case train --rounds 0
 usage_case train --bogus
-usage_case generate
-grep -q "not implemented yet" "$work/err" && ok || bad "bench generate does not say it is not implemented yet"
+usage_case generate --shape huge
+usage_case generate --new 1
 "$bin" --help >"$work/out" 2>&1 && grep -q "bench <what>" "$work/out" && ok || bad "bench --help"
 
 # JSON lines: every line an object with a name and its figure
@@ -45,10 +46,21 @@ PY
 }
 if "$bin" kernels --shape small --rounds 1 --json >"$work/k.json" 2>"$work/k.err" &&
    check_json "$work/k.json" "stream triad" "matmul small.qkv fwd" "matmul small.lm_head dweight" \
-       "attention fwd flash" "layernorm fwd" "softmax_xent" "adamw" "gemm NT (512,512,512)"; then ok
+       "attention fwd flash" "layernorm fwd" "softmax_xent" "adamw" "gemm NT (512,512,512)" \
+       "matmul q8 small.qkv fwd" "decode small f32 matvecs" "decode small q8 matvecs"; then ok
 else bad "bench kernels: $(tail -3 "$work/k.err")"; fi
 if "$bin" train --shape small --steps 2 --rounds 1 --no-torch --profile --json >"$work/t.json" 2>"$work/t.err" &&
    check_json "$work/t.json" "train small s/step" "train small tokens/s" "train small achieved GFLOP/s" profile; then ok
 else bad "bench train: $(tail -3 "$work/t.err")"; fi
+if "$bin" generate --shape small --rounds 1 --prompt 16 --new 4 --no-torch --json >"$work/g.json" 2>"$work/g.err" &&
+   check_json "$work/g.json" "stream triad" "generate small prefill tokens/s" "generate small prefill products GFLOP/s" \
+       "generate small decode tokens/s (KV cache)" "generate small decode tokens/s vs bandwidth limit" \
+       "generate small allocations per token" "generate small decode tokens/s (no cache)" \
+       "generate small INT8 decode tokens/s" &&
+   /usr/bin/python3 -c "
+import json, sys
+o = {j['name']: j for j in map(json.loads, open(sys.argv[1]))}
+assert o['generate small allocations per token']['allocs'] == 0, 'a generated token allocated'" "$work/g.json"; then ok
+else bad "bench generate: $(tail -3 "$work/g.err")"; fi
 echo "bench_smoke: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -188,6 +188,14 @@ expect_usage "a second trainer on a locked run directory: refused, naming the ho
   "$bin" train --data d --run-dir r_lock $TINY --steps 2
 kill $holder; wait $holder 2>/dev/null
 
+# the tokenizer travels from the shard header into the checkpoint as a fact: a byte-level shard
+# trained with --vocab 300 is recorded as byte (it used to be guessed from V: "gpt2")
+"$bin" train --data d --run-dir r_v300 $TINY --steps 2 --vocab 300 >/dev/null 2>&1; rc=$?
+[ $rc -eq 0 ] && [ "$(h5dump -a /tokenizer r_v300/ckpt_00000002.h5 | grep '(0)' | grep -o '"[a-z0-9]*"')" = '"byte"' ] \
+  && [ "$(h5dump -a /vocab_size r_v300/ckpt_00000002.h5 | grep '(0)' | grep -o '[0-9]*$')" = "300" ] \
+  && ok "a byte shard trained with --vocab 300: the checkpoint says tokenizer byte, vocab_size 300" \
+  || bad "--vocab 300 on a byte shard: exit $rc, $(h5dump -a /tokenizer r_v300/ckpt_00000002.h5 2>&1 | grep '(0)')"
+
 # --- 8. sizes in 64 bits ---------------------------------------------------------------------------
 expect_usage "--batch 65536 x --accum 65536 refused (no wrap to 0)" "batch" \
   "$bin" train --data d --run-dir r_ovf --layers 1 --heads 1 --embd 8 --seq 1 --batch 65536 --accum 65536 --steps 1 --threads 1
@@ -198,5 +206,19 @@ R='r_q"x\y'
 $py -c 'import json,sys; json.load(open(sys.argv[1])); [json.loads(l) for l in open(sys.argv[2])]' "$R/config.json" "$R/log.jsonl" \
   && [ $rc -eq 0 ] && ok "a quote and a backslash in the run directory: config.json and log.jsonl stay valid JSON" \
   || bad "JSON escaping (exit $rc)"
+# log.jsonl outgrowing `ulimit -f`: one line and exit 1, never SIGXFSZ mid-line. A resumed run whose
+# log already holds 19.5 MB of events (Open MPI's start-up needs some MB under the limit itself)
+"$bin" train --data d --run-dir r_fsz --layers 1 --heads 1 --embd 8 --seq 8 --batch 1 --eval-every 0 --val-batches 1 \
+  --threads 1 --steps 2 >/dev/null 2>&1
+$py -c "
+line = '{\"event\":\"note\",\"step\":1,\"pad\":\"' + 'x' * 900 + '\"}\n'
+open('r_fsz/log.jsonl', 'a').write(line * int(19.5e6 / len(line)))"
+(ulimit -f 20000; "$bin" train --data d --run-dir r_fsz --layers 1 --heads 1 --embd 8 --seq 8 --batch 1 --eval-every 0 \
+  --val-batches 1 --threads 1 --steps 20000 >/dev/null 2>fsz.err); rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <fsz.err)" -eq 1 ] && grep -q "cannot write the log" fsz.err \
+  && $py -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' r_fsz/log.jsonl \
+  && ok "ulimit -f: the log write fails cleanly (exit 1, one line), every line of log.jsonl whole" \
+  || bad "ulimit -f: exit $rc $(head -c 300 fsz.err)"
+
 echo "hardening: $pass passed, $fail failed"
 [ $fail -eq 0 ]

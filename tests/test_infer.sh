@@ -420,13 +420,39 @@ PY
     local name=$1 pat=$2; shift 2
     timeout 120 $MPIRUN -np 2 --bind-to none "$@" >out.txt 2>err.txt; local rc=$?
     local lines mine; lines=$(cat out.txt err.txt | grep -c .) mine=$(grep -c "^smallmind: .*error: .*$pat" err.txt)
-    if [ $rc -eq 2 ] && [ "$mine" -ge 1 ]; then ok "$name: exit 2 ($mine smallmind line(s), $lines lines in all)"
+    if [ $rc -eq 2 ] && [ "$mine" -eq 1 ]; then ok "$name: exit 2 (one smallmind line, $lines lines in all)"
     else bad "$name (exit $rc, $mine matching lines: $(head -c 400 err.txt))"; fi
   }
   multi "eval --batch 3 on 2 ranks" "divide" $bin eval --ckpt "$root/run1" --data "$root/d_val.bin" --seq 64 --batch 3 --threads 1
   multi "generate under mpirun -np 2" "one process\|ranks" $bin generate --ckpt "$root/run1" --prompt hi --max-new 3 --threads 1
   # and --help
   for c in eval generate; do "$bin" $c --help | grep -q "usage: smallmind $c" && ok "$c --help" || bad "$c --help"; done
+  ;;
+
+int8)
+  # INT8 (--int8): the weight matrices quantized at load, one scale per 64 inputs. Perplexity on the
+  # validation shard within 1% of fp32 (the issue's bound; per-group int8 of a small model moves it
+  # by ~0.01% here); the cache and --no-cache take the same INT8 kernels (a decode row equals that
+  # row of a larger product, bit for bit), so their logits agree as the fp32 paths' do.
+  E="$bin eval --ckpt $root/run1 --data $root/d_val.bin --seq 64 --json --threads 2"
+  $E >fp32.json 2>&1 && $E --int8 >int8.json 2>&1 && $E --int8 --group-size 32 >int8g32.json 2>&1 \
+    || bad "eval --int8 ran: $(cat int8.json)"
+  "$py" - fp32.json int8.json int8g32.json <<'PY' && ok "eval --int8: perplexity within 1% of fp32 (groups of 64 and 32)" \
+    || bad "int8 perplexity"
+import json, sys
+f, q, q32 = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[1:4])
+for name, r in (("64", q), ("32", q32)):
+    rel = abs(r["perplexity"] - f["perplexity"]) / f["perplexity"]
+    print(f"     group {name}: perplexity {r['perplexity']:.6f} vs fp32 {f['perplexity']:.6f}: {rel:.2e} relative")
+    assert r["tokens"] == f["tokens"] and rel < 0.01 and r["loss"] != f["loss"], (r, f)   # != : really quantized
+PY
+  G --prompt "Call me Ishmael. " --max-new 100 --temperature 0 --int8 --json --dump-logits c.bin >c.out 2>c.json
+  G --prompt "Call me Ishmael. " --max-new 100 --temperature 0 --int8 --json --dump-logits n.bin --no-cache >n.out 2>n.json
+  cmp -s c.out n.out && compare_logits "int8 cache vs no-cache" c.bin n.bin \
+    && ok "generate --int8: the KV cache equals --no-cache (text and logits)" || bad "int8 cache vs no-cache"
+  "$bin" generate --ckpt "$root/run1" --int8 --group-size 48 --prompt x >/dev/null 2>err.txt; rc=$?
+  [ $rc -eq 2 ] && [ "$(wc -l <err.txt)" -eq 1 ] && grep -q "group-size" err.txt \
+    && ok "--group-size 48 (does not divide 64): one line, exit 2" || bad "bad group size: exit $rc $(cat err.txt)"
   ;;
 
 *) echo "unknown mode $mode"; exit 2 ;;

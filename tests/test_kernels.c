@@ -19,6 +19,7 @@
 #define EPS ((double)FLT_EPSILON)   // 2^-23, twice the unit roundoff of float32
 
 static sm_rng g_rng;
+static char g_path[160] = "one path";   // the code paths a row is running on, for messages
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -267,8 +268,8 @@ static void gemm_case(int ta, int tb, int M, int N, int K, float alpha, float be
         for (int j = N; j < ldc; j++) pad_ok &= C[(size_t)i * ldc + j] == 12345.0f;
     }
     for (size_t i = 0; i < (size_t)M * N; i++) abs_max = fmax(abs_max, absref[i]);
-    char what[96];
-    snprintf(what, sizeof what, "gemm ta=%d tb=%d %dx%dx%d a=%g b=%g", ta, tb, M, N, K, alpha, beta);
+    char what[256];
+    snprintf(what, sizeof what, "gemm ta=%d tb=%d %dx%dx%d a=%g b=%g (%s)", ta, tb, M, N, K, alpha, beta, g_path);
     // Rigorous bound (Higham): a float dot product of K terms followed by alpha, beta and the
     // final add is off by at most gamma_{K+3} = (K+3)u/(1-(K+3)u) times |alpha| sum|a b| + |beta c|
     // (absref). atol uses the largest absref over C; u = eps/2.
@@ -282,43 +283,19 @@ static void gemm_case(int ta, int tb, int M, int N, int K, float alpha, float be
     free(got);
 }
 
-static void test_gemm(void) {
-    static const int sizes[] = {1, 3, 17, 33, 65, 129};
-    static const float ab[][2] = {{1.0f, 0.0f}, {-0.75f, 0.0f}, {1.0f, 1.0f}, {0.5f, -1.5f}};
-    int ns = (int)(sizeof sizes / sizeof sizes[0]);
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++)
-            for (int im = 0; im < ns; im++)
-                for (int in = 0; in < ns; in++)
-                    for (int ik = 0; ik < ns; ik++) {
-                        int k = (im + in + ik) % 4;   // cycle alpha/beta through the shapes
-                        gemm_case(ta, tb, sizes[im], sizes[in], sizes[ik], ab[k][0], ab[k][1]);
-                    }
-    // every alpha/beta at a few shapes, and shapes spanning several cache blocks in M, N and K
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-            for (int k = 0; k < 4; k++) gemm_case(ta, tb, 33, 17, 65, ab[k][0], ab[k][1]);
-            gemm_case(ta, tb, 257, 301, 529, 1.0f, 0.0f);
-            gemm_case(ta, tb, 131, 263, 300, 0.5f, -1.5f);
-        }
-    gemm_case(0, 0, 5, 7, 0, 1.0f, 0.0f);     // K = 0: C = beta C, here 0 (not NaN)
-    gemm_case(0, 1, 5, 7, 0, 1.0f, 0.5f);
-    gemm_case(1, 0, 9, 4, 6, 0.0f, 0.0f);     // alpha = 0, beta = 0: zeros
-    // gemm_ref (the float oracle kept for the optimisation issue) obeys the same contract
-    {
-        int M = 37, N = 41, K = 43;
-        float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C = falloc((size_t)M * N),
-              *C2 = falloc((size_t)M * N);
-        fill_uniform(A, (size_t)M * K, -1, 1);
-        fill_uniform(B, (size_t)K * N, -1, 1);
-        fill_const(C, (size_t)M * N, NAN);
-        gemm_ref(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
-        gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C2, N);
-        double *Cd = to_double(C, (size_t)M * N);
-        // both are float dot products of K = 43 terms in [-1,1]: each within K eps of the truth
-        CU_ASSERT(close_d("gemm vs gemm_ref", C2, Cd, (size_t)M * N, 2 * K * EPS, EPS));
-        free(A), free(B), free(C), free(C2), free(Cd);
-    }
+// gemm_ref (the float oracle kept for the optimisation issue) obeys the same contract
+static void gemm_ref_case(void) {
+    int M = 37, N = 41, K = 43;
+    float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C = falloc((size_t)M * N), *C2 = falloc((size_t)M * N);
+    fill_uniform(A, (size_t)M * K, -1, 1);
+    fill_uniform(B, (size_t)K * N, -1, 1);
+    fill_const(C, (size_t)M * N, NAN);
+    gemm_ref(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C2, N);
+    double *Cd = to_double(C, (size_t)M * N);
+    // both are float dot products of K = 43 terms in [-1,1]: each within K eps of the truth
+    CU_ASSERT(close_d("gemm vs gemm_ref", C2, Cd, (size_t)M * N, 2 * K * EPS, EPS));
+    free(A), free(B), free(C), free(C2), free(Cd);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,12 +353,6 @@ static void encoder_case(int B, int T, int C, int Vp, int maxT) {
 
     free(inp), free(wte), free(wpe), free(out), free(dout), free(dwte), free(dwpe), free(dwte0), free(dwpe0);
     free(c.wte), free(c.wpe), free(c.dout), free(c.out), free(idx), free(g), free(d1), free(p1);
-}
-
-static void test_encoder(void) {
-    encoder_case(2, 7, 12, 13, 9);
-    encoder_case(2, 64, 64, 50, 80);
-    encoder_case(3, 33, 200, 40, 33);   // C not a multiple of 16: uneven channel slices
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,19 +424,6 @@ static void layernorm_case(int N, int C) {
     free(x), free(w), free(b), free(out), free(mean), free(rstd), free(dout), free(rm), free(rr);
     free(c.x), free(c.w), free(c.b), free(c.dout), free(c.out);
     free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0), free(dx1), free(dw1), free(db1), free(idx), free(g);
-}
-
-static void test_layernorm(void) {
-    kernels_simd best = kernels_simd_detect();
-    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
-        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
-        layernorm_case(14, 12);
-        layernorm_case(7, 37);
-        layernorm_case(128, 64);
-        layernorm_case(9, 768);
-        layernorm_case(5, 100);   // a partial vector and a partial column chunk
-    }
-    kernels_set_simd(best);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -566,14 +524,6 @@ static void matmul_case(int N, int C, int OC, int with_bias) {
     free(idx), free(g);
 }
 
-static void test_matmul(void) {
-    matmul_case(14, 12, 10, 1);
-    matmul_case(14, 12, 10, 0);
-    matmul_case(3, 17, 300, 1);     // few rows: the output is split by columns
-    matmul_case(260, 64, 96, 1);
-    matmul_case(301, 70, 130, 0);
-}
-
 // ---------------------------------------------------------------------------------------------
 // attention
 
@@ -648,13 +598,6 @@ static void attention_case(int B, int T, int C, int NH) {
     free(dqkv), free(datt), free(dqkv0), free(idx), free(g), free(dqkv2), free(out1), free(att1);
 }
 
-static void test_attention(void) {
-    attention_case(2, 7, 12, 3);
-    attention_case(1, 1, 8, 2);      // a single position
-    attention_case(2, 64, 64, 4);
-    attention_case(1, 130, 64, 4);   // several row blocks, the last one partial
-}
-
 // ---------------------------------------------------------------------------------------------
 // flash attention: against the double reference (forward, lse, finite differences of backward),
 // against the batched-matmul reference kernel, masking, the decode form, determinism
@@ -669,12 +612,14 @@ typedef struct {
     const double *fd;                          // finite differences at idx[0..n_fd), or NULL
     const size_t *idx;
     size_t n_fd;
+    void *owned[12];                           // what flash_release frees
 } flash_refs;
 
-// The flash kernels at the SIMD level in use: forward against the references, backward (which
+// The flash kernels on the paths in use: forward against the references, backward (which
 // overwrites dqkv: it is prefilled with NaN, so an unwritten element fails) against the reference
 // kernel's accumulation onto zeros and finite differences, determinism, the decode form, masking.
 static void flash_level(const flash_refs *r) {
+    const char *lvl = g_path;
     int B = r->B, T = r->T, C = r->C, NH = r->NH, hs = C / NH;
     size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
     const float *qkv = r->qkv, *dout = r->dout;
@@ -682,8 +627,7 @@ static void flash_level(const flash_refs *r) {
     fill_const(out, no, NAN);   // every element must be written
     fill_const(lse, nl, NAN);
     attention_forward(out, lse, qkv, B, T, C, NH);
-    char what[128];
-    const char *lvl = kernels_simd_name(kernels_simd_level());
+    char what[256];
     // same bound as the reference kernel's output (probabilities within (4 sqrt(hs) + T + 8) eps
     // relative, |v| <= 2), plus the online rescaling: one more rounding per key block of 64
     snprintf(what, sizeof what, "flash attention out B=%d T=%d C=%d NH=%d %s", B, T, C, NH, lvl);
@@ -784,8 +728,9 @@ static void flash_level(const flash_refs *r) {
     free(out), free(lse), free(dqkv), free(zeros), free(out1), free(lse1), free(dqkv1), free(o1);
 }
 
-// flash attention: the references once, then flash_level on every SIMD path the CPU has
-static void flash_case(int B, int T, int C, int NH, int check_fd) {
+// flash attention: the references once (flash_prepare), then flash_level on every path the CPU
+// has (the rows of the table run it once per path)
+static flash_refs *flash_prepare(int B, int T, int C, int NH, int check_fd) {
     size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T, na = (size_t)B * NH * T * T;
     int hs = C / NH;
     float *qkv = falloc(nqkv), *dout = falloc(no);
@@ -810,48 +755,33 @@ static void flash_case(int B, int T, int C, int NH, int check_fd) {
             free(sc);
         }
     }
-    // the batched-matmul reference kernel (at the best SIMD level): forward, and backward onto zeros
+    // the batched-matmul reference kernel (on the best paths): forward, and backward onto zeros
     float *out_ref = falloc(no), *att = falloc(na), *dqkv_ref = falloc(nqkv), *datt = falloc(na);
     attention_forward_ref(out_ref, att, qkv, B, T, C, NH);
     fill_const(dqkv_ref, nqkv, 0.0f);
     attention_backward_ref(dqkv_ref, datt, dout, qkv, att, B, T, C, NH);
-    flash_refs r = {B, T, C, NH, qkv, dout, rout, rlse, to_double(out_ref, no), to_double(dqkv_ref, nqkv), NULL, NULL, 0};
+    flash_refs *r = xmalloc(sizeof *r);
+    *r = (flash_refs){B, T, C, NH, qkv, dout, rout, rlse, to_double(out_ref, no), to_double(dqkv_ref, nqkv), NULL, NULL, 0,
+                      {0}};
     size_t *idx = NULL;
     double *g = NULL;
     if (check_fd) {
         idx = xmalloc(FD_MAX * sizeof(size_t));
         g = dalloc(FD_MAX);
-        r.n_fd = pick_indices(idx, nqkv, FD_MAX);
-        fd_grad(att_loss, &c, c.qkv, idx, r.n_fd, FD_H, g);
-        r.fd = g;
-        r.idx = idx;
+        r->n_fd = pick_indices(idx, nqkv, FD_MAX);
+        fd_grad(att_loss, &c, c.qkv, idx, r->n_fd, FD_H, g);
+        r->fd = g;
+        r->idx = idx;
     }
-    kernels_simd best = kernels_simd_detect();
-    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {
-        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
-        flash_level(&r);
-    }
-    kernels_set_simd(best);
-    free(qkv), free(dout), free(c.qkv), free(c.dout), free(c.out), free(ratt), free(rout), free(rlse);
-    free(out_ref), free(att), free(dqkv_ref), free(datt), free((double *)r.out_ref), free((double *)r.dqkv_ref);
-    free(idx), free(g);
+    void *own[] = {qkv, dout, rout, rlse, (void *)r->out_ref, (void *)r->dqkv_ref, idx, g};
+    memcpy(r->owned, own, sizeof own);
+    free(c.qkv), free(c.dout), free(c.out), free(ratt), free(out_ref), free(att), free(dqkv_ref), free(datt);
+    return r;
 }
 
-static void test_flash_attention(void) {
-    flash_case(2, 7, 12, 3, 1);      // hs = 4
-    flash_case(1, 1, 8, 2, 1);       // T = 1
-    flash_case(2, 65, 20, 2, 1);     // hs = 10, C not a multiple of 16, a second partial key block
-    flash_case(1, 130, 64, 4, 1);    // several blocks, the last partial
-    // hs = 64 (the AVX-512 path's head size) at odd lengths: one position, part of one vector of
-    // queries, one short of a block, one past it, a third block of two
-    flash_case(2, 1, 128, 2, 1);
-    flash_case(1, 7, 128, 2, 1);
-    flash_case(1, 63, 128, 2, 1);
-    flash_case(2, 65, 128, 2, 1);
-    flash_case(1, 130, 128, 2, 1);
-    flash_case(4, 64, 256, 4, 0);    // the small model's shape (B=4, T=64, C=256, NH=4)
-    flash_case(2, 64, 768, 12, 0);   // GPT-2 124M's heads (hs = 64)
-    flash_case(1, 200, 64, 1, 0);    // a longer sequence: four key blocks
+static void flash_release(flash_refs *r) {
+    for (size_t i = 0; i < sizeof r->owned / sizeof r->owned[0]; i++) free(r->owned[i]);
+    free(r);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,7 +789,7 @@ static void test_flash_attention(void) {
 
 // gemm_mt (OpenMP over output tiles) against single-threaded gemm, bit for bit, at 1, 2 and 3
 // threads: where an element sits in the tiling must not change its value.
-static void gemm_mt_case(int ta, int tb, int M, int N, int K, int lvl) {
+static void gemm_mt_case(int ta, int tb, int M, int N, int K) {
     float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C1 = falloc((size_t)M * N), *C2 = falloc((size_t)M * N);
     fill_uniform(A, (size_t)M * K, -1, 1);
     fill_uniform(B, (size_t)K * N, -1, 1);
@@ -871,82 +801,53 @@ static void gemm_mt_case(int ta, int tb, int M, int N, int K, int lvl) {
         memcpy(C2, C0, (size_t)M * N * sizeof(float));
         omp_set_num_threads(nt);
         gemm_mt(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C2, N);
-        char what[96];
-        snprintf(what, sizeof what, "gemm_mt (%d,%d,%d,%d%d) at %d threads vs gemm (%s)", M, N, K, ta, tb, nt,
-                 kernels_simd_name((kernels_simd)lvl));
+        char what[256];
+        snprintf(what, sizeof what, "gemm_mt (%d,%d,%d,%d%d) at %d threads vs gemm (%s)", M, N, K, ta, tb, nt, g_path);
         CU_ASSERT(same_bits(what, C2, C1, (size_t)M * N));
     }
     omp_set_num_threads(2);
     free(A), free(B), free(C0), free(C1), free(C2);
 }
 
-static void test_gemm_paths(void) {
-    kernels_simd best = kernels_simd_detect();
-    static const int odd[][3] = {{1, 1, 1}, {13, 31, 17}, {15, 33, 257}, {29, 65, 300}, {3, 100, 7}, {57, 47, 513}};
-    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {
-        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
-        for (int ta = 0; ta < 2; ta++)
-            for (int tb = 0; tb < 2; tb++)
-                for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
-                    gemm_case(ta, tb, odd[i][0], odd[i][1], odd[i][2], 1.0f, 0.0f);
-                    gemm_case(ta, tb, odd[i][0], odd[i][1], odd[i][2], 0.5f, -1.5f);
-                }
-        // the model's products at N = B*T = 256 tokens, C = 256 (one of each kind)
-        gemm_case(0, 1, 256, 768, 256, 1.0f, 0.0f);   // forward: inp @ W^T
-        gemm_case(0, 0, 256, 256, 1024, 1.0f, 1.0f);  // dinp += dout @ W
-        gemm_case(1, 0, 768, 256, 256, 1.0f, 1.0f);   // dweight += dout^T @ inp
-        // gemm_mt: the same bits as gemm at 1, 2 and 3 threads, for a product split into column
-        // tiles (wide, narrow) and one split into row tiles
-        gemm_mt_case(0, 0, 300, 517, 301, lvl);
-        gemm_mt_case(0, 1, 61, 1601, 300, lvl);
-        gemm_mt_case(1, 0, 4001, 37, 129, lvl);
-    }
-    kernels_set_simd(best);
-    CU_ASSERT(kernels_simd_level() == best);
+// matmul_forward_gelu = matmul_forward then gelu_forward, bit for bit
+static void matmul_gelu_case(int N, int C, int OC) {
+    float *inp = falloc((size_t)N * C), *w = falloc((size_t)OC * C), *b = falloc(OC);
+    float *o1 = falloc((size_t)N * OC), *g1 = falloc((size_t)N * OC), *o2 = falloc((size_t)N * OC),
+          *g2 = falloc((size_t)N * OC);
+    fill_uniform(inp, (size_t)N * C, -1, 1);
+    fill_uniform(w, (size_t)OC * C, -0.1f, 0.1f);
+    fill_uniform(b, OC, -1, 1);
+    matmul_forward_gelu(o1, g1, inp, w, b, N, C, OC);
+    matmul_forward(o2, inp, w, b, N, C, OC);
+    gelu_forward(g2, o2, (size_t)N * OC);
+    CU_ASSERT(same_bits("matmul_forward_gelu pre-activation", o1, o2, (size_t)N * OC));
+    CU_ASSERT(same_bits("matmul_forward_gelu gelu", g1, g2, (size_t)N * OC));
+    free(inp), free(w), free(b), free(o1), free(g1), free(o2), free(g2);
 }
 
-static void test_fused(void) {
-    // matmul_forward_gelu = matmul_forward then gelu_forward, bit for bit, at odd and model shapes
-    static const int shapes[][3] = {{7, 13, 29}, {33, 64, 100}, {256, 256, 1024}, {256, 768, 3072}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
-        float *inp = falloc((size_t)N * C), *w = falloc((size_t)OC * C), *b = falloc(OC);
-        float *o1 = falloc((size_t)N * OC), *g1 = falloc((size_t)N * OC), *o2 = falloc((size_t)N * OC),
-              *g2 = falloc((size_t)N * OC);
-        fill_uniform(inp, (size_t)N * C, -1, 1);
-        fill_uniform(w, (size_t)OC * C, -0.1f, 0.1f);
-        fill_uniform(b, OC, -1, 1);
-        matmul_forward_gelu(o1, g1, inp, w, b, N, C, OC);
-        matmul_forward(o2, inp, w, b, N, C, OC);
-        gelu_forward(g2, o2, (size_t)N * OC);
-        CU_ASSERT(same_bits("matmul_forward_gelu pre-activation", o1, o2, (size_t)N * OC));
-        CU_ASSERT(same_bits("matmul_forward_gelu gelu", g1, g2, (size_t)N * OC));
-        free(inp), free(w), free(b), free(o1), free(g1), free(o2), free(g2);
-    }
-    // residual_layernorm_forward = residual_forward then layernorm_forward, bit for bit
-    static const int ln[][2] = {{5, 7}, {64, 256}, {9, 768}, {3, 37}};
-    for (size_t s = 0; s < sizeof ln / sizeof ln[0]; s++) {
-        int N = ln[s][0], C = ln[s][1];
-        size_t n = (size_t)N * C;
-        float *a = falloc(n), *bb = falloc(n), *w = falloc(C), *bias = falloc(C);
-        float *r1 = falloc(n), *o1 = falloc(n), *m1 = falloc(N), *s1 = falloc(N);
-        float *r2 = falloc(n), *o2 = falloc(n), *m2 = falloc(N), *s2 = falloc(N);
-        fill_uniform(a, n, -2, 2);
-        fill_uniform(bb, n, -2, 2);
-        fill_uniform(w, C, 0.5f, 1.5f);
-        fill_uniform(bias, C, -1, 1);
-        residual_layernorm_forward(r1, o1, m1, s1, a, bb, w, bias, N, C);
-        residual_forward(r2, a, bb, n);
-        layernorm_forward(o2, m2, s2, r2, w, bias, N, C);
-        CU_ASSERT(same_bits("residual_layernorm_forward res", r1, r2, n));
-        CU_ASSERT(same_bits("residual_layernorm_forward out", o1, o2, n));
-        CU_ASSERT(same_bits("residual_layernorm_forward mean", m1, m2, N));
-        CU_ASSERT(same_bits("residual_layernorm_forward rstd", s1, s2, N));
-        free(a), free(bb), free(w), free(bias), free(r1), free(o1), free(m1), free(s1), free(r2), free(o2), free(m2),
-            free(s2);
-    }
-    // adamw_update's grad_scale: the same bits as scaling the gradients first
-    size_t n = 1001;
+// residual_layernorm_forward = residual_forward then layernorm_forward, bit for bit
+static void residual_layernorm_case(int N, int C) {
+    size_t n = (size_t)N * C;
+    float *a = falloc(n), *bb = falloc(n), *w = falloc(C), *bias = falloc(C);
+    float *r1 = falloc(n), *o1 = falloc(n), *m1 = falloc(N), *s1 = falloc(N);
+    float *r2 = falloc(n), *o2 = falloc(n), *m2 = falloc(N), *s2 = falloc(N);
+    fill_uniform(a, n, -2, 2);
+    fill_uniform(bb, n, -2, 2);
+    fill_uniform(w, C, 0.5f, 1.5f);
+    fill_uniform(bias, C, -1, 1);
+    residual_layernorm_forward(r1, o1, m1, s1, a, bb, w, bias, N, C);
+    residual_forward(r2, a, bb, n);
+    layernorm_forward(o2, m2, s2, r2, w, bias, N, C);
+    CU_ASSERT(same_bits("residual_layernorm_forward res", r1, r2, n));
+    CU_ASSERT(same_bits("residual_layernorm_forward out", o1, o2, n));
+    CU_ASSERT(same_bits("residual_layernorm_forward mean", m1, m2, N));
+    CU_ASSERT(same_bits("residual_layernorm_forward rstd", s1, s2, N));
+    free(a), free(bb), free(w), free(bias), free(r1), free(o1), free(m1), free(s1), free(r2), free(o2), free(m2),
+        free(s2);
+}
+
+// adamw_update's grad_scale: the same bits as scaling the gradients first
+static void adamw_scale_case(size_t n) {
     float *p1 = falloc(n), *m1 = falloc(n), *v1 = falloc(n), *g = falloc(n), *gs = falloc(n);
     fill_uniform(p1, n, -1, 1);
     fill_uniform(m1, n, -0.1f, 0.1f);
@@ -1024,15 +925,6 @@ static void gelu_case(void) {
     free(tile);
 }
 
-static void test_gelu(void) {
-    kernels_simd best = kernels_simd_detect();
-    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
-        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
-        gelu_case();
-    }
-    kernels_set_simd(best);
-}
-
 typedef struct {
     size_t n;
     double *a, *b, *dout;
@@ -1045,7 +937,7 @@ static double res_loss(void *p) {
     return s;
 }
 
-static void test_residual_scale(void) {
+static void residual_scale_case(void) {
     size_t n = 777;
     float *a = falloc(n), *b = falloc(n), *out = falloc(n), *dout = falloc(n), *da = falloc(n), *db = falloc(n);
     fill_uniform(a, n, -1, 1);
@@ -1148,23 +1040,10 @@ static void softmax_xent_case(int N, int V, int Vp) {
     free(wild), free(losses2), free(dl2), free(alias);
 }
 
-static void test_softmax_xent(void) {
-    kernels_simd best = kernels_simd_detect();
-    for (int lvl = SM_SIMD_SCALAR; lvl <= (int)best; lvl++) {   // every path the CPU has
-        CU_ASSERT(kernels_set_simd((kernels_simd)lvl) == (kernels_simd)lvl);
-        softmax_xent_case(14, 11, 13);
-        softmax_xent_case(5, 7, 7);         // no padding
-        softmax_xent_case(64, 1000, 1024);
-        softmax_xent_case(3, 300, 333);     // a partial block and a partial vector, padding > 16
-        softmax_xent_case(1, 50, 64);       // one row: one thread has none
-    }
-    kernels_set_simd(best);
-}
-
 // ---------------------------------------------------------------------------------------------
 // sm_expf, sm_tanhf
 
-static void test_vmath(void) {
+static void vmath_case(void) {
     size_t n = 1 << 20;
     float *x = falloc(n), *e = falloc(n), *th = falloc(n);
     double *re = dalloc(n), *rt = dalloc(n);
@@ -1204,10 +1083,10 @@ KERNELS_TGT_512 static void exp512_nonpos_all(float *e, const float *x, size_t n
 }
 #endif
 
-// sm_exp512 (the exp of the AVX-512 kernels): the accuracy and special values of sm_expf
-static void test_vmath_avx512(void) {
+// sm_exp512 (the exp of the AVX-512 kernels): the accuracy and special values of sm_expf (the
+// table runs it only where the CPU has AVX-512F)
+static void vmath_avx512_case(void) {
 #ifdef KERNELS_X86
-    if (kernels_simd_detect() != SM_SIMD_AVX512) return;
     size_t n = 1 << 20;
     float *x = falloc(n), *e = falloc(n);
     double *re = dalloc(n);
@@ -1239,7 +1118,7 @@ static void test_vmath_avx512(void) {
 // ---------------------------------------------------------------------------------------------
 // AdamW, sum_squares
 
-static void test_adamw(void) {
+static void adamw_case(void) {
     size_t n = 1003;
     float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
     float *p = falloc(n), *m = falloc(n), *v = falloc(n), *gr = falloc(n);
@@ -1285,7 +1164,7 @@ static int denormal_probe(void) {   // 1 when both modes act in this thread
     return sq == 0.0f && twice == 0.0f;
 }
 
-static void test_flush_denormals(void) {
+static void flush_denormals_case(void) {
     if (!kernels_flush_denormals(1)) {   // not an x86 CPU: nothing to check
         CU_ASSERT(!kernels_denormals_flushed());
         return;
@@ -1319,45 +1198,1107 @@ static void test_flush_denormals(void) {
     free(p), free(m), free(v), free(gr);
 }
 
-static void test_sum_squares(void) {
-    static const size_t sizes[] = {0, 1, 5, 65536, 65537, 300001, ((size_t)256 << 16) + 1000};
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-        size_t n = sizes[s];
-        float *g = falloc(n);
-        fill_uniform(g, n, -2, 2);
-        double ref = 0.0;
-        for (size_t i = 0; i < n; i++) ref += (double)g[i] * g[i];
-        double got2 = sum_squares(g, n);
-        omp_set_num_threads(1);
-        double got1 = sum_squares(g, n);
-        omp_set_num_threads(2);
-        // squares of floats are exact in double; a double sum of n positive terms in any order
-        // is within n u_double of the truth, twice (ours and the reference's)
-        CU_ASSERT(fabs(got2 - ref) <= 2.0 * n * DBL_EPSILON * ref);
-        CU_ASSERT(memcmp(&got1, &got2, sizeof got1) == 0);   // bit for bit, 1 vs 2 threads
-        free(g);
-    }
+static void sum_squares_case(size_t n) {
+    float *g = falloc(n);
+    fill_uniform(g, n, -2, 2);
+    double ref = 0.0;
+    for (size_t i = 0; i < n; i++) ref += (double)g[i] * g[i];
+    double got2 = sum_squares(g, n);
+    omp_set_num_threads(1);
+    double got1 = sum_squares(g, n);
+    omp_set_num_threads(2);
+    // squares of floats are exact in double; a double sum of n positive terms in any order
+    // is within n u_double of the truth, twice (ours and the reference's)
+    CU_ASSERT(fabs(got2 - ref) <= 2.0 * n * DBL_EPSILON * ref);
+    CU_ASSERT(memcmp(&got1, &got2, sizeof got1) == 0);   // bit for bit, 1 vs 2 threads
+    free(g);
 }
 
 // ---------------------------------------------------------------------------------------------
 
+// matmul_forward at N = 1 (a decode step: the one-row form, nothing packed) against the rows of
+// the same product at N rows (a prefill, packed): bit for bit, with and without bias and GELU, at
+// 1 and 2 threads; and against the double reference with matmul_forward's bound.
+static void matmul_row_case(int N, int C, int OC) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *inp = falloc(ni), *w = falloc(nw), *b = falloc(OC), *full = falloc(no);
+    float *one = falloc(OC), *gone = falloc(OC);
+    fill_uniform(inp, ni, -1, 1);
+    fill_uniform(w, nw, -1, 1);
+    fill_uniform(b, OC, -1, 1);
+    char what[256];
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        const float *bias = with_bias ? b : NULL;
+        matmul_forward(full, inp, w, bias, N, C, OC);
+        int ok = 1, gok = 1;
+        for (int r = 0; r < N; r++) {
+            for (int nt = 1; nt <= 2; nt++) {
+                omp_set_num_threads(nt);
+                fill_const(one, OC, NAN);
+                matmul_forward(one, inp + (size_t)r * C, w, bias, 1, C, OC);
+                ok &= memcmp(one, full + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+            }
+            omp_set_num_threads(2);
+        }
+        snprintf(what, sizeof what, "matmul_forward N=1 vs rows of N=%d (C=%d OC=%d bias=%d, %s)", N, C, OC, with_bias, g_path);
+        if (!ok) fprintf(stderr, "%s: differ\n", what);
+        CU_ASSERT(ok);
+        // the fused GELU: the one-row pre-activation and GELU equal the N-row product's
+        float *pre = falloc(no), *act = falloc(no);
+        matmul_forward_gelu(pre, act, inp, w, bias, N, C, OC);
+        for (int r = 0; r < N; r++) {
+            matmul_forward_gelu(one, gone, inp + (size_t)r * C, w, bias, 1, C, OC);
+            gok &= memcmp(one, pre + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+            gok &= memcmp(gone, act + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+        }
+        CU_ASSERT(gok);
+        // against the double reference: the bound of matmul_case
+        double *ri = to_double(inp, (size_t)C), *rw = to_double(w, nw), *rb = to_double(b, OC), *ro = dalloc(OC);
+        ref_matmul(ro, ri, rw, with_bias ? rb : NULL, 1, C, OC);
+        matmul_forward(one, inp, w, bias, 1, C, OC);
+        snprintf(what, sizeof what, "matmul_forward N=1 C=%d OC=%d bias=%d (%s)", C, OC, with_bias, g_path);
+        CU_ASSERT(close_d(what, one, ro, OC, (C + 1) * EPS * sqrt(C + 1.0), EPS));
+        free(pre), free(act), free(ri), free(rw), free(rb), free(ro);
+    }
+    free(inp), free(w), free(b), free(full), free(one), free(gone);
+}
+
+// The dispatch (cpu.c): features against the kernel's own view (/proc/cpuinfo, which lists what
+// the CPU reports and the kernel enables) and GCC's __builtin_cpu_supports; masks and levels.
+static int cpuinfo_has(const char *flags, const char *name) {   // name as a whole word of the flags line
+    size_t n = strlen(name);
+    for (const char *p = flags; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == flags || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == '\0')) return 1;
+    return 0;
+}
+
+static void cpu_case(void) {
+    unsigned have = kernels_cpu_detect();
+    CU_ASSERT((have & ~(unsigned)KERNELS_CPU_ALL) == 0);
+    CU_ASSERT(kernels_cpu_detect() == have);   // read once, the same every time
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        static char line[8192];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "flags", 5)) break;
+        fclose(f);
+        static const struct {
+            unsigned bit;
+            const char *flag;
+        } map[] = {{KERNELS_CPU_AVX2, "avx2"}, {KERNELS_CPU_FMA, "fma"}, {KERNELS_CPU_AVX512F, "avx512f"},
+                   {KERNELS_CPU_AVX512BW, "avx512bw"}, {KERNELS_CPU_AVX512VL, "avx512vl"},
+                   {KERNELS_CPU_AVX512_BF16, "avx512_bf16"}, {KERNELS_CPU_AVX512_VNNI, "avx512_vnni"},
+                   {KERNELS_CPU_AVX_VNNI, "avx_vnni"}, {KERNELS_CPU_AMX_BF16, "amx_bf16"}, {KERNELS_CPU_AMX_INT8, "amx_int8"}};
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+            int ours = (have & map[i].bit) != 0, linux_says = cpuinfo_has(line, map[i].flag);
+            // AMX also needs the process's permission (arch_prctl), which cpuinfo does not show
+            int amx = map[i].bit == KERNELS_CPU_AMX_BF16 || map[i].bit == KERNELS_CPU_AMX_INT8;
+            if (amx ? (ours && !linux_says) : ours != linux_says)
+                fprintf(stderr, "cpu: %s: cpuid says %d, /proc/cpuinfo says %d\n", map[i].flag, ours, linux_says);
+            CU_ASSERT(amx ? (!ours || linux_says) : ours == linux_says);
+        }
+    }
+#ifdef KERNELS_X86
+    __builtin_cpu_init();
+    CU_ASSERT(!!(have & KERNELS_CPU_AVX2) == !!__builtin_cpu_supports("avx2"));
+    CU_ASSERT(!!(have & KERNELS_CPU_FMA) == !!__builtin_cpu_supports("fma"));
+    CU_ASSERT(!!(have & KERNELS_CPU_AVX512F) == !!__builtin_cpu_supports("avx512f"));
+    CU_ASSERT(!!(have & KERNELS_CPU_AVX512BW) == !!__builtin_cpu_supports("avx512bw"));
+    CU_ASSERT(!!(have & KERNELS_CPU_AVX512_VNNI) == !!__builtin_cpu_supports("avx512vnni"));
+#endif
+    // allow: what kernels may use is the CPU's features within the mask
+    CU_ASSERT(kernels_cpu_allow(0) == 0 && kernels_cpu_features() == 0);
+    for (int op = 0; op < KERNELS_OP_COUNT; op++) CU_ASSERT(!strcmp(kernels_path((kernels_op)op), "c"));
+    const kernels_cpu_level *lv;
+    int nl = kernels_cpu_levels(&lv);
+    CU_ASSERT(nl >= 6 && !strcmp(lv[0].name, "scalar") && lv[0].mask == 0);
+    for (int l = 0; l < nl; l++) {
+        CU_ASSERT(kernels_cpu_level_find(lv[l].name) == &lv[l]);
+        CU_ASSERT(kernels_cpu_allow(lv[l].mask) == (lv[l].mask & have));
+        CU_ASSERT(l == 0 || (lv[l].mask & lv[l - 1].mask) == lv[l - 1].mask || !strcmp(lv[l].name, "avx512"));
+        // every level has an fp32 GEMM row on the path it picks
+        CU_ASSERT(gemm_ukernel_pick(KERNELS_OP_GEMM_F32, KERNELS_F32, KERNELS_F32) != NULL);
+    }
+    CU_ASSERT(kernels_cpu_level_find("avx9000") == NULL);
+    CU_ASSERT(kernels_cpu_allow(KERNELS_CPU_ALL) == have);
+    char buf[256];
+    CU_ASSERT(kernels_cpu_describe(buf, sizeof buf, 0) == 4 && !strcmp(buf, "none"));
+    CU_ASSERT(kernels_cpu_describe(buf, sizeof buf, KERNELS_CPU_AVX2 | KERNELS_CPU_AVX512_VNNI) > 0 &&
+              !strcmp(buf, "avx2 avx512_vnni"));
+    CU_ASSERT(kernels_cpu_describe(buf, 6, KERNELS_CPU_AVX2 | KERNELS_CPU_FMA) == -1 && strlen(buf) < 6);
+    for (int i = 0; i < KERNELS_CPU_N_FEATURES; i++)
+        for (int j = 0; j < i; j++) CU_ASSERT(strcmp(kernels_cpu_feature_name(1u << i), kernels_cpu_feature_name(1u << j)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// INT8: quantization, and the q8 products against an integer reference
+
+// q8_quantize / q8_dequantize: with s a group's scale (amax/127), q = round(w * (127/amax)) has
+// |q - w/s| <= 1/2 + ~254 u (the two float roundings of 127/amax and of the product, each <= u
+// relative, on |w/s| <= 127), and the dequantized q s (one more rounding of s, one of the product)
+// is within s (1/2 + 512 u) = s (1/2 + 256 EPS) of w. Also: q in [-127, 127], the group's largest
+// |w| maps to +-127 exactly, scale = amax/127 in float, an all-zero group gives scale 0 and q = 0, a
+// NaN gives a NaN scale, and dequantize is q * scale exactly.
+static void q8_quant_case(int rows, int cols, int group) {
+    size_t n = (size_t)rows * cols;
+    int G = (cols + group - 1) / group;
+    float *w = falloc(n), *sc = falloc((size_t)rows * G), *back = falloc(n);
+    int8_t *q = xmalloc(n);
+    fill_uniform(w, n, -1, 1);
+    for (size_t i = 0; i < n; i++) w[i] = ldexpf(w[i], (int)(i / 97 % 9) - 4);   // magnitudes 2^-4 .. 2^4
+    if (rows > 1)
+        for (int k = 0; k < cols; k++) w[(size_t)1 * cols + k] = 0.0f;   // row 1: all zero
+    if (rows > 2) w[(size_t)2 * cols] = 1e-30f;                          // tiny values: scale ~1e-32
+    q8_quantize(q, sc, w, rows, cols, group);
+    q8_dequantize(back, q, sc, rows, cols, group);
+    int ok_bound = 1, ok_range = 1, ok_max = 1, ok_scale = 1, ok_deq = 1;
+    double worst = 0.0;
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < G; g++) {
+            int k0 = g * group, len = cols - k0 < group ? cols - k0 : group;
+            const float *wg = w + (size_t)r * cols + k0;
+            float amax = 0.0f;
+            for (int k = 0; k < len; k++) amax = fmaxf(amax, fabsf(wg[k]));
+            float s = sc[(size_t)r * G + g];
+            ok_scale &= s == amax / 127.0f;
+            for (int k = 0; k < len; k++) {
+                size_t i = (size_t)r * cols + k0 + k;
+                ok_range &= q[i] != -128;   // int8 holds [-128, 127]: -128 must never appear
+                if (fabsf(wg[k]) == amax && amax > 0.0f) ok_max &= q[i] == (wg[k] > 0 ? 127 : -127);
+                if (amax == 0.0f) ok_range &= q[i] == 0;
+                ok_deq &= back[i] == (float)q[i] * s;
+                double err = fabs((double)back[i] - wg[k]), bound = (double)s * (0.5 + 256 * EPS);
+                ok_bound &= err <= bound;
+                if (s > 0 && err / s > worst) worst = err / s;
+            }
+        }
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  q8 quantize %dx%d/%d: max |err|/scale %.6f", rows, cols, group, worst);
+    CU_ASSERT(ok_bound && ok_range && ok_max && ok_scale && ok_deq);
+    // a NaN poisons its group's scale (and only that group's)
+    w[0] = NAN;
+    q8_quantize(q, sc, w, rows, cols, group);
+    CU_ASSERT(isnan(sc[0]) && (G < 2 || !isnan(sc[1])));
+    free(w), free(sc), free(back), free(q);
+}
+
+// The q8 product, checked three ways, on every q8 path the CPU has:
+//  1. exactly, against the documented arithmetic: the activations quantized by q8_quantize (the
+//     same per-group rule), each group's integer sum of xq wq by a plain int64 loop, and the chain
+//     out = bias, then fmaf(isum, sx * sw, out) per group in order. Bit equality: any integer sum
+//     off by one would change the float result;
+//  2. against the true product of the unquantized inputs (double), within the bound the scales
+//     imply: with h = 1/2 + 256 EPS (q8_quant_case), |x w - (sx xq)(sw wq)| <= |x| sw h + |w| sx h +
+//     sx sw h^2 per product, plus the float chain's roundings, (G + 1) EPS sum_g |sx sw isum_g|;
+//  3. N = 1 (the one-row form) against the rows of the N-row product, 1 vs 2 threads, and the fused
+//     GELU against matmul_forward_q8 + gelu_forward: bit for bit.
+// kind 0: uniform random inputs; 1: integers with each group's |max| = 127 (scales exactly 1: the
+// result is the integer sum itself); 2: as 1 but the weights' groups scaled by 2^(g%4) (exact
+// power-of-two scales); 3: w all +127, x all +127 (even rows) or -127 (odd rows): every product
+// +-16129, the largest pair sums (+-32258), where vpmaddubsw would saturate on w + 128 (+-64770).
+static void q8_matmul_case(int N, int C, int OC, int group, int kind) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    int G = (C + group - 1) / group;
+    float *x = falloc(ni), *w = falloc(nw), *b = falloc(OC);
+    fill_uniform(b, OC, -1, 1);
+    if (kind == 0) {
+        fill_uniform(x, ni, -2, 2);
+        fill_uniform(w, nw, -0.5f, 0.5f);
+    } else {
+        for (size_t i = 0; i < ni; i++) x[i] = kind == 3 ? 127.0f : (float)((int)sm_rng_below(&g_rng, 255) - 127);
+        for (size_t i = 0; i < nw; i++) w[i] = kind == 3 ? 127.0f : (float)((int)sm_rng_below(&g_rng, 255) - 127);
+        if (kind == 3)
+            for (int r = 1; r < N; r += 2)
+                for (int k = 0; k < C; k++) x[(size_t)r * C + k] = -127.0f;
+        for (int r = 0; r < N; r++)   // each group's first element sets |max| = 127
+            for (int g = 0; g < G; g++) x[(size_t)r * C + g * group] = kind == 3 && r % 2 ? -127.0f : 127.0f;
+        for (int o = 0; o < OC; o++)
+            for (int g = 0; g < G; g++) {
+                w[(size_t)o * C + g * group] = 127.0f;
+                if (kind == 2)
+                    for (int k = g * group; k < C && k < (g + 1) * group; k++) w[(size_t)o * C + k] *= (float)(1 << (g % 4));
+            }
+    }
+    int8_t *xq = xmalloc(ni), *wq = xmalloc(nw);
+    float *sx = falloc((size_t)N * G), *sw = falloc((size_t)OC * G);
+    q8_quantize(wq, sw, w, OC, C, group);
+    q8_quantize(xq, sx, x, N, C, group);
+    if (kind == 3) {   // the extremes reach the kernels as they are
+        int all = 1;
+        for (size_t i = 0; i < nw; i++) all &= wq[i] == 127;
+        for (size_t i = 0; i < ni; i++) all &= xq[i] == (i / C % 2 ? -127 : 127);
+        CU_ASSERT(all);
+    }
+    // the documented arithmetic, with integer sums by a plain loop
+    float *ref = falloc(no);
+    double *bound = dalloc(no), *truth = dalloc(no);
+    int64_t max_isum = 0;
+    for (int r = 0; r < N; r++)
+        for (int o = 0; o < OC; o++) {
+            float acc = b[o];
+            double chain_abs = 0.0, qerr = 0.0, t = b[o];
+            for (int g = 0; g < G; g++) {
+                int64_t isum = 0;
+                double h = 0.5 + 256 * EPS, sxg = sx[(size_t)r * G + g], swg = sw[(size_t)o * G + g];
+                for (int k = g * group; k < C && k < (g + 1) * group; k++) {
+                    isum += (int64_t)xq[(size_t)r * C + k] * wq[(size_t)o * C + k];
+                    double xv = x[(size_t)r * C + k], wv = w[(size_t)o * C + k];
+                    t += xv * wv;
+                    qerr += fabs(xv) * swg * h + fabs(wv) * sxg * h + sxg * swg * h * h;
+                }
+                if (llabs(isum) > max_isum) max_isum = llabs(isum);
+                acc = fmaf((float)isum, sx[(size_t)r * G + g] * sw[(size_t)o * G + g], acc);
+                chain_abs += fabs((double)isum * sxg * swg);
+            }
+            ref[(size_t)r * OC + o] = acc;
+            truth[(size_t)r * OC + o] = t;
+            bound[(size_t)r * OC + o] = qerr + (G + 1) * EPS * (chain_abs + fabs(b[o]));
+        }
+    CU_ASSERT(max_isum < (1 << 24));   // so (float)isum is exact, as the kernels assume
+    char what[256];
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        const float *bias = with_bias ? b : NULL;
+        float *out = falloc(no), *pre = falloc(no), *act = falloc(no), *act2 = falloc(no), *one = falloc(OC);
+        fill_const(out, no, NAN);
+        matmul_forward_q8(out, x, wq, sw, bias, N, C, OC, group);
+        // 1. exact: with bias the reference chain starts at b; without, at 0 (rebuild that one)
+        float *want = ref;
+        float *nob = NULL;
+        if (!with_bias) {
+            nob = falloc(no);
+            for (int r = 0; r < N; r++)
+                for (int o = 0; o < OC; o++) {
+                    float acc = 0.0f;
+                    for (int g = 0; g < G; g++) {
+                        int64_t isum = 0;
+                        for (int k = g * group; k < C && k < (g + 1) * group; k++)
+                            isum += (int64_t)xq[(size_t)r * C + k] * wq[(size_t)o * C + k];
+                        acc = fmaf((float)isum, sx[(size_t)r * G + g] * sw[(size_t)o * G + g], acc);
+                    }
+                    nob[(size_t)r * OC + o] = acc;
+                }
+            want = nob;
+        }
+        snprintf(what, sizeof what, "matmul_forward_q8 N=%d C=%d OC=%d group=%d kind=%d bias=%d vs integer reference (%s)",
+                 N, C, OC, group, kind, with_bias, g_path);
+        CU_ASSERT(same_bits(what, out, want, no));
+        if ((kind == 1 || kind == 3) && !with_bias) {   // scales 1: the result is the integer sum itself
+            int ok = 1;
+            for (int r = 0; r < N; r++)
+                for (int o = 0; o < OC; o++) {
+                    int64_t tot = 0;
+                    for (int k = 0; k < C; k++) tot += (int64_t)xq[(size_t)r * C + k] * wq[(size_t)o * C + k];
+                    ok &= llabs(tot) < (1 << 24) && out[(size_t)r * OC + o] == (float)tot;
+                }
+            CU_ASSERT(ok);
+        }
+        // 2. against the unquantized product, within the bound the scales imply
+        if (with_bias) {
+            snprintf(what, sizeof what, "matmul_forward_q8 N=%d C=%d OC=%d group=%d kind=%d vs float product (%s)", N, C,
+                     OC, group, kind, g_path);
+            int ok = 1;
+            size_t worst_i = 0;
+            double worst = 0.0;
+            for (size_t i = 0; i < no; i++) {
+                double used = fabs((double)out[i] - truth[i]) / bound[i];
+                if (!(used <= 1.0)) ok = 0;
+                if (used > worst || isnan(used)) worst = isnan(used) ? INFINITY : used, worst_i = i;
+            }
+            if (!ok) fprintf(stderr, "%s: [%zu] %.9g vs %.9g, %.3f of the bound\n", what, worst_i, (double)out[worst_i], truth[worst_i], worst);
+            if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: %.3f of the bound", what, worst);
+            CU_ASSERT(ok);
+        }
+        // 3. one row at a time (the one-row form), at 1 and 2 threads; the fused GELU
+        int rows_ok = 1;
+        for (int r = 0; r < N; r++)
+            for (int nt = 1; nt <= 2; nt++) {
+                omp_set_num_threads(nt);
+                fill_const(one, OC, NAN);
+                matmul_forward_q8(one, x + (size_t)r * C, wq, sw, bias, 1, C, OC, group);
+                rows_ok &= memcmp(one, out + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+            }
+        omp_set_num_threads(1);
+        matmul_forward_q8(pre, x, wq, sw, bias, N, C, OC, group);
+        omp_set_num_threads(2);
+        rows_ok &= memcmp(pre, out, no * sizeof(float)) == 0;
+        snprintf(what, sizeof what, "matmul_forward_q8 N=1 and 1 thread vs N=%d (C=%d OC=%d group=%d, %s)", N, C, OC, group, g_path);
+        if (!rows_ok) fprintf(stderr, "%s: differ\n", what);
+        CU_ASSERT(rows_ok);
+        matmul_forward_q8_gelu(pre, act, x, wq, sw, bias, N, C, OC, group);
+        gelu_forward(act2, out, no);
+        CU_ASSERT(same_bits("matmul_forward_q8_gelu pre-activation", pre, out, no));
+        CU_ASSERT(same_bits("matmul_forward_q8_gelu gelu", act, act2, no));
+        free(out), free(pre), free(act), free(act2), free(one), free(nob);
+    }
+    free(x), free(w), free(b), free(xq), free(wq), free(sx), free(sw), free(ref), free(bound), free(truth);
+}
+
+// ---------------------------------------------------------------------------------------------
+// bfloat16: conversion, the bf16 GEMM and linear layers, AdamW's bf16 copy
+
+// The value of bf16 bits b as a double, b's magnitude only; 0x7F80 (the first past the largest
+// finite) as 2^128, the value rounding compares against
+static double bf16_mag(unsigned b) {
+    b &= 0x7FFF;
+    int e = (int)(b >> 7);
+    return e == 0 ? 0.0 : ldexp(1.0 + (b & 0x7F) / 128.0, e - 127);
+}
+
+// The reference rounding, from the definition rather than the bits trick: of the two bf16 values
+// around |x| (truncation and the next one up), the nearer in double arithmetic, the even one on a
+// tie; NaN -> quiet NaN keeping the top bits; +-inf kept; zero and denormals -> signed zero.
+static unsigned ref_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    unsigned sign = (u >> 16) & 0x8000u;
+    if (isnan(x)) return (u >> 16) | 0x40u;
+    if (isinf(x)) return u >> 16;
+    if (fpclassify(x) == FP_ZERO || fpclassify(x) == FP_SUBNORMAL) return sign;
+    unsigned lo = (u >> 16) & 0x7FFFu, hi = lo + 1;
+    double ax = fabs((double)x), dlo = ax - bf16_mag(lo), dhi = bf16_mag(hi) - ax;
+    unsigned r = dlo < dhi ? lo : dhi < dlo ? hi : (lo & 1u ? hi : lo);
+    return sign | r;
+}
+
+// bf16_from_f32 (scalar), bf16_from_f32_array (on the path in use) and bf16_to_f32 against the
+// reference: named cases (ties to even both ways, NaNs quiet and signalling of both signs, infs,
+// denormals and zeros, the largest float rounding to inf, values just below a tie), every bf16
+// value's exact round trip, and 2^20 random bit patterns (all classes).
+static void bf16_convert_case(void) {
+    static const struct {
+        uint32_t in;
+        unsigned want;
+    } named[] = {
+        {0x3F808000u, 0x3F80}, {0x3F818000u, 0x3F82}, {0xBF808000u, 0xBF80}, {0xBF818000u, 0xBF82},   // ties
+        {0x3F807FFFu, 0x3F80}, {0x3F808001u, 0x3F81}, {0x3F80FFFFu, 0x3F81},                          // off ties
+        {0x7FC00000u, 0x7FC0}, {0xFFC00001u, 0xFFC0}, {0x7F800001u, 0x7FC0}, {0xFF812345u, 0xFFC1},   // NaNs
+        {0x7F800000u, 0x7F80}, {0xFF800000u, 0xFF80},                                                 // infs
+        {0x00000001u, 0x0000}, {0x807FFFFFu, 0x8000}, {0x00400000u, 0x0000}, {0x80000000u, 0x8000},   // denormals
+        {0x7F7FFFFFu, 0x7F80}, {0xFF7FFFFFu, 0xFF80}, {0x7F7F7FFFu, 0x7F7F}, {0x00800000u, 0x0080},   // extremes
+    };
+    int ok = 1;
+    size_t n_named = sizeof named / sizeof named[0];
+    float *x = falloc((size_t)1 << 20);
+    uint16_t *h = xmalloc(((size_t)1 << 20) * sizeof(uint16_t));
+    for (size_t i = 0; i < n_named; i++) memcpy(&x[i], &named[i].in, 4);
+    bf16_from_f32_array(h, x, n_named);
+    for (size_t i = 0; i < n_named; i++) {
+        unsigned s = bf16_from_f32(x[i]), r = ref_bf16(x[i]);
+        if (s != named[i].want || r != named[i].want || h[i] != named[i].want) {
+            fprintf(stderr, "bf16 of 0x%08X: scalar 0x%04X, array 0x%04X, reference 0x%04X, expected 0x%04X (%s)\n",
+                    named[i].in, s, h[i], r, named[i].want, g_path);
+            ok = 0;
+        }
+    }
+    // every bf16 value: exact as a float, and back to itself (NaNs: to their quiet form)
+    for (unsigned b = 0; b < 65536; b++) {
+        float f = bf16_to_f32((uint16_t)b);
+        unsigned back = bf16_from_f32(f);
+        int exp0 = (b & 0x7F80) == 0;
+        unsigned want = isnan(f) ? (b | 0x40u) : exp0 ? (b & 0x8000u) : b;
+        if (back != want) ok = 0;
+    }
+    // random bit patterns, through the array form (in two unaligned pieces: vector bodies and tails)
+    size_t n = (size_t)1 << 20;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)sm_rng_u64(&g_rng);
+        if (i % 8 == 1) u &= 0x807FFFFFu;                 // denormals
+        if (i % 8 == 2) u = (u & 0xFFFF0000u) | 0x8000u;   // ties
+        if (i % 8 == 3) u |= 0x7F800000u;                  // infs and NaNs
+        memcpy(&x[i], &u, 4);
+    }
+    bf16_from_f32_array(h, x, 37);
+    bf16_from_f32_array(h + 37, x + 37, n - 37);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (h[i] != ref_bf16(x[i]) || bf16_from_f32(x[i]) != h[i]) bad++;
+    if (bad) fprintf(stderr, "bf16 conversion: %zu of %zu random floats differ from the reference (%s)\n", bad, n, g_path);
+    ok &= bad == 0;
+    float *back = falloc(n);
+    bf16_to_f32_array(back, h, n);
+    bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&back[i], &(float){bf16_to_f32(h[i])}, 4) != 0;
+    ok &= bad == 0;
+    CU_ASSERT(ok);
+    free(x), free(h), free(back);
+}
+
+// Every element of got (M,N, stride ldg) against ref (double) within the fp32-accumulation bound of
+// the bf16 GEMM (kernels.h): (K + 2) u bound_abs + 1e-30 (the absolute term: flushed underflows)
+static int check_bf16_bound(const char *what, const float *got, int ldg, const double *ref, const double *bound_abs,
+                            int M, int N, int K) {
+    const double u = EPS / 2;
+    int ok = 1;
+    double worst = 0.0;
+    size_t wi = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            size_t e = (size_t)i * N + j;
+            double bound = (K + 2) * u * bound_abs[e] + 1e-30, err = fabs((double)got[(size_t)i * ldg + j] - ref[e]);
+            double used = err / bound;
+            if (!(used <= 1.0)) ok = 0;
+            if (!(used <= worst)) worst = isnan(used) ? INFINITY : used, wi = e;
+        }
+    if (!ok)
+        fprintf(stderr, "%s: [%zu] %.9g vs %.9g, %.3f of the bound\n", what, wi,
+                (double)got[(wi / N) * (size_t)ldg + wi % N], ref[wi], worst);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: %.3f of the bound", what, worst);
+    return ok;
+}
+
+// x rounded to bf16 by the reference rounding, as a double
+static double rb(float x) {
+    unsigned b = ref_bf16(x);
+    return (b & 0x8000u ? -1.0 : 1.0) * bf16_mag(b);
+}
+
+// gemm_bf16 against the double sum of the bf16-rounded operands, within the bound above, with
+// padded strides whose padding must stay unwritten; gemm_bf16_parallel bit for bit at 1, 2, 3 threads.
+static void gemm_bf16_case(int ta, int tb, int M, int N, int K, float alpha, float beta) {
+    int pad = 3;
+    int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+    int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+    size_t na = (size_t)a_rows * lda, nb = (size_t)b_rows * ldb, nc = (size_t)M * ldc;
+    float *A = falloc(na), *B = falloc(nb), *C = falloc(nc), *C0 = falloc(nc);
+    fill_uniform(A, na, -1, 1);
+    fill_uniform(B, nb, -1, 1);
+    fill_uniform(C0, nc, -1, 1);
+    if (beta == 0.0f) fill_const(C0, nc, NAN);   // beta = 0 must not read C
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) C0[(size_t)i * ldc + j] = 12345.0f;
+    double *ref = dalloc((size_t)M * N), *abs_sum = dalloc((size_t)M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0, sa = 0.0;
+            for (int k = 0; k < K; k++) {
+                double a = rb(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+                double b = rb(tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                s += a * b;
+                sa += fabs(a * b);
+            }
+            double c = beta == 0.0f ? 0.0 : C0[(size_t)i * ldc + j];
+            ref[(size_t)i * N + j] = alpha * s + beta * c;
+            abs_sum[(size_t)i * N + j] = fabs(alpha) * sa + fabs(beta * c);
+        }
+    memcpy(C, C0, nc * sizeof(float));
+    gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    char what[256];
+    snprintf(what, sizeof what, "gemm_bf16 ta=%d tb=%d %dx%dx%d a=%g b=%g (%s)", ta, tb, M, N, K, alpha, beta, g_path);
+    CU_ASSERT(check_bf16_bound(what, C, ldc, ref, abs_sum, M, N, K));
+    int pad_ok = 1;
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) pad_ok &= C[(size_t)i * ldc + j] == 12345.0f;
+    CU_ASSERT(pad_ok);
+    float *Cp = falloc(nc);
+    for (int nt = 1; nt <= 3; nt++) {
+        omp_set_num_threads(nt);
+        memcpy(Cp, C0, nc * sizeof(float));
+        gemm_bf16_parallel(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, Cp, ldc);
+        snprintf(what, sizeof what, "gemm_bf16_parallel %d threads ta=%d tb=%d %dx%dx%d (%s)", nt, ta, tb, M, N, K, g_path);
+        CU_ASSERT(same_bits(what, Cp, C, nc));
+    }
+    omp_set_num_threads(2);
+    free(A), free(B), free(C), free(C0), free(Cp), free(ref), free(abs_sum);
+}
+
+// The linear layers with bf16 weights: forward (with and without bias), the fused GELU against
+// forward + gelu_forward (bit for bit), backward's dinp, dweight (written, then accumulated) and
+// dbias against double sums of the bf16-rounded operands, at 1 and 2 threads bit for bit.
+static void matmul_bf16_case(int N, int C, int OC) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *x = falloc(ni), *wf = falloc(nw), *b = falloc(OC), *dout = falloc(no);
+    fill_uniform(x, ni, -1, 1);
+    fill_uniform(wf, nw, -0.5f, 0.5f);
+    fill_uniform(b, OC, -1, 1);
+    fill_uniform(dout, no, -1, 1);
+    uint16_t *w = xmalloc(nw * sizeof(uint16_t));
+    for (size_t i = 0; i < nw; i++) w[i] = (uint16_t)ref_bf16(wf[i]);
+    double *ref = dalloc(no), *abs_sum = dalloc(no);
+    char what[256];
+    // forward
+    for (int r = 0; r < N; r++)
+        for (int o = 0; o < OC; o++) {
+            double s = b[o], sa = fabs(b[o]);
+            for (int k = 0; k < C; k++) {
+                double p = rb(x[(size_t)r * C + k]) * bf16_to_f32(w[(size_t)o * C + k]);
+                s += p;
+                sa += fabs(p);
+            }
+            ref[(size_t)r * OC + o] = s, abs_sum[(size_t)r * OC + o] = sa;
+        }
+    float *out = falloc(no), *out2 = falloc(no), *act = falloc(no), *act2 = falloc(no);
+    fill_const(out, no, NAN);
+    matmul_forward_bf16(out, x, w, b, N, C, OC);
+    snprintf(what, sizeof what, "matmul_forward_bf16 N=%d C=%d OC=%d (%s)", N, C, OC, g_path);
+    CU_ASSERT(check_bf16_bound(what, out, OC, ref, abs_sum, N, OC, C));
+    omp_set_num_threads(1);
+    matmul_forward_bf16_gelu(out2, act, x, w, b, N, C, OC);
+    omp_set_num_threads(2);
+    gelu_forward(act2, out, no);
+    CU_ASSERT(same_bits("matmul_forward_bf16_gelu pre-activation (1 thread vs 2)", out2, out, no));
+    CU_ASSERT(same_bits("matmul_forward_bf16_gelu gelu", act, act2, no));
+    matmul_forward_bf16(out2, x, w, NULL, N, C, OC);   // without bias: out - b, within the same bound
+    for (size_t i = 0; i < no; i++) ref[i] -= b[i % OC], abs_sum[i] -= fabs(b[i % OC]);
+    CU_ASSERT(check_bf16_bound("matmul_forward_bf16 without bias", out2, OC, ref, abs_sum, N, OC, C));
+    // backward: dinp = dout W, dweight = dout^T x (then + the same again), dbias = colsum(dout)
+    float *dinp = falloc(ni), *dw = falloc(nw), *db = falloc(OC), *dw1 = falloc(nw);
+    double *rdi = dalloc(ni), *adi = dalloc(ni), *rdw = dalloc(nw), *adw = dalloc(nw);
+    for (int r = 0; r < N; r++)
+        for (int k = 0; k < C; k++) {
+            double s = 0, sa = 0;
+            for (int o = 0; o < OC; o++) {
+                double p = rb(dout[(size_t)r * OC + o]) * bf16_to_f32(w[(size_t)o * C + k]);
+                s += p, sa += fabs(p);
+            }
+            rdi[(size_t)r * C + k] = s, adi[(size_t)r * C + k] = sa;
+        }
+    for (int o = 0; o < OC; o++)
+        for (int k = 0; k < C; k++) {
+            double s = 0, sa = 0;
+            for (int r = 0; r < N; r++) {
+                double p = rb(dout[(size_t)r * OC + o]) * rb(x[(size_t)r * C + k]);
+                s += p, sa += fabs(p);
+            }
+            rdw[(size_t)o * C + k] = s, adw[(size_t)o * C + k] = sa;
+        }
+    fill_const(dinp, ni, NAN);
+    fill_const(dw, nw, NAN);
+    fill_const(db, OC, NAN);
+    matmul_backward_bf16(dinp, dw, db, dout, x, w, N, C, OC, 0);
+    snprintf(what, sizeof what, "matmul_backward_bf16 dinp N=%d C=%d OC=%d (%s)", N, C, OC, g_path);
+    CU_ASSERT(check_bf16_bound(what, dinp, C, rdi, adi, N, C, OC));
+    snprintf(what, sizeof what, "matmul_backward_bf16 dweight N=%d C=%d OC=%d (%s)", N, C, OC, g_path);
+    CU_ASSERT(check_bf16_bound(what, dw, C, rdw, adw, OC, C, N));
+    int db_ok = 1;
+    for (int o = 0; o < OC; o++) {
+        double s = 0;
+        for (int r = 0; r < N; r++) s += dout[(size_t)r * OC + o];
+        db_ok &= fabs(db[o] - s) <= EPS * fabs(s) + 1e-30;   // double sums, one rounding
+    }
+    CU_ASSERT(db_ok);
+    memcpy(dw1, dw, nw * sizeof(float));
+    omp_set_num_threads(1);
+    matmul_backward_bf16(dinp, dw, db, dout, x, w, N, C, OC, 1);   // accumulate: dw1 + the same product
+    omp_set_num_threads(2);
+    for (size_t i = 0; i < nw; i++) rdw[i] = 2 * rdw[i], adw[i] = 2 * adw[i];
+    CU_ASSERT(check_bf16_bound("matmul_backward_bf16 dweight accumulated", dw, C, rdw, adw, OC, C, N + 1));
+    free(x), free(wf), free(b), free(dout), free(w), free(ref), free(abs_sum), free(out), free(out2), free(act),
+        free(act2), free(dinp), free(dw), free(db), free(dw1), free(rdi), free(adi), free(rdw), free(adw);
+}
+
+// ||a - b|| / ||b|| over n elements (b double or float)
+static double rel_norm_d(const float *a, const double *b, size_t n) {
+    double d = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), nb += b[i] * b[i];
+    return sqrt(d / (nb > 0 ? nb : 1));
+}
+static double rel_norm_f(const float *a, const float *b, size_t n) {
+    double *bd = to_double(b, n), r = rel_norm_d(a, bd, n);
+    free(bd);
+    return r;
+}
+
+// The bf16 form of flash attention against the double reference (forward) and the float32 kernels
+// (backward, itself checked against finite differences), in norm: ||bf16 - ref|| <= 4u ||ref||, u =
+// 2^-8. The reason: q and k rounded to bf16 move each score by at most 2u sum_c |q_c k_c| / 8, which
+// these inputs (|x| <= 1, hs = 64) keep below 2u x 8 = 16u in the exponent but, over a row, in norm
+// well under 1u; the probabilities and v rounded add u each: ~2-3u in all; the backward chains one
+// more rounded product (dO and dS) per gradient: 4u covers both with margin (measured: 0.4-0.6u,
+// SM_TEST_VERBOSE). Also: not equal to the float32 kernel (the bf16 path ran), bit for bit at 1 and
+// 2 threads, and the decode form (nq = 1 at position t) equal to row t of the full forward.
+static void attention_bf16_case(int B, int T, int C, int NH) {
+    const double tol = 4.0 / 256.0;
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    int hs = C / NH;
+    float *qkv = falloc(nqkv), *o32 = falloc(no), *o16 = falloc(no), *o16b = falloc(no), *l32 = falloc(nl),
+          *l16 = falloc(nl), *l16b = falloc(nl), *dout = falloc(no), *d32 = falloc(nqkv), *d16 = falloc(nqkv),
+          *d16b = falloc(nqkv), *row = falloc((size_t)hs);
+    fill_uniform(qkv, nqkv, -1, 1);
+    fill_uniform(dout, no, -1, 1);
+    double *qd = to_double(qkv, nqkv), *ref = dalloc(no), *att = dalloc(nl * (size_t)T);
+    ref_attention(ref, att, qd, B, T, C, NH);
+    attention_forward(o32, l32, qkv, B, T, C, NH);
+    attention_forward_bf16(o16, l16, qkv, B, T, C, NH);
+    double e_out = rel_norm_d(o16, ref, no), e_lse = rel_norm_f(l16, l32, nl);
+    char what[256];
+    snprintf(what, sizeof what, "attention_forward_bf16 B=%d T=%d C=%d NH=%d (%s)", B, T, C, NH, g_path);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: out %.2fu, lse %.2fu", what, e_out * 256, e_lse * 256);
+    CU_ASSERT(e_out <= tol && e_lse <= tol);
+    int bf16_ran = memcmp(o16, o32, no * sizeof(float)) != 0;
+    CU_ASSERT(bf16_ran || !kernels_bf16_available() || hs != 64);
+    attention_backward(d32, dout, o32, qkv, l32, B, T, C, NH);
+    fill_const(d16, nqkv, NAN);   // overwritten: every element
+    attention_backward_bf16(d16, dout, o16, qkv, l16, B, T, C, NH);
+    double e_d = rel_norm_f(d16, d32, nqkv);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: dqkv %.2fu", what, e_d * 256);
+    CU_ASSERT(e_d <= tol);
+    omp_set_num_threads(1);
+    attention_forward_bf16(o16b, l16b, qkv, B, T, C, NH);
+    attention_backward_bf16(d16b, dout, o16, qkv, l16, B, T, C, NH);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("attention_forward_bf16 1 vs 2 threads", o16b, o16, no));
+    CU_ASSERT(same_bits("attention_forward_bf16 lse 1 vs 2 threads", l16b, l16, nl));
+    CU_ASSERT(same_bits("attention_backward_bf16 1 vs 2 threads", d16b, d16, nqkv));
+    int dec_ok = 1;   // decode: query t alone against the keys 0..t of batch row B-1, head NH-1
+    const float *base = qkv + (size_t)(B - 1) * T * 3 * C + (size_t)(NH - 1) * hs;
+    for (int t = 0; t < T; t += (T > 8 ? T / 7 : 1)) {
+        attention_head_forward_bf16(row, hs, NULL, base + (size_t)t * 3 * C, 3 * C, base + C, 3 * C, base + 2 * C, 3 * C, 1,
+                                    t, hs);
+        dec_ok &= memcmp(row, o16 + ((size_t)(B - 1) * T + t) * C + (size_t)(NH - 1) * hs, (size_t)hs * sizeof(float)) == 0;
+    }
+    CU_ASSERT(dec_ok);
+    free(qkv), free(o32), free(o16), free(o16b), free(l32), free(l16), free(l16b), free(dout), free(d32), free(d16),
+        free(d16b), free(row), free(qd), free(ref), free(att);
+}
+
+// adamw_update_bf16: the float32 params, m, v bit for bit adamw_update's, the copy their bf16
+static void adamw_bf16_case(size_t n) {
+    float *p = falloc(n), *g = falloc(n), *m = falloc(n), *v = falloc(n);
+    fill_uniform(p, n, -1, 1), fill_uniform(g, n, -1, 1), fill_uniform(m, n, -0.1f, 0.1f), fill_uniform(v, n, 0, 0.01f);
+    float *p2 = copy_f(p, n), *m2 = copy_f(m, n), *v2 = copy_f(v, n);
+    uint16_t *pb = xmalloc(n * sizeof(uint16_t));
+    adamw_update(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 3);
+    adamw_update_bf16(p2, pb, g, m2, v2, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 3);
+    CU_ASSERT(same_bits("adamw_update_bf16 params", p2, p, n));
+    CU_ASSERT(same_bits("adamw_update_bf16 m", m2, m, n));
+    CU_ASSERT(same_bits("adamw_update_bf16 v", v2, v, n));
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += pb[i] != ref_bf16(p[i]);
+    CU_ASSERT(bad == 0);
+    free(p), free(g), free(m), free(v), free(p2), free(m2), free(v2), free(pb);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table of cases, in the spirit of ggml's test-backend-ops: one row per (op, shape, dtype),
+// and each row runs on every code path this CPU has for the ops it names (once per distinct
+// combination of those ops' paths, found by allowing each feature level in turn), so a new dtype
+// or shape is a new row and a new path (a row of cpu.c's path lists) is covered by the rows that
+// exist. References that do not depend on the path are computed once per row (prepare).
+
+typedef struct test_case test_case;
+struct test_case {
+    const char *op;                            // the CUnit test that runs the row
+    void (*run)(const test_case *t, void *refs);
+    void *(*prepare)(const test_case *t);      // NULL, or references computed once for all paths
+    void (*release)(void *refs);
+    unsigned paths;                            // bits 1 << kernels_op: run on each of their paths (0: once)
+    unsigned needs;                            // CPU features without which the row is skipped
+    kernels_dtype dtype;
+    int s[6];                                  // the shape, as the op reads it
+    float x[2];                                // op parameters (gemm: alpha, beta)
+};
+
+#define P(op) (1u << KERNELS_OP_##op)
+
+static void run_gemm(const test_case *t, void *r) {
+    (void)r;
+    gemm_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4], t->x[0], t->x[1]);
+}
+static void run_gemm_mt(const test_case *t, void *r) {
+    (void)r;
+    gemm_mt_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4]);
+}
+static void run_gemm_ref(const test_case *t, void *r) {
+    (void)t, (void)r;
+    gemm_ref_case();
+}
+static void run_encoder(const test_case *t, void *r) {
+    (void)r;
+    encoder_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4]);
+}
+static void run_layernorm(const test_case *t, void *r) {
+    (void)r;
+    layernorm_case(t->s[0], t->s[1]);
+}
+static void run_residual_layernorm(const test_case *t, void *r) {
+    (void)r;
+    residual_layernorm_case(t->s[0], t->s[1]);
+}
+static void run_matmul(const test_case *t, void *r) {
+    (void)r;
+    matmul_case(t->s[0], t->s[1], t->s[2], t->s[3]);
+}
+static void run_matmul_row(const test_case *t, void *r) {
+    (void)r;
+    matmul_row_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_matmul_gelu(const test_case *t, void *r) {
+    (void)r;
+    matmul_gelu_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_attention_ref(const test_case *t, void *r) {
+    (void)r;
+    attention_case(t->s[0], t->s[1], t->s[2], t->s[3]);
+}
+static void *prepare_flash(const test_case *t) { return flash_prepare(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4]); }
+static void run_flash(const test_case *t, void *r) {
+    (void)t;
+    flash_level(r);
+}
+static void release_flash(void *r) { flash_release(r); }
+static void run_gelu(const test_case *t, void *r) {
+    (void)t, (void)r;
+    gelu_case();
+}
+static void run_residual_scale(const test_case *t, void *r) {
+    (void)t, (void)r;
+    residual_scale_case();
+}
+static void run_softmax_xent(const test_case *t, void *r) {
+    (void)r;
+    softmax_xent_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_vmath(const test_case *t, void *r) {
+    (void)t, (void)r;
+    vmath_case();
+}
+static void run_vmath_avx512(const test_case *t, void *r) {
+    (void)t, (void)r;
+    vmath_avx512_case();
+}
+static void run_adamw(const test_case *t, void *r) {
+    (void)t, (void)r;
+    adamw_case();
+}
+static void run_adamw_scale(const test_case *t, void *r) {
+    (void)r;
+    adamw_scale_case((size_t)t->s[0]);
+}
+static void run_flush_denormals(const test_case *t, void *r) {
+    (void)t, (void)r;
+    flush_denormals_case();
+}
+static void run_sum_squares(const test_case *t, void *r) {
+    (void)r;
+    sum_squares_case((size_t)t->s[0]);
+}
+static void run_q8_quant(const test_case *t, void *r) {
+    (void)r;
+    q8_quant_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_q8_matmul(const test_case *t, void *r) {
+    (void)r;
+    q8_matmul_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4]);
+}
+static void run_bf16_convert(const test_case *t, void *r) {
+    (void)t, (void)r;
+    bf16_convert_case();
+}
+static void run_gemm_bf16(const test_case *t, void *r) {
+    (void)r;
+    gemm_bf16_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4], t->x[0], t->x[1]);
+}
+static void run_matmul_bf16(const test_case *t, void *r) {
+    (void)r;
+    matmul_bf16_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_attention_bf16(const test_case *t, void *r) {
+    (void)r;
+    attention_bf16_case(t->s[0], t->s[1], t->s[2], t->s[3]);
+}
+static void run_adamw_bf16(const test_case *t, void *r) {
+    (void)r;
+    adamw_bf16_case((size_t)t->s[0]);
+}
+static void run_cpu(const test_case *t, void *r) {
+    (void)t, (void)r;
+    cpu_case();
+}
+
+static test_case *g_cases;
+static int g_n_cases, g_cap_cases;
+
+static void add(test_case c) {
+    if (g_n_cases == g_cap_cases) {
+        g_cap_cases = g_cap_cases ? 2 * g_cap_cases : 256;
+        test_case *grown = realloc(g_cases, (size_t)g_cap_cases * sizeof *grown);
+        if (!grown) {
+            fprintf(stderr, "test_kernels: out of memory (%d cases)\n", g_cap_cases);
+            exit(2);
+        }
+        g_cases = grown;
+    }
+    g_cases[g_n_cases++] = c;
+}
+
+static void build_cases(void) {
+    add((test_case){.op = "cpu", .run = run_cpu});
+
+    // gemm against the double triple loop: every transpose, every small size in M, N and K with
+    // alpha/beta cycled through the shapes
+    static const int sizes[] = {1, 3, 17, 33, 65, 129};
+    static const float ab[][2] = {{1.0f, 0.0f}, {-0.75f, 0.0f}, {1.0f, 1.0f}, {0.5f, -1.5f}};
+    int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int im = 0; im < ns; im++)
+                for (int in = 0; in < ns; in++)
+                    for (int ik = 0; ik < ns; ik++) {
+                        int k = (im + in + ik) % 4;
+                        add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32),
+                                        .s = {ta, tb, sizes[im], sizes[in], sizes[ik]}, .x = {ab[k][0], ab[k][1]}});
+                    }
+    // every alpha/beta at a few shapes; shapes spanning several cache blocks in M, N and K; odd
+    // shapes with both alpha/beta kinds
+    static const int odd[][3] = {{1, 1, 1}, {13, 31, 17}, {15, 33, 257}, {29, 65, 300}, {3, 100, 7}, {57, 47, 513}};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            for (int k = 0; k < 4; k++)
+                add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {ta, tb, 33, 17, 65}, .x = {ab[k][0], ab[k][1]}});
+            add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {ta, tb, 257, 301, 529}, .x = {1.0f, 0.0f}});
+            add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {ta, tb, 131, 263, 300}, .x = {0.5f, -1.5f}});
+            for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+                add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {ta, tb, odd[i][0], odd[i][1], odd[i][2]},
+                                .x = {1.0f, 0.0f}});
+                add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {ta, tb, odd[i][0], odd[i][1], odd[i][2]},
+                                .x = {0.5f, -1.5f}});
+            }
+        }
+    add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {0, 0, 5, 7, 0}, .x = {1.0f, 0.0f}});   // K = 0: C = beta C
+    add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {0, 1, 5, 7, 0}, .x = {1.0f, 0.5f}});
+    add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {1, 0, 9, 4, 6}, .x = {0.0f, 0.0f}});   // alpha = beta = 0
+    // the model's products at N = B*T = 256 tokens, C = 256 (one of each kind)
+    add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {0, 1, 256, 768, 256}, .x = {1.0f, 0.0f}});    // inp @ W^T
+    add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {0, 0, 256, 256, 1024}, .x = {1.0f, 1.0f}});   // dinp
+    add((test_case){.op = "gemm", .run = run_gemm, .paths = P(GEMM_F32), .s = {1, 0, 768, 256, 256}, .x = {1.0f, 1.0f}});    // dweight
+    add((test_case){.op = "gemm", .run = run_gemm_ref});
+    // gemm_mt: the same bits as gemm at 1, 2 and 3 threads, for a product split into column tiles
+    // (wide, narrow), one split into row tiles, and one row (the one-row form)
+    add((test_case){.op = "gemm_mt", .run = run_gemm_mt, .paths = P(GEMM_F32), .s = {0, 0, 300, 517, 301}});
+    add((test_case){.op = "gemm_mt", .run = run_gemm_mt, .paths = P(GEMM_F32), .s = {0, 1, 61, 1601, 300}});
+    add((test_case){.op = "gemm_mt", .run = run_gemm_mt, .paths = P(GEMM_F32), .s = {1, 0, 4001, 37, 129}});
+    add((test_case){.op = "gemm_mt", .run = run_gemm_mt, .paths = P(GEMM_F32), .s = {0, 1, 1, 1601, 300}});
+
+    add((test_case){.op = "encoder", .run = run_encoder, .s = {2, 7, 12, 13, 9}});
+    add((test_case){.op = "encoder", .run = run_encoder, .s = {2, 64, 64, 50, 80}});
+    add((test_case){.op = "encoder", .run = run_encoder, .s = {3, 33, 200, 40, 33}});   // C not a multiple of 16
+
+    add((test_case){.op = "layernorm", .run = run_layernorm, .paths = P(LAYERNORM), .s = {14, 12}});
+    add((test_case){.op = "layernorm", .run = run_layernorm, .paths = P(LAYERNORM), .s = {7, 37}});
+    add((test_case){.op = "layernorm", .run = run_layernorm, .paths = P(LAYERNORM), .s = {128, 64}});
+    add((test_case){.op = "layernorm", .run = run_layernorm, .paths = P(LAYERNORM), .s = {9, 768}});
+    add((test_case){.op = "layernorm", .run = run_layernorm, .paths = P(LAYERNORM), .s = {5, 100}});   // partial vector and chunk
+
+    add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {14, 12, 10, 1}});
+    add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {14, 12, 10, 0}});
+    add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {3, 17, 300, 1}});   // few rows: split by columns
+    add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {260, 64, 96, 1}});
+    add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {301, 70, 130, 0}});
+    add((test_case){.op = "matmul", .run = run_matmul, .paths = P(GEMM_F32), .s = {1, 300, 77, 1}});   // one row
+    // a decode step (N = 1) against a prefill's rows: tails in OC (not a multiple of 8, 16 or 32)
+    // and in K (within and across KC = 256 slices), the model's shapes
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {3, 17, 1}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {3, 300, 77}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {4, 1000, 50}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {2, 768, 2304}});
+    add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {2, 3072, 768}});
+    // matmul_forward_gelu = matmul_forward then gelu_forward, bit for bit
+    static const int mg[][3] = {{7, 13, 29}, {33, 64, 100}, {256, 256, 1024}, {256, 768, 3072}};
+    for (size_t i = 0; i < sizeof mg / sizeof mg[0]; i++)
+        add((test_case){.op = "matmul_gelu", .run = run_matmul_gelu, .paths = P(GEMM_F32) | P(GELU), .s = {mg[i][0], mg[i][1], mg[i][2]}});
+
+    // the batched-matmul attention (the reference kernel) against the double reference
+    add((test_case){.op = "attention", .run = run_attention_ref, .paths = P(GEMM_F32), .s = {2, 7, 12, 3}});
+    add((test_case){.op = "attention", .run = run_attention_ref, .paths = P(GEMM_F32), .s = {1, 1, 8, 2}});    // one position
+    add((test_case){.op = "attention", .run = run_attention_ref, .paths = P(GEMM_F32), .s = {2, 64, 64, 4}});
+    add((test_case){.op = "attention", .run = run_attention_ref, .paths = P(GEMM_F32), .s = {1, 130, 64, 4}});   // last block partial
+    // flash attention: B, T, C, NH, finite differences
+    static const int fl[][5] = {
+        {2, 7, 12, 3, 1},     // hs = 4
+        {1, 1, 8, 2, 1},      // T = 1
+        {2, 65, 20, 2, 1},    // hs = 10, C not a multiple of 16, a second partial key block
+        {1, 130, 64, 4, 1},   // several blocks, the last partial
+        // hs = 64 (the AVX-512 path's head size) at odd lengths: one position, part of one vector
+        // of queries, one short of a block, one past it, a third block of two
+        {2, 1, 128, 2, 1}, {1, 7, 128, 2, 1}, {1, 63, 128, 2, 1}, {2, 65, 128, 2, 1}, {1, 130, 128, 2, 1},
+        {4, 64, 256, 4, 0},    // the small model's shape (B=4, T=64, C=256, NH=4)
+        {2, 64, 768, 12, 0},   // GPT-2 124M's heads (hs = 64)
+        {1, 200, 64, 1, 0},    // a longer sequence: four key blocks
+    };
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
+        add((test_case){.op = "flash_attention", .run = run_flash, .prepare = prepare_flash, .release = release_flash, .paths = P(ATTENTION) | P(GEMM_F32),
+                        .s = {fl[i][0], fl[i][1], fl[i][2], fl[i][3], fl[i][4]}});
+
+    // INT8: quantization at odd shapes and group sizes (a short last group, one not a multiple of 4)
+    static const int qq[][3] = {{5, 64, 64}, {7, 200, 64}, {3, 37, 8}, {4, 1000, 128}, {2, 515, 512}, {9, 30, 4}};
+    for (size_t i = 0; i < sizeof qq / sizeof qq[0]; i++)
+        add((test_case){.op = "q8_quantize", .run = run_q8_quant, .dtype = KERNELS_Q8, .s = {qq[i][0], qq[i][1], qq[i][2]}});
+    // the q8 products: N, C, OC, group, kind (see q8_matmul_case). Tails of every tile (MR 6, 4, 3;
+    // NR 32, 16), of groups (C % group, C % 4) and of K blocks (512 per block), N = 1 and the model's
+    // shapes; +-127 extremes and exact scales at several sizes
+    static const int qm[][5] = {
+        {1, 64, 32, 64, 0},    {2, 64, 33, 64, 0},    {7, 200, 77, 64, 0},   {13, 37, 50, 8, 0},
+        {6, 1100, 65, 64, 0},  {3, 130, 17, 32, 0},   {25, 768, 96, 64, 0},  {4, 515, 40, 512, 0},
+        {9, 30, 19, 4, 0},     {1, 3072, 100, 64, 0}, {64, 256, 768, 64, 0}, {7, 200, 77, 64, 1},
+        {5, 1024, 40, 64, 1},  {3, 37, 21, 8, 1},     {7, 256, 65, 64, 2},   {5, 768, 33, 32, 2},
+        {7, 1024, 70, 64, 3},  {1, 768, 50, 64, 3},   {6, 96, 31, 16, 3},    {2, 1040, 9, 512, 3},
+    };
+    for (size_t i = 0; i < sizeof qm / sizeof qm[0]; i++)
+        add((test_case){.op = "q8_matmul", .run = run_q8_matmul, .paths = P(GEMM_Q8) | P(GELU), .dtype = KERNELS_Q8,
+                        .s = {qm[i][0], qm[i][1], qm[i][2], qm[i][3], qm[i][4]}});
+
+
+    // bfloat16: conversion on each path; the bf16 GEMM at odd shapes and every tile edge of both
+    // rows (plain C 4 x 16, AVX-512 14 x 32; MC 128 / 112, NC 512, KC 512 and its pairs: K odd,
+    // K = KC +- 1, two K blocks), every transpose, with alpha and beta; the linear layers at odd and
+    // model shapes; AdamW's copy
+    add((test_case){.op = "bf16_convert", .run = run_bf16_convert, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16});
+    static const int bm[] = {1, 4, 13, 14, 15, 29, 113}, bn[] = {1, 16, 17, 31, 32, 33, 513}, bk[] = {1, 2, 3, 31, 511, 512, 513, 1025};
+    int nbm = (int)(sizeof bm / sizeof bm[0]), nbn = (int)(sizeof bn / sizeof bn[0]), nbk = (int)(sizeof bk / sizeof bk[0]);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int im = 0; im < nbm; im++)
+                for (int in = 0; in < nbn; in++) {
+                    int ik = (im * 3 + in * 5 + ta + 2 * tb) % nbk, k = (im + in + ik) % 4;   // every K over the rows
+                    if ((size_t)bm[im] * bn[in] * bk[ik] > (size_t)4 << 20) ik = (ik + 3) % nbk;
+                    add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
+                                    .s = {ta, tb, bm[im], bn[in], bk[ik]}, .x = {ab[k][0], ab[k][1]}});
+                }
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int ik = 0; ik < nbk; ik++)
+                add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
+                                .s = {ta, tb, 29, 33, bk[ik]}, .x = {1.0f, ik % 2 ? 1.0f : 0.0f}});
+    add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
+                    .s = {0, 0, 5, 7, 0}, .x = {1.0f, 0.5f}});   // K = 0: C = beta C
+    static const int mb[][3] = {{1, 7, 5}, {3, 17, 300}, {15, 33, 31}, {29, 130, 65}, {113, 64, 96}, {256, 256, 768}, {64, 768, 2304}};
+    for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++)
+        add((test_case){.op = "matmul_bf16", .run = run_matmul_bf16, .paths = P(GEMM_BF16) | P(GELU), .dtype = KERNELS_BF16,
+                        .s = {mb[i][0], mb[i][1], mb[i][2]}});
+    // the bf16 attention: 64-wide heads at odd lengths (one position, part of a vector of queries,
+    // odd counts of keys and queries at block edges, several blocks), the model's shapes; hs = 4
+    // (the float32 fallback)
+    static const int ab16[][4] = {{2, 1, 128, 2}, {1, 7, 128, 2}, {1, 63, 128, 2}, {2, 65, 128, 2}, {1, 130, 128, 2},
+                                  {1, 131, 64, 1}, {4, 64, 256, 4}, {2, 64, 768, 12}, {1, 200, 64, 1}, {2, 7, 12, 3}};
+    for (size_t i = 0; i < sizeof ab16 / sizeof ab16[0]; i++)
+        add((test_case){.op = "attention_bf16", .run = run_attention_bf16, .paths = P(GEMM_BF16) | P(ATTENTION),
+                        .dtype = KERNELS_BF16, .s = {ab16[i][0], ab16[i][1], ab16[i][2], ab16[i][3]}});
+    static const int an[] = {1, 15, 16, 17, 1000, 100001};
+    for (size_t i = 0; i < sizeof an / sizeof an[0]; i++)
+        add((test_case){.op = "adamw_bf16", .run = run_adamw_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16, .s = {an[i]}});
+
+    add((test_case){.op = "gelu", .run = run_gelu, .paths = P(GELU)});
+    static const int rl[][2] = {{5, 7}, {64, 256}, {9, 768}, {3, 37}};
+    for (size_t i = 0; i < sizeof rl / sizeof rl[0]; i++)
+        add((test_case){.op = "residual_layernorm", .run = run_residual_layernorm, .paths = P(LAYERNORM), .s = {rl[i][0], rl[i][1]}});
+    add((test_case){.op = "residual_scale", .run = run_residual_scale});
+    static const int sx[][3] = {{14, 11, 13}, {5, 7, 7}, {64, 1000, 1024}, {3, 300, 333}, {1, 50, 64}};
+    // no padding; a partial block and vector with padding > 16; one row (one thread has none)
+    for (size_t i = 0; i < sizeof sx / sizeof sx[0]; i++)
+        add((test_case){.op = "softmax_xent", .run = run_softmax_xent, .paths = P(SOFTMAX_XENT), .s = {sx[i][0], sx[i][1], sx[i][2]}});
+    add((test_case){.op = "vmath", .run = run_vmath});
+    add((test_case){.op = "vmath_avx512", .run = run_vmath_avx512, .needs = KERNELS_CPU_AVX512F});
+    add((test_case){.op = "adamw", .run = run_adamw});
+    add((test_case){.op = "adamw", .run = run_adamw_scale, .s = {1001}});
+    add((test_case){.op = "flush_denormals", .run = run_flush_denormals});
+    static const int ss[] = {0, 1, 5, 65536, 65537, 300001, (256 << 16) + 1000};
+    for (size_t i = 0; i < sizeof ss / sizeof ss[0]; i++) add((test_case){.op = "sum_squares", .run = run_sum_squares, .s = {ss[i]}});
+}
+
+// The paths of the ops in mask, "gemm f32 avx512, gelu c": a row runs once per distinct value.
+static void paths_key(char *buf, size_t size, unsigned mask) {
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int op = 0; op < KERNELS_OP_COUNT && len < size; op++)
+        if (mask & (1u << op)) {
+            int n = snprintf(buf + len, size - len, "%s%s %s", len ? ", " : "", kernels_op_name((kernels_op)op),
+                             kernels_path((kernels_op)op));
+            if (n > 0) len += (size_t)n;
+        }
+}
+
+static void run_rows(const char *op) {
+    const kernels_cpu_level *lv;
+    int nl = kernels_cpu_levels(&lv);
+    unsigned have = kernels_cpu_detect();
+    int n_runs = 0;
+    for (int i = 0; i < g_n_cases; i++) {
+        const test_case *t = &g_cases[i];
+        if (strcmp(t->op, op) || (t->needs & ~have)) continue;
+        void *refs = t->prepare ? t->prepare(t) : NULL;
+        if (!t->paths) {
+            snprintf(g_path, sizeof g_path, "one path");
+            t->run(t, refs);
+            n_runs++;
+        } else {
+            char seen[8][sizeof g_path];
+            int n_seen = 0;
+            for (int l = 0; l < nl; l++) {
+                kernels_cpu_allow(lv[l].mask);
+                paths_key(g_path, sizeof g_path, t->paths);
+                int dup = 0;
+                for (int k = 0; k < n_seen; k++) dup |= !strcmp(seen[k], g_path);
+                if (dup || n_seen == 8) continue;
+                memcpy(seen[n_seen++], g_path, sizeof g_path);
+                if (getenv("SM_TEST_VERBOSE")) printf("\n  [%s] row %d on %s", op, i, g_path);
+                t->run(t, refs);
+                n_runs++;
+            }
+            kernels_cpu_allow(KERNELS_CPU_ALL);
+        }
+        if (t->release) t->release(refs);
+    }
+    CU_ASSERT(n_runs > 0);   // every test has rows this CPU runs
+}
+
+static void test_cpu(void) { run_rows("cpu"); }
+static void test_gemm(void) { run_rows("gemm"); }
+static void test_gemm_mt(void) { run_rows("gemm_mt"); }
+static void test_encoder(void) { run_rows("encoder"); }
+static void test_layernorm(void) { run_rows("layernorm"); }
+static void test_matmul(void) { run_rows("matmul"); }
+static void test_matmul_row(void) { run_rows("matmul_row"); }
+static void test_matmul_gelu(void) { run_rows("matmul_gelu"); }
+static void test_attention(void) { run_rows("attention"); }
+static void test_flash_attention(void) { run_rows("flash_attention"); }
+static void test_gelu(void) { run_rows("gelu"); }
+static void test_q8_quantize(void) { run_rows("q8_quantize"); }
+static void test_q8_matmul(void) { run_rows("q8_matmul"); }
+static void test_bf16_convert(void) { run_rows("bf16_convert"); }
+static void test_gemm_bf16(void) { run_rows("gemm_bf16"); }
+static void test_matmul_bf16(void) { run_rows("matmul_bf16"); }
+static void test_adamw_bf16(void) { run_rows("adamw_bf16"); }
+static void test_attention_bf16(void) { run_rows("attention_bf16"); }
+static void test_residual_layernorm(void) { run_rows("residual_layernorm"); }
+static void test_residual_scale(void) { run_rows("residual_scale"); }
+static void test_softmax_xent(void) { run_rows("softmax_xent"); }
+static void test_vmath(void) { run_rows("vmath"); }
+static void test_vmath_avx512(void) {
+    if (kernels_cpu_detect() & KERNELS_CPU_AVX512F) run_rows("vmath_avx512");
+}
+static void test_adamw(void) { run_rows("adamw"); }
+static void test_flush_denormals(void) { run_rows("flush_denormals"); }
+static void test_sum_squares(void) { run_rows("sum_squares"); }
+
 int main(void) {
     sm_rng_seed(&g_rng, 1234, 0);
     omp_set_num_threads(2);
+    build_cases();
     if (CU_initialize_registry() != CUE_SUCCESS) {
         fprintf(stderr, "test_kernels: CUnit registry: %s\n", CU_get_error_msg());
         return 2;
     }
+    static const struct {
+        const char *name;
+        CU_TestFunc fn;
+    } tests[] = {
+        {"cpu", test_cpu}, {"gemm", test_gemm}, {"gemm_mt", test_gemm_mt}, {"encoder", test_encoder},
+        {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row},
+        {"matmul_gelu", test_matmul_gelu}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
+        {"q8_quantize", test_q8_quantize}, {"q8_matmul", test_q8_matmul},
+        {"bf16_convert", test_bf16_convert}, {"gemm_bf16", test_gemm_bf16}, {"matmul_bf16", test_matmul_bf16},
+        {"adamw_bf16", test_adamw_bf16}, {"attention_bf16", test_attention_bf16},
+        {"gelu", test_gelu}, {"residual_layernorm", test_residual_layernorm}, {"residual_scale", test_residual_scale},
+        {"softmax_xent", test_softmax_xent}, {"vmath", test_vmath}, {"vmath_avx512", test_vmath_avx512},
+        {"adamw", test_adamw}, {"flush_denormals", test_flush_denormals}, {"sum_squares", test_sum_squares},
+    };
     CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
-    if (!s || !CU_add_test(s, "gemm", test_gemm) || !CU_add_test(s, "encoder", test_encoder) ||
-        !CU_add_test(s, "layernorm", test_layernorm) || !CU_add_test(s, "matmul", test_matmul) ||
-        !CU_add_test(s, "attention", test_attention) || !CU_add_test(s, "flash_attention", test_flash_attention) ||
-        !CU_add_test(s, "gemm_paths", test_gemm_paths) || !CU_add_test(s, "fused", test_fused) || !CU_add_test(s, "vmath", test_vmath) ||
-        !CU_add_test(s, "vmath_avx512", test_vmath_avx512) || !CU_add_test(s, "gelu", test_gelu) ||
-        !CU_add_test(s, "residual_scale", test_residual_scale) ||
-        !CU_add_test(s, "softmax_xent", test_softmax_xent) || !CU_add_test(s, "adamw", test_adamw) ||
-        !CU_add_test(s, "flush_denormals", test_flush_denormals) ||
-        !CU_add_test(s, "sum_squares", test_sum_squares)) {
+    int ok = s != NULL;
+    const char *only = getenv("SM_TEST_ONLY");   // a comma-separated list of tests to run (debugging)
+    for (size_t i = 0; ok && i < sizeof tests / sizeof tests[0]; i++) {
+        if (only && !strstr(only, tests[i].name)) continue;
+        ok = CU_add_test(s, tests[i].name, tests[i].fn) != NULL;
+    }
+    if (!ok) {
         fprintf(stderr, "test_kernels: CUnit setup: %s\n", CU_get_error_msg());
         CU_cleanup_registry();
         return 2;
@@ -1366,5 +2307,6 @@ int main(void) {
     CU_ErrorCode err = CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures(), tests_failed = CU_get_number_of_tests_failed();
     CU_cleanup_registry();
+    free(g_cases);
     return (err != CUE_SUCCESS || failures || tests_failed) ? 1 : 0;
 }

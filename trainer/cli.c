@@ -102,7 +102,10 @@ void cli_print_usage(FILE *f, const char *head, const cli_opt *opts, int n_opts,
         } else {
             snprintf(line, sizeof line, "%s", o->help);
         }
-        fprintf(f, "%-20s ", left);
+        if (strlen(left) < 20)
+            fprintf(f, "%-20s ", left);
+        else   // a long flag: its text on the next line
+            fprintf(f, "%s\n%21s", left, "");
         put_wrapped(f, line, 21, 100);
     }
     fprintf(f, "%-20s this text\n", "  --help");

@@ -1,5 +1,5 @@
 // inspect.c — `smallmind inspect`: a checkpoint's config, step and tensors, every dataset verified.
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -9,12 +9,19 @@
 #include "common.h"
 #include "trainer.h"
 
-static const char INSPECT_USAGE[] =
+typedef struct {
+    int json;   // machine-readable output
+} inspect_args;
+
+static const cli_opt INSPECT_OPTIONS[] = {
+    {"json", CLI_FLAG, offsetof(inspect_args, json), 0, 1, NULL, "one JSON object on stdout instead of the table", NULL, 1, 0},
+};
+
+static const char INSPECT_HEAD[] =
     "usage: smallmind inspect PATH [--json]\n"
-    "  PATH      a checkpoint file, or a run directory (the checkpoint its `latest` names)\n"
-    "  --json    one JSON object on stdout instead of the table\n"
-    "Reads every dataset back and checks its Fletcher32 checksums. Exit status 0 when all\n"
-    "verify, 2 (with a one-line error) when the file is damaged, foreign or unreadable.\n";
+    "  PATH: a checkpoint file, or a run directory (the checkpoint its `latest` names). Reads every\n"
+    "  dataset back and checks its Fletcher32 checksums. Exit status 0 when all verify, 2 (with a\n"
+    "  one-line error) when the file is damaged, foreign or unreadable.\n";
 
 
 
@@ -88,24 +95,12 @@ static void print_table(const char *path, const ckpt_report *r) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    int json = 0;   // --json: machine-readable output
-    static const struct option opts[] = {
-        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'j': json = 1; break;
-        case 'h': fputs(INSPECT_USAGE, stdout); return SM_EXIT_OK;
-        default: cli_bad_option("inspect", argc, argv);
-        }
-    }
-    if (optind >= argc) sm_fatal(SM_EXIT_USAGE, "inspect: PATH is required; see 'smallmind inspect --help' (command line)");
-    if (optind + 1 < argc) sm_fatal(SM_EXIT_USAGE, "inspect: unexpected argument '%s' (command line)", argv[optind + 1]);
-
-    const char *arg = argv[optind];   // before comm_init, which may rewrite argv
+    inspect_args a = {0};
+    char *pos[1];
+    int n_pos = cli_parse("inspect", INSPECT_HEAD, INSPECT_OPTIONS, 1, &a, sizeof a, argc, argv, pos, 1);
+    if (n_pos < 1) sm_fatal(SM_EXIT_USAGE, "inspect: PATH is required; see 'smallmind inspect --help' (command line)");
+    const int json = a.json;
+    const char *arg = pos[0];   // before comm_init, which may rewrite argv
     comm_topology topo;
     comm_init(&argc, &argv, &topo);
     char path[4096], err[CKPT_ERR_MAX];

