@@ -373,11 +373,15 @@ static void fused_attention(sm_rng *r, int hs) {
 }
 
 static void test_fused_kernels(void) {
-    const kernels_simd best = kernels_simd_detect();
+    const kernels_cpu_level *lv;
+    const int nl = kernels_cpu_levels(&lv);
+    const unsigned have = kernels_cpu_detect();
     omp_set_num_threads(2);
-    for (int lv = SM_SIMD_SCALAR; lv <= (int)best; lv++) {
-        kernels_set_simd((kernels_simd)lv);
-        printf("\n  %s:\n", kernels_simd_name((kernels_simd)lv));
+    for (int l = 0; l < nl; l++) {
+        if ((lv[l].mask & have) != lv[l].mask && lv[l].mask != KERNELS_CPU_ALL) continue;   // not on this CPU
+        kernels_cpu_allow(lv[l].mask);
+        printf("\n  %s (gemm %s, gelu %s, attention %s):\n", lv[l].name, kernels_path(KERNELS_OP_GEMM_F32),
+               kernels_path(KERNELS_OP_GELU), kernels_path(KERNELS_OP_ATTENTION));
         sm_rng r;
         sm_rng_seed(&r, 2024, 11);   // the same inputs at every level
         fused_matmul_gelu(&r);
@@ -386,7 +390,7 @@ static void test_fused_kernels(void) {
         fused_attention(&r, 16);   // head sizes other than 64: the GEMM-engine path
         fused_attention(&r, 64);   // GPT-2's head size: the AVX-512 register-tiled path where present
     }
-    kernels_set_simd(best);
+    kernels_cpu_allow(KERNELS_CPU_ALL);
 }
 
 // ---- AdamW's clip, read in the first moment ------------------------------------------------------
