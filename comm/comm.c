@@ -7,6 +7,7 @@
 #include <mpi.h>
 #include <omp.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -21,6 +22,9 @@ void comm_check_failed(int mpi_rc, const char *call, const char *file, int line)
     sm_fatal(SM_EXIT_RUNTIME, "%s failed: %s (%s:%d)", call, msg, file, line);
 }
 
+// The smallest address-space limit (ulimit -v) a rank starts under, bytes.
+#define COMM_MIN_ADDRESS_SPACE (256ull << 20)
+
 static void abort_all(int exit_status) { MPI_Abort(MPI_COMM_WORLD, exit_status); }
 
 void comm_init(int *argc, char ***argv, comm_topology *topo) {
@@ -29,6 +33,12 @@ void comm_init(int *argc, char ***argv, comm_topology *topo) {
     // (reduce-scatter, then allgather) moves 2(p-1)/p of it: 8 buckets of 8 MiB on 2 ranks here,
     // 75 -> 26 ms. Set before MPI_Init, which reads it; a value the user set is kept.
     SM_CHECK(setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0) == 0, "setenv failed");
+    // A process started without mpirun or srun is an MPI singleton, and Open MPI 4 forks an orted
+    // daemon for it (to allow MPI_Comm_spawn, which smallmind never calls). Under a tight ulimit
+    // (-v, -f) that daemon or its PMIx shared memory fails inside MPI_Init: 15-43 lines of Open MPI
+    // text and a segfault, no line of ours. Isolated, the singleton starts no daemon, and what a limit
+    // stops is then our own one-line error. Ignored by mpirun/srun launches (not a singleton).
+    SM_CHECK(setenv("OMPI_MCA_ess_singleton_isolated", "1", 0) == 0, "setenv failed");
 #ifdef __GLIBC__
     // Each non-blocking allreduce mallocs a temporary as large as its bucket and frees it on
     // completion. With many buckets in flight glibc's heap grows by all of them and is trimmed
@@ -40,6 +50,13 @@ void comm_init(int *argc, char ***argv, comm_topology *topo) {
     if (!getenv("MALLOC_TRIM_THRESHOLD_")) (void)mallopt(M_TRIM_THRESHOLD, INT_MAX);
     if (!getenv("MALLOC_MMAP_THRESHOLD_")) (void)mallopt(M_MMAP_THRESHOLD, 32 << 20);
 #endif
+    // Below ~50 MB of address space Open MPI segfaults inside MPI_Init as its components fail to
+    // map (measured here: 30 and 45 MB segfault, 60 MB and up start). Refused here, before MPI, with margin.
+    struct rlimit as;
+    if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY && as.rlim_cur < COMM_MIN_ADDRESS_SPACE)
+        sm_fatal(SM_EXIT_USAGE, "the address-space limit (ulimit -v) is %llu KiB; smallmind needs at least %llu KiB "
+                 "(Open MPI segfaults in MPI_Init below ~50 MB)", (unsigned long long)as.rlim_cur / 1024,
+                 (unsigned long long)COMM_MIN_ADDRESS_SPACE / 1024);
     int provided = 0;
     MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
     MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
@@ -61,7 +78,17 @@ void comm_init(int *argc, char ***argv, comm_topology *topo) {
 
     cpu_set_t set;
     CPU_ZERO(&set);
-    topo->n_cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) CPU_SET(0, &set);
+    topo->n_cpus = CPU_COUNT(&set);
+    // the node's CPUs: the union of its ranks' masks, and the sum of their sizes (> the union when they overlap)
+    enum { MASK_WORDS = sizeof(cpu_set_t) / sizeof(unsigned long) };
+    unsigned long mask[MASK_WORDS], node_mask[MASK_WORDS];
+    memcpy(mask, &set, sizeof mask);
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, topo->rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Allreduce(mask, node_mask, MASK_WORDS, MPI_UNSIGNED_LONG, MPI_BOR, node));
+    MPI_CHECK(MPI_Allreduce(&topo->n_cpus, &topo->node_cpus_sum, 1, MPI_INT, MPI_SUM, node));
+    MPI_CHECK(MPI_Comm_free(&node));
+    for (int w = 0; w < MASK_WORDS; w++) topo->node_cpus += __builtin_popcountl(node_mask[w]);
 }
 
 void comm_finalize(void) { MPI_Finalize(); }
@@ -92,7 +119,18 @@ void comm_usage_agree(void) {
     exit(SM_EXIT_USAGE);
 }
 // --- threads per rank and the topology line (issue 14: Slurm) ---------------------------------
+// The default thread count of a rank: the CPUs of its affinity mask, or, when the node's ranks
+// share CPUs (mpirun --bind-to none: every mask is the whole node), its part of their union, so
+// that 2 ranks on 2 CPUs run 1 thread each, not 2. From comm_init's figures: no collective here.
+static int default_threads(const comm_topology *topo) {
+    int n = topo->n_cpus > 0 ? topo->n_cpus : 1;
+    if (topo->local_size <= 1 || topo->node_cpus_sum <= topo->node_cpus) return n;   // own CPUs each
+    int share = topo->node_cpus / topo->local_size;
+    return share < 1 ? 1 : share < n ? share : n;
+}
+
 int comm_set_threads(comm_topology *topo, int flag) {
+    const int fallback = default_threads(topo);
     int threads = flag;
     const char *from = "--threads";
     const char *omp = getenv("OMP_NUM_THREADS"), *slurm = getenv("SLURM_CPUS_PER_TASK");
@@ -112,8 +150,8 @@ int comm_set_threads(comm_topology *topo, int flag) {
         from = "SLURM_CPUS_PER_TASK";
     }
     if (threads <= 0) {
-        threads = topo->n_cpus > 0 ? topo->n_cpus : 1;
-        from = "the CPUs this rank may use";
+        threads = fallback;
+        from = threads < topo->n_cpus ? "the node's CPUs shared by its ranks" : "the CPUs this rank may use";
     }
     omp_set_num_threads(threads);
     topo->threads = threads;

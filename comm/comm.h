@@ -18,6 +18,7 @@ typedef struct {
     int local_rank, local_size;  // within the node (MPI_COMM_TYPE_SHARED)
     int n_nodes;
     int n_cpus;                  // CPUs in this rank's affinity mask
+    int node_cpus, node_cpus_sum;  // the union of the node's ranks' masks; the sum of their sizes
     int threads;                 // OpenMP threads per rank (comm_set_threads; 0 before)
     const char *threads_from;    // where that count came from: "--threads", "OMP_NUM_THREADS", ...
 } comm_topology;
@@ -35,7 +36,9 @@ void comm_usage_agree(void);
 void comm_fatal_agreed(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 // OpenMP threads per rank, the one rule train and bench share (DESIGN.md): `flag` (--threads)
 // when > 0, else OMP_NUM_THREADS (as libgomp reads it), else SLURM_CPUS_PER_TASK (sbatch/srun
-// -c N: Slurm's CPUs for each task), else the CPUs in this rank's affinity mask. Calls
+// -c N: Slurm's CPUs for each task), else the CPUs in this rank's affinity mask, or its share of
+// the node's when the node's ranks' masks overlap (mpirun --bind-to none: 2 ranks on 2 CPUs get 1
+// thread each). Local (comm_init gathered the node's masks). Calls
 // omp_set_num_threads, records the count and its source in topo and returns the count.
 // Errors: a SLURM_CPUS_PER_TASK that is not an integer in 1..1024 exits 2, naming it.
 int comm_set_threads(comm_topology *topo, int flag);

@@ -446,3 +446,44 @@ int sm_allclose(const char *what, const float *a, const float *ref, size_t n, do
     }
     return 1;
 }
+
+int sm_mkdir_p(const char *path, int *usage, char *err, size_t errlen) {
+    char buf[4096];
+    *usage = 0;
+    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) {
+        *usage = 1;
+        snprintf(err, errlen, "directory path too long (%.200s...)", path);
+        return -1;
+    }
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                *usage = errno == ENOTDIR;
+                snprintf(err, errlen, "cannot create directory: %s (%s)", strerror(errno), buf);
+                return -1;
+            }
+            *p = saved;
+            if (!saved) break;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        *usage = 1;
+        snprintf(err, errlen, "exists but is not a directory (%s)", path);
+        return -1;
+    }
+    return 0;
+}
+
+int sm_launched_ranks(int *rank) {
+    const char *size = getenv("OMPI_COMM_WORLD_SIZE"), *r = getenv("OMPI_COMM_WORLD_RANK");
+    if (!size && getenv("SLURM_STEP_NUM_TASKS")) {   // srun's tasks (not a batch script's own step)
+        size = getenv("SLURM_STEP_NUM_TASKS");
+        r = getenv("SLURM_PROCID");
+    }
+    *rank = r ? atoi(r) : 0;
+    int n = size ? atoi(size) : 1;
+    return n > 1 ? n : 1;
+}

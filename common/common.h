@@ -144,6 +144,14 @@ double sm_now_s(void);   // monotonic seconds
 // Writes `n_bytes` to `path` atomically: PATH.tmp, fsync, rename, fsync dir.
 // Returns 0, or -1 with a message in err.
 int sm_write_file_atomic(const char *path, const void *data, size_t n_bytes, char *err, size_t errlen);
+// mkdir -p: path and any missing parents (mode 0755). Returns 0, or -1 with "cannot create
+// directory: <strerror> (<the component>)" / "... exists but is not a directory (<path>)" in err;
+// *usage set to 1 when the cause is the path itself (a component is a file), 0 for the system.
+int sm_mkdir_p(const char *path, int *usage, char *err, size_t errlen);
+// The ranks a launcher started this process among (mpirun: OMPI_COMM_WORLD_SIZE; srun: a step's
+// SLURM_NTASKS), and this process's rank among them; 1 and 0 when started alone. For commands that
+// run as one process and never call MPI_Init.
+int sm_launched_ranks(int *rank);
 // Opens a file that must be a regular file, without ever blocking: open(2) with
 // flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC (mode 0644 when flags hold O_CREAT), so a FIFO without a
 // writer, a tty or a device never hangs the open; then fstat(2), and anything but a regular file is

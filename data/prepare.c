@@ -38,7 +38,7 @@ int prepare_shards(const prepare_opts *o, prepare_stats *st, char *err, size_t e
     memset(&tk, 0, sizeof tk);
     if (data_read_file(o->input, "input", SIZE_MAX / 4, &text, &n_bytes, err, errlen) != 0) return -1;
     if (n_bytes == 0) {
-        snprintf(err, errlen, "input %s is empty", o->input);
+        snprintf(err, errlen, "the input is empty (%s)", o->input);
         goto error;
     }
     if (tokenizer_load(&tk, o->tokenizer, o->tokenizer_dir, err, errlen) != 0) goto error;

@@ -37,29 +37,28 @@ int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t er
     size_t file_bytes = 0;
     if (data_open_regular(path, "shard", &fd, &file_bytes, err, errlen) != 0) return -1;
     if (file_bytes < HEADER_BYTES) {
-        snprintf(err, errlen, "shard %s: truncated header (file holds %zu bytes, the header is %zu)", path,
-                 file_bytes, HEADER_BYTES);
+        snprintf(err, errlen, "not a token shard: truncated header (file holds %zu bytes, the header is %zu) (%s)",
+                 file_bytes, HEADER_BYTES, path);
         goto error;
     }
     if (data_read_exact(fd, header, HEADER_BYTES, "the header of shard", path, err, errlen) != 0) goto error;
     int32_t magic = get_i32le(header), version = get_i32le(header + 4);
     int32_t n_tokens = get_i32le(header + 8), vocab = get_i32le(header + 12), tk = get_i32le(header + 16);
     if (magic != SHARD_MAGIC) {
-        snprintf(err, errlen, "shard %s: bad magic %d, expected %d — not a token shard", path, (int)magic,
-                 SHARD_MAGIC);
+        snprintf(err, errlen, "not a token shard: bad magic %d, expected %d (%s)", (int)magic, SHARD_MAGIC, path);
         goto error;
     }
     if (version != SHARD_VERSION) {
-        snprintf(err, errlen, "shard %s: unsupported version %d, expected %d (uint16 tokens)", path, (int)version,
-                 SHARD_VERSION);
+        snprintf(err, errlen, "token shard version %d unsupported, expected %d: uint16 tokens (%s)", (int)version,
+                 SHARD_VERSION, path);
         goto error;
     }
     if (n_tokens <= 0) {
-        snprintf(err, errlen, "shard %s: header says %d tokens; a shard needs at least one", path, (int)n_tokens);
+        snprintf(err, errlen, "the shard's header says %d tokens; a shard needs at least one (%s)", (int)n_tokens, path);
         goto error;
     }
     if (vocab < 0 || vocab > MAX_VOCAB) {
-        snprintf(err, errlen, "shard %s: header vocab size %d out of range [0, %d]", path, (int)vocab, MAX_VOCAB);
+        snprintf(err, errlen, "the shard's header vocab size %d is out of range [0, %d] (%s)", (int)vocab, MAX_VOCAB, path);
         goto error;
     }
     // The tokenizer (DESIGN.md, Data): int 4 says; a 0 there is an older smallmind shard (int 3
@@ -70,22 +69,22 @@ int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t er
         s->tokenizer = vocab == 256 ? TOKENIZER_BYTE : TOKENIZER_GPT2;
     } else {
         snprintf(err, errlen,
-                 "shard %s: header int 4 (tokenizer) is %d with vocab size %d; expected 1 (byte), 2 (gpt2), or 0 "
-                 "with vocab size 256 (byte) or 0 (gpt2, llm.c)",
-                 path, (int)tk, (int)vocab);
+                 "the shard's header int 4 (tokenizer) is %d with vocab size %d; expected 1 (byte), 2 (gpt2), or 0 "
+                 "with vocab size 256 (byte) or 0 (gpt2, llm.c) (%s)",
+                 (int)tk, (int)vocab, path);
         goto error;
     }
     size_t body_bytes = (size_t)n_tokens * sizeof(uint16_t);
     if (file_bytes != HEADER_BYTES + body_bytes) {
-        snprintf(err, errlen, "shard %s: header says %d tokens (%zu bytes) but file holds %zu bytes", path,
-                 (int)n_tokens, HEADER_BYTES + body_bytes, file_bytes);
+        snprintf(err, errlen, "the shard's header says %d tokens (%zu bytes) but the file holds %zu bytes (%s)",
+                 (int)n_tokens, HEADER_BYTES + body_bytes, file_bytes, path);
         goto error;
     }
     s->tokens = sm_malloc(body_bytes);
     if (data_read_exact(fd, s->tokens, body_bytes, "the tokens of shard", path, err, errlen) != 0) goto error;
     if (close(fd) != 0) {
         fd = -1;
-        snprintf(err, errlen, "cannot close shard %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot close the shard: %s (%s)", strerror(errno), path);
         goto error;
     }
     fd = -1;
@@ -98,8 +97,8 @@ int shard_open(shard *s, const char *path, int vocab_limit, char *err, size_t er
     if (limit < MAX_VOCAB)
         for (size_t i = 0; i < (size_t)n_tokens; i++)
             if (s->tokens[i] >= limit) {
-                snprintf(err, errlen, "shard %s: token %d at position %zu >= vocab size %d", path, (int)s->tokens[i],
-                         i, limit);
+                snprintf(err, errlen, "token %d at position %zu >= vocab size %d (%s)", (int)s->tokens[i], i,
+                         limit, path);
                 goto error;
             }
     s->n_tokens = (size_t)n_tokens;

@@ -15,7 +15,7 @@
 // Every C element is the sum over KC slices, in order, of a k-ordered chain, added to C once per
 // slice (the fp32 rows), or one chain over the groups of K (q8): where an element sits in the
 // tiling never changes its value, so results do not depend on how callers split M or N (nor on
-// the thread count). Packing buffers live on the stack (<= 640 KiB): no heap, safe inside OpenMP
+// the thread count). Packing buffers live on the stack (~0.9 MiB): no heap, safe inside OpenMP
 // threads.
 
 // ---------------------------------------------------------------------------------------------
@@ -78,6 +78,36 @@ static void apply_gelu_epilogue(const gemm_epilogue *ep, const float *C, int ldc
     gelu_tile(ep->gelu_out + (size_t)i0 * ep->ldg + j0, ep->ldg, C + (size_t)i0 * ldc + j0, ldc, mr, nr);
 }
 
+// One K slice [pc, pc+kc) of one column block [jc, jc+nc) of C (M,N), with op(B)'s part of them
+// packed in Bp: for each MC-row block of op(A), pack it, then for each MR-row micro-panel sweep
+// the NR-column micro-panels of B with the micro-kernel. first/last: the slice is the first/last
+// of K (beta and the bias apply at the first; the epilogue's GELU after the last).
+static void run_slice(const gemm_ukernel *uk, int M, int jc, int nc, int pc, int kc, int group, int first, int last,
+                      float alpha, const gemm_operand *A, const void *Bp, float beta, float *C, int ldc,
+                      const gemm_epilogue *ep) {
+    const int MR = uk->mr, NR = uk->nr, MC = uk->mc;
+    const float *bias = ep ? ep->bias : NULL;
+    _Alignas(64) float Ap[GEMM_A_BYTES / sizeof(float)];
+    size_t a_panel = uk->a_panel(kc, group), b_panel = uk->b_panel(kc, group);
+    assert(a_panel * (size_t)((MC + MR - 1) / MR) <= sizeof Ap && "gemm: a micro-kernel row's blocks outgrow the packing buffers");
+    for (int ic = 0; ic < M; ic += MC) {
+        int mc = M - ic < MC ? M - ic : MC;
+        uk->pack_a(Ap, A, ic, mc, pc, kc);
+        for (int ir = 0; ir < mc; ir += MR) {
+            int mr = mc - ir < MR ? mc - ir : MR;
+            const char *ap = (const char *)Ap + (size_t)(ir / MR) * a_panel;
+            for (int jr = 0; jr < nc; jr += NR) {
+                int nr = nc - jr < NR ? nc - jr : NR;
+                float *Ct = C + (size_t)(ic + ir) * ldc + jc + jr;
+                gemm_micro_args args = {alpha, first ? beta : 1.0f,   // later K slices accumulate
+                                        first && bias ? bias + jc + jr : NULL, group, first};
+                uk->micro(kc, ap, (const char *)Bp + (size_t)(jr / NR) * b_panel, Ct, ldc, mr, nr, &args);
+                if (last && ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, ic + ir, jc + jr, mr, nr);
+            }
+        }
+    }
+}
+
 void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const gemm_operand *B,
               float beta, float *C, int ldc, const gemm_epilogue *ep) {
     // op(A) is (M,K), op(B) is (K,N); C is (M,N) with row stride ldc
@@ -100,52 +130,85 @@ void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const ge
         if (ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, 0, 0, 1, N);
         return;
     }
-    const int MR = uk->mr, NR = uk->nr, MC = uk->mc, NC = uk->nc;
+    const int NC = uk->nc, MR = uk->mr, NR = uk->nr;
     const int group = uk->grouped ? A->group : 0;
     int KC = uk->kc;
     if (uk->grouped) KC = KC < group ? group : KC / group * group;   // whole groups per K block
-    _Alignas(64) float Ap[GEMM_A_BYTES / sizeof(float)];
     _Alignas(64) float Bp[GEMM_B_BYTES / sizeof(float)];
-    for (int jc = 0; jc < N; jc += NC) {
-        int nc = N - jc < NC ? N - jc : NC;
+    const int m_panels = (M + MR - 1) / MR;
+    if (N > NC && uk->a_panel(KC < K ? KC : K, group) * (size_t)m_panels <= GEMM_AR_BYTES) {
+        // op(A)'s whole K slice fits the resident buffer (a linear layer's activations, M = B*T rows):
+        // packed once per K slice, not once per column block of B as below. Same micro-kernel calls.
+        _Alignas(64) float Ar[GEMM_AR_BYTES / sizeof(float)];
         for (int pc = 0; pc < K; pc += KC) {
-            int kc = K - pc < KC ? K - pc : KC;
-            int first = pc == 0, last = pc + kc == K;
+            int kc = K - pc < KC ? K - pc : KC, first = pc == 0, last = pc + kc == K;
             size_t a_panel = uk->a_panel(kc, group), b_panel = uk->b_panel(kc, group);
-            assert(a_panel * (size_t)((MC + MR - 1) / MR) <= sizeof Ap && b_panel * (size_t)((NC + NR - 1) / NR) <= sizeof Bp &&
-                   "gemm: a micro-kernel row's blocks outgrow the packing buffers");
-            uk->pack_b(Bp, B, pc, kc, jc, nc);
-            for (int ic = 0; ic < M; ic += MC) {
-                int mc = M - ic < MC ? M - ic : MC;
-                uk->pack_a(Ap, A, ic, mc, pc, kc);
-                for (int ir = 0; ir < mc; ir += MR) {
-                    int mr = mc - ir < MR ? mc - ir : MR;
-                    const char *ap = (const char *)Ap + (size_t)(ir / MR) * a_panel;
+            uk->pack_a(Ar, A, 0, M, pc, kc);
+            for (int jc = 0; jc < N; jc += NC) {
+                int nc = N - jc < NC ? N - jc : NC;
+                uk->pack_b(Bp, B, pc, kc, jc, nc);
+                for (int ir = 0; ir < M; ir += MR) {
+                    int mr = M - ir < MR ? M - ir : MR;
+                    const char *ap = (const char *)Ar + (size_t)(ir / MR) * a_panel;
                     for (int jr = 0; jr < nc; jr += NR) {
                         int nr = nc - jr < NR ? nc - jr : NR;
-                        float *Ct = C + (size_t)(ic + ir) * ldc + jc + jr;
-                        gemm_micro_args args = {alpha, first ? beta : 1.0f,   // later K slices accumulate
-                                                first && bias ? bias + jc + jr : NULL, group, first};
-                        uk->micro(kc, ap, (const char *)Bp + (size_t)(jr / NR) * b_panel, Ct, ldc, mr, nr, &args);
-                        if (last && ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, ic + ir, jc + jr, mr, nr);
+                        gemm_micro_args args = {alpha, first ? beta : 1.0f, first && bias ? bias + jc + jr : NULL, group,
+                                                first};
+                        uk->micro(kc, ap, (const char *)Bp + (size_t)(jr / NR) * b_panel, C + (size_t)ir * ldc + jc + jr,
+                                  ldc, mr, nr, &args);
+                        if (last && ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, ir, jc + jr, mr, nr);
                     }
                 }
             }
         }
+        return;
     }
+    for (int jc = 0; jc < N; jc += NC) {
+        int nc = N - jc < NC ? N - jc : NC;
+        for (int pc = 0; pc < K; pc += KC) {
+            int kc = K - pc < KC ? K - pc : KC;
+            assert(uk->b_panel(kc, group) * (size_t)((NC + uk->nr - 1) / uk->nr) <= sizeof Bp &&
+                   "gemm: a micro-kernel row's blocks outgrow the packing buffers");
+            uk->pack_b(Bp, B, pc, kc, jc, nc);
+            run_slice(uk, M, jc, nc, pc, kc, group, pc == 0, pc + kc == K, alpha, A, Bp, beta, C, ldc, ep);
+        }
+    }
+}
+
+void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const void *Bp,
+                       float beta, float *C, int ldc) {
+    // op(A) is (M,K), B (K,N) packed by uk->pack_b; C is (M,N) with row stride ldc
+    assert(!uk->grouped && K <= uk->kc && N <= uk->nc && "gemm_run_packed_b: one fp32 K slice and column block");
+    if (M == 0 || N == 0 || K == 0) return;
+    run_slice(uk, M, 0, N, 0, K, 0, 1, 1, alpha, A, Bp, beta, C, ldc, NULL);
+}
+
+// Elements gemm_run packs for an (M,N,K) product: op(A) once per K slice when it is resident,
+// else once per column block of B, and op(B) once.
+static double packed_elems(const gemm_ukernel *uk, int M, int N, int K, int group) {
+    int kc = uk->kc;
+    if (uk->grouped) kc = kc < group ? group : kc / group * group;   // as gemm_run blocks K
+    if (kc > K) kc = K;
+    int resident = N > uk->nc && uk->a_panel(kc, group) * (size_t)((M + uk->mr - 1) / uk->mr) <= GEMM_AR_BYTES;
+    double a_passes = resident ? 1.0 : (double)((N + uk->nc - 1) / uk->nc);
+    return (double)M * K * a_passes + (double)K * N;
 }
 
 void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
                        const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep) {
     if (M == 0 || N == 0) return;
-    const int MR = uk->mr, NR = uk->nr;
+    const int MR = uk->mr, NR = uk->nr, group = uk->grouped ? A->group : 0;
     int nt = omp_get_max_threads();
-    // A grid of gr x gc tiles, one per thread. Columns first: each thread then packs only its
-    // share of op(B) (the weights, in a linear layer) and all of the smaller op(A). Rows when
-    // there are too few columns to share (or op(A) is the much larger operand).
+    // A grid of gr x gc tiles, one per thread: columns, or rows when there are too few columns
+    // to share.
     int gr = 1, gc = nt;
     int col_units = (N + NR - 1) / NR, row_units = (M + MR - 1) / MR;
-    if (nt > 1 && (col_units < 2 * nt || (size_t)M > 4 * (size_t)N)) {
+    // Each thread packs its share of the operand that is split and all of the other (op(A) once
+    // per column block of B unless it is resident): split the way that packs fewer elements per
+    // thread. Columns for a linear layer's forward and dinp (B, the weight, is the larger operand),
+    // either for a weight gradient dout^T x, depending on its shape.
+    if (nt > 1 && (col_units < 2 * nt ||
+                   packed_elems(uk, (M + nt - 1) / nt, N, K, group) < packed_elems(uk, M, (N + nt - 1) / nt, K, group))) {
         gr = nt;
         gc = 1;
         if (row_units < gr) gr = row_units < 1 ? 1 : row_units;

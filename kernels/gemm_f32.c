@@ -292,15 +292,23 @@ KERNELS_TGT_512 static void pack_a_z(void *restrict dstv, const gemm_operand *Ao
     int lda = Ao->ld;
     for (int s = 0; s < mc; s += Z_MR) {
         int mr = mc - s < Z_MR ? mc - s : Z_MR;
+        // each loop also prefetches what the next micro-panel reads at the same p (the hardware
+        // prefetcher follows a few streams, not 14 or 32 interleaved rows)
+        int next_rows = mc - s - Z_MR;   // rows of the next micro-panel, if any
         if (!Ao->trans) {   // rows of A are contiguous in p: transpose 14 x 16 blocks
             const float *src = A + (size_t)(i0 + s) * lda + p0;
-            for (int p = 0; p < kc; p += 16)
+            for (int p = 0; p < kc; p += 16) {
+                for (int i = 0; i < next_rows && i < Z_MR; i++)
+                    _mm_prefetch((const char *)(src + (size_t)(Z_MR + i) * lda + p), _MM_HINT_T0);
                 transpose_block(dst + (size_t)p * Z_MR, Z_MR, Z_MR, src + p, lda, mr, kc - p < 16 ? kc - p : 16);
+            }
         } else {   // op(A)(i,p) = A[p*lda + i]: a masked copy of mr floats per p
             __mmask16 m = sm_lanes_mask(mr), w = sm_lanes_mask(Z_MR);
-            for (int p = 0; p < kc; p++)
-                _mm512_mask_storeu_ps(dst + (size_t)p * Z_MR, w,
-                                      _mm512_maskz_loadu_ps(m, A + (size_t)(p0 + p) * lda + i0 + s));
+            for (int p = 0; p < kc; p++) {
+                const float *src = A + (size_t)(p0 + p) * lda + i0 + s;
+                if (next_rows > 0) _mm_prefetch((const char *)(src + Z_MR + 15), _MM_HINT_T0);
+                _mm512_mask_storeu_ps(dst + (size_t)p * Z_MR, w, _mm512_maskz_loadu_ps(m, src));
+            }
         }
         dst += (size_t)Z_MR * kc;
     }
@@ -312,11 +320,17 @@ KERNELS_TGT_512 static void pack_b_z(void *restrict dstv, const gemm_operand *Bo
     int ldb = Bo->ld;
     for (int s = 0; s < nc; s += Z_NR) {
         int nr = nc - s < Z_NR ? nc - s : Z_NR;
+        // as in pack_a_z: each loop prefetches what the next micro-panel reads at the same p
+        int next_cols = nc - s - Z_NR;   // columns of the next micro-panel, if any
         if (!Bo->trans) {   // op(B)(p,j) = B[p*ldb + j]: masked copies of nr floats per p
             __mmask16 m[Z_NV];
             for (int v = 0; v < Z_NV; v++) m[v] = sm_lanes_mask(nr - 16 * v);
             const float *src = B + (size_t)p0 * ldb + j0 + s;
             for (int p = 0; p < kc; p++) {
+                if (next_cols > 0) {
+                    _mm_prefetch((const char *)(src + (size_t)p * ldb + Z_NR), _MM_HINT_T0);
+                    if (next_cols > 16) _mm_prefetch((const char *)(src + (size_t)p * ldb + Z_NR + 16), _MM_HINT_T0);
+                }
 #pragma GCC unroll 4
                 for (int v = 0; v < Z_NV; v++)
                     _mm512_store_ps(dst + (size_t)p * Z_NR + 16 * v,
@@ -324,11 +338,14 @@ KERNELS_TGT_512 static void pack_b_z(void *restrict dstv, const gemm_operand *Bo
             }
         } else {   // op(B)(p,j) = B[j*ldb + p]: transpose 16 x 16 blocks
             for (int v = 0; v < Z_NV; v++) {
-                int rows = nr - 16 * v;
+                int rows = nr - 16 * v, next = next_cols - 16 * v;   // this block's rows, the next panel's
                 const float *src = B + (size_t)(j0 + s + 16 * v) * ldb + p0;
-                for (int p = 0; p < kc; p += 16)
+                for (int p = 0; p < kc; p += 16) {
+                    for (int i = 0; i < next && i < 16; i++)
+                        _mm_prefetch((const char *)(src + (size_t)(Z_NR + i) * ldb + p), _MM_HINT_T0);
                     transpose_block(dst + (size_t)p * Z_NR + 16 * v, Z_NR, 16, src + p, ldb, rows < 0 ? 0 : rows,
                                     kc - p < 16 ? kc - p : 16);
+                }
             }
         }
         dst += (size_t)Z_NR * kc;
@@ -343,19 +360,26 @@ static size_t b_panel_z(int kc, int group) {
     return panel_bytes(Z_NR, kc);
 }
 
-KERNELS_TGT_512 static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, float *C, int ldc,
-                                    int mr, int nr, const gemm_micro_args *args) {
-    const float *restrict Ap = Apv, *restrict Bp = Bpv;
+// The micro-kernel for R rows of the tile (R <= Z_MR; the A panel keeps its Z_MR stride): the
+// full tile is R = Z_MR, and a block's last micro-panel of mr < Z_MR rows runs the R = mr form
+// instead of computing Z_MR rows and keeping mr (M = 256 = 18 x 14 + 4: the full form would
+// spend 10 of every 266 rows' work on padding). Each element's chain is the same in every form.
+KERNELS_INLINE_512 void micro_z_rows(int kc, const float *restrict Ap, const float *restrict Bp, float *C, int ldc,
+                                     int nr, const gemm_micro_args *args, const int R) {
     const float alpha = args->alpha, beta = args->beta, *bias = args->bias;
     __m512 c[Z_MR][Z_NV];
 #pragma GCC unroll 14
-    for (int i = 0; i < Z_MR; i++)
+    for (int i = 0; i < R; i++) {
+        // the tile of C, for writing (or reading, beta != 0) after the k loop: its misses overlap the loop
+        __builtin_prefetch(C + (size_t)i * ldc, 1, 3);
+        __builtin_prefetch(C + (size_t)i * ldc + 16, 1, 3);
         for (int v = 0; v < Z_NV; v++) c[i][v] = _mm512_setzero_ps();
+    }
     for (int p = 0; p < kc; p++) {
         __m512 b[Z_NV];
         for (int v = 0; v < Z_NV; v++) b[v] = _mm512_load_ps(Bp + 16 * v);
 #pragma GCC unroll 14
-        for (int i = 0; i < Z_MR; i++) {
+        for (int i = 0; i < R; i++) {
             __m512 a = _mm512_set1_ps(Ap[i]);
             for (int v = 0; v < Z_NV; v++) c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
         }
@@ -370,8 +394,7 @@ KERNELS_TGT_512 static void micro_z(int kc, const void *restrict Apv, const void
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 14
-    for (int i = 0; i < Z_MR; i++) {
-        if (i >= mr) break;
+    for (int i = 0; i < R; i++) {
         float *ci = C + (size_t)i * ldc;
         for (int v = 0; v < Z_NV; v++) {
             __m512 r = _mm512_mul_ps(va, c[i][v]);
@@ -380,6 +403,40 @@ KERNELS_TGT_512 static void micro_z(int kc, const void *restrict Apv, const void
             _mm512_mask_storeu_ps(ci + 16 * v, m[v], r);
         }
     }
+}
+
+#define MICRO_Z_FORM(R)                                                                                              \
+    KERNELS_TGT_512 static void micro_z##R(int kc, const float *restrict Ap, const float *restrict Bp, float *C,     \
+                                           int ldc, int nr, const gemm_micro_args *args) {                          \
+        micro_z_rows(kc, Ap, Bp, C, ldc, nr, args, R);                                                               \
+    }
+MICRO_Z_FORM(1)
+MICRO_Z_FORM(2)
+MICRO_Z_FORM(3)
+MICRO_Z_FORM(4)
+MICRO_Z_FORM(5)
+MICRO_Z_FORM(6)
+MICRO_Z_FORM(7)
+MICRO_Z_FORM(8)
+MICRO_Z_FORM(9)
+MICRO_Z_FORM(10)
+MICRO_Z_FORM(11)
+MICRO_Z_FORM(12)
+MICRO_Z_FORM(13)
+MICRO_Z_FORM(14)
+#undef MICRO_Z_FORM
+_Static_assert(Z_MR == 14, "one micro_z form per row count");
+
+typedef void (*micro_z_fn)(int, const float *restrict, const float *restrict, float *, int, int,
+                           const gemm_micro_args *);
+static const micro_z_fn MICRO_Z_FORMS[Z_MR + 1] = {
+    NULL, micro_z1, micro_z2, micro_z3, micro_z4, micro_z5, micro_z6, micro_z7,
+    micro_z8, micro_z9, micro_z10, micro_z11, micro_z12, micro_z13, micro_z14,
+};
+
+static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, float *C, int ldc, int mr, int nr,
+                    const gemm_micro_args *args) {
+    MICRO_Z_FORMS[mr](kc, Apv, Bpv, C, ldc, nr, args);
 }
 
 // One row: 16 outputs per vector, their weight rows transposed 16 x 16 in registers so that lane j

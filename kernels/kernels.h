@@ -79,8 +79,8 @@ int kernels_denormals_flushed(void);   // both modes on in the calling thread
 // C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, op(X) = X or X^T.
 // lda/ldb/ldc are row strides in floats of the matrices as stored. beta = 0 never reads C.
 // Cache-blocked and packed, with a register-tiled micro-kernel for the CPU path in use; the
-// packing buffers (~640 KiB) are on the caller's stack (no heap), so threads that call it need
-// a stack of at least ~1 MiB (glibc's default is 8 MiB; see OMP_STACKSIZE).
+// packing buffers (~0.9 MiB) are on the caller's stack (no heap), so threads that call it need
+// a stack of at least ~1.5 MiB (glibc's default is 8 MiB; see OMP_STACKSIZE).
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 // The same product over the threads of an OpenMP team that this call opens (tiles of the output,
@@ -215,6 +215,25 @@ void residual_backward(float *dinp1, float *dinp2, const float *dout, size_t n);
 // summed in a fixed order).
 double softmax_xent(float *losses, float *dlogits, const float *logits, const int *targets, int N, int V,
                     int Vp, float dloss);
+
+// The same loss pass without dlogits, saving instead each row's max (row_max) and 1/sum of its
+// exps (row_inv), (N) each: what lm_head_backward needs to recompute dlogits. losses and the
+// returned sum are softmax_xent's, bit for bit.
+double softmax_xent_stats(float *losses, float *row_max, float *row_inv, const float *logits, const int *targets, int N,
+                          int V, int Vp);
+
+// ---- the LM head's backward, fused with the loss gradient (lm_head.c) ---------------------------
+// The tied LM head logits (N,Vp) = inp (N,C) @ wte^T, backward: with dlogits (N,Vp) = (softmax -
+// onehot(targets)) * dloss over the first V columns and 0 over the padding,
+//   dinp (N,C) = dlogits @ wte (overwritten), dwte (Vp,C) = dlogits^T @ inp (+= when accumulate, else =).
+// dlogits are recomputed from the logits and the row statistics of softmax_xent_stats, one block
+// of KC vocabulary columns x KC rows at a time into a buffer that stays in cache, and fed to both
+// products there: never written whole, and the logits read once (the unfused pair,
+// softmax_xent with dlogits then matmul_backward, writes dlogits over the logits and reads them
+// twice more). Bit for bit what that pair gives, on every path and thread count.
+void lm_head_backward(float *dinp, float *dwte, const float *logits, const float *row_max, const float *row_inv,
+                      const int *targets, const float *inp, const float *wte, int N, int C, int V, int Vp, float dloss,
+                      int accumulate);
 
 // ---- AdamW (decoupled weight decay, bias-corrected) ------------------------------------------
 // params, grads, m, v are (n); step t counts from 1. Updates params, m, v in place, in one pass:

@@ -89,9 +89,12 @@ extern const gemm_ukernel GEMM_Q8_C, GEMM_Q8_AVX2, GEMM_Q8_AVX_VNNI, GEMM_Q8_AVX
 // (A dtype, B dtype) the model uses and per path
 extern const gemm_ukernel GEMM_BF16_C_FF, GEMM_BF16_C_FB, GEMM_BF16_AVX512_FF, GEMM_BF16_AVX512_FB;
 
-// Packing buffers of the driver (on the caller's stack): every row's blocks fit in them.
+// Packing buffers of the driver (on the caller's stack, ~0.9 MiB): every row's blocks fit in them.
 #define GEMM_A_BYTES (128 * 256 * 4)
 #define GEMM_B_BYTES (256 * 512 * 4)
+// and op(A)'s whole K slice when it is small enough to pack once for all of B's column blocks
+// (256 rows of the fp32 rows' 14-row panels: 19 x 14 x 256 floats)
+#define GEMM_AR_BYTES (19 * 14 * 256 * 4)
 
 // The row for these operand dtypes on the path kernels_pick chooses for op (NULL if none).
 const gemm_ukernel *gemm_ukernel_pick(kernels_op op, kernels_dtype a_type, kernels_dtype b_type);
@@ -115,6 +118,12 @@ typedef struct {
 // K and its own operands, never on M, N or where it sits in the tiling.
 void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const gemm_operand *B,
               float beta, float *C, int ldc, const gemm_epilogue *ep);
+// One K slice and one column block of gemm_run with op(B) packed by the caller: C (M,N) = alpha
+// op(A) (M,K) B (K,N) + beta C, where Bp holds B as uk->pack_b(Bp, B, 0, K, 0, N) packs it,
+// K <= uk->kc, N <= uk->nc, fp32 rows only. For a caller that multiplies many A by one B: the same
+// bits as gemm_run, with B packed once.
+void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const void *Bp,
+                       float beta, float *C, int ldc);
 // The same over the threads of an OpenMP team it opens (tiles of the output, split so that each
 // thread packs only its share of the larger operand); the result does not depend on the split.
 void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
@@ -131,6 +140,13 @@ void gemm_ex(int trans_a, int trans_b, int M, int N, int K, float alpha, const f
 // summed in the same order whatever the split, so the result does not depend on the thread count.
 void gemm_parallel(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc, const gemm_epilogue *ep);
+
+// dlogits rows [n0, n1), columns [v0, v1) (v1 <= Vp; columns from V on are 0) recomputed from
+// softmax_xent_stats' row_max and row_inv: d (n1-n0, row stride ldd) gets exactly the values
+// softmax_xent writes to dlogits there (the same exp on the same path). logits row stride ldl.
+void softmax_xent_grad_block(float *d, int ldd, const float *logits, int ldl, const float *row_max,
+                             const float *row_inv, const int *targets, int n0, int n1, int v0, int v1, int V,
+                             float dloss);
 
 // gelu(in) -> out over a (rows, cols) tile with row strides ldo and ldi; the same arithmetic as
 // gelu_forward, element for element (elementwise.c).

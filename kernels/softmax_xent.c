@@ -11,8 +11,9 @@
 #define LANES 16
 #define EXP_BLOCK 256   // a multiple of LANES
 
-// One row, plain C (vectorised by the compiler): writes d (Vp) when d is non-NULL; returns the loss.
-static float softmax_xent_row(float *d, const float *l, int tgt, int V, int Vp, float dloss) {
+// One row, plain C (vectorised by the compiler): writes d (Vp) when d is non-NULL, and the row's max
+// and 1/sum of exps to *smax, *sinv when smax is non-NULL; returns the loss.
+static float softmax_xent_row(float *d, float *smax, float *sinv, const float *l, int tgt, int V, int Vp, float dloss) {
     // l is (Vp) with V real columns; d (Vp) or NULL, may alias l
     // max and sum of exp in LANES partial results combined in a fixed order (vectorises);
     // the sum is accumulated in double
@@ -35,6 +36,7 @@ static float softmax_xent_row(float *d, const float *l, int tgt, int V, int Vp, 
     for (int w = LANES / 2; w > 0; w /= 2)
         for (int k = 0; k < w; k++) acc[k] += acc[k + w];
     double sum = acc[0];
+    if (smax) *smax = mx, *sinv = (float)(1.0 / sum);
     if (d) {   // the row is still in L2: scale the exps in place
         float inv = (float)(1.0 / sum);
         for (j = 0; j < V; j++) d[j] = d[j] * inv * dloss;
@@ -122,9 +124,11 @@ KERNELS_INLINE_512 double sx_exp_pass(float *d, const float *l, const float *ln,
 }
 
 // softmax_xent on the rows [n0, n1) (one thread's share), with AVX-512.
-KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits, const float *logits,
-                                                  const int *targets, int n0, int n1, int V, int Vp, float dloss) {
-    // logits (N,Vp), dlogits (N,Vp) or NULL, targets and losses (N): rows n0..n1-1 of them
+KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits, float *smax, float *sinv,
+                                                  const float *logits, const int *targets, int n0, int n1, int V,
+                                                  int Vp, float dloss) {
+    // logits (N,Vp), dlogits (N,Vp) or NULL, targets and losses (N), smax and sinv (N) or NULL:
+    // rows n0..n1-1 of them
     if (n0 >= n1) return;
     __m512 vmax = sx_row_max(logits + (size_t)n0 * Vp, V);
     for (int n = n0; n < n1; n++) {
@@ -137,6 +141,7 @@ KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits,
         float lt = l[tgt];   // read before d (which may alias) is written
         double sum = d ? sx_exp_pass(d, l, ln, V, mx, &vmax, 1) : sx_exp_pass(NULL, l, ln, V, mx, &vmax, 0);
         losses[n] = (float)(log(sum) - ((double)lt - mx));
+        if (smax) smax[n] = mx, sinv[n] = (float)(1.0 / sum);
         if (!d) continue;
         // the row is in L2: scale the exps in place, then zeros over the padding
         const __m512 vinv = _mm512_set1_ps((float)(1.0 / sum)), vdl = _mm512_set1_ps(dloss);
@@ -153,10 +158,11 @@ KERNELS_TGT_512 static void softmax_xent_rows_512(float *losses, float *dlogits,
 }
 #endif
 
-double softmax_xent(float *losses, float *dlogits, const float *logits, const int *targets, int N, int V, int Vp,
-                    float dloss) {
+static double softmax_xent_any(float *losses, float *dlogits, float *smax, float *sinv, const float *logits,
+                               const int *targets, int N, int V, int Vp, float dloss) {
     // logits is (N,Vp) with V real columns, targets is (N); losses is (N);
-    // dlogits (N,Vp) or NULL, may alias logits: (p - onehot) * dloss over [0,V), 0 over [V,Vp)
+    // dlogits (N,Vp) or NULL, may alias logits: (p - onehot) * dloss over [0,V), 0 over [V,Vp);
+    // smax, sinv (N) or NULL: each row's max and 1/sum of exps
     assert(V > 0 && Vp >= V && "softmax_xent: need 0 < V <= Vp");
 #ifdef KERNELS_X86
     if (kernels_pick(KERNELS_OP_SOFTMAX_XENT) == KERNELS_ISA_AVX512) {
@@ -164,7 +170,7 @@ double softmax_xent(float *losses, float *dlogits, const float *logits, const in
         {   // contiguous blocks of rows, one per thread (as schedule(static) would split them)
             int nt = omp_get_num_threads(), t = omp_get_thread_num();
             int q = N / nt, r = N % nt, n0 = t * q + (t < r ? t : r), n1 = n0 + q + (t < r);
-            softmax_xent_rows_512(losses, dlogits, logits, targets, n0, n1, V, Vp, dloss);
+            softmax_xent_rows_512(losses, dlogits, smax, sinv, logits, targets, n0, n1, V, Vp, dloss);
         }
     } else
 #endif
@@ -174,10 +180,80 @@ double softmax_xent(float *losses, float *dlogits, const float *logits, const in
             int tgt = targets[n];
             assert(tgt >= 0 && tgt < V && "softmax_xent: target id outside [0, V) (tokenizer/vocab mismatch?)");
             float *d = dlogits ? dlogits + (size_t)n * Vp : NULL;
-            losses[n] = softmax_xent_row(d, logits + (size_t)n * Vp, tgt, V, Vp, dloss);
+            losses[n] = softmax_xent_row(d, smax ? smax + n : NULL, sinv ? sinv + n : NULL, logits + (size_t)n * Vp,
+                                         tgt, V, Vp, dloss);
         }
     }
     double total = 0.0;
     for (int n = 0; n < N; n++) total += losses[n];
     return total;
+}
+
+double softmax_xent(float *losses, float *dlogits, const float *logits, const int *targets, int N, int V, int Vp,
+                    float dloss) {
+    return softmax_xent_any(losses, dlogits, NULL, NULL, logits, targets, N, V, Vp, dloss);
+}
+
+double softmax_xent_stats(float *losses, float *row_max, float *row_inv, const float *logits, const int *targets, int N,
+                          int V, int Vp) {
+    // logits (N,Vp), targets (N); losses, row_max, row_inv (N)
+    return softmax_xent_any(losses, NULL, row_max, row_inv, logits, targets, N, V, Vp, 0.0f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gradient recomputed from the row statistics (the LM head's fused backward): the values
+// softmax_xent writes to dlogits, bit for bit, on the same path.
+
+#ifdef KERNELS_X86
+KERNELS_TGT_512 static void grad_rows_512(float *d, int ldd, const float *logits, int ldl, const float *smax,
+                                          const float *sinv, const int *targets, int n0, int n1, int v0, int v1,
+                                          int V, float dloss) {
+    const __m512 vdl = _mm512_set1_ps(dloss);
+    enum { AHEAD = 8 };   // rows: each row's piece of the block is only v1 - v0 floats (1 KiB) from memory,
+                          // too short for the hardware prefetcher to get going
+    for (int n = n0; n < n1 && n < n0 + AHEAD; n++)
+        for (int j = v0; j < v1; j += 16) _mm_prefetch((const char *)(logits + (size_t)n * ldl + j), _MM_HINT_T0);
+    for (int n = n0; n < n1; n++) {
+        const float *l = logits + (size_t)n * ldl;
+        if (n + AHEAD < n1)
+            for (int j = v0; j < v1; j += 16) _mm_prefetch((const char *)(l + (size_t)AHEAD * ldl + j), _MM_HINT_T0);
+        // and this row's piece of the next block into L2: a block's worth of products from now
+        for (int j = v1; j < 2 * v1 - v0 && j < ldl; j += 16) _mm_prefetch((const char *)(l + j), _MM_HINT_T1);
+        float *dn = d + (size_t)(n - n0) * ldd - v0;   // dn[j] for j in [v0, v1)
+        const __m512 vmx = _mm512_set1_ps(smax[n]), vinv = _mm512_set1_ps(sinv[n]);
+        for (int j = v0; j < v1; j += 16) {
+            __mmask16 w = sm_lanes_mask(v1 - j), k = sm_lanes_mask(V - j) & w;
+            // as sx_exp_pass and the scaling after it: e = exp(l - max), (e * inv) * dloss; 0 past V
+            __m512 e = sm_exp512_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, l + j), vmx));
+            __m512 p = _mm512_maskz_mul_ps(k, _mm512_mul_ps(e, vinv), vdl);
+            _mm512_mask_storeu_ps(dn + j, w, p);
+        }
+        int tgt = targets[n];
+        if (tgt >= v0 && tgt < v1) dn[tgt] -= dloss;
+    }
+}
+#endif
+
+void softmax_xent_grad_block(float *d, int ldd, const float *logits, int ldl, const float *row_max,
+                             const float *row_inv, const int *targets, int n0, int n1, int v0, int v1, int V,
+                             float dloss) {
+#ifdef KERNELS_X86
+    if (kernels_pick(KERNELS_OP_SOFTMAX_XENT) == KERNELS_ISA_AVX512) {
+        grad_rows_512(d, ldd, logits, ldl, row_max, row_inv, targets, n0, n1, v0, v1, V, dloss);
+        return;
+    }
+#endif
+    for (int n = n0; n < n1; n++) {
+        const float *l = logits + (size_t)n * ldl;
+        float *dn = d + (size_t)(n - n0) * ldd - v0;
+        float mx = row_max[n], inv = row_inv[n];
+        int ve = v1 < V ? v1 : V, j = v0;
+        for (; j < ve; j++) {   // as softmax_xent_row: e = exp(l - max), then e * inv * dloss
+            float e = sm_expf_inline(l[j] - mx);
+            dn[j] = e * inv * dloss;
+        }
+        for (; j < v1; j++) dn[j] = 0.0f;
+        int tgt = targets[n];
+        if (tgt >= v0 && tgt < v1) dn[tgt] -= dloss;
+    }
 }

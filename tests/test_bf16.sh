@@ -150,7 +150,7 @@ loss)
             --precision $p >"log_$p.txt" 2>&1 || bad "$p run failed: $(tail -3 "log_$p.txt")"
     done
     /usr/bin/python3 - <<'PY' && ok "bf16 val loss within 1% of fp32 at every evaluation (150 steps)" || bad "bf16 loss curve"
-import json
+import json, math
 def vals(p):
     return [(e['step'], e['val_loss']) for e in map(json.loads, open(f'run_{p}/log.jsonl')) if e['event'] == 'val']
 a, b = vals('fp32'), vals('bf16')
@@ -158,7 +158,7 @@ assert len(a) == len(b) == 6 and [s for s, _ in a] == [s for s, _ in b], (a, b)
 for (s, x), (_, y) in zip(a, b):
     print(f'  step {s}: val fp32 {x:.4f} bf16 {y:.4f} ({100 * (y - x) / x:+.2f}%)')
     assert abs(y - x) <= 0.01 * x, (s, x, y)
-assert a[-1][1] < 0.8 * a[0][1], 'the run did not learn: the comparison would be vacuous'
+assert a[-1][1] < 0.6 * math.log(256), 'the run did not learn (ln 256 = a uniform guess): the comparison would be vacuous'
 PY
     ;;
 *) echo "unknown mode $mode"; exit 2 ;;

@@ -49,9 +49,9 @@ open('bigtok_train.bin','wb').write(hdr(20240520, 1, 100, 256) + struct.pack('<1
 open('short_train.bin','wb').write(b'\x00' * 100)
 PY
 for p in badmagic trunc bigtok short; do cp d_val.bin ${p}_val.bin; done
-expect_usage "bad magic shard"       "badmagic_train.bin.*magic" $bin train --data badmagic --run-dir run_bad
+expect_usage "bad magic shard"       "magic.*badmagic_train.bin" $bin train --data badmagic --run-dir run_bad
 expect_usage "truncated shard"       "trunc_train.bin"  $bin train --data trunc --run-dir run_bad
-expect_usage "token >= vocab"        "bigtok_train.bin.*300" $bin train --data bigtok --run-dir run_bad
+expect_usage "token >= vocab"        "300.*bigtok_train.bin" $bin train --data bigtok --run-dir run_bad
 expect_usage "short header"          "short_train.bin"  $bin train --data short --run-dir run_bad
 [ ! -e run_bad/log.jsonl ] && ok "bad input leaves no log" || bad "bad input wrote run_bad/log.jsonl"
 

@@ -164,14 +164,14 @@ typedef struct {
 static void test_shard_malformed(void) {
     static const bad_case cases[] = {
         {"magic.bin", 12345, 1, 10, 256, 10, 0, -1, 0, 0, "bad magic 12345, expected 20240520"},
-        {"version.bin", 20240520, 2, 10, 256, 10, 0, -1, 0, 0, "unsupported version 2"},
+        {"version.bin", 20240520, 2, 10, 256, 10, 0, -1, 0, 0, "version 2 unsupported"},
         {"short_header.bin", 20240520, 1, 10, 256, 10, -(1024 + 20 - 100), -1, 0, 0, "truncated header"},
         {"empty.bin", 20240520, 1, 10, 256, 10, -(1024 + 20), -1, 0, 0, "truncated header"},
         {"short_body.bin", 20240520, 1, 10, 256, 9, 0, -1, 0, 0,
-         "header says 10 tokens (1044 bytes) but file holds 1042 bytes"},
-        {"odd_body.bin", 20240520, 1, 10, 256, 10, -1, -1, 0, 0, "but file holds 1043 bytes"},
+         "header says 10 tokens (1044 bytes) but the file holds 1042 bytes"},
+        {"odd_body.bin", 20240520, 1, 10, 256, 10, -1, -1, 0, 0, "but the file holds 1043 bytes"},
         {"extra.bin", 20240520, 1, 10, 256, 10, 1, -1, 0, 0,
-         "header says 10 tokens (1044 bytes) but file holds 1045 bytes"},
+         "header says 10 tokens (1044 bytes) but the file holds 1045 bytes"},
         {"zero.bin", 20240520, 1, 0, 256, 0, 0, -1, 0, 0, "0 tokens"},
         {"vocab.bin", 20240520, 1, 40, 256, 40, 0, 17, 300, 0, "token 300 at position 17 >= vocab size 256"},
         {"limit.bin", 20240520, 1, 40, 0, 40, 0, 33, 128, 100, "token 128 at position 33 >= vocab size 100"},

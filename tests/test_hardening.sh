@@ -226,5 +226,72 @@ open('r_fsz/log.jsonl', 'a').write(line * int(19.5e6 / len(line)))"
   && ok "ulimit -f: the log write fails cleanly (exit 1, one line), every line of log.jsonl whole" \
   || bad "ulimit -f: exit $rc $(head -c 300 fsz.err)"
 
+# A plain (singleton) run under a tight limit: Open MPI's daemon and its PMIx segments no longer
+# fail inside MPI_Init with pages of text; what the limit stops is smallmind's one line.
+(ulimit -f 4; "$bin" train --data d --run-dir r_f4 $TINY --steps 2 >/dev/null 2>f4.err); rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l <f4.err)" -eq 1 ] && grep -q "^smallmind: error: the file size limit" f4.err \
+  && ok "ulimit -f 4 without mpirun: one line of ours, exit 2 (no Open MPI start-up failure)" \
+  || bad "ulimit -f 4: exit $rc, $(wc -l <f4.err) lines: $(head -c 300 f4.err)"
+if ldd "$bin" | grep -q 'libasan'; then echo "skip ulimit -v (ASan reserves terabytes of shadow memory)"
+else
+  (ulimit -v 100000; "$bin" train --data d --run-dir r_v $TINY --steps 2 >/dev/null 2>v.err); rc=$?
+  [ $rc -eq 2 ] && [ "$(wc -l <v.err)" -eq 1 ] && grep -q "^smallmind: error: the address-space limit (ulimit -v)" v.err \
+    && [ ! -e r_v ] && ok "ulimit -v 100000: refused at start in one line of ours (Open MPI would segfault in MPI_Init), exit 2" \
+    || bad "ulimit -v 100000: exit $rc, $(wc -l <v.err) lines: $(head -c 300 v.err)"
+fi
+
+# --- found by a new user's trial ------------------------------------------------------------------
+# Ctrl-C: the first SIGINT checkpoints at the end of the step and exits 130 (a run that saves only
+# at the end lost every step before)
+"$bin" train --data d --run-dir r_int $TINY --steps 100000 >int.out 2>int.err &
+pid=$!
+for _ in $(seq 600); do grep -q '"event":"step"' r_int/log.jsonl 2>/dev/null && break; sleep 0.1; done
+kill -INT $pid; wait $pid; rc=$?
+ck=$(ls r_int/ckpt_*.h5 2>/dev/null | head -1)
+[ $rc -eq 130 ] && [ -n "$ck" ] && [ ! -e "$ck.tmp" ] && grep -q "interrupt" int.err \
+  && $py -c 'import h5py,sys; f=h5py.File(sys.argv[1]); assert f.attrs["step"] >= 1' "$ck" \
+  && ok "Ctrl-C (SIGINT): a checkpoint at the step it stopped after ($(basename $ck)), exit 130" \
+  || bad "SIGINT: exit $rc, checkpoint '$ck', $(head -c 300 int.err)"
+# --stop-at at or before the resumed step would be ignored: refused
+expect_usage "--stop-at before the resumed step refused" "stop-at" \
+  "$bin" train --data d --run-dir r_int $TINY --steps 100000 --stop-at 1
+# eval under mpirun: a start error ends both ranks with one line of ours, no MPI_Abort
+timeout 120 $MPIRUN -np 2 --bind-to none "$bin" eval --ckpt r_int --data nonexistent_val.bin >ev.out 2>ev.err; rc=$?
+[ $rc -eq 2 ] && [ "$(grep -c '^smallmind' ev.err)" -eq 1 ] && ! grep -q MPI_ABORT ev.err \
+  && ok "eval under mpirun -np 2 with a missing data file: one smallmind line, exit 2, no MPI_Abort" \
+  || bad "eval under mpirun: exit $rc: $(head -c 400 ev.err)"
+# prepare is one process: refused under mpirun (both ranks wrote the same files); --out's directory made
+timeout 60 $MPIRUN -np 2 --bind-to none "$bin" prepare --input text.txt --out pm/x >pm.out 2>pm.err; rc=$?
+[ $rc -eq 2 ] && [ "$(grep -c '^smallmind' pm.err)" -eq 1 ] && [ ! -e pm ] \
+  && ok "prepare under mpirun -np 2: refused in one line, nothing written" || bad "prepare under mpirun: exit $rc $(head -c 300 pm.err)"
+"$bin" prepare --input text.txt --out new/dir/x >/dev/null 2>pn.err && [ -s new/dir/x_train.bin ] \
+  && ok "prepare --out in a directory that does not exist yet: made (mkdir -p, as train's --run-dir)" \
+  || bad "prepare --out new/dir/x: $(head -c 300 pn.err)"
+# mpirun --bind-to none without --threads: the node's CPUs shared by its ranks, not each rank all of them
+ncpu=$(nproc)
+env -u OMP_NUM_THREADS -u SLURM_CPUS_PER_TASK timeout 120 $MPIRUN -np 2 --bind-to none "$bin" train --data d --run-dir r_thr --layers 1 --heads 1 --embd 8 --seq 8 \
+  --batch 1 --eval-every 0 --val-batches 1 --steps 1 >thr.out 2>thr.err; rc=$?
+want=$(( ncpu / 2 > 0 ? ncpu / 2 : 1 ))
+[ $rc -eq 0 ] && grep -q "topology: 2 ranks.* $want OpenMP threads\? per rank" thr.out && ! grep -q "OpenMP threads in all" thr.err \
+  && ok "mpirun -np 2 --bind-to none, no --threads: $want thread(s) per rank on $ncpu CPUs, no oversubscription warning" \
+  || bad "default threads under mpirun: exit $rc: $(grep topology thr.out) $(head -c 300 thr.err)"
+# generate cut by the context says so (stderr), rather than returning fewer tokens silently
+"$bin" generate --ckpt r_int --prompt "call me" --max-new 1000 >gen.out 2>gen.err; rc=$?
+[ $rc -eq 0 ] && grep -q "stopped at the model's context of 32 tokens" gen.err \
+  && ok "generate beyond the context: one line says where it stopped" || bad "generate context note: exit $rc $(head -c 300 gen.err)"
+
+# --data as each command takes it: train a prefix, eval a file; each names the other form
+expect_usage "train --data PREFIX_train.bin: says --data takes the prefix" "takes the prefix" \
+  "$bin" train --data d_train.bin --run-dir r_pfx $TINY --steps 1
+expect_usage "eval --data PREFIX: says --data takes a shard file" "takes a shard file" \
+  "$bin" eval --ckpt r_int --data d
+# convert onto its own input would rewrite it while reading: refused
+"$bin" convert --from r_int --to m.bin >/dev/null 2>&1 && cp m.bin m2.bin
+expect_usage "convert --to the --from file: refused" "itself" "$bin" convert --from m.bin --to m.bin
+cmp -s m.bin m2.bin && ok "the .bin given as both --from and --to is unchanged" || bad "convert rewrote its input"
+
+expect_usage "--group-size without --int8 refused (it would be ignored)" "group-size" \
+  "$bin" generate --ckpt r_int --prompt x --group-size 32
+
 echo "hardening: $pass passed, $fail failed"
 [ $fail -eq 0 ]

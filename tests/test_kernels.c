@@ -825,6 +825,44 @@ static void matmul_gelu_case(int N, int C, int OC) {
     free(inp), free(w), free(b), free(o1), free(g1), free(o2), free(g2);
 }
 
+// lm_head_backward (dlogits recomputed block by block from softmax_xent_stats) = softmax_xent with
+// dlogits then matmul_backward, bit for bit, at 1, 2 and 3 threads; softmax_xent_stats' losses =
+// softmax_xent's
+static void lm_head_case(int N, int C, int V, int Vp, int accumulate) {
+    size_t nl = (size_t)N * Vp;
+    float *logits = falloc(nl), *dl = falloc(nl), *inp = falloc((size_t)N * C), *wte = falloc((size_t)Vp * C);
+    float *dinp1 = falloc((size_t)N * C), *dwte1 = falloc((size_t)Vp * C), *dinp2 = falloc((size_t)N * C);
+    float *dwte2 = falloc((size_t)Vp * C), *l1 = falloc(N), *l2 = falloc(N), *mx = falloc(N), *inv = falloc(N);
+    int *targets = malloc((size_t)N * sizeof(int));
+    CU_ASSERT_FATAL(targets != NULL);
+    fill_uniform(logits, nl, -4, 4);
+    fill_uniform(inp, (size_t)N * C, -1, 1);
+    fill_uniform(wte, (size_t)Vp * C, -0.1f, 0.1f);
+    fill_uniform(dwte1, (size_t)Vp * C, -1, 1);
+    for (int n = 0; n < N; n++) targets[n] = (int)sm_rng_below(&g_rng, (uint64_t)V);
+    float *dwte0 = copy_f(dwte1, (size_t)Vp * C);
+    const float dloss = 1.0f / (float)N;
+    memcpy(dl, logits, nl * sizeof(float));
+    double t1 = softmax_xent(l1, dl, dl, targets, N, V, Vp, dloss);   // in place, as the model does
+    matmul_backward(dinp1, dwte1, NULL, dl, inp, wte, N, C, Vp, accumulate);
+    for (int nt = 1; nt <= 3; nt++) {
+        omp_set_num_threads(nt);
+        memcpy(dwte2, dwte0, (size_t)Vp * C * sizeof(float));
+        fill_uniform(dinp2, (size_t)N * C, -1, 1);   // overwritten
+        double t2 = softmax_xent_stats(l2, mx, inv, logits, targets, N, V, Vp);
+        lm_head_backward(dinp2, dwte2, logits, mx, inv, targets, inp, wte, N, C, V, Vp, dloss, accumulate);
+        char what[256];
+        snprintf(what, sizeof what, "lm_head (%d,%d,%d,%d acc %d) at %d threads (%s)", N, C, V, Vp, accumulate, nt, g_path);
+        CU_ASSERT(t1 == t2);
+        CU_ASSERT(same_bits(what, l2, l1, N));
+        CU_ASSERT(same_bits(what, dinp2, dinp1, (size_t)N * C));
+        CU_ASSERT(same_bits(what, dwte2, dwte1, (size_t)Vp * C));
+    }
+    omp_set_num_threads(2);
+    free(logits), free(dl), free(inp), free(wte), free(dinp1), free(dwte1), free(dinp2), free(dwte2), free(dwte0);
+    free(l1), free(l2), free(mx), free(inv), free(targets);
+}
+
 // residual_layernorm_forward = residual_forward then layernorm_forward, bit for bit
 static void residual_layernorm_case(int N, int C) {
     size_t n = (size_t)N * C;
@@ -1925,6 +1963,10 @@ static void run_matmul_gelu(const test_case *t, void *r) {
     (void)r;
     matmul_gelu_case(t->s[0], t->s[1], t->s[2]);
 }
+static void run_lm_head(const test_case *t, void *r) {
+    (void)r;
+    lm_head_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4]);
+}
 static void run_attention_ref(const test_case *t, void *r) {
     (void)r;
     attention_case(t->s[0], t->s[1], t->s[2], t->s[3]);
@@ -2096,6 +2138,13 @@ static void build_cases(void) {
     for (size_t i = 0; i < sizeof mg / sizeof mg[0]; i++)
         add((test_case){.op = "matmul_gelu", .run = run_matmul_gelu, .paths = P(GEMM_F32) | P(GELU), .s = {mg[i][0], mg[i][1], mg[i][2]}});
 
+    // the LM head's fused backward = softmax_xent + matmul_backward: odd sizes, several row and
+    // vocabulary blocks with partial ones, C below one micro-tile per thread, accumulating or not
+    static const int lm[][5] = {{7, 13, 300, 320, 0}, {300, 40, 600, 640, 1}, {256, 64, 1000, 1024, 0}, {33, 96, 50, 64, 1}};
+    for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++)
+        add((test_case){.op = "lm_head", .run = run_lm_head, .paths = P(GEMM_F32) | P(SOFTMAX_XENT),
+                        .s = {lm[i][0], lm[i][1], lm[i][2], lm[i][3], lm[i][4]}});
+
     // the batched-matmul attention (the reference kernel) against the double reference
     add((test_case){.op = "attention", .run = run_attention_ref, .paths = P(GEMM_F32), .s = {2, 7, 12, 3}});
     add((test_case){.op = "attention", .run = run_attention_ref, .paths = P(GEMM_F32), .s = {1, 1, 8, 2}});    // one position
@@ -2248,6 +2297,7 @@ static void test_layernorm(void) { run_rows("layernorm"); }
 static void test_matmul(void) { run_rows("matmul"); }
 static void test_matmul_row(void) { run_rows("matmul_row"); }
 static void test_matmul_gelu(void) { run_rows("matmul_gelu"); }
+static void test_lm_head(void) { run_rows("lm_head"); }
 static void test_attention(void) { run_rows("attention"); }
 static void test_flash_attention(void) { run_rows("flash_attention"); }
 static void test_gelu(void) { run_rows("gelu"); }
@@ -2283,7 +2333,7 @@ int main(void) {
     } tests[] = {
         {"cpu", test_cpu}, {"gemm", test_gemm}, {"gemm_mt", test_gemm_mt}, {"encoder", test_encoder},
         {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row},
-        {"matmul_gelu", test_matmul_gelu}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
+        {"matmul_gelu", test_matmul_gelu}, {"lm_head", test_lm_head}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
         {"q8_quantize", test_q8_quantize}, {"q8_matmul", test_q8_matmul},
         {"bf16_convert", test_bf16_convert}, {"gemm_bf16", test_gemm_bf16}, {"matmul_bf16", test_matmul_bf16},
         {"adamw_bf16", test_adamw_bf16}, {"attention_bf16", test_attention_bf16},

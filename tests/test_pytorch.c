@@ -21,6 +21,7 @@
 #include "comm.h"
 #include "common.h"
 #include "data.h"
+#include "kernels.h"
 #include "trainer.h"
 
 _Static_assert(sizeof(int) == 4, "tokens.bin is int32");
@@ -331,11 +332,23 @@ static void test_sanity(void) {
     }
     CU_ASSERT(padded == 0.0f);
     CU_ASSERT(real > 0.0f);
-    // The training forward computes the same loss, and leaves dlogits = dloss (softmax - onehot)
-    // where the logits were: each row sums to 0 (softmax sums to 1) up to float rounding of
+    // The training forward computes the same loss and leaves the logits as they were, with each
+    // row's max and 1/sum of exps for the LM head's fused backward, which recomputes dlogits =
+    // dloss (softmax - onehot) from them (lm_head_backward, bit for bit softmax_xent's, tested in
+    // test_kernels). Those dlogits: each row sums to 0 (softmax sums to 1) up to float rounding of
     // V terms of ~dloss/V, with exact zeros over the padding.
     CU_ASSERT(fx.loss == fx.loss_eval);
-    const float *dl = m->st.acts.t.t[A_LOGITS].ptr, dloss = 1.0f / (REF_B * REF_T);
+    const float dloss = 1.0f / (REF_B * REF_T);
+    const float *lg = m->st.acts.t.t[A_LOGITS].ptr, *rmax = m->st.acts.t.t[A_LOSS_MAX].ptr;
+    const size_t n_logits = (size_t)REF_B * REF_T * Vp;
+    CU_ASSERT(memcmp(lg, fx.logits, n_logits * sizeof(float)) == 0);
+    for (int r = 0; r < REF_B * REF_T; r++) {
+        float mx = -INFINITY;
+        for (int v = 0; v < V; v++) mx = fmaxf(mx, lg[(size_t)r * Vp + v]);
+        CU_ASSERT(rmax[r] == mx);
+    }
+    float *dl = sm_malloc(n_logits * sizeof(float)), *losses = sm_malloc((size_t)REF_B * REF_T * sizeof(float));
+    softmax_xent(losses, dl, lg, fx.targets, REF_B * REF_T, V, Vp, dloss);
     double worst = 0.0;
     float dpad = 0.0f;
     for (int r = 0; r < REF_B * REF_T; r++) {
@@ -348,6 +361,8 @@ static void test_sanity(void) {
            (double)dpad);
     CU_ASSERT(worst < 1e-5 * dloss);
     CU_ASSERT(dpad == 0.0f);
+    sm_free(dl);
+    sm_free(losses);
 
     // Weight decay on exactly the 2-D weights (as the reference's two AdamW param groups).
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {

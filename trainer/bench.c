@@ -243,63 +243,224 @@ static void run_blas(void *p) {
                    c->N, c->K, 1.0f, c->A, lda, c->B, ldb, c->beta, c->C, c->N);
 }
 
-// The three products of a linear layer inp (N,IC) -> (N,OC): forward out = inp W^T, dinp += dout W,
-// dweight += dout^T inp. Adds their seconds per call (ours, OpenBLAS) to *t_ours, *t_blas, times
-// `count` (how many such layers a step runs); prints a line per product when print is set.
-static void bench_linear(const bench_opts *o, const blas_lib *blas, const char *label, int N, int IC, int OC, double count,
-                         int print, double *t_ours, double *t_blas) {
-    size_t nmax = (size_t)N * (IC > OC ? IC : OC);
-    float *inp = bench_buf((size_t)N * IC, 1), *w = bench_buf((size_t)OC * IC, 2), *dout = bench_buf((size_t)N * OC, 3);
-    float *c1 = bench_buf((size_t)OC * IC > nmax ? (size_t)OC * IC : nmax, 4);
-    const struct {
-        const char *what;
-        int ta, tb, M, Nn, K;
-        const float *A, *B;
-        float beta;
-    } prods[3] = {
-        {"fwd", 0, 1, N, OC, IC, inp, w, 0.0f},
-        {"dinp", 0, 0, N, IC, OC, dout, w, 1.0f},
-        {"dweight", 1, 0, OC, IC, N, dout, inp, 1.0f},
-    };
-    for (int k = 0; k < 3; k++) {
-        gemm_ctx c = {prods[k].ta, prods[k].tb, prods[k].M, prods[k].Nn, prods[k].K, prods[k].beta, prods[k].A,
-                      prods[k].B, c1, blas};
-        double to = 0, tb = 0;
-        time_pair(run_ours, &c, blas->sgemm ? run_blas : NULL, &c, o->rounds, &to, &tb);
-        double flops = 2.0 * N * IC * OC;
-        *t_ours += count * to;
-        if (blas->sgemm) *t_blas += count * tb;
-        if (print) {
-            char name[128];
-            snprintf(name, sizeof name, "matmul %s %s (%d,%d,%d)", label, prods[k].what, prods[k].M, prods[k].Nn,
-                     prods[k].K);
-            emit(o, name, "gflops", flops / to * 1e-9, to * 1e3, blas->sgemm ? flops / tb * 1e-9 : 0.0, "openblas");
-        }
-    }
-    sm_free(inp);
-    sm_free(w);
-    sm_free(dout);
-    sm_free(c1);
+// Every matrix product of one training step, as the step runs them: in the step's order (the
+// forward's products layer by layer, the LM head's, then the backward's from the LM head down),
+// each layer with its own weights, activations and gradients (so a product finds its operands
+// where the step leaves them: a weight last touched a whole step ago, not hot from the same call
+// a moment before), with the step's transposes and betas (backward's dinp and a step's first
+// dweight write, beta = 0). Ours (gemm_mt) and OpenBLAS run the same sequence on the same buffers,
+// alternately, round by round; every call is timed on its own, with the process's CPU time.
+//
+// Two figures come out of it. Per product: the median time of its undisturbed calls (every thread
+// of the product running throughout; see undisturbed()) over rounds and layers: the product's
+// speed when it has the cores it was given. This bench used to report the mean of back-to-back
+// calls, which on this shared machine measured how often another process held one of the two
+// cores (a 256 x 256 x 256 product: 0.08 ms undisturbed, 3-16 ms when one thread waits for a
+// scheduler slice), not the kernel. Per step: the median over rounds of the whole sequence's
+// time, disturbed calls and all, the statistic `bench train` uses for the step itself. The
+// fraction of disturbed calls is printed beside them.
+
+enum { PROD_FWD, PROD_DINP, PROD_DWEIGHT };
+typedef struct {
+    char name[96];
+    int ta, tb, M, N, K, count;   // count: calls per step
+    double flops;
+} prod_row;
+
+typedef struct {
+    int row;
+    const float *A, *B;
+    float *C;
+} prod_call;
+
+typedef struct {
+    int n_rows, n_calls;
+    prod_row rows[15];
+    prod_call *calls;
+    float *mem[5 * (4 * 64 + 2)];
+    int n_mem;
+    double flops;   // of the whole sequence
+} prod_seq;
+
+static float *seq_buf(prod_seq *q, size_t n, uint64_t seed) {
+    SM_CHECK(q->n_mem < (int)(sizeof q->mem / sizeof q->mem[0]), "bench: too many buffers");
+    return q->mem[q->n_mem++] = bench_buf(n, seed);
 }
 
-// Every matrix product of one training step of a shape, ours and OpenBLAS's: seconds per step
-// spent in them. Returns the FLOPs they make.
-static double bench_step_products(const bench_opts *o, const blas_lib *blas, const bench_shape *s, int print,
-                                  double *t_ours, double *t_blas) {
-    int N = o->B * o->T, C = s->C, Vp = (BENCH_V + 63) / 64 * 64;
-    *t_ours = *t_blas = 0.0;
-    char label[64];
+// The sequence of shape s: 5 linear layers (qkv, attproj, fc, fcproj per block, L blocks; the LM
+// head once) x 3 products.
+static void prod_seq_build(prod_seq *q, const bench_opts *o, const bench_shape *s) {
+    memset(q, 0, sizeof *q);
+    const int N = o->B * o->T, C = s->C, L = s->L, Vp = (BENCH_V + 63) / 64 * 64;
     const struct {
         const char *name;
         int ic, oc;
-    } lin[4] = {{"qkv", C, 3 * C}, {"attproj", C, C}, {"fc", C, 4 * C}, {"fcproj", 4 * C, C}};
-    for (int i = 0; i < 4; i++) {
-        snprintf(label, sizeof label, "%s.%s", s->name, lin[i].name);
-        bench_linear(o, blas, label, N, lin[i].ic, lin[i].oc, s->L, print, t_ours, t_blas);
+    } lin[5] = {{"qkv", C, 3 * C}, {"attproj", C, C}, {"fc", C, 4 * C}, {"fcproj", 4 * C, C}, {"lm_head", C, Vp}};
+    static const char *const WHAT[3] = {"fwd", "dinp", "dweight"};
+    for (int i = 0; i < 5; i++)
+        for (int k = 0; k < 3; k++) {
+            prod_row *r = &q->rows[3 * i + k];
+            int ic = lin[i].ic, oc = lin[i].oc;
+            if (k == PROD_FWD) *r = (prod_row){.ta = 0, .tb = 1, .M = N, .N = oc, .K = ic};
+            else if (k == PROD_DINP) *r = (prod_row){.ta = 0, .tb = 0, .M = N, .N = ic, .K = oc};
+            else *r = (prod_row){.ta = 1, .tb = 0, .M = oc, .N = ic, .K = N};
+            r->count = i < 4 ? L : 1;
+            r->flops = 2.0 * N * (double)ic * oc;
+            snprintf(r->name, sizeof r->name, "matmul %s.%s %s (%d,%d,%d)", s->name, lin[i].name, WHAT[k], r->M, r->N,
+                     r->K);
+            q->flops += r->count * r->flops;
+        }
+    q->n_rows = 15;
+    // per layer and linear: input x (N,ic), weight W (oc,ic), output y (N,oc), its gradient dy
+    // (N,oc) (scratch in the step: one per linear, shared by the layers) and dW (oc,ic); dx (N,ic)
+    // scratch per linear
+    float *x[5][64], *w[5][64], *y[5][64], *dw[5][64], *dy[5], *dx[5];
+    SM_CHECK(L <= 64, "bench: at most 64 layers");
+    uint64_t seed = 100;
+    for (int i = 0; i < 5; i++) {
+        int ic = lin[i].ic, oc = lin[i].oc, nl = i < 4 ? L : 1;
+        for (int l = 0; l < nl; l++) {
+            x[i][l] = seq_buf(q, (size_t)N * ic, seed++);
+            w[i][l] = seq_buf(q, (size_t)oc * ic, seed++);
+            y[i][l] = seq_buf(q, (size_t)N * oc, seed++);
+            dw[i][l] = seq_buf(q, (size_t)oc * ic, seed++);
+        }
+        dy[i] = seq_buf(q, (size_t)N * oc, seed++);
+        dx[i] = seq_buf(q, (size_t)N * ic, seed++);
     }
-    snprintf(label, sizeof label, "%s.lm_head", s->name);
-    bench_linear(o, blas, label, N, C, Vp, 1.0, print, t_ours, t_blas);
-    return 6.0 * N * ((double)s->L * 12 * C * C + (double)C * Vp);
+    q->n_calls = 3 * (4 * L + 1);
+    q->calls = sm_calloc((size_t)q->n_calls, sizeof(prod_call));
+    int n = 0;
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < 4; i++) q->calls[n++] = (prod_call){3 * i + PROD_FWD, x[i][l], w[i][l], y[i][l]};
+    q->calls[n++] = (prod_call){3 * 4 + PROD_FWD, x[4][0], w[4][0], y[4][0]};
+    q->calls[n++] = (prod_call){3 * 4 + PROD_DINP, y[4][0], w[4][0], dx[4]};   // dlogits sit where the logits were
+    q->calls[n++] = (prod_call){3 * 4 + PROD_DWEIGHT, y[4][0], x[4][0], dw[4][0]};
+    for (int l = L - 1; l >= 0; l--)
+        for (int i = 3; i >= 0; i--) {
+            q->calls[n++] = (prod_call){3 * i + PROD_DINP, dy[i], w[i][l], dx[i]};
+            q->calls[n++] = (prod_call){3 * i + PROD_DWEIGHT, dy[i], x[i][l], dw[i][l]};
+        }
+}
+
+static void prod_seq_free(prod_seq *q) {
+    for (int i = 0; i < q->n_mem; i++) sm_free(q->mem[i]);
+    sm_free(q->calls);
+}
+
+static double process_cpu_s(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0.0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// One pass over the sequence, ours (blas NULL) or OpenBLAS's: each call's wall seconds into t and
+// the process's CPU seconds during it into cpu (n_calls each); returns the pass's wall seconds.
+static double prod_seq_run(const prod_seq *q, const blas_lib *blas, double *t, double *cpu) {
+    double t_start = sm_now_s();
+    for (int c = 0; c < q->n_calls; c++) {
+        const prod_call *k = &q->calls[c];
+        const prod_row *r = &q->rows[k->row];
+        int lda = r->ta ? r->M : r->K, ldb = r->tb ? r->K : r->N;
+        double c0 = process_cpu_s(), t0 = sm_now_s();
+        if (!blas)
+            gemm_mt(r->ta, r->tb, r->M, r->N, r->K, 1.0f, k->A, lda, k->B, ldb, 0.0f, k->C, r->N);
+        else
+            blas->sgemm(CBLAS_ROW_MAJOR, r->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, r->tb ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                        r->M, r->N, r->K, 1.0f, k->A, lda, k->B, ldb, 0.0f, k->C, r->N);
+        t[c] = sm_now_s() - t0;
+        cpu[c] = process_cpu_s() - c0;
+    }
+    return sm_now_s() - t_start;
+}
+
+typedef struct {
+    double row_s[15];     // median seconds per call of each row, over its undisturbed calls
+    double step_s;        // median seconds of the whole sequence
+    double sum_s;         // sum over rows of count x row_s
+    double disturbed;     // the fraction of calls that were disturbed
+} prod_times;
+
+// A call was undisturbed when the process got at least 90% of threads x its wall time in CPU
+// time: every thread ran (computing, or spinning at the end) for the whole call. On a machine
+// shared with other work a product's threads are often not all running (a 2-thread product then
+// waits for the missing one, for a scheduler slice of 1-10 ms against 0.04-3 ms of work); such
+// calls say how busy the machine was, not how fast the product is.
+static int undisturbed(double wall, double cpu, int threads) { return cpu >= 0.9 * threads * wall; }
+
+// Rounds of the sequence, ours and OpenBLAS's alternately (after one unmeasured pass of each:
+// first touches), with pauses so that neither library's waiting threads take the other's cores.
+static void prod_seq_time(const prod_seq *q, const blas_lib *blas, int rounds, int threads, prod_times *ours,
+                          prod_times *theirs) {
+    const int n_sides = blas && blas->sgemm ? 2 : 1;
+    size_t per_side = (size_t)rounds * q->n_calls;
+    double *t = sm_calloc(per_side * 2, sizeof(double)), *cpu = sm_calloc(per_side * 2, sizeof(double));
+    double *whole = sm_calloc((size_t)rounds * 2, sizeof(double));
+    double *clean = sm_calloc(per_side, sizeof(double)), *all = sm_calloc(per_side, sizeof(double));
+    for (int r = -1; r < rounds; r++)
+        for (int side = 0; side < n_sides; side++) {
+            size_t at = side * per_side + (size_t)(r < 0 ? 0 : r) * q->n_calls;
+            double w = prod_seq_run(q, side ? blas : NULL, t + at, cpu + at);
+            if (r >= 0) whole[side * rounds + r] = w;
+            sleep_s(side ? 0.15 : 0.05);   // OpenBLAS's threads spin ~0.1 s after a call; libgomp's briefly
+        }
+    for (int side = 0; side < n_sides; side++) {
+        prod_times *pt = side ? theirs : ours;
+        const double *ts = t + side * per_side, *cs = cpu + side * per_side;
+        pt->sum_s = 0.0;
+        size_t n_disturbed = 0;
+        for (int row = 0; row < q->n_rows; row++) {
+            int nc = 0, na = 0;
+            for (size_t i = 0; i < per_side; i++) {
+                if (q->calls[i % q->n_calls].row != row) continue;
+                all[na++] = ts[i];
+                if (undisturbed(ts[i], cs[i], threads)) clean[nc++] = ts[i];
+            }
+            n_disturbed += (size_t)(na - nc);
+            // too few undisturbed calls to stand for the row: the median of them all
+            pt->row_s[row] = nc >= 3 ? median(clean, nc) : median(all, na);
+            pt->sum_s += q->rows[row].count * pt->row_s[row];
+        }
+        pt->disturbed = (double)n_disturbed / (double)per_side;
+        pt->step_s = median(whole + side * rounds, rounds);
+    }
+    sm_free(t);
+    sm_free(cpu);
+    sm_free(whole);
+    sm_free(clean);
+    sm_free(all);
+}
+
+// Every matrix product of one training step of shape s, ours and OpenBLAS's (times in *ours,
+// *theirs; theirs is left zero without OpenBLAS); prints a line per product and for the step
+// when print is set. Returns the FLOPs of the step's products.
+static double bench_step_products(const bench_opts *o, const blas_lib *blas, const bench_shape *s, int print,
+                                  prod_times *ours, prod_times *theirs) {
+    prod_seq q;
+    prod_seq_build(&q, o, s);
+    memset(ours, 0, sizeof *ours);
+    memset(theirs, 0, sizeof *theirs);
+    prod_seq_time(&q, blas, o->rounds, o->threads, ours, theirs);
+    int has_blas = blas->sgemm != NULL;
+    for (int row = 0; print && row < q.n_rows; row++) {
+        const prod_row *r = &q.rows[row];
+        emit(o, r->name, "gflops", r->flops / ours->row_s[row] * 1e-9, ours->row_s[row] * 1e3,
+             has_blas ? r->flops / theirs->row_s[row] * 1e-9 : 0.0, "openblas");
+    }
+    if (print) {
+        char name[128];
+        snprintf(name, sizeof name, "matmul %s: all products of a step", s->name);
+        emit(o, name, "gflops", q.flops / ours->sum_s * 1e-9, ours->sum_s * 1e3,
+             has_blas ? q.flops / theirs->sum_s * 1e-9 : 0.0, "openblas");
+        snprintf(name, sizeof name, "matmul %s: the step's products in one pass", s->name);
+        emit(o, name, "gflops", q.flops / ours->step_s * 1e-9, ours->step_s * 1e3,
+             has_blas ? q.flops / theirs->step_s * 1e-9 : 0.0, "openblas");
+        snprintf(name, sizeof name, "matmul %s: calls disturbed by other processes", s->name);
+        emit(o, name, "frac", ours->disturbed, ours->sum_s * 1e3, has_blas ? theirs->disturbed : 0.0, "openblas");
+    }
+    double flops = q.flops;
+    prod_seq_free(&q);
+    return flops;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,15 +592,60 @@ static void bench_memory_kernel(const bench_opts *o, const char *name, bench_fn 
     emit(o, name, "gbps", bytes / t * 1e-9, t * 1e3, stream_gbps, "stream");
 }
 
+// The loss and the LM head's backward, as the step runs them (the logits in memory, written by the
+// forward's last product): softmax_xent writing dlogits then matmul_backward reading them twice,
+// against softmax_xent_stats then lm_head_backward (dlogits recomputed block by block in cache).
+typedef struct {
+    int N, C, V, Vp;
+    float *logits, *dlogits, *losses, *mx, *inv, *inp, *wte, *dinp, *dwte;
+    int *targets;
+} lmh_ctx;
+
+static void k_lm_head_unfused(void *p) {
+    lmh_ctx *c = p;
+    softmax_xent(c->losses, c->dlogits, c->logits, c->targets, c->N, c->V, c->Vp, 1.0f / c->N);
+    matmul_backward(c->dinp, c->dwte, NULL, c->dlogits, c->inp, c->wte, c->N, c->C, c->Vp, 0);
+}
+static void k_lm_head_fused(void *p) {
+    lmh_ctx *c = p;
+    softmax_xent_stats(c->losses, c->mx, c->inv, c->logits, c->targets, c->N, c->V, c->Vp);
+    lm_head_backward(c->dinp, c->dwte, c->logits, c->mx, c->inv, c->targets, c->inp, c->wte, c->N, c->C, c->V, c->Vp,
+                     1.0f / c->N, 0);
+}
+
+static void bench_lm_head(const bench_opts *o, const bench_shape *s) {
+    lmh_ctx c = {.N = o->B * o->T, .C = s->C, .V = BENCH_V, .Vp = (BENCH_V + 63) / 64 * 64};
+    size_t nl = (size_t)c.N * c.Vp, nw = (size_t)c.Vp * c.C;
+    c.logits = bench_buf(nl, 80);
+    for (size_t i = 0; i < nl; i++) c.logits[i] *= 8.0f;
+    c.dlogits = bench_buf(nl, 81);
+    c.losses = bench_buf((size_t)c.N, 82);
+    c.mx = bench_buf((size_t)c.N, 83);
+    c.inv = bench_buf((size_t)c.N, 84);
+    c.inp = bench_buf((size_t)c.N * c.C, 85);
+    c.wte = bench_buf(nw, 86);
+    c.dinp = bench_buf((size_t)c.N * c.C, 87);
+    c.dwte = bench_buf(nw, 88);
+    c.targets = sm_arena((size_t)c.N * sizeof(int));
+    for (int i = 0; i < c.N; i++) c.targets[i] = (i * 7919) % c.V;
+    double tf = 0, tu = 0, flops = 4.0 * c.N * (double)c.C * c.Vp;
+    time_pair(k_lm_head_fused, &c, k_lm_head_unfused, &c, o->rounds, &tf, &tu);
+    char name[160];
+    snprintf(name, sizeof name, "lm_head loss+backward fused (%d,%d,%d)", c.N, c.Vp, c.C);
+    emit(o, name, "gflops", flops / tf * 1e-9, tf * 1e3, flops / tu * 1e-9, "unfused");
+    float *bufs[] = {c.logits, c.dlogits, c.losses, c.mx, c.inv, c.inp, c.wte, c.dinp, c.dwte};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) sm_free(bufs[i]);
+    sm_free(c.targets);
+}
+
 static void bench_kernels_shape(const bench_opts *o, const blas_lib *blas, const bench_shape *s, double stream_gbps) {
     char title[160], name[160];
     snprintf(title, sizeof title, "%s (L=%d H=%d C=%d), B=%d T=%d: matrix products (GFLOP/s) beside OpenBLAS sgemm",
              s->name, s->L, s->H, s->C, o->B, o->T);
     heading(o, title);
-    double t_ours = 0, t_blas = 0;
-    double flops = bench_step_products(o, blas, s, 1, &t_ours, &t_blas);
-    snprintf(name, sizeof name, "matmul %s: all products of a step", s->name);
-    emit(o, name, "gflops", flops / t_ours * 1e-9, t_ours * 1e3, blas->sgemm ? flops / t_blas * 1e-9 : 0.0, "openblas");
+    prod_times ours, theirs;
+    bench_step_products(o, blas, s, 1, &ours, &theirs);
+    bench_lm_head(o, s);
 
     snprintf(title, sizeof title, "%s: other kernels (GB/s: bytes each must move / time; beside the STREAM triad)",
              s->name);
@@ -657,6 +863,29 @@ static void bench_q8_shape(const bench_opts *o, const bench_shape *sh, double st
     sm_free(d.wte), sm_free(d.wteq), sm_free(d.wtes), sm_free(d.bias), sm_free(d.x), sm_free(d.out);
 }
 
+// The machine, for the record beside the figures: the CPU model (/proc/cpuinfo), the CPUs online
+// and the load average (the machine may be shared: figures taken under load are noisier).
+static void print_machine(const bench_opts *o) {
+    if (o->json) return;
+    char model[128] = "?", family[16] = "?", mod[16] = "?", line[256];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (!colon) continue;
+        char *v = colon + 1 + (colon[1] == ' ');
+        v[strcspn(v, "\n")] = '\0';
+        if (!strncmp(line, "model name", 10) && model[0] == '?') snprintf(model, sizeof model, "%s", v);
+        else if (!strncmp(line, "cpu family", 10) && family[0] == '?') snprintf(family, sizeof family, "%s", v);
+        else if (!strncmp(line, "model\t", 6) && mod[0] == '?') snprintf(mod, sizeof mod, "%s", v);
+    }
+    if (f) fclose(f);
+    double load[3] = {0};
+    int have_load = getloadavg(load, 3) == 3;
+    printf("machine: %s (family %s model %s), %ld CPUs online", model, family, mod, sysconf(_SC_NPROCESSORS_ONLN));
+    if (have_load) printf(", load average %.2f %.2f %.2f", load[0], load[1], load[2]);
+    printf("\n");
+}
+
 // ---------------------------------------------------------------------------------------------
 // bf16 mixed precision (issue 15, bench kernels): the instruction peak ratio this CPU gives, and the
 // linear layers' products in bf16 beside our fp32 and OpenBLAS sgemm, measured in this run
@@ -819,6 +1048,7 @@ static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
                kernels_path(KERNELS_OP_GEMM_F32));
         if (blas.sgemm) printf(", OpenBLAS core %s", blas.corename ? blas.corename() : "?");
         printf("; medians of %d rounds\n", o->rounds);
+        print_machine(o);
     }
     heading(o, "memory bandwidth");
     double stream = bench_stream(o);
@@ -1034,13 +1264,15 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
     double gflops = flops / (step_ms * 1e-3) * 1e-9;
     double tok_s = (double)N * topo->world_size / (step_ms * 1e-3);
 
-    double blas_gflops = 0.0;
+    // the baseline: OpenBLAS doing the step's matrix products alone, in the step's order on the
+    // step's operands (median of whole passes, the statistic the step's own time is), beside ours
+    double blas_gflops = 0.0, prod_flops = 0.0;
+    prod_times ours = {0}, theirs = {0};
     if (topo->rank == 0 && blas->sgemm) {
-        double t_ours = 0, t_blas = 0;
         bench_opts quiet = *o;
-        quiet.rounds = o->rounds < 3 ? o->rounds : 3;
-        double f = bench_step_products(&quiet, blas, s, 0, &t_ours, &t_blas);
-        blas_gflops = f / t_blas * 1e-9;
+        quiet.rounds = o->rounds < 5 ? o->rounds : 5;
+        prod_flops = bench_step_products(&quiet, blas, s, 0, &ours, &theirs);
+        blas_gflops = prod_flops / theirs.step_s * 1e-9;
     }
 
     if (topo->rank == 0) {
@@ -1060,6 +1292,10 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
         snprintf(name, sizeof name, "train %s achieved GFLOP/s (%.1f GFLOP/step%s)", s->name, flops * 1e-9,
                  topo->world_size > 1 ? " per rank" : "");
         emit(o, name, "gflops", gflops, step_ms, blas_gflops, "openblas");
+        if (prod_flops > 0) {
+            snprintf(name, sizeof name, "train %s matrix products alone (%.1f GFLOP)", s->name, prod_flops * 1e-9);
+            emit(o, name, "gflops", prod_flops / ours.step_s * 1e-9, ours.step_s * 1e3, blas_gflops, "openblas");
+        }
         snprintf(name, sizeof name, "train %s forward", s->name);
         emit(o, name, "ms", fwd_ms, fwd_ms, 0.0, "");
         snprintf(name, sizeof name, "train %s backward", s->name);
@@ -1187,6 +1423,7 @@ static int bench_train(const bench_opts *o, const comm_topology *topo) {
     if (topo->rank == 0 && !o->json)
         printf("bench train: gemm f32 path %s, %d thread%s per rank%s\n", kernels_path(KERNELS_OP_GEMM_F32), o->threads,
                o->threads > 1 ? "s" : "", have_torch ? ", PyTorch reference with malloc's mmap off and passive OpenMP waits" : "");
+    if (topo->rank == 0) print_machine(o);
     for (int i = 0; i < 2; i++)
         if (i == 0 ? o->small : o->gpt2) {
             // PyTorch fp32 and (with AVX512-BF16) its bf16 autocast, step by step in turn
@@ -1265,9 +1502,9 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "generate")) return bench_generate(argc - 1, argv + 1);
     bench_opts o;
     parse_bench(argc, argv, &o);
-    if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate, checkpoint or tokenizer (command line)");
+    if (!o.what) sm_fatal(SM_EXIT_USAGE, "bench: say what to measure: kernels, train, generate, checkpoint, tokenizer or comm (command line)");
     if (strcmp(o.what, "kernels") && strcmp(o.what, "train"))
-        sm_fatal(SM_EXIT_USAGE, "bench: unknown benchmark '%s'; try kernels or train (command line)", o.what);
+        sm_fatal(SM_EXIT_USAGE, "bench: unknown benchmark '%s': kernels, train, generate, checkpoint, tokenizer or comm (command line)", o.what);
 
     comm_topology topo;
     comm_init(&argc, &argv, &topo);

@@ -17,6 +17,7 @@
 #include "comm.h"
 #include "common.h"
 #include "kernels.h"
+#include "bench_util.h"
 #include "trainer.h"
 
 static const char BENCH_COMM_USAGE[] =
@@ -72,18 +73,6 @@ typedef struct {
     int algos;                 // bit per scaling_algo
     int continuous;            // the table: progress without pause (else at backward's calls, as smallmind runs)
 } comm_opts;
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-// The median of x[0..n) (x is reordered)
-static double median(double *x, int n) {
-    if (n <= 0) return 0.0;
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Allreduce latency and bandwidth, the reduction's cost, and how much of the cores a transfer takes
@@ -315,7 +304,7 @@ static double measure_gamma(void) {
     }
     sm_free(a);
     sm_free(b);
-    return median(t, 15) / (double)(n * sizeof(float));
+    return bench_median(t, 15) / (double)(n * sizeof(float));
 }
 
 // The sweep's measured time for n bytes (non-blocking), interpolated linearly in log-log between
@@ -339,7 +328,7 @@ static double sweep_time(const ar_state *a, double n) {
 // of the step's bytes are (8 MiB buckets).
 static void ar_finish(ar_state *a, const comm_opts *o, const double *bucket_bytes, int n_buckets) {
     for (int b = 0; b < 2; b++)
-        for (int k = 0; k < a->n_sizes; k++) a->t[b][k] = median(a->samples[b][k], a->n_samples[b][k]);
+        for (int k = 0; k < a->n_sizes; k++) a->t[b][k] = bench_median(a->samples[b][k], a->n_samples[b][k]);
     for (int b = 0; b < 2; b++)
         if (scaling_fit(a->bytes, a->t[b], a->fit_sizes, &a->alpha[b], &a->beta[b]) != 0)
             sm_fatal(SM_EXIT_USAGE, "bench comm: the fit needs two sizes or more up to the bucket size: --min-kib %g, "
@@ -359,13 +348,13 @@ static void ar_finish(ar_state *a, const comm_opts *o, const double *bucket_byte
         a->alpha_b = 0.0;
         a->beta_b = t_sum / n_sum;
     }
-    a->scalar_s = median(a->scalar, a->n_scalar);
+    a->scalar_s = bench_median(a->scalar, a->n_scalar);
     a->gamma_s = o->gamma_ns >= 0 ? o->gamma_ns * 1e-9 : measure_gamma();
     MPI_CHECK(MPI_Bcast(&a->gamma_s, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));   // rank 0's, for all
     // the share: compute time lost to the transfer / the transfer's own time at that size
     double lost[MAX_SAMPLES];
     for (int i = 0; i < a->n_probe; i++) lost[i] = a->probe_with[i] - a->probe_alone[i];
-    double t_lost = median(lost, a->n_probe);
+    double t_lost = bench_median(lost, a->n_probe);
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &t_lost, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
     int world;
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
@@ -373,7 +362,7 @@ static void ar_finish(ar_state *a, const comm_opts *o, const double *bucket_byte
     double t_comm = sweep_time(a, a->probe_bytes);
     a->cpu_share = t_comm > 0 ? t_lost / t_comm : 0.0;
     // calls per round: the tests the probe needed over the ring's rounds at this rank count
-    double tests = median(a->tests, a->n_tests);
+    double tests = bench_median(a->tests, a->n_tests);
     a->n_rounds = scaling_rounds(SCALING_RING, world);
     a->calls_per_round = (int)lround(tests / a->n_rounds);
     if (a->calls_per_round < 1) a->calls_per_round = 1;
@@ -639,7 +628,7 @@ static void measure_shape(const comm_opts *o, int shape, const comm_topology *to
     double *med = sm_calloc((size_t)per, sizeof(double)), *col = sm_calloc((size_t)steps, sizeof(double));
     for (int i = 0; i < per; i++) {
         for (int k = 0; k < steps; k++) col[k] = x[(size_t)k * per + i];
-        med[i] = median(col, steps);
+        med[i] = bench_median(col, steps);
     }
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, med, per, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
     for (int i = 0; i < per; i++) med[i] /= world;

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "data.h"
+#include "bench_util.h"
 #include "trainer.h"
 
 typedef struct {
@@ -51,16 +52,6 @@ static double cpu_s(void) {
            1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
-static double median(double *x, int n) {
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
 typedef struct {
     double mbps, ms;
     long tokens;
@@ -76,30 +67,13 @@ static void run_node(const char *node, const char *file, int repeat, int rounds,
     snprintf(r, sizeof r, "%d", rounds);
     snprintf(g, sizeof g, "%ld", g3_bytes);
     const char *argv[] = {node, script, "bench", file, k, r, g, NULL};
-    int fds[2];
-    if (pipe(fds) != 0) sm_fatal(SM_EXIT_RUNTIME, "bench tokenizer: pipe: %s", strerror(errno));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) sm_fatal(SM_EXIT_RUNTIME, "bench tokenizer: fork: %s", strerror(errno));
-    if (pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execvp(node, (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    char out[1024] = "";
-    size_t len = 0;
-    ssize_t n;
-    while (len + 1 < sizeof out && (n = read(fds[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)n;
-    out[len] = '\0';
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        sm_warn("bench tokenizer: %s %s failed (exit %d): no tiktoken or gpt-3-encoder figures (run bash jobs/setup.sh "
-                "to install them)", node, script, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    char out[1024], err[512];
+    int rc = bench_run((char *const *)argv, NULL, out, sizeof out, err, sizeof err);
+    if (rc != 0) {
+        for (char *c = err; *c; c++)
+            if (*c == '\n') *c = ' ';
+        sm_warn("bench tokenizer: %s %s failed (exit %d%s%.200s): no tiktoken or gpt-3-encoder figures (run bash "
+                "jobs/setup.sh to install them)", node, script, rc, err[0] ? ": " : "", err);
         return;
     }
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
@@ -154,7 +128,7 @@ int bench_tokenizer(int argc, char **argv) {
             n_tok = n_ids;
         }
     }
-    double s1 = median(t1, rounds), s2 = median(t2, rounds), cpu1 = median(c1, rounds), cpu2 = median(c2, rounds);
+    double s1 = bench_median(t1, rounds), s2 = bench_median(t2, rounds), cpu1 = bench_median(c1, rounds), cpu2 = bench_median(c2, rounds);
     double mb = (double)n / 1e6, mbps1 = mb / s1, mbps2 = mb / s2;
     js_figure tt = {0}, g3 = {0};
     if (!no_node) run_node(node, input, repeat, rounds, g3_bytes, &tt, &g3);

@@ -133,7 +133,7 @@ int bench_run(char *const argv[], const char *const *env, char *out, size_t out_
         dup2(pe[1], STDERR_FILENO);
         close(po[0]), close(po[1]), close(pe[0]), close(pe[1]);
         for (const char *const *e = env; e && *e; e++) putenv((char *)*e);
-        execv(argv[0], argv);
+        execvp(argv[0], argv);
         _exit(127);
     }
     close(po[1]);

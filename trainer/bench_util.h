@@ -30,7 +30,7 @@ enum { BENCH_ROW_MAJOR = 101, BENCH_NO_TRANS = 111, BENCH_TRANS = 112 };
 // element (two reads, one write), the median of `rounds` rounds.
 double bench_stream_gbps(int rounds);
 
-// Runs argv (argv[0] a path) with the extra environment `env` ("NAME=value" strings, NULL-ended, may
+// Runs argv (argv[0] a path, or a name looked up in PATH) with the extra environment `env` ("NAME=value" strings, NULL-ended, may
 // be NULL) and collects its stdout and stderr (each at most cap-1 bytes, NUL-ended). Returns the
 // exit status, or -1 when it could not run.
 int bench_run(char *const argv[], const char *const *env, char *out, size_t out_cap, char *err_out, size_t err_cap);

@@ -375,6 +375,9 @@ int cmd_convert(int argc, char **argv) {
     const ckpt_format out = output_format(o.to), in = sniff(o.from);
     struct stat st;
     if (stat(o.to, &st) == 0 && S_ISDIR(st.st_mode)) sm_fatal(SM_EXIT_USAGE, "--to is a directory (%s)", o.to);
+    struct stat st_from;
+    if (stat(o.to, &st) == 0 && stat(o.from, &st_from) == 0 && st.st_dev == st_from.st_dev && st.st_ino == st_from.st_ino)
+        sm_fatal(SM_EXIT_USAGE, "--to is the --from file itself: write the conversion to another file (%s)", o.to);
     if (in == FMT_HDF5 && out == FMT_HDF5)
         sm_fatal(SM_EXIT_USAGE, "the input is already an HDF5 checkpoint: convert to .bin, or start a run from it with "
                  "train --init-from (%s)", o.from);

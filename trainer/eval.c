@@ -35,11 +35,11 @@ static const cli_opt EVAL_OPTIONS[] = {
           "rank count (default: ranks x max(1, 2048/T))"),
     E_OPT("batches", CLI_INT, batches, 1, 1 << 30, "N", "evaluate the first N x B windows (default: every window of "
           "the file)"),
-    E_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else the "
-          "CPUs the rank may use)"),
+    E_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else "
+          "$SLURM_CPUS_PER_TASK, else the CPUs the rank may use, shared with the node's other ranks)"),
     E_OPT("int8", CLI_FLAG, int8, 0, 1, NULL, "quantize the weight matrices to int8 at load (one scale per "
           "--group-size inputs) and run the INT8 kernels"),
-    E_OPT("group-size", CLI_INT, group_size, 4, 512, "G", "--int8's quantization group along the input dimension"),
+    E_OPT("group-size", CLI_INT, group_size, 4, 512, "G", "--int8's quantization group along the input dimension (default 64)"),
     E_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: the matrix products' operands in bf16 "
           "(AVX512-BF16, float32 sums; the checkpoint's float32 weights rounded once at load)"),
     E_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile of the forward passes"),
@@ -51,16 +51,18 @@ static const char EVAL_HEAD[] =
     "  the mean per-token loss of a checkpoint over the windows of a token shard, with perplexity and\n"
     "  bits per byte; on any number of ranks (mpirun -np N) with the same result. A training run's val\n"
     "  event at step S (per-rank --batch b, R ranks, --val-batches V) is reproduced by\n"
-    "  eval --ckpt RUN_DIR/ckpt_S.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
+    "  eval --ckpt RUN_DIR/ckpt_NNNNNNNN.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
 
 static void parse_eval(int argc, char **argv, eval_opts *o) {
-    *o = (eval_opts){.group_size = 64, .precision = "fp32"};
+    *o = (eval_opts){.precision = "fp32"};
     cli_parse("eval", EVAL_HEAD, EVAL_OPTIONS, (int)(sizeof EVAL_OPTIONS / sizeof EVAL_OPTIONS[0]), o, sizeof *o,
               argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "eval: --ckpt PATH|RUN_DIR is required (command line)");
     if (!o->data) sm_fatal(SM_EXIT_USAGE, "eval: --data FILE is required (command line)");
     o->prec = cli_precision(o->precision);
     if (o->prec == SM_BF16 && o->int8) sm_fatal(SM_EXIT_USAGE, "--precision bf16 and --int8 exclude each other (command line)");
+    if (o->group_size && !o->int8) sm_fatal(SM_EXIT_USAGE, "--group-size is --int8's: add --int8 (command line)");
+    if (!o->group_size) o->group_size = 64;
 }
 
 void ckpt_arg_path(const char *arg, char *path, size_t cap) {
@@ -94,21 +96,74 @@ void infer_load_weights(const char *arg, gpt2_weights *w, ckpt_meta *meta, char 
 
 // The bytes the target tokens of windows 0 .. n_windows-1 decode to (byte: one per token; gpt2:
 // each token's bytes from the BPE files).
-static uint64_t target_bytes(const shard *data, const sm_model_config *cfg, int T, uint64_t n_windows) {
+static uint64_t target_bytes(const shard *data, const tokenizer *tk, int T, uint64_t n_windows) {
     const uint64_t n_targets = n_windows * (uint64_t)T;
-    tokenizer tk;
-    char err[1024];
-    if (tokenizer_load(&tk, data->tokenizer, NULL, err, sizeof err) != 0)
-        sm_fatal(SM_EXIT_USAGE, "bits per byte need the %s tokenizer: %s", cfg->tokenizer, err);
     uint64_t bytes = 0;
     for (uint64_t w = 0; w < n_windows; w++)
         for (int t = 1; t <= T; t++) {
             size_t n = 0;
-            tokenizer_token_bytes(&tk, data->tokens[w * (uint64_t)T + (uint64_t)t], &n);
+            tokenizer_token_bytes(tk, data->tokens[w * (uint64_t)T + (uint64_t)t], &n);
             bytes += n;
         }
-    tokenizer_free(&tk);
     return bytes ? bytes : n_targets;
+}
+
+// What eval's start sets up (static in cmd_eval: outside the frame setjmp saves).
+typedef struct {
+    gpt2_weights w;
+    ckpt_meta meta;
+    char ckpt_path[4096];
+    shard data;
+    loader ld;
+    tokenizer tk;   // the data's tokenizer: each target token's bytes, for bits per byte
+    int T, B;
+    uint64_t n_windows;
+} eval_start;
+
+// Loads the checkpoint (INT8 or bf16 as asked), opens the data and checks both against the flags
+// and each other. Errors: sm_fatal(SM_EXIT_USAGE) with one line naming the file or flag.
+static void eval_begin(const eval_opts *o, int world, eval_start *st) {
+    char err[1024];
+    infer_load_weights(o->ckpt, &st->w, &st->meta, st->ckpt_path, sizeof st->ckpt_path);
+    if (o->int8 && gpt2_weights_quantize(&st->w, o->group_size, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
+    if (gpt2_weights_set_precision(&st->w, o->prec, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
+    const sm_model_config *cfg = &st->w.cfg;
+    if (shard_open(&st->data, o->data, cfg->vocab_size, err, sizeof err) != 0) {
+        char val[4200];   // `--data PREFIX` as train takes it: eval reads one shard file
+        struct stat sb;
+        snprintf(val, sizeof val, "%s_val.bin", o->data);
+        if (stat(o->data, &sb) != 0 && stat(val, &sb) == 0)
+            sm_fatal(SM_EXIT_USAGE, "--data takes a shard file, e.g. --data %s (%s)", val, o->data);
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    }
+    // the data's tokenizer (shard header) must be the checkpoint's; and its vocabulary too (a header
+    // vocabulary of 0 is the tokenizer's own, e.g. llm.c's GPT-2 shards)
+    if (strcmp(tokenizer_name(st->data.tokenizer), cfg->tokenizer) != 0)
+        sm_fatal(SM_EXIT_USAGE, "the data file holds %s tokens, the checkpoint's tokenizer is %s (%s)",
+                 tokenizer_name(st->data.tokenizer), cfg->tokenizer, o->data);
+    const int data_vocab = st->data.vocab_size ? st->data.vocab_size : tokenizer_vocab_size(st->data.tokenizer);
+    if (data_vocab != cfg->vocab_size)
+        sm_fatal(SM_EXIT_USAGE, "the data file's vocabulary (%d tokens%s) is not the checkpoint's (%d, %s) (%s)",
+                 data_vocab, st->data.vocab_size ? "" : ": llm.c's GPT-2", cfg->vocab_size, cfg->tokenizer, o->data);
+    if (tokenizer_load(&st->tk, st->data.tokenizer, NULL, err, sizeof err) != 0)
+        sm_fatal(SM_EXIT_USAGE, "bits per byte need the %s tokenizer: %s", cfg->tokenizer, err);
+    st->T = o->seq ? o->seq : cfg->max_seq_len;
+    if (st->T > cfg->max_seq_len)
+        sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", st->T, cfg->max_seq_len);
+    st->B = o->batch ? o->batch : world * (2048 / st->T > 1 ? 2048 / st->T : 1);
+    if (st->B % world != 0)
+        sm_fatal(SM_EXIT_USAGE, "--batch %d does not divide over %d ranks (command line)", st->B, world);
+    if (loader_init(&st->ld, &st->data, st->T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    st->n_windows = st->ld.n_windows;
+    if (o->batches) {
+        st->n_windows = (uint64_t)o->batches * (uint64_t)st->B;
+        if (st->n_windows > st->ld.n_windows)
+            sm_fatal(SM_EXIT_USAGE, "--batches %d x --batch %d = %llu windows of %d+1 tokens, more than %s holds (%zu) "
+                     "(command line)", o->batches, st->B, (unsigned long long)st->n_windows, st->T, o->data,
+                     st->ld.n_windows);
+    }
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -125,48 +180,20 @@ int cmd_eval(int argc, char **argv) {
     kernels_flush_denormals(1);
     prof_enable(o.profile);
 
-    gpt2_weights w;
-    ckpt_meta meta;
-    char ckpt_path_s[4096], err[1024];
-    infer_load_weights(o.ckpt, &w, &meta, ckpt_path_s, sizeof ckpt_path_s);
-    if (o.int8) {   // (the flags and the checkpoint are alike on every rank)
-        char qerr[256];
-        if (gpt2_weights_quantize(&w, o.group_size, qerr, sizeof qerr) != 0)
-            comm_fatal_agreed(SM_EXIT_USAGE, "%s (command line)", qerr);
+    // start: what every rank checks alike (the checkpoint, the data, the flags against both, the
+    // tokenizer bits per byte need), deferred so that an error ends every rank once, printed once
+    static eval_start st;
+    if (setjmp(start) == 0) {
+        sm_usage_defer(&start);
+        eval_begin(&o, topo.world_size, &st);
     }
-    {
-        char perr[256];
-        if (gpt2_weights_set_precision(&w, o.prec, perr, sizeof perr) != 0) comm_fatal_agreed(SM_EXIT_USAGE, "%s (command line)", perr);
-    }
-    const sm_model_config *cfg = &w.cfg;
-
-    shard data;
-    if (shard_open(&data, o.data, cfg->vocab_size, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    // the data's tokenizer (shard header) must be the checkpoint's; and its vocabulary too (a header
-    // vocabulary of 0 is the tokenizer's own, e.g. llm.c's GPT-2 shards)
-    if (strcmp(tokenizer_name(data.tokenizer), cfg->tokenizer) != 0)
-        sm_fatal(SM_EXIT_USAGE, "the data file holds %s tokens, the checkpoint's tokenizer is %s (%s)",
-                 tokenizer_name(data.tokenizer), cfg->tokenizer, o.data);
-    const int data_vocab = data.vocab_size ? data.vocab_size : tokenizer_vocab_size(data.tokenizer);
-    if (data_vocab != cfg->vocab_size)
-        sm_fatal(SM_EXIT_USAGE, "the data file's vocabulary (%d tokens%s) is not the checkpoint's (%d, %s) (%s)",
-                 data_vocab, data.vocab_size ? "" : ": llm.c's GPT-2", cfg->vocab_size, cfg->tokenizer, o.data);
-    const int T = o.seq ? o.seq : cfg->max_seq_len;
-    if (T > cfg->max_seq_len)   // (flags and the checkpoint are alike on every rank)
-        comm_fatal_agreed(SM_EXIT_USAGE, "--seq %d exceeds the model's context %d (command line)", T, cfg->max_seq_len);
-    const int world = topo.world_size;
-    const int B = o.batch ? o.batch : world * (2048 / T > 1 ? 2048 / T : 1);
-    if (B % world != 0)
-        comm_fatal_agreed(SM_EXIT_USAGE, "--batch %d does not divide over %d ranks (command line)", B, world);
-    loader ld;
-    if (loader_init(&ld, &data, T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
-    uint64_t n_windows = ld.n_windows;
-    if (o.batches) {
-        n_windows = (uint64_t)o.batches * (uint64_t)B;
-        if (n_windows > ld.n_windows)
-            comm_fatal_agreed(SM_EXIT_USAGE, "--batches %d x --batch %d = %llu windows of %d+1 tokens, but %s holds %zu",
-                     o.batches, B, (unsigned long long)n_windows, T, o.data, ld.n_windows);
-    }
+    comm_usage_agree();
+    gpt2_weights *w = &st.w;
+    const ckpt_meta meta = st.meta;
+    const char *ckpt_path_s = st.ckpt_path;
+    const sm_model_config *cfg = &w->cfg;
+    const int T = st.T, B = st.B, world = topo.world_size;
+    const uint64_t n_windows = st.n_windows;
 
     const int b_rank = B / world;
     gpt2_acts acts;
@@ -177,12 +204,12 @@ int cmd_eval(int argc, char **argv) {
     comm_barrier();
     double t0 = sm_now_s();
     prof_step_begin();
-    eval_windows(&w, &acts, inputs, targets, &ld, n_windows, B, topo.rank, world, per_window, &sums);
+    eval_windows(w, &acts, inputs, targets, &st.ld, n_windows, B, topo.rank, world, per_window, &sums);
     prof_step_end((long)(sums.tokens / (uint64_t)world));
     double seconds = sm_now_s() - t0;
 
     // bits per byte: total nats over the bytes the windows' target tokens decode to, / ln 2
-    const double bytes = (double)target_bytes(&data, cfg, T, sums.windows);
+    const double bytes = (double)target_bytes(&st.data, &st.tk, T, sums.windows);
     const double loss = sums.loss_sum / (double)sums.tokens, bpb = sums.loss_sum / log(2.0) / bytes;
     const double tok_s = seconds > 0 ? (double)sums.tokens / seconds : 0.0;
     if (topo.rank == 0) {
@@ -214,9 +241,10 @@ int cmd_eval(int argc, char **argv) {
     sm_free(inputs);
     sm_free(targets);
     gpt2_acts_free(&acts);
-    loader_free(&ld);
-    shard_close(&data);
-    gpt2_weights_free(&w);
+    loader_free(&st.ld);
+    tokenizer_free(&st.tk);
+    shard_close(&st.data);
+    gpt2_weights_free(w);
     comm_finalize();
     return SM_EXIT_OK;
 }

@@ -40,11 +40,11 @@ static const cli_opt GEN_OPTIONS[] = {
           "reference path"),
     G_OPT("int8", CLI_FLAG, int8, 0, 1, NULL, "quantize the weight matrices to int8 at load (one scale per "
           "--group-size inputs) and run the INT8 kernels"),
-    G_OPT("group-size", CLI_INT, group_size, 4, 512, "G", "--int8's quantization group along the input dimension"),
+    G_OPT("group-size", CLI_INT, group_size, 4, 512, "G", "--int8's quantization group along the input dimension (default 64)"),
     G_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: the matrix products' operands in bf16 "
           "(AVX512-BF16, float32 sums; the checkpoint's float32 weights rounded once at load)"),
-    G_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this "
-          "process may use)"),
+    G_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads (default: $OMP_NUM_THREADS, else "
+          "$SLURM_CPUS_PER_TASK, else the CPUs this process may use)"),
     G_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile, per generated token"),
     G_OPT("json", CLI_FLAG, json, 0, 1, NULL, "after the text, one JSON object on stderr: new_tokens, tokens_per_s, "
           "prefill_tokens_per_s (and the generated token ids)"),
@@ -58,12 +58,14 @@ static const char GEN_HEAD[] =
     "  through the KV cache. One process: under mpirun use -np 1.\n";
 
 static void parse_generate(int argc, char **argv, gen_opts *o) {
-    *o = (gen_opts){.group_size = 64, .precision = "fp32", .max_new = 256, .seed = 1337, .temperature = 1.0, .top_k = 0, .top_p = 1.0};
+    *o = (gen_opts){.precision = "fp32", .max_new = 256, .seed = 1337, .temperature = 1.0, .top_k = 0, .top_p = 1.0};
     cli_parse("generate", GEN_HEAD, GEN_OPTIONS, (int)(sizeof GEN_OPTIONS / sizeof GEN_OPTIONS[0]), o, sizeof *o,
               argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "generate: --ckpt PATH|RUN_DIR is required (command line)");
     o->prec = cli_precision(o->precision);
     if (o->prec == SM_BF16 && o->int8) sm_fatal(SM_EXIT_USAGE, "--precision bf16 and --int8 exclude each other (command line)");
+    if (o->group_size && !o->int8) sm_fatal(SM_EXIT_USAGE, "--group-size is --int8's: add --int8 (command line)");
+    if (!o->group_size) o->group_size = 64;
     if (o->prompt && o->prompt_file)
         sm_fatal(SM_EXIT_USAGE, "generate: give --prompt or --prompt-file, not both (command line)");
 }
@@ -267,6 +269,10 @@ int cmd_generate(int argc, char **argv) {
         if (k >= 2) sm_mark_step(-k);
     }
     const double t_decode = sm_now_s() - t1;
+    for (int r = 0; r < R; r++)   // a row cut by the context rather than --max-new or <|endoftext|>: said once each
+        if (len[r] > maxT && len[r] - n_prompt[r] < o.max_new && seq[(size_t)r * stride + len[r] - 1] != eot)
+            sm_warn("prompt %d stopped at the model's context of %d tokens after %d new tokens (--max-new %d)", r + 1,
+                    maxT, len[r] - n_prompt[r], o.max_new);
     if (dump && fclose(dump) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot write %s", o.dump_logits);
 
     if (stream) {

@@ -17,7 +17,7 @@ _Static_assert(sizeof PARAM_NAMES / sizeof PARAM_NAMES[0] == NUM_PARAM_TENSORS, 
 static const char *const ACT_NAMES[NUM_ACT_TENSORS] = {
     "encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att_lse", "attproj", "residual2",
     "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3",
-    "lnf", "lnf_mean", "lnf_rstd", "logits", "losses",
+    "lnf", "lnf_mean", "lnf_rstd", "logits", "losses", "loss_max", "loss_inv",
 };
 _Static_assert(sizeof ACT_NAMES / sizeof ACT_NAMES[0] == NUM_ACT_TENSORS, "one name per activation");
 
@@ -89,8 +89,10 @@ static void act_table(sm_table *tab, const sm_model_config *cfg, size_t B, size_
         {B, T},           // lnf_rstd
         {B, T, Vp},       // logits
         {B, T},           // losses
+        {B, T},           // loss_max: each row's max logit (softmax_xent_stats, for the fused backward)
+        {B, T},           // loss_inv: each row's 1/sum of exps
     };
-    const int ndims[NUM_ACT_TENSORS] = {3, 4, 3, 3, 4, 4, 4, 4, 4, 4, 3, 3, 4, 4, 4, 4, 3, 2, 2, 3, 2};
+    const int ndims[NUM_ACT_TENSORS] = {3, 4, 3, 3, 4, 4, 4, 4, 4, 4, 3, 3, 4, 4, 4, 4, 3, 2, 2, 3, 2, 2, 2};
     memset(tab, 0, sizeof *tab);
     for (int i = 0; i < NUM_ACT_TENSORS; i++) sm_table_add(tab, ACT_NAMES[i], ndims[i], shapes[i]);
 }
@@ -316,6 +318,8 @@ void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B,
     a->last_B = B;
     a->last_T = T;
     a->has_dlogits = 0;
+    // the fused LM-head backward is float32's; other dtypes keep dlogits written over the logits
+    a->lm_head_fused = w->fwd[P_WTE]->dtype == SM_F32;
 }
 
 void gpt2_forward_cached(const gpt2_weights *w, gpt2_infer *s, const int *tokens, const int *rows, int n_rows, int T) {
@@ -336,25 +340,36 @@ void gpt2_forward_cached(const gpt2_weights *w, gpt2_infer *s, const int *tokens
     for (int i = 0; i < n_rows; i++) s->pos[rows[i]] += T;
 }
 
-static float loss_pass(const sm_model_config *c, gpt2_acts *a, const int *targets, float *dlogits, float dloss) {
+// The loss of the last forward; for_backward also keeps what backward needs of the loss gradient:
+// each row's max and 1/sum of exps (the fused float32 LM-head backward recomputes dlogits from
+// them) or, when that backward is not fused (bf16 weights), dlogits written over the logits.
+static float loss_pass(const sm_model_config *c, gpt2_acts *a, const int *targets, int for_backward, float dloss) {
     SM_CHECK(a->last_B > 0, "the loss needs a forward first");
-    const int N = a->last_B * a->last_T, V = c->vocab_size;
+    SM_CHECK(!(a->has_dlogits && !a->lm_head_fused), "the logits were overwritten by dlogits: run forward again");
+    const int N = a->last_B * a->last_T, V = c->vocab_size, Vp = c->padded_vocab_size;
     for (int i = 0; i < N; i++)
         SM_CHECK(targets[i] >= 0 && targets[i] < V, "target token %d at %d out of range [0,%d)", targets[i], i, V);
-    float *logits = a->t.t[A_LOGITS].ptr;
-    double sum = op_softmax_xent(a->t.t[A_LOSSES].ptr, dlogits, logits, targets, N, V, c->padded_vocab_size, dloss);
+    float *logits = a->t.t[A_LOGITS].ptr, *losses = a->t.t[A_LOSSES].ptr;
+    double sum;
+    if (!for_backward)
+        sum = op_softmax_xent(losses, NULL, logits, targets, N, V, Vp, 0.0f);
+    else if (a->lm_head_fused)
+        sum = op_softmax_xent_stats(losses, a->t.t[A_LOSS_MAX].ptr, a->t.t[A_LOSS_INV].ptr, logits, targets, N, V, Vp);
+    else   // dlogits overwrite the logits (the kernel reads each row before it writes it)
+        sum = op_softmax_xent(losses, logits, logits, targets, N, V, Vp, dloss);
     return (float)(sum / (double)N);
 }
 
 float gpt2_loss(const sm_model_config *cfg, gpt2_acts *a, const int *targets) {
-    SM_CHECK(!a->has_dlogits, "the logits were overwritten by dlogits: run forward again");
-    return loss_pass(cfg, a, targets, NULL, 0.0f);
+    return loss_pass(cfg, a, targets, 0, 0.0f);
 }
 
 float gpt2_loss_backward(const sm_model_config *cfg, gpt2_acts *a, const int *targets, float dloss) {
-    SM_CHECK(!a->has_dlogits, "the logits were overwritten by dlogits: run forward again");
-    // dlogits overwrite the logits (the kernel reads each row before it writes it)
-    float loss = loss_pass(cfg, a, targets, a->t.t[A_LOGITS].ptr, dloss);
+    // float32: the gradient dlogits = (softmax - onehot) * dloss is not written here; backward
+    // recomputes it block by block inside the LM head's products from the rows' max and 1/sum saved now
+    float loss = loss_pass(cfg, a, targets, 1, dloss);
+    a->dloss = dloss;
+    a->targets = targets;
     a->has_dlogits = 1;
     return loss;
 }
@@ -431,10 +446,17 @@ void gpt2_backward(const gpt2_weights *w, gpt2_train *s, const int *inputs) {
     if (!acc) clear_accumulated_grads(s);
     op_clear("clear_scratch", PROF_BWD, dres, (size_t)N * C);
 
-    // dlogits were written over the logits by the fused softmax+loss; dwte gets the encoder's
-    // share last
-    op_linear_backward("matmul.lm_head", D(A_LNF), GL(s, P_WTE, 0, L), NULL, ACT(A_LOGITS), ACT(A_LNF),
-                       w->fwd[P_WTE], 0, N, C, Vp, acc);
+    if (a->lm_head_fused) {
+        // the LM head with the loss gradient fused: dlogits recomputed from the logits and the rows'
+        // statistics gpt2_loss_backward saved, in cache; dwte gets the encoder's share last
+        op_lm_head_backward(D(A_LNF), GL(s, P_WTE, 0, L), ACT(A_LOGITS), ACT(A_LOSS_MAX), ACT(A_LOSS_INV), a->targets,
+                            ACT(A_LNF), PL(w, P_WTE, 0), N, C, c->vocab_size, Vp, a->dloss, acc);
+    } else {
+        // other weight dtypes (bf16): dlogits were written over the logits by the fused softmax+loss
+        // and go through the linear layer's backward in that dtype; dwte gets the encoder's share last
+        op_linear_backward("matmul.lm_head", D(A_LNF), GL(s, P_WTE, 0, L), NULL, ACT(A_LOGITS), ACT(A_LNF),
+                           w->fwd[P_WTE], 0, N, C, Vp, acc);
+    }
     layer_acts x = layer_view(&a->t, L - 1, BTa, C, NH);
     op_layernorm_backward(dres, GL(s, P_LNFW, 0, L), GL(s, P_LNFB, 0, L), D(A_LNF), x.residual3, PL(w, P_LNFW, 0),
                           ACT(A_LNF_MEAN), ACT(A_LNF_RSTD), N, C);

@@ -15,7 +15,8 @@ static const char USAGE[] =
     "  eval      loss, perplexity and bits per byte of a checkpoint on a token shard\n"
     "  generate  text from a checkpoint (KV cache; greedy, temperature, top-k, top-p)\n"
     "  inspect   describe and verify a checkpoint (or a run directory's latest)\n"
-    "  bench     kernels, train, checkpoint or tokenizer: throughput against OpenBLAS, PyTorch, plain I/O, tiktoken\n"
+    "  bench     kernels, train, generate, checkpoint, tokenizer or comm: figures against OpenBLAS, PyTorch, STREAM,\n"
+    "            plain I/O, tiktoken, MPI in the same run\n"
     "  convert   llm.c GPT-2 checkpoints (.bin, fp32 or bf16) <-> HDF5 checkpoints\n"
     "\n"
     "Run 'smallmind <command> --help' for a command's options.\n";

@@ -187,6 +187,24 @@ double op_softmax_xent(float *losses, float *dlogits, const float *logits, const
     return sum;
 }
 
+double op_softmax_xent_stats(float *losses, float *row_max, float *row_inv, const float *logits, const int *targets,
+                             int N, int V, int Vp) {
+    double t = prof_start();
+    double sum = softmax_xent_stats(losses, row_max, row_inv, logits, targets, N, V, Vp);
+    prof_stop("softmax_xent", PROF_FWD, t, 0.0, f32_bytes((double)N * Vp));
+    return sum;
+}
+
+void op_lm_head_backward(float *dinp, float *dwte, const float *logits, const float *row_max, const float *row_inv,
+                         const int *targets, const float *inp, const float *wte, int N, int C, int V, int Vp,
+                         float dloss, int accumulate) {
+    double t = prof_start();
+    lm_head_backward(dinp, dwte, logits, row_max, row_inv, targets, inp, wte, N, C, V, Vp, dloss, accumulate);
+    // reads the logits, inp, wte (and dwte when adding); writes dinp, dwte
+    double n = (double)N * Vp + 2.0 * N * C + (accumulate ? 3.0 : 2.0) * Vp * (double)C;
+    prof_stop("matmul.lm_head", PROF_BWD, t, 4.0 * N * C * (double)Vp, f32_bytes(n));
+}
+
 void op_clear(const char *name, prof_phase phase, float *x, size_t n) {
     double t = prof_start();
     memset(x, 0, n * sizeof(float));

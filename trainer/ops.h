@@ -57,5 +57,15 @@ void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n
 double op_softmax_xent(float *losses, float *dlogits, const float *logits, const int *targets, int N, int V, int Vp,
                        float dloss);
 
+// The same loss pass saving each row's max and 1/sum of exps (row_max, row_inv (N)) for
+// op_lm_head_backward instead of writing dlogits.
+double op_softmax_xent_stats(float *losses, float *row_max, float *row_inv, const float *logits, const int *targets,
+                             int N, int V, int Vp);
+// The tied LM head's backward with the loss gradient fused (lm_head_backward): dinp (N,C) =,
+// dwte (Vp,C) (+)=, dlogits recomputed from the logits and the row statistics.
+void op_lm_head_backward(float *dinp, float *dwte, const float *logits, const float *row_max, const float *row_inv,
+                         const int *targets, const float *inp, const float *wte, int N, int C, int V, int Vp,
+                         float dloss, int accumulate);
+
 // memset of n floats, profiled as `name` in phase
 void op_clear(const char *name, prof_phase phase, float *x, size_t n);

@@ -1,6 +1,8 @@
 // prepare.c — `smallmind prepare`: text file -> PREFIX_train.bin, PREFIX_val.bin.
 #include <stddef.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -42,6 +44,12 @@ int cmd_prepare(int argc, char **argv) {
     prepare_args a = {.tokenizer = "byte", .val_fraction = 0.1, .chunk_bytes = 64 << 10};
     cli_parse("prepare", PREPARE_HEAD, PREPARE_OPTIONS, (int)(sizeof PREPARE_OPTIONS / sizeof PREPARE_OPTIONS[0]), &a,
               sizeof a, argc, argv, NULL, 0);
+    int launched_rank = 0;
+    if (sm_launched_ranks(&launched_rank) > 1) {   // every rank would write the same PREFIX files
+        if (launched_rank != 0) exit(SM_EXIT_USAGE);
+        sm_fatal(SM_EXIT_USAGE, "prepare is one process, but it was started as %d ranks: run it without mpirun or srun "
+                 "(command line)", sm_launched_ranks(&launched_rank));
+    }
     const char *input = a.input, *prefix = a.prefix, *tok_name = a.tokenizer, *doc_sep = a.doc_sep;
     if (!input) sm_fatal(SM_EXIT_USAGE, "prepare: --input FILE is required (command line)");
     if (!prefix) sm_fatal(SM_EXIT_USAGE, "prepare: --out PREFIX is required (command line)");
@@ -71,6 +79,16 @@ int cmd_prepare(int argc, char **argv) {
                 .progress = isatty(STDERR_FILENO) ? 1 : 2,
                 .progress_label = "prepare"},
     };
+    // PREFIX's directory, made like train's --run-dir (mkdir -p) once the input is known to be readable
+    if (access(input, R_OK) != 0) sm_fatal(SM_EXIT_USAGE, "cannot read the input: %s (%s)", strerror(errno), input);
+    const char *slash = strrchr(prefix, '/');
+    if (slash && slash != prefix) {
+        char dir[4096], derr[4200];
+        int usage = 0;
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - prefix), prefix);
+        if (sm_mkdir_p(dir, &usage, derr, sizeof derr) != 0)
+            sm_fatal(usage ? SM_EXIT_USAGE : SM_EXIT_RUNTIME, "--out: %s", derr);
+    }
     prepare_stats st;
     if (prepare_shards(&o, &st, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
     printf("wrote %s_train.bin (%zu tokens) and %s_val.bin (%zu tokens), %s tokenizer: %zu bytes, %zu document%s, "

@@ -105,7 +105,7 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "PREFIX_val.bin (the global batch: any rank count evaluates the same windows)", NULL, 0, ANNOUNCE),
     T_OPT("seed", CLI_U64, seed, 0, 9.2e18, "S", "RNG seed for init and data order", NULL, 0, REFUSE),
     T_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads per rank (default: $OMP_NUM_THREADS, else "
-          "$SLURM_CPUS_PER_TASK, else the CPUs the rank may use)", NULL, 1, FREE),
+          "$SLURM_CPUS_PER_TASK, else the CPUs the rank may use, shared with the node's other ranks)", NULL, 1, FREE),
     T_OPT("max-skips", CLI_INT, max_skips, 0, 1 << 20, "K", "a step whose loss or gradient norm is not finite (or "
           "spikes) skips its update; K such steps in a row are allowed, the next stops the run (exit 1)", NULL, 0,
           ANNOUNCE),
@@ -116,7 +116,8 @@ static const cli_opt TRAIN_OPTIONS[] = {
     T_OPT("zero", CLI_INT, zero, 0, 1, "0|1", "1: shard the AdamW moments over the ranks (ZeRO-1)", NULL, 0, ANNOUNCE),
     T_OPT("ckpt-every", CLI_INT, ckpt_every, 0, 1 << 30, "N", "checkpoint every N steps; 0 = only at the end",
           "checkpoints (RUN_DIR/ckpt_NNNNNNNN.h5, sharded HDF5; SIGTERM/SIGUSR1 checkpoint at the end of the "
-          "current step and exit 75: requeue and resume):", 0, ANNOUNCE),
+          "current step and exit 75: requeue and resume; Ctrl-C (SIGINT) likewise with exit 130, a second Ctrl-C "
+          "quits at once):", 0, ANNOUNCE),
     T_OPT("keep", CLI_INT, keep, 0, 1 << 20, "K", "keep only the newest K checkpoints; 0 = all", NULL, 0, ANNOUNCE),
     T_OPT("stop-at", CLI_INT, stop_at, 1, 1 << 30, "N", "end cleanly after step N, checkpointing it; the schedule "
           "still follows --steps (default: no)", NULL, 0, FREE),
@@ -124,8 +125,8 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "fresh (refuses a RUN_DIR holding checkpoints); PATH: that file", NULL, 0, FREE),
     T_OPT("init-from", CLI_STR, init_from, 0, 0, "PATH", "start a new run from this checkpoint's weights (a file, or "
           "a run directory's latest; e.g. an llm.c model after `smallmind convert`): its model config, step 0, fresh "
-          "AdamW moments and schedule; model flags may be left out, else must match it; a RUN_DIR that already holds "
-          "checkpoints is resumed as usual (default: no)", NULL, 0, FREE),
+          "AdamW moments and schedule; model flags may be left out, else must match it (--seq left out: at most "
+          "its context); a RUN_DIR that already holds checkpoints is resumed as usual (default: no)", NULL, 0, FREE),
     T_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: mixed precision on AVX512-BF16 (the operands of "
           "every matrix product, the linear layers' and attention's, in bf16 with float32 sums; float32 master "
           "weights, AdamW moments, LayerNorm, softmax, GELU, the loss and the gradient sync; checkpoints stay float32, "
@@ -200,22 +201,10 @@ static double lr_at(const train_opts *o, int step) {
 
 // mkdir -p: the run directory and any missing parents
 static void make_dir(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                sm_fatal(errno == ENOTDIR ? SM_EXIT_USAGE : SM_EXIT_RUNTIME, "cannot create run directory: %s (%s)",
-                         strerror(errno), buf);
-            *p = saved;
-            if (!saved) break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        sm_fatal(SM_EXIT_USAGE, "run directory exists but is not a directory (%s)", path);
+    char err[4200];
+    int usage = 0;
+    if (sm_mkdir_p(path, &usage, err, sizeof err) != 0)
+        sm_fatal(usage ? SM_EXIT_USAGE : SM_EXIT_RUNTIME, "run directory: %s", err);
 }
 
 static void write_config_json(const train_opts *o, const sm_model_config *cfg, int world, int threads) {
@@ -255,10 +244,25 @@ static void write_config_json(const train_opts *o, const sm_model_config *cfg, i
     if (sm_write_file_atomic(path, j.buf, j.len, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
 }
 
-// Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption): the loop
-// checkpoints at the end of the step and exits cleanly.
+// Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption) and by a first
+// SIGINT (Ctrl-C): the loop checkpoints at the end of the step and exits cleanly (75, or 130 for
+// SIGINT). A second SIGINT is the user insisting: the default action, at once (a checkpoint being
+// written is left as a .tmp, which the next start removes; the previous one stays loadable).
 static volatile sig_atomic_t g_stop_signal;
-static void on_stop_signal(int sig) { g_stop_signal = sig; }
+static void on_stop_signal(int sig) {
+    if (sig == SIGINT) {
+        static volatile sig_atomic_t interrupts;
+        if (interrupts++) {
+            signal(SIGINT, SIG_DFL);
+            raise(SIGINT);
+            return;
+        }
+        static const char note[] = "smallmind: interrupt: checkpointing after this step (Ctrl-C again to quit now)\n";
+        ssize_t w = write(STDERR_FILENO, note, sizeof note - 1);   // async-signal-safe
+        (void)w;
+    }
+    g_stop_signal = sig;
+}
 
 static void install_stop_handlers(void) {
     struct sigaction sa;
@@ -267,6 +271,7 @@ static void install_stop_handlers(void) {
     sigemptyset(&sa.sa_mask);
     SM_CHECK(sigaction(SIGTERM, &sa, NULL) == 0, "cannot install the SIGTERM handler");
     SM_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "cannot install the SIGUSR1 handler");
+    SM_CHECK(sigaction(SIGINT, &sa, NULL) == 0, "cannot install the SIGINT handler");
 }
 
 
@@ -391,7 +396,7 @@ typedef struct {
 // agree with it: the options are parsed again over values no flag can take (0: not given).
 static void model_flags_given(int argc, char **argv, train_opts *given) {
     *given = TRAIN_DEFAULTS;
-    given->layers = given->heads = given->embd = given->context = given->vocab = 0;
+    given->layers = given->heads = given->embd = given->context = given->vocab = given->seq = 0;
     cli_parse("train", TRAIN_HEAD, TRAIN_OPTIONS, N_TRAIN_OPTIONS, given, sizeof *given, argc, argv, NULL, 0);
 }
 
@@ -441,6 +446,10 @@ static void start_run(train_start *r, const sm_model_config *init, comm_topology
             if (m[i].given && m[i].given != m[i].file)
                 sm_fatal(SM_EXIT_USAGE, "%s %d disagrees with the --init-from checkpoint's %d: the model is the "
                          "checkpoint's; leave %s out (%s)", m[i].flag, m[i].given, m[i].file, m[i].flag, r->init_path);
+        if (!r->given.seq && o->seq > init->max_seq_len) {   // --seq left out: the checkpoint's context
+            o->seq = init->max_seq_len;
+            if (topo->rank == 0) sm_info("--seq %d: the --init-from checkpoint's context", o->seq);
+        }
         if (o->seq > init->max_seq_len)
             sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the --init-from checkpoint's context %d (%s)", o->seq,
                      init->max_seq_len, r->init_path);
@@ -452,7 +461,13 @@ static void start_run(train_start *r, const sm_model_config *init, comm_topology
     snprintf(r->train_path, sizeof r->train_path, "%s_train.bin", o->data);
     snprintf(r->val_path, sizeof r->val_path, "%s_val.bin", o->data);
     const int vocab = init ? init->vocab_size : o->vocab;   // 0: the shard header's
-    if (shard_open(&r->train_shard, r->train_path, vocab, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (shard_open(&r->train_shard, r->train_path, vocab, err, sizeof err) != 0) {
+        struct stat st;   // `--data PREFIX_train.bin`: the flag takes the prefix of both shards
+        if (stat(o->data, &st) == 0 && S_ISREG(st.st_mode))
+            sm_fatal(SM_EXIT_USAGE, "--data takes the prefix PREFIX of PREFIX_train.bin and PREFIX_val.bin, not a file "
+                     "(%s)", o->data);
+        sm_fatal(SM_EXIT_USAGE, "%s", err);
+    }
     if (shard_open(&r->val_shard, r->val_path, vocab ? vocab : r->train_shard.vocab_size, err, sizeof err) != 0)
         sm_fatal(SM_EXIT_USAGE, "%s", err);
 
@@ -609,9 +624,12 @@ int cmd_train(int argc, char **argv) {
                 (unsigned long long)tokens0, (unsigned long long)cursor0, st.seconds,
                 st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0);
         if (meta.world_size != topo.world_size)
-            sm_info("world size changed: %d ranks wrote the checkpoint, %d resume it; global batch %llu windows now "
-                    "(was %llu with these --batch/--accum)", meta.world_size, topo.world_size,
-                    (unsigned long long)global_batch, (unsigned long long)o.batch * o.accum * meta.world_size);
+            sm_info("world size changed: the checkpoint was written by %d rank%s, resumed by %d; global batch now %llu "
+                    "windows", meta.world_size, meta.world_size == 1 ? "" : "s", topo.world_size,
+                    (unsigned long long)global_batch);
+        if (o.stop_at > 0 && o.stop_at <= step0 && step0 < o.steps)
+            comm_fatal_agreed(SM_EXIT_USAGE, "--stop-at %d is not after the resumed step %d: nothing would stop there "
+                              "(%s)", o.stop_at, step0, resume_path);
         if (step0 >= o.steps) {
             sm_info("checkpoint is at step %d, --steps is %d: nothing to do", step0, o.steps);
             ckpt_resume_free(&res);
@@ -702,8 +720,9 @@ int cmd_train(int argc, char **argv) {
             }
         }
         // preemption: a signal on any rank stops every rank after this step
-        int stop = g_stop_signal != 0;
-        if (topo.world_size > 1) stop = comm_allreduce_max_int(stop);
+        int stop_sig = g_stop_signal;   // the largest signal number any rank got: the same decision everywhere
+        if (topo.world_size > 1) stop_sig = comm_allreduce_max_int(stop_sig);
+        int stop = stop_sig != 0;
         int stop_here = stop || done == o.stop_at;
         if (stop_here || done == o.steps || (o.ckpt_every > 0 && done % o.ckpt_every == 0)) {
             meta.step = done;
@@ -740,8 +759,8 @@ int cmd_train(int argc, char **argv) {
         }
         if (stop_here && done < o.steps) {
             sm_info("stopped after step %d (%s); resume with --resume auto", done,
-                    stop ? "signal" : "--stop-at");
-            if (stop) exit_status = SM_EXIT_STOPPED;
+                    stop ? (stop_sig == SIGINT ? "interrupt" : "signal") : "--stop-at");
+            if (stop) exit_status = stop_sig == SIGINT ? 128 + SIGINT : SM_EXIT_STOPPED;
             break;
         }
     }

@@ -33,7 +33,7 @@ enum {
 enum {
     A_ENCODED, A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATTY, A_ATT_LSE, A_ATTPROJ, A_RESIDUAL2,
     A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_FCPROJ, A_RESIDUAL3,
-    A_LNF, A_LNF_MEAN, A_LNF_RSTD, A_LOGITS, A_LOSSES,
+    A_LNF, A_LNF_MEAN, A_LNF_RSTD, A_LOGITS, A_LOSSES, A_LOSS_MAX, A_LOSS_INV,
     NUM_ACT_TENSORS
 };
 
@@ -96,7 +96,12 @@ typedef struct {
     int layer_slots;   // L (each layer's activations kept, for backward) or 1 (one slot reused)
     sm_table t;        // NUM_ACT_TENSORS f32 views into one arena
     int last_B, last_T;    // shape of the last forward
-    int has_dlogits;       // gpt2_loss_backward wrote dlogits over the logits of the last forward
+    int lm_head_fused;     // the last forward's wte was float32: backward fuses the loss gradient
+                           // into the LM head's products (else dlogits are written over the logits)
+    int has_dlogits;       // gpt2_loss_backward kept the loss gradient of the last forward: the rows'
+                           // statistics (A_LOSS_MAX, A_LOSS_INV), or dlogits over the logits (!lm_head_fused)
+    const int *targets;    // ... against these targets (the caller's: valid until gpt2_backward)
+    float dloss;           // ... scaled by this
 } gpt2_acts;
 
 // keep_layers = 1: L slots per layer tensor (training); 0: one slot (inference, forward only).
@@ -109,8 +114,12 @@ void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B,
 // The per-token losses (B,T) of the last forward against targets (B,T) into a->t[A_LOSSES]; returns
 // their mean. The logits stay.
 float gpt2_loss(const sm_model_config *cfg, gpt2_acts *a, const int *targets);
-// The same, and dlogits = dloss * (softmax - onehot) written OVER the logits in the same pass, for
-// gpt2_backward (dloss is d objective / d each token's loss, e.g. 1/(B*T*accum*ranks)).
+// The same, for gpt2_backward (dloss is d objective / d each token's loss, e.g. 1/(B*T*accum*ranks)).
+// float32 weights: the logits stay, and each row's max and 1/sum of exps are saved (a->t[A_LOSS_MAX],
+// [A_LOSS_INV]) with targets (kept by pointer: valid until gpt2_backward) and dloss, from which
+// backward recomputes dlogits = dloss * (softmax - onehot) block by block inside the LM head's
+// products. bf16 weights: dlogits are written OVER the logits in the same pass (gpt2_loss then
+// refuses until the next forward).
 float gpt2_loss_backward(const sm_model_config *cfg, gpt2_acts *a, const int *targets, float dloss);
 
 // Called by backward as soon as layer l's parameter gradients are final (layers finish in reverse
@@ -126,7 +135,8 @@ typedef struct {
     sm_table grads;    // the parameters' layout
     gpt2_acts acts;    // every layer's activations (layer_slots = L)
     sm_table dacts;    // gradients of the activations: one layer's slots, reused by every layer (they
-                       // stay in cache), and no logits (dlogits overwrite them)
+                       // stay in cache), and no logits (dlogits are recomputed in
+                       // cache by the LM head's backward; in bf16 they overwrite the logits)
     int grads_hold_sum;   // 0 after gpt2_zero_grad: the next backward writes the gradients instead of
                           // adding to them (no clearing pass); 1 after a backward
     gpt2_grad_hooks hooks;
