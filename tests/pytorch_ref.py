@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 # pytorch_ref.py DIR — the PyTorch reference for tests/test_pytorch.c.
 #
-# Reads what `test_pytorch --write DIR` wrote (config.json, params.bin, inputs.bin,
-# targets.bin), runs the same GPT-2 in PyTorch (float32, CPU) and writes DIR/ref.bin,
-# float32 little-endian, concatenated:
+# Reads what `test_pytorch --write DIR` wrote (config.json, params.bin, tokens.bin), runs the
+# same GPT-2 in PyTorch (float32, CPU) and writes DIR/ref.bin, float32 little-endian, concatenated:
 #   logits (B,T,Vp) | loss (1) | the 16 parameter gradients in checkpoint order |
-#   the losses of 5 AdamW steps (the forward before each step) | the 16 parameters after them.
+#   then for each clip value of config.json, from the same weights and fresh AdamW moments:
+#     the losses of `steps` steps (the forward before each step) | their gradient norms (before
+#     clipping, as clip_grad_norm_ returns them) | the 16 parameters after the steps.
+# The batch is B windows of the token stream tokens.bin (int32): window b's inputs are tokens
+# b*T .. b*T+T-1 and its targets the same shifted by one (llm.c's and smallmind's windows).
 # Self-contained: Debian's python3 with python3-torch and numpy only.
 import json
 import math
@@ -86,8 +89,10 @@ def main():
         cnt = int(np.prod(shapes[n]))
         params[n] = torch.tensor(flat[off:off + cnt].reshape(shapes[n]), dtype=torch.float32, requires_grad=True)
         off += cnt
-    inp = torch.from_numpy(np.fromfile(os.path.join(d, "inputs.bin"), dtype="<i4").astype(np.int64)).view(B, T)
-    tgt = torch.from_numpy(np.fromfile(os.path.join(d, "targets.bin"), dtype="<i4").astype(np.int64)).view(B, T)
+    tokens = np.fromfile(os.path.join(d, "tokens.bin"), dtype="<i4").astype(np.int64)
+    assert tokens.size == B * T + 1, f"tokens.bin holds {tokens.size} tokens, expected B*T+1 = {B * T + 1}"
+    inp = torch.from_numpy(np.stack([tokens[b * T:b * T + T] for b in range(B)]))
+    tgt = torch.from_numpy(np.stack([tokens[b * T + 1:b * T + T + 1] for b in range(B)]))
     assert int(inp.min()) >= 0 and int(inp.max()) < V and int(tgt.min()) >= 0 and int(tgt.max()) < V
 
     # one forward + backward: logits, loss, gradients
@@ -98,30 +103,37 @@ def main():
     out += [params[n].grad.detach().clone().reshape(-1) for n in PARAM_NAMES]
     grad_norm = math.sqrt(sum(float((params[n].grad.double() ** 2).sum()) for n in PARAM_NAMES))
 
-    # `steps` AdamW steps from the same weights; no clipping
-    for n in PARAM_NAMES:
-        params[n].grad = None
-    opt = torch.optim.AdamW(
-        [{"params": [params[n] for n in PARAM_NAMES if n in DECAY], "weight_decay": cfg["wd"]},
-         {"params": [params[n] for n in PARAM_NAMES if n not in DECAY], "weight_decay": 0.0}],
-        lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"])
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        step_loss = gpt2_loss(gpt2_forward(params, inp, L, H, V), tgt, V)
-        step_loss.backward()
-        opt.step()
-        losses.append(float(step_loss))
-    out.append(torch.tensor(losses, dtype=torch.float32))
-    out += [params[n].detach().reshape(-1) for n in PARAM_NAMES]
+    # `steps` AdamW steps from the same weights, once per clip value: clip_grad_norm_ on the
+    # gradients of the whole model before each step (the global norm, GPT-2 trainers' clip)
+    runs = []
+    for clip in cfg["clips"]:
+        p = {n: params[n].detach().clone().requires_grad_(True) for n in PARAM_NAMES}
+        opt = torch.optim.AdamW(
+            [{"params": [p[n] for n in PARAM_NAMES if n in DECAY], "weight_decay": cfg["wd"]},
+             {"params": [p[n] for n in PARAM_NAMES if n not in DECAY], "weight_decay": 0.0}],
+            lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"])
+        losses, norms = [], []
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            step_loss = gpt2_loss(gpt2_forward(p, inp, L, H, V), tgt, V)
+            step_loss.backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_([p[n] for n in PARAM_NAMES], clip)))
+            opt.step()
+            losses.append(float(step_loss))
+        out.append(torch.tensor(losses + norms, dtype=torch.float32))
+        out += [p[n].detach().reshape(-1) for n in PARAM_NAMES]
+        runs.append((clip, losses, norms))
 
     ref = torch.cat(out).numpy().astype("<f4")
     tmp = os.path.join(d, "ref.bin.tmp")
     ref.tofile(tmp)
     os.replace(tmp, os.path.join(d, "ref.bin"))
     print(f"pytorch_ref: torch {torch.__version__} L={L} H={H} C={C} V={V} Vp={Vp} B={B} T={T}: "
-          f"loss {float(loss):.6f} (ln V {math.log(V):.6f}) grad_norm {grad_norm:.6e} "
-          f"losses {' '.join(f'{x:.6f}' for x in losses)}; wrote {ref.size} floats to {os.path.join(d, 'ref.bin')}")
+          f"loss {float(loss):.6f} (ln V {math.log(V):.6f}) grad_norm {grad_norm:.6e}")
+    for clip, losses, norms in runs:
+        print(f"  clip {clip:g}: losses {' '.join(f'{x:.6f}' for x in losses)}; "
+              f"grad norms {' '.join(f'{x:.6f}' for x in norms)}")
+    print(f"pytorch_ref: wrote {ref.size} floats to {os.path.join(d, 'ref.bin')}")
     return 0
 
 

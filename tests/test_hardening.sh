@@ -70,6 +70,12 @@ SMALLMIND_INJECT_NAN=4,5,6,7 "$bin" train --data d --run-dir r_stop $TINY --step
   || bad "max-skips stop: exit $rc, latest $(cat r_stop/latest 2>/dev/null), $(ls r_stop | tr '\n' ' '): $(cat stop.err)"
 SMALLMIND_INJECT_NAN=2 "$bin" train --data d --run-dir r_k0 $TINY --steps 4 --max-skips 0 >/dev/null 2>k0.err; rc=$?
 [ $rc -eq 1 ] && ok "--max-skips 0: the first bad step stops the run" || bad "max-skips 0: exit $rc $(cat k0.err)"
+# "in a row": a good step between two bad ones starts the count again (3 skips, none adjacent, K=1)
+SMALLMIND_INJECT_NAN=2,4,6 "$bin" train --data d --run-dir r_apart $TINY --steps 7 --max-skips 1 >/dev/null 2>apart.err
+rc=$?
+[ $rc -eq 0 ] && [ "$(grep -c '"event":"skip"' r_apart/log.jsonl)" -eq 3 ] \
+  && ok "--max-skips 1: skips at steps 2, 4, 6 (never two in a row) do not stop the run" \
+  || bad "max-skips apart: exit $rc $(cat apart.err)"
 
 # the same under mpirun: every rank takes the same decision, no rank is left behind
 SMALLMIND_INJECT_NAN=3,4 timeout 120 $MPIRUN -np 2 --bind-to none -x SMALLMIND_INJECT_NAN "$bin" train --data d \

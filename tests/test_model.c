@@ -1,10 +1,13 @@
 // test_model.c — the whole GPT-2 against an independent double-precision naive model:
 // forward loss, every parameter gradient against central finite differences of that model,
-// determinism (bit-identical parameters over repeated runs), and the zero-allocation
-// property of a step at the project's allocation wrapper.
+// the fused kernels the model runs (matmul+GELU, residual+LayerNorm, softmax+cross-entropy,
+// flash attention and its decode form) against the same model's ops at every SIMD level,
+// AdamW's clip read in its first moment, determinism (bit-identical parameters over repeated
+// runs), and the zero-allocation property of a step at the project's allocation wrapper.
 #include <CUnit/Basic.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,20 +37,60 @@ static void ref_linear(double *out, const double *x, const double *W, const doub
     for (int i = 0; i < N; i++)
         for (int o = 0; o < OC; o++) {
             double s = b ? b[o] : 0.0;
-            for (int k = 0; k < IC; k++) s += x[i * IC + k] * W[o * IC + k];
-            out[i * OC + o] = s;
+            for (int k = 0; k < IC; k++) s += x[(size_t)i * IC + k] * W[(size_t)o * IC + k];
+            out[(size_t)i * OC + o] = s;
         }
+}
+// GELU, tanh approximation (Hendrycks & Gimpel 2016, as GPT-2)
+static double ref_gelu(double u) { return 0.5 * u * (1.0 + tanh(sqrt(2.0 / M_PI) * (u + 0.044715 * u * u * u))); }
+
+// Causal self-attention: qkv (B,T,3C) holds q, k, v, each NH heads of hs = C/NH; y (B,T,C);
+// lse (B,NH,T), each row's log-sum-exp of its scaled scores, or NULL.
+static void ref_attention(double *y, double *lse, const double *qkv, int B, int T, int C, int NH) {
+    const int hs = C / NH;
+    double *att = malloc((size_t)T * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int hd = 0; hd < NH; hd++)
+            for (int t = 0; t < T; t++) {
+                const double *q = qkv + (size_t)(b * T + t) * 3 * C + hd * hs;
+                double mx = -INFINITY, sum = 0;
+                for (int u = 0; u <= t; u++) {
+                    const double *kk = qkv + (size_t)(b * T + u) * 3 * C + C + hd * hs;
+                    double s = 0;
+                    for (int i = 0; i < hs; i++) s += q[i] * kk[i];
+                    att[u] = s / sqrt((double)hs);
+                    if (att[u] > mx) mx = att[u];
+                }
+                for (int u = 0; u <= t; u++) sum += (att[u] = exp(att[u] - mx));
+                if (lse) lse[((size_t)b * NH + hd) * T + t] = mx + log(sum);
+                for (int i = 0; i < hs; i++) {
+                    double s = 0;
+                    for (int u = 0; u <= t; u++) s += att[u] / sum * qkv[(size_t)(b * T + u) * 3 * C + 2 * C + hd * hs + i];
+                    y[(size_t)(b * T + t) * C + hd * hs + i] = s;
+                }
+            }
+    free(att);
+}
+
+// -log softmax(logits[0..V))[tgt]; prob (V) gets the softmax when not NULL
+static double ref_xent(const double *logits, int V, int tgt, double *prob) {
+    double mx = -INFINITY, sum = 0;
+    for (int v = 0; v < V; v++) mx = logits[v] > mx ? logits[v] : mx;
+    for (int v = 0; v < V; v++) sum += exp(logits[v] - mx);
+    if (prob)
+        for (int v = 0; v < V; v++) prob[v] = exp(logits[v] - mx) / sum;
+    return log(sum) + mx - logits[tgt];
 }
 
 // p: parameters in double, at the same offsets as the float table. Returns the mean loss.
 static double ref_loss(const ref_ctx *r, const double *p, const sm_table *tab) {
     const int L = r->c.n_layer, C = r->c.n_embd, NH = r->c.n_head, V = r->c.vocab_size, Vp = r->c.padded_vocab_size;
-    const int B = r->B, T = r->T, N = B * T, hs = C / NH;
+    const int B = r->B, T = r->T, N = B * T;
 #define RP(i) (p + sm_tensor_f32_offset(&tab->t[(i)]))
     double *x = calloc((size_t)N * C, sizeof(double)), *h = calloc((size_t)N * C, sizeof(double));
     double *qkv = calloc((size_t)N * 3 * C, sizeof(double)), *y = calloc((size_t)N * C, sizeof(double));
     double *f = calloc((size_t)N * 4 * C, sizeof(double)), *tmp = calloc((size_t)N * C, sizeof(double));
-    double *logits = calloc((size_t)Vp, sizeof(double)), *att = calloc((size_t)T, sizeof(double));
+    double *logits = calloc((size_t)Vp, sizeof(double));
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int k = 0; k < C; k++)
@@ -55,33 +98,12 @@ static double ref_loss(const ref_ctx *r, const double *p, const sm_table *tab) {
     for (int l = 0; l < L; l++) {
         ref_layernorm(h, x, RP(P_LN1W) + l * C, RP(P_LN1B) + l * C, N, C);
         ref_linear(qkv, h, RP(P_QKVW) + (size_t)l * 3 * C * C, RP(P_QKVB) + l * 3 * C, N, C, 3 * C);
-        for (int b = 0; b < B; b++)
-            for (int hd = 0; hd < NH; hd++)
-                for (int t = 0; t < T; t++) {
-                    const double *q = qkv + (size_t)(b * T + t) * 3 * C + hd * hs;
-                    double mx = -INFINITY, sum = 0;
-                    for (int u = 0; u <= t; u++) {
-                        const double *kk = qkv + (size_t)(b * T + u) * 3 * C + C + hd * hs;
-                        double s = 0;
-                        for (int i = 0; i < hs; i++) s += q[i] * kk[i];
-                        att[u] = s / sqrt((double)hs);
-                        if (att[u] > mx) mx = att[u];
-                    }
-                    for (int u = 0; u <= t; u++) sum += (att[u] = exp(att[u] - mx));
-                    for (int i = 0; i < hs; i++) {
-                        double s = 0;
-                        for (int u = 0; u <= t; u++) s += att[u] / sum * qkv[(size_t)(b * T + u) * 3 * C + 2 * C + hd * hs + i];
-                        y[(b * T + t) * C + hd * hs + i] = s;
-                    }
-                }
+        ref_attention(y, NULL, qkv, B, T, C, NH);
         ref_linear(tmp, y, RP(P_ATTPROJW) + (size_t)l * C * C, RP(P_ATTPROJB) + l * C, N, C, C);
         for (int i = 0; i < N * C; i++) x[i] += tmp[i];
         ref_layernorm(h, x, RP(P_LN2W) + l * C, RP(P_LN2B) + l * C, N, C);
         ref_linear(f, h, RP(P_FCW) + (size_t)l * 4 * C * C, RP(P_FCB) + l * 4 * C, N, C, 4 * C);
-        for (int i = 0; i < N * 4 * C; i++) {
-            double u = f[i];
-            f[i] = 0.5 * u * (1.0 + tanh(sqrt(2.0 / M_PI) * (u + 0.044715 * u * u * u)));
-        }
+        for (int i = 0; i < N * 4 * C; i++) f[i] = ref_gelu(f[i]);
         ref_linear(tmp, f, RP(P_FCPROJW) + (size_t)l * 4 * C * C, RP(P_FCPROJB) + l * C, N, 4 * C, C);
         for (int i = 0; i < N * C; i++) x[i] += tmp[i];
     }
@@ -89,13 +111,10 @@ static double ref_loss(const ref_ctx *r, const double *p, const sm_table *tab) {
     double loss = 0;
     for (int i = 0; i < N; i++) {
         ref_linear(logits, h + (size_t)i * C, RP(P_WTE), NULL, 1, C, Vp);
-        double mx = -INFINITY, sum = 0;
-        for (int v = 0; v < V; v++) mx = logits[v] > mx ? logits[v] : mx;
-        for (int v = 0; v < V; v++) sum += exp(logits[v] - mx);
-        loss += log(sum) + mx - logits[r->tgt[i]];
+        loss += ref_xent(logits, V, r->tgt[i], NULL);
     }
 #undef RP
-    free(x); free(h); free(qkv); free(y); free(f); free(tmp); free(logits); free(att);
+    free(x); free(h); free(qkv); free(y); free(f); free(tmp); free(logits);
     return loss / N;
 }
 
@@ -183,6 +202,262 @@ static void test_gradients_vs_finite_differences(void) {
     free(p);
     gpt2_train_free(&st);
     gpt2_weights_free(&m);
+}
+
+// ---- the fused kernels the model runs, against the double model's ops ------------------------
+// test_kernels checks each kernel against its own float reference (a _ref kernel, or the unfused
+// pair); a constant wrong in both alike (the GELU cubic, the attention scale, LayerNorm's eps)
+// passes there. Here each fused kernel meets the independent double-precision ops above, on
+// inputs that make such constants visible: GELU's pre-activations over [-6, 6], LayerNorm rows
+// whose variance runs from 1e-5 (eps matters) to 10, attention scores of std ~4 (a peaked
+// softmax), at every SIMD level the CPU has (each level is its own code path).
+
+static double *to_double(const float *x, size_t n) {
+    double *d = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+static float *normal_floats(size_t n, double std, sm_rng *r) {
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(std * sm_rng_normal(r));
+    return x;
+}
+
+// Asserts |a - ref| <= atol + rtol |ref| elementwise and prints the worst element's error as a
+// fraction of its tolerance (the margin: 1 is the limit).
+static void expect_close(const char *what, const float *a, const double *ref, size_t n, double atol, double rtol) {
+    double worst = 0.0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double f = fabs((double)a[i] - ref[i]) / (atol + rtol * fabs(ref[i]));
+        if (!(f <= worst)) {   // NaN sticks
+            worst = f;
+            wi = i;
+        }
+    }
+    printf("    %-36s err/tol %.3f (worst [%zu]: %.9g vs %.9g; atol %.1e rtol %.1e)\n", what, worst, wi,
+           (double)a[wi], ref[wi], atol, rtol);
+    CU_ASSERT(worst <= 1.0);
+}
+
+static void fused_matmul_gelu(sm_rng *r) {
+    // inp (N,C), weight (OC,C), bias (OC): pre-activations of std ~2.3 (|u| up to ~9)
+    const int N = 48, C = 64, OC = 256;
+    float *inp = normal_floats((size_t)N * C, 1.0, r), *wt = normal_floats((size_t)OC * C, 2.0 / sqrt(C), r);
+    float *bias = normal_floats(OC, 1.0, r);
+    float *out = malloc((size_t)N * OC * sizeof(float)), *out_gelu = malloc((size_t)N * OC * sizeof(float));
+    matmul_forward_gelu(out, out_gelu, inp, wt, bias, N, C, OC);
+    double *di = to_double(inp, (size_t)N * C), *dw = to_double(wt, (size_t)OC * C), *db = to_double(bias, OC);
+    double *ref = malloc((size_t)N * OC * sizeof(double)), *ref_g = malloc((size_t)N * OC * sizeof(double));
+    ref_linear(ref, di, dw, db, N, C, OC);
+    // GELU of the kernel's own pre-activation: the GELU's error alone, not the product's rounding
+    for (size_t i = 0; i < (size_t)N * OC; i++) ref_g[i] = ref_gelu((double)out[i]);
+    // the product: 64 float terms of ~2.3/8 each, rounding ~1e-6 absolute
+    expect_close("matmul_forward_gelu: out", out, ref, (size_t)N * OC, 1e-5, 1e-5);
+    // GELU: the kernel evaluates it through exp and a division (a few ulp; measured <= 2.4e-7
+    // relative, 6e-9 absolute near its zero crossing): 1e-6 relative + 1e-7 leaves ~4x; the
+    // cubic coefficient 0.044715 off by 1e-4 relative moves gelu(1.5) by 1.6e-6.
+    expect_close("matmul_forward_gelu: gelu", out_gelu, ref_g, (size_t)N * OC, 1e-7, 1e-6);
+    free(inp); free(wt); free(bias); free(out); free(out_gelu); free(di); free(dw); free(db); free(ref); free(ref_g);
+}
+
+static void fused_residual_layernorm(sm_rng *r) {
+    // rows of variance 1e-5 .. 10 (scale 10^(k/2 - 2.5)): where var ~ eps, eps changes rstd by O(1)
+    const int N = 44, C = 256;
+    float *in1 = malloc((size_t)N * C * sizeof(float)), *in2 = malloc((size_t)N * C * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        double scale = pow(10.0, (i % 8) * 0.5 - 2.5) / sqrt(2.0);
+        for (int k = 0; k < C; k++) {
+            in1[(size_t)i * C + k] = (float)(scale * sm_rng_normal(r) + 0.1 * scale);
+            in2[(size_t)i * C + k] = (float)(scale * sm_rng_normal(r));
+        }
+    }
+    float *w = normal_floats(C, 0.2, r), *b = normal_floats(C, 0.2, r);
+    for (int k = 0; k < C; k++) w[k] += 1.0f;
+    float *res = malloc((size_t)N * C * sizeof(float)), *out = malloc((size_t)N * C * sizeof(float));
+    float *mean = malloc(N * sizeof(float)), *rstd = malloc(N * sizeof(float));
+    float *out2 = malloc((size_t)N * C * sizeof(float)), *mean2 = malloc(N * sizeof(float)), *rstd2 = malloc(N * sizeof(float));
+    residual_layernorm_forward(res, out, mean, rstd, in1, in2, w, b, N, C);
+    layernorm_forward(out2, mean2, rstd2, res, w, b, N, C);
+    // the residual stream is the float sum, exactly
+    int exact = 1;
+    for (size_t i = 0; i < (size_t)N * C; i++) exact &= res[i] == in1[i] + in2[i];
+    CU_ASSERT(exact);
+    double *dres = to_double(res, (size_t)N * C), *dw = to_double(w, C), *db = to_double(b, C);
+    double *ref = malloc((size_t)N * C * sizeof(double)), *rm = malloc(N * sizeof(double)), *rr = malloc(N * sizeof(double));
+    ref_layernorm(ref, dres, dw, db, N, C);
+    for (int i = 0; i < N; i++) {
+        double m = 0, v = 0;
+        for (int k = 0; k < C; k++) m += dres[(size_t)i * C + k];
+        m /= C;
+        for (int k = 0; k < C; k++) v += (dres[(size_t)i * C + k] - m) * (dres[(size_t)i * C + k] - m);
+        rm[i] = m;
+        rr[i] = 1.0 / sqrt(v / C + 1e-5);
+    }
+    // float LayerNorm: mean and variance of 256 terms, rounding ~1e-7 relative; output |x| <~ 4.
+    // eps 1e-6 for 1e-5 moves rstd by 4.5e-6 relative even at variance 1, and by 5% at 1e-5.
+    expect_close("residual_layernorm_forward: out", out, ref, (size_t)N * C, 2e-6, 2e-6);
+    expect_close("residual_layernorm_forward: mean", mean, rm, N, 1e-9, 1e-5);
+    expect_close("residual_layernorm_forward: rstd", rstd, rr, N, 0.0, 1e-6);
+    expect_close("layernorm_forward: out", out2, ref, (size_t)N * C, 2e-6, 2e-6);
+    expect_close("layernorm_forward: rstd", rstd2, rr, N, 0.0, 1e-6);
+    free(in1); free(in2); free(w); free(b); free(res); free(out); free(mean); free(rstd); free(out2); free(mean2);
+    free(rstd2); free(dres); free(dw); free(db); free(ref); free(rm); free(rr);
+}
+
+static void fused_softmax_xent(sm_rng *r) {
+    // logits (N,Vp) of std 3 (a peaked softmax), V = 250 real columns of Vp = 256
+    const int N = 40, V = 250, Vp = 256;
+    const float dloss = 1.0f / N;
+    float *logits = normal_floats((size_t)N * Vp, 3.0, r), *losses = malloc(N * sizeof(float));
+    float *dlogits = malloc((size_t)N * Vp * sizeof(float));
+    int *tgt = malloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) tgt[i] = (int)sm_rng_below(r, V);
+    double sum = softmax_xent(losses, dlogits, logits, tgt, N, V, Vp, dloss);
+    double *dl = to_double(logits, (size_t)N * Vp), *rl = malloc(N * sizeof(double));
+    double *rd = calloc((size_t)N * Vp, sizeof(double)), ref_sum = 0;
+    for (int i = 0; i < N; i++) {
+        rl[i] = ref_xent(dl + (size_t)i * Vp, V, tgt[i], rd + (size_t)i * Vp);
+        ref_sum += rl[i];
+        for (int v = 0; v < V; v++) rd[(size_t)i * Vp + v] = (rd[(size_t)i * Vp + v] - (v == tgt[i])) * dloss;
+    }
+    // losses ~1-15: a log-sum-exp of 250 terms in float (~1e-7 relative); dlogits within a few
+    // ulp of dloss-scaled probabilities; padded columns exactly 0 (rd holds 0 there)
+    expect_close("softmax_xent: losses", losses, rl, N, 1e-6, 1e-6);
+    expect_close("softmax_xent: dlogits", dlogits, rd, (size_t)N * Vp, 1e-10, 1e-5);
+    int pad_zero = 1;
+    for (int i = 0; i < N; i++)
+        for (int v = V; v < Vp; v++) pad_zero &= dlogits[(size_t)i * Vp + v] == 0.0f;
+    CU_ASSERT(pad_zero);
+    CU_ASSERT(fabs(sum - ref_sum) <= 1e-6 * ref_sum);
+    free(logits); free(losses); free(dlogits); free(tgt); free(dl); free(rl); free(rd);
+}
+
+static void fused_attention(sm_rng *r, int hs) {
+    // B=2 sequences of T=80 (two 64-blocks: a full and a partial one), 2 heads of hs; q and k of
+    // std 2 make scores of std ~4: the softmax is peaked and a scale off by 0.1% moves outputs by
+    // ~1e-3 of their size
+    const int B = 2, T = 80, NH = 2, C = NH * hs;
+    float *qkv = malloc((size_t)B * T * 3 * C * sizeof(float));
+    for (size_t i = 0; i < (size_t)B * T; i++)
+        for (int j = 0; j < 3 * C; j++) qkv[i * 3 * C + j] = (float)((j < 2 * C ? 2.0 : 1.0) * sm_rng_normal(r));
+    float *out = malloc((size_t)B * T * C * sizeof(float)), *lse = malloc((size_t)B * NH * T * sizeof(float));
+    attention_forward(out, lse, qkv, B, T, C, NH);
+    double *dq = to_double(qkv, (size_t)B * T * 3 * C);
+    double *ref = malloc((size_t)B * T * C * sizeof(double)), *rlse = malloc((size_t)B * NH * T * sizeof(double));
+    ref_attention(ref, rlse, dq, B, T, C, NH);
+    char what[64];
+    // outputs |y| < ~3: float scores (hs products), an online softmax and T-term sums, ~1e-6;
+    // lse ~5-20, rounding ~1e-6 relative
+    snprintf(what, sizeof what, "attention_forward hs %d: out", hs);
+    expect_close(what, out, ref, (size_t)B * T * C, 2e-5, 1e-5);
+    snprintf(what, sizeof what, "attention_forward hs %d: lse", hs);
+    expect_close(what, lse, rlse, (size_t)B * NH * T, 1e-5, 1e-5);
+    // the decode form (a KV cache's step): sequence 1, head 1, one query at position 70, then a
+    // chunk of 9 queries at 71..79, each against the keys up to its own position
+    const int b = 1, h = 1;
+    const float *q0 = qkv + (size_t)b * T * 3 * C + h * hs;
+    float dec[9 * 64];
+    double want[9 * 64];
+    for (int chunk = 0; chunk < 2; chunk++) {
+        int pos0 = chunk ? 71 : 70, nq = chunk ? 9 : 1;
+        attention_head_forward(dec, hs, NULL, q0 + (size_t)pos0 * 3 * C, 3 * C, q0 + C, 3 * C, q0 + 2 * C, 3 * C, nq,
+                               pos0, hs);
+        for (int j = 0; j < nq; j++)
+            for (int i = 0; i < hs; i++) want[j * hs + i] = ref[((size_t)b * T + pos0 + j) * C + h * hs + i];
+        snprintf(what, sizeof what, "attention_head_forward hs %d: %d at %d", hs, nq, pos0);
+        expect_close(what, dec, want, (size_t)nq * hs, 2e-5, 1e-5);
+    }
+    free(qkv); free(out); free(lse); free(dq); free(ref); free(rlse);
+}
+
+static void test_fused_kernels(void) {
+    const kernels_cpu_level *lv;
+    const int nl = kernels_cpu_levels(&lv);
+    const unsigned have = kernels_cpu_detect();
+    omp_set_num_threads(2);
+    for (int l = 0; l < nl; l++) {
+        if ((lv[l].mask & have) != lv[l].mask && lv[l].mask != KERNELS_CPU_ALL) continue;   // not on this CPU
+        kernels_cpu_allow(lv[l].mask);
+        printf("\n  %s (gemm %s, gelu %s, attention %s):\n", lv[l].name, kernels_path(KERNELS_OP_GEMM_F32),
+               kernels_path(KERNELS_OP_GELU), kernels_path(KERNELS_OP_ATTENTION));
+        sm_rng r;
+        sm_rng_seed(&r, 2024, 11);   // the same inputs at every level
+        fused_matmul_gelu(&r);
+        fused_residual_layernorm(&r);
+        fused_softmax_xent(&r);
+        fused_attention(&r, 16);   // head sizes other than 64: the GEMM-engine path
+        fused_attention(&r, 64);   // GPT-2's head size: the AVX-512 register-tiled path where present
+    }
+    kernels_cpu_allow(KERNELS_CPU_ALL);
+}
+
+// ---- AdamW's clip, read in the first moment ------------------------------------------------------
+// At step 1 from zero moments, m = (1-beta1) g' with g' the gradient AdamW was given after the
+// clip: with the global norm 2 and clip 1, g' = g/2; with norm 0.5 the clip does nothing, g' = g.
+// The norm is taken as train_step takes it (grad_sumsq over the arena), the scale from
+// adamw_clip_scale. And v = (1-beta2) g'^2; the gradients are left as they were.
+static void test_adamw_clip_first_moment(void) {
+    sm_model_config cfg = TINY;
+    char err[256];
+    CU_ASSERT_FATAL(gpt2_config_validate(&cfg, err, sizeof err) == 0);
+    gpt2_weights w;
+    gpt2_weights_build(&w, &cfg);
+    gpt2_weights_init(&w, 3);
+    sm_table grads;
+    gpt2_param_table(&grads, &cfg);
+    sm_table_alloc(&grads);
+    const size_t n = sm_table_n_f32(&w.params);
+    adamw_state o;
+    adamw_build(&o, &w.params, 0, n);
+    const adamw_hparams hp = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    sm_rng r;
+    sm_rng_seed(&r, 77, 1);
+    double ss = 0;
+    for (int i = 0; i < grads.count; i++)
+        for (size_t k = 0; k < grads.t[i].n_elems; k++) {
+            grads.t[i].ptr[k] = (float)sm_rng_normal(&r);
+            ss += (double)grads.t[i].ptr[k] * grads.t[i].ptr[k];
+        }
+    const float clip = 1.0f, norms[2] = {2.0f, 0.5f};
+    const double want_scale[2] = {0.5, 1.0};   // g' / g
+    CU_ASSERT(adamw_clip_scale(0.0f, 2.0f) == 1.0f);   // clip 0: off
+    float *g_before = malloc(n * sizeof(float));
+    for (int c = 0; c < 2; c++) {
+        // the gradients scaled to global norm norms[c]
+        const double to = norms[c] / sqrt(ss);
+        ss = 0;
+        for (int i = 0; i < grads.count; i++)
+            for (size_t k = 0; k < grads.t[i].n_elems; k++) {
+                grads.t[i].ptr[k] = (float)(grads.t[i].ptr[k] * to);
+                ss += (double)grads.t[i].ptr[k] * grads.t[i].ptr[k];
+            }
+        float norm = (float)sqrt(grad_sumsq(&grads, 0, n));
+        CU_ASSERT(fabs(norm - norms[c]) <= 1e-6 * norms[c]);
+        memset(o.alloc[0], 0, n * sizeof(float));
+        memset(o.alloc[1], 0, n * sizeof(float));
+        memcpy(g_before, sm_table_f32(&grads), n * sizeof(float));
+        adamw_step(&o, &w.params, &grads, &hp, 1, adamw_clip_scale(clip, norm), gpt2_param_decays);
+        double worst_m = 0, worst_v = 0;
+        for (int i = 0; i < grads.count; i++)
+            for (size_t k = 0; k < grads.t[i].n_elems; k++) {
+                double g = want_scale[c] * grads.t[i].ptr[k];
+                double m = (1.0 - hp.beta1) * g, v = (1.0 - hp.beta2) * g * g;
+                // float rounding of the scale (clip/norm) and of the products: a few ulp
+                worst_m = fmax(worst_m, fabs(o.m.t[i].ptr[k] - m) / (1e-6 * fabs(m) + 1e-30));
+                worst_v = fmax(worst_v, fabs(o.v.t[i].ptr[k] - v) / (2e-6 * v + 1e-30));
+            }
+        printf("  norm %g, clip %g: m = %g (1-beta1) g within %.3f of its tolerance, v within %.3f\n",
+               (double)norms[c], (double)clip, want_scale[c], worst_m, worst_v);
+        CU_ASSERT(worst_m <= 1.0);
+        CU_ASSERT(worst_v <= 1.0);
+        CU_ASSERT(memcmp(g_before, sm_table_f32(&grads), n * sizeof(float)) == 0);
+    }
+    free(g_before);
+    adamw_free(&o);
+    sm_free(grads.base);
+    gpt2_weights_free(&w);
 }
 
 // n AdamW steps from a fixed init in precision prec; returns a malloc'd copy of the final parameters
@@ -338,6 +613,8 @@ int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("model", NULL, NULL);
     CU_add_test(s, "gradients vs finite differences (L=2,H=2,C=16,T=8,V=64)", test_gradients_vs_finite_differences);
+    CU_add_test(s, "fused kernels vs the double model's ops, every SIMD level", test_fused_kernels);
+    CU_add_test(s, "AdamW's first moment after the clip (norm 2 and 0.5, clip 1)", test_adamw_clip_first_moment);
     CU_add_test(s, "determinism and zero allocation per step", test_determinism);
     CU_add_test(s, "bf16 gradients against fp32, per tensor in norm (L=2,H=2,C=128,T=32)", test_bf16_gradients);
     CU_add_test(s, "bf16: 5 AdamW steps against fp32; 1 vs 2 threads bit for bit", test_bf16_steps);

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # test_resume.sh SMALLMIND WORKDIR — checkpoints through the training loop:
 #  - 20 steps straight vs --stop-at 10 then resume, on 1 and 2 ranks (and 2 ranks + ZeRO-1):
-#    bit-identical parameters and moments (read back with h5py), identical loss lines;
+#    bit-identical parameters and moments (read back with h5py), identical losses and grad norms;
 #  - --ckpt-async (2 ranks, ZeRO-1, saves every 3 steps, stopped and resumed): every checkpoint
 #    bit-identical to the synchronous run's;
 #  - written by 2 ranks, resumed by 1 and by 4 at the same global batch, with and without
-#    ZeRO-1: the following losses equal the uninterrupted run's to 1e-5 relative, parameters
-#    within a small fraction of lr;
+#    ZeRO-1: the following losses and grad norms equal the uninterrupted run's to 1e-5 relative,
+#    parameters within a small fraction of lr;
 #  - --resume auto skips a corrupted newest checkpoint and says so; --resume none refuses a
 #    run dir with checkpoints; a checkpoint already at --steps ends at once;
 #  - SIGUSR1 mid-run (mpirun forwards it to the ranks; SIGTERM to mpirun would end the job):
@@ -30,7 +30,8 @@ run() {  # run NP DIR ARGS...
   local np=$1 dir=$2; shift 2
   mpirun -np "$np" --bind-to none "$bin" train $M --run-dir "$dir" "$@" >>"$dir.out" 2>&1
 }
-losses() { grep '"event":"step"' "$1/log.jsonl" | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/'; }
+# each step's loss and gradient norm, one step a line
+losses() { grep '"event":"step"' "$1/log.jsonl" | sed 's/.*"loss":\([0-9.e+-]*\).*"grad_norm":\([0-9.e+-]*\).*/\1 \2/'; }
 
 # compare_ckpt A B MODE: MODE exact -> every dataset bit-identical; MODE close -> params
 # within 0.05*lr (Adam turns rounding of near-zero gradients into updates of up to ~lr)
@@ -95,11 +96,14 @@ for z in 0 1; do
     grep -q "world size changed: the checkpoint was written by 2 ranks, resumed by $np" "$d.out" || bad "no world-size message ($d)"
     if $PY - "ref" "$d" <<'PY' && compare_ckpt ref/ckpt_00000020.h5 "$d/ckpt_00000020.h5" close
 import sys, json
-def losses(d): return [e['loss'] for e in map(json.loads, open(f'{d}/log.jsonl')) if e['event'] == 'step']
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
+def steps(d): return [e for e in map(json.loads, open(f'{d}/log.jsonl')) if e['event'] == 'step']
+a, b = steps(sys.argv[1]), steps(sys.argv[2])
 assert len(a) == len(b) == 20, (len(a), len(b))
 for i, (x, y) in enumerate(zip(a, b)):
-    assert abs(x - y) <= 1e-5 * abs(x), f'step {i+1}: {x} vs {y}'
+    assert abs(x['loss'] - y['loss']) <= 1e-5 * abs(x['loss']), f"step {i+1}: loss {x['loss']} vs {y['loss']}"
+    # the norm is logged with 6 decimals: 1e-5 relative plus that resolution
+    assert abs(x['grad_norm'] - y['grad_norm']) <= 1e-5 * abs(x['grad_norm']) + 1e-6, \
+        f"step {i+1}: grad norm {x['grad_norm']} vs {y['grad_norm']}"
 PY
     then ok "written by 2 ranks (zero $z), resumed by $np: losses and parameters agree"
     else bad "resharding 2 -> $np (zero $z)"; fi
