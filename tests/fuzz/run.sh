@@ -18,7 +18,7 @@ export SMALLMIND_CKPT_CHECK_TIMEOUT=5   # a contained check that hangs in libhdf
 pass=0 fail=0
 ok()  { pass=$((pass+1)); echo "ok   $1"; }
 bad() { fail=$((fail+1)); echo "FAIL $1"; }
-bash "$F/build.sh" "$OUT" || { echo "fuzz: 0 passed, 1 failed (build)"; exit 1; }
+bash "$F/build.sh" "$OUT" fuzz_ckpt_file fuzz_latest || { echo "fuzz: 0 passed, 1 failed (build)"; exit 1; }
 W=$OUT/work; rm -rf "$W"; mkdir -p "$W"; cd "$W"
 
 # 1. the corpora and the regression inputs
