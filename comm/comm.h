@@ -151,3 +151,5 @@ void comm_gradsync_slice(const comm_gradsync *s, size_t *lo, size_t *hi);
 // zero=1: every rank contributes its slice of params (same layout as the gradient arena);
 // afterwards every rank holds all of them.
 void comm_allgather_slices(comm_gradsync *s, float *params);
+// The same for a bf16 copy of params (uint16 elements at the same element offsets): half the bytes.
+void comm_allgather_slices_bf16(comm_gradsync *s, uint16_t *params_bf16);

@@ -272,6 +272,12 @@ void comm_gradsync_slice(const comm_gradsync *s, size_t *lo, size_t *hi) {
     *hi = s->slice_hi;
 }
 
+void comm_allgather_slices_bf16(comm_gradsync *s, uint16_t *params_bf16) {
+    if (!s->zero || s->world == 1) return;
+    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params_bf16, s->gather_counts, s->gather_displs,
+                             MPI_UINT16_T, MPI_COMM_WORLD));
+}
+
 void comm_allgather_slices(comm_gradsync *s, float *params) {
     if (!s->zero || s->world == 1) return;
     MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, s->gather_counts, s->gather_displs, MPI_FLOAT,

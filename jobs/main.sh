@@ -30,6 +30,9 @@ tail = steps[-20:]
 print(f"main job: loss {steps[0]:.3f} -> {sum(tail)/len(tail):.3f} (mean of the last {len(tail)} steps), "
       f"val {vals[-1]:.3f}")
 PY
+# the val loss of every checkpoint the run kept (eval.csv), then the loss curves (loss.png)
+SMALLMIND="$ROOT/build/smallmind" EVAL_LAUNCHER="mpirun -np $NP --bind-to none" \
+  "$ROOT/jobs/eval-sweep.sh" "$ROOT/runs/mobydick" "$ROOT/data/mobydick_val.bin" --threads "$THREADS"
 "$ROOT/jobs/plot" "$ROOT/runs/mobydick"
 echo "== eval of the final checkpoint on the validation shard"
 mpirun -np "$NP" --bind-to none "$ROOT/build/smallmind" eval --ckpt "$ROOT/runs/mobydick" \

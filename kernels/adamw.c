@@ -1,8 +1,22 @@
-// adamw.c — defines adamw_update (fused, bias-corrected AdamW) and sum_squares (fixed-order, thread-count independent).
-#include "kernels.h"
+// adamw.c — defines adamw_update (fused, bias-corrected AdamW), adamw_update_bf16 (the same, writing
+// the bf16 copy of the weights in its pass) and sum_squares (fixed-order, thread-count independent).
+#include "kernels_internal.h"
 
 #include <assert.h>
 #include <math.h>
+
+// One AdamW step over element i, as adamw_update defines it; returns the updated parameter.
+static inline __attribute__((always_inline)) float adamw_one(float p, float g, float *m, float *v, float beta1,
+                                                             float beta2, float lr, float eps, float weight_decay,
+                                                             float grad_scale, float bc1, float bc2) {
+    g = g * grad_scale;
+    float mi = beta1 * *m + (1.0f - beta1) * g;
+    float vi = beta2 * *v + (1.0f - beta2) * g * g;
+    *m = mi;
+    *v = vi;
+    float mhat = mi * bc1, vhat = vi * bc2;
+    return p - lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * p);
+}
 
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float grad_scale, int t) {
@@ -12,14 +26,62 @@ void adamw_update(float *params, const float *grads, float *m, float *v, size_t 
     assert(t >= 1 && "adamw_update: step t counts from 1 (bias correction divides by 1 - beta^t)");
     float bc1 = 1.0f / (1.0f - powf(beta1, (float)t)), bc2 = 1.0f / (1.0f - powf(beta2, (float)t));
 #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++)
+        params[i] = adamw_one(params[i], grads[i], &m[i], &v[i], beta1, beta2, lr, eps, weight_decay, grad_scale, bc1, bc2);
+}
+
+#ifdef KERNELS_X86
+// 16 parameters at a time, the bf16 copy by vcvtneps2bf16 (bf16_from_f32's bits); the float32
+// arithmetic is adamw_one's in 16 lanes (GCC's vectorisation of the plain loop does the same
+// operations, each correctly rounded, so the bits agree)
+__attribute__((target("avx512bf16,avx512f,avx512vl,avx2,fma"))) static void adamw_bf16_512(
+    float *params, uint16_t *pb, const float *grads, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+    float eps, float wd, float grad_scale, float bc1, float bc2) {
+    const __m512 b1 = _mm512_set1_ps(beta1), b2 = _mm512_set1_ps(beta2), ob1 = _mm512_set1_ps(1.0f - beta1),
+                 ob2 = _mm512_set1_ps(1.0f - beta2), vlr = _mm512_set1_ps(lr), veps = _mm512_set1_ps(eps),
+                 vwd = _mm512_set1_ps(wd), gs = _mm512_set1_ps(grad_scale), c1 = _mm512_set1_ps(bc1),
+                 c2 = _mm512_set1_ps(bc2);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = sm_lanes_mask((long)(n - i));
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, grads + i), gs);
+        // b m + (1-b) g as two roundings (a product, then a sum of two products' roundings), as in C
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(ob1, g));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(k, v + i)), _mm512_mul_ps(_mm512_mul_ps(ob2, g), g));
+        _mm512_mask_storeu_ps(m + i, k, mi);
+        _mm512_mask_storeu_ps(v + i, k, vi);
+        __m512 p = _mm512_maskz_loadu_ps(k, params + i);
+        __m512 upd = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(mi, c1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, c2)), veps)),
+                                   _mm512_mul_ps(vwd, p));
+        p = _mm512_sub_ps(p, _mm512_mul_ps(vlr, upd));
+        _mm512_mask_storeu_ps(params + i, k, p);
+        _mm256_mask_storeu_epi16(pb + i, k, (__m256i)_mm512_cvtneps_pbh(p));
+    }
+}
+#endif
+
+void adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t) {
+    // as adamw_update; params_bf16 (n) = bf16(the updated params), in the same pass (30 bytes per parameter)
+    assert(t >= 1 && "adamw_update_bf16: step t counts from 1 (bias correction divides by 1 - beta^t)");
+    float bc1 = 1.0f / (1.0f - powf(beta1, (float)t)), bc2 = 1.0f / (1.0f - powf(beta2, (float)t));
+#ifdef KERNELS_X86
+    if (kernels_pick(KERNELS_OP_GEMM_BF16) == KERNELS_ISA_AVX512_BF16) {
+        enum { CHUNK = 1 << 14 };   // floats per OpenMP iteration (a multiple of 16)
+        size_t n_chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static)
+        for (size_t c = 0; c < n_chunks; c++) {
+            size_t i0 = c * CHUNK, len = n - i0 < CHUNK ? n - i0 : CHUNK;
+            adamw_bf16_512(params + i0, params_bf16 + i0, grads + i0, m + i0, v + i0, len, lr, beta1, beta2, eps,
+                           weight_decay, grad_scale, bc1, bc2);
+        }
+        return;
+    }
+#endif
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float g = grads[i] * grad_scale;
-        float mi = beta1 * m[i] + (1.0f - beta1) * g;
-        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float mhat = mi * bc1, vhat = vi * bc2;
-        params[i] -= lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * params[i]);
+        float p = adamw_one(params[i], grads[i], &m[i], &v[i], beta1, beta2, lr, eps, weight_decay, grad_scale, bc1, bc2);
+        params[i] = p;
+        params_bf16[i] = bf16_from_f32(p);
     }
 }
 

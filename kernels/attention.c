@@ -11,7 +11,6 @@
 // block's last query are never visited; inside a diagonal block the masked scores get
 // probability 0 without an exp() of them. Results depend on the (fixed) block size, never on the
 // thread count: heads are independent and each head's sums run in a fixed order.
-#define ATT_B 64
 
 // ---------------------------------------------------------------------------------------------
 // Plain C: the products on the GEMM engine, the row loops in between
@@ -122,10 +121,6 @@ static void head_backward_plain(float *dq, float *dk, float *dv, const float *dO
 // A query's arithmetic does not depend on its lane or on the other queries of its block, so a
 // decode step (nq = 1) reproduces a row of the full forward bit for bit.
 
-#define AH 64             // the head size of this path
-#define AT_R 4            // rows of a register tile
-#define AT_NV (AH / 16)   // 16-float vectors across a 64-wide row
-
 // acc[r][w] += sum_{p < n} A(r, p) * B(p, w) for r < AT_R and W0 <= w < NV, where
 // A(r, p) = a[r*ars + p*aps] (rows r >= nr repeat row nr - 1: computed, never to be stored) and
 // B(p, w) is the vector at b + p*ldb + 16w. Each element is one FMA chain in p order.
@@ -168,34 +163,6 @@ KERNELS_INLINE_512 void att_tile_upto(__m512 acc[AT_R][AT_NV], int nv, int nr, i
     }
 }
 
-KERNELS_INLINE_512 void att_zero(__m512 acc[AT_R][AT_NV]) {
-#pragma GCC unroll 4
-    for (int r = 0; r < AT_R; r++)
-#pragma GCC unroll 4
-        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_setzero_ps();
-}
-
-// acc = rows [0, nr) of C (row stride ldc, AH floats each), or 0 when first; rows past nr are 0
-KERNELS_INLINE_512 void att_load_rows(__m512 acc[AT_R][AT_NV], const float *C, ptrdiff_t ldc, int nr, int first) {
-    att_zero(acc);
-    if (first) return;
-#pragma GCC unroll 4
-    for (int r = 0; r < AT_R; r++) {
-        if (r >= nr) break;
-#pragma GCC unroll 4
-        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_loadu_ps(C + r * ldc + 16 * w);
-    }
-}
-
-KERNELS_INLINE_512 void att_store_rows(float *C, ptrdiff_t ldc, int nr, __m512 acc[AT_R][AT_NV]) {
-#pragma GCC unroll 4
-    for (int r = 0; r < AT_R; r++) {
-        if (r >= nr) break;
-#pragma GCC unroll 4
-        for (int w = 0; w < AT_NV; w++) _mm512_storeu_ps(C + r * ldc + 16 * w, acc[r][w]);
-    }
-}
-
 // dst (n, AH), contiguous = rows [0, n) of src (row stride ld)
 KERNELS_INLINE_512 void att_copy(float *dst, const float *src, ptrdiff_t ld, int n) {
     for (int i = 0; i < n; i++)
@@ -210,11 +177,6 @@ KERNELS_INLINE_512 void att_pack_t(float *dst, const float *src, ptrdiff_t ld, i
         const float *s = rows > 0 ? src + (16 * w) * ld : src;   // (no pointer past the rows)
         for (int c = 0; c < AH; c += 16) transpose_block(dst + c * AH + 16 * w, AH, 16, s + c, (int)ld, rows, 16);
     }
-}
-
-// Lanes i of a vector whose queries sit at positions qpos + i that see the key at position kpos.
-KERNELS_INLINE_512 __mmask16 att_visible(long kpos, long qpos) {
-    return (__mmask16)~sm_lanes_mask(kpos - qpos);
 }
 
 // One block of nqb <= 64 queries (NV = ceil(nqb/16) vectors of lanes) at positions qpos.. against

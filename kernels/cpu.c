@@ -133,6 +133,7 @@ static const kernels_cpu_level LEVELS[] = {
     {"avx-vnni", F_AVX2 | KERNELS_CPU_AVX_VNNI},
     {"avx512", F_AVX512},
     {"avx512-vnni", F_AVX512 | KERNELS_CPU_AVX512_VNNI},
+    {"avx512-bf16", F_AVX512 | KERNELS_CPU_AVX512_VNNI | KERNELS_CPU_AVX512_BF16},
     {"native", KERNELS_CPU_ALL},
 };
 
@@ -159,6 +160,7 @@ static const struct {
     [KERNELS_ISA_AVX_VNNI] = {"avx-vnni", F_AVX2 | KERNELS_CPU_AVX_VNNI},
     [KERNELS_ISA_AVX512] = {"avx512", KERNELS_CPU_AVX512F | F_AVX2},
     [KERNELS_ISA_AVX512_VNNI] = {"avx512-vnni", F_AVX512 | KERNELS_CPU_AVX512_VNNI},
+    [KERNELS_ISA_AVX512_BF16] = {"avx512-bf16", F_AVX512 | KERNELS_CPU_AVX512_BF16},
 };
 
 // Each op's paths, best first; every list ends with KERNELS_ISA_C (plain C, always there).
@@ -170,12 +172,14 @@ static const kernels_isa OP_PATHS[KERNELS_OP_COUNT][KERNELS_ISA_COUNT] = {
     [KERNELS_OP_GELU] = PATHS(KERNELS_ISA_AVX512),
     [KERNELS_OP_LAYERNORM] = PATHS(KERNELS_ISA_AVX512),
     [KERNELS_OP_SOFTMAX_XENT] = PATHS(KERNELS_ISA_AVX512),
+    [KERNELS_OP_GEMM_BF16] = PATHS(KERNELS_ISA_AVX512_BF16),
 };
 #undef PATHS
 
 static const char *const OP_NAMES[KERNELS_OP_COUNT] = {
     [KERNELS_OP_GEMM_F32] = "gemm f32", [KERNELS_OP_GEMM_Q8] = "gemm q8", [KERNELS_OP_ATTENTION] = "attention",
     [KERNELS_OP_GELU] = "gelu", [KERNELS_OP_LAYERNORM] = "layernorm bwd", [KERNELS_OP_SOFTMAX_XENT] = "softmax_xent",
+    [KERNELS_OP_GEMM_BF16] = "gemm bf16",
 };
 
 kernels_isa kernels_pick(kernels_op op) {

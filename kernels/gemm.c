@@ -31,12 +31,20 @@ static const gemm_ukernel *const ROWS[] = {
     &GEMM_Q8_AVX_VNNI,
     &GEMM_Q8_AVX512_VNNI,
 #endif
+    &GEMM_BF16_C_FF,   // bf16 rows (gemm_bf16.c)
+    &GEMM_BF16_C_FB,
+#ifdef KERNELS_X86
+    &GEMM_BF16_AVX512_FF,
+    &GEMM_BF16_AVX512_FB,
+#endif
 };
 
 const gemm_ukernel *gemm_ukernel_pick(kernels_op op, kernels_dtype a_type, kernels_dtype b_type) {
     kernels_isa isa = kernels_pick(op);
     for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++)
-        if (ROWS[i]->isa == isa && ROWS[i]->a_type == a_type && ROWS[i]->b_type == b_type) return ROWS[i];
+        if (ROWS[i]->isa == isa && ROWS[i]->a_type == a_type && ROWS[i]->b_type == b_type &&
+            ROWS[i]->bf16 == (op == KERNELS_OP_GEMM_BF16))
+            return ROWS[i];
     return NULL;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 // ---- CPU features and code paths (cpu.c) ------------------------------------------------------
 // The optimised kernels pick their code path at run time from the CPU features that are both
@@ -58,6 +59,7 @@ typedef enum {
     KERNELS_OP_GELU,           // gelu_forward/backward and the GEMM's GELU epilogue
     KERNELS_OP_LAYERNORM,      // layernorm_backward
     KERNELS_OP_SOFTMAX_XENT,   // softmax_xent
+    KERNELS_OP_GEMM_BF16,      // the GEMM engine, bf16 operands, fp32 sums (gemm_bf16, matmul_*_bf16)
     KERNELS_OP_COUNT
 } kernels_op;
 const char *kernels_path(kernels_op op);
@@ -176,6 +178,17 @@ void attention_backward(float *dqkv, const float *dout, const float *out, const 
 void attention_head_forward(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
                             const float *v, int ldv, int nq, int pos0, int hs);
 
+// The bf16 form (attention_bf16.c): the same contracts, with every product's operands rounded to bf16
+// (q, k, v, the probabilities, dO and dS; bf16_from_f32) and summed in float32 by vdpbf16ps; the
+// softmax (running max and sum), lse and D = rowsum(dO O) stay float32. 64-wide heads on AVX512-BF16;
+// other head sizes (or CPUs) run the float32 kernels above. Bit-identical for any thread count; the
+// decode form (nq = 1) reproduces a row of the full forward.
+void attention_forward_bf16(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+void attention_backward_bf16(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
+                             int B, int T, int C, int NH);
+void attention_head_forward_bf16(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, int ldk,
+                                 const float *v, int ldv, int nq, int pos0, int hs);
+
 // ---- the same attention as batched matrix products (attention_ref.c): the reference ------------
 // att is (B,NH,T,T): the softmax probabilities (row t has t+1 valid entries; masked entries are
 // written 0 and exp() is never evaluated for them).
@@ -210,6 +223,73 @@ double softmax_xent(float *losses, float *dlogits, const float *logits, const in
 //   p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float grad_scale, int t);
+
+// ---- bfloat16: conversion, the bf16 GEMM, AdamW's bf16 copy (bf16.c, gemm_bf16.c) -----------
+// bf16 values are uint16_t: the top half of a float32. From float32: round to nearest, ties to even
+// (on the bits: x + 0x7FFF + the kept part's lowest bit, then the top half; a carry into the
+// exponent rounds up correctly, the largest floats to inf); NaN stays NaN (quiet: bit 6 set, sign
+// and top payload kept); +-inf stays +-inf; denormal inputs become zero of the same sign: the
+// flush mode of vcvtneps2bf16, which reads no MXCSR and always flushes, so the plain-C path flushes
+// too and both give the same bits whatever kernels_flush_denormals says. (Every bf16 value is exact
+// as a float32.) Method: Intel's convert_fp32_to_bfloat16 pseudo-code (AVX512-BF16 reference).
+static inline uint16_t bf16_from_f32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    r = (u & 0x7F800000u) == 0 ? (u >> 16) & 0x8000u : r;      // zero or denormal: signed zero
+    r = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : r;   // NaN: quiet NaN
+    return (uint16_t)r;
+}
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+// dst (n) = bf16(src) / src (n) = float(bf16), OpenMP over chunks; the same bits on every path.
+void bf16_from_f32_array(uint16_t *dst, const float *src, size_t n);
+void bf16_to_f32_array(float *dst, const uint16_t *src, size_t n);
+// 1 when the bf16 GEMM has its AVX512-BF16 path (vdpbf16ps) on this CPU with the allowed features:
+// training or inference in bf16 asks for this and refuses to run otherwise (the plain-C path exists
+// for tests and is far slower than fp32).
+int kernels_bf16_available(void);
+
+// The bf16 GEMM: C (M,N) = alpha op(A) op(B) + beta C with A, B, C float32 in memory; op(A) and
+// op(B) are rounded to bf16 (bf16_from_f32) as the engine packs them, every product of two bf16
+// values is exact in float32, and the sums run in float32: per K block of 512 (KC), a chain over
+// the pairs of k (vdpbf16ps: acc += a(2p+1) b(2p+1), then + a(2p) b(2p), one float32 rounding each,
+// as Intel documents it), then C = alpha acc + beta C for the first block (+ the epilogue's bias),
+// C = alpha acc + C after it. An element's value depends only on its operands (never on M, N, the
+// tiling or the thread count). Error against the exact sum of the rounded operands:
+// |C - sum| <= (K + 2) u (sum_k |a_k b_k| + |beta C| + |bias|), u = 2^-24 (each of at most K + 2
+// float32 roundings is within u of its result, and partial sums are bounded by the absolute sum).
+// gemm_bf16_parallel splits over the threads of an OpenMP team it opens, with the same bits.
+void gemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc);
+void gemm_bf16_parallel(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc);
+// Linear layers with bf16 weights (W (OC,C) as bf16, e.g. AdamW's copy): matmul_forward's,
+// matmul_forward_gelu's and matmul_backward's contracts, shapes and epilogues, with the products on
+// the bf16 GEMM (inp and dout rounded to bf16 as they are packed; the weight read as it is).
+// dweight (OC,C) = dout^T inp in bf16 products, float32 sums; dbias in double, as matmul_backward.
+void matmul_forward_bf16(float *out, const float *inp, const uint16_t *weight, const float *bias, int N, int C, int OC);
+void matmul_forward_bf16_gelu(float *out, float *out_gelu, const float *inp, const uint16_t *weight, const float *bias,
+                              int N, int C, int OC);
+void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                          const uint16_t *weight, int N, int C, int OC, int accumulate);
+
+// The instruction peak probe of `bench kernels`: n iterations of 16 independent 512-bit FMAs
+// (bf16 = 0) or vdpbf16ps (bf16 = 1) on each thread of an OpenMP team it opens, from registers (no
+// memory operand). Returns the floating-point operations done (2 per FMA lane, 4 per vdpbf16ps
+// lane), 0 where the CPU (or the allowed features) lacks the instruction. Timing two calls gives
+// this CPU's ratio of bf16 to fp32 peak rates, the bf16 GEMM's ceiling against the fp32 one.
+double kernels_peak_loop(int bf16, long n);
+
+// adamw_update, and params_bf16 (n) = bf16(the updated params) in the same pass: the bf16 copy of
+// the weights that the bf16 products read, made once per step with no pass of its own. The
+// float32 arithmetic is adamw_update's, bit for bit.
+void adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t);
 
 // ---- gradient norm, clipping -----------------------------------------------------------------
 // Sum of squares of g (n) in double, fixed-order (independent of thread count).

@@ -19,6 +19,7 @@ typedef enum {
     KERNELS_ISA_AVX_VNNI,      // AVX2 + FMA + AVX-VNNI (vpdpbusd on ymm)
     KERNELS_ISA_AVX512,        // AVX-512F (+ AVX2, FMA)
     KERNELS_ISA_AVX512_VNNI,   // AVX-512 F, BW, VL + VNNI (vpdpbusd on zmm)
+    KERNELS_ISA_AVX512_BF16,   // AVX-512 F, BW, VL + BF16 (vdpbf16ps, vcvtne2ps2bf16 on zmm)
     KERNELS_ISA_COUNT
 } kernels_isa;
 kernels_isa kernels_pick(kernels_op op);
@@ -78,11 +79,15 @@ typedef struct {
     gemm_panel_fn a_panel, b_panel;
     gemm_micro_fn micro;
     gemm_row_fn row;                   // NULL: M = 1 goes through the packed path too
+    int bf16;                          // 1: products of operands rounded to bf16 (KERNELS_OP_GEMM_BF16's rows)
 } gemm_ukernel;
 
 // The rows (gemm_f32.c; gemm_q8.c)
 extern const gemm_ukernel GEMM_F32_C, GEMM_F32_AVX2, GEMM_F32_AVX512;
 extern const gemm_ukernel GEMM_Q8_C, GEMM_Q8_AVX2, GEMM_Q8_AVX_VNNI, GEMM_Q8_AVX512_VNNI;
+// bf16 rows (gemm_bf16.c): operands float32 (rounded as packed) or bf16, fp32 sums; one row per
+// (A dtype, B dtype) the model uses and per path
+extern const gemm_ukernel GEMM_BF16_C_FF, GEMM_BF16_C_FB, GEMM_BF16_AVX512_FF, GEMM_BF16_AVX512_FB;
 
 // Packing buffers of the driver (on the caller's stack): every row's blocks fit in them.
 #define GEMM_A_BYTES (128 * 256 * 4)
@@ -90,6 +95,10 @@ extern const gemm_ukernel GEMM_Q8_C, GEMM_Q8_AVX2, GEMM_Q8_AVX_VNNI, GEMM_Q8_AVX
 
 // The row for these operand dtypes on the path kernels_pick chooses for op (NULL if none).
 const gemm_ukernel *gemm_ukernel_pick(kernels_op op, kernels_dtype a_type, kernels_dtype b_type);
+
+// dbias (OC) (+)= the column sums of dout (N,OC), each in double over N in order (matmul.c; the
+// fp32 and bf16 linear layers' backward share it)
+void matmul_dbias(float *dbias, const float *dout, int N, int OC, int accumulate);
 
 // Optional work done on each output tile while it is still in L1 (saves a pass over memory):
 //   bias     (N): added once to every row of C (with the first K block);
@@ -239,7 +248,50 @@ KERNELS_INLINE_512 void transpose_block(float *dst, int dst_stride, int width, c
     transpose16(r);
     for (int c = 0; c < ncols; c++) _mm512_mask_storeu_ps(dst + (size_t)c * dst_stride, wm, r[c]);
 }
+
+// ---- flash attention's register tiles (attention.c, attention_bf16.c) --------------------------
+// Blocks of ATT_B queries against blocks of ATT_B keys; the AVX-512 paths serve 64-wide heads (AH)
+// with tiles of AT_R rows by AT_NV 16-lane vectors (ATT_B: below, every path's block).
+#define AH 64             // the head size of this path
+#define AT_R 4            // rows of a register tile
+#define AT_NV (AH / 16)   // 16-float vectors across a 64-wide row
+
+KERNELS_INLINE_512 void att_zero(__m512 acc[AT_R][AT_NV]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++)
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_setzero_ps();
+}
+
+// acc = rows [0, nr) of C (row stride ldc, AH floats each), or 0 when first; rows past nr are 0
+KERNELS_INLINE_512 void att_load_rows(__m512 acc[AT_R][AT_NV], const float *C, ptrdiff_t ldc, int nr, int first) {
+    att_zero(acc);
+    if (first) return;
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++) {
+        if (r >= nr) break;
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) acc[r][w] = _mm512_loadu_ps(C + r * ldc + 16 * w);
+    }
+}
+
+KERNELS_INLINE_512 void att_store_rows(float *C, ptrdiff_t ldc, int nr, __m512 acc[AT_R][AT_NV]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < AT_R; r++) {
+        if (r >= nr) break;
+#pragma GCC unroll 4
+        for (int w = 0; w < AT_NV; w++) _mm512_storeu_ps(C + r * ldc + 16 * w, acc[r][w]);
+    }
+}
+
+// Lanes i of a vector whose queries sit at positions qpos + i that see the key at position kpos.
+KERNELS_INLINE_512 __mmask16 att_visible(long kpos, long qpos) {
+    return (__mmask16)~sm_lanes_mask(kpos - qpos);
+}
 #endif
+
+// Flash attention's blocks: ATT_B queries against ATT_B keys (every path; attention.c, attention_bf16.c)
+#define ATT_B 64
 
 // Row reductions over KERNELS_LANES partial results combined in a fixed order: they vectorise,
 // and their results depend only on the row (shared by attention.c and attention_ref.c).

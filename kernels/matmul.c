@@ -32,8 +32,11 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
     gemm_parallel(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, 0.0f, dinp, C, NULL);
     // dweight (OC,C) (+)= dout^T (OC,N) @ inp (N,C); each element sums over N in order
     gemm_parallel(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, accumulate ? 1.0f : 0.0f, dweight, C, NULL);
-    if (!dbias) return;
-    // dbias (OC) (+)= column sums of dout, each summed over N in order (double accumulators)
+    if (dbias) matmul_dbias(dbias, dout, N, OC, accumulate);
+}
+
+void matmul_dbias(float *dbias, const float *dout, int N, int OC, int accumulate) {
+    // dbias (OC) (+)= column sums of dout (N,OC), each summed over N in order (double accumulators)
     enum { DBIAS_CHUNK = 64 };
     int n_bias_chunks = (OC + DBIAS_CHUNK - 1) / DBIAS_CHUNK;
 #pragma omp parallel for schedule(static)

@@ -56,7 +56,9 @@ expect_usage "short header"          "short_train.bin"  $bin train --data short 
 [ ! -e run_bad/log.jsonl ] && ok "bad input leaves no log" || bad "bad input wrote run_bad/log.jsonl"
 
 # --help on every subcommand
-for c in train prepare; do "$bin" $c --help | grep -q "usage: smallmind $c" && ok "$c --help" || bad "$c --help"; done
+# (through a file: grep -q ends the pipe at its first match, and a usage text longer than stdio's
+# 4 KiB buffer would then die of SIGPIPE, which pipefail reports)
+for c in train prepare; do "$bin" $c --help >help.txt && grep -q "usage: smallmind $c" help.txt && ok "$c --help" || bad "$c --help"; done
 
 # a good run: loss falls, logs parse
 "$bin" train --data d --run-dir run --layers 2 --heads 2 --embd 32 --seq 32 --batch 4 --steps 40 \

@@ -188,6 +188,14 @@ expect_usage "a second trainer on a locked run directory: refused, naming the ho
   "$bin" train --data d --run-dir r_lock $TINY --steps 2
 kill $holder; wait $holder 2>/dev/null
 
+# the tokenizer travels from the shard header into the checkpoint as a fact: a byte-level shard
+# trained with --vocab 300 is recorded as byte (it used to be guessed from V: "gpt2")
+"$bin" train --data d --run-dir r_v300 $TINY --steps 2 --vocab 300 >/dev/null 2>&1; rc=$?
+[ $rc -eq 0 ] && [ "$(h5dump -a /tokenizer r_v300/ckpt_00000002.h5 | grep '(0)' | grep -o '"[a-z0-9]*"')" = '"byte"' ] \
+  && [ "$(h5dump -a /vocab_size r_v300/ckpt_00000002.h5 | grep '(0)' | grep -o '[0-9]*$')" = "300" ] \
+  && ok "a byte shard trained with --vocab 300: the checkpoint says tokenizer byte, vocab_size 300" \
+  || bad "--vocab 300 on a byte shard: exit $rc, $(h5dump -a /tokenizer r_v300/ckpt_00000002.h5 2>&1 | grep '(0)')"
+
 # --- 8. sizes in 64 bits ---------------------------------------------------------------------------
 expect_usage "--batch 65536 x --accum 65536 refused (no wrap to 0)" "batch" \
   "$bin" train --data d --run-dir r_ovf --layers 1 --heads 1 --embd 8 --seq 1 --batch 65536 --accum 65536 --steps 1 --threads 1

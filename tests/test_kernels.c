@@ -1533,6 +1533,341 @@ static void q8_matmul_case(int N, int C, int OC, int group, int kind) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// bfloat16: conversion, the bf16 GEMM and linear layers, AdamW's bf16 copy
+
+// The value of bf16 bits b as a double, b's magnitude only; 0x7F80 (the first past the largest
+// finite) as 2^128, the value rounding compares against
+static double bf16_mag(unsigned b) {
+    b &= 0x7FFF;
+    int e = (int)(b >> 7);
+    return e == 0 ? 0.0 : ldexp(1.0 + (b & 0x7F) / 128.0, e - 127);
+}
+
+// The reference rounding, from the definition rather than the bits trick: of the two bf16 values
+// around |x| (truncation and the next one up), the nearer in double arithmetic, the even one on a
+// tie; NaN -> quiet NaN keeping the top bits; +-inf kept; zero and denormals -> signed zero.
+static unsigned ref_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    unsigned sign = (u >> 16) & 0x8000u;
+    if (isnan(x)) return (u >> 16) | 0x40u;
+    if (isinf(x)) return u >> 16;
+    if (fpclassify(x) == FP_ZERO || fpclassify(x) == FP_SUBNORMAL) return sign;
+    unsigned lo = (u >> 16) & 0x7FFFu, hi = lo + 1;
+    double ax = fabs((double)x), dlo = ax - bf16_mag(lo), dhi = bf16_mag(hi) - ax;
+    unsigned r = dlo < dhi ? lo : dhi < dlo ? hi : (lo & 1u ? hi : lo);
+    return sign | r;
+}
+
+// bf16_from_f32 (scalar), bf16_from_f32_array (on the path in use) and bf16_to_f32 against the
+// reference: named cases (ties to even both ways, NaNs quiet and signalling of both signs, infs,
+// denormals and zeros, the largest float rounding to inf, values just below a tie), every bf16
+// value's exact round trip, and 2^20 random bit patterns (all classes).
+static void bf16_convert_case(void) {
+    static const struct {
+        uint32_t in;
+        unsigned want;
+    } named[] = {
+        {0x3F808000u, 0x3F80}, {0x3F818000u, 0x3F82}, {0xBF808000u, 0xBF80}, {0xBF818000u, 0xBF82},   // ties
+        {0x3F807FFFu, 0x3F80}, {0x3F808001u, 0x3F81}, {0x3F80FFFFu, 0x3F81},                          // off ties
+        {0x7FC00000u, 0x7FC0}, {0xFFC00001u, 0xFFC0}, {0x7F800001u, 0x7FC0}, {0xFF812345u, 0xFFC1},   // NaNs
+        {0x7F800000u, 0x7F80}, {0xFF800000u, 0xFF80},                                                 // infs
+        {0x00000001u, 0x0000}, {0x807FFFFFu, 0x8000}, {0x00400000u, 0x0000}, {0x80000000u, 0x8000},   // denormals
+        {0x7F7FFFFFu, 0x7F80}, {0xFF7FFFFFu, 0xFF80}, {0x7F7F7FFFu, 0x7F7F}, {0x00800000u, 0x0080},   // extremes
+    };
+    int ok = 1;
+    size_t n_named = sizeof named / sizeof named[0];
+    float *x = falloc((size_t)1 << 20);
+    uint16_t *h = xmalloc(((size_t)1 << 20) * sizeof(uint16_t));
+    for (size_t i = 0; i < n_named; i++) memcpy(&x[i], &named[i].in, 4);
+    bf16_from_f32_array(h, x, n_named);
+    for (size_t i = 0; i < n_named; i++) {
+        unsigned s = bf16_from_f32(x[i]), r = ref_bf16(x[i]);
+        if (s != named[i].want || r != named[i].want || h[i] != named[i].want) {
+            fprintf(stderr, "bf16 of 0x%08X: scalar 0x%04X, array 0x%04X, reference 0x%04X, expected 0x%04X (%s)\n",
+                    named[i].in, s, h[i], r, named[i].want, g_path);
+            ok = 0;
+        }
+    }
+    // every bf16 value: exact as a float, and back to itself (NaNs: to their quiet form)
+    for (unsigned b = 0; b < 65536; b++) {
+        float f = bf16_to_f32((uint16_t)b);
+        unsigned back = bf16_from_f32(f);
+        int exp0 = (b & 0x7F80) == 0;
+        unsigned want = isnan(f) ? (b | 0x40u) : exp0 ? (b & 0x8000u) : b;
+        if (back != want) ok = 0;
+    }
+    // random bit patterns, through the array form (in two unaligned pieces: vector bodies and tails)
+    size_t n = (size_t)1 << 20;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)sm_rng_u64(&g_rng);
+        if (i % 8 == 1) u &= 0x807FFFFFu;                 // denormals
+        if (i % 8 == 2) u = (u & 0xFFFF0000u) | 0x8000u;   // ties
+        if (i % 8 == 3) u |= 0x7F800000u;                  // infs and NaNs
+        memcpy(&x[i], &u, 4);
+    }
+    bf16_from_f32_array(h, x, 37);
+    bf16_from_f32_array(h + 37, x + 37, n - 37);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (h[i] != ref_bf16(x[i]) || bf16_from_f32(x[i]) != h[i]) bad++;
+    if (bad) fprintf(stderr, "bf16 conversion: %zu of %zu random floats differ from the reference (%s)\n", bad, n, g_path);
+    ok &= bad == 0;
+    float *back = falloc(n);
+    bf16_to_f32_array(back, h, n);
+    bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&back[i], &(float){bf16_to_f32(h[i])}, 4) != 0;
+    ok &= bad == 0;
+    CU_ASSERT(ok);
+    free(x), free(h), free(back);
+}
+
+// Every element of got (M,N, stride ldg) against ref (double) within the fp32-accumulation bound of
+// the bf16 GEMM (kernels.h): (K + 2) u bound_abs + 1e-30 (the absolute term: flushed underflows)
+static int check_bf16_bound(const char *what, const float *got, int ldg, const double *ref, const double *bound_abs,
+                            int M, int N, int K) {
+    const double u = EPS / 2;
+    int ok = 1;
+    double worst = 0.0;
+    size_t wi = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            size_t e = (size_t)i * N + j;
+            double bound = (K + 2) * u * bound_abs[e] + 1e-30, err = fabs((double)got[(size_t)i * ldg + j] - ref[e]);
+            double used = err / bound;
+            if (!(used <= 1.0)) ok = 0;
+            if (!(used <= worst)) worst = isnan(used) ? INFINITY : used, wi = e;
+        }
+    if (!ok)
+        fprintf(stderr, "%s: [%zu] %.9g vs %.9g, %.3f of the bound\n", what, wi,
+                (double)got[(wi / N) * (size_t)ldg + wi % N], ref[wi], worst);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: %.3f of the bound", what, worst);
+    return ok;
+}
+
+// x rounded to bf16 by the reference rounding, as a double
+static double rb(float x) {
+    unsigned b = ref_bf16(x);
+    return (b & 0x8000u ? -1.0 : 1.0) * bf16_mag(b);
+}
+
+// gemm_bf16 against the double sum of the bf16-rounded operands, within the bound above, with
+// padded strides whose padding must stay unwritten; gemm_bf16_parallel bit for bit at 1, 2, 3 threads.
+static void gemm_bf16_case(int ta, int tb, int M, int N, int K, float alpha, float beta) {
+    int pad = 3;
+    int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+    int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+    size_t na = (size_t)a_rows * lda, nb = (size_t)b_rows * ldb, nc = (size_t)M * ldc;
+    float *A = falloc(na), *B = falloc(nb), *C = falloc(nc), *C0 = falloc(nc);
+    fill_uniform(A, na, -1, 1);
+    fill_uniform(B, nb, -1, 1);
+    fill_uniform(C0, nc, -1, 1);
+    if (beta == 0.0f) fill_const(C0, nc, NAN);   // beta = 0 must not read C
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) C0[(size_t)i * ldc + j] = 12345.0f;
+    double *ref = dalloc((size_t)M * N), *abs_sum = dalloc((size_t)M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0, sa = 0.0;
+            for (int k = 0; k < K; k++) {
+                double a = rb(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+                double b = rb(tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                s += a * b;
+                sa += fabs(a * b);
+            }
+            double c = beta == 0.0f ? 0.0 : C0[(size_t)i * ldc + j];
+            ref[(size_t)i * N + j] = alpha * s + beta * c;
+            abs_sum[(size_t)i * N + j] = fabs(alpha) * sa + fabs(beta * c);
+        }
+    memcpy(C, C0, nc * sizeof(float));
+    gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    char what[256];
+    snprintf(what, sizeof what, "gemm_bf16 ta=%d tb=%d %dx%dx%d a=%g b=%g (%s)", ta, tb, M, N, K, alpha, beta, g_path);
+    CU_ASSERT(check_bf16_bound(what, C, ldc, ref, abs_sum, M, N, K));
+    int pad_ok = 1;
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) pad_ok &= C[(size_t)i * ldc + j] == 12345.0f;
+    CU_ASSERT(pad_ok);
+    float *Cp = falloc(nc);
+    for (int nt = 1; nt <= 3; nt++) {
+        omp_set_num_threads(nt);
+        memcpy(Cp, C0, nc * sizeof(float));
+        gemm_bf16_parallel(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, Cp, ldc);
+        snprintf(what, sizeof what, "gemm_bf16_parallel %d threads ta=%d tb=%d %dx%dx%d (%s)", nt, ta, tb, M, N, K, g_path);
+        CU_ASSERT(same_bits(what, Cp, C, nc));
+    }
+    omp_set_num_threads(2);
+    free(A), free(B), free(C), free(C0), free(Cp), free(ref), free(abs_sum);
+}
+
+// The linear layers with bf16 weights: forward (with and without bias), the fused GELU against
+// forward + gelu_forward (bit for bit), backward's dinp, dweight (written, then accumulated) and
+// dbias against double sums of the bf16-rounded operands, at 1 and 2 threads bit for bit.
+static void matmul_bf16_case(int N, int C, int OC) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *x = falloc(ni), *wf = falloc(nw), *b = falloc(OC), *dout = falloc(no);
+    fill_uniform(x, ni, -1, 1);
+    fill_uniform(wf, nw, -0.5f, 0.5f);
+    fill_uniform(b, OC, -1, 1);
+    fill_uniform(dout, no, -1, 1);
+    uint16_t *w = xmalloc(nw * sizeof(uint16_t));
+    for (size_t i = 0; i < nw; i++) w[i] = (uint16_t)ref_bf16(wf[i]);
+    double *ref = dalloc(no), *abs_sum = dalloc(no);
+    char what[256];
+    // forward
+    for (int r = 0; r < N; r++)
+        for (int o = 0; o < OC; o++) {
+            double s = b[o], sa = fabs(b[o]);
+            for (int k = 0; k < C; k++) {
+                double p = rb(x[(size_t)r * C + k]) * bf16_to_f32(w[(size_t)o * C + k]);
+                s += p;
+                sa += fabs(p);
+            }
+            ref[(size_t)r * OC + o] = s, abs_sum[(size_t)r * OC + o] = sa;
+        }
+    float *out = falloc(no), *out2 = falloc(no), *act = falloc(no), *act2 = falloc(no);
+    fill_const(out, no, NAN);
+    matmul_forward_bf16(out, x, w, b, N, C, OC);
+    snprintf(what, sizeof what, "matmul_forward_bf16 N=%d C=%d OC=%d (%s)", N, C, OC, g_path);
+    CU_ASSERT(check_bf16_bound(what, out, OC, ref, abs_sum, N, OC, C));
+    omp_set_num_threads(1);
+    matmul_forward_bf16_gelu(out2, act, x, w, b, N, C, OC);
+    omp_set_num_threads(2);
+    gelu_forward(act2, out, no);
+    CU_ASSERT(same_bits("matmul_forward_bf16_gelu pre-activation (1 thread vs 2)", out2, out, no));
+    CU_ASSERT(same_bits("matmul_forward_bf16_gelu gelu", act, act2, no));
+    matmul_forward_bf16(out2, x, w, NULL, N, C, OC);   // without bias: out - b, within the same bound
+    for (size_t i = 0; i < no; i++) ref[i] -= b[i % OC], abs_sum[i] -= fabs(b[i % OC]);
+    CU_ASSERT(check_bf16_bound("matmul_forward_bf16 without bias", out2, OC, ref, abs_sum, N, OC, C));
+    // backward: dinp = dout W, dweight = dout^T x (then + the same again), dbias = colsum(dout)
+    float *dinp = falloc(ni), *dw = falloc(nw), *db = falloc(OC), *dw1 = falloc(nw);
+    double *rdi = dalloc(ni), *adi = dalloc(ni), *rdw = dalloc(nw), *adw = dalloc(nw);
+    for (int r = 0; r < N; r++)
+        for (int k = 0; k < C; k++) {
+            double s = 0, sa = 0;
+            for (int o = 0; o < OC; o++) {
+                double p = rb(dout[(size_t)r * OC + o]) * bf16_to_f32(w[(size_t)o * C + k]);
+                s += p, sa += fabs(p);
+            }
+            rdi[(size_t)r * C + k] = s, adi[(size_t)r * C + k] = sa;
+        }
+    for (int o = 0; o < OC; o++)
+        for (int k = 0; k < C; k++) {
+            double s = 0, sa = 0;
+            for (int r = 0; r < N; r++) {
+                double p = rb(dout[(size_t)r * OC + o]) * rb(x[(size_t)r * C + k]);
+                s += p, sa += fabs(p);
+            }
+            rdw[(size_t)o * C + k] = s, adw[(size_t)o * C + k] = sa;
+        }
+    fill_const(dinp, ni, NAN);
+    fill_const(dw, nw, NAN);
+    fill_const(db, OC, NAN);
+    matmul_backward_bf16(dinp, dw, db, dout, x, w, N, C, OC, 0);
+    snprintf(what, sizeof what, "matmul_backward_bf16 dinp N=%d C=%d OC=%d (%s)", N, C, OC, g_path);
+    CU_ASSERT(check_bf16_bound(what, dinp, C, rdi, adi, N, C, OC));
+    snprintf(what, sizeof what, "matmul_backward_bf16 dweight N=%d C=%d OC=%d (%s)", N, C, OC, g_path);
+    CU_ASSERT(check_bf16_bound(what, dw, C, rdw, adw, OC, C, N));
+    int db_ok = 1;
+    for (int o = 0; o < OC; o++) {
+        double s = 0;
+        for (int r = 0; r < N; r++) s += dout[(size_t)r * OC + o];
+        db_ok &= fabs(db[o] - s) <= EPS * fabs(s) + 1e-30;   // double sums, one rounding
+    }
+    CU_ASSERT(db_ok);
+    memcpy(dw1, dw, nw * sizeof(float));
+    omp_set_num_threads(1);
+    matmul_backward_bf16(dinp, dw, db, dout, x, w, N, C, OC, 1);   // accumulate: dw1 + the same product
+    omp_set_num_threads(2);
+    for (size_t i = 0; i < nw; i++) rdw[i] = 2 * rdw[i], adw[i] = 2 * adw[i];
+    CU_ASSERT(check_bf16_bound("matmul_backward_bf16 dweight accumulated", dw, C, rdw, adw, OC, C, N + 1));
+    free(x), free(wf), free(b), free(dout), free(w), free(ref), free(abs_sum), free(out), free(out2), free(act),
+        free(act2), free(dinp), free(dw), free(db), free(dw1), free(rdi), free(adi), free(rdw), free(adw);
+}
+
+// ||a - b|| / ||b|| over n elements (b double or float)
+static double rel_norm_d(const float *a, const double *b, size_t n) {
+    double d = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), nb += b[i] * b[i];
+    return sqrt(d / (nb > 0 ? nb : 1));
+}
+static double rel_norm_f(const float *a, const float *b, size_t n) {
+    double *bd = to_double(b, n), r = rel_norm_d(a, bd, n);
+    free(bd);
+    return r;
+}
+
+// The bf16 form of flash attention against the double reference (forward) and the float32 kernels
+// (backward, itself checked against finite differences), in norm: ||bf16 - ref|| <= 4u ||ref||, u =
+// 2^-8. The reason: q and k rounded to bf16 move each score by at most 2u sum_c |q_c k_c| / 8, which
+// these inputs (|x| <= 1, hs = 64) keep below 2u x 8 = 16u in the exponent but, over a row, in norm
+// well under 1u; the probabilities and v rounded add u each: ~2-3u in all; the backward chains one
+// more rounded product (dO and dS) per gradient: 4u covers both with margin (measured: 0.4-0.6u,
+// SM_TEST_VERBOSE). Also: not equal to the float32 kernel (the bf16 path ran), bit for bit at 1 and
+// 2 threads, and the decode form (nq = 1 at position t) equal to row t of the full forward.
+static void attention_bf16_case(int B, int T, int C, int NH) {
+    const double tol = 4.0 / 256.0;
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    int hs = C / NH;
+    float *qkv = falloc(nqkv), *o32 = falloc(no), *o16 = falloc(no), *o16b = falloc(no), *l32 = falloc(nl),
+          *l16 = falloc(nl), *l16b = falloc(nl), *dout = falloc(no), *d32 = falloc(nqkv), *d16 = falloc(nqkv),
+          *d16b = falloc(nqkv), *row = falloc((size_t)hs);
+    fill_uniform(qkv, nqkv, -1, 1);
+    fill_uniform(dout, no, -1, 1);
+    double *qd = to_double(qkv, nqkv), *ref = dalloc(no), *att = dalloc(nl * (size_t)T);
+    ref_attention(ref, att, qd, B, T, C, NH);
+    attention_forward(o32, l32, qkv, B, T, C, NH);
+    attention_forward_bf16(o16, l16, qkv, B, T, C, NH);
+    double e_out = rel_norm_d(o16, ref, no), e_lse = rel_norm_f(l16, l32, nl);
+    char what[256];
+    snprintf(what, sizeof what, "attention_forward_bf16 B=%d T=%d C=%d NH=%d (%s)", B, T, C, NH, g_path);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: out %.2fu, lse %.2fu", what, e_out * 256, e_lse * 256);
+    CU_ASSERT(e_out <= tol && e_lse <= tol);
+    int bf16_ran = memcmp(o16, o32, no * sizeof(float)) != 0;
+    CU_ASSERT(bf16_ran || !kernels_bf16_available() || hs != 64);
+    attention_backward(d32, dout, o32, qkv, l32, B, T, C, NH);
+    fill_const(d16, nqkv, NAN);   // overwritten: every element
+    attention_backward_bf16(d16, dout, o16, qkv, l16, B, T, C, NH);
+    double e_d = rel_norm_f(d16, d32, nqkv);
+    if (getenv("SM_TEST_VERBOSE")) printf("\n  %s: dqkv %.2fu", what, e_d * 256);
+    CU_ASSERT(e_d <= tol);
+    omp_set_num_threads(1);
+    attention_forward_bf16(o16b, l16b, qkv, B, T, C, NH);
+    attention_backward_bf16(d16b, dout, o16, qkv, l16, B, T, C, NH);
+    omp_set_num_threads(2);
+    CU_ASSERT(same_bits("attention_forward_bf16 1 vs 2 threads", o16b, o16, no));
+    CU_ASSERT(same_bits("attention_forward_bf16 lse 1 vs 2 threads", l16b, l16, nl));
+    CU_ASSERT(same_bits("attention_backward_bf16 1 vs 2 threads", d16b, d16, nqkv));
+    int dec_ok = 1;   // decode: query t alone against the keys 0..t of batch row B-1, head NH-1
+    const float *base = qkv + (size_t)(B - 1) * T * 3 * C + (size_t)(NH - 1) * hs;
+    for (int t = 0; t < T; t += (T > 8 ? T / 7 : 1)) {
+        attention_head_forward_bf16(row, hs, NULL, base + (size_t)t * 3 * C, 3 * C, base + C, 3 * C, base + 2 * C, 3 * C, 1,
+                                    t, hs);
+        dec_ok &= memcmp(row, o16 + ((size_t)(B - 1) * T + t) * C + (size_t)(NH - 1) * hs, (size_t)hs * sizeof(float)) == 0;
+    }
+    CU_ASSERT(dec_ok);
+    free(qkv), free(o32), free(o16), free(o16b), free(l32), free(l16), free(l16b), free(dout), free(d32), free(d16),
+        free(d16b), free(row), free(qd), free(ref), free(att);
+}
+
+// adamw_update_bf16: the float32 params, m, v bit for bit adamw_update's, the copy their bf16
+static void adamw_bf16_case(size_t n) {
+    float *p = falloc(n), *g = falloc(n), *m = falloc(n), *v = falloc(n);
+    fill_uniform(p, n, -1, 1), fill_uniform(g, n, -1, 1), fill_uniform(m, n, -0.1f, 0.1f), fill_uniform(v, n, 0, 0.01f);
+    float *p2 = copy_f(p, n), *m2 = copy_f(m, n), *v2 = copy_f(v, n);
+    uint16_t *pb = xmalloc(n * sizeof(uint16_t));
+    adamw_update(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 3);
+    adamw_update_bf16(p2, pb, g, m2, v2, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 3);
+    CU_ASSERT(same_bits("adamw_update_bf16 params", p2, p, n));
+    CU_ASSERT(same_bits("adamw_update_bf16 m", m2, m, n));
+    CU_ASSERT(same_bits("adamw_update_bf16 v", v2, v, n));
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += pb[i] != ref_bf16(p[i]);
+    CU_ASSERT(bad == 0);
+    free(p), free(g), free(m), free(v), free(p2), free(m2), free(v2), free(pb);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The table of cases, in the spirit of ggml's test-backend-ops: one row per (op, shape, dtype),
 // and each row runs on every code path this CPU has for the ops it names (once per distinct
 // combination of those ops' paths, found by allowing each feature level in turn), so a new dtype
@@ -1643,6 +1978,26 @@ static void run_q8_quant(const test_case *t, void *r) {
 static void run_q8_matmul(const test_case *t, void *r) {
     (void)r;
     q8_matmul_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4]);
+}
+static void run_bf16_convert(const test_case *t, void *r) {
+    (void)t, (void)r;
+    bf16_convert_case();
+}
+static void run_gemm_bf16(const test_case *t, void *r) {
+    (void)r;
+    gemm_bf16_case(t->s[0], t->s[1], t->s[2], t->s[3], t->s[4], t->x[0], t->x[1]);
+}
+static void run_matmul_bf16(const test_case *t, void *r) {
+    (void)r;
+    matmul_bf16_case(t->s[0], t->s[1], t->s[2]);
+}
+static void run_attention_bf16(const test_case *t, void *r) {
+    (void)r;
+    attention_bf16_case(t->s[0], t->s[1], t->s[2], t->s[3]);
+}
+static void run_adamw_bf16(const test_case *t, void *r) {
+    (void)r;
+    adamw_bf16_case((size_t)t->s[0]);
 }
 static void run_cpu(const test_case *t, void *r) {
     (void)t, (void)r;
@@ -1781,6 +2136,46 @@ static void build_cases(void) {
         add((test_case){.op = "q8_matmul", .run = run_q8_matmul, .paths = P(GEMM_Q8) | P(GELU), .dtype = KERNELS_Q8,
                         .s = {qm[i][0], qm[i][1], qm[i][2], qm[i][3], qm[i][4]}});
 
+
+    // bfloat16: conversion on each path; the bf16 GEMM at odd shapes and every tile edge of both
+    // rows (plain C 4 x 16, AVX-512 14 x 32; MC 128 / 112, NC 512, KC 512 and its pairs: K odd,
+    // K = KC +- 1, two K blocks), every transpose, with alpha and beta; the linear layers at odd and
+    // model shapes; AdamW's copy
+    add((test_case){.op = "bf16_convert", .run = run_bf16_convert, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16});
+    static const int bm[] = {1, 4, 13, 14, 15, 29, 113}, bn[] = {1, 16, 17, 31, 32, 33, 513}, bk[] = {1, 2, 3, 31, 511, 512, 513, 1025};
+    int nbm = (int)(sizeof bm / sizeof bm[0]), nbn = (int)(sizeof bn / sizeof bn[0]), nbk = (int)(sizeof bk / sizeof bk[0]);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int im = 0; im < nbm; im++)
+                for (int in = 0; in < nbn; in++) {
+                    int ik = (im * 3 + in * 5 + ta + 2 * tb) % nbk, k = (im + in + ik) % 4;   // every K over the rows
+                    if ((size_t)bm[im] * bn[in] * bk[ik] > (size_t)4 << 20) ik = (ik + 3) % nbk;
+                    add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
+                                    .s = {ta, tb, bm[im], bn[in], bk[ik]}, .x = {ab[k][0], ab[k][1]}});
+                }
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int ik = 0; ik < nbk; ik++)
+                add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
+                                .s = {ta, tb, 29, 33, bk[ik]}, .x = {1.0f, ik % 2 ? 1.0f : 0.0f}});
+    add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
+                    .s = {0, 0, 5, 7, 0}, .x = {1.0f, 0.5f}});   // K = 0: C = beta C
+    static const int mb[][3] = {{1, 7, 5}, {3, 17, 300}, {15, 33, 31}, {29, 130, 65}, {113, 64, 96}, {256, 256, 768}, {64, 768, 2304}};
+    for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++)
+        add((test_case){.op = "matmul_bf16", .run = run_matmul_bf16, .paths = P(GEMM_BF16) | P(GELU), .dtype = KERNELS_BF16,
+                        .s = {mb[i][0], mb[i][1], mb[i][2]}});
+    // the bf16 attention: 64-wide heads at odd lengths (one position, part of a vector of queries,
+    // odd counts of keys and queries at block edges, several blocks), the model's shapes; hs = 4
+    // (the float32 fallback)
+    static const int ab16[][4] = {{2, 1, 128, 2}, {1, 7, 128, 2}, {1, 63, 128, 2}, {2, 65, 128, 2}, {1, 130, 128, 2},
+                                  {1, 131, 64, 1}, {4, 64, 256, 4}, {2, 64, 768, 12}, {1, 200, 64, 1}, {2, 7, 12, 3}};
+    for (size_t i = 0; i < sizeof ab16 / sizeof ab16[0]; i++)
+        add((test_case){.op = "attention_bf16", .run = run_attention_bf16, .paths = P(GEMM_BF16) | P(ATTENTION),
+                        .dtype = KERNELS_BF16, .s = {ab16[i][0], ab16[i][1], ab16[i][2], ab16[i][3]}});
+    static const int an[] = {1, 15, 16, 17, 1000, 100001};
+    for (size_t i = 0; i < sizeof an / sizeof an[0]; i++)
+        add((test_case){.op = "adamw_bf16", .run = run_adamw_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16, .s = {an[i]}});
+
     add((test_case){.op = "gelu", .run = run_gelu, .paths = P(GELU)});
     static const int rl[][2] = {{5, 7}, {64, 256}, {9, 768}, {3, 37}};
     for (size_t i = 0; i < sizeof rl / sizeof rl[0]; i++)
@@ -1858,6 +2253,11 @@ static void test_flash_attention(void) { run_rows("flash_attention"); }
 static void test_gelu(void) { run_rows("gelu"); }
 static void test_q8_quantize(void) { run_rows("q8_quantize"); }
 static void test_q8_matmul(void) { run_rows("q8_matmul"); }
+static void test_bf16_convert(void) { run_rows("bf16_convert"); }
+static void test_gemm_bf16(void) { run_rows("gemm_bf16"); }
+static void test_matmul_bf16(void) { run_rows("matmul_bf16"); }
+static void test_adamw_bf16(void) { run_rows("adamw_bf16"); }
+static void test_attention_bf16(void) { run_rows("attention_bf16"); }
 static void test_residual_layernorm(void) { run_rows("residual_layernorm"); }
 static void test_residual_scale(void) { run_rows("residual_scale"); }
 static void test_softmax_xent(void) { run_rows("softmax_xent"); }
@@ -1885,13 +2285,19 @@ int main(void) {
         {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row},
         {"matmul_gelu", test_matmul_gelu}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
         {"q8_quantize", test_q8_quantize}, {"q8_matmul", test_q8_matmul},
+        {"bf16_convert", test_bf16_convert}, {"gemm_bf16", test_gemm_bf16}, {"matmul_bf16", test_matmul_bf16},
+        {"adamw_bf16", test_adamw_bf16}, {"attention_bf16", test_attention_bf16},
         {"gelu", test_gelu}, {"residual_layernorm", test_residual_layernorm}, {"residual_scale", test_residual_scale},
         {"softmax_xent", test_softmax_xent}, {"vmath", test_vmath}, {"vmath_avx512", test_vmath_avx512},
         {"adamw", test_adamw}, {"flush_denormals", test_flush_denormals}, {"sum_squares", test_sum_squares},
     };
     CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
     int ok = s != NULL;
-    for (size_t i = 0; ok && i < sizeof tests / sizeof tests[0]; i++) ok = CU_add_test(s, tests[i].name, tests[i].fn) != NULL;
+    const char *only = getenv("SM_TEST_ONLY");   // a comma-separated list of tests to run (debugging)
+    for (size_t i = 0; ok && i < sizeof tests / sizeof tests[0]; i++) {
+        if (only && !strstr(only, tests[i].name)) continue;
+        ok = CU_add_test(s, tests[i].name, tests[i].fn) != NULL;
+    }
     if (!ok) {
         fprintf(stderr, "test_kernels: CUnit setup: %s\n", CU_get_error_msg());
         CU_cleanup_registry();

@@ -22,11 +22,14 @@ static const char BENCH_USAGE[] =
     "usage: smallmind bench <what> [options]\n"
     "what:\n"
     "  kernels      each kernel's GFLOP/s or GB/s at the model shapes, beside OpenBLAS sgemm on the same\n"
-    "               shapes and a STREAM triad, measured in this run, with the ratios\n"
+    "               shapes and a STREAM triad, measured in this run, with the ratios; where the CPU has\n"
+    "               AVX512-BF16, the vdpbf16ps/FMA instruction peak ratio and the linear layers in bf16\n"
+    "               beside fp32 and OpenBLAS, as a fraction of that ratio\n"
     "  train        whole training steps (forward, backward, AdamW) of the two reference shapes: s/step,\n"
     "               tokens/s, GFLOP/s and its fraction of OpenBLAS; under mpirun also forward, backward,\n"
     "               exposed communication wait, optimizer and the share of allreduce hidden by backward;\n"
-    "               the PyTorch reference on the same shape where python3-torch is installed\n"
+    "               the PyTorch reference on the same shape where python3-torch is installed; with\n"
+    "               AVX512-BF16 also --precision bf16 beside PyTorch's bf16 autocast, and the speed-ups\n"
     "  checkpoint   HDF5 checkpoint save and load against plain sequential I/O (its own options:\n"
     "               smallmind bench checkpoint --help)\n"
     "  tokenizer    GPT-2 BPE MB/s, ours at 1 and 2 threads against tiktoken (WASM) and gpt-3-encoder (its\n"
@@ -47,8 +50,8 @@ static const char BENCH_USAGE[] =
     "  --no-blas        skip the OpenBLAS baseline\n"
     "  --no-torch       train: skip the PyTorch reference\n"
     "  --python P       the Python with torch for the reference (default /usr/bin/python3)\n"
-    "  --simd L         the CPU features kernels may use: scalar, avx2, avx-vnni, avx512, avx512-vnni or\n"
-    "                   native (default native: all the CPU has)\n"
+    "  --simd L         the CPU features kernels may use: scalar, avx2, avx-vnni, avx512, avx512-vnni,\n"
+    "                   avx512-bf16 or native (default native: all the CPU has)\n"
     "  --json           one JSON object per figure instead of the tables\n"
     "  --help\n";
 
@@ -654,6 +657,157 @@ static void bench_q8_shape(const bench_opts *o, const bench_shape *sh, double st
     sm_free(d.wte), sm_free(d.wteq), sm_free(d.wtes), sm_free(d.bias), sm_free(d.x), sm_free(d.out);
 }
 
+// ---------------------------------------------------------------------------------------------
+// bf16 mixed precision (issue 15, bench kernels): the instruction peak ratio this CPU gives, and the
+// linear layers' products in bf16 beside our fp32 and OpenBLAS sgemm, measured in this run
+
+typedef struct {
+    int bf16;
+    long n;
+} peak_ctx;
+static void k_peak(void *p) {
+    peak_ctx *c = p;
+    volatile double f = kernels_peak_loop(c->bf16, c->n);
+    (void)f;
+}
+
+// Seconds per call of each of n functions, interleaved block by block in every round (medians),
+// with time_pair's pauses so OpenBLAS's and libgomp's spinning threads never overlap a block
+static void time_n(int n, bench_fn *f, void **ctx, int rounds, double *t) {
+    double s[4][MAX_ROUNDS];
+    int calls[4];
+    if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
+    for (int k = 0; k < n; k++) {
+        calls[k] = calls_per_block(f[k], ctx[k]);
+        sleep_s(0.15);
+    }
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < n; k++) {
+            double t0 = sm_now_s();
+            for (int i = 0; i < calls[k]; i++) f[k](ctx[k]);
+            s[k][r] = (sm_now_s() - t0) / calls[k];
+            sleep_s(0.15);
+        }
+    for (int k = 0; k < n; k++) t[k] = median(s[k], rounds);
+}
+
+// The peak ratio: 512-bit vdpbf16ps against FMAs, register to register, on every thread
+static double bench_bf16_peak(const bench_opts *o) {
+    peak_ctx f = {0, 1L << 19}, b = {1, 1L << 19};
+    double flops_f = kernels_peak_loop(0, f.n), flops_b = kernels_peak_loop(1, b.n);
+    bench_fn fn[2] = {k_peak, k_peak};
+    void *cx[2] = {&f, &b};
+    double t[2];
+    time_n(2, fn, cx, o->rounds, t);
+    double gf = flops_f / t[0] * 1e-9, gb = flops_b / t[1] * 1e-9;
+    emit(o, "peak: fp32 FMA (vfmadd231ps zmm, 16 chains per thread)", "gflops", gf, t[0] * 1e3, 0.0, "");
+    emit(o, "peak: bf16 dot (vdpbf16ps zmm, 16 chains per thread)", "gflops", gb, t[1] * 1e3, gf, "fma");
+    return gb / gf;
+}
+
+typedef struct {
+    int N, IC, OC;
+    const float *inp, *w, *dout;
+    const uint16_t *w16;
+    float *out, *dinp, *dw;
+    const blas_lib *blas;
+} lin2_ctx;
+
+static void k_lin_f32_fwd(void *p) {
+    lin2_ctx *c = p;
+    matmul_forward(c->out, c->inp, c->w, NULL, c->N, c->IC, c->OC);
+}
+static void k_lin_bf16_fwd(void *p) {
+    lin2_ctx *c = p;
+    matmul_forward_bf16(c->out, c->inp, c->w16, NULL, c->N, c->IC, c->OC);
+}
+static void k_lin_blas_fwd(void *p) {
+    lin2_ctx *c = p;
+    c->blas->sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, c->N, c->OC, c->IC, 1.0f, c->inp, c->IC, c->w, c->IC,
+                   0.0f, c->out, c->OC);
+}
+static void k_lin_f32_bwd(void *p) {
+    lin2_ctx *c = p;
+    matmul_backward(c->dinp, c->dw, NULL, c->dout, c->inp, c->w, c->N, c->IC, c->OC, 1);
+}
+static void k_lin_bf16_bwd(void *p) {
+    lin2_ctx *c = p;
+    matmul_backward_bf16(c->dinp, c->dw, NULL, c->dout, c->inp, c->w16, c->N, c->IC, c->OC, 1);
+}
+static void k_lin_blas_bwd(void *p) {   // dinp = dout W; dweight += dout^T inp
+    lin2_ctx *c = p;
+    c->blas->sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, c->N, c->IC, c->OC, 1.0f, c->dout, c->OC, c->w, c->IC,
+                   0.0f, c->dinp, c->IC);
+    c->blas->sgemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, c->OC, c->IC, c->N, 1.0f, c->dout, c->OC, c->inp, c->IC,
+                   1.0f, c->dw, c->IC);
+}
+
+// One figure: bf16's GFLOP/s with fp32's (the baseline), OpenBLAS's, and bf16/fp32 against the peak ratio
+static void emit_bf16(const bench_opts *o, const char *name, double flops, double t16, double t32, double tblas,
+                      double peak) {
+    double g16 = flops / t16 * 1e-9, g32 = flops / t32 * 1e-9, gb = tblas > 0 ? flops / tblas * 1e-9 : 0.0;
+    double r = t32 / t16;
+    if (o->json) {
+        printf("{\"name\":\"%s\",\"gflops\":%.4g,\"ms\":%.5g,\"baseline\":\"f32\",\"baseline_gflops\":%.4g,\"ratio\":%.4f,"
+               "\"openblas_gflops\":%.4g,\"peak_ratio\":%.4f,\"of_peak_ratio\":%.4f}\n",
+               name, g16, t16 * 1e3, g32, r, gb, peak, peak > 0 ? r / peak : 0.0);
+    } else {
+        printf("  %-44s bf16 %7.1f  f32 %7.1f  openblas %7.1f GFLOP/s   bf16/f32 %5.2f = %4.2f of the peak ratio\n", name,
+               g16, g32, gb, r, peak > 0 ? r / peak : 0.0);
+    }
+    fflush(stdout);
+}
+
+static void bench_bf16_shape(const bench_opts *o, const blas_lib *blas, const bench_shape *sh, double peak) {
+    const int C = sh->C, Vp = (BENCH_V + 63) / 64 * 64, N = o->B * o->T;
+    char title[200], name[160];
+    snprintf(title, sizeof title, "%s: linear layers in bf16 (gemm bf16 path %s) beside fp32 (path %s) and OpenBLAS, N=%d",
+             sh->name, kernels_path(KERNELS_OP_GEMM_BF16), kernels_path(KERNELS_OP_GEMM_F32), N);
+    heading(o, title);
+    const struct {
+        const char *name;
+        int ic, oc, count;
+    } lin[5] = {{"qkv", C, 3 * C, sh->L}, {"attproj", C, C, sh->L}, {"fc", C, 4 * C, sh->L}, {"fcproj", 4 * C, C, sh->L},
+                {"lm_head", C, Vp, 1}};
+    double tot[3] = {0}, flops_tot = 0;
+    for (int i = 0; i < 5; i++) {
+        int ic = lin[i].ic, oc = lin[i].oc;
+        size_t nw = (size_t)oc * ic;
+        uint16_t *w16 = sm_arena(nw * sizeof(uint16_t));
+        lin2_ctx c = {N, ic, oc, bench_buf((size_t)N * ic, 80), bench_buf(nw, 81), bench_buf((size_t)N * oc, 82), w16,
+                      bench_buf((size_t)N * oc, 83), bench_buf((size_t)N * ic, 84), bench_buf(nw, 85), blas};
+        bf16_from_f32_array(w16, c.w, nw);
+        for (int bwd = 0; bwd < 2; bwd++) {
+            bench_fn fn[3] = {bwd ? k_lin_bf16_bwd : k_lin_bf16_fwd, bwd ? k_lin_f32_bwd : k_lin_f32_fwd,
+                              bwd ? k_lin_blas_bwd : k_lin_blas_fwd};
+            void *cx[3] = {&c, &c, &c};
+            double t[3] = {0, 0, 0};
+            time_n(blas->sgemm ? 3 : 2, fn, cx, o->rounds, t);
+            double flops = (bwd ? 4.0 : 2.0) * N * ic * (double)oc;
+            snprintf(name, sizeof name, "bf16 %s.%s %s (N=%d,IC=%d,OC=%d)", sh->name, lin[i].name, bwd ? "bwd" : "fwd", N,
+                     ic, oc);
+            emit_bf16(o, name, flops, t[0], t[1], t[2], peak);
+            for (int k = 0; k < 3; k++) tot[k] += lin[i].count * t[k];
+            flops_tot += lin[i].count * flops;
+        }
+        sm_free(w16), sm_free((void *)c.inp), sm_free((void *)c.w), sm_free((void *)c.dout), sm_free(c.out),
+            sm_free(c.dinp), sm_free(c.dw);
+    }
+    snprintf(name, sizeof name, "bf16 %s: all products of a step", sh->name);
+    emit_bf16(o, name, flops_tot, tot[0], tot[1], blas->sgemm ? tot[2] : 0.0, peak);
+}
+
+static void bench_bf16_kernels(const bench_opts *o, const blas_lib *blas) {
+    if (!kernels_bf16_available()) {
+        heading(o, "bf16: no AVX512-BF16 on this CPU (or not allowed by --simd): not measured");
+        return;
+    }
+    heading(o, "bf16: the instruction peak ratio (512-bit, from registers, every thread): the bf16 GEMM's ceiling");
+    double peak = bench_bf16_peak(o);
+    for (int i = 0; i < 2; i++)
+        if (i == 0 ? o->small : o->gpt2) bench_bf16_shape(o, blas, &SHAPES[i], peak);
+}
+
 static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
     if (topo->rank != 0) return SM_EXIT_OK;   // one process measures: ranks would share the cores
     blas_lib blas = {0};
@@ -673,6 +827,7 @@ static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
     for (int i = 0; i < 2; i++)
         if (i == 0 ? o->small : o->gpt2) bench_q8_shape(o, &SHAPES[i], stream);
     bench_adamw(o, &SHAPES[o->gpt2 ? 1 : 0], stream);
+    bench_bf16_kernels(o, &blas);
     heading(o, "square and wide shapes (GFLOP/s)");
     const int extra[][3] = {{1024, 768, 768}, {1024, 3072, 768}, {1024, 768, 3072}, {512, 512, 512},
                             {1024, 256, 256}, {1024, 1024, 256}, {1024, 256, 1024}};
@@ -704,7 +859,7 @@ static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
 static const char TORCH_SCRIPT[] =
     "import sys, time, math, statistics\n"
     "import torch, torch.nn as nn, torch.nn.functional as F\n"
-    "L, H, C, V, B, T, steps, threads = map(int, sys.argv[1:9])\n"
+    "L, H, C, V, B, T, steps, threads, amp = map(int, sys.argv[1:10])\n"
     "torch.set_num_threads(threads); torch.manual_seed(0)\n"
     // without it, denormals (AdamW's moments of the rows of wte that random tokens never hit)
     // slow every step down, 0.35 s to 3.4 s by the 14th step of the small shape here
@@ -738,25 +893,34 @@ static const char TORCH_SCRIPT[] =
     "m = GPT()\n"
     "opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.1, foreach=True)\n"
     "idx = torch.randint(0, V, (B, T)); tgt = torch.randint(0, V, (B, T))\n"
-    "times = []\n"
+    // amp 2: fp32 and bf16 autocast steps in turn on the one model, timed apart (the pair's ratio
+    // taken on the same machine state); prints both medians
+    "modes = [0, 1] if amp == 2 else [amp]\n"
+    "times = {a: [] for a in modes}\n"
     "for i in range(2 + steps):\n"
+    "  for a in modes:\n"
     "    t0 = time.perf_counter()\n"
     "    opt.zero_grad(set_to_none=True)\n"
-    "    m(idx, tgt).backward()\n"
+    // amp: PyTorch's own mixed precision on CPU, autocast to bf16 around forward and loss (its
+    // documented recipe; the backward follows the forward's dtypes), the products through oneDNN
+    "    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bool(a)):\n"
+    "        loss = m(idx, tgt)\n"
+    "    loss.backward()\n"
     "    opt.step()\n"
-    "    if i >= 2: times.append(time.perf_counter() - t0)\n"
-    "print(statistics.median(times))\n";
+    "    if i >= 2: times[a].append(time.perf_counter() - t0)\n"
+    "print(' '.join(str(statistics.median(times[a])) for a in modes))\n";
 
-// Runs the PyTorch reference; returns its median s/step, or 0 when torch is unavailable.
-static double torch_step_s(const bench_opts *o, const bench_shape *s) {
-    char args[8][32];
-    const int vals[8] = {s->L, s->H, s->C, BENCH_V, o->B, o->T, o->steps < 3 ? 3 : o->steps, o->threads};
-    const char *argv[12] = {o->python, "-c", TORCH_SCRIPT};
-    for (int i = 0; i < 8; i++) {
+// Runs the PyTorch reference: amp 0 fp32, 1 bf16 autocast, 2 both in turn (*s16 gets bf16's); returns
+// its median (fp32) s/step, or 0 when torch is unavailable.
+static double torch_step_s(const bench_opts *o, const bench_shape *s, int amp, double *s16) {
+    char args[9][32];
+    const int vals[9] = {s->L, s->H, s->C, BENCH_V, o->B, o->T, o->steps < 3 ? 3 : o->steps, o->threads, amp};
+    const char *argv[13] = {o->python, "-c", TORCH_SCRIPT};
+    for (int i = 0; i < 9; i++) {
         snprintf(args[i], sizeof args[i], "%d", vals[i]);
         argv[3 + i] = args[i];
     }
-    argv[11] = NULL;
+    argv[12] = NULL;
     int fds[2];
     if (pipe(fds) != 0) return 0.0;
     fflush(stdout);
@@ -775,6 +939,9 @@ static double torch_step_s(const bench_opts *o, const bench_shape *s) {
         setenv("MALLOC_MMAP_MAX_", "0", 1);
         setenv("MALLOC_TRIM_THRESHOLD_", "68719476736", 1);
         setenv("OMP_NUM_THREADS", args[7], 1);
+        // oneDNN (PyTorch's bf16 products) picks its kernels by ISA: let it use AVX512-BF16 (and AMX)
+        unsetenv("ONEDNN_MAX_CPU_ISA");
+        unsetenv("DNNL_MAX_CPU_ISA");
         // torch's own OpenMP threads would otherwise spin between ops while OpenBLAS's pthreads
         // (which torch calls for some products) want the same cores: 0.66 -> 0.43 s/step small,
         // 13.8 -> 2.5 s/step at 124M here
@@ -792,7 +959,10 @@ static double torch_step_s(const bench_opts *o, const bench_shape *s) {
     int status = 0;
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 0.0;
-    return strtod(out, NULL);
+    char *end;
+    double first = strtod(out, &end);
+    if (s16) *s16 = amp == 2 ? strtod(end, NULL) : 0.0;
+    return first;
 }
 
 static int torch_available(const char *python) {
@@ -802,8 +972,9 @@ static int torch_available(const char *python) {
     return system(cmd) == 0;
 }
 
+// torch_s: PyTorch's fp32 s/step, measured by the caller (0: none)
 static void bench_train_shape(const bench_opts *o, const bench_shape *s, const comm_topology *topo,
-                              const blas_lib *blas, int have_torch) {
+                              const blas_lib *blas, double torch_s) {
     sm_model_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
                            .vocab_size = BENCH_V, .tokenizer = "gpt2"};
     char err[256];
@@ -863,7 +1034,7 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
     double gflops = flops / (step_ms * 1e-3) * 1e-9;
     double tok_s = (double)N * topo->world_size / (step_ms * 1e-3);
 
-    double blas_gflops = 0.0, torch_s = 0.0;
+    double blas_gflops = 0.0;
     if (topo->rank == 0 && blas->sgemm) {
         double t_ours = 0, t_blas = 0;
         bench_opts quiet = *o;
@@ -871,7 +1042,6 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
         double f = bench_step_products(&quiet, blas, s, 0, &t_ours, &t_blas);
         blas_gflops = f / t_blas * 1e-9;
     }
-    if (topo->rank == 0 && have_torch) torch_s = torch_step_s(o, s);
 
     if (topo->rank == 0) {
         char name[128];
@@ -915,6 +1085,96 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
     trainer_free(&tr);
 }
 
+// ---------------------------------------------------------------------------------------------
+// bf16 mixed precision (issue 15): the step's speed-ups, ours and PyTorch's, measured in this run
+
+// fp32 and bf16 steps of the same shape in turn (two trainers from the same init, the same batches):
+// each pair's ratio is taken on the same machine state, and the medians reported; then bf16's
+// figures, its profile (--profile), and the speed-ups over our fp32 and PyTorch's fp32 and bf16.
+static void bench_train_bf16(const bench_opts *o, const bench_shape *s, const comm_topology *topo, double torch32,
+                             double torch16) {
+    sm_model_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
+                           .vocab_size = BENCH_V, .tokenizer = "gpt2"};
+    char err[256], name[160];
+    if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "bench: %s (command line)", err);
+    static trainer tr[2];   // [0] fp32, [1] bf16
+    for (int k = 0; k < 2; k++) {
+        trainer_build(&tr[k], &cfg, o->B, o->T, 1, 8.0, 0, 1337, topo);
+        if (trainer_set_precision(&tr[k], k ? SM_BF16 : SM_F32, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "bench: %s", err);
+    }
+    const int warmup = 2, steps = o->steps;
+    const size_t n_windows = (size_t)(warmup + steps) * o->B * topo->world_size;
+    shard data = {.n_tokens = n_windows * o->T + 1, .vocab_size = BENCH_V};
+    snprintf(data.path, sizeof data.path, "(random tokens)");
+    data.tokens = sm_malloc(data.n_tokens * sizeof(uint16_t));
+    sm_rng rng;
+    sm_rng_seed(&rng, 42, 0);
+    for (size_t i = 0; i < data.n_tokens; i++) data.tokens[i] = (uint16_t)sm_rng_below(&rng, BENCH_V);
+    loader ld;
+    if (loader_init(&ld, &data, o->T, 0, 0, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "bench: %s", err);
+    const adamw_hparams hp = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    double *t = sm_calloc((size_t)steps * 6, sizeof(double));
+    double *t32 = t, *t16 = t + steps, *ratio = t + 2 * steps, *fwd = t + 3 * steps, *bwd = t + 4 * steps,
+           *opt = t + 5 * steps;
+    prof_reset();
+    for (int step = 0; step < warmup + steps; step++) {
+        if (step == warmup) prof_reset();
+        for (int k = 0; k < 2; k++) {
+            prof_enable(o->profile && k == 1);   // the profile is bf16's
+            comm_barrier();
+            if (k == 1) prof_step_begin();
+            double t0 = sm_now_s();
+            train_step_stats st;
+            train_step(&tr[k], &ld, (uint64_t)step * o->B * topo->world_size, &hp, 1.0f, step + 1, &st);
+            double dt = sm_now_s() - t0;
+            if (k == 1) prof_step_end((long)o->B * o->T);
+            if (step < warmup) continue;
+            (k ? t16 : t32)[step - warmup] = dt;
+            if (k) fwd[step - warmup] = st.fwd_ms, bwd[step - warmup] = st.bwd_ms, opt[step - warmup] = st.opt_ms;
+        }
+        if (step >= warmup) ratio[step - warmup] = t32[step - warmup] / t16[step - warmup];
+    }
+    double r = median(ratio, steps), s32 = median(t32, steps), s16 = median(t16, steps);
+    if (topo->rank == 0) {
+        int N = o->B * o->T, hs = s->C / s->H;
+        double flops = 6.0 * N * ((double)s->L * 12 * s->C * s->C + (double)s->C * cfg.padded_vocab_size) +
+                       3.0 * s->L * 2.0 * o->B * s->H * hs * (double)o->T * (o->T + 1);
+        if (!o->json)
+            printf("%s bf16 (gemm bf16 path %s), steps in turn with fp32, median of %d pairs\n", s->name,
+                   kernels_path(KERNELS_OP_GEMM_BF16), steps);
+        snprintf(name, sizeof name, "train %s bf16 s/step", s->name);
+        emit(o, name, "s_per_step", s16, s16 * 1e3, s32, "fp32");
+        snprintf(name, sizeof name, "train %s bf16 tokens/s", s->name);
+        emit(o, name, "tokens_per_s", N * topo->world_size / s16, s16 * 1e3, 0.0, "");
+        snprintf(name, sizeof name, "train %s bf16 achieved GFLOP/s (%.1f GFLOP/step)", s->name, flops * 1e-9);
+        emit(o, name, "gflops", flops / s16 * 1e-9, s16 * 1e3, flops / s32 * 1e-9, "fp32");
+        snprintf(name, sizeof name, "train %s bf16 forward", s->name);
+        emit(o, name, "ms", median(fwd, steps), median(fwd, steps), 0.0, "");
+        snprintf(name, sizeof name, "train %s bf16 backward", s->name);
+        emit(o, name, "ms", median(bwd, steps), median(bwd, steps), 0.0, "");
+        snprintf(name, sizeof name, "train %s bf16 optimizer (AdamW + the bf16 copy)", s->name);
+        emit(o, name, "ms", median(opt, steps), median(opt, steps), 0.0, "");
+        snprintf(name, sizeof name, "train %s bf16 step speed-up over our fp32 (median of pairs)", s->name);
+        emit(o, name, "speedup", r, s16 * 1e3, 0.0, "");
+        if (torch32 > 0) {
+            snprintf(name, sizeof name, "train %s bf16 step speed-up over PyTorch fp32", s->name);
+            emit(o, name, "speedup", torch32 / s16, s16 * 1e3, 0.0, "");
+        }
+        if (torch16 > 0) {
+            snprintf(name, sizeof name, "train %s bf16 step speed-up over PyTorch bf16 autocast", s->name);
+            emit(o, name, "speedup", torch16 / s16, s16 * 1e3, 0.0, "");
+            snprintf(name, sizeof name, "train %s PyTorch bf16 autocast speed-up over PyTorch fp32", s->name);
+            emit(o, name, "speedup", torch32 / torch16, torch16 * 1e3, 0.0, "");
+        }
+        if (o->profile) prof_print(stdout, o->json);
+    }
+    prof_enable(0);
+    sm_free(t);
+    loader_free(&ld);
+    sm_free(data.tokens);
+    for (int k = 0; k < 2; k++) trainer_free(&tr[k]);
+}
+
 static int bench_train(const bench_opts *o, const comm_topology *topo) {
     blas_lib blas = {0};
     if (!o->no_blas && topo->rank == 0) blas_open(&blas, o->threads);
@@ -928,7 +1188,14 @@ static int bench_train(const bench_opts *o, const comm_topology *topo) {
         printf("bench train: gemm f32 path %s, %d thread%s per rank%s\n", kernels_path(KERNELS_OP_GEMM_F32), o->threads,
                o->threads > 1 ? "s" : "", have_torch ? ", PyTorch reference with malloc's mmap off and passive OpenMP waits" : "");
     for (int i = 0; i < 2; i++)
-        if (i == 0 ? o->small : o->gpt2) bench_train_shape(o, &SHAPES[i], topo, &blas, have_torch);
+        if (i == 0 ? o->small : o->gpt2) {
+            // PyTorch fp32 and (with AVX512-BF16) its bf16 autocast, step by step in turn
+            double torch16 = 0.0, torch32 = 0.0;
+            if (topo->rank == 0 && have_torch) torch32 = torch_step_s(o, &SHAPES[i], kernels_bf16_available() ? 2 : 0, &torch16);
+            bench_train_shape(o, &SHAPES[i], topo, &blas, torch32);
+            if (kernels_bf16_available()) bench_train_bf16(o, &SHAPES[i], topo, torch32, torch16);
+        }
+    if (!kernels_bf16_available() && topo->rank == 0) sm_info("bench train: no AVX512-BF16 on this CPU: bf16 not measured");
     return SM_EXIT_OK;
 }
 
@@ -976,7 +1243,8 @@ static void parse_bench(int argc, char **argv, bench_opts *o) {
             const kernels_cpu_level *lvl = kernels_cpu_level_find(optarg);
             if (!lvl)
                 sm_fatal(SM_EXIT_USAGE,
-                         "--simd expects scalar, avx2, avx-vnni, avx512, avx512-vnni or native, got '%s' (command line)",
+                         "--simd expects scalar, avx2, avx-vnni, avx512, avx512-vnni, avx512-bf16 or native, got '%s' "
+                         "(command line)",
                          optarg);
             kernels_cpu_allow(lvl->mask);
             break;

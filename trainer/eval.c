@@ -20,6 +20,8 @@ typedef struct {
     const char *ckpt, *data;
     int seq, batch, batches, threads, profile, json;
     int int8, group_size;
+    const char *precision;
+    sm_dtype prec;
 } eval_opts;
 
 #define E_OPT(name, type, field, lo, hi, arg, help) {name, type, offsetof(eval_opts, field), lo, hi, arg, help, NULL, 0, 0}
@@ -38,6 +40,8 @@ static const cli_opt EVAL_OPTIONS[] = {
     E_OPT("int8", CLI_FLAG, int8, 0, 1, NULL, "quantize the weight matrices to int8 at load (one scale per "
           "--group-size inputs) and run the INT8 kernels"),
     E_OPT("group-size", CLI_INT, group_size, 4, 512, "G", "--int8's quantization group along the input dimension"),
+    E_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: the matrix products' operands in bf16 "
+          "(AVX512-BF16, float32 sums; the checkpoint's float32 weights rounded once at load)"),
     E_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile of the forward passes"),
     E_OPT("json", CLI_FLAG, json, 0, 1, NULL, "one JSON object: loss, perplexity, bits_per_byte, tokens, tokens_per_s"),
 };
@@ -50,11 +54,13 @@ static const char EVAL_HEAD[] =
     "  eval --ckpt RUN_DIR/ckpt_S.h5 --data PREFIX_val.bin --seq T --batch b*R --batches V\n";
 
 static void parse_eval(int argc, char **argv, eval_opts *o) {
-    *o = (eval_opts){.group_size = 64};
+    *o = (eval_opts){.group_size = 64, .precision = "fp32"};
     cli_parse("eval", EVAL_HEAD, EVAL_OPTIONS, (int)(sizeof EVAL_OPTIONS / sizeof EVAL_OPTIONS[0]), o, sizeof *o,
               argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "eval: --ckpt PATH|RUN_DIR is required (command line)");
     if (!o->data) sm_fatal(SM_EXIT_USAGE, "eval: --data FILE is required (command line)");
+    o->prec = cli_precision(o->precision);
+    if (o->prec == SM_BF16 && o->int8) sm_fatal(SM_EXIT_USAGE, "--precision bf16 and --int8 exclude each other (command line)");
 }
 
 void ckpt_arg_path(const char *arg, char *path, size_t cap) {
@@ -127,6 +133,10 @@ int cmd_eval(int argc, char **argv) {
         char qerr[256];
         if (gpt2_weights_quantize(&w, o.group_size, qerr, sizeof qerr) != 0)
             comm_fatal_agreed(SM_EXIT_USAGE, "%s (command line)", qerr);
+    }
+    {
+        char perr[256];
+        if (gpt2_weights_set_precision(&w, o.prec, perr, sizeof perr) != 0) comm_fatal_agreed(SM_EXIT_USAGE, "%s (command line)", perr);
     }
     const sm_model_config *cfg = &w.cfg;
 

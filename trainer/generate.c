@@ -15,6 +15,8 @@
 typedef struct {
     const char *ckpt, *prompt, *prompt_file, *dump_logits;
     int max_new, threads, no_cache, profile, json, int8, group_size;
+    const char *precision;
+    sm_dtype prec;
     double temperature, top_p;
     int top_k;
     unsigned long long seed;
@@ -39,6 +41,8 @@ static const cli_opt GEN_OPTIONS[] = {
     G_OPT("int8", CLI_FLAG, int8, 0, 1, NULL, "quantize the weight matrices to int8 at load (one scale per "
           "--group-size inputs) and run the INT8 kernels"),
     G_OPT("group-size", CLI_INT, group_size, 4, 512, "G", "--int8's quantization group along the input dimension"),
+    G_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: the matrix products' operands in bf16 "
+          "(AVX512-BF16, float32 sums; the checkpoint's float32 weights rounded once at load)"),
     G_OPT("threads", CLI_INT, threads, 1, 1024, "N", "OpenMP threads (default: $OMP_NUM_THREADS, else the CPUs this "
           "process may use)"),
     G_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "the per-op profile, per generated token"),
@@ -54,10 +58,12 @@ static const char GEN_HEAD[] =
     "  through the KV cache. One process: under mpirun use -np 1.\n";
 
 static void parse_generate(int argc, char **argv, gen_opts *o) {
-    *o = (gen_opts){.group_size = 64, .max_new = 256, .seed = 1337, .temperature = 1.0, .top_k = 0, .top_p = 1.0};
+    *o = (gen_opts){.group_size = 64, .precision = "fp32", .max_new = 256, .seed = 1337, .temperature = 1.0, .top_k = 0, .top_p = 1.0};
     cli_parse("generate", GEN_HEAD, GEN_OPTIONS, (int)(sizeof GEN_OPTIONS / sizeof GEN_OPTIONS[0]), o, sizeof *o,
               argc, argv, NULL, 0);
     if (!o->ckpt) sm_fatal(SM_EXIT_USAGE, "generate: --ckpt PATH|RUN_DIR is required (command line)");
+    o->prec = cli_precision(o->precision);
+    if (o->prec == SM_BF16 && o->int8) sm_fatal(SM_EXIT_USAGE, "--precision bf16 and --int8 exclude each other (command line)");
     if (o->prompt && o->prompt_file)
         sm_fatal(SM_EXIT_USAGE, "generate: give --prompt or --prompt-file, not both (command line)");
 }
@@ -136,6 +142,10 @@ int cmd_generate(int argc, char **argv) {
         char qerr[256];
         if (gpt2_weights_quantize(&w, o.group_size, qerr, sizeof qerr) != 0)
             comm_fatal_agreed(SM_EXIT_USAGE, "%s (command line)", qerr);
+    }
+    {
+        char perr[256];
+        if (gpt2_weights_set_precision(&w, o.prec, perr, sizeof perr) != 0) comm_fatal_agreed(SM_EXIT_USAGE, "%s (command line)", perr);
     }
     const sm_model_config *cfg = &w.cfg;
     const int V = cfg->vocab_size, Vp = cfg->padded_vocab_size, maxT = cfg->max_seq_len;

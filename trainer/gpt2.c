@@ -132,7 +132,43 @@ int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen) 
     return 0;
 }
 
+int gpt2_weights_set_precision(gpt2_weights *w, sm_dtype precision, char *err, size_t errlen) {
+    if (precision == SM_F32) return 0;
+    if (precision != SM_BF16) return snprintf(err, errlen, "no %s mixed precision", SM_DTYPE_INFO[precision].name), -1;
+    if (!kernels_bf16_available())
+        return snprintf(err, errlen, "--precision bf16 needs AVX512-BF16 (vdpbf16ps), which this CPU does not have: "
+                        "use --precision fp32"), -1;
+    if (w->q8.count) return snprintf(err, errlen, "--precision bf16 and --int8 exclude each other"), -1;
+    if (w->precision == SM_BF16) return 0;
+    // the mirror: tensor i at params' element offset, 2 bytes per element (64-byte offsets halve to
+    // 32-byte ones), so AdamW and the ZeRO allgather index both arenas alike
+    const size_t n = sm_table_n_f32(&w->params);
+    w->bf16 = w->params;
+    void *base = sm_arena((n ? n : 1) * sizeof(uint16_t));
+    w->bf16.base = base;
+    w->bf16.n_bytes = n * sizeof(uint16_t);
+    for (int i = 0; i < w->bf16.count; i++) {
+        sm_tensor *t = &w->bf16.t[i];
+        t->dtype = SM_BF16;
+        t->offset = sm_tensor_f32_offset(&w->params.t[i]) * sizeof(uint16_t);
+        t->n_bytes = t->n_elems * sizeof(uint16_t);
+        t->data = (char *)base + t->offset;
+        t->ptr = NULL;
+    }
+    w->precision = SM_BF16;
+    gpt2_weights_refresh_bf16(w);
+    static const int mats[] = {P_WTE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+    for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) w->fwd[mats[k]] = &w->bf16.t[mats[k]];
+    return 0;
+}
+
+void gpt2_weights_refresh_bf16(gpt2_weights *w) {
+    if (w->precision != SM_BF16) return;
+    bf16_from_f32_array(w->bf16.base, sm_table_f32(&w->params), sm_table_n_f32(&w->params));
+}
+
 void gpt2_weights_free(gpt2_weights *w) {
+    sm_free(w->bf16.base);
     sm_free(w->q8.base);
     sm_free(w->params.base);
     memset(w, 0, sizeof *w);
@@ -246,11 +282,11 @@ static void forward_blocks(const gpt2_weights *w, gpt2_acts *a, const int *input
         x = layer_view(&a->t, a->layer_slots > 1 ? l : 0, BTa, C, NH);
         op_linear_forward("matmul.qkv", x.qkv, x.ln1, w->fwd[P_QKVW], l, PL(w, P_QKVB, l), N, C, 3 * C);
         if (!kv) {
-            op_attention_forward(x.atty, x.lse, x.qkv, B, T, C, NH);
+            op_attention_forward(x.atty, x.lse, x.qkv, B, T, C, NH, w->precision);
         } else {
             gpt2_infer *s = kv->s;
             float *k = s->kv + (size_t)l * 2 * s->B * s->maxT * C, *v = k + (size_t)s->B * s->maxT * C;
-            op_attention_cached(x.atty, x.qkv, k, v, kv->rows, s->pos, B, T, C, NH, s->maxT);
+            op_attention_cached(x.atty, x.qkv, k, v, kv->rows, s->pos, B, T, C, NH, s->maxT, w->precision);
         }
         op_linear_forward("matmul.attproj", x.attproj, x.atty, w->fwd[P_ATTPROJW], l, PL(w, P_ATTPROJB, l), N, C, C);
         op_residual_layernorm_forward(x.residual2, x.ln2, x.ln2_mean, x.ln2_rstd, residual, x.attproj,
@@ -398,7 +434,7 @@ void gpt2_backward(const gpt2_weights *w, gpt2_train *s, const int *inputs) {
     // dlogits were written over the logits by the fused softmax+loss; dwte gets the encoder's
     // share last
     op_linear_backward("matmul.lm_head", D(A_LNF), GL(s, P_WTE, 0, L), NULL, ACT(A_LOGITS), ACT(A_LNF),
-                       PL(w, P_WTE, 0), N, C, Vp, acc);
+                       w->fwd[P_WTE], 0, N, C, Vp, acc);
     layer_acts x = layer_view(&a->t, L - 1, BTa, C, NH);
     op_layernorm_backward(dres, GL(s, P_LNFW, 0, L), GL(s, P_LNFB, 0, L), D(A_LNF), x.residual3, PL(w, P_LNFW, 0),
                           ACT(A_LNF_MEAN), ACT(A_LNF_RSTD), N, C);
@@ -407,21 +443,21 @@ void gpt2_backward(const gpt2_weights *w, gpt2_train *s, const int *inputs) {
         const float *residual = l == 0 ? ACT(A_ENCODED) : layer_view(&a->t, l - 1, BTa, C, NH).residual3;
         // dres is d residual3 here: the gradient of fcproj's output
         op_linear_backward("matmul.fcproj", dfch_gelu, GL(s, P_FCPROJW, l, L), GL(s, P_FCPROJB, l, L), dres,
-                           x.fch_gelu, PL(w, P_FCPROJW, l), N, 4 * C, C, acc);
+                           x.fch_gelu, w->fwd[P_FCPROJW], l, N, 4 * C, C, acc);
         sync_progress(s);
         op_gelu_backward(dfch, x.fch, dfch_gelu, (size_t)N * 4 * C);
-        op_linear_backward("matmul.fc", dln2, GL(s, P_FCW, l, L), GL(s, P_FCB, l, L), dfch, x.ln2, PL(w, P_FCW, l), N,
-                           C, 4 * C, acc);
+        op_linear_backward("matmul.fc", dln2, GL(s, P_FCW, l, L), GL(s, P_FCB, l, L), dfch, x.ln2, w->fwd[P_FCW], l,
+                           N, C, 4 * C, acc);
         sync_progress(s);
         op_layernorm_backward(dres, GL(s, P_LN2W, l, L), GL(s, P_LN2B, l, L), dln2, x.residual2, PL(w, P_LN2W, l),
                               x.ln2_mean, x.ln2_rstd, N, C);
         // dres is now d residual2: the gradient of attproj's output
         op_linear_backward("matmul.attproj", datty, GL(s, P_ATTPROJW, l, L), GL(s, P_ATTPROJB, l, L), dres, x.atty,
-                           PL(w, P_ATTPROJW, l), N, C, C, acc);
+                           w->fwd[P_ATTPROJW], l, N, C, C, acc);
         sync_progress(s);
-        op_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, B, T, C, NH);
+        op_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, B, T, C, NH, w->precision);
         op_linear_backward("matmul.qkv", dln1, GL(s, P_QKVW, l, L), GL(s, P_QKVB, l, L), dqkv, x.ln1,
-                           PL(w, P_QKVW, l), N, C, 3 * C, acc);
+                           w->fwd[P_QKVW], l, N, C, 3 * C, acc);
         sync_progress(s);
         op_layernorm_backward(dres, GL(s, P_LN1W, l, L), GL(s, P_LN1B, l, L), dln1, residual, PL(w, P_LN1W, l),
                               x.ln1_mean, x.ln1_rstd, N, C);

@@ -43,9 +43,10 @@ void op_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
 }
 
 // The (OC,C) matrix `layer` of w in its dtype: the linear layers' dispatch. SM_F32 runs the fp32
-// GEMM; SM_Q8 the INT8 GEMM on its int8 values and per-group scales.
+// GEMM; SM_Q8 the INT8 GEMM on its int8 values and per-group scales; SM_BF16 the bf16 GEMM.
 typedef struct {
     const float *f32;
+    const uint16_t *bf16;
     const int8_t *q8;
     const float *scales;
     int group;
@@ -56,10 +57,10 @@ static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
     SM_CHECK(at + (size_t)OC * (size_t)C <= w->n_elems, "linear layer '%s': matrix %d out of range", w->name, layer);
     switch (w->dtype) {
     case SM_F32: return (matrix){.f32 = w->ptr + at};
+    case SM_BF16: return (matrix){.bf16 = (const uint16_t *)w->data + at};
     case SM_Q8: return (matrix){.q8 = (const int8_t *)w->data + at, .scales = w->scales + at / (size_t)w->group,
                                 .group = w->group};
-    default: sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no kernel for %s weights", w->name,
-                      SM_DTYPE_INFO[w->dtype].name);
+    default: sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no kernel for dtype %d", w->name, (int)w->dtype);
     }
 }
 
@@ -76,9 +77,11 @@ void op_linear_forward(const char *name, float *out, const float *inp, const sm_
     matrix m = matrix_of(w, layer, C, OC);
     if (m.q8)
         matmul_forward_q8(out, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else if (m.bf16)
+        matmul_forward_bf16(out, inp, m.bf16, bias, N, C, OC);
     else
         matmul_forward(out, inp, m.f32, bias, N, C, OC);
-    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC));
+    prof_stop_as(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC), SM_DTYPE_INFO[w->dtype].name);
 }
 
 void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
@@ -87,39 +90,57 @@ void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const
     matrix m = matrix_of(w, layer, C, OC);
     if (m.q8)
         matmul_forward_q8_gelu(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else if (m.bf16)
+        matmul_forward_bf16_gelu(out, out_gelu, inp, m.bf16, bias, N, C, OC);
     else
         matmul_forward_gelu(out, out_gelu, inp, m.f32, bias, N, C, OC);
-    prof_stop(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC) + f32_bytes((double)N * OC));
+    prof_stop_as(name, PROF_FWD, t, 2.0 * N * C * (double)OC, linear_bytes(w, N, C, OC) + f32_bytes((double)N * OC),
+                 SM_DTYPE_INFO[w->dtype].name);
 }
 
 void op_linear_backward(const char *name, float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int N, int C, int OC, int accumulate) {
+                        const float *inp, const sm_tensor *w, int layer, int N, int C, int OC, int accumulate) {
     double t = prof_start();
-    matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC, accumulate);
-    // reads dout, inp, W (and dW when adding); writes dinp, dW
-    double n = 2.0 * N * OC + 2.0 * N * C + (accumulate ? 3.0 : 2.0) * OC * (double)C;
-    prof_stop(name, PROF_BWD, t, 4.0 * N * C * (double)OC, f32_bytes(n));
+    matrix m = matrix_of(w, layer, C, OC);
+    if (m.bf16)
+        matmul_backward_bf16(dinp, dweight, dbias, dout, inp, m.bf16, N, C, OC, accumulate);
+    else if (m.f32)
+        matmul_backward(dinp, dweight, dbias, dout, inp, m.f32, N, C, OC, accumulate);
+    else
+        sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no backward for %s weights", w->name, SM_DTYPE_INFO[w->dtype].name);
+    // reads dout, inp, W (in its dtype; and dW when adding); writes dinp, dW
+    double n = 2.0 * N * OC + 2.0 * N * C + (accumulate ? 2.0 : 1.0) * OC * (double)C;
+    double wbytes = (double)OC * C * (double)SM_DTYPE_INFO[w->dtype].elem_bytes;
+    prof_stop_as(name, PROF_BWD, t, 4.0 * N * C * (double)OC, f32_bytes(n) + wbytes, SM_DTYPE_INFO[w->dtype].name);
 }
 
 // causal attention: QK^T and PV over the T(T+1)/2 unmasked pairs of each head, 2 flops each
 static double attention_flops(int B, int T, int C) { return 2.0 * B * C * (double)T * (T + 1); }
 
-void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
+void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, sm_dtype prec) {
     double t = prof_start();
-    attention_forward(out, lse, qkv, B, T, C, NH);
-    prof_stop("attention", PROF_FWD, t, attention_flops(B, T, C), f32_bytes(4.0 * B * T * C + (double)B * NH * T));
+    if (prec == SM_BF16)
+        attention_forward_bf16(out, lse, qkv, B, T, C, NH);
+    else
+        attention_forward(out, lse, qkv, B, T, C, NH);
+    prof_stop_as("attention", PROF_FWD, t, attention_flops(B, T, C), f32_bytes(4.0 * B * T * C + (double)B * NH * T),
+                 SM_DTYPE_INFO[prec].name);
 }
 
 void op_attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
-                           int B, int T, int C, int NH) {
+                           int B, int T, int C, int NH, sm_dtype prec) {
     double t = prof_start();
-    attention_backward(dqkv, dout, out, qkv, lse, B, T, C, NH);
+    if (prec == SM_BF16)
+        attention_backward_bf16(dqkv, dout, out, qkv, lse, B, T, C, NH);
+    else
+        attention_backward(dqkv, dout, out, qkv, lse, B, T, C, NH);
     // recomputes the scores and probabilities, then dP, dS, dQ, dK, dV: 2.5x the forward's products
-    prof_stop("attention", PROF_BWD, t, 2.5 * attention_flops(B, T, C), f32_bytes(11.0 * B * T * C));
+    prof_stop_as("attention", PROF_BWD, t, 2.5 * attention_flops(B, T, C), f32_bytes(11.0 * B * T * C),
+                 SM_DTYPE_INFO[prec].name);
 }
 
 void op_attention_cached(float *out, const float *qkv, float *kcache, float *vcache, const int *rows, const int *pos,
-                         int n_rows, int T, int C, int NH, int maxT) {
+                         int n_rows, int T, int C, int NH, int maxT, sm_dtype prec) {
     double t = prof_start();
     const int hs = C / NH, C3 = 3 * C;
     for (int i = 0; i < n_rows; i++) {
@@ -139,12 +160,17 @@ void op_attention_cached(float *out, const float *qkv, float *kcache, float *vca
     for (int ih = 0; ih < n_rows * NH; ih++) {
         const int i = ih / NH, h = ih % NH;
         const size_t base = (size_t)rows[i] * maxT * C + (size_t)h * hs;
-        attention_head_forward(out + (size_t)i * T * C + (size_t)h * hs, C, NULL, qkv + (size_t)i * T * C3 + h * hs,
-                               C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
+        float *o = out + (size_t)i * T * C + (size_t)h * hs;
+        const float *q = qkv + (size_t)i * T * C3 + h * hs;
+        if (prec == SM_BF16)
+            attention_head_forward_bf16(o, C, NULL, q, C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
+        else
+            attention_head_forward(o, C, NULL, q, C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
     }
     // QK^T and PV: 2 products of hs per pair and head; reads each row's cached keys and values and
     // the new q, k, v; writes the new k, v and out
-    prof_stop("attention", PROF_FWD, t, 4.0 * hs * NH * pairs, f32_bytes(2.0 * keys * C + 6.0 * n_rows * T * C));
+    prof_stop_as("attention", PROF_FWD, t, 4.0 * hs * NH * pairs, f32_bytes(2.0 * keys * C + 6.0 * n_rows * T * C),
+                 SM_DTYPE_INFO[prec].name);
 }
 
 void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {

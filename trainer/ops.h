@@ -32,20 +32,22 @@ void op_linear_forward(const char *name, float *out, const float *inp, const sm_
 void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
                             int layer, const float *bias, int N, int C, int OC);
 // dinp (N,C) = dout @ W (overwritten); dweight (OC,C) and dbias (OC, or NULL) written when
-// !accumulate, added to otherwise.
+// !accumulate, added to otherwise. W as in op_linear_forward (SM_F32: float32 products; SM_BF16: the
+// products on the bf16 GEMM, dweight included).
 void op_linear_backward(const char *name, float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int N, int C, int OC, int accumulate);
+                        const float *inp, const sm_tensor *w, int layer, int N, int C, int OC, int accumulate);
 
-void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+// prec: SM_F32, or SM_BF16 for the bf16 form (the products' operands in bf16; kernels.h)
+void op_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, sm_dtype prec);
 void op_attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv, const float *lse,
-                           int B, int T, int C, int NH);
+                           int B, int T, int C, int NH, sm_dtype prec);
 
 // Attention of n_rows rows of T new positions against each row's KV cache: the new keys and values
 // (from qkv (n_rows,T,3C)) are written into the cache first (row r's at kcache/vcache + r*maxT*C,
 // positions pos[r]..pos[r]+T-1), then out (n_rows,T,C) = causal attention of each new query over
 // the row's cached positions 0..its own. rows (n_rows): the cache row of each row.
 void op_attention_cached(float *out, const float *qkv, float *kcache, float *vcache, const int *rows, const int *pos,
-                         int n_rows, int T, int C, int NH, int maxT);
+                         int n_rows, int T, int C, int NH, int maxT, sm_dtype prec);
 
 // dinp (n) = gelu'(inp) * dout (overwritten)
 void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);

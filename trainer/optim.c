@@ -62,10 +62,14 @@ void adamw_step(adamw_state *o, sm_table *params, const sm_table *grads, const a
     for (int i = 0; i < params->count; i++) {
         size_t a, b;
         if (!owned_part(&params->t[i], o->lo, o->hi, &a, &b)) continue;
-        adamw_update(p + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps,
-                     decays(i) ? h->weight_decay : 0.0f, grad_scale, t);
+        float wd = decays(i) ? h->weight_decay : 0.0f;
+        if (o->copy_bf16)
+            adamw_update_bf16(p + a, o->copy_bf16 + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps, wd,
+                              grad_scale, t);
+        else
+            adamw_update(p + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps, wd, grad_scale, t);
         n += (double)(b - a);
     }
-    // reads p, g, m, v; writes p, m, v
-    prof_stop("adamw", PROF_OPT, t0, 0.0, 28.0 * n);
+    // reads p, g, m, v; writes p, m, v (and the bf16 copy)
+    prof_stop("adamw", PROF_OPT, t0, 0.0, (o->copy_bf16 ? 30.0 : 28.0) * n);
 }

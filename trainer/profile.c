@@ -11,6 +11,7 @@
 
 typedef struct {
     const char *op;
+    const char *precision;   // the dtype its products or values are taken in: "f32", "bf16", "q8"
     prof_phase phase;
     long calls;
     double seconds, flops, bytes;
@@ -58,12 +59,17 @@ static long long heap_in_use(void) {
 }
 
 void prof_stop(const char *op, prof_phase phase, double t0, double flops, double bytes) {
+    prof_stop_as(op, phase, t0, flops, bytes, "f32");
+}
+
+void prof_stop_as(const char *op, prof_phase phase, double t0, double flops, double bytes, const char *precision) {
     if (!g_prof.on || !g_prof.in_step) return;
     double dt = sm_now_s() - t0;
     prof_set *s = g_prof.warm_done ? &g_prof.run : &g_prof.warm;
     prof_entry *e = NULL;
     for (int i = 0; i < s->n; i++)
-        if (s->e[i].phase == phase && (s->e[i].op == op || !strcmp(s->e[i].op, op))) {
+        if (s->e[i].phase == phase && (s->e[i].op == op || !strcmp(s->e[i].op, op)) &&
+            !strcmp(s->e[i].precision, precision)) {
             e = &s->e[i];
             break;
         }
@@ -73,7 +79,7 @@ void prof_stop(const char *op, prof_phase phase, double t0, double flops, double
             return;
         }
         e = &s->e[s->n++];
-        *e = (prof_entry){.op = op, .phase = phase};
+        *e = (prof_entry){.op = op, .precision = precision, .phase = phase};
     }
     e->calls++;
     e->seconds += dt;
@@ -130,8 +136,8 @@ void prof_print(FILE *f, int json) {
         for (int i = 0; i < s->n; i++) {
             const prof_entry *e = &s->e[i];
             double ms = e->seconds * 1e3 / steps;
-            fprintf(f, "%s{\"op\":\"%s\",\"phase\":\"%s\",\"calls\":%.1f,\"ms\":%.4f,\"pct\":%.2f,\"gflops\":%.2f,\"gbps\":%.2f}",
-                    i ? "," : "", e->op, PHASE_NAMES[e->phase], (double)e->calls / steps, ms, 100.0 * ms / step_ms,
+            fprintf(f, "%s{\"op\":\"%s\",\"precision\":\"%s\",\"phase\":\"%s\",\"calls\":%.1f,\"ms\":%.4f,\"pct\":%.2f,\"gflops\":%.2f,\"gbps\":%.2f}",
+                    i ? "," : "", e->op, e->precision, PHASE_NAMES[e->phase], (double)e->calls / steps, ms, 100.0 * ms / step_ms,
                     e->seconds > 0 ? e->flops / e->seconds * 1e-9 : 0.0, e->seconds > 0 ? e->bytes / e->seconds * 1e-9 : 0.0);
         }
         fprintf(f, "]}\n");
@@ -141,15 +147,15 @@ void prof_print(FILE *f, int json) {
     fprintf(f, "profile: %ld step%s%s, %.2f ms/step", s->steps, s->steps == 1 ? "" : "s",
             excluded ? " (the first step after start/reset left out as warm-up)" : "", step_ms);
     if (tokens > 0) fprintf(f, ", %.0f tokens/step", tokens);
-    fprintf(f, "\n%-22s %-5s %9s %10s %7s %9s %9s %10s\n", "op", "phase", "calls/st", "ms/step", "% step", "GFLOP/s",
-            "GB/s", "MB/step");
+    fprintf(f, "\n%-22s %-5s %-4s %9s %10s %7s %9s %9s %10s\n", "op", "phase", "prec", "calls/st", "ms/step", "% step",
+            "GFLOP/s", "GB/s", "MB/step");
     for (int ph = 0; ph < PROF_N_PHASES; ph++) {
         for (int i = 0; i < s->n; i++) {
             const prof_entry *e = &s->e[i];
             if (e->phase != (prof_phase)ph) continue;
             double ms = e->seconds * 1e3 / steps;
-            fprintf(f, "%-22s %-5s %9.1f %10.3f %6.1f%% ", e->op, PHASE_NAMES[ph], (double)e->calls / steps, ms,
-                    100.0 * ms / step_ms);
+            fprintf(f, "%-22s %-5s %-4s %9.1f %10.3f %6.1f%% ", e->op, PHASE_NAMES[ph], e->precision,
+                    (double)e->calls / steps, ms, 100.0 * ms / step_ms);
             if (e->flops > 0)
                 fprintf(f, "%9.1f ", e->flops / e->seconds * 1e-9);
             else
@@ -157,11 +163,11 @@ void prof_print(FILE *f, int json) {
             fprintf(f, "%9.1f %10.1f\n", e->seconds > 0 ? e->bytes / e->seconds * 1e-9 : 0.0, e->bytes / steps * 1e-6);
         }
         if (phase_ms[ph] > 0)
-            fprintf(f, "%-22s %-5s %9s %10.3f %6.1f%%\n", "  total", PHASE_NAMES[ph], "", phase_ms[ph],
+            fprintf(f, "%-22s %-5s %-4s %9s %10.3f %6.1f%%\n", "  total", PHASE_NAMES[ph], "", "", phase_ms[ph],
                     100.0 * phase_ms[ph] / step_ms);
     }
-    fprintf(f, "%-22s %-5s %9s %10.3f %6.1f%%   (communication wait, data loading, loop overhead)\n", "untracked", "",
-            "", untracked_ms, 100.0 * untracked_ms / step_ms);
+    fprintf(f, "%-22s %-5s %-4s %9s %10.3f %6.1f%%   (communication wait, data loading, loop overhead)\n", "untracked",
+            "", "", "", untracked_ms, 100.0 * untracked_ms / step_ms);
     fprintf(f, "heap per step: %.1f allocations by smallmind, %.0f bytes of process heap growth", allocs, heap);
     if (tokens > 0) fprintf(f, " (%.1f bytes/token)", heap / tokens);
     fprintf(f, "\n");

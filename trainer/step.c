@@ -97,6 +97,13 @@ void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int ac
     tr->spike_steps = step_set(getenv("SMALLMIND_INJECT_SPIKE"));
 }
 
+int trainer_set_precision(trainer *tr, sm_dtype precision, char *err, size_t errlen) {
+    if (gpt2_weights_set_precision(&tr->w, precision, err, errlen) != 0) return -1;
+    gpt2_weights_refresh_bf16(&tr->w);   // (again, when already bf16: the weights may have been loaded since)
+    tr->opt.copy_bf16 = precision == SM_BF16 ? tr->w.bf16.base : NULL;
+    return 0;
+}
+
 void trainer_free(trainer *tr) {
     comm_gradsync_free(&tr->sync);
     adamw_free(&tr->opt);
@@ -147,7 +154,11 @@ void train_step(trainer *tr, loader *data, uint64_t cursor, const adamw_hparams 
     if (tr->world > 1) why = comm_allreduce_max_int(why);   // one decision for every rank
     if (!why) {
         adamw_step(&tr->opt, &tr->w.params, &tr->st.grads, h, t, adamw_clip_scale(clip, norm), gpt2_param_decays);
+        // ZeRO-1: each rank updated its slice (and, in bf16, that slice's copy in the same pass); the
+        // float32 masters travel as before (checkpoints, eval and the fp32 ops read them on every
+        // rank), the copy as bf16, so no rank converts what it did not update
         comm_allgather_slices(&tr->sync, sm_table_f32(&tr->w.params));
+        if (tr->opt.copy_bf16) comm_allgather_slices_bf16(&tr->sync, tr->opt.copy_bf16);
         outlier_push(&tr->loss_w, loss);
         outlier_push(&tr->norm_w, norm);
     }

@@ -53,6 +53,8 @@ typedef struct {
     int stop_at;          // end cleanly after this step, checkpointing it (0: no)
     const char *resume;   // auto | none | PATH
     const char *init_from;   // a new run from this checkpoint's weights (and model config)
+    const char *precision;   // fp32 | bf16: the products' operands (mixed precision)
+    sm_dtype prec;        // (parsed from precision)
     int profile;          // per-op table at the end
     const char *dump_params;   // write the final parameters as raw float32 (tests, interop)
 } train_opts;
@@ -61,7 +63,7 @@ static const train_opts TRAIN_DEFAULTS = {
     .layers = 4, .heads = 4, .embd = 256, .context = 0, .vocab = 0, .seq = 256, .batch = 8, .accum = 1,
     .lr = 6e-4, .min_lr = 6e-5, .warmup = -1, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = 1.0,
     .steps = 1000, .eval_every = 100, .val_batches = 20, .seed = 1337, .threads = 0, .max_skips = 5, .spike_z = 0.0,
-    .bucket_mb = 8.0, .zero = 0, .resume = "auto",
+    .bucket_mb = 8.0, .zero = 0, .resume = "auto", .precision = "fp32",
 };
 
 #define T_OPT(name, type, field, lo, hi, arg, help, section, local, resume) \
@@ -124,6 +126,11 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "a run directory's latest; e.g. an llm.c model after `smallmind convert`): its model config, step 0, fresh "
           "AdamW moments and schedule; model flags may be left out, else must match it; a RUN_DIR that already holds "
           "checkpoints is resumed as usual (default: no)", NULL, 0, FREE),
+    T_OPT("precision", CLI_STR, precision, 0, 0, "P", "fp32, or bf16: mixed precision on AVX512-BF16 (the operands of "
+          "every matrix product, the linear layers' and attention's, in bf16 with float32 sums; float32 master "
+          "weights, AdamW moments, LayerNorm, softmax, GELU, the loss and the gradient sync; checkpoints stay float32, "
+          "so a run may switch on resume)",
+          "precision:", 0, ANNOUNCE),
     T_OPT("profile", CLI_FLAG, profile, 0, 1, NULL, "per-op time, share of the step, GFLOP/s, GB/s and heap "
           "allocations, printed at the end", "diagnostics:", 1, FREE),
     T_OPT("dump-params", CLI_STR, dump_params, 0, 0, "F", "at the end, write the parameters to F as raw float32 in "
@@ -160,6 +167,7 @@ static void parse_train(int argc, char **argv, train_opts *o) {
         sm_fatal(SM_EXIT_USAGE, "--seq %d exceeds the model context --context %d (command line)", o->seq, o->context);
     if (o->min_lr > o->lr) sm_fatal(SM_EXIT_USAGE, "--min-lr %g exceeds --lr %g (command line)", o->min_lr, o->lr);
     if (!o->resume[0]) sm_fatal(SM_EXIT_USAGE, "--resume expects auto, none or a checkpoint path (command line)");
+    o->prec = cli_precision(o->precision);
     if (o->warmup < 0) o->warmup = o->steps / 10 < 2000 ? o->steps / 10 : 2000;
     // what AdamW computes in float32 must be representable: eps > 0 (else 0/0 for parameters that
     // never get a gradient), betas below 1 (else 1 - beta^t = 0 in the bias correction), lr x wd < 1
@@ -242,6 +250,7 @@ static void write_config_json(const train_opts *o, const sm_model_config *cfg, i
     sm_json_int(&j, "val_batches", o->val_batches);
     sm_json_int(&j, "seed", (long long)o->seed);
     sm_json_int(&j, "threads", threads);
+    sm_json_str(&j, "precision", precision_name(o->prec));
     sm_json_end(&j);
     if (sm_write_file_atomic(path, j.buf, j.len, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
 }
@@ -622,6 +631,12 @@ int cmd_train(int argc, char **argv) {
         sm_info("initialised from %s (its step %d): its weights, step 0, fresh AdamW moments and schedule (%.2f s)",
                 r.init_path, im.step, st.seconds);
     }
+    // mixed precision: the bf16 copy of the weights as they now are (initialised or loaded); AdamW
+    // keeps it from here on
+    if (trainer_set_precision(&tr, o.prec, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
+    if (o.prec == SM_BF16)
+        sm_info("precision: bf16 operands in the linear layers and attention (vdpbf16ps, float32 sums); float32 master "
+                "weights, AdamW, LayerNorm, softmax, GELU, loss and gradient sync");
     // the resume is accepted: move an abandoned branch aside, point `latest` at what was loaded
     if (ckpt_adopt_resume(o.run_dir, &res, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
     snprintf(meta.parent, sizeof meta.parent, "%s", res.parent);   // what the first save continues

@@ -57,6 +57,9 @@ typedef struct {
     // a matrix at a copy in another dtype (the linear ops dispatch on the tensor's dtype).
     const sm_tensor *fwd[NUM_PARAM_TENSORS];
     sm_table q8;       // gpt2_weights_quantize: the matrices as SM_Q8 (count 0 without)
+    sm_dtype precision;   // SM_F32, or SM_BF16 after gpt2_weights_set_precision
+    sm_table bf16;     // SM_BF16: the whole arena in bf16, each tensor at its float32 element offset (so
+                       // the flat index i of params is the flat index i here); count 0 without
 } gpt2_weights;
 
 // Allocates the parameter arena once (zeroed, touched).
@@ -68,6 +71,22 @@ void gpt2_weights_free(gpt2_weights *w);
 // linear layers then run the INT8 GEMM. group divides C (and is a multiple of 4, at most 512); else
 // -1 with a reason in err.
 int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen);
+// Mixed precision: SM_BF16 makes a bf16 copy of the whole parameter arena (rounded to nearest even,
+// kernels.h's bf16_from_f32) and points fwd[] of the matrices (qkvw, attprojw, fcw, fcprojw and wte
+// as the tied LM head) at it: every linear layer, forward and backward, then takes its products on
+// the bf16 GEMM (operands bf16, sums float32), and attention its bf16 form; the parameters stay the
+// float32 masters (the embedding lookup, LayerNorm and the biases read them). Training keeps the copy current in AdamW's
+// pass (adamw_state.copy_bf16). SM_F32 is the default and changes nothing. -1 with a reason where the
+// CPU has no AVX512-BF16 (or the allowed features exclude it), or with INT8 weights.
+int gpt2_weights_set_precision(gpt2_weights *w, sm_dtype precision, char *err, size_t errlen);
+// The bf16 copy from the float32 parameters again (after a checkpoint is loaded into them); nothing
+// at SM_F32.
+void gpt2_weights_refresh_bf16(gpt2_weights *w);
+// "fp32" or "bf16" into SM_F32 / SM_BF16 (the --precision flag of train, eval and generate): exit 2
+// with one line for another value, and for bf16 on a CPU without AVX512-BF16 (also when
+// $SMALLMIND_TEST_NO_BF16 is set: the tests' way to see that refusal on a CPU that has it).
+sm_dtype cli_precision(const char *value);
+const char *precision_name(sm_dtype p);   // "fp32", "bf16"
 // GPT-2 init: weights N(0, 0.02), residual projections (attprojw, fcprojw) N(0, 0.02/sqrt(2L)),
 // biases 0, LayerNorm weights 1; padded wte rows 0. Reproducible from seed.
 void gpt2_weights_init(gpt2_weights *w, uint64_t seed);
@@ -214,6 +233,8 @@ typedef struct {
     sm_table m, v;     // the parameters' layout; valid on [lo, hi) only
     size_t lo, hi;     // the arena range (floats) this rank updates: its ZeRO-1 slice, else all
     void *alloc[2];    // the allocations behind m and v (hi - lo floats each)
+    uint16_t *copy_bf16;   // NULL, or the bf16 copy of the arena (gpt2_weights.bf16's base): adamw_step
+                           // writes bf16(the updated params) there over [lo, hi), in its own pass
 } adamw_state;
 
 // Moments for [lo, hi) of the f32 arena laid out as params, zeroed.
@@ -274,6 +295,10 @@ typedef struct {
 void trainer_build(trainer *tr, const sm_model_config *cfg, int B, int T, int accum, double bucket_mb, int zero,
                    uint64_t seed, const comm_topology *topo);
 void trainer_free(trainer *tr);
+// Mixed precision for the run (gpt2_weights_set_precision, and AdamW keeping the copy; with ZeRO-1 each
+// rank's slice of the copy is made in AdamW's pass and allgathered as bf16). Call after the weights
+// are final (initialised or loaded). -1 with a reason as gpt2_weights_set_precision.
+int trainer_set_precision(trainer *tr, sm_dtype precision, char *err, size_t errlen);
 // One optimizer step t (from 1) over the global batch whose first window is at the global cursor
 // `cursor` of data's stream: accum micro-batches of B windows per rank (micro-step a gives rank r
 // the windows from cursor + (a*ranks + r)*B), the gradients summed over ranks as backward produces
@@ -323,6 +348,9 @@ double prof_start(void);
 // Records one call of op (a string with static storage; ops are told apart by name and phase)
 // that started at t0, with its floating-point operations and the bytes it must move.
 void prof_stop(const char *op, prof_phase phase, double t0, double flops, double bytes);
+// The same for an op taken in another precision than float32 (precision: a string with static storage,
+// "bf16", "q8"; prof_stop is "f32"): the table's `prec` column, an op seen in two precisions is two rows.
+void prof_stop_as(const char *op, prof_phase phase, double t0, double flops, double bytes, const char *precision);
 // Brackets of one training step: the step's wall time (the denominator of "% of step") and its
 // heap allocations. tokens per step (for the per-token heap figure): 0 = unknown.
 void prof_step_begin(void);
