@@ -97,6 +97,7 @@ for h in $HARNESSES; do
       objs=$(cli_tables)
       # shellcheck disable=SC2086
       clang $CFLAGS -I"$ROOT"/trainer -I"$ROOT"/kernels "$ROOT/tests/fuzz/fuzz_cli.c" "$ROOT/trainer/cli.c" \
+        "$ROOT/trainer/precision.c" "$ROOT/kernels/cpu.c" "$ROOT/kernels/gemm_bf16.c" \
         $ROOT/common/common.c $objs -Wl,--gc-sections,-z,start-stop-gc -o "$OUT/$h" -lm ;;
     *) echo "fuzz: no harness $h" >&2; exit 2 ;;
   esac

