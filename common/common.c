@@ -52,6 +52,23 @@ void sm_usage_print(const char *msg) {
     fflush(stderr);
 }
 
+const char *sm_shown(const char *s, size_t max_bytes, char *buf, size_t cap) {
+    size_t k = 0, i = 0;
+    if (!cap) return buf;
+    for (const unsigned char *p = (const unsigned char *)s; *p && k + 5 < cap; p++, i++) {
+        if (i == max_bytes) {
+            if (k + 4 <= cap) k += (size_t)snprintf(buf + k, cap - k, "...");
+            break;
+        }
+        if (*p >= 0x20 && *p != 0x7F) buf[k++] = (char)*p;
+        else if (*p == '\n') buf[k++] = '\\', buf[k++] = 'n';
+        else if (*p == '\t') buf[k++] = '\\', buf[k++] = 't';
+        else k += (size_t)snprintf(buf + k, cap - k, "\\x%02X", *p);
+    }
+    buf[k] = '\0';
+    return buf;
+}
+
 void sm_fatal(int exit_status, const char *fmt, ...) {
     va_list ap;
     if (exit_status == SM_EXIT_USAGE && g_usage_jmp) {

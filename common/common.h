@@ -33,6 +33,10 @@ void sm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sm_usage_defer(jmp_buf *env);   // NULL: back to exiting at once
 const char *sm_usage_deferred(void); // the recorded message, or NULL
 void sm_usage_print(const char *msg);   // "smallmind: error: msg" (with this rank when several)
+// Text from outside (an argument, a line of a file) as it may stand inside a one-line message: control
+// characters as C escapes (\n, \t, \x01), at most max_bytes of it and then "...". Returns buf, which
+// holds 4 x max_bytes + 4 bytes at most (cap smaller: cut there).
+const char *sm_shown(const char *s, size_t max_bytes, char *buf, size_t cap);
 
 // CHECK(cond, fmt, ...): a runtime failure (exit 1) naming file:line.
 #define SM_CHECK(cond, ...)                                                                  \

@@ -243,23 +243,26 @@ static int load_encoder(gpt2_bpe *b, const char *path, const int byte_of[324], c
     size_t used = 0;
     const char *key;
     json_t *val;
+    char kb[256];   // a key as shown in a message: its first 40 bytes, control characters escaped
     json_object_foreach(root, key, val) {
         json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
         if (id < 0 || id >= GPT2_VOCAB_SIZE) {
-            snprintf(err, errlen, "encoder.json: token \"%.40s\" has id %s, expected an integer in 0..%d (%s)", key,
-                     json_is_integer(val) ? "out of range" : "that is not an integer", GPT2_VOCAB_SIZE - 1, path);
+            snprintf(err, errlen, "encoder.json: token \"%s\" has id %s, expected an integer in 0..%d (%s)",
+                     sm_shown(key, 40, kb, sizeof kb), json_is_integer(val) ? "out of range" : "that is not an integer",
+                     GPT2_VOCAB_SIZE - 1, path);
             goto free_tmp;
         }
         if (len[id] != UINT32_MAX) {
-            snprintf(err, errlen, "encoder.json: id %d is given to two tokens (\"%.40s\" and another) (%s)", (int)id,
-                     key, path);
+            snprintf(err, errlen, "encoder.json: id %d is given to two tokens (\"%s\" and another) (%s)", (int)id,
+                     sm_shown(key, 40, kb, sizeof kb), path);
             goto free_tmp;
         }
         uint32_t bad = 0;
         long k = unmap_token(byte_of, (const unsigned char *)key, strlen(key), tmp + used, &bad);
         if (k <= 0) {
-            snprintf(err, errlen, "encoder.json: token \"%.40s\" (id %d) %s U+%04X outside GPT-2's byte map (%s)", key,
-                     (int)id, k == 0 ? "is empty:" : "has the character", (unsigned)bad, path);
+            snprintf(err, errlen, "encoder.json: token \"%s\" (id %d) %s U+%04X outside GPT-2's byte map (%s)",
+                     sm_shown(key, 40, kb, sizeof kb), (int)id, k == 0 ? "is empty:" : "has the character",
+                     (unsigned)bad, path);
             goto free_tmp;
         }
         at[id] = (uint32_t)used;
@@ -347,8 +350,11 @@ static int check_merges(gpt2_bpe *b, const char *path, const int byte_of[324], c
         int ib = vocab_find(b, ab + na, (size_t)nb, hash_bytes(ab + na, (size_t)nb));
         int iab = vocab_find(b, ab, (size_t)(na + nb), hash_bytes(ab, (size_t)(na + nb)));
         if (ia < 0 || ib < 0 || iab < 0) {
-            snprintf(err, errlen, "vocab.bpe line %zu: the merge \"%.*s\" names %s, which encoder.json does not have (%s)",
-                     line, (int)(ln > 60 ? 60 : ln), (const char *)s,
+            char merge[61], mb[256];   // the line's first 60 bytes, control characters escaped
+            memcpy(merge, s, ln > 60 ? 60 : ln);
+            merge[ln > 60 ? 60 : ln] = '\0';
+            snprintf(err, errlen, "vocab.bpe line %zu: the merge \"%s\" names %s, which encoder.json does not have (%s)",
+                     line, sm_shown(merge, 60, mb, sizeof mb),
                      ia < 0 ? "its first token" : ib < 0 ? "its second token" : "a merged token", path);
             goto done;
         }

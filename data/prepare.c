@@ -85,12 +85,13 @@ error:
 
 long data_unescape(const char *s, unsigned char *out, size_t cap, char *err, size_t errlen) {
     size_t k = 0;
+    char b[1024];   // s as shown in a message: one line
     for (size_t i = 0; s[i];) {
         unsigned c = (unsigned char)s[i++];
         if (c == '\\') {
             unsigned e = (unsigned char)s[i];
             if (!e) {
-                snprintf(err, errlen, "a lone backslash ends \"%s\"", s);
+                snprintf(err, errlen, "a lone backslash ends \"%s\"", sm_shown(s, 200, b, sizeof b));
                 return -1;
             }
             i++;
@@ -112,7 +113,7 @@ long data_unescape(const char *s, unsigned char *out, size_t cap, char *err, siz
                     nd++;
                 }
                 if (!nd) {
-                    snprintf(err, errlen, "\\x needs hex digits in \"%s\"", s);
+                    snprintf(err, errlen, "\\x needs hex digits in \"%s\"", sm_shown(s, 200, b, sizeof b));
                     return -1;
                 }
                 c = v;
@@ -123,18 +124,20 @@ long data_unescape(const char *s, unsigned char *out, size_t cap, char *err, siz
                     unsigned v = e - '0', nd = 1;
                     while (nd < 3 && s[i] >= '0' && s[i] <= '7') v = v * 8 + (unsigned)(s[i++] - '0'), nd++;
                     if (v > 255) {
-                        snprintf(err, errlen, "octal escape above \\377 in \"%s\"", s);
+                        snprintf(err, errlen, "octal escape above \\377 in \"%s\"", sm_shown(s, 200, b, sizeof b));
                         return -1;
                     }
                     c = v;
                 } else {
-                    snprintf(err, errlen, "unknown escape \\%c in \"%s\"", (int)e, s);
+                    char esc[2] = {(char)e, '\0'}, be[8];
+                    snprintf(err, errlen, "unknown escape \\%s in \"%s\"", sm_shown(esc, 1, be, sizeof be),
+                             sm_shown(s, 200, b, sizeof b));
                     return -1;
                 }
             }
         }
         if (k == cap) {
-            snprintf(err, errlen, "\"%.40s...\" is longer than %zu bytes", s, cap);
+            snprintf(err, errlen, "\"%s\" is longer than %zu bytes", sm_shown(s, 40, b, sizeof b), cap);
             return -1;
         }
         out[k++] = (unsigned char)c;

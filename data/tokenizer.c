@@ -190,13 +190,26 @@ int tokenizer_encode_text(const tokenizer *t, const unsigned char *text, size_t 
     const size_t chunk_bytes = o->chunk_bytes ? o->chunk_bytes : DEFAULT_CHUNK_BYTES;
     // Documents end after each separator (kept with the document before it, so that decoding
     // without the <|endoftext|>s gives back the text); each is cut into chunks at safe points.
+    // The view (utf8_view) is made document by document: a document is a text of its own, so a UTF-8
+    // sequence that a separator cuts (--doc-sep '\xC3' before "\xA9") is invalid on both sides, and
+    // PCRE2 never sees a subject that ends inside a character (it would read past the subject's end).
     chunk_list cl = {0};
     size_t docs = 0;
+    unsigned char *own_view = NULL;   // text with each document's invalid bytes replaced, when there are any
     for (size_t d = 0; d < n;) {
         size_t e = n;
         if (o->doc_sep && o->doc_sep_len) {
             const unsigned char *hit = memmem(text + d, n - d, o->doc_sep, o->doc_sep_len);
             if (hit) e = (size_t)(hit - text) + o->doc_sep_len;
+        }
+        const unsigned char *dv = NULL;
+        if (utf8_view(text + d, e - d, &dv)) {
+            if (!own_view) {
+                own_view = sm_malloc(n);
+                memcpy(own_view, text, n);
+            }
+            memcpy(own_view + d, dv, e - d);
+            sm_free((void *)dv);
         }
         docs++;
         for (size_t from = d; from < e;) {
@@ -211,8 +224,7 @@ int tokenizer_encode_text(const tokenizer *t, const unsigned char *text, size_t 
         cl.c[i].out_at = cap;
         cap += cl.c[i].to - cl.c[i].from + (size_t)cl.c[i].eot;
     }
-    const unsigned char *view = NULL;
-    utf8_view(text, n, &view);
+    const unsigned char *view = own_view ? own_view : text;
     uint16_t *toks = data_alloc_big((cap ? cap : 1) * sizeof(uint16_t));   // touched by the threads that fill it
     int failed = 0;
     char first_err[512] = "";
@@ -260,7 +272,7 @@ int tokenizer_encode_text(const tokenizer *t, const unsigned char *text, size_t 
         }
         bpe_worker_free(w);
     }
-    if (view != text) sm_free((void *)view);
+    sm_free(own_view);
     if (failed) {
         snprintf(err, errlen, "%s", first_err);
         sm_free(toks);

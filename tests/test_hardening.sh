@@ -127,12 +127,60 @@ else
   echo "skip run directory too small (needs root for a tmpfs)"
 fi
 
-# a run directory the process cannot write (root ignores permissions: run as nobody)
-as_nobody() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; else "$@"; fi; }
+# --- permissions: cases that need an unprivileged user --------------------------------------------
+# Root ignores file permissions, so as root (CI) these run as nobody (setpriv: uid and gid 65534, no
+# supplementary groups, no capabilities); as any other user they run as that user, who is unprivileged
+# already. The files are made by this script; NB is a directory nobody owns, for what the run writes.
+if [ "$(id -u)" -eq 0 ]; then
+  as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+  setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$work" \
+    || { echo "FAIL nobody cannot reach $work (each parent directory needs o+x)"; exit 1; }
+else
+  as_nobody() { "$@"; }
+  echo "note: not root: the permission cases run as $(id -un), unprivileged already"
+fi
+NB=$work/nb; mkdir -p "$NB"; [ "$(id -u)" -eq 0 ] && chown 65534:65534 "$NB"
+# a run directory the process cannot write
 mkdir -p ro && chmod 555 ro
 cp d_train.bin d_val.bin ro/ 2>/dev/null; chmod 444 ro/*.bin 2>/dev/null
 expect_usage "an unwritable run directory: refused at start" "not writable" \
   as_nobody "$bin" train --data "$work/ro/d" --run-dir "$work/ro" $TINY --steps 2
+# unreadable shards (mode 000): refused at start, naming the file; nothing is written to the run directory
+cp d_train.bin u_train.bin; cp d_val.bin u_val.bin; chmod 000 u_train.bin
+expect_usage "an unreadable train shard: refused at start, naming it" "Permission denied.*u_train.bin" \
+  as_nobody "$bin" train --data "$work/u" --run-dir "$NB/r_u" $TINY --steps 2
+cp d_train.bin v_train.bin; cp d_val.bin v_val.bin; chmod 000 v_val.bin
+expect_usage "an unreadable val shard only: refused at start, naming it" "Permission denied.*v_val.bin" \
+  as_nobody "$bin" train --data "$work/v" --run-dir "$NB/r_v" $TINY --steps 2
+[ ! -e "$NB/r_u/log.jsonl" ] && [ ! -e "$NB/r_v/log.jsonl" ] && ok "the refused runs trained nothing" \
+  || bad "a run with an unreadable shard wrote a log"
+# outputs into a directory the process cannot write: refused before any work
+expect_usage "--dump-params into an unwritable directory: refused at start" "dump-params.*Permission denied" \
+  as_nobody "$bin" train --data "$work/d" --run-dir "$NB/r_dp" $TINY --steps 20 --dump-params "$work/ro/p.bin"
+[ ! -e "$NB/r_dp/log.jsonl" ] && ok "the refused --dump-params run trained nothing" || bad "r_dp has a log"
+expect_usage "prepare --out into an unwritable directory" "Permission denied" \
+  as_nobody "$bin" prepare --input "$work/text.txt" --out "$work/ro/x"
+cp text.txt t000.txt; chmod 000 t000.txt
+expect_usage "prepare --input unreadable" "Permission denied.*t000.txt" \
+  as_nobody "$bin" prepare --input "$work/t000.txt" --out "$NB/x"
+# checkpoints the process cannot read: inspect and eval refuse them; resume skips them with a warning
+"$bin" train --data d --run-dir r_pr $TINY --steps 4 --ckpt-every 2 >/dev/null 2>&1
+[ "$(id -u)" -eq 0 ] && chown -R 65534:65534 r_pr
+cp -a r_pr r_pr_latest; chmod 000 r_pr/ckpt_00000004.h5 r_pr_latest/latest
+expect_usage "inspect of an unreadable checkpoint" "Permission denied.*ckpt_00000004.h5" \
+  as_nobody "$bin" inspect "$work/r_pr/ckpt_00000004.h5"
+expect_usage "eval of an unreadable checkpoint" "Permission denied.*ckpt_00000004.h5" \
+  as_nobody "$bin" eval --ckpt "$work/r_pr/ckpt_00000004.h5" --data "$work/d_val.bin"
+as_nobody "$bin" train --data "$work/d" --run-dir "$work/r_pr" $TINY --steps 6 --ckpt-every 2 >pr.out 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q "warning: skipping damaged checkpoint ckpt_00000004.h5: .*Permission denied" pr.out \
+  && grep -q "resumed from $work/r_pr/ckpt_00000002.h5" pr.out \
+  && ok "resume with the newest checkpoint unreadable: named in a warning, resumes from the one before" \
+  || bad "unreadable newest checkpoint: exit $rc, $(grep -E 'warning|resumed|error' pr.out | head -3)"
+as_nobody "$bin" train --data "$work/d" --run-dir "$work/r_pr_latest" $TINY --steps 6 --ckpt-every 2 >prl.out 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q "warning: ignoring .*latest: .*Permission denied" prl.out \
+  && grep -q "resumed from $work/r_pr_latest/ckpt_00000004.h5" prl.out \
+  && ok "resume with \`latest\` unreadable: named in a warning, takes the newest checkpoint that verifies" \
+  || bad "unreadable latest: exit $rc, $(grep -E 'warning|resumed|error' prl.out | head -3)"
 
 # --- 3. ranks that differ only in a flag that drives a collective stop at start ----------------
 $MPIRUN --version >/dev/null 2>&1 || { echo "cli: mpirun missing"; exit 1; }

@@ -10,33 +10,38 @@
 #include "common.h"
 #include "trainer.h"
 
+#define SHOWN_MAX 1024   // sm_shown of at most 200 bytes of an argument
+
 long cli_int(const char *flag, const char *s, long lo, long hi) {
-    char *end = NULL;
+    char *end = NULL, b[SHOWN_MAX];
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end != '\0')
-        sm_fatal(SM_EXIT_USAGE, "%s expects an integer, got '%s' (command line)", flag, s);
+        sm_fatal(SM_EXIT_USAGE, "%s expects an integer, got '%s' (command line)", flag, sm_shown(s, 200, b, sizeof b));
     if (v < lo || v > hi) sm_fatal(SM_EXIT_USAGE, "%s must be in %ld..%ld, got %ld (command line)", flag, lo, hi, v);
     return v;
 }
 
 double cli_double(const char *flag, const char *s, double lo, double hi) {
-    char *end = NULL;
+    char *end = NULL, b[SHOWN_MAX];
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end != '\0' || !isfinite(v))
-        sm_fatal(SM_EXIT_USAGE, "%s expects a number, got '%s' (command line)", flag, s);
+        sm_fatal(SM_EXIT_USAGE, "%s expects a number, got '%s' (command line)", flag, sm_shown(s, 200, b, sizeof b));
     if (v < lo || v > hi) sm_fatal(SM_EXIT_USAGE, "%s must be in [%g, %g], got %g (command line)", flag, lo, hi, v);
     return v;
 }
 
 void cli_bad_option(const char *cmd, int argc, char **argv) {
     const char *opt = optind - 1 < argc && optind >= 1 ? argv[optind - 1] : "?";
-    if (optopt && optopt < 256)
-        sm_fatal(SM_EXIT_USAGE, "%s: option -%c is unknown or needs a value; see 'smallmind %s --help' (command line)", cmd,
-                 optopt, cmd);
+    char b[SHOWN_MAX];
+    if (optopt && optopt < 256) {
+        char c[2] = {(char)optopt, '\0'};
+        sm_fatal(SM_EXIT_USAGE, "%s: option -%s is unknown or needs a value; see 'smallmind %s --help' (command line)", cmd,
+                 sm_shown(c, 200, b, sizeof b), cmd);
+    }
     sm_fatal(SM_EXIT_USAGE, "%s: unknown option or missing value in '%s'; see 'smallmind %s --help' (command line)", cmd,
-             opt, cmd);
+             sm_shown(opt, 200, b, sizeof b), cmd);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -127,7 +132,8 @@ int cli_parse(const char *cmd, const char *head, const cli_opt *opts, int n_opts
     lo[n_opts] = (struct option){"help", no_argument, 0, 1};
     lo[n_opts + 1] = (struct option){0, 0, 0, 0};
     opterr = 0;
-    optind = 1;
+    optind = 0;   // glibc: a full restart; 1 would resume the scan of an earlier parse that stopped inside
+                  // "-ab" (its argv, perhaps freed) and read the next command line wrongly
     int c, n_pos = 0;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if (c == 1) {
@@ -138,8 +144,10 @@ int cli_parse(const char *cmd, const char *head, const cli_opt *opts, int n_opts
         set_value(&opts[c - 256], values, optarg);
     }
     for (; optind < argc; optind++) {
+        char b[SHOWN_MAX];
         if (n_pos >= max_positional)
-            sm_fatal(SM_EXIT_USAGE, "%s: unexpected argument '%s' (command line)", cmd, argv[optind]);
+            sm_fatal(SM_EXIT_USAGE, "%s: unexpected argument '%s' (command line)", cmd,
+                     sm_shown(argv[optind], 200, b, sizeof b));
         positional[n_pos++] = argv[optind];
     }
     return n_pos;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# run.sh OUT_DIR [SECONDS] — the checkpoint fuzzers in CI (~2 minutes): builds them (build.sh), replays
-# the committed corpora and every regression input, then fuzzes each harness for SECONDS (default 45):
+# run.sh OUT_DIR [SECONDS] — the checkpoint fuzzers in CI (~1.5 minutes): builds them (build.sh), replays
+# the committed corpora and every regression input, then fuzzes each harness for SECONDS (default 30):
 #   fuzz_latest     in-process: any crash, hang or broken invariant fails the test;
 #   fuzz_ckpt_file  in-process, coverage-guided, in libFuzzer's fork mode so that a crash inside libhdf5
 #                   1.10.8 (which a fuzzer finds within minutes) does not end the run; each crash found is
@@ -11,14 +11,15 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:?usage: run.sh OUT_DIR [SECONDS]}
-SECS=${2:-45}
+SECS=${2:-30}
 F=$ROOT/tests/fuzz
 export LSAN_OPTIONS=suppressions=$F/lsan.supp ASAN_OPTIONS=detect_leaks=1
 export SMALLMIND_CKPT_CHECK_TIMEOUT=5   # a contained check that hangs in libhdf5 is killed after 5 s here
-pass=0 fail=0
+pass=0 fail=0 t0=$SECONDS
 ok()  { pass=$((pass+1)); echo "ok   $1"; }
 bad() { fail=$((fail+1)); echo "FAIL $1"; }
-bash "$F/build.sh" "$OUT" || { echo "fuzz: 0 passed, 1 failed (build)"; exit 1; }
+bash "$F/build.sh" "$OUT" fuzz_ckpt_file fuzz_latest || { echo "fuzz: 0 passed, 1 failed (build)"; exit 1; }
+t_build=$((SECONDS - t0))
 W=$OUT/work; rm -rf "$W"; mkdir -p "$W"; cd "$W"
 
 # 1. the corpora and the regression inputs
@@ -59,5 +60,5 @@ for c in crash-* timeout-*; do
   if echo "$frame" | grep -q 'libhdf5'; then n_h5=$((n_h5+1)); else bad "$c: a crash outside libhdf5: $frame"; fi
 done
 ok "fuzz_ckpt_file: $n_h5 crash(es) or hang(s) inside libhdf5 found, each contained as damaged"
-echo "fuzz: $pass passed, $fail failed"
+echo "fuzz: $pass passed, $fail failed ($((SECONDS - t0)) s in all: build $t_build s)"
 [ $fail -eq 0 ]
