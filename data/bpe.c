@@ -227,7 +227,9 @@ static int load_encoder(gpt2_bpe *b, const char *path, const int byte_of[324], c
     json_error_t jerr;
     root = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        snprintf(err, errlen, "encoder.json: %s at line %d column %d (%s)", jerr.text, jerr.line, jerr.column, path);
+        char shown[4 * 120 + 4];   // jansson quotes the input near the error: raw bytes, a newline among them
+        snprintf(err, errlen, "encoder.json: %s at line %d column %d (%s)", sm_shown(jerr.text, 120, shown, sizeof shown),
+                 jerr.line, jerr.column, path);
         goto done;
     }
     if (!json_is_object(root) || json_object_size(root) != GPT2_VOCAB_SIZE) {

@@ -151,7 +151,9 @@ static int parse_json_ids(const char *text, size_t n, int vocab, uint16_t **ids,
     json_error_t jerr;
     json_t *root = json_loadb(text, n, 0, &jerr);
     if (!root) {
-        snprintf(err, errlen, "token ids: %s at line %d column %d", jerr.text, jerr.line, jerr.column);
+        char shown[4 * 120 + 4];   // jansson quotes the input near the error: raw bytes, a newline among them
+        snprintf(err, errlen, "token ids: %s at line %d column %d", sm_shown(jerr.text, 120, shown, sizeof shown),
+                 jerr.line, jerr.column);
         return -1;
     }
     if (!json_is_array(root)) {

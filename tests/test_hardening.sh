@@ -323,6 +323,11 @@ want=$(( ncpu / 2 > 0 ? ncpu / 2 : 1 ))
 [ $rc -eq 0 ] && grep -q "topology: 2 ranks.* $want OpenMP threads\? per rank" thr.out && ! grep -q "OpenMP threads in all" thr.err \
   && ok "mpirun -np 2 --bind-to none, no --threads: $want thread(s) per rank on $ncpu CPUs, no oversubscription warning" \
   || bad "default threads under mpirun: exit $rc: $(grep topology thr.out) $(head -c 300 thr.err)"
+# threads asked for beyond the node's CPUs are still warned about (rank 0, one line)
+OMP_NUM_THREADS=$((ncpu)) timeout 120 $MPIRUN -np 2 --bind-to none -x OMP_NUM_THREADS "$bin" train --data d --run-dir r_thr2 \
+  --layers 1 --heads 1 --embd 8 --seq 8 --batch 1 --eval-every 0 --val-batches 1 --steps 1 >thr2.out 2>thr2.err; rc=$?
+[ $rc -eq 0 ] && [ "$(grep -c "its 2 ranks run $((2 * ncpu)) OpenMP threads in all on $ncpu CPUs" thr2.err)" -eq 1 ] \
+  && ok "OMP_NUM_THREADS=$ncpu for 2 ranks on $ncpu CPUs: warned once" || bad "no oversubscription warning: $(head -c 300 thr2.err)"
 # generate cut by the context says so (stderr), rather than returning fewer tokens silently
 "$bin" generate --ckpt r_int --prompt "call me" --max-new 1000 >gen.out 2>gen.err; rc=$?
 [ $rc -eq 0 ] && grep -q "stopped at the model's context of 32 tokens" gen.err \
