@@ -33,29 +33,45 @@ void adamw_update(float *params, const float *grads, float *m, float *v, size_t 
 #ifdef KERNELS_X86
 // 16 parameters at a time, the bf16 copy by vcvtneps2bf16 (bf16_from_f32's bits); the float32
 // arithmetic is adamw_one's in 16 lanes (GCC's vectorisation of the plain loop does the same
-// operations, each correctly rounded, so the bits agree)
-__attribute__((target("avx512bf16,avx512f,avx512vl,avx2,fma"))) static void adamw_bf16_512(
+// operations, each correctly rounded, so the bits agree). full: all 16 lanes, loads and stores
+// unmasked; else the lanes of k (the tail). With every load and store masked the pass took 1.5x as
+// long on this Zen 5 (124M parameters: ~100 ms against ~67 unmasked; fp32's own pass ~60).
+typedef struct {
+    __m512 b1, b2, ob1, ob2, lr, eps, wd, gs, c1, c2;
+} adamw_consts512;
+
+__attribute__((target("avx512bf16,avx512f,avx512vl,avx512bw,avx2,fma"), always_inline)) static inline void adamw_bf16_16(
+    float *params, uint16_t *pb, const float *grads, float *m, float *v, const adamw_consts512 *c, __mmask16 k,
+    int full) {
+#define LD(ptr) (full ? _mm512_loadu_ps(ptr) : _mm512_maskz_loadu_ps(k, ptr))
+#define ST(ptr, x) (full ? _mm512_storeu_ps(ptr, x) : _mm512_mask_storeu_ps(ptr, k, x))
+    __m512 g = _mm512_mul_ps(LD(grads), c->gs);
+    // b m + (1-b) g as two roundings (a product, then a sum of two products' roundings), as in C
+    __m512 mi = _mm512_add_ps(_mm512_mul_ps(c->b1, LD(m)), _mm512_mul_ps(c->ob1, g));
+    __m512 vi = _mm512_add_ps(_mm512_mul_ps(c->b2, LD(v)), _mm512_mul_ps(_mm512_mul_ps(c->ob2, g), g));
+    ST(m, mi);
+    ST(v, vi);
+    __m512 p = LD(params);
+    __m512 upd = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(mi, c->c1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, c->c2)), c->eps)),
+                               _mm512_mul_ps(c->wd, p));
+    p = _mm512_sub_ps(p, _mm512_mul_ps(c->lr, upd));
+    ST(params, p);
+    __m256i h = (__m256i)_mm512_cvtneps_pbh(p);
+    if (full) _mm256_storeu_si256((__m256i *)pb, h);
+    else _mm256_mask_storeu_epi16(pb, k, h);
+#undef LD
+#undef ST
+}
+
+__attribute__((target("avx512bf16,avx512f,avx512vl,avx512bw,avx2,fma"))) static void adamw_bf16_512(
     float *params, uint16_t *pb, const float *grads, float *m, float *v, size_t n, float lr, float beta1, float beta2,
     float eps, float wd, float grad_scale, float bc1, float bc2) {
-    const __m512 b1 = _mm512_set1_ps(beta1), b2 = _mm512_set1_ps(beta2), ob1 = _mm512_set1_ps(1.0f - beta1),
-                 ob2 = _mm512_set1_ps(1.0f - beta2), vlr = _mm512_set1_ps(lr), veps = _mm512_set1_ps(eps),
-                 vwd = _mm512_set1_ps(wd), gs = _mm512_set1_ps(grad_scale), c1 = _mm512_set1_ps(bc1),
-                 c2 = _mm512_set1_ps(bc2);
-    for (size_t i = 0; i < n; i += 16) {
-        __mmask16 k = sm_lanes_mask((long)(n - i));
-        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, grads + i), gs);
-        // b m + (1-b) g as two roundings (a product, then a sum of two products' roundings), as in C
-        __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(ob1, g));
-        __m512 vi = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(k, v + i)), _mm512_mul_ps(_mm512_mul_ps(ob2, g), g));
-        _mm512_mask_storeu_ps(m + i, k, mi);
-        _mm512_mask_storeu_ps(v + i, k, vi);
-        __m512 p = _mm512_maskz_loadu_ps(k, params + i);
-        __m512 upd = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(mi, c1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, c2)), veps)),
-                                   _mm512_mul_ps(vwd, p));
-        p = _mm512_sub_ps(p, _mm512_mul_ps(vlr, upd));
-        _mm512_mask_storeu_ps(params + i, k, p);
-        _mm256_mask_storeu_epi16(pb + i, k, (__m256i)_mm512_cvtneps_pbh(p));
-    }
+    const adamw_consts512 c = {_mm512_set1_ps(beta1), _mm512_set1_ps(beta2), _mm512_set1_ps(1.0f - beta1),
+                               _mm512_set1_ps(1.0f - beta2), _mm512_set1_ps(lr), _mm512_set1_ps(eps),
+                               _mm512_set1_ps(wd), _mm512_set1_ps(grad_scale), _mm512_set1_ps(bc1), _mm512_set1_ps(bc2)};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) adamw_bf16_16(params + i, pb + i, grads + i, m + i, v + i, &c, 0xFFFF, 1);
+    if (i < n) adamw_bf16_16(params + i, pb + i, grads + i, m + i, v + i, &c, sm_lanes_mask((long)(n - i)), 0);
 }
 #endif
 
