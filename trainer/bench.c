@@ -1,7 +1,6 @@
 // bench.c — `smallmind bench`: kernel throughput against OpenBLAS sgemm and a STREAM-style
 // bandwidth figure measured in the same run (bench kernels), and whole training steps with their
 // tokens/s, GFLOP/s, per-phase and communication figures and a PyTorch reference (bench train).
-#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -13,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "comm.h"
 #include "common.h"
 #include "kernels.h"
@@ -75,79 +75,13 @@ enum { BENCH_V = 50257, BENCH_CONTEXT = 1024 };
 // ---------------------------------------------------------------------------------------------
 // OpenBLAS, loaded at run time (never linked): only the bench touches it
 
-typedef void (*sgemm_fn)(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                         const float *B, int ldb, float beta, float *C, int ldc);
-typedef struct {
-    void *handle;
-    sgemm_fn sgemm;
-    void (*set_threads)(int);
-    char *(*corename)(void);
-} blas_lib;
-
-enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
-
-// The OpenBLAS kernel family for this CPU's instruction set, set in the environment before
-// OpenBLAS loads (here and in the PyTorch child, whose torch links OpenBLAS too). DESIGN.md says
-// to clear OPENBLAS_CORETYPE so that OpenBLAS picks its best; but OpenBLAS 0.3.21 chooses by CPU
-// model, and on a model it does not know (this machine's family 6 model 207) it falls back to
-// Prescott, SSE3 at ~30 GFLOP/s, a baseline 7x too weak. The instruction set names the kernel
-// it would pick on a model it knows: Cooperlake for AVX-512 with BF16 (as on Sapphire Rapids),
-// SkylakeX for AVX-512, Haswell for AVX2. OPENBLAS_L2_SIZE is cleared (its own probe is right).
-static const char *blas_pick_core(void) {
-    unsetenv("OPENBLAS_L2_SIZE");
-    const char *core = NULL;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512bf16")) core = "Cooperlake";
-    else if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) core = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) core = "Haswell";
-    if (core) setenv("OPENBLAS_CORETYPE", core, 1);
-    else unsetenv("OPENBLAS_CORETYPE");
-    return core ? core : "OpenBLAS's own choice";
-}
-
-static int blas_open(blas_lib *b, int threads) {
-    memset(b, 0, sizeof *b);
-    blas_pick_core();
-    const char *names[] = {"libopenblas.so.0", "libopenblas.so"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0] && !b->handle; i++)
-        b->handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!b->handle) {
-        sm_warn("OpenBLAS not found (%s): no sgemm baseline; install libopenblas0-pthread", dlerror());
-        return -1;
-    }
-    b->sgemm = (sgemm_fn)dlsym(b->handle, "cblas_sgemm");
-    b->set_threads = (void (*)(int))dlsym(b->handle, "openblas_set_num_threads");
-    b->corename = (char *(*)(void))dlsym(b->handle, "openblas_get_corename");
-    if (!b->sgemm) {
-        sm_warn("libopenblas has no cblas_sgemm: no sgemm baseline");
-        dlclose(b->handle);
-        b->handle = NULL;
-        return -1;
-    }
-    if (b->set_threads) b->set_threads(threads);
-    return 0;
-}
+// OpenBLAS (bench_blas_open: loaded with dlopen, its kernel family chosen from the instruction set,
+// as bench_util.c explains), the STREAM triad's medians and the child processes: bench_util.h.
 
 // ---------------------------------------------------------------------------------------------
 // Timing: blocks of calls, medians over rounds
 
 typedef void (*bench_fn)(void *ctx);
-
-static void sleep_s(double s) {
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *x, int n) {
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 // Calls per timed block so that a block lasts >= ~25 ms (one warm-up call measures it).
 static int calls_per_block(bench_fn f, void *ctx) {
@@ -169,24 +103,24 @@ static void time_pair(bench_fn f, void *cf, bench_fn g, void *cg, int rounds, do
     if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
     int nf = calls_per_block(f, cf), ng = 0;
     if (g) {
-        sleep_s(0.02);
+        bench_sleep(0.02);
         ng = calls_per_block(g, cg);
-        sleep_s(0.15);
+        bench_sleep(0.15);
     }
     for (int r = 0; r < rounds; r++) {
         double t0 = sm_now_s();
         for (int i = 0; i < nf; i++) f(cf);
         sf[r] = (sm_now_s() - t0) / nf;
         if (g) {
-            sleep_s(0.02);
+            bench_sleep(0.02);
             t0 = sm_now_s();
             for (int i = 0; i < ng; i++) g(cg);
             sg[r] = (sm_now_s() - t0) / ng;
-            sleep_s(0.15);
+            bench_sleep(0.15);
         }
     }
-    *tf = median(sf, rounds);
-    if (g) *tg = median(sg, rounds);
+    *tf = bench_median(sf, rounds);
+    if (g) *tg = bench_median(sg, rounds);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,7 +162,7 @@ typedef struct {
     float beta;
     const float *A, *B;
     float *C;
-    const blas_lib *blas;
+    const bench_blas *blas;
 } gemm_ctx;
 
 static void run_ours(void *p) {
@@ -240,7 +174,7 @@ static void run_ours(void *p) {
 static void run_blas(void *p) {
     gemm_ctx *c = p;
     int lda = c->ta ? c->M : c->K, ldb = c->tb ? c->K : c->N;
-    c->blas->sgemm(CBLAS_ROW_MAJOR, c->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, c->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, c->M,
+    c->blas->sgemm(BENCH_ROW_MAJOR, c->ta ? BENCH_TRANS : BENCH_NO_TRANS, c->tb ? BENCH_TRANS : BENCH_NO_TRANS, c->M,
                    c->N, c->K, 1.0f, c->A, lda, c->B, ldb, c->beta, c->C, c->N);
 }
 
@@ -357,7 +291,7 @@ static double process_cpu_s(void) {
 
 // One pass over the sequence, ours (blas NULL) or OpenBLAS's: each call's wall seconds into t and
 // the process's CPU seconds during it into cpu (n_calls each); returns the pass's wall seconds.
-static double prod_seq_run(const prod_seq *q, const blas_lib *blas, double *t, double *cpu) {
+static double prod_seq_run(const prod_seq *q, const bench_blas *blas, double *t, double *cpu) {
     double t_start = sm_now_s();
     for (int c = 0; c < q->n_calls; c++) {
         const prod_call *k = &q->calls[c];
@@ -367,7 +301,7 @@ static double prod_seq_run(const prod_seq *q, const blas_lib *blas, double *t, d
         if (!blas)
             gemm_mt(r->ta, r->tb, r->M, r->N, r->K, 1.0f, k->A, lda, k->B, ldb, 0.0f, k->C, r->N);
         else
-            blas->sgemm(CBLAS_ROW_MAJOR, r->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, r->tb ? CBLAS_TRANS : CBLAS_NO_TRANS,
+            blas->sgemm(BENCH_ROW_MAJOR, r->ta ? BENCH_TRANS : BENCH_NO_TRANS, r->tb ? BENCH_TRANS : BENCH_NO_TRANS,
                         r->M, r->N, r->K, 1.0f, k->A, lda, k->B, ldb, 0.0f, k->C, r->N);
         t[c] = sm_now_s() - t0;
         cpu[c] = process_cpu_s() - c0;
@@ -391,7 +325,7 @@ static int undisturbed(double wall, double cpu, int threads) { return cpu >= 0.9
 
 // Rounds of the sequence, ours and OpenBLAS's alternately (after one unmeasured pass of each:
 // first touches), with pauses so that neither library's waiting threads take the other's cores.
-static void prod_seq_time(const prod_seq *q, const blas_lib *blas, int rounds, int threads, prod_times *ours,
+static void prod_seq_time(const prod_seq *q, const bench_blas *blas, int rounds, int threads, prod_times *ours,
                           prod_times *theirs) {
     const int n_sides = blas && blas->sgemm ? 2 : 1;
     size_t per_side = (size_t)rounds * q->n_calls;
@@ -403,7 +337,7 @@ static void prod_seq_time(const prod_seq *q, const blas_lib *blas, int rounds, i
             size_t at = side * per_side + (size_t)(r < 0 ? 0 : r) * q->n_calls;
             double w = prod_seq_run(q, side ? blas : NULL, t + at, cpu + at);
             if (r >= 0) whole[side * rounds + r] = w;
-            sleep_s(side ? 0.15 : 0.05);   // OpenBLAS's threads spin ~0.1 s after a call; libgomp's briefly
+            bench_sleep(side ? 0.15 : 0.05);   // OpenBLAS's threads spin ~0.1 s after a call; libgomp's briefly
         }
     for (int side = 0; side < n_sides; side++) {
         prod_times *pt = side ? theirs : ours;
@@ -419,11 +353,11 @@ static void prod_seq_time(const prod_seq *q, const blas_lib *blas, int rounds, i
             }
             n_disturbed += (size_t)(na - nc);
             // too few undisturbed calls to stand for the row: the median of them all
-            pt->row_s[row] = nc >= 3 ? median(clean, nc) : median(all, na);
+            pt->row_s[row] = nc >= 3 ? bench_median(clean, nc) : bench_median(all, na);
             pt->sum_s += q->rows[row].count * pt->row_s[row];
         }
         pt->disturbed = (double)n_disturbed / (double)per_side;
-        pt->step_s = median(whole + side * rounds, rounds);
+        pt->step_s = bench_median(whole + side * rounds, rounds);
     }
     sm_free(t);
     sm_free(cpu);
@@ -435,7 +369,7 @@ static void prod_seq_time(const prod_seq *q, const blas_lib *blas, int rounds, i
 // Every matrix product of one training step of shape s, ours and OpenBLAS's (times in *ours,
 // *theirs; theirs is left zero without OpenBLAS); prints a line per product and for the step
 // when print is set. Returns the FLOPs of the step's products.
-static double bench_step_products(const bench_opts *o, const blas_lib *blas, const bench_shape *s, int print,
+static double bench_step_products(const bench_opts *o, const bench_blas *blas, const bench_shape *s, int print,
                                   prod_times *ours, prod_times *theirs) {
     prod_seq q;
     prod_seq_build(&q, o, s);
@@ -639,7 +573,7 @@ static void bench_lm_head(const bench_opts *o, const bench_shape *s) {
     sm_free(c.targets);
 }
 
-static void bench_kernels_shape(const bench_opts *o, const blas_lib *blas, const bench_shape *s, double stream_gbps) {
+static void bench_kernels_shape(const bench_opts *o, const bench_blas *blas, const bench_shape *s, double stream_gbps) {
     char title[160], name[160];
     snprintf(title, sizeof title, "%s (L=%d H=%d C=%d), B=%d T=%d: matrix products (GFLOP/s) beside OpenBLAS sgemm",
              s->name, s->L, s->H, s->C, o->B, o->T);
@@ -909,7 +843,7 @@ static void time_n(int n, bench_fn *f, void **ctx, int rounds, double *t) {
     if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
     for (int k = 0; k < n; k++) {
         calls[k] = calls_per_block(f[k], ctx[k]);
-        sleep_s(0.15);
+        bench_sleep(0.15);
     }
     for (int r = 0; r < rounds; r++)
         for (int k = 0; k < n; k++) {
@@ -920,9 +854,9 @@ static void time_n(int n, bench_fn *f, void **ctx, int rounds, double *t) {
             double t0 = sm_now_s();
             for (int i = 0; i < calls[k]; i++) f[k](ctx[k]);
             s[k][r] = (sm_now_s() - t0) / calls[k];
-            sleep_s(0.15);
+            bench_sleep(0.15);
         }
-    for (int k = 0; k < n; k++) t[k] = median(s[k], rounds);
+    for (int k = 0; k < n; k++) t[k] = bench_median(s[k], rounds);
 }
 
 // The peak ratio: 512-bit vdpbf16ps against FMAs, register to register, on every thread
@@ -944,7 +878,7 @@ typedef struct {
     const float *inp, *w, *dout;
     const uint16_t *w16;
     float *out, *dinp, *dw;
-    const blas_lib *blas;
+    const bench_blas *blas;
 } lin2_ctx;
 
 static void k_lin_f32_fwd(void *p) {
@@ -957,7 +891,7 @@ static void k_lin_bf16_fwd(void *p) {
 }
 static void k_lin_blas_fwd(void *p) {
     lin2_ctx *c = p;
-    c->blas->sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, c->N, c->OC, c->IC, 1.0f, c->inp, c->IC, c->w, c->IC,
+    c->blas->sgemm(BENCH_ROW_MAJOR, BENCH_NO_TRANS, BENCH_TRANS, c->N, c->OC, c->IC, 1.0f, c->inp, c->IC, c->w, c->IC,
                    0.0f, c->out, c->OC);
 }
 static void k_lin_f32_bwd(void *p) {
@@ -970,9 +904,9 @@ static void k_lin_bf16_bwd(void *p) {
 }
 static void k_lin_blas_bwd(void *p) {   // dinp = dout W; dweight += dout^T inp
     lin2_ctx *c = p;
-    c->blas->sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, c->N, c->IC, c->OC, 1.0f, c->dout, c->OC, c->w, c->IC,
+    c->blas->sgemm(BENCH_ROW_MAJOR, BENCH_NO_TRANS, BENCH_NO_TRANS, c->N, c->IC, c->OC, 1.0f, c->dout, c->OC, c->w, c->IC,
                    0.0f, c->dinp, c->IC);
-    c->blas->sgemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, c->OC, c->IC, c->N, 1.0f, c->dout, c->OC, c->inp, c->IC,
+    c->blas->sgemm(BENCH_ROW_MAJOR, BENCH_TRANS, BENCH_NO_TRANS, c->OC, c->IC, c->N, 1.0f, c->dout, c->OC, c->inp, c->IC,
                    1.0f, c->dw, c->IC);
 }
 
@@ -992,7 +926,7 @@ static void emit_bf16(const bench_opts *o, const char *name, double flops, doubl
     fflush(stdout);
 }
 
-static void bench_bf16_shape(const bench_opts *o, const blas_lib *blas, const bench_shape *sh, double peak) {
+static void bench_bf16_shape(const bench_opts *o, const bench_blas *blas, const bench_shape *sh, double peak) {
     const int C = sh->C, Vp = (BENCH_V + 63) / 64 * 64, N = o->B * o->T;
     char title[200], name[160];
     snprintf(title, sizeof title, "%s: linear layers in bf16 (gemm bf16 path %s) beside fp32 (path %s) and OpenBLAS, N=%d",
@@ -1031,7 +965,7 @@ static void bench_bf16_shape(const bench_opts *o, const blas_lib *blas, const be
     emit_bf16(o, name, flops_tot, tot[0], tot[1], blas->sgemm ? tot[2] : 0.0, peak);
 }
 
-static void bench_bf16_kernels(const bench_opts *o, const blas_lib *blas) {
+static void bench_bf16_kernels(const bench_opts *o, const bench_blas *blas) {
     if (!kernels_bf16_available()) {
         heading(o, "bf16: no AVX512-BF16 on this CPU (or not allowed by --simd): not measured");
         return;
@@ -1044,8 +978,8 @@ static void bench_bf16_kernels(const bench_opts *o, const blas_lib *blas) {
 
 static int bench_kernels(const bench_opts *o, const comm_topology *topo) {
     if (topo->rank != 0) return SM_EXIT_OK;   // one process measures: ranks would share the cores
-    blas_lib blas = {0};
-    if (!o->no_blas) blas_open(&blas, o->threads);
+    bench_blas blas = {0};
+    if (!o->no_blas) bench_blas_open(&blas, o->threads);
     if (!o->json) {
         char feats[256];
         kernels_cpu_describe(feats, sizeof feats, kernels_cpu_features());
@@ -1209,7 +1143,7 @@ static int torch_available(const char *python) {
 
 // torch_s: PyTorch's fp32 s/step, measured by the caller (0: none)
 static void bench_train_shape(const bench_opts *o, const bench_shape *s, const comm_topology *topo,
-                              const blas_lib *blas, double torch_s) {
+                              const bench_blas *blas, double torch_s) {
     sm_model_config cfg = {.n_layer = s->L, .n_head = s->H, .n_embd = s->C, .max_seq_len = BENCH_CONTEXT,
                            .vocab_size = BENCH_V, .tokenizer = "gpt2"};
     char err[256];
@@ -1257,9 +1191,9 @@ static void bench_train_shape(const bench_opts *o, const bench_shape *s, const c
     double hidden[MAX_ROUNDS * 4];
     int nh = steps < MAX_ROUNDS * 4 ? steps : MAX_ROUNDS * 4;
     for (int k = 0; k < nh; k++) hidden[k] = comm[k] > 0 ? 1.0 - wait[k] / comm[k] : 1.0;
-    double step_ms = median(ms, steps), fwd_ms = median(fwd, steps), bwd_ms = median(bwd, steps);
-    double wait_ms = median(wait, steps), comm_ms = median(comm, steps), opt_ms = median(opt, steps);
-    double hidden_frac = median(hidden, nh);
+    double step_ms = bench_median(ms, steps), fwd_ms = bench_median(fwd, steps), bwd_ms = bench_median(bwd, steps);
+    double wait_ms = bench_median(wait, steps), comm_ms = bench_median(comm, steps), opt_ms = bench_median(opt, steps);
+    double hidden_frac = bench_median(hidden, nh);
 
     // model FLOPs per step: the matrix products (6 per weight per token) and causal attention
     int N = o->B * o->T, hs = s->C / s->H;
@@ -1375,7 +1309,7 @@ static void bench_train_bf16(const bench_opts *o, const bench_shape *s, const co
         }
         if (step >= warmup) ratio[step - warmup] = t32[step - warmup] / t16[step - warmup];
     }
-    double r = median(ratio, steps), s32 = median(t32, steps), s16 = median(t16, steps);
+    double r = bench_median(ratio, steps), s32 = bench_median(t32, steps), s16 = bench_median(t16, steps);
     if (topo->rank == 0) {
         int N = o->B * o->T, hs = s->C / s->H;
         double flops = 6.0 * N * ((double)s->L * 12 * s->C * s->C + (double)s->C * cfg.padded_vocab_size) +
@@ -1390,11 +1324,11 @@ static void bench_train_bf16(const bench_opts *o, const bench_shape *s, const co
         snprintf(name, sizeof name, "train %s bf16 achieved GFLOP/s (%.1f GFLOP/step)", s->name, flops * 1e-9);
         emit(o, name, "gflops", flops / s16 * 1e-9, s16 * 1e3, flops / s32 * 1e-9, "fp32");
         snprintf(name, sizeof name, "train %s bf16 forward", s->name);
-        emit(o, name, "ms", median(fwd, steps), median(fwd, steps), 0.0, "");
+        emit(o, name, "ms", bench_median(fwd, steps), bench_median(fwd, steps), 0.0, "");
         snprintf(name, sizeof name, "train %s bf16 backward", s->name);
-        emit(o, name, "ms", median(bwd, steps), median(bwd, steps), 0.0, "");
+        emit(o, name, "ms", bench_median(bwd, steps), bench_median(bwd, steps), 0.0, "");
         snprintf(name, sizeof name, "train %s bf16 optimizer (AdamW + the bf16 copy)", s->name);
-        emit(o, name, "ms", median(opt, steps), median(opt, steps), 0.0, "");
+        emit(o, name, "ms", bench_median(opt, steps), bench_median(opt, steps), 0.0, "");
         snprintf(name, sizeof name, "train %s bf16 step speed-up over our fp32 (median of pairs)", s->name);
         emit(o, name, "speedup", r, s16 * 1e3, 0.0, "");
         if (torch32 > 0) {
@@ -1417,11 +1351,11 @@ static void bench_train_bf16(const bench_opts *o, const bench_shape *s, const co
 }
 
 static int bench_train(const bench_opts *o, const comm_topology *topo) {
-    blas_lib blas = {0};
-    if (!o->no_blas && topo->rank == 0) blas_open(&blas, o->threads);
+    bench_blas blas = {0};
+    if (!o->no_blas && topo->rank == 0) bench_blas_open(&blas, o->threads);
     int have_torch = 0;
     if (!o->no_torch && topo->world_size == 1) {
-        blas_pick_core();   // torch's matrix products go through OpenBLAS as well
+        bench_blas_core();   // torch's matrix products go through OpenBLAS as well
         have_torch = torch_available(o->python);
         if (!have_torch) sm_warn("no PyTorch at %s: no PyTorch reference (install python3-torch)", o->python);
     }

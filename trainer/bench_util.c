@@ -58,6 +58,13 @@ void bench_emit(int json, const char *name, const char *unit, double value, doub
     fflush(stdout);
 }
 
+// The OpenBLAS kernel family for this CPU's instruction set, set in the environment before
+// OpenBLAS loads (here and in the PyTorch child, whose torch links OpenBLAS too). DESIGN.md says
+// to clear OPENBLAS_CORETYPE so that OpenBLAS picks its best; but OpenBLAS 0.3.21 chooses by CPU
+// model, and on a model it does not know (family 6 model 207, seen here) it falls back to
+// Prescott, SSE3 at ~30 GFLOP/s, a baseline 7x too weak. The instruction set names the kernel
+// it would pick on a model it knows: Cooperlake for AVX-512 with BF16 (as on Sapphire Rapids),
+// SkylakeX for AVX-512, Haswell for AVX2. OPENBLAS_L2_SIZE is cleared (its own probe is right).
 const char *bench_blas_core(void) {
     unsetenv("OPENBLAS_L2_SIZE");
     const char *core = NULL;
@@ -82,6 +89,7 @@ int bench_blas_open(bench_blas *b, int threads) {
     }
     b->sgemm = (bench_sgemm_fn)dlsym(b->handle, "cblas_sgemm");
     void (*set_threads)(int) = (void (*)(int))dlsym(b->handle, "openblas_set_num_threads");
+    b->corename = (char *(*)(void))dlsym(b->handle, "openblas_get_corename");
     if (!b->sgemm) {
         sm_warn("libopenblas has no cblas_sgemm: no sgemm baseline");
         dlclose(b->handle);

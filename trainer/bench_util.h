@@ -21,6 +21,7 @@ typedef void (*bench_sgemm_fn)(int order, int ta, int tb, int M, int N, int K, f
 typedef struct {
     void *handle;
     bench_sgemm_fn sgemm;   // NULL: not available (a warning was printed)
+    char *(*corename)(void);  // openblas_get_corename, or NULL
 } bench_blas;
 int bench_blas_open(bench_blas *b, int threads);
 const char *bench_blas_core(void);   // sets the environment; returns the kernel family named
