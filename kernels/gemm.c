@@ -194,13 +194,14 @@ static double packed_elems(const gemm_ukernel *uk, int M, int N, int K, int grou
     return (double)M * K * a_passes + (double)K * N;
 }
 
-void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
-                       const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep) {
-    if (M == 0 || N == 0) return;
+// The grid of gr x gc tiles gemm_run_parallel gives a team of nt threads, one tile per thread:
+// columns, or rows when there are too few columns to share.
+typedef struct {
+    int gr, gc;
+} tile_grid;
+
+static tile_grid grid_of(const gemm_ukernel *uk, int M, int N, int K, const gemm_operand *A, int nt) {
     const int MR = uk->mr, NR = uk->nr, group = uk->grouped ? A->group : 0;
-    int nt = omp_get_max_threads();
-    // A grid of gr x gc tiles, one per thread: columns, or rows when there are too few columns
-    // to share.
     int gr = 1, gc = nt;
     int col_units = (N + NR - 1) / NR, row_units = (M + MR - 1) / MR;
     // Each thread packs its share of the operand that is split and all of the other (op(A) once
@@ -214,30 +215,57 @@ void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha,
         if (row_units < gr) gr = row_units < 1 ? 1 : row_units;
     }
     if (gc > col_units) gc = col_units;
-    // tile edges on whole micro-tiles, as even as possible
-    int n_tiles = gr * gc;
+    return (tile_grid){gr, gc};
+}
+
+// Tile `tile` of grid g: tile edges on whole micro-tiles, as even as possible.
+static void run_tile(const gemm_ukernel *uk, tile_grid g, int tile, int M, int N, int K, float alpha,
+                     const gemm_operand *A, const gemm_operand *B, float beta, float *C, int ldc,
+                     const gemm_epilogue *ep) {
+    const int MR = uk->mr, NR = uk->nr;
+    int col_units = (N + NR - 1) / NR, row_units = (M + MR - 1) / MR;
+    int ti = tile / g.gc, tj = tile % g.gc;
+    int r0 = (int)((long)row_units * ti / g.gr) * MR, r1 = (int)((long)row_units * (ti + 1) / g.gr) * MR;
+    int c0 = (int)((long)col_units * tj / g.gc) * NR, c1 = (int)((long)col_units * (tj + 1) / g.gc) * NR;
+    if (r1 > M) r1 = M;
+    if (c1 > N) c1 = N;
+    if (r1 <= r0 || c1 <= c0) return;
+    gemm_operand At = op_offset(A, uk->a_type, r0, 0), Bt = op_offset(B, uk->b_type, c0, 1);
+    gemm_epilogue e, *pe = NULL;
+    if (ep) {
+        e = *ep;
+        if (e.bias) e.bias += c0;
+        if (e.gelu_out) e.gelu_out += (size_t)r0 * e.ldg + c0;
+        pe = &e;
+    }
+    gemm_run(uk, r1 - r0, c1 - c0, K, alpha, &At, &Bt, beta, C + (size_t)r0 * ldc + c0, ldc, pe);
+}
+
+void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
+                       const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep) {
+    if (M == 0 || N == 0) return;
+    tile_grid g = grid_of(uk, M, N, K, A, omp_get_max_threads());
+    int n_tiles = g.gr * g.gc;
     if (n_tiles <= 1) {
         gemm_run(uk, M, N, K, alpha, A, B, beta, C, ldc, ep);
         return;
     }
 #pragma omp parallel for schedule(static) num_threads(n_tiles)
-    for (int tile = 0; tile < n_tiles; tile++) {
-        int ti = tile / gc, tj = tile % gc;
-        int r0 = (int)((long)row_units * ti / gr) * MR, r1 = (int)((long)row_units * (ti + 1) / gr) * MR;
-        int c0 = (int)((long)col_units * tj / gc) * NR, c1 = (int)((long)col_units * (tj + 1) / gc) * NR;
-        if (r1 > M) r1 = M;
-        if (c1 > N) c1 = N;
-        if (r1 <= r0 || c1 <= c0) continue;
-        gemm_operand At = op_offset(A, uk->a_type, r0, 0), Bt = op_offset(B, uk->b_type, c0, 1);
-        gemm_epilogue e, *pe = NULL;
-        if (ep) {
-            e = *ep;
-            if (e.bias) e.bias += c0;
-            if (e.gelu_out) e.gelu_out += (size_t)r0 * e.ldg + c0;
-            pe = &e;
-        }
-        gemm_run(uk, r1 - r0, c1 - c0, K, alpha, &At, &Bt, beta, C + (size_t)r0 * ldc + c0, ldc, pe);
+    for (int tile = 0; tile < n_tiles; tile++) run_tile(uk, g, tile, M, N, K, alpha, A, B, beta, C, ldc, ep);
+}
+
+void gemm_run_part(const gemm_ukernel *uk, int part, int parts, int M, int N, int K, float alpha,
+                   const gemm_operand *A, const gemm_operand *B, float beta, float *C, int ldc,
+                   const gemm_epilogue *ep) {
+    assert(parts >= 1 && part >= 0 && part < parts && "gemm_run_part: part out of range");
+    if (M == 0 || N == 0) return;
+    tile_grid g = grid_of(uk, M, N, K, A, parts);
+    int n_tiles = g.gr * g.gc;
+    if (n_tiles <= 1) {
+        if (part == 0) gemm_run(uk, M, N, K, alpha, A, B, beta, C, ldc, ep);
+        return;
     }
+    if (part < n_tiles) run_tile(uk, g, part, M, N, K, alpha, A, B, beta, C, ldc, ep);
 }
 
 // ---------------------------------------------------------------------------------------------

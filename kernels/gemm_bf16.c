@@ -357,6 +357,14 @@ void matmul_forward_bf16_gelu(float *out, float *out_gelu, const float *inp, con
     gemm_run_parallel(bf16_row(KERNELS_BF16), N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
 }
 
+void matmul_forward_bf16_part(float *out, float *out_gelu, const float *inp, const uint16_t *weight, const float *bias,
+                              int N, int C, int OC, int part, int parts) {
+    assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward_bf16_part: bad dimensions");
+    gemm_operand a = {.p = inp, .ld = C}, b = {.p = weight, .ld = C, .trans = 1};
+    gemm_epilogue ep = {.bias = bias, .gelu_out = out_gelu, .ldg = OC};
+    gemm_run_part(bf16_row(KERNELS_BF16), part, parts, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+}
+
 void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                           const uint16_t *weight, int N, int C, int OC, int accumulate) {
     // dout is (N,OC), inp is (N,C), weight is (OC,C) bf16; dinp (N,C) =; dweight (OC,C) and dbias

@@ -693,8 +693,9 @@ const gemm_ukernel GEMM_Q8_AVX512_VNNI = {
 
 // ---------------------------------------------------------------------------------------------
 
+// The forward through gemm_run_parallel (parts 0), or share `part` of `parts` (gemm_run_part).
 static void matmul_q8(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
-                      const float *bias, int N, int C, int OC, int group) {
+                      const float *bias, int N, int C, int OC, int group, int part, int parts) {
     assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward_q8: bad dimensions");
     check_group(group);
     const gemm_ukernel *uk = gemm_ukernel_pick(KERNELS_OP_GEMM_Q8, KERNELS_F32, KERNELS_Q8);
@@ -702,17 +703,26 @@ static void matmul_q8(float *out, float *out_gelu, const float *inp, const int8_
     gemm_operand a = {.p = inp, .ld = C, .trans = 0, .group = group};
     gemm_operand b = {.p = wq, .ld = C, .trans = 1, .scales = wscale, .ld_scales = q8_groups(C, group), .group = group};
     gemm_epilogue ep = {.bias = bias, .gelu_out = out_gelu, .ldg = OC};
-    gemm_run_parallel(uk, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+    if (parts == 0)
+        gemm_run_parallel(uk, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+    else
+        gemm_run_part(uk, part, parts, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
 }
 
 void matmul_forward_q8(float *out, const float *inp, const int8_t *wq, const float *wscale, const float *bias, int N,
                        int C, int OC, int group) {
     // inp is (N,C), wq is (OC,C) with wscale (OC, ceil(C/group)), bias is (OC) or NULL; out is (N,OC)
-    matmul_q8(out, NULL, inp, wq, wscale, bias, N, C, OC, group);
+    matmul_q8(out, NULL, inp, wq, wscale, bias, N, C, OC, group, 0, 0);
 }
 
 void matmul_forward_q8_gelu(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
                             const float *bias, int N, int C, int OC, int group) {
     // as matmul_forward_q8; out_gelu (N,OC) = gelu(out), tile by tile while the tile is in cache
-    matmul_q8(out, out_gelu, inp, wq, wscale, bias, N, C, OC, group);
+    matmul_q8(out, out_gelu, inp, wq, wscale, bias, N, C, OC, group, 0, 0);
+}
+
+void matmul_forward_q8_part(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
+                            const float *bias, int N, int C, int OC, int group, int part, int parts) {
+    assert(parts >= 1 && "matmul_forward_q8_part: no parts");
+    matmul_q8(out, out_gelu, inp, wq, wscale, bias, N, C, OC, group, part, parts);
 }

@@ -113,6 +113,12 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 // pass over the rows; equal, bit for bit, to residual_forward followed by layernorm_forward.
 void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd, const float *inp1,
                                 const float *inp2, const float *weight, const float *bias, int N, int C);
+// layernorm_forward and residual_layernorm_forward on the calling thread alone (no OpenMP region),
+// the same bits: for a caller inside its own parallel region (the decode step's one row).
+void layernorm_forward_serial(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                              const float *bias, int N, int C);
+void residual_layernorm_forward_serial(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                       const float *inp2, const float *weight, const float *bias, int N, int C);
 // dinp (N,C) +=, dweight (C) +=, dbias (C) +=
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
@@ -133,6 +139,13 @@ void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const fl
 // departure from "backward accumulates": BLAS's beta, with the same effect as clear-then-add.
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC, int accumulate);
+// Share `part` of `parts` of matmul_forward (out_gelu NULL) or matmul_forward_gelu: the output
+// tile thread `part` of a team of `parts` computes there, on the calling thread alone (no OpenMP
+// region). For a caller inside its own parallel region (the decode step: one region per token,
+// not one per op), each of whose `parts` threads calls it with its own part; once all have
+// returned (a barrier), out holds matmul_forward's result, bit for bit.
+void matmul_forward_part(float *out, float *out_gelu, const float *inp, const float *weight, const float *bias, int N,
+                         int C, int OC, int part, int parts);
 
 // ---- INT8 linear layers: int8 weights with per-group scales (gemm_q8.c) -------------------------
 // A weight W (rows,cols) = (OC,IC) is stored as q (rows,cols) int8 in [-127, 127] and scales
@@ -157,6 +170,9 @@ void matmul_forward_q8(float *out, const float *inp, const int8_t *wq, const flo
 // The same, and out_gelu (N,OC) = gelu(out) in the same pass (as matmul_forward_gelu).
 void matmul_forward_q8_gelu(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
                             const float *bias, int N, int C, int OC, int group);
+// Share `part` of `parts` of matmul_forward_q8 (out_gelu NULL) or _gelu, as matmul_forward_part.
+void matmul_forward_q8_part(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
+                            const float *bias, int N, int C, int OC, int group, int part, int parts);
 
 // ---- causal multi-head self-attention, flash-attention style (attention.c) -----------------
 // qkv is (B,T,3C) holding q, k, v each (NH heads x hs = C/NH); out is (B,T,C); lse is (B,NH,T):
@@ -296,6 +312,9 @@ void matmul_forward_bf16_gelu(float *out, float *out_gelu, const float *inp, con
                               int N, int C, int OC);
 void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                           const uint16_t *weight, int N, int C, int OC, int accumulate);
+// Share `part` of `parts` of matmul_forward_bf16 (out_gelu NULL) or _gelu, as matmul_forward_part.
+void matmul_forward_bf16_part(float *out, float *out_gelu, const float *inp, const uint16_t *weight, const float *bias,
+                              int N, int C, int OC, int part, int parts);
 
 // The instruction peak probe of `bench kernels`: n iterations of 16 independent 512-bit FMAs
 // (bf16 = 0) or vdpbf16ps (bf16 = 1) on each thread of an OpenMP team it opens, from registers (no

@@ -128,6 +128,13 @@ void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha,
 // thread packs only its share of the larger operand); the result does not depend on the split.
 void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
                        const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep);
+// Tile `part` of the grid gemm_run_parallel gives a team of `parts` threads, computed on the
+// calling thread alone (no OpenMP region: for a caller already inside one, e.g. the decode step,
+// whose threads each call it once with their own part; every part must be called before C is
+// read). The union of the parts is gemm_run_parallel's result, bit for bit.
+void gemm_run_part(const gemm_ukernel *uk, int part, int parts, int M, int N, int K, float alpha,
+                   const gemm_operand *A, const gemm_operand *B, float beta, float *C, int ldc,
+                   const gemm_epilogue *ep);
 
 // C (M,N) = alpha op(A) op(B) + beta C, then the epilogue (ep may be NULL). Single-threaded;
 // same contract and the same per-element summation order as gemm().

@@ -54,18 +54,35 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         layernorm_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, C);
 }
 
+void layernorm_forward_serial(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                              const float *bias, int N, int C) {
+    assert(C > 0 && "layernorm_forward_serial: C must be positive");
+    for (int n = 0; n < N; n++)
+        layernorm_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, C);
+}
+
+// Row n of residual_layernorm_forward.
+static inline void residual_layernorm_row(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                          const float *inp2, const float *weight, const float *bias, int n, int C) {
+    const float *a = inp1 + (size_t)n * C, *b = inp2 + (size_t)n * C;
+    float *r = res + (size_t)n * C;
+    for (int c = 0; c < C; c++) r[c] = a[c] + b[c];
+    layernorm_row(out + (size_t)n * C, mean + n, rstd + n, r, weight, bias, C);
+}
+
 void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd, const float *inp1,
                                 const float *inp2, const float *weight, const float *bias, int N, int C) {
     // inp1, inp2 are (N,C), weight and bias (C); res (N,C) = inp1 + inp2, then out (N,C), mean and
     // rstd (N) are its LayerNorm, row by row while the row is in L1
     assert(C > 0 && "residual_layernorm_forward: C must be positive");
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *a = inp1 + (size_t)n * C, *b = inp2 + (size_t)n * C;
-        float *r = res + (size_t)n * C;
-        for (int c = 0; c < C; c++) r[c] = a[c] + b[c];
-        layernorm_row(out + (size_t)n * C, mean + n, rstd + n, r, weight, bias, C);
-    }
+    for (int n = 0; n < N; n++) residual_layernorm_row(res, out, mean, rstd, inp1, inp2, weight, bias, n, C);
+}
+
+void residual_layernorm_forward_serial(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                       const float *inp2, const float *weight, const float *bias, int N, int C) {
+    assert(C > 0 && "residual_layernorm_forward_serial: C must be positive");
+    for (int n = 0; n < N; n++) residual_layernorm_row(res, out, mean, rstd, inp1, inp2, weight, bias, n, C);
 }
 
 // ---- backward

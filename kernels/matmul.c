@@ -22,6 +22,16 @@ void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const fl
     gemm_parallel(0, 1, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC, &ep);
 }
 
+void matmul_forward_part(float *out, float *out_gelu, const float *inp, const float *weight, const float *bias, int N,
+                         int C, int OC, int part, int parts) {
+    assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward_part: bad dimensions");
+    const gemm_ukernel *uk = gemm_ukernel_pick(KERNELS_OP_GEMM_F32, KERNELS_F32, KERNELS_F32);
+    assert(uk && "matmul_forward_part: no fp32 micro-kernel row for the chosen path");
+    gemm_operand a = {.p = inp, .ld = C}, b = {.p = weight, .ld = C, .trans = 1};
+    gemm_epilogue ep = {.bias = bias, .gelu_out = out_gelu, .ldg = OC};
+    gemm_run_part(uk, part, parts, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+}
+
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC, int accumulate) {
     // dout is (N,OC), inp is (N,C), weight is (OC,C); dinp (N,C) =; dweight (OC,C) and dbias (OC)

@@ -100,6 +100,16 @@ cache)
     || bad "greedy tokens differ: $(tokens c.json | head -c 200) / $(tokens n.json | head -c 200)"
   compare_logits "greedy logits" c.bin n.bin && ok "greedy: logits equal to 1e-5 at all 100 positions" \
     || bad "greedy logits, cache vs --no-cache"
+  # the one-token step runs in one OpenMP region, each thread its share of every product's columns
+  # and of the heads: the logits have the same bits at 1, 2 and 3 threads (3: uneven shares; and the
+  # batch-1 decode has the bits of a batch row, checked below at 1e-5 against --no-cache)
+  thr_ok=1
+  for t in 1 3; do
+    timeout 120 "$bin" generate --ckpt "$root/run1" --threads $t --prompt "$P" --max-new 100 --temperature 0 \
+      --dump-logits "t$t.bin" >/dev/null 2>&1 && cmp -s "t$t.bin" c.bin || thr_ok=0
+  done
+  [ $thr_ok = 1 ] && ok "greedy: logits identical, bit for bit, at 1, 2 and 3 threads" \
+    || bad "logits differ between thread counts"
   # sampled: the same draws from (nearly) the same logits, over a less repetitive prefix
   G --prompt "$P" --max-new 100 --temperature 1 --seed 7 --json --dump-logits cs.bin >cs.out 2>cs.json
   G --prompt "$P" --max-new 100 --temperature 1 --seed 7 --json --dump-logits ns.bin --no-cache >ns.out 2>ns.json

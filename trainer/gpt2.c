@@ -1,6 +1,7 @@
 // gpt2.c — GPT-2 over named-tensor tables: config, weights (build, init), activations, forward,
 // the loss, the training state and backward. The ops are in ops.c; AdamW in optim.c.
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -322,6 +323,48 @@ void gpt2_forward(const gpt2_weights *w, gpt2_acts *a, const int *inputs, int B,
     a->lm_head_fused = w->fwd[P_WTE]->dtype == SM_F32;
 }
 
+// One new token on one cache row (the generate loop's step): the whole forward in one OpenMP
+// region, not one per op (a small model's step is ~30 ops of a few microseconds each, and a
+// region's start and end cost about as much as the op). Each product is split over the threads by
+// output columns, attention by heads, with a barrier after each (op_*_team: 5 per layer); the one
+// row's embedding, residual adds and LayerNorms are computed by every thread into its own copy
+// (op_*_own), which costs less than a barrier. Same kernels, same tiles: the bits of
+// forward_blocks' path. As in llama.cpp's graph compute (one thread pool, barriers between ops).
+static void forward_one(const gpt2_weights *w, gpt2_infer *s, int token, int row) {
+    const sm_model_config *c = &w->cfg;
+    const int L = c->n_layer, NH = c->n_head, C = c->n_embd, Vp = c->padded_vocab_size;
+    SM_CHECK(token >= 0 && token < c->vocab_size, "input token %d out of range [0,%d)", token, c->vocab_size);
+    const int pos = s->pos[row];
+    const layer_acts x = layer_view(&s->a.t, 0, (size_t)s->a.B * (size_t)s->a.T, C, NH);
+    const size_t layer_kv = (size_t)2 * s->B * s->maxT * C, row_kv = (size_t)row * s->maxT * C;
+#pragma omp parallel num_threads(s->own_threads)
+    {
+        float *res = s->own + (size_t)omp_get_thread_num() * s->own_stride, *ln = res + C, *st = ln + C;
+        op_encoder_forward_own(res, token, pos, PL(w, P_WTE, 0), PL(w, P_WPE, 0), C);
+        op_layernorm_forward_own(ln, st, st + 1, res, PL(w, P_LN1W, 0), PL(w, P_LN1B, 0), C);
+        for (int l = 0; l < L; l++) {
+            float *k = s->kv + (size_t)l * layer_kv + row_kv, *v = k + (size_t)s->B * s->maxT * C;
+            op_linear_forward_team("matmul.qkv", x.qkv, NULL, ln, w->fwd[P_QKVW], l, PL(w, P_QKVB, l), 1, C, 3 * C);
+            op_attention_cached_team(x.atty, x.qkv, k, v, pos, C, NH, w->precision);
+            op_linear_forward_team("matmul.attproj", x.attproj, NULL, x.atty, w->fwd[P_ATTPROJW], l,
+                                   PL(w, P_ATTPROJB, l), 1, C, C);
+            op_residual_layernorm_forward_own(res, ln, st, st + 1, res, x.attproj, PL(w, P_LN2W, l), PL(w, P_LN2B, l),
+                                              C);
+            op_linear_forward_team("matmul.fc+gelu", x.fch, x.fch_gelu, ln, w->fwd[P_FCW], l, PL(w, P_FCB, l), 1, C,
+                                   4 * C);
+            op_linear_forward_team("matmul.fcproj", x.fcproj, NULL, x.fch_gelu, w->fwd[P_FCPROJW], l,
+                                   PL(w, P_FCPROJB, l), 1, 4 * C, C);
+            const int last = l + 1 == L;   // the next layer's first LayerNorm, or the final one
+            op_residual_layernorm_forward_own(res, ln, st, st + 1, res, x.fcproj,
+                                              last ? PL(w, P_LNFW, 0) : PL(w, P_LN1W, l + 1),
+                                              last ? PL(w, P_LNFB, 0) : PL(w, P_LN1B, l + 1), C);
+        }
+        if (omp_get_thread_num() == 0) memcpy(s->last, ln, (size_t)C * sizeof(float));
+        op_linear_forward_team("matmul.lm_head", s->logits, NULL, ln, w->fwd[P_WTE], 0, NULL, 1, C, Vp);
+    }
+    s->pos[row] += 1;
+}
+
 void gpt2_forward_cached(const gpt2_weights *w, gpt2_infer *s, const int *tokens, const int *rows, int n_rows, int T) {
     const int C = w->cfg.n_embd, Vp = w->cfg.padded_vocab_size;
     SM_CHECK(n_rows >= 1 && n_rows <= s->B, "%d rows for a cache of %d", n_rows, s->B);
@@ -329,6 +372,10 @@ void gpt2_forward_cached(const gpt2_weights *w, gpt2_infer *s, const int *tokens
         SM_CHECK(rows[i] >= 0 && rows[i] < s->B, "cache row %d out of range [0,%d)", rows[i], s->B);
         SM_CHECK(s->pos[rows[i]] + T <= s->maxT, "row %d: %d cached + %d new positions exceed the context %d",
                  rows[i], s->pos[rows[i]], T, s->maxT);
+    }
+    if (n_rows == 1 && T == 1) {
+        forward_one(w, s, tokens[0], rows[0]);
+        return;
     }
     const kv_ref kv = {s, rows};
     forward_blocks(w, &s->a, tokens, n_rows, T, &kv);

@@ -1,6 +1,7 @@
 // infer.c — defines the inference state (gpt2_infer_*: activations for one forward and the KV
 // cache, allocated once) and evaluation over a shard's windows (eval_windows), which `eval` and
 // the training run's `val` events share.
+#include <omp.h>
 #include <string.h>
 
 #include "trainer.h"
@@ -19,6 +20,10 @@ void gpt2_infer_build(gpt2_infer *s, const sm_model_config *cfg, int B, int T_ch
     s->rows = sm_arena((size_t)B * sizeof(int));
     s->last = sm_arena((size_t)B * (size_t)s->C * sizeof(float));
     s->logits = sm_arena((size_t)B * (size_t)cfg->padded_vocab_size * sizeof(float));
+    // each thread's rows on their own cache lines: residual (C), LayerNorm (C), mean and rstd
+    s->own_threads = omp_get_max_threads();
+    s->own_stride = ((size_t)2 * s->C + 2 + 15) / 16 * 16;
+    s->own = sm_arena((size_t)s->own_threads * s->own_stride * sizeof(float));
 }
 
 void gpt2_infer_free(gpt2_infer *s) {
@@ -28,6 +33,7 @@ void gpt2_infer_free(gpt2_infer *s) {
     sm_free(s->rows);
     sm_free(s->last);
     sm_free(s->logits);
+    sm_free(s->own);
     memset(s, 0, sizeof *s);
 }
 

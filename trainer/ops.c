@@ -2,6 +2,7 @@
 // and byte formula, and the linear layers' dispatch on the weight's dtype.
 #include "ops.h"
 
+#include <omp.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -98,6 +99,24 @@ void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const
                  SM_DTYPE_INFO[w->dtype].name);
 }
 
+void op_linear_forward_team(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
+                            int layer, const float *bias, int N, int C, int OC) {
+    const int part = omp_get_thread_num(), parts = omp_get_num_threads();
+    double t = prof_start();
+    matrix m = matrix_of(w, layer, C, OC);
+    if (m.q8)
+        matmul_forward_q8_part(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group, part, parts);
+    else if (m.bf16)
+        matmul_forward_bf16_part(out, out_gelu, inp, m.bf16, bias, N, C, OC, part, parts);
+    else
+        matmul_forward_part(out, out_gelu, inp, m.f32, bias, N, C, OC, part, parts);
+#pragma omp barrier
+    if (part == 0)
+        prof_stop_as(name, PROF_FWD, t, 2.0 * N * C * (double)OC,
+                     linear_bytes(w, N, C, OC) + (out_gelu ? f32_bytes((double)N * OC) : 0.0),
+                     SM_DTYPE_INFO[w->dtype].name);
+}
+
 void op_linear_backward(const char *name, float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const sm_tensor *w, int layer, int N, int C, int OC, int accumulate) {
     double t = prof_start();
@@ -139,18 +158,34 @@ void op_attention_backward(float *dqkv, const float *dout, const float *out, con
                  SM_DTYPE_INFO[prec].name);
 }
 
+// Head h of one row's new position(s): its new keys and values into the row's cache (kc, vc: the
+// row's (maxT,C)), then its T queries against the cache.
+static void cached_head(float *o, const float *q, float *kc, float *vc, int pos, int T, int C, int h, int hs,
+                        sm_dtype prec) {
+    const int C3 = 3 * C;
+    for (int j = 0; j < T; j++) {
+        const float *src = q + (size_t)j * C3;   // q, k, v of position pos+j, head h
+        memcpy(kc + (size_t)(pos + j) * C + (size_t)h * hs, src + C, (size_t)hs * sizeof(float));
+        memcpy(vc + (size_t)(pos + j) * C + (size_t)h * hs, src + 2 * C, (size_t)hs * sizeof(float));
+    }
+    if (prec == SM_BF16)
+        attention_head_forward_bf16(o, C, NULL, q, C3, kc + (size_t)h * hs, C, vc + (size_t)h * hs, C, T, pos, hs);
+    else
+        attention_head_forward(o, C, NULL, q, C3, kc + (size_t)h * hs, C, vc + (size_t)h * hs, C, T, pos, hs);
+}
+
+// QK^T and PV: 2 products of hs per pair and head, over each new query's keys (the row's cached
+// positions up to itself); reads the cached keys and values and the new q, k, v; writes the new
+// k, v and out
+static void cached_prof(double t, double pairs, double keys, int n_rows, int T, int C, sm_dtype prec) {
+    prof_stop_as("attention", PROF_FWD, t, 4.0 * C * pairs, f32_bytes(2.0 * keys * C + 6.0 * n_rows * T * C),
+                 SM_DTYPE_INFO[prec].name);
+}
+
 void op_attention_cached(float *out, const float *qkv, float *kcache, float *vcache, const int *rows, const int *pos,
                          int n_rows, int T, int C, int NH, int maxT, sm_dtype prec) {
     double t = prof_start();
-    const int hs = C / NH, C3 = 3 * C;
-    for (int i = 0; i < n_rows; i++) {
-        const size_t at = (size_t)rows[i] * maxT + (size_t)pos[rows[i]];
-        for (int j = 0; j < T; j++) {
-            const float *src = qkv + ((size_t)i * T + j) * C3;
-            memcpy(kcache + (at + j) * C, src + C, (size_t)C * sizeof(float));
-            memcpy(vcache + (at + j) * C, src + 2 * C, (size_t)C * sizeof(float));
-        }
-    }
+    const int hs = C / NH;
     double pairs = 0.0, keys = 0.0;   // query-key pairs (each new query against the row's keys up to
     for (int i = 0; i < n_rows; i++) {   // itself), and the cached positions each row reads
         pairs += (double)T * pos[rows[i]] + 0.5 * T * (T + 1.0);
@@ -159,18 +194,42 @@ void op_attention_cached(float *out, const float *qkv, float *kcache, float *vca
 #pragma omp parallel for schedule(static)
     for (int ih = 0; ih < n_rows * NH; ih++) {
         const int i = ih / NH, h = ih % NH;
-        const size_t base = (size_t)rows[i] * maxT * C + (size_t)h * hs;
-        float *o = out + (size_t)i * T * C + (size_t)h * hs;
-        const float *q = qkv + (size_t)i * T * C3 + h * hs;
-        if (prec == SM_BF16)
-            attention_head_forward_bf16(o, C, NULL, q, C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
-        else
-            attention_head_forward(o, C, NULL, q, C3, kcache + base, C, vcache + base, C, T, pos[rows[i]], hs);
+        const size_t row = (size_t)rows[i] * maxT * C;
+        cached_head(out + (size_t)i * T * C + (size_t)h * hs, qkv + (size_t)i * T * 3 * C + (size_t)h * hs,
+                    kcache + row, vcache + row, pos[rows[i]], T, C, h, hs, prec);
     }
-    // QK^T and PV: 2 products of hs per pair and head; reads each row's cached keys and values and
-    // the new q, k, v; writes the new k, v and out
-    prof_stop_as("attention", PROF_FWD, t, 4.0 * hs * NH * pairs, f32_bytes(2.0 * keys * C + 6.0 * n_rows * T * C),
-                 SM_DTYPE_INFO[prec].name);
+    cached_prof(t, pairs, keys, n_rows, T, C, prec);
+}
+
+void op_attention_cached_team(float *out, const float *qkv, float *kcache, float *vcache, int pos, int C, int NH,
+                              sm_dtype prec) {
+    const int part = omp_get_thread_num(), parts = omp_get_num_threads(), hs = C / NH;
+    double t = prof_start();
+    for (int h = (int)((long)NH * part / parts); h < (int)((long)NH * (part + 1) / parts); h++)
+        cached_head(out + (size_t)h * hs, qkv + (size_t)h * hs, kcache, vcache, pos, 1, C, h, hs, prec);
+#pragma omp barrier
+    if (part == 0) cached_prof(t, pos + 1.0, pos + 1.0, 1, 1, C, prec);
+}
+
+void op_encoder_forward_own(float *out, int token, int pos, const float *wte, const float *wpe, int C) {
+    double t = prof_start();
+    const float *we = wte + (size_t)token * C, *pe = wpe + (size_t)pos * C;
+    for (int c = 0; c < C; c++) out[c] = we[c] + pe[c];   // encoder_forward's sum
+    if (omp_get_thread_num() == 0) prof_stop("encoder", PROF_FWD, t, 0.0, f32_bytes(3.0 * C));
+}
+
+void op_layernorm_forward_own(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                              int C) {
+    double t = prof_start();
+    layernorm_forward_serial(out, mean, rstd, inp, w, b, 1, C);
+    if (omp_get_thread_num() == 0) prof_stop("layernorm", PROF_FWD, t, 0.0, f32_bytes(2.0 * C));
+}
+
+void op_residual_layernorm_forward_own(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                       const float *inp2, const float *w, const float *b, int C) {
+    double t = prof_start();
+    residual_layernorm_forward_serial(res, out, mean, rstd, inp1, inp2, w, b, 1, C);
+    if (omp_get_thread_num() == 0) prof_stop("residual+layernorm", PROF_FWD, t, 0.0, f32_bytes(4.0 * C));
 }
 
 void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {

@@ -31,6 +31,16 @@ void op_linear_forward(const char *name, float *out, const float *inp, const sm_
 // The same, and out_gelu = gelu(out) in the same pass.
 void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
                             int layer, const float *bias, int N, int C, int OC);
+// Team forms, for the decode step's one OpenMP region (gpt2.c): called by every thread of the
+// region. _team ops split the work over the threads and end with a barrier (the result is then
+// complete for all); _own ops compute the whole (one-row) result into the calling thread's own
+// output, so that no barrier is needed. Thread 0 reports each to the profiler. The same kernels
+// on the same tiles as the ops above: the same bits.
+//
+// op_linear_forward (out_gelu NULL) or op_linear_gelu_forward, each thread the output columns
+// gemm_run_parallel would give it.
+void op_linear_forward_team(const char *name, float *out, float *out_gelu, const float *inp, const sm_tensor *w,
+                            int layer, const float *bias, int N, int C, int OC);
 // dinp (N,C) = dout @ W (overwritten); dweight (OC,C) and dbias (OC, or NULL) written when
 // !accumulate, added to otherwise. W as in op_linear_forward (SM_F32: float32 products; SM_BF16: the
 // products on the bf16 GEMM, dweight included).
@@ -48,6 +58,18 @@ void op_attention_backward(float *dqkv, const float *dout, const float *out, con
 // the row's cached positions 0..its own. rows (n_rows): the cache row of each row.
 void op_attention_cached(float *out, const float *qkv, float *kcache, float *vcache, const int *rows, const int *pos,
                          int n_rows, int T, int C, int NH, int maxT, sm_dtype prec);
+
+// op_attention_cached of one row's one new position (at pos), each thread its share of the heads:
+// kcache, vcache are the row's (maxT,C) cache; qkv (3C), out (C).
+void op_attention_cached_team(float *out, const float *qkv, float *kcache, float *vcache, int pos, int C, int NH,
+                              sm_dtype prec);
+// out (C) = wte[token] + wpe[pos]; LayerNorm and residual + LayerNorm of one row (C), as the ops
+// above with N = 1, on the calling thread (its own copy; mean and rstd its own too).
+void op_encoder_forward_own(float *out, int token, int pos, const float *wte, const float *wpe, int C);
+void op_layernorm_forward_own(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                              int C);
+void op_residual_layernorm_forward_own(float *res, float *out, float *mean, float *rstd, const float *inp1,
+                                       const float *inp2, const float *w, const float *b, int C);
 
 // dinp (n) = gelu'(inp) * dout (overwritten)
 void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);

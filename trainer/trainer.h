@@ -165,6 +165,9 @@ typedef struct {
     int *rows;         // (B): scratch: the cache row of each forward row
     float *last;       // (B, C): the final LayerNorm's output at each row's last new position
     float *logits;     // (B, Vp): logits at each row's last new position, after gpt2_forward_cached
+    float *own;        // (own_threads, own_stride): each decode thread's own residual row, LayerNorm row
+    int own_threads;   // and mean, rstd (gpt2.c's one-token step)
+    size_t own_stride;
 } gpt2_infer;
 
 // Allocates everything once: no allocation in gpt2_forward_cached afterwards.
@@ -176,7 +179,9 @@ void gpt2_infer_reset(gpt2_infer *s);
 // row rows[i] at positions pos[rows[i]] .. +T-1 (pos advances by T). Keys and values enter the
 // cache; attention reads the row's whole cache (attention_head_forward, the decode form). Leaves in
 // s->logits (n_rows,Vp) the logits of each row's last new position (the LM head runs on those
-// rows only). T <= the T_chunk built for; positions stay below maxT (checked).
+// rows only). T <= the T_chunk built for; positions stay below maxT (checked). One token on one row
+// (n_rows = T = 1, the generate loop's step) runs in one OpenMP region, not one per op, with the
+// same bits.
 void gpt2_forward_cached(const gpt2_weights *w, gpt2_infer *s, const int *tokens, const int *rows, int n_rows, int T);
 
 // Sums of per-token losses over windows of a shard, in window order.
