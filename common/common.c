@@ -160,6 +160,7 @@ const sm_dtype_info SM_DTYPE_INFO[SM_DTYPE_COUNT] = {
     [SM_F32] = {"f32", 4},
     [SM_BF16] = {"bf16", 2},
     [SM_Q8] = {"q8", 1},
+    [SM_F32P] = {"f32p", 4},
 };
 
 static size_t pad64(size_t n) { return (n + 63) / 64 * 64; }
@@ -183,6 +184,12 @@ int sm_table_add_typed(sm_table *tab, const char *name, sm_dtype dtype, int ndim
                  shape[ndim - 1]);
         t->group = group;
         t->n_bytes = pad64(t->n_bytes) + t->n_elems / (size_t)group * sizeof(float);
+    }
+    if (dtype == SM_F32P) {
+        SM_CHECK(group > 0 && ndim >= 2, "tensor '%s': packed with panel width %d over %d dims", name, group, ndim);
+        t->group = group;
+        const size_t rows = shape[ndim - 2], cols = shape[ndim - 1], mats = t->n_elems / (rows * cols);
+        t->n_bytes = mats * ((rows + (size_t)group - 1) / (size_t)group * (size_t)group) * cols * sizeof(float);
     }
     t->offset = tab->n_bytes;
     tab->n_bytes += pad64(t->n_bytes);

@@ -67,7 +67,11 @@ uint64_t sm_alloc_count(void);   // calls to sm_malloc/sm_calloc/sm_arena so far
 //   SM_Q8    int8 with one float32 scale per group of `group` consecutive elements along the last
 //            dimension (symmetric: value = q * scale); the scales follow the int8 values in the
 //            tensor's storage, 64-byte aligned
-typedef enum { SM_F32 = 0, SM_BF16 = 1, SM_Q8 = 2, SM_DTYPE_COUNT } sm_dtype;
+//   SM_F32P  float32 weight matrices packed once for the fp32 GEMM (inference: kernels.h's
+//            matmul_pack_weight): each (rows, cols) matrix of the leading dimensions as ceil(rows /
+//            group) panels of `group` rows (the GEMM's column-panel width), each stored column-major
+//            (cols x group floats, rows past the end zero)
+typedef enum { SM_F32 = 0, SM_BF16 = 1, SM_Q8 = 2, SM_F32P = 3, SM_DTYPE_COUNT } sm_dtype;
 typedef struct {
     const char *name;   // "f32", "bf16", "q8"
     size_t elem_bytes;  // bytes of one element's value (Q8: 1; the scales come on top)
@@ -86,7 +90,8 @@ typedef struct {
     size_t n_elems;    // product of the shape
     size_t n_bytes;    // its storage in the arena (Q8: values and scales), before padding
     size_t offset;     // in bytes, from the start of the arena (a multiple of 64)
-    int group;         // SM_Q8: elements per scale, along the last dimension; else 0
+    int group;         // SM_Q8: elements per scale, along the last dimension; SM_F32P: the panel
+                       // width (rows of a matrix per panel); else 0
     void *data;        // base + offset once the table is bound
     float *ptr;        // data, for SM_F32 tensors; NULL for the others
     float *scales;     // SM_Q8: n_elems / group scales (row-major over groups); else NULL
@@ -100,7 +105,8 @@ typedef struct {
 } sm_table;
 
 // Appends a tensor of the given dtype and shape (ndim dims); returns its index. For SM_Q8,
-// group divides the last dimension (the quantisation group); for other dtypes it is ignored.
+// group divides the last dimension (the quantisation group); for SM_F32P it is the panel width
+// (ndim >= 2); for other dtypes it is ignored.
 int sm_table_add_typed(sm_table *tab, const char *name, sm_dtype dtype, int ndim, const size_t *shape, int group);
 // sm_table_add_typed(tab, name, SM_F32, ndim, shape, 0)
 int sm_table_add(sm_table *tab, const char *name, int ndim, const size_t *shape);

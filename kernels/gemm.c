@@ -66,6 +66,7 @@ static gemm_operand op_offset(const gemm_operand *X, kernels_dtype t, int r0, in
     gemm_operand o = *X;
     int along_rows = is_b ? X->trans : !X->trans;   // r0 counts stored rows
     size_t off = along_rows ? (size_t)r0 * X->ld : (size_t)r0;
+    if (X->packed) off = (size_t)r0 * X->ld;   // r0 starts a micro-panel (of nr columns x K)
     o.p = (const char *)X->p + off * dtype_bytes(t);
     if (X->scales) {
         assert(along_rows && "gemm: a scaled operand cut along its rows");
@@ -83,12 +84,12 @@ static void apply_gelu_epilogue(const gemm_epilogue *ep, const float *C, int ldc
 // the NR-column micro-panels of B with the micro-kernel. first/last: the slice is the first/last
 // of K (beta and the bias apply at the first; the epilogue's GELU after the last).
 static void run_slice(const gemm_ukernel *uk, int M, int jc, int nc, int pc, int kc, int group, int first, int last,
-                      float alpha, const gemm_operand *A, const void *Bp, float beta, float *C, int ldc,
-                      const gemm_epilogue *ep) {
+                      float alpha, const gemm_operand *A, const char *Bp, size_t b_stride, float beta, float *C,
+                      int ldc, const gemm_epilogue *ep) {
     const int MR = uk->mr, NR = uk->nr, MC = uk->mc;
     const float *bias = ep ? ep->bias : NULL;
     _Alignas(64) float Ap[GEMM_A_BYTES / sizeof(float)];
-    size_t a_panel = uk->a_panel(kc, group), b_panel = uk->b_panel(kc, group);
+    size_t a_panel = uk->a_panel(kc, group);
     assert(a_panel * (size_t)((MC + MR - 1) / MR) <= sizeof Ap && "gemm: a micro-kernel row's blocks outgrow the packing buffers");
     for (int ic = 0; ic < M; ic += MC) {
         int mc = M - ic < MC ? M - ic : MC;
@@ -101,11 +102,26 @@ static void run_slice(const gemm_ukernel *uk, int M, int jc, int nc, int pc, int
                 float *Ct = C + (size_t)(ic + ir) * ldc + jc + jr;
                 gemm_micro_args args = {alpha, first ? beta : 1.0f,   // later K slices accumulate
                                         first && bias ? bias + jc + jr : NULL, group, first};
-                uk->micro(kc, ap, (const char *)Bp + (size_t)(jr / NR) * b_panel, Ct, ldc, mr, nr, &args);
+                uk->micro(kc, ap, Bp + (size_t)(jr / NR) * b_stride, Ct, ldc, mr, nr, &args);
                 if (last && ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, ic + ir, jc + jr, mr, nr);
             }
         }
     }
+}
+
+// op(B)'s micro-panels for the K slice [pc, pc+kc) of column block [jc, jc+nc): packed into Bp
+// now, or where a packed B already holds them; *stride: bytes from one micro-panel to the next.
+static const char *b_block(const gemm_ukernel *uk, const gemm_operand *B, void *Bp, int pc, int kc, int jc, int nc,
+                           int group, size_t *stride) {
+    if (B->packed) {
+        *stride = uk->b_panel(B->ld, 0);
+        return (const char *)B->p + ((size_t)jc * (size_t)B->ld + (size_t)pc * (size_t)uk->nr) * sizeof(float);
+    }
+    assert(uk->b_panel(kc, group) * (size_t)((nc + uk->nr - 1) / uk->nr) <= GEMM_B_BYTES &&
+           "gemm: a micro-kernel row's blocks outgrow the packing buffers");
+    uk->pack_b(Bp, B, pc, kc, jc, nc);
+    *stride = uk->b_panel(kc, group);
+    return Bp;
 }
 
 void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A, const gemm_operand *B,
@@ -125,8 +141,11 @@ void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const ge
         if (ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, 0, 0, M, N);
         return;
     }
-    if (M == 1 && uk->row && !A->trans && B->trans) {   // one row (a decode step): nothing to pack
-        uk->row(N, K, alpha, A, B, beta, C, bias);
+    assert((!B->packed || (uk->a_type == KERNELS_F32 && uk->b_type == KERNELS_F32 && !uk->bf16 && B->ld == K)) &&
+           "gemm: a packed B is for the fp32 rows, packed over all of K");
+    gemm_row_fn row = B->packed ? uk->row_packed : B->trans ? uk->row : NULL;
+    if (M == 1 && row && !A->trans) {   // one row (a decode step): nothing to pack
+        row(N, K, alpha, A, B, beta, C, bias);
         if (ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, 0, 0, 1, N);
         return;
     }
@@ -142,11 +161,11 @@ void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const ge
         _Alignas(64) float Ar[GEMM_AR_BYTES / sizeof(float)];
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC, first = pc == 0, last = pc + kc == K;
-            size_t a_panel = uk->a_panel(kc, group), b_panel = uk->b_panel(kc, group);
+            size_t a_panel = uk->a_panel(kc, group), b_stride;
             uk->pack_a(Ar, A, 0, M, pc, kc);
             for (int jc = 0; jc < N; jc += NC) {
                 int nc = N - jc < NC ? N - jc : NC;
-                uk->pack_b(Bp, B, pc, kc, jc, nc);
+                const char *Bb = b_block(uk, B, Bp, pc, kc, jc, nc, group, &b_stride);
                 for (int ir = 0; ir < M; ir += MR) {
                     int mr = M - ir < MR ? M - ir : MR;
                     const char *ap = (const char *)Ar + (size_t)(ir / MR) * a_panel;
@@ -154,8 +173,8 @@ void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const ge
                         int nr = nc - jr < NR ? nc - jr : NR;
                         gemm_micro_args args = {alpha, first ? beta : 1.0f, first && bias ? bias + jc + jr : NULL, group,
                                                 first};
-                        uk->micro(kc, ap, (const char *)Bp + (size_t)(jr / NR) * b_panel, C + (size_t)ir * ldc + jc + jr,
-                                  ldc, mr, nr, &args);
+                        uk->micro(kc, ap, Bb + (size_t)(jr / NR) * b_stride, C + (size_t)ir * ldc + jc + jr, ldc, mr,
+                                  nr, &args);
                         if (last && ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, ir, jc + jr, mr, nr);
                     }
                 }
@@ -167,10 +186,9 @@ void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const ge
         int nc = N - jc < NC ? N - jc : NC;
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC;
-            assert(uk->b_panel(kc, group) * (size_t)((NC + uk->nr - 1) / uk->nr) <= sizeof Bp &&
-                   "gemm: a micro-kernel row's blocks outgrow the packing buffers");
-            uk->pack_b(Bp, B, pc, kc, jc, nc);
-            run_slice(uk, M, jc, nc, pc, kc, group, pc == 0, pc + kc == K, alpha, A, Bp, beta, C, ldc, ep);
+            size_t b_stride;
+            const char *Bb = b_block(uk, B, Bp, pc, kc, jc, nc, group, &b_stride);
+            run_slice(uk, M, jc, nc, pc, kc, group, pc == 0, pc + kc == K, alpha, A, Bb, b_stride, beta, C, ldc, ep);
         }
     }
 }
@@ -180,7 +198,24 @@ void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha,
     // op(A) is (M,K), B (K,N) packed by uk->pack_b; C is (M,N) with row stride ldc
     assert(!uk->grouped && K <= uk->kc && N <= uk->nc && "gemm_run_packed_b: one fp32 K slice and column block");
     if (M == 0 || N == 0 || K == 0) return;
-    run_slice(uk, M, 0, N, 0, K, 0, 1, 1, alpha, A, Bp, beta, C, ldc, NULL);
+    run_slice(uk, M, 0, N, 0, K, 0, 1, 1, alpha, A, Bp, uk->b_panel(K, 0), beta, C, ldc, NULL);
+}
+
+size_t gemm_packed_bytes(const gemm_ukernel *uk, int N, int K) {
+    return uk->b_panel(K, 0) * (size_t)((N + uk->nr - 1) / uk->nr);
+}
+
+void gemm_pack_b_whole(const gemm_ukernel *uk, void *dst, const gemm_operand *B, int N, int K) {
+    // op(B) is (K,N); dst gets ceil(N/nr) micro-panels of b_panel(K) bytes, 64 panels per task
+    assert(!B->packed && uk->a_type == KERNELS_F32 && uk->b_type == KERNELS_F32 && !uk->bf16 &&
+           "gemm_pack_b_whole: fp32 rows");
+    const int NR = uk->nr, n_panels = (N + NR - 1) / NR, per = 64;
+    const size_t panel = uk->b_panel(K, 0);
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < n_panels; j += per) {
+        int j0 = j * NR, nc = N - j0 < per * NR ? N - j0 : per * NR;
+        uk->pack_b((char *)dst + (size_t)j * panel, B, 0, K, j0, nc);
+    }
 }
 
 // Elements gemm_run packs for an (M,N,K) product: op(A) once per K slice when it is resident,

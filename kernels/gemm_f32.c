@@ -491,10 +491,61 @@ KERNELS_TGT_512 static void row_z(int N, int K, float alpha, const gemm_operand 
     }
 }
 
+// One row over a packed B (gemm_operand.packed): micro_z's arithmetic with one row of A, the
+// micro-panels read as they lie (no transposes: row_z's 16 x 16 transposes cap it at about half
+// the L3 read rate). ZP_PANELS micro-panels at a time share each broadcast of x: 8 independent
+// chains, enough to cover an FMA's latency at two per cycle.
+enum { ZP_PANELS = 4 };
+KERNELS_TGT_512 static void row_pz(int N, int K, float alpha, const gemm_operand *xo, const gemm_operand *Bo,
+                                   float beta, float *C, const float *bias) {
+    const float *x = xo->p, *B = Bo->p;   // micro-panel j: B + j*K*Z_NR, element (p, c) at p*Z_NR + c
+    const int n_panels = (N + Z_NR - 1) / Z_NR;
+    for (int j0 = 0; j0 < n_panels; j0 += ZP_PANELS) {
+        const int np = n_panels - j0 < ZP_PANELS ? n_panels - j0 : ZP_PANELS;
+        for (int pc = 0; pc < K; pc += KC) {
+            const int kc = K - pc < KC ? K - pc : KC;
+            const float *bp = B + ((size_t)j0 * K + pc) * Z_NR;
+            const size_t ps = (size_t)K * Z_NR;   // floats from one micro-panel to the next
+            __m512 acc[ZP_PANELS][Z_NV];
+            for (int g = 0; g < ZP_PANELS; g++)
+                for (int v = 0; v < Z_NV; v++) acc[g][v] = _mm512_setzero_ps();
+            if (np == ZP_PANELS) {
+                for (int p = 0; p < kc; p++) {
+                    __m512 a = _mm512_set1_ps(x[pc + p]);
+#pragma GCC unroll 4
+                    for (int g = 0; g < ZP_PANELS; g++)
+                        for (int v = 0; v < Z_NV; v++)
+                            acc[g][v] = _mm512_fmadd_ps(a, _mm512_load_ps(bp + g * ps + (size_t)p * Z_NR + 16 * v), acc[g][v]);
+                }
+            } else {
+                for (int p = 0; p < kc; p++) {
+                    __m512 a = _mm512_set1_ps(x[pc + p]);
+                    for (int g = 0; g < np; g++)
+                        for (int v = 0; v < Z_NV; v++)
+                            acc[g][v] = _mm512_fmadd_ps(a, _mm512_load_ps(bp + g * ps + (size_t)p * Z_NR + 16 * v), acc[g][v]);
+                }
+            }
+            // micro_z's epilogue: alpha, then beta C (later K slices add to C), the bias with the first
+            const float beta_blk = pc == 0 ? beta : 1.0f;
+            const float *bb = pc == 0 ? bias : NULL;
+            for (int g = 0; g < np; g++)
+                for (int v = 0; v < Z_NV; v++) {
+                    const int jb = (j0 + g) * Z_NR + 16 * v;
+                    if (jb >= N) break;
+                    __mmask16 m = sm_lanes_mask(N - jb);
+                    __m512 r = _mm512_mul_ps(_mm512_set1_ps(alpha), acc[g][v]);
+                    if (beta_blk != 0.0f) r = _mm512_fmadd_ps(_mm512_set1_ps(beta_blk), _mm512_maskz_loadu_ps(m, C + jb), r);
+                    if (bb) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, bb + jb));
+                    _mm512_mask_storeu_ps(C + jb, m, r);
+                }
+        }
+    }
+}
+
 const gemm_ukernel GEMM_F32_AVX512 = {
     .name = "f32 avx512 14x32", .a_type = KERNELS_F32, .b_type = KERNELS_F32, .isa = KERNELS_ISA_AVX512,
     .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC,
     .pack_a = pack_a_z, .pack_b = pack_b_z, .a_panel = a_panel_z, .b_panel = b_panel_z, .micro = micro_z,
-    .row = row_z,
+    .row = row_z, .row_packed = row_pz,
 };
 #endif   // KERNELS_X86

@@ -146,6 +146,22 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 // returned (a barrier), out holds matmul_forward's result, bit for bit.
 void matmul_forward_part(float *out, float *out_gelu, const float *inp, const float *weight, const float *bias, int N,
                          int C, int OC, int part, int parts);
+// Weights packed once for the fp32 GEMM (inference: the weights do not change between calls, so
+// the GEMM's per-call packing of the weight, and a decode step's 16 x 16 transposes of it, are done
+// once at load). matmul_pack_weight writes weight (OC,C) into dst (matmul_packed_bytes(OC, C)
+// bytes, 64-byte aligned) as the fp32 path in use packs it: ceil(OC/w) panels of w =
+// matmul_packed_width() rows, each column-major (C x w floats, rows past OC zero); OpenMP inside.
+// matmul_forward_packed is matmul_forward (out_gelu NULL) or matmul_forward_gelu with the packed
+// weight, bit for bit, at any N (N = 1 reads the panels as they lie); _part its share as
+// matmul_forward_part. width: the panel width it was packed with (checked against the path's: the
+// path must not change in between).
+int matmul_packed_width(void);
+size_t matmul_packed_bytes(int OC, int C);
+void matmul_pack_weight(void *dst, const float *weight, int OC, int C);
+void matmul_forward_packed(float *out, float *out_gelu, const float *inp, const void *wp, int width, const float *bias,
+                           int N, int C, int OC);
+void matmul_forward_packed_part(float *out, float *out_gelu, const float *inp, const void *wp, int width,
+                                const float *bias, int N, int C, int OC, int part, int parts);
 
 // ---- INT8 linear layers: int8 weights with per-group scales (gemm_q8.c) -------------------------
 // A weight W (rows,cols) = (OC,IC) is stored as q (rows,cols) int8 in [-127, 127] and scales

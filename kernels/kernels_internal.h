@@ -35,11 +35,16 @@ typedef enum { KERNELS_F32 = 0, KERNELS_Q8, KERNELS_BF16, KERNELS_DTYPE_COUNT } 
 // A matrix operand as stored: op(X) = X or X^T, elements of its dtype, row stride ld in elements.
 // Q8 operands carry one float scale per group of `group` consecutive elements along each stored
 // row (scales (rows, ceil(cols/group)), row stride ld_scales).
+// packed (B of the fp32 rows only): op(B) (K,N) stored as the row's pack_b packs all of it
+// (p0 0, kc K, j0 0, nc N: ceil(N/nr) micro-panels of b_panel(K) bytes, each p-major, so that the
+// K slice [pc, pc+kc) of a micro-panel starts pc*nr floats in); ld = K. Packed once by the caller
+// (gemm_pack_b_whole: inference weights), read in place of each call's packing.
 typedef struct {
     const void *p;
     int ld, trans;
     const float *scales;
     int ld_scales, group;
+    int packed;
 } gemm_operand;
 
 // What a micro-kernel call adds to its tile besides the product (per K block):
@@ -67,6 +72,7 @@ typedef size_t (*gemm_panel_fn)(int kc, int group);
 // Adds the epilogue's bias where the GEMM does; the driver applies its GELU.
 typedef void (*gemm_row_fn)(int N, int K, float alpha, const gemm_operand *x, const gemm_operand *B, float beta,
                             float *C, const float *bias);
+// The same with B packed (gemm_operand.packed): each element bit for bit the GEMM's.
 
 typedef struct {
     const char *name;                  // "f32 avx512 14x32"
@@ -79,6 +85,7 @@ typedef struct {
     gemm_panel_fn a_panel, b_panel;
     gemm_micro_fn micro;
     gemm_row_fn row;                   // NULL: M = 1 goes through the packed path too
+    gemm_row_fn row_packed;            // NULL: M = 1 with B packed goes through the packed path
     int bf16;                          // 1: products of operands rounded to bf16 (KERNELS_OP_GEMM_BF16's rows)
 } gemm_ukernel;
 
@@ -128,6 +135,10 @@ void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha,
 // thread packs only its share of the larger operand); the result does not depend on the split.
 void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
                        const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep);
+// Packs all of op(B) (K,N) for operands with .packed set (fp32 rows): gemm_packed_bytes(uk, N, K)
+// bytes at dst (64-byte aligned), OpenMP over the micro-panels.
+size_t gemm_packed_bytes(const gemm_ukernel *uk, int N, int K);
+void gemm_pack_b_whole(const gemm_ukernel *uk, void *dst, const gemm_operand *B, int N, int K);
 // Tile `part` of the grid gemm_run_parallel gives a team of `parts` threads, computed on the
 // calling thread alone (no OpenMP region: for a caller already inside one, e.g. the decode step,
 // whose threads each call it once with their own part; every part must be called before C is

@@ -6,6 +6,12 @@
 #include <assert.h>
 #include <omp.h>
 
+static const gemm_ukernel *f32_row(void) {
+    const gemm_ukernel *uk = gemm_ukernel_pick(KERNELS_OP_GEMM_F32, KERNELS_F32, KERNELS_F32);
+    assert(uk && "matmul: no fp32 micro-kernel row for the chosen path");
+    return uk;
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
     // inp is (N,C), weight is (OC,C), bias is (OC) or NULL; out is (N,OC)
     assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward: bad dimensions");
@@ -25,11 +31,45 @@ void matmul_forward_gelu(float *out, float *out_gelu, const float *inp, const fl
 void matmul_forward_part(float *out, float *out_gelu, const float *inp, const float *weight, const float *bias, int N,
                          int C, int OC, int part, int parts) {
     assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward_part: bad dimensions");
-    const gemm_ukernel *uk = gemm_ukernel_pick(KERNELS_OP_GEMM_F32, KERNELS_F32, KERNELS_F32);
-    assert(uk && "matmul_forward_part: no fp32 micro-kernel row for the chosen path");
     gemm_operand a = {.p = inp, .ld = C}, b = {.p = weight, .ld = C, .trans = 1};
     gemm_epilogue ep = {.bias = bias, .gelu_out = out_gelu, .ldg = OC};
-    gemm_run_part(uk, part, parts, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+    gemm_run_part(f32_row(), part, parts, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+}
+
+int matmul_packed_width(void) { return f32_row()->nr; }
+
+size_t matmul_packed_bytes(int OC, int C) { return gemm_packed_bytes(f32_row(), OC, C); }
+
+void matmul_pack_weight(void *dst, const float *weight, int OC, int C) {
+    // op(B) = weight^T (C,OC), as the forward reads it
+    gemm_operand b = {.p = weight, .ld = C, .trans = 1};
+    gemm_pack_b_whole(f32_row(), dst, &b, OC, C);
+}
+
+// The packed forward through gemm_run_parallel (parts 0) or share `part` of `parts`.
+static void forward_packed(float *out, float *out_gelu, const float *inp, const void *wp, int width, const float *bias,
+                           int N, int C, int OC, int part, int parts) {
+    assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward_packed: bad dimensions");
+    const gemm_ukernel *uk = f32_row();
+    assert(width == uk->nr && "matmul_forward_packed: packed for another fp32 path");
+    (void)width;
+    gemm_operand a = {.p = inp, .ld = C}, b = {.p = wp, .ld = C, .trans = 1, .packed = 1};
+    gemm_epilogue ep = {.bias = bias, .gelu_out = out_gelu, .ldg = OC};
+    if (parts == 0)
+        gemm_run_parallel(uk, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+    else
+        gemm_run_part(uk, part, parts, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
+}
+
+void matmul_forward_packed(float *out, float *out_gelu, const float *inp, const void *wp, int width, const float *bias,
+                           int N, int C, int OC) {
+    forward_packed(out, out_gelu, inp, wp, width, bias, N, C, OC, 0, 0);
+}
+
+void matmul_forward_packed_part(float *out, float *out_gelu, const float *inp, const void *wp, int width,
+                                const float *bias, int N, int C, int OC, int part, int parts) {
+    assert(parts >= 1 && "matmul_forward_packed_part: no parts");
+    forward_packed(out, out_gelu, inp, wp, width, bias, N, C, OC, part, parts);
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,

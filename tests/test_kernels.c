@@ -1301,6 +1301,73 @@ static void matmul_row_case(int N, int C, int OC) {
     free(inp), free(w), free(b), free(full), free(one), free(gone);
 }
 
+// Weights packed once (matmul_pack_weight): the packed forward has the bits of matmul_forward (and
+// of matmul_forward_gelu) at N rows, at each row alone (the decode step's panel-reading row form),
+// at 1 and 2 threads, and as the union of its parts at 1 to 3 parts; and the double reference's bound.
+static void matmul_packed_case(int N, int C, int OC) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *inp = falloc(ni), *w = falloc(nw), *b = falloc(OC), *full = falloc(no), *got = falloc(no);
+    float *pre = falloc(no), *act = falloc(no), *gact = falloc(no);
+    fill_uniform(inp, ni, -1, 1);
+    fill_uniform(w, nw, -1, 1);
+    fill_uniform(b, OC, -1, 1);
+    const size_t bytes = matmul_packed_bytes(OC, C);
+    CU_ASSERT(bytes == (size_t)((OC + matmul_packed_width() - 1) / matmul_packed_width()) * matmul_packed_width() * C * 4);
+    void *wp = aligned_alloc(64, (bytes + 63) / 64 * 64);   // 64-byte aligned, as the contract asks
+    CU_ASSERT_FATAL(wp != NULL);
+    memset(wp, 0xff, bytes);   // NaN everywhere: the padding must be written too
+    matmul_pack_weight(wp, w, OC, C);
+    const int width = matmul_packed_width();
+    char what[256];
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        const float *bias = with_bias ? b : NULL;
+        matmul_forward(full, inp, w, bias, N, C, OC);
+        int ok = 1;
+        for (int nt = 1; nt <= 2; nt++) {   // all N rows at once
+            omp_set_num_threads(nt);
+            fill_const(got, no, NAN);
+            matmul_forward_packed(got, NULL, inp, wp, width, bias, N, C, OC);
+            ok &= memcmp(got, full, no * sizeof(float)) == 0;
+        }
+        omp_set_num_threads(2);
+        for (int r = 0; r < N; r++) {   // each row alone
+            fill_const(got, OC, NAN);
+            matmul_forward_packed(got, NULL, inp + (size_t)r * C, wp, width, bias, 1, C, OC);
+            ok &= memcmp(got, full + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+        }
+        for (int parts = 1; parts <= 3; parts++) {   // the parts' union, for N rows and for one
+            for (int rows = 1; rows <= N; rows += N - 1 > 0 ? N - 1 : 1) {
+                fill_const(got, no, NAN);
+                for (int part = 0; part < parts; part++)
+                    matmul_forward_packed_part(got, NULL, inp, wp, width, bias, rows, C, OC, part, parts);
+                ok &= memcmp(got, full, (size_t)rows * OC * sizeof(float)) == 0;
+                if (N == 1) break;
+            }
+        }
+        snprintf(what, sizeof what, "matmul_forward_packed vs matmul_forward (N=%d C=%d OC=%d bias=%d, %s)", N, C, OC,
+                 with_bias, g_path);
+        if (!ok) fprintf(stderr, "%s: differ\n", what);
+        CU_ASSERT(ok);
+        // the fused GELU
+        matmul_forward_gelu(pre, act, inp, w, bias, N, C, OC);
+        fill_const(got, no, NAN);
+        matmul_forward_packed(got, gact, inp, wp, width, bias, N, C, OC);
+        int gok = memcmp(got, pre, no * sizeof(float)) == 0 && memcmp(gact, act, no * sizeof(float)) == 0;
+        fill_const(got, OC, NAN);
+        matmul_forward_packed(got, gact, inp, wp, width, bias, 1, C, OC);
+        gok &= memcmp(got, pre, (size_t)OC * sizeof(float)) == 0 && memcmp(gact, act, (size_t)OC * sizeof(float)) == 0;
+        CU_ASSERT(gok);
+        // against the double reference: the bound of matmul_case
+        double *ri = to_double(inp, ni), *rw = to_double(w, nw), *rb = to_double(b, OC), *ro = dalloc(no);
+        ref_matmul(ro, ri, rw, with_bias ? rb : NULL, N, C, OC);
+        matmul_forward_packed(got, NULL, inp, wp, width, bias, N, C, OC);
+        snprintf(what, sizeof what, "matmul_forward_packed N=%d C=%d OC=%d bias=%d (%s)", N, C, OC, with_bias, g_path);
+        CU_ASSERT(close_d(what, got, ro, no, (C + 1) * EPS * sqrt(C + 1.0), EPS));
+        free(ri), free(rw), free(rb), free(ro);
+    }
+    free(inp), free(w), free(b), free(full), free(got), free(pre), free(act), free(gact), free(wp);
+}
+
 // The dispatch (cpu.c): features against the kernel's own view (/proc/cpuinfo, which lists what
 // the CPU reports and the kernel enables) and GCC's __builtin_cpu_supports; masks and levels.
 static int cpuinfo_has(const char *flags, const char *name) {   // name as a whole word of the flags line
@@ -1959,6 +2026,10 @@ static void run_matmul_row(const test_case *t, void *r) {
     (void)r;
     matmul_row_case(t->s[0], t->s[1], t->s[2]);
 }
+static void run_matmul_packed(const test_case *t, void *r) {
+    (void)r;
+    matmul_packed_case(t->s[0], t->s[1], t->s[2]);
+}
 static void run_matmul_gelu(const test_case *t, void *r) {
     (void)r;
     matmul_gelu_case(t->s[0], t->s[1], t->s[2]);
@@ -2133,6 +2204,12 @@ static void build_cases(void) {
     add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {4, 1000, 50}});
     add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {2, 768, 2304}});
     add((test_case){.op = "matmul_row", .run = run_matmul_row, .paths = P(GEMM_F32) | P(GELU), .s = {2, 3072, 768}});
+    add((test_case){.op = "matmul_packed", .run = run_matmul_packed, .paths = P(GEMM_F32) | P(GELU), .s = {3, 17, 1}});
+    add((test_case){.op = "matmul_packed", .run = run_matmul_packed, .paths = P(GEMM_F32) | P(GELU), .s = {3, 300, 77}});
+    add((test_case){.op = "matmul_packed", .run = run_matmul_packed, .paths = P(GEMM_F32) | P(GELU), .s = {1, 600, 130}});
+    add((test_case){.op = "matmul_packed", .run = run_matmul_packed, .paths = P(GEMM_F32) | P(GELU), .s = {20, 64, 1100}});
+    add((test_case){.op = "matmul_packed", .run = run_matmul_packed, .paths = P(GEMM_F32) | P(GELU), .s = {2, 768, 2304}});
+    add((test_case){.op = "matmul_packed", .run = run_matmul_packed, .paths = P(GEMM_F32) | P(GELU), .s = {300, 256, 256}});
     // matmul_forward_gelu = matmul_forward then gelu_forward, bit for bit
     static const int mg[][3] = {{7, 13, 29}, {33, 64, 100}, {256, 256, 1024}, {256, 768, 3072}};
     for (size_t i = 0; i < sizeof mg / sizeof mg[0]; i++)
@@ -2296,6 +2373,7 @@ static void test_encoder(void) { run_rows("encoder"); }
 static void test_layernorm(void) { run_rows("layernorm"); }
 static void test_matmul(void) { run_rows("matmul"); }
 static void test_matmul_row(void) { run_rows("matmul_row"); }
+static void test_matmul_packed(void) { run_rows("matmul_packed"); }
 static void test_matmul_gelu(void) { run_rows("matmul_gelu"); }
 static void test_lm_head(void) { run_rows("lm_head"); }
 static void test_attention(void) { run_rows("attention"); }
@@ -2332,7 +2410,7 @@ int main(void) {
         CU_TestFunc fn;
     } tests[] = {
         {"cpu", test_cpu}, {"gemm", test_gemm}, {"gemm_mt", test_gemm_mt}, {"encoder", test_encoder},
-        {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row},
+        {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row}, {"matmul_packed", test_matmul_packed},
         {"matmul_gelu", test_matmul_gelu}, {"lm_head", test_lm_head}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
         {"q8_quantize", test_q8_quantize}, {"q8_matmul", test_q8_matmul},
         {"bf16_convert", test_bf16_convert}, {"gemm_bf16", test_gemm_bf16}, {"matmul_bf16", test_matmul_bf16},

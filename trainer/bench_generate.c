@@ -250,7 +250,9 @@ static void bench_shape(const bgen_args *a, const gen_shape *sh, const bench_bla
         torch_generate(a, ckpt, prompt, P, &torch_decode, &torch_prefill);
     if (dir[0]) remove_dir(dir);
 
-    // fp32 with the cache: prefill and decode, and the heap per token
+    // fp32 with the cache: prefill and decode, and the heap per token, on the matrices packed once as
+    // generate packs them
+    gpt2_weights_pack(&w);
     gpt2_infer s;
     gpt2_infer_build(&s, &cfg, 1, P);
     double pre[64], dec[64], allocs = 0, heap = 0;

@@ -129,6 +129,7 @@ static void eval_begin(const eval_opts *o, int world, eval_start *st) {
         sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
     if (gpt2_weights_set_precision(&st->w, o->prec, err, sizeof err) != 0)
         sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
+    gpt2_weights_pack(&st->w);   // float32: the matrices packed once (nothing for --int8 or bf16)
     const sm_model_config *cfg = &st->w.cfg;
     if (shard_open(&st->data, o->data, cfg->vocab_size, err, sizeof err) != 0) {
         char val[4200];   // `--data PREFIX` as train takes it: eval reads one shard file

@@ -149,6 +149,7 @@ int cmd_generate(int argc, char **argv) {
         char perr[256];
         if (gpt2_weights_set_precision(&w, o.prec, perr, sizeof perr) != 0) comm_fatal_agreed(SM_EXIT_USAGE, "%s (command line)", perr);
     }
+    gpt2_weights_pack(&w);   // float32: the matrices packed once (nothing for --int8 or bf16)
     const sm_model_config *cfg = &w.cfg;
     const int V = cfg->vocab_size, Vp = cfg->padded_vocab_size, maxT = cfg->max_seq_len;
     // the checkpoint's tokenizer encodes the prompts and decodes the new tokens

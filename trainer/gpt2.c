@@ -112,27 +112,49 @@ void gpt2_weights_build(gpt2_weights *w, const sm_model_config *cfg) {
     }
 }
 
+// The weight matrices the linear layers read (wte as the tied LM head), which an inference or mixed
+// precision copy replaces in fwd[].
+static const int MATS[] = {P_WTE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+enum { N_MATS = sizeof MATS / sizeof MATS[0] };
+
+// tab: the matrices' shapes in dtype (group: sm_table_add_typed's), allocated.
+static void matrices_table(const gpt2_weights *w, sm_table *tab, sm_dtype dtype, int group) {
+    memset(tab, 0, sizeof *tab);
+    for (int k = 0; k < N_MATS; k++) {
+        const sm_tensor *t = &w->params.t[MATS[k]];
+        sm_table_add_typed(tab, t->name, dtype, t->ndim, t->shape, group);
+    }
+    sm_table_alloc(tab);
+}
+
 int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen) {
     const int C = w->cfg.n_embd;
     if (group < 4 || group > KERNELS_Q8_MAX_GROUP || group % 4 || C % group)
         return snprintf(err, errlen, "--group-size %d must be a multiple of 4 in 4..%d dividing the model's width %d",
                         group, KERNELS_Q8_MAX_GROUP, C), -1;
-    static const int mats[] = {P_WTE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
-    const int n = (int)(sizeof mats / sizeof mats[0]);
-    memset(&w->q8, 0, sizeof w->q8);
-    for (int k = 0; k < n; k++) {
-        const sm_tensor *t = &w->params.t[mats[k]];
-        sm_table_add_typed(&w->q8, t->name, SM_Q8, t->ndim, t->shape, group);
-    }
-    sm_table_alloc(&w->q8);
-    for (int k = 0; k < n; k++) {
-        const sm_tensor *t = &w->params.t[mats[k]];
+    matrices_table(w, &w->q8, SM_Q8, group);
+    for (int k = 0; k < N_MATS; k++) {
+        const sm_tensor *t = &w->params.t[MATS[k]];
         sm_tensor *q = &w->q8.t[k];
         const size_t cols = t->shape[t->ndim - 1], rows = t->n_elems / cols;
         q8_quantize(q->data, q->scales, t->ptr, (int)rows, (int)cols, group);
-        w->fwd[mats[k]] = q;
+        w->fwd[MATS[k]] = q;
     }
     return 0;
+}
+
+void gpt2_weights_pack(gpt2_weights *w) {
+    if (w->q8.count || w->precision != SM_F32 || w->packed.count) return;
+    matrices_table(w, &w->packed, SM_F32P, matmul_packed_width());
+    for (int k = 0; k < N_MATS; k++) {
+        const sm_tensor *t = &w->params.t[MATS[k]];
+        sm_tensor *p = &w->packed.t[k];
+        const size_t C = t->shape[t->ndim - 1], OC = t->shape[t->ndim - 2], mats_n = t->n_elems / (OC * C);
+        const size_t stride = matmul_packed_bytes((int)OC, (int)C);
+        for (size_t l = 0; l < mats_n; l++)
+            matmul_pack_weight((char *)p->data + l * stride, t->ptr + l * OC * C, (int)OC, (int)C);
+        w->fwd[MATS[k]] = p;
+    }
 }
 
 int gpt2_weights_set_precision(gpt2_weights *w, sm_dtype precision, char *err, size_t errlen) {
@@ -160,8 +182,7 @@ int gpt2_weights_set_precision(gpt2_weights *w, sm_dtype precision, char *err, s
     }
     w->precision = SM_BF16;
     gpt2_weights_refresh_bf16(w);
-    static const int mats[] = {P_WTE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
-    for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) w->fwd[mats[k]] = &w->bf16.t[mats[k]];
+    for (int k = 0; k < N_MATS; k++) w->fwd[MATS[k]] = &w->bf16.t[MATS[k]];
     return 0;
 }
 
@@ -173,6 +194,7 @@ void gpt2_weights_refresh_bf16(gpt2_weights *w) {
 void gpt2_weights_free(gpt2_weights *w) {
     sm_free(w->bf16.base);
     sm_free(w->q8.base);
+    sm_free(w->packed.base);
     sm_free(w->params.base);
     memset(w, 0, sizeof *w);
 }

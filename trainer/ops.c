@@ -51,6 +51,7 @@ typedef struct {
     const int8_t *q8;
     const float *scales;
     int group;
+    const float *f32p;   // SM_F32P: the matrix's panels, of width `group`
 } matrix;
 
 static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
@@ -61,6 +62,10 @@ static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
     case SM_BF16: return (matrix){.bf16 = (const uint16_t *)w->data + at};
     case SM_Q8: return (matrix){.q8 = (const int8_t *)w->data + at, .scales = w->scales + at / (size_t)w->group,
                                 .group = w->group};
+    case SM_F32P: {   // matrices of ceil(OC/width)*width padded rows
+        const size_t padded = ((size_t)OC + (size_t)w->group - 1) / (size_t)w->group * (size_t)w->group;
+        return (matrix){.f32p = (const float *)w->data + (size_t)layer * padded * (size_t)C, .group = w->group};
+    }
     default: sm_fatal(SM_EXIT_RUNTIME, "linear layer '%s': no kernel for dtype %d", w->name, (int)w->dtype);
     }
 }
@@ -78,6 +83,8 @@ void op_linear_forward(const char *name, float *out, const float *inp, const sm_
     matrix m = matrix_of(w, layer, C, OC);
     if (m.q8)
         matmul_forward_q8(out, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else if (m.f32p)
+        matmul_forward_packed(out, NULL, inp, m.f32p, m.group, bias, N, C, OC);
     else if (m.bf16)
         matmul_forward_bf16(out, inp, m.bf16, bias, N, C, OC);
     else
@@ -91,6 +98,8 @@ void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const
     matrix m = matrix_of(w, layer, C, OC);
     if (m.q8)
         matmul_forward_q8_gelu(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group);
+    else if (m.f32p)
+        matmul_forward_packed(out, out_gelu, inp, m.f32p, m.group, bias, N, C, OC);
     else if (m.bf16)
         matmul_forward_bf16_gelu(out, out_gelu, inp, m.bf16, bias, N, C, OC);
     else
@@ -106,6 +115,8 @@ void op_linear_forward_team(const char *name, float *out, float *out_gelu, const
     matrix m = matrix_of(w, layer, C, OC);
     if (m.q8)
         matmul_forward_q8_part(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group, part, parts);
+    else if (m.f32p)
+        matmul_forward_packed_part(out, out_gelu, inp, m.f32p, m.group, bias, N, C, OC, part, parts);
     else if (m.bf16)
         matmul_forward_bf16_part(out, out_gelu, inp, m.bf16, bias, N, C, OC, part, parts);
     else

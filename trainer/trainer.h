@@ -57,6 +57,7 @@ typedef struct {
     // a matrix at a copy in another dtype (the linear ops dispatch on the tensor's dtype).
     const sm_tensor *fwd[NUM_PARAM_TENSORS];
     sm_table q8;       // gpt2_weights_quantize: the matrices as SM_Q8 (count 0 without)
+    sm_table packed;   // gpt2_weights_pack: the matrices as SM_F32P (count 0 without)
     sm_dtype precision;   // SM_F32, or SM_BF16 after gpt2_weights_set_precision
     sm_table bf16;     // SM_BF16: the whole arena in bf16, each tensor at its float32 element offset (so
                        // the flat index i of params is the flat index i here); count 0 without
@@ -71,6 +72,13 @@ void gpt2_weights_free(gpt2_weights *w);
 // linear layers then run the INT8 GEMM. group divides C (and is a multiple of 4, at most 512); else
 // -1 with a reason in err.
 int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen);
+// Inference in float32: packs the matrices (qkvw, attprojw, fcw, fcprojw and wte as the LM head)
+// once, as the fp32 GEMM packs a weight for each call (SM_F32P, matmul_pack_weight), into one arena,
+// and points fwd[] at them: the forward then skips that packing, and a decode step reads the
+// panels as they lie. The same bits. Costs a second copy of the matrices (~0.5 GB at 124M). Nothing
+// with INT8 or bf16 weights (their own layouts) or when already packed. Training must not call it
+// (backward and AdamW read params).
+void gpt2_weights_pack(gpt2_weights *w);
 // Mixed precision: SM_BF16 makes a bf16 copy of the whole parameter arena (rounded to nearest even,
 // kernels.h's bf16_from_f32) and points fwd[] of the matrices (qkvw, attprojw, fcw, fcprojw and wte
 // as the tied LM head) at it: every linear layer, forward and backward, then takes its products on
