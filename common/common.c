@@ -161,6 +161,7 @@ const sm_dtype_info SM_DTYPE_INFO[SM_DTYPE_COUNT] = {
     [SM_BF16] = {"bf16", 2},
     [SM_Q8] = {"q8", 1},
     [SM_F32P] = {"f32p", 4},
+    [SM_Q8P] = {"q8p", 1},
 };
 
 static size_t pad64(size_t n) { return (n + 63) / 64 * 64; }
@@ -194,6 +195,18 @@ int sm_table_add_typed(sm_table *tab, const char *name, sm_dtype dtype, int ndim
     t->offset = tab->n_bytes;
     tab->n_bytes += pad64(t->n_bytes);
     return tab->count++;
+}
+
+int sm_table_add_sized(sm_table *tab, const char *name, sm_dtype dtype, int ndim, const size_t *shape, int group,
+                       size_t n_bytes) {
+    SM_CHECK(dtype == SM_Q8P, "tensor '%s': only packed INT8 takes its size from the caller", name);
+    int i = sm_table_add_typed(tab, name, dtype, ndim, shape, group);
+    sm_tensor *t = &tab->t[i];
+    tab->n_bytes -= pad64(t->n_bytes);
+    t->group = group;
+    t->n_bytes = n_bytes;
+    tab->n_bytes += pad64(t->n_bytes);
+    return i;
 }
 
 int sm_table_add(sm_table *tab, const char *name, int ndim, const size_t *shape) {

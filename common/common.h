@@ -71,7 +71,9 @@ uint64_t sm_alloc_count(void);   // calls to sm_malloc/sm_calloc/sm_arena so far
 //            matmul_pack_weight): each (rows, cols) matrix of the leading dimensions as ceil(rows /
 //            group) panels of `group` rows (the GEMM's column-panel width), each stored column-major
 //            (cols x group floats, rows past the end zero)
-typedef enum { SM_F32 = 0, SM_BF16 = 1, SM_Q8 = 2, SM_F32P = 3, SM_DTYPE_COUNT } sm_dtype;
+//   SM_Q8P   SM_Q8 matrices packed once for the INT8 GEMM path in use (inference: kernels.h's
+//            matmul_q8_pack_weight; the layout is the path's, its size the caller's)
+typedef enum { SM_F32 = 0, SM_BF16 = 1, SM_Q8 = 2, SM_F32P = 3, SM_Q8P = 4, SM_DTYPE_COUNT } sm_dtype;
 typedef struct {
     const char *name;   // "f32", "bf16", "q8"
     size_t elem_bytes;  // bytes of one element's value (Q8: 1; the scales come on top)
@@ -108,6 +110,9 @@ typedef struct {
 // group divides the last dimension (the quantisation group); for SM_F32P it is the panel width
 // (ndim >= 2); for other dtypes it is ignored.
 int sm_table_add_typed(sm_table *tab, const char *name, sm_dtype dtype, int ndim, const size_t *shape, int group);
+// The same with the storage's size given by the caller (a layout only the kernels know: SM_Q8P).
+int sm_table_add_sized(sm_table *tab, const char *name, sm_dtype dtype, int ndim, const size_t *shape, int group,
+                       size_t n_bytes);
 // sm_table_add_typed(tab, name, SM_F32, ndim, shape, 0)
 int sm_table_add(sm_table *tab, const char *name, int ndim, const size_t *shape);
 // Allocates one arena for the whole table (zeroed) and points every view into it.

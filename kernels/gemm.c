@@ -66,7 +66,6 @@ static gemm_operand op_offset(const gemm_operand *X, kernels_dtype t, int r0, in
     gemm_operand o = *X;
     int along_rows = is_b ? X->trans : !X->trans;   // r0 counts stored rows
     size_t off = along_rows ? (size_t)r0 * X->ld : (size_t)r0;
-    if (X->packed) off = (size_t)r0 * X->ld;   // r0 starts a micro-panel (of nr columns x K)
     o.p = (const char *)X->p + off * dtype_bytes(t);
     if (X->scales) {
         assert(along_rows && "gemm: a scaled operand cut along its rows");
@@ -113,9 +112,9 @@ static void run_slice(const gemm_ukernel *uk, int M, int jc, int nc, int pc, int
 // now, or where a packed B already holds them; *stride: bytes from one micro-panel to the next.
 static const char *b_block(const gemm_ukernel *uk, const gemm_operand *B, void *Bp, int pc, int kc, int jc, int nc,
                            int group, size_t *stride) {
-    if (B->packed) {
-        *stride = uk->b_panel(B->ld, 0);
-        return (const char *)B->p + ((size_t)jc * (size_t)B->ld + (size_t)pc * (size_t)uk->nr) * sizeof(float);
+    if (B->packed) {   // jc starts a micro-panel; the slice starts b_panel(pc) bytes into it (pc: whole groups)
+        *stride = uk->b_panel(B->ld, group);
+        return (const char *)B->p + (size_t)(jc / uk->nr) * *stride + (pc ? uk->b_panel(pc, group) : 0);
     }
     assert(uk->b_panel(kc, group) * (size_t)((nc + uk->nr - 1) / uk->nr) <= GEMM_B_BYTES &&
            "gemm: a micro-kernel row's blocks outgrow the packing buffers");
@@ -141,8 +140,7 @@ void gemm_run(const gemm_ukernel *uk, int M, int N, int K, float alpha, const ge
         if (ep && ep->gelu_out) apply_gelu_epilogue(ep, C, ldc, 0, 0, M, N);
         return;
     }
-    assert((!B->packed || (uk->a_type == KERNELS_F32 && uk->b_type == KERNELS_F32 && !uk->bf16 && B->ld == K)) &&
-           "gemm: a packed B is for the fp32 rows, packed over all of K");
+    assert((!B->packed || (gemm_packable(uk) && B->ld == K)) && "gemm: a packed B is packed over all of K, by a packable row");
     gemm_row_fn row = B->packed ? uk->row_packed : B->trans ? uk->row : NULL;
     if (M == 1 && row && !A->trans) {   // one row (a decode step): nothing to pack
         row(N, K, alpha, A, B, beta, C, bias);
@@ -201,16 +199,20 @@ void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha,
     run_slice(uk, M, 0, N, 0, K, 0, 1, 1, alpha, A, Bp, uk->b_panel(K, 0), beta, C, ldc, NULL);
 }
 
-size_t gemm_packed_bytes(const gemm_ukernel *uk, int N, int K) {
-    return uk->b_panel(K, 0) * (size_t)((N + uk->nr - 1) / uk->nr);
+int gemm_packable(const gemm_ukernel *uk) {
+    return (uk->a_type == KERNELS_F32 && uk->b_type == KERNELS_F32 && !uk->bf16) || uk->row_packed != NULL;
+}
+
+size_t gemm_packed_bytes(const gemm_ukernel *uk, int N, int K, int group) {
+    return uk->b_panel(K, group) * (size_t)((N + uk->nr - 1) / uk->nr);
 }
 
 void gemm_pack_b_whole(const gemm_ukernel *uk, void *dst, const gemm_operand *B, int N, int K) {
     // op(B) is (K,N); dst gets ceil(N/nr) micro-panels of b_panel(K) bytes, 64 panels per task
-    assert(!B->packed && uk->a_type == KERNELS_F32 && uk->b_type == KERNELS_F32 && !uk->bf16 &&
-           "gemm_pack_b_whole: fp32 rows");
+    assert(!B->packed && gemm_packable(uk) && (!uk->grouped || K % B->group == 0) &&
+           "gemm_pack_b_whole: a packable row (q8: whole groups)");
     const int NR = uk->nr, n_panels = (N + NR - 1) / NR, per = 64;
-    const size_t panel = uk->b_panel(K, 0);
+    const size_t panel = uk->b_panel(K, B->group);
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < n_panels; j += per) {
         int j0 = j * NR, nc = N - j0 < per * NR ? N - j0 : per * NR;
@@ -265,7 +267,11 @@ static void run_tile(const gemm_ukernel *uk, tile_grid g, int tile, int M, int N
     if (r1 > M) r1 = M;
     if (c1 > N) c1 = N;
     if (r1 <= r0 || c1 <= c0) return;
-    gemm_operand At = op_offset(A, uk->a_type, r0, 0), Bt = op_offset(B, uk->b_type, c0, 1);
+    gemm_operand At = op_offset(A, uk->a_type, r0, 0), Bt = *B;
+    if (B->packed)   // c0 starts a micro-panel
+        Bt.p = (const char *)B->p + (size_t)(c0 / uk->nr) * uk->b_panel(K, B->group);
+    else
+        Bt = op_offset(B, uk->b_type, c0, 1);
     gemm_epilogue e, *pe = NULL;
     if (ep) {
         e = *ep;

@@ -692,25 +692,104 @@ TGT_Q8_512 static void row_q8z(int N, int K, float alpha, const gemm_operand *xo
     }
 }
 
+// One row over a packed B (gemm_operand.packed: pack_b_q8z over all of K, whole groups):
+// micro_q8z's arithmetic with one row of A, quantized as row_q8z quantizes it, the panels read as
+// they lie: each output's group sum in its own lane (no sums16 reduction, no gather of scales, the
+// flip to unsigned done once at packing). QP_PANELS micro-panels at a time share each broadcast of
+// x: 8 independent chains of vpdpbusd.
+enum { QP_PANELS = 4 };
+TGT_Q8_512 static void row_pq8z(int N, int K, float alpha, const gemm_operand *xo, const gemm_operand *Bo, float beta,
+                                float *C, const float *bias) {
+    (void)alpha, (void)beta;
+    const uint8_t *B = Bo->p;
+    const int group = Bo->group, chunk = Q8_ROW_CHUNK / group * group, nq = group / 4;
+    const size_t gblock = (size_t)nq * QZ_NR * 4 + QZ_NR * 4;   // one group of one micro-panel
+    const size_t ps = (size_t)(K / group) * gblock;               // one micro-panel: b_panel_q8z(K)
+    const int n_panels = (N + QZ_NR - 1) / QZ_NR;
+    q8_chunk ch;
+    for (int c0 = 0; c0 < K; c0 += chunk) {
+        quantize_chunk(&ch, xo->p, c0, K - c0 < chunk ? K - c0 : chunk, group, q8_group_z);
+        for (int j0 = 0; j0 < n_panels; j0 += QP_PANELS) {
+            const int np = n_panels - j0 < QP_PANELS ? n_panels - j0 : QP_PANELS;
+            __m512 f[QP_PANELS][2];
+            __mmask16 m[QP_PANELS][2];
+            for (int p = 0; p < QP_PANELS; p++)
+                for (int v = 0; v < 2; v++) {
+                    int jb = (j0 + p) * QZ_NR + 16 * v;
+                    m[p][v] = p < np ? sm_lanes_mask(N - jb) : 0;
+                    f[p][v] = c0 > 0 ? _mm512_maskz_loadu_ps(m[p][v], C + jb)
+                              : bias ? _mm512_maskz_loadu_ps(m[p][v], bias + jb) : _mm512_setzero_ps();
+                }
+            const uint8_t *bp = B + (size_t)j0 * ps + (size_t)ch.g_base * gblock;
+            for (int g = 0; g < ch.n_groups; g++, bp += gblock) {
+                __m512i sm[QP_PANELS][2];
+                for (int p = 0; p < QP_PANELS; p++) sm[p][0] = sm[p][1] = _mm512_set1_epi32(ch.corr[g]);
+                const int8_t *xg = ch.xq + (size_t)g * group;
+                if (np == QP_PANELS) {
+                    for (int q = 0; q < nq; q++) {
+                        int32_t xi;
+                        memcpy(&xi, xg + 4 * q, 4);
+                        __m512i xb = _mm512_set1_epi32(xi);
+#pragma GCC unroll 4
+                        for (int p = 0; p < QP_PANELS; p++) {
+                            const uint8_t *b = bp + (size_t)p * ps + (size_t)q * 128;
+                            sm[p][0] = dpbusd512(sm[p][0], _mm512_loadu_si512((const void *)b), xb);
+                            sm[p][1] = dpbusd512(sm[p][1], _mm512_loadu_si512((const void *)(b + 64)), xb);
+                        }
+                    }
+                } else {
+                    for (int q = 0; q < nq; q++) {
+                        int32_t xi;
+                        memcpy(&xi, xg + 4 * q, 4);
+                        __m512i xb = _mm512_set1_epi32(xi);
+                        for (int p = 0; p < np; p++) {
+                            const uint8_t *b = bp + (size_t)p * ps + (size_t)q * 128;
+                            sm[p][0] = dpbusd512(sm[p][0], _mm512_loadu_si512((const void *)b), xb);
+                            sm[p][1] = dpbusd512(sm[p][1], _mm512_loadu_si512((const void *)(b + 64)), xb);
+                        }
+                    }
+                }
+                __m512 si = _mm512_set1_ps(ch.sx[g]);
+                for (int p = 0; p < np; p++) {
+                    const float *sw = (const float *)(const void *)(bp + (size_t)p * ps + (size_t)nq * QZ_NR * 4);
+                    f[p][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sm[p][0]), _mm512_mul_ps(si, _mm512_loadu_ps(sw)), f[p][0]);
+                    f[p][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sm[p][1]), _mm512_mul_ps(si, _mm512_loadu_ps(sw + 16)),
+                                              f[p][1]);
+                }
+            }
+            for (int p = 0; p < np; p++)
+                for (int v = 0; v < 2; v++) _mm512_mask_storeu_ps(C + (size_t)(j0 + p) * QZ_NR + 16 * v, m[p][v], f[p][v]);
+        }
+    }
+}
+
 const gemm_ukernel GEMM_Q8_AVX512_VNNI = {
     .name = "q8 avx512-vnni 6x32", .a_type = KERNELS_F32, .b_type = KERNELS_Q8, .isa = KERNELS_ISA_AVX512_VNNI,
     .mr = QZ_MR, .nr = QZ_NR, .mc = 120, .kc = 512, .nc = 512, .grouped = 1,
     .pack_a = pack_a_q8z, .pack_b = pack_b_q8z, .a_panel = a_panel_q8z, .b_panel = b_panel_q8z, .micro = micro_q8z,
-    .row = row_q8z,
+    .row = row_q8z, .row_packed = row_pq8z,
 };
 #endif   // KERNELS_X86
 
 // ---------------------------------------------------------------------------------------------
 
-// The forward through gemm_run_parallel (parts 0), or share `part` of `parts` (gemm_run_part).
-static void matmul_q8(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
-                      const float *bias, int N, int C, int OC, int group, int part, int parts) {
-    assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward_q8: bad dimensions");
-    check_group(group);
+static const gemm_ukernel *q8_row(void) {
     const gemm_ukernel *uk = gemm_ukernel_pick(KERNELS_OP_GEMM_Q8, KERNELS_F32, KERNELS_Q8);
     assert(uk && "matmul_forward_q8: no q8 micro-kernel row for the chosen path");
+    return uk;
+}
+
+// The forward through gemm_run_parallel (parts 0), or share `part` of `parts` (gemm_run_part);
+// packed: wq holds the weight as matmul_q8_pack_weight packs it (wscale unused).
+static void matmul_q8(float *out, float *out_gelu, const float *inp, const void *wq, const float *wscale,
+                      const float *bias, int N, int C, int OC, int group, int part, int parts, int packed) {
+    assert(N >= 0 && C > 0 && OC > 0 && "matmul_forward_q8: bad dimensions");
+    check_group(group);
+    const gemm_ukernel *uk = q8_row();
+    assert((!packed || uk->row_packed) && "matmul_forward_q8_packed: packed for another q8 path");
     gemm_operand a = {.p = inp, .ld = C, .trans = 0, .group = group};
-    gemm_operand b = {.p = wq, .ld = C, .trans = 1, .scales = wscale, .ld_scales = q8_groups(C, group), .group = group};
+    gemm_operand b = {.p = wq, .ld = C, .trans = 1, .scales = packed ? NULL : wscale,
+                      .ld_scales = q8_groups(C, group), .group = group, .packed = packed};
     gemm_epilogue ep = {.bias = bias, .gelu_out = out_gelu, .ldg = OC};
     if (parts == 0)
         gemm_run_parallel(uk, N, OC, C, 1.0f, &a, &b, 0.0f, out, OC, &ep);
@@ -721,17 +800,41 @@ static void matmul_q8(float *out, float *out_gelu, const float *inp, const int8_
 void matmul_forward_q8(float *out, const float *inp, const int8_t *wq, const float *wscale, const float *bias, int N,
                        int C, int OC, int group) {
     // inp is (N,C), wq is (OC,C) with wscale (OC, ceil(C/group)), bias is (OC) or NULL; out is (N,OC)
-    matmul_q8(out, NULL, inp, wq, wscale, bias, N, C, OC, group, 0, 0);
+    matmul_q8(out, NULL, inp, wq, wscale, bias, N, C, OC, group, 0, 0, 0);
 }
 
 void matmul_forward_q8_gelu(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
                             const float *bias, int N, int C, int OC, int group) {
     // as matmul_forward_q8; out_gelu (N,OC) = gelu(out), tile by tile while the tile is in cache
-    matmul_q8(out, out_gelu, inp, wq, wscale, bias, N, C, OC, group, 0, 0);
+    matmul_q8(out, out_gelu, inp, wq, wscale, bias, N, C, OC, group, 0, 0, 0);
 }
 
 void matmul_forward_q8_part(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
                             const float *bias, int N, int C, int OC, int group, int part, int parts) {
     assert(parts >= 1 && "matmul_forward_q8_part: no parts");
-    matmul_q8(out, out_gelu, inp, wq, wscale, bias, N, C, OC, group, part, parts);
+    matmul_q8(out, out_gelu, inp, wq, wscale, bias, N, C, OC, group, part, parts, 0);
+}
+
+size_t matmul_q8_packed_bytes(int OC, int C, int group) {
+    const gemm_ukernel *uk = q8_row();
+    return uk->row_packed && C % group == 0 ? gemm_packed_bytes(uk, OC, C, group) : 0;
+}
+
+void matmul_q8_pack_weight(void *dst, const int8_t *wq, const float *wscale, int OC, int C, int group) {
+    check_group(group);
+    const gemm_ukernel *uk = q8_row();
+    assert(uk->row_packed && C % group == 0 && "matmul_q8_pack_weight: no packed form on this path");
+    gemm_operand b = {.p = wq, .ld = C, .trans = 1, .scales = wscale, .ld_scales = q8_groups(C, group), .group = group};
+    gemm_pack_b_whole(uk, dst, &b, OC, C);
+}
+
+void matmul_forward_q8_packed(float *out, float *out_gelu, const float *inp, const void *wp, const float *bias, int N,
+                              int C, int OC, int group) {
+    matmul_q8(out, out_gelu, inp, wp, NULL, bias, N, C, OC, group, 0, 0, 1);
+}
+
+void matmul_forward_q8_packed_part(float *out, float *out_gelu, const float *inp, const void *wp, const float *bias,
+                                   int N, int C, int OC, int group, int part, int parts) {
+    assert(parts >= 1 && "matmul_forward_q8_packed_part: no parts");
+    matmul_q8(out, out_gelu, inp, wp, NULL, bias, N, C, OC, group, part, parts, 1);
 }

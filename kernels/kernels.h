@@ -189,6 +189,17 @@ void matmul_forward_q8_gelu(float *out, float *out_gelu, const float *inp, const
 // Share `part` of `parts` of matmul_forward_q8 (out_gelu NULL) or _gelu, as matmul_forward_part.
 void matmul_forward_q8_part(float *out, float *out_gelu, const float *inp, const int8_t *wq, const float *wscale,
                             const float *bias, int N, int C, int OC, int group, int part, int parts);
+// INT8 weights packed once (inference), as matmul_pack_weight does for float32: the q8 path's own
+// packing of the weight and its scales, done at load. matmul_q8_packed_bytes: the bytes of one
+// packed (OC,C) matrix, or 0 when the path in use has no packed form (then use the plain forms) or
+// group does not divide C. matmul_forward_q8_packed (_gelu when out_gelu is non-NULL) and _part:
+// matmul_forward_q8's results, bit for bit, at any N; the path must not change after packing.
+size_t matmul_q8_packed_bytes(int OC, int C, int group);
+void matmul_q8_pack_weight(void *dst, const int8_t *wq, const float *wscale, int OC, int C, int group);
+void matmul_forward_q8_packed(float *out, float *out_gelu, const float *inp, const void *wp, const float *bias, int N,
+                              int C, int OC, int group);
+void matmul_forward_q8_packed_part(float *out, float *out_gelu, const float *inp, const void *wp, const float *bias,
+                                   int N, int C, int OC, int group, int part, int parts);
 
 // ---- causal multi-head self-attention, flash-attention style (attention.c) -----------------
 // qkv is (B,T,3C) holding q, k, v each (NH heads x hs = C/NH); out is (B,T,C); lse is (B,NH,T):

@@ -35,9 +35,10 @@ typedef enum { KERNELS_F32 = 0, KERNELS_Q8, KERNELS_BF16, KERNELS_DTYPE_COUNT } 
 // A matrix operand as stored: op(X) = X or X^T, elements of its dtype, row stride ld in elements.
 // Q8 operands carry one float scale per group of `group` consecutive elements along each stored
 // row (scales (rows, ceil(cols/group)), row stride ld_scales).
-// packed (B of the fp32 rows only): op(B) (K,N) stored as the row's pack_b packs all of it
-// (p0 0, kc K, j0 0, nc N: ceil(N/nr) micro-panels of b_panel(K) bytes, each p-major, so that the
-// K slice [pc, pc+kc) of a micro-panel starts pc*nr floats in); ld = K. Packed once by the caller
+// packed (B, for rows gemm_packable accepts): op(B) (K,N) stored as the row's pack_b packs all of
+// it (p0 0, kc K, j0 0, nc N: ceil(N/nr) micro-panels of b_panel(K) bytes each, laid out along K
+// so that the K slice [pc, pc+kc) of a micro-panel starts b_panel(pc) bytes in: fp32 p-major, q8
+// group by group); ld = K (q8: K a multiple of the group). Packed once by the caller
 // (gemm_pack_b_whole: inference weights), read in place of each call's packing.
 typedef struct {
     const void *p;
@@ -135,9 +136,11 @@ void gemm_run_packed_b(const gemm_ukernel *uk, int M, int N, int K, float alpha,
 // thread packs only its share of the larger operand); the result does not depend on the split.
 void gemm_run_parallel(const gemm_ukernel *uk, int M, int N, int K, float alpha, const gemm_operand *A,
                        const gemm_operand *B, float beta, float *C, int ldc, const gemm_epilogue *ep);
-// Packs all of op(B) (K,N) for operands with .packed set (fp32 rows): gemm_packed_bytes(uk, N, K)
+// Packs all of op(B) (K,N) for operands with .packed set: gemm_packed_bytes(uk, N, K, group)
 // bytes at dst (64-byte aligned), OpenMP over the micro-panels.
-size_t gemm_packed_bytes(const gemm_ukernel *uk, int N, int K);
+size_t gemm_packed_bytes(const gemm_ukernel *uk, int N, int K, int group);
+// 1 when rows of uk can read a packed B: the fp32 rows, and rows with a row_packed form.
+int gemm_packable(const gemm_ukernel *uk);
 void gemm_pack_b_whole(const gemm_ukernel *uk, void *dst, const gemm_operand *B, int N, int K);
 // Tile `part` of the grid gemm_run_parallel gives a team of `parts` threads, computed on the
 // calling thread alone (no OpenMP region: for a caller already inside one, e.g. the decode step,

@@ -38,7 +38,7 @@ void matmul_forward_part(float *out, float *out_gelu, const float *inp, const fl
 
 int matmul_packed_width(void) { return f32_row()->nr; }
 
-size_t matmul_packed_bytes(int OC, int C) { return gemm_packed_bytes(f32_row(), OC, C); }
+size_t matmul_packed_bytes(int OC, int C) { return gemm_packed_bytes(f32_row(), OC, C, 0); }
 
 void matmul_pack_weight(void *dst, const float *weight, int OC, int C) {
     // op(B) = weight^T (C,OC), as the forward reads it

@@ -1368,6 +1368,64 @@ static void matmul_packed_case(int N, int C, int OC) {
     free(inp), free(w), free(b), free(full), free(got), free(pre), free(act), free(gact), free(wp);
 }
 
+// INT8 weights packed once (matmul_q8_pack_weight), where the path has a packed form: the packed
+// forward has the bits of matmul_forward_q8 (and _gelu) at N rows, at each row alone (the decode
+// step's panel-reading row form), at 1 and 2 threads, and as the union of its parts; elsewhere
+// matmul_q8_packed_bytes says 0 (the plain forms serve).
+static void q8_packed_case(int N, int C, int OC, int group) {
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *x = falloc(ni), *w = falloc(nw), *b = falloc(OC), *full = falloc(no), *got = falloc(no);
+    float *pre = falloc(no), *act = falloc(no), *gact = falloc(no);
+    fill_uniform(x, ni, -2, 2);
+    fill_uniform(w, nw, -0.5f, 0.5f);
+    fill_uniform(b, OC, -1, 1);
+    int8_t *wq = xmalloc(nw);
+    float *sw = falloc(nw / (size_t)group);
+    q8_quantize(wq, sw, w, OC, C, group);
+    const size_t bytes = matmul_q8_packed_bytes(OC, C, group);
+    char what[256];
+    snprintf(what, sizeof what, "q8 packed N=%d C=%d OC=%d group=%d (%s)", N, C, OC, group, g_path);
+    if (kernels_pick(KERNELS_OP_GEMM_Q8) != KERNELS_ISA_AVX512_VNNI) {
+        CU_ASSERT(bytes == 0);   // this path keeps the plain forms
+    } else {
+        CU_ASSERT_FATAL(bytes > 0);
+        void *wp = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        CU_ASSERT_FATAL(wp != NULL);
+        memset(wp, 0x5a, bytes);
+        matmul_q8_pack_weight(wp, wq, sw, OC, C, group);
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const float *bias = with_bias ? b : NULL;
+            matmul_forward_q8(full, x, wq, sw, bias, N, C, OC, group);
+            int ok = 1;
+            for (int nt = 1; nt <= 2; nt++) {
+                omp_set_num_threads(nt);
+                fill_const(got, no, NAN);
+                matmul_forward_q8_packed(got, NULL, x, wp, bias, N, C, OC, group);
+                ok &= memcmp(got, full, no * sizeof(float)) == 0;
+            }
+            omp_set_num_threads(2);
+            for (int r = 0; r < N; r++) {
+                fill_const(got, OC, NAN);
+                matmul_forward_q8_packed(got, NULL, x + (size_t)r * C, wp, bias, 1, C, OC, group);
+                ok &= memcmp(got, full + (size_t)r * OC, (size_t)OC * sizeof(float)) == 0;
+            }
+            for (int parts = 1; parts <= 3; parts++) {
+                fill_const(got, OC, NAN);
+                for (int part = 0; part < parts; part++)
+                    matmul_forward_q8_packed_part(got, NULL, x, wp, bias, 1, C, OC, group, part, parts);
+                ok &= memcmp(got, full, (size_t)OC * sizeof(float)) == 0;
+            }
+            if (!ok) fprintf(stderr, "%s bias=%d: differs from matmul_forward_q8\n", what, with_bias);
+            CU_ASSERT(ok);
+            matmul_forward_q8_gelu(pre, act, x, wq, sw, bias, N, C, OC, group);
+            matmul_forward_q8_packed(got, gact, x, wp, bias, N, C, OC, group);
+            CU_ASSERT(memcmp(got, pre, no * sizeof(float)) == 0 && memcmp(gact, act, no * sizeof(float)) == 0);
+        }
+        free(wp);
+    }
+    free(x), free(w), free(b), free(full), free(got), free(pre), free(act), free(gact), free(wq), free(sw);
+}
+
 // The dispatch (cpu.c): features against the kernel's own view (/proc/cpuinfo, which lists what
 // the CPU reports and the kernel enables) and GCC's __builtin_cpu_supports; masks and levels.
 static int cpuinfo_has(const char *flags, const char *name) {   // name as a whole word of the flags line
@@ -2026,6 +2084,10 @@ static void run_matmul_row(const test_case *t, void *r) {
     (void)r;
     matmul_row_case(t->s[0], t->s[1], t->s[2]);
 }
+static void run_q8_packed(const test_case *t, void *r) {
+    (void)r;
+    q8_packed_case(t->s[0], t->s[1], t->s[2], t->s[3]);
+}
 static void run_matmul_packed(const test_case *t, void *r) {
     (void)r;
     matmul_packed_case(t->s[0], t->s[1], t->s[2]);
@@ -2261,6 +2323,11 @@ static void build_cases(void) {
     for (size_t i = 0; i < sizeof qm / sizeof qm[0]; i++)
         add((test_case){.op = "q8_matmul", .run = run_q8_matmul, .paths = P(GEMM_Q8) | P(GELU), .dtype = KERNELS_Q8,
                         .s = {qm[i][0], qm[i][1], qm[i][2], qm[i][3], qm[i][4]}});
+    // packed: whole groups; one and several K blocks (kc 512), a partial micro-panel, 4+ panels
+    static const int qp[][4] = {{3, 64, 33, 64}, {2, 1024, 130, 64}, {5, 768, 200, 32}, {1, 4096, 70, 64}, {4, 96, 31, 16}};
+    for (size_t i = 0; i < sizeof qp / sizeof qp[0]; i++)
+        add((test_case){.op = "q8_packed", .run = run_q8_packed, .paths = P(GEMM_Q8) | P(GELU), .dtype = KERNELS_Q8,
+                        .s = {qp[i][0], qp[i][1], qp[i][2], qp[i][3]}});
 
 
     // bfloat16: conversion on each path; the bf16 GEMM at odd shapes and every tile edge of both
@@ -2381,6 +2448,7 @@ static void test_flash_attention(void) { run_rows("flash_attention"); }
 static void test_gelu(void) { run_rows("gelu"); }
 static void test_q8_quantize(void) { run_rows("q8_quantize"); }
 static void test_q8_matmul(void) { run_rows("q8_matmul"); }
+static void test_q8_packed(void) { run_rows("q8_packed"); }
 static void test_bf16_convert(void) { run_rows("bf16_convert"); }
 static void test_gemm_bf16(void) { run_rows("gemm_bf16"); }
 static void test_matmul_bf16(void) { run_rows("matmul_bf16"); }
@@ -2410,7 +2478,7 @@ int main(void) {
         CU_TestFunc fn;
     } tests[] = {
         {"cpu", test_cpu}, {"gemm", test_gemm}, {"gemm_mt", test_gemm_mt}, {"encoder", test_encoder},
-        {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row}, {"matmul_packed", test_matmul_packed},
+        {"layernorm", test_layernorm}, {"matmul", test_matmul}, {"matmul_row", test_matmul_row}, {"matmul_packed", test_matmul_packed}, {"q8_packed", test_q8_packed},
         {"matmul_gelu", test_matmul_gelu}, {"lm_head", test_lm_head}, {"attention", test_attention}, {"flash_attention", test_flash_attention},
         {"q8_quantize", test_q8_quantize}, {"q8_matmul", test_q8_matmul},
         {"bf16_convert", test_bf16_convert}, {"gemm_bf16", test_gemm_bf16}, {"matmul_bf16", test_matmul_bf16},

@@ -140,6 +140,28 @@ int gpt2_weights_quantize(gpt2_weights *w, int group, char *err, size_t errlen) 
         q8_quantize(q->data, q->scales, t->ptr, (int)rows, (int)cols, group);
         w->fwd[MATS[k]] = q;
     }
+    // packed once for the INT8 path, where it has a packed form (as gpt2_weights_pack for float32)
+    memset(&w->q8p, 0, sizeof w->q8p);
+    for (int k = 0; k < N_MATS; k++) {
+        const sm_tensor *t = &w->params.t[MATS[k]];
+        const size_t C = t->shape[t->ndim - 1], OC = t->shape[t->ndim - 2], per = matmul_q8_packed_bytes((int)OC, (int)C, group);
+        if (per == 0) {   // no packed form on this path: the plain q8 matrices serve
+            memset(&w->q8p, 0, sizeof w->q8p);
+            return 0;
+        }
+        sm_table_add_sized(&w->q8p, t->name, SM_Q8P, t->ndim, t->shape, group, per * (t->n_elems / (OC * C)));
+    }
+    sm_table_alloc(&w->q8p);
+    for (int k = 0; k < N_MATS; k++) {
+        const sm_tensor *t = &w->params.t[MATS[k]], *q = &w->q8.t[k];
+        sm_tensor *p = &w->q8p.t[k];
+        const size_t C = t->shape[t->ndim - 1], OC = t->shape[t->ndim - 2], mats_n = t->n_elems / (OC * C);
+        const size_t per = p->n_bytes / mats_n;
+        for (size_t l = 0; l < mats_n; l++)
+            matmul_q8_pack_weight((char *)p->data + l * per, (const int8_t *)q->data + l * OC * C,
+                                  q->scales + l * OC * C / (size_t)group, (int)OC, (int)C, group);
+        w->fwd[MATS[k]] = p;
+    }
     return 0;
 }
 
@@ -195,6 +217,7 @@ void gpt2_weights_free(gpt2_weights *w) {
     sm_free(w->bf16.base);
     sm_free(w->q8.base);
     sm_free(w->packed.base);
+    sm_free(w->q8p.base);
     sm_free(w->params.base);
     memset(w, 0, sizeof *w);
 }

@@ -52,6 +52,7 @@ typedef struct {
     const float *scales;
     int group;
     const float *f32p;   // SM_F32P: the matrix's panels, of width `group`
+    const void *q8p;     // SM_Q8P: the matrix as the INT8 path packs it (quantisation group `group`)
 } matrix;
 
 static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
@@ -62,6 +63,10 @@ static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
     case SM_BF16: return (matrix){.bf16 = (const uint16_t *)w->data + at};
     case SM_Q8: return (matrix){.q8 = (const int8_t *)w->data + at, .scales = w->scales + at / (size_t)w->group,
                                 .group = w->group};
+    case SM_Q8P: {   // the tensor's matrices, each the same number of bytes
+        const size_t per = w->n_bytes / (w->n_elems / ((size_t)OC * (size_t)C));
+        return (matrix){.q8p = (const char *)w->data + (size_t)layer * per, .group = w->group};
+    }
     case SM_F32P: {   // matrices of ceil(OC/width)*width padded rows
         const size_t padded = ((size_t)OC + (size_t)w->group - 1) / (size_t)w->group * (size_t)w->group;
         return (matrix){.f32p = (const float *)w->data + (size_t)layer * padded * (size_t)C, .group = w->group};
@@ -73,7 +78,7 @@ static matrix matrix_of(const sm_tensor *w, int layer, int C, int OC) {
 // reads inp (N,C) and W (OC,C) in its dtype, writes out (N,OC)
 static double linear_bytes(const sm_tensor *w, int N, int C, int OC) {
     double wbytes = (double)OC * C * (double)SM_DTYPE_INFO[w->dtype].elem_bytes;
-    if (w->dtype == SM_Q8) wbytes += 4.0 * (double)OC * C / w->group;
+    if (w->dtype == SM_Q8 || w->dtype == SM_Q8P) wbytes += 4.0 * (double)OC * C / w->group;
     return f32_bytes((double)N * C + (double)N * OC) + wbytes;
 }
 
@@ -85,6 +90,8 @@ void op_linear_forward(const char *name, float *out, const float *inp, const sm_
         matmul_forward_q8(out, inp, m.q8, m.scales, bias, N, C, OC, m.group);
     else if (m.f32p)
         matmul_forward_packed(out, NULL, inp, m.f32p, m.group, bias, N, C, OC);
+    else if (m.q8p)
+        matmul_forward_q8_packed(out, NULL, inp, m.q8p, bias, N, C, OC, m.group);
     else if (m.bf16)
         matmul_forward_bf16(out, inp, m.bf16, bias, N, C, OC);
     else
@@ -100,6 +107,8 @@ void op_linear_gelu_forward(const char *name, float *out, float *out_gelu, const
         matmul_forward_q8_gelu(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group);
     else if (m.f32p)
         matmul_forward_packed(out, out_gelu, inp, m.f32p, m.group, bias, N, C, OC);
+    else if (m.q8p)
+        matmul_forward_q8_packed(out, out_gelu, inp, m.q8p, bias, N, C, OC, m.group);
     else if (m.bf16)
         matmul_forward_bf16_gelu(out, out_gelu, inp, m.bf16, bias, N, C, OC);
     else
@@ -117,6 +126,8 @@ void op_linear_forward_team(const char *name, float *out, float *out_gelu, const
         matmul_forward_q8_part(out, out_gelu, inp, m.q8, m.scales, bias, N, C, OC, m.group, part, parts);
     else if (m.f32p)
         matmul_forward_packed_part(out, out_gelu, inp, m.f32p, m.group, bias, N, C, OC, part, parts);
+    else if (m.q8p)
+        matmul_forward_q8_packed_part(out, out_gelu, inp, m.q8p, bias, N, C, OC, m.group, part, parts);
     else if (m.bf16)
         matmul_forward_bf16_part(out, out_gelu, inp, m.bf16, bias, N, C, OC, part, parts);
     else

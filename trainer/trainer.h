@@ -58,6 +58,7 @@ typedef struct {
     const sm_tensor *fwd[NUM_PARAM_TENSORS];
     sm_table q8;       // gpt2_weights_quantize: the matrices as SM_Q8 (count 0 without)
     sm_table packed;   // gpt2_weights_pack: the matrices as SM_F32P (count 0 without)
+    sm_table q8p;      // gpt2_weights_quantize: the q8 matrices packed (SM_Q8P) where the path has a form
     sm_dtype precision;   // SM_F32, or SM_BF16 after gpt2_weights_set_precision
     sm_table bf16;     // SM_BF16: the whole arena in bf16, each tensor at its float32 element offset (so
                        // the flat index i of params is the flat index i here); count 0 without
