@@ -19,6 +19,7 @@
 // epilogue of the fp32 rows: C = alpha acc (+ beta C) (+ bias), then C = alpha acc + C.
 #define KC 512
 #define NC 512
+#define NC_SHORT 768   // the AVX-512 rows' column block for K <= KC/2: 768 x 128 pairs, 384 KiB (gemm.c col_block)
 
 static size_t panel_bytes(int rows, int kc) { return (size_t)rows * (size_t)((kc + 1) / 2) * sizeof(uint32_t); }
 
@@ -165,11 +166,15 @@ INLINE_BF16 __m512i pairs_bf16(const uint16_t *x, int n) {
     return n >= 32 ? _mm512_loadu_si512(x) : _mm512_maskz_loadu_epi16(lanes32(n), x);
 }
 
-// Prefetch n_bytes from x into L1, a line at a time (and the last byte's line)
-INLINE_BF16 void prefetch_span(const char *x, size_t n_bytes) {
-    for (size_t b = 0; b < n_bytes; b += 64) _mm_prefetch(x + b, _MM_HINT_T0);
-    if (n_bytes) _mm_prefetch(x + n_bytes - 1, _MM_HINT_T0);
-}
+// Prefetch n_bytes from x (into L1: _MM_HINT_T0, L2: _MM_HINT_T1), a line at a time (and the last
+// byte's line)
+#define prefetch_span(x, n_bytes, hint)                                                                                \
+    do {                                                                                                             \
+        const char *pf_x_ = (x);                                                                                     \
+        size_t pf_n_ = (n_bytes);                                                                                    \
+        for (size_t pf_b_ = 0; pf_b_ < pf_n_; pf_b_ += 64) _mm_prefetch(pf_x_ + pf_b_, hint);                         \
+        if (pf_n_) _mm_prefetch(pf_x_ + pf_n_ - 1, hint);                                                            \
+    } while (0)
 
 // Rows k and k+1 of 32 columns each (as 32 bf16 words) into the pairs of those columns: out[0] the
 // words (k, k+1) of columns 0..15, out[1] of columns 16..31. vpunpck{l,h}wd interleave within
@@ -203,7 +208,8 @@ INLINE_BF16 void pack_k_along_rows(uint32_t *dst, int stride, int width, const g
             r[i] = (__m512)(is_bf16 ? pairs_bf16((const uint16_t *)X->p + at, n) : pairs_f32((const float *)X->p + at, n));
         }
         for (int i = 0; i < pf_rows; i++)
-            prefetch_span(base + ((size_t)(r0 + pf_off + i) * (size_t)X->ld + (size_t)(p0 + k)) * esz, (size_t)n * esz);
+            prefetch_span(base + ((size_t)(r0 + pf_off + i) * (size_t)X->ld + (size_t)(p0 + k)) * esz, (size_t)n * esz,
+                          _MM_HINT_T0);
         transpose16(r);
         int np = (n + 1) / 2;
         if (width == 16)
@@ -238,9 +244,14 @@ TGT_BF16 static void pack_a_zf(void *restrict dstv, const gemm_operand *A, int i
         const float *rk = X + (size_t)(p0 + 2 * p) * ld + i0, *rk1 = rk + ld;
         const int has1 = 2 * p + 1 < kc;
         if (p + PF_PAIRS < kp) {
-            prefetch_span((const char *)(rk + 2 * PF_PAIRS * ld), (size_t)mc * 4);
-            if (2 * (p + PF_PAIRS) + 1 < kc) prefetch_span((const char *)(rk1 + 2 * PF_PAIRS * ld), (size_t)mc * 4);
+            prefetch_span((const char *)(rk + 2 * PF_PAIRS * ld), (size_t)mc * 4, _MM_HINT_T0);
+            if (2 * (p + PF_PAIRS) + 1 < kc)
+                prefetch_span((const char *)(rk1 + 2 * PF_PAIRS * ld), (size_t)mc * 4, _MM_HINT_T0);
         }
+        // and the same rows of the next block (the next mc rows of op(A), if any: a prefetch past
+        // the matrix never faults) into L2, a whole block ahead of its packing
+        prefetch_span((const char *)(rk + mc), (size_t)mc * 4, _MM_HINT_T1);
+        if (has1) prefetch_span((const char *)(rk1 + mc), (size_t)mc * 4, _MM_HINT_T1);
         for (int s = 0; s < mc; s += Z_MR) {
             __m512 lo, hi = _mm512_setzero_ps();
             if (s + 16 <= mc) {   // 16 rows readable (lanes 14, 15: the next panel's, not stored)
@@ -279,7 +290,8 @@ INLINE_BF16 void pack_b_z(uint32_t *dst, const gemm_operand *B, int is_bf16, int
     for (int p = 0; p < kp; p++) {
         if (p + PF_PAIRS < kp)
             for (int h = 0; h < 2 && 2 * (p + PF_PAIRS) + h < kc; h++)
-                prefetch_span(base + ((size_t)(p0 + 2 * (p + PF_PAIRS) + h) * ld + (size_t)j0) * esz, (size_t)nc * esz);
+                prefetch_span(base + ((size_t)(p0 + 2 * (p + PF_PAIRS) + h) * ld + (size_t)j0) * esz, (size_t)nc * esz,
+                              _MM_HINT_T0);
         for (int s = 0; s < nc; s += Z_NR) {
             int nr = nc - s < Z_NR ? nc - s : Z_NR;
             __m512i rows[2];
@@ -410,12 +422,12 @@ static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, 
 
 const gemm_ukernel GEMM_BF16_AVX512_FF = {
     .name = "bf16 avx512 14x32 (f32 x f32)", .a_type = KERNELS_F32, .b_type = KERNELS_F32,
-    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC,
+    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC, .nc_short = NC_SHORT,
     .pack_a = pack_a_zf, .pack_b = pack_b_zf, .a_panel = a_panel_z, .b_panel = b_panel_z, .micro = micro_z, .bf16 = 1,
 };
 const gemm_ukernel GEMM_BF16_AVX512_FB = {
     .name = "bf16 avx512 14x32 (f32 x bf16)", .a_type = KERNELS_F32, .b_type = KERNELS_BF16,
-    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC,
+    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC, .nc_short = NC_SHORT,
     .pack_a = pack_a_zf, .pack_b = pack_b_zb, .a_panel = a_panel_z, .b_panel = b_panel_z, .micro = micro_z, .bf16 = 1,
 };
 #endif   // KERNELS_X86
