@@ -19,6 +19,7 @@
 // epilogue of the fp32 rows: C = alpha acc (+ beta C) (+ bias), then C = alpha acc + C.
 #define KC 512
 #define NC 512
+#define NC_SHORT 768   // the AVX-512 rows' column block for K <= KC/2: 768 x 128 pairs, 384 KiB (gemm.c col_block)
 
 static size_t panel_bytes(int rows, int kc) { return (size_t)rows * (size_t)((kc + 1) / 2) * sizeof(uint32_t); }
 
@@ -137,25 +138,43 @@ const gemm_ukernel GEMM_BF16_C_FB = {
 // ---------------------------------------------------------------------------------------------
 // AVX-512 BF16: 14 x 32 tile (28 zmm accumulators, 2 B vectors, 1 broadcast pair), as the fp32
 // row's, each vdpbf16ps doing two k per lane. Packing converts 32 floats to bf16 with one
-// vcvtne2ps2bf16 and lays the pairs out with 16 x 16 dword transposes or 16-bit interleaves.
+// vcvtne2ps2bf16 and lays the pairs out with 16 x 16 dword transposes or 16-bit permutes. Whole
+// vectors are loaded and stored unmasked, masks only at a block's edge (a masked load or store in
+// every iteration takes ~1.5x as long on Zen 5); the packers and the micro-kernel prefetch what the
+// hardware prefetcher does not follow (rows far apart, the tile of C), as the fp32 row does: the
+// lm_head's products stream their weight (packers) and C (50304 columns) from memory.
 
 #define TGT_BF16 __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")))
 #define INLINE_BF16 static inline __attribute__((always_inline, target("avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")))
 
 enum { Z_MR = 14, Z_NV = 2, Z_NR = 16 * Z_NV };
+enum { PF_PAIRS = 8 };   // how many pairs ahead the k-across-rows packers prefetch their rows
 
 // The first n 16-bit lanes (n clamped to [0, 32])
 INLINE_BF16 __mmask32 lanes32(long n) {
     return n >= 32 ? (__mmask32)0xFFFFFFFFu : n <= 0 ? (__mmask32)0 : (__mmask32)((1u << n) - 1);
 }
 
-// 32 consecutive elements along k (n of them valid, the rest 0) as 16 bf16 pairs: from float32
-// (rounded, with vcvtne2ps2bf16: words 0..15 from the first 16 floats) or bf16
+// 32 consecutive elements (n of them valid, the rest 0) as 32 bf16 words: from float32 (rounded,
+// with vcvtne2ps2bf16: words 0..15 from the first 16 floats) or bf16
 INLINE_BF16 __m512i pairs_f32(const float *x, int n) {
+    if (n >= 32) return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
     __m512 lo = _mm512_maskz_loadu_ps(sm_lanes_mask(n), x), hi = _mm512_maskz_loadu_ps(sm_lanes_mask(n - 16), x + 16);
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
-INLINE_BF16 __m512i pairs_bf16(const uint16_t *x, int n) { return _mm512_maskz_loadu_epi16(lanes32(n), x); }
+INLINE_BF16 __m512i pairs_bf16(const uint16_t *x, int n) {
+    return n >= 32 ? _mm512_loadu_si512(x) : _mm512_maskz_loadu_epi16(lanes32(n), x);
+}
+
+// Prefetch n_bytes from x (into L1: _MM_HINT_T0, L2: _MM_HINT_T1), a line at a time (and the last
+// byte's line)
+#define prefetch_span(x, n_bytes, hint)                                                                                \
+    do {                                                                                                             \
+        const char *pf_x_ = (x);                                                                                     \
+        size_t pf_n_ = (n_bytes);                                                                                    \
+        for (size_t pf_b_ = 0; pf_b_ < pf_n_; pf_b_ += 64) _mm_prefetch(pf_x_ + pf_b_, hint);                         \
+        if (pf_n_) _mm_prefetch(pf_x_ + pf_n_ - 1, hint);                                                            \
+    } while (0)
 
 // Rows k and k+1 of 32 columns each (as 32 bf16 words) into the pairs of those columns: out[0] the
 // words (k, k+1) of columns 0..15, out[1] of columns 16..31. vpunpck{l,h}wd interleave within
@@ -170,9 +189,12 @@ INLINE_BF16 void interleave_rows(__m512i out[2], __m512i rk, __m512i rk1) {
 
 // op(X) with k along stored rows (A not transposed, B transposed): rows [r0, r0+nrows) (<= 16),
 // each contributing the pairs of [p0, p0+kc); word (p, r) goes to dst[p*stride + r] for r < width
-// (lanes r >= nrows are 0). 16 pairs of 16 rows at a time, transposed in registers.
+// (lanes r >= nrows are 0). 16 pairs of 16 rows at a time, transposed in registers. Also prefetches
+// rows [r0+pf_off, r0+pf_off+pf_rows) at the same k: the next micro-panel's.
 INLINE_BF16 void pack_k_along_rows(uint32_t *dst, int stride, int width, const gemm_operand *X, int is_bf16, int r0,
-                                   int nrows, int p0, int kc) {
+                                   int nrows, int p0, int kc, int pf_off, int pf_rows) {
+    const size_t esz = is_bf16 ? 2 : 4;
+    const char *base = X->p;
     __mmask16 wm = sm_lanes_mask(width);
     for (int k = 0; k < kc; k += 32) {
         int n = kc - k < 32 ? kc - k : 32;
@@ -185,59 +207,107 @@ INLINE_BF16 void pack_k_along_rows(uint32_t *dst, int stride, int width, const g
             size_t at = (size_t)(r0 + i) * (size_t)X->ld + (size_t)(p0 + k);
             r[i] = (__m512)(is_bf16 ? pairs_bf16((const uint16_t *)X->p + at, n) : pairs_f32((const float *)X->p + at, n));
         }
+        for (int i = 0; i < pf_rows; i++)
+            prefetch_span(base + ((size_t)(r0 + pf_off + i) * (size_t)X->ld + (size_t)(p0 + k)) * esz, (size_t)n * esz,
+                          _MM_HINT_T0);
         transpose16(r);
-        for (int c = 0; c < (n + 1) / 2; c++) _mm512_mask_storeu_ps(dst + (size_t)(k / 2 + c) * stride, wm, r[c]);
-    }
-}
-
-// op(X) with k across stored rows (A transposed, B not): pair p of columns [c0, c0+ncols) (<= 32)
-// from stored rows p0+2p and p0+2p+1; 32 columns' words to dst[p*stride + c] (c < width <= 32,
-// columns >= ncols are 0).
-INLINE_BF16 void pack_k_across_rows(uint32_t *dst, int stride, int width, const gemm_operand *X, int is_bf16, int c0,
-                                    int ncols, int p0, int kc) {
-    __mmask16 w0 = sm_lanes_mask(width), w1 = sm_lanes_mask(width - 16);
-    for (int p = 0; p < (kc + 1) / 2; p++) {
-        __m512i rows[2];
-        for (int h = 0; h < 2; h++) {
-            int k = p0 + 2 * p + h;
-            if (2 * p + h >= kc) {
-                rows[h] = _mm512_setzero_si512();
-                continue;
-            }
-            size_t at = (size_t)k * (size_t)X->ld + (size_t)c0;
-            rows[h] = is_bf16 ? pairs_bf16((const uint16_t *)X->p + at, ncols) : pairs_f32((const float *)X->p + at, ncols);
-        }
-        __m512i out[2];
-        interleave_rows(out, rows[0], rows[1]);
-        _mm512_mask_storeu_epi32(dst + (size_t)p * stride, w0, out[0]);
-        if (width > 16) _mm512_mask_storeu_epi32(dst + (size_t)p * stride + 16, w1, out[1]);
+        int np = (n + 1) / 2;
+        if (width == 16)
+            for (int c = 0; c < np; c++) _mm512_storeu_ps(dst + (size_t)(k / 2 + c) * stride, r[c]);
+        else
+            for (int c = 0; c < np; c++) _mm512_mask_storeu_ps(dst + (size_t)(k / 2 + c) * stride, wm, r[c]);
     }
 }
 
 // A: float32 activations or gradients (the rows' A is always float32), MR-row panels
 TGT_BF16 static void pack_a_zf(void *restrict dstv, const gemm_operand *A, int i0, int mc, int p0, int kc) {
     uint32_t *dst = dstv;
-    const size_t panel = (size_t)Z_MR * (size_t)((kc + 1) / 2);
-    for (int s = 0; s < mc; s += Z_MR, dst += panel) {
-        int mr = mc - s < Z_MR ? mc - s : Z_MR;
-        if (!A->trans)
-            pack_k_along_rows(dst, Z_MR, Z_MR, A, 0, i0 + s, mr, p0, kc);
-        else
-            pack_k_across_rows(dst, Z_MR, Z_MR, A, 0, i0 + s, mr, p0, kc);
+    const int kp = (kc + 1) / 2;
+    const size_t panel = (size_t)Z_MR * (size_t)kp;
+    if (!A->trans) {
+        for (int s = 0; s < mc; s += Z_MR, dst += panel) {
+            int mr = mc - s < Z_MR ? mc - s : Z_MR, next = mc - s - Z_MR;
+            pack_k_along_rows(dst, Z_MR, Z_MR, A, 0, i0 + s, mr, p0, kc, Z_MR, next < 0 ? 0 : next > Z_MR ? Z_MR : next);
+        }
+        return;
+    }
+    // op(A)(i,k) = A[k*lda + i] (a weight gradient's dout^T): pair p of the block's rows from
+    // stored rows p0+2p and p0+2p+1, contiguous in i, pair by pair across all the panels; 16 rows
+    // of op(A) at a time are rounded by one vcvtne2ps2bf16 (row k in words 0..15, row k+1 in
+    // 16..31) and interleaved into pairs by one vpermw. Stored rows far apart: prefetched ahead.
+    const float *X = A->p;
+    const size_t ld = (size_t)A->ld;
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                                         20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __mmask16 w = sm_lanes_mask(Z_MR);
+    for (int p = 0; p < kp; p++) {
+        const float *rk = X + (size_t)(p0 + 2 * p) * ld + i0, *rk1 = rk + ld;
+        const int has1 = 2 * p + 1 < kc;
+        if (p + PF_PAIRS < kp) {
+            prefetch_span((const char *)(rk + 2 * PF_PAIRS * ld), (size_t)mc * 4, _MM_HINT_T0);
+            if (2 * (p + PF_PAIRS) + 1 < kc)
+                prefetch_span((const char *)(rk1 + 2 * PF_PAIRS * ld), (size_t)mc * 4, _MM_HINT_T0);
+        }
+        // and the same rows of the next block (the next mc rows of op(A), if any: a prefetch past
+        // the matrix never faults) into L2, a whole block ahead of its packing
+        prefetch_span((const char *)(rk + mc), (size_t)mc * 4, _MM_HINT_T1);
+        if (has1) prefetch_span((const char *)(rk1 + mc), (size_t)mc * 4, _MM_HINT_T1);
+        for (int s = 0; s < mc; s += Z_MR) {
+            __m512 lo, hi = _mm512_setzero_ps();
+            if (s + 16 <= mc) {   // 16 rows readable (lanes 14, 15: the next panel's, not stored)
+                lo = _mm512_loadu_ps(rk + s);
+                if (has1) hi = _mm512_loadu_ps(rk1 + s);
+            } else {
+                __mmask16 m = sm_lanes_mask(mc - s);
+                lo = _mm512_maskz_loadu_ps(m, rk + s);
+                if (has1) hi = _mm512_maskz_loadu_ps(m, rk1 + s);
+            }
+            __m512i words = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_mask_storeu_epi32(dst + (size_t)(s / Z_MR) * panel + (size_t)p * Z_MR, w, words);
+        }
     }
 }
 
 INLINE_BF16 void pack_b_z(uint32_t *dst, const gemm_operand *B, int is_bf16, int p0, int kc, int j0, int nc) {
-    const size_t panel = (size_t)Z_NR * (size_t)((kc + 1) / 2);
-    for (int s = 0; s < nc; s += Z_NR, dst += panel) {
-        int nr = nc - s < Z_NR ? nc - s : Z_NR;
-        if (B->trans) {   // column j of op(B) is stored row j: two runs of 16 rows
+    const int kp = (kc + 1) / 2;
+    const size_t panel = (size_t)Z_NR * (size_t)kp;
+    if (B->trans) {   // column j of op(B) is stored row j: two runs of 16 rows per panel
+        for (int s = 0; s < nc; s += Z_NR, dst += panel) {
+            int nr = nc - s < Z_NR ? nc - s : Z_NR;
             for (int v = 0; v < Z_NV; v++) {
-                int rows = nr - 16 * v;
-                pack_k_along_rows(dst + 16 * v, Z_NR, 16, B, is_bf16, j0 + s + 16 * v, rows < 0 ? 0 : rows, p0, kc);
+                int rows = nr - 16 * v, next = nc - s - Z_NR - 16 * v;   // this run's rows, the next panel's
+                pack_k_along_rows(dst + 16 * v, Z_NR, 16, B, is_bf16, j0 + s + 16 * v, rows < 0 ? 0 : rows, p0, kc, Z_NR,
+                                  next < 0 ? 0 : next > 16 ? 16 : next);
             }
-        } else {
-            pack_k_across_rows(dst, Z_NR, Z_NR, B, is_bf16, j0 + s, nr, p0, kc);
+        }
+        return;
+    }
+    // op(B)(k,j) = B[k*ldb + j] (a weight for dinp, activations for dweight): pair p of 32 columns
+    // from stored rows p0+2p and p0+2p+1, pair by pair across all the panels (the block's part of
+    // each stored row read in one run), rows ahead prefetched. Columns >= nc: 0 (masked loads).
+    const size_t ld = (size_t)B->ld, esz = is_bf16 ? 2 : 4;
+    const char *base = B->p;
+    for (int p = 0; p < kp; p++) {
+        if (p + PF_PAIRS < kp)
+            for (int h = 0; h < 2 && 2 * (p + PF_PAIRS) + h < kc; h++)
+                prefetch_span(base + ((size_t)(p0 + 2 * (p + PF_PAIRS) + h) * ld + (size_t)j0) * esz, (size_t)nc * esz,
+                              _MM_HINT_T0);
+        for (int s = 0; s < nc; s += Z_NR) {
+            int nr = nc - s < Z_NR ? nc - s : Z_NR;
+            __m512i rows[2];
+            for (int h = 0; h < 2; h++) {
+                if (2 * p + h >= kc) {
+                    rows[h] = _mm512_setzero_si512();
+                    continue;
+                }
+                size_t at = (size_t)(p0 + 2 * p + h) * ld + (size_t)(j0 + s);
+                rows[h] = is_bf16 ? pairs_bf16((const uint16_t *)B->p + at, nr) : pairs_f32((const float *)B->p + at, nr);
+            }
+            __m512i out[2];
+            interleave_rows(out, rows[0], rows[1]);
+            uint32_t *d = dst + (size_t)(s / Z_NR) * panel + (size_t)p * Z_NR;
+            _mm512_storeu_si512(d, out[0]);
+            _mm512_storeu_si512(d + 16, out[1]);
         }
     }
 }
@@ -256,25 +326,47 @@ static size_t b_panel_z(int kc, int group) {
     return panel_bytes(Z_NR, kc);
 }
 
-TGT_BF16 static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, float *C, int ldc, int mr,
-                             int nr, const gemm_micro_args *args) {
-    const uint32_t *restrict Ap = Apv;
-    const __m512i *restrict Bp = Bpv;
+// The micro-kernel for R rows of the tile (R <= Z_MR; the A panel keeps its Z_MR stride): the full
+// tile is R = Z_MR, and a block's last micro-panel of mr < Z_MR rows runs the R = mr form (M = 256
+// = 18 x 14 + 4: the full form would spend 10 of every 266 rows' work on padding), as the fp32
+// row does. Each element's chain is the same in every form.
+INLINE_BF16 void micro_z_rows(int kc, const uint32_t *restrict Ap, const __m512i *restrict Bp, float *C, int ldc, int nr,
+                              const gemm_micro_args *args, const int R) {
     const float alpha = args->alpha, beta = args->beta, *bias = args->bias;
     __m512 c[Z_MR][Z_NV];
 #pragma GCC unroll 14
-    for (int i = 0; i < Z_MR; i++)
+    for (int i = 0; i < R; i++) {
+        // the tile of C, for writing (or reading, beta != 0) after the k loop: its misses overlap the loop
+        __builtin_prefetch(C + (size_t)i * ldc, 1, 3);
+        __builtin_prefetch(C + (size_t)i * ldc + 16, 1, 3);
         for (int v = 0; v < Z_NV; v++) c[i][v] = _mm512_setzero_ps();
+    }
     for (int p = 0; p < (kc + 1) / 2; p++) {
         __m512bh b[Z_NV];
         for (int v = 0; v < Z_NV; v++) b[v] = (__m512bh)_mm512_load_si512(Bp + v);
 #pragma GCC unroll 14
-        for (int i = 0; i < Z_MR; i++) {
+        for (int i = 0; i < R; i++) {
             __m512bh a = (__m512bh)_mm512_set1_epi32((int)Ap[i]);
             for (int v = 0; v < Z_NV; v++) c[i][v] = _mm512_dpbf16_ps(c[i][v], a, b[v]);
         }
         Ap += Z_MR;
         Bp += Z_NV;
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    if (nr == Z_NR) {   // a whole tile: unmasked
+        __m512 bb[Z_NV];
+        for (int v = 0; v < Z_NV; v++) bb[v] = bias ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 14
+        for (int i = 0; i < R; i++) {
+            float *ci = C + (size_t)i * ldc;
+            for (int v = 0; v < Z_NV; v++) {
+                __m512 r = _mm512_mul_ps(va, c[i][v]);
+                if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16 * v), r);
+                if (bias) r = _mm512_add_ps(r, bb[v]);
+                _mm512_storeu_ps(ci + 16 * v, r);
+            }
+        }
+        return;
     }
     __mmask16 m[Z_NV];
     __m512 bb[Z_NV];
@@ -282,10 +374,8 @@ TGT_BF16 static void micro_z(int kc, const void *restrict Apv, const void *restr
         m[v] = sm_lanes_mask(nr - 16 * v);
         bb[v] = bias ? _mm512_maskz_loadu_ps(m[v], bias + 16 * v) : _mm512_setzero_ps();
     }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 14
-    for (int i = 0; i < Z_MR; i++) {
-        if (i >= mr) break;
+    for (int i = 0; i < R; i++) {
         float *ci = C + (size_t)i * ldc;
         for (int v = 0; v < Z_NV; v++) {
             __m512 r = _mm512_mul_ps(va, c[i][v]);
@@ -296,14 +386,48 @@ TGT_BF16 static void micro_z(int kc, const void *restrict Apv, const void *restr
     }
 }
 
+#define MICRO_Z_FORM(R)                                                                                              \
+    TGT_BF16 static void micro_z##R(int kc, const uint32_t *restrict Ap, const __m512i *restrict Bp, float *C,      \
+                                    int ldc, int nr, const gemm_micro_args *args) {                                 \
+        micro_z_rows(kc, Ap, Bp, C, ldc, nr, args, R);                                                               \
+    }
+MICRO_Z_FORM(1)
+MICRO_Z_FORM(2)
+MICRO_Z_FORM(3)
+MICRO_Z_FORM(4)
+MICRO_Z_FORM(5)
+MICRO_Z_FORM(6)
+MICRO_Z_FORM(7)
+MICRO_Z_FORM(8)
+MICRO_Z_FORM(9)
+MICRO_Z_FORM(10)
+MICRO_Z_FORM(11)
+MICRO_Z_FORM(12)
+MICRO_Z_FORM(13)
+MICRO_Z_FORM(14)
+#undef MICRO_Z_FORM
+_Static_assert(Z_MR == 14, "one micro_z form per row count");
+
+typedef void (*micro_z_fn)(int, const uint32_t *restrict, const __m512i *restrict, float *, int, int,
+                           const gemm_micro_args *);
+static const micro_z_fn MICRO_Z_FORMS[Z_MR + 1] = {
+    NULL, micro_z1, micro_z2, micro_z3, micro_z4, micro_z5, micro_z6, micro_z7,
+    micro_z8, micro_z9, micro_z10, micro_z11, micro_z12, micro_z13, micro_z14,
+};
+
+static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, float *C, int ldc, int mr, int nr,
+                    const gemm_micro_args *args) {
+    MICRO_Z_FORMS[mr](kc, Apv, Bpv, C, ldc, nr, args);
+}
+
 const gemm_ukernel GEMM_BF16_AVX512_FF = {
     .name = "bf16 avx512 14x32 (f32 x f32)", .a_type = KERNELS_F32, .b_type = KERNELS_F32,
-    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC,
+    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC, .nc_short = NC_SHORT,
     .pack_a = pack_a_zf, .pack_b = pack_b_zf, .a_panel = a_panel_z, .b_panel = b_panel_z, .micro = micro_z, .bf16 = 1,
 };
 const gemm_ukernel GEMM_BF16_AVX512_FB = {
     .name = "bf16 avx512 14x32 (f32 x bf16)", .a_type = KERNELS_F32, .b_type = KERNELS_BF16,
-    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC,
+    .isa = KERNELS_ISA_AVX512_BF16, .mr = Z_MR, .nr = Z_NR, .mc = Z_MR * 8, .kc = KC, .nc = NC, .nc_short = NC_SHORT,
     .pack_a = pack_a_zf, .pack_b = pack_b_zb, .a_panel = a_panel_z, .b_panel = b_panel_z, .micro = micro_z, .bf16 = 1,
 };
 #endif   // KERNELS_X86

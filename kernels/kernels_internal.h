@@ -88,6 +88,7 @@ typedef struct {
     gemm_row_fn row;                   // NULL: M = 1 goes through the packed path too
     gemm_row_fn row_packed;            // NULL: M = 1 with B packed goes through the packed path
     int bf16;                          // 1: products of operands rounded to bf16 (KERNELS_OP_GEMM_BF16's rows)
+    int nc_short;                      // 0, or a wider column block for K <= kc/2 (op(B)'s block in the same bytes)
 } gemm_ukernel;
 
 // The rows (gemm_f32.c; gemm_q8.c)

@@ -2331,7 +2331,7 @@ static void build_cases(void) {
 
 
     // bfloat16: conversion on each path; the bf16 GEMM at odd shapes and every tile edge of both
-    // rows (plain C 4 x 16, AVX-512 14 x 32; MC 128 / 112, NC 512, KC 512 and its pairs: K odd,
+    // rows (plain C 4 x 16, AVX-512 14 x 32; MC 128 / 112, NC 512 (768 for K <= 256), KC 512 and its pairs: K odd,
     // K = KC +- 1, two K blocks), every transpose, with alpha and beta; the linear layers at odd and
     // model shapes; AdamW's copy
     add((test_case){.op = "bf16_convert", .run = run_bf16_convert, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16});
@@ -2353,6 +2353,12 @@ static void build_cases(void) {
                                 .s = {ta, tb, 29, 33, bk[ik]}, .x = {1.0f, ik % 2 ? 1.0f : 0.0f}});
     add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
                     .s = {0, 0, 5, 7, 0}, .x = {1.0f, 0.5f}});   // K = 0: C = beta C
+    // K <= KC/2: the AVX-512 rows' wider column block (768), two of them and a partial one, with
+    // op(A) resident (29 rows) and packed per block (300 rows)
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            add((test_case){.op = "gemm_bf16", .run = run_gemm_bf16, .paths = P(GEMM_BF16), .dtype = KERNELS_BF16,
+                            .s = {ta, tb, ta ? 300 : 29, 1569, 255 + tb}, .x = {1.0f, ta ? 1.0f : 0.0f}});
     static const int mb[][3] = {{1, 7, 5}, {3, 17, 300}, {15, 33, 31}, {29, 130, 65}, {113, 64, 96}, {256, 256, 768}, {64, 768, 2304}};
     for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++)
         add((test_case){.op = "matmul_bf16", .run = run_matmul_bf16, .paths = P(GEMM_BF16) | P(GELU), .dtype = KERNELS_BF16,
