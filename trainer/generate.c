@@ -55,7 +55,8 @@ static const cli_opt GEN_OPTIONS[] = {
 static const char GEN_HEAD[] =
     "usage: smallmind generate --ckpt PATH|RUN_DIR [--prompt TEXT | --prompt-file F] [options]\n"
     "  text from a checkpoint: each prompt prefilled in one forward, then one position per new token\n"
-    "  through the KV cache. One process: under mpirun use -np 1.\n";
+    "  through the KV cache. One process: under mpirun use -np 1. The weight matrices are packed once\n"
+    "  at load for the kernels (float32: a second copy of them in memory, ~0.5 GB at 124M).\n";
 
 static void parse_generate(int argc, char **argv, gen_opts *o) {
     *o = (gen_opts){.precision = "fp32", .max_new = 256, .seed = 1337, .temperature = 1.0, .top_k = 0, .top_p = 1.0};
