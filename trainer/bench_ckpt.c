@@ -307,11 +307,16 @@ int bench_checkpoint(int argc, char **argv) {
     }
     ckpt_async_free(saver);
     sm_free(ratio);
-    // clean up: the baseline files, the checkpoint kept by --keep 1, latest, the directory
+    // clean up: the baseline files, every checkpoint a repeat saved (--keep 1's pruning left the earlier
+    // repeats' async saves: 3 GB behind with --repeats 3), latest, the directory
     unlink(plain_path);
     comm_barrier();
     if (topo.rank == 0) {
         char p[4400];
+        for (int step = 1; step <= 2 * repeats; step++) {
+            ckpt_path(p, sizeof p, run_dir, step);
+            unlink(p);
+        }
         unlink(ckpt_file);
         snprintf(p, sizeof p, "%s/latest", run_dir);
         unlink(p);
