@@ -80,6 +80,7 @@ typedef struct {
     double sync_seconds;    // save: this rank's fsync of its data
     double commit_seconds;  // save: rank 0's fsync, rename, directory sync and `latest`
     double stall_seconds;   // async save: what the step that saved spent in ckpt_async_save (the copy)
+    uint64_t direct_bytes;  // load: the bytes this rank read O_DIRECT (those not in the page cache)
 } ckpt_stats;
 
 // One dataset as ckpt_verify() found it.

@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -371,23 +375,22 @@ int ckpt_write_owned(ckpt_ctx *cx, int fd, const ckpt_wplan *p, const ckpt_chunk
 typedef struct {
     int d;
     hsize_t k0, k1, a, b;
+    int direct;   // its place in the O_DIRECT pipeline's order, or -1 (read through the page cache)
 } read_task;
 
-static int read_task_run(ckpt_ctx *cx, int fd, const ckpt_dset *d, const ckpt_chunk_loc *locs, const read_task *t,
-                         unsigned char **bounce, size_t *cap) {
+// The file bytes task t covers: [*start, *end).
+static void task_span(const ckpt_geom *g, const ckpt_chunk_loc *locs, const read_task *t, uint64_t *start, uint64_t *end) {
+    const ckpt_dset *d = &g->d[t->d];
     const ckpt_chunk_loc *l0 = &locs[d->first + t->k0], *l1 = &locs[d->first + t->k1 - 1];
-    size_t len = (size_t)(l1->addr + l1->size - l0->addr);
-    if (len + 2 * PAGE > *cap) {
-        sm_free(*bounce);
-        *cap = len + 2 * PAGE;
-        *bounce = sm_malloc(*cap);
-    }
-    unsigned char *base = (unsigned char *)(((uintptr_t)*bounce + PAGE - 1) / PAGE * PAGE) + l0->addr % PAGE;
-    struct iovec iov = {base, len};
-    if (preadv_all(fd, &iov, 1, (off_t)l0->addr) != 0) {
-        ckpt_fail_sys(cx, errno, "checkpoint is corrupt: cannot read %s/%s", d->group, d->t->name);
-        return -1;
-    }
+    *start = l0->addr;
+    *end = l1->addr + l1->size;
+}
+
+// Verifies task t's chunks, read into base (the task's first byte), and copies the wanted values into
+// the tensor. 0, or -1 (message in cx).
+static int read_task_verify(ckpt_ctx *cx, const ckpt_dset *d, const ckpt_chunk_loc *locs, const read_task *t,
+                            const unsigned char *base) {
+    const ckpt_chunk_loc *l0 = &locs[d->first + t->k0];
     float *dst = d->t->ptr;
     for (hsize_t k = t->k0; k < t->k1; k++) {
         ckpt_chunk c;
@@ -423,7 +426,217 @@ static int read_task_run(ckpt_ctx *cx, int fd, const ckpt_dset *d, const ckpt_ch
     return 0;
 }
 
-int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_loc *locs, const hsize_t *ranges) {
+// The O_DIRECT pipeline for the tasks whose bytes are not in the page cache (a cold load): reader threads
+// keep READERS page-aligned reads in flight, in file order, into SLOTS buffers, ahead of the verifying
+// threads (the caller's OpenMP team), which take the tasks in the same order. The disk then never waits
+// for a checksum, nor a checksum for the disk, even on one core (the readers sleep in the kernel while the
+// device's DMA fills their buffers), and the bytes skip the page cache's copy. Task q of the pipeline
+// uses slot q % SLOTS once task q - SLOTS has been verified.
+#define READERS 4   // measured on a virtio disk, 1.5 GB cold at 1 rank: 2 readers 0.74x a plain read, 4: 0.92
+#define SLOTS 8
+enum { Q_PENDING, Q_READY, Q_RELEASED };
+
+typedef struct {
+    int fd;                       // the file, opened O_DIRECT
+    int fd_buffered;              // the same, through the page cache (a read O_DIRECT refuses falls back to it)
+    const ckpt_geom *g;
+    const ckpt_chunk_loc *locs;
+    const read_task *tasks;
+    const int *order;             // the pipeline's tasks (indices into tasks), in file order
+    int n;
+    unsigned char *slots;         // SLOTS buffers of `stride` bytes each, page aligned
+    size_t stride;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int next;                     // the next pipeline task a reader takes
+    int stop;                     // a failure: readers stop reading (tasks are still marked ready)
+    int *state;                   // Q_* per pipeline task
+    int *err;                     // the read's errno per pipeline task (0: read)
+    pthread_t threads[READERS];
+    int n_threads;
+} dio_pipe;
+
+// The bytes of task t read into slot buffer buf; *base: where the task's first byte landed. 0 or errno.
+static int dio_read(dio_pipe *dp, const read_task *t, unsigned char *buf, unsigned char **base) {
+    uint64_t start, end;
+    task_span(dp->g, dp->locs, t, &start, &end);
+    uint64_t a = start / PAGE * PAGE, b = (end + PAGE - 1) / PAGE * PAGE;
+    *base = buf + (start - a);
+    size_t got = 0, need = (size_t)(end - a), len = (size_t)(b - a);
+    int fd = dp->fd;
+    while (got < need) {
+        ssize_t r = pread(fd, buf + got, len - got, (off_t)(a + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EINVAL && fd == dp->fd) {   // O_DIRECT refused this read: the page cache
+            fd = dp->fd_buffered;
+            continue;
+        }
+        if (r <= 0) return r == 0 ? EIO : errno;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static void *dio_reader(void *arg) {
+    dio_pipe *dp = arg;
+    pthread_mutex_lock(&dp->mu);
+    for (;;) {
+        int q = dp->next;
+        if (q >= dp->n) break;
+        dp->next++;
+        while (q >= SLOTS && dp->state[q - SLOTS] != Q_RELEASED) pthread_cond_wait(&dp->cv, &dp->mu);
+        int stop = dp->stop;
+        pthread_mutex_unlock(&dp->mu);
+        unsigned char *base;
+        int e = stop ? 0 : dio_read(dp, &dp->tasks[dp->order[q]], dp->slots + (size_t)(q % SLOTS) * dp->stride, &base);
+        pthread_mutex_lock(&dp->mu);
+        dp->err[q] = e;
+        dp->state[q] = Q_READY;
+        pthread_cond_broadcast(&dp->cv);
+    }
+    pthread_mutex_unlock(&dp->mu);
+    return NULL;
+}
+
+// Waits for pipeline task q's bytes; returns its read's errno (0: read) and where its first byte is.
+static int dio_wait(dio_pipe *dp, int q, const unsigned char **base) {
+    pthread_mutex_lock(&dp->mu);
+    while (dp->state[q] != Q_READY) pthread_cond_wait(&dp->cv, &dp->mu);
+    int e = dp->err[q];
+    pthread_mutex_unlock(&dp->mu);
+    uint64_t start, end;
+    task_span(dp->g, dp->locs, &dp->tasks[dp->order[q]], &start, &end);
+    *base = dp->slots + (size_t)(q % SLOTS) * dp->stride + start % PAGE;
+    return e;
+}
+
+// Pipeline task q's slot is free again; with failed, the readers stop reading.
+static void dio_release(dio_pipe *dp, int q, int failed) {
+    pthread_mutex_lock(&dp->mu);
+    dp->state[q] = Q_RELEASED;
+    if (failed) dp->stop = 1;
+    pthread_cond_broadcast(&dp->cv);
+    pthread_mutex_unlock(&dp->mu);
+}
+
+// Which tasks go through the pipeline: those with a page of their span not in the page cache. Linux's
+// cachestat (6.5) counts a range's cached pages from the page cache's tree (~0.1 ms for a 1.5 GB file);
+// without it, mincore on a mapping of the file (page by page: ~20 ms for the same file); without either,
+// every task. Sets t->direct; returns how many.
+struct sm_cachestat_range {
+    uint64_t off, len;
+};
+struct sm_cachestat {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+#ifndef SYS_cachestat
+#define SYS_cachestat 451   // the same number on every architecture (the syscall table's common part)
+#endif
+
+static int dio_choose(int fd, const ckpt_geom *g, const ckpt_chunk_loc *locs, read_task *tasks, int n_task) {
+    int use_cachestat = 1;
+    void *map = MAP_FAILED;
+    size_t map_len = 0;
+    unsigned char *vec = NULL;
+    size_t vcap = 0;
+    int n = 0;
+    for (int j = 0; j < n_task; j++) {
+        uint64_t start, end;
+        task_span(g, locs, &tasks[j], &start, &end);
+        uint64_t a = start / PAGE * PAGE;
+        size_t pages = (size_t)((end - a + PAGE - 1) / PAGE);
+        int cached = 0;
+        if (use_cachestat) {
+            struct sm_cachestat_range r = {a, (uint64_t)pages * PAGE};
+            struct sm_cachestat cs;
+            memset(&cs, 0, sizeof cs);
+            if (syscall(SYS_cachestat, fd, &r, &cs, 0) == 0) {
+                cached = cs.nr_cache >= pages;
+            } else {   // an older kernel: mincore from here on
+                use_cachestat = 0;
+                struct stat st;
+                if (fstat(fd, &st) == 0 && st.st_size > 0) {
+                    map_len = (size_t)st.st_size;
+                    map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, fd, 0);
+                }
+            }
+        }
+        if (!use_cachestat && map != MAP_FAILED && end <= map_len) {
+            if (pages > vcap) {
+                sm_free(vec);
+                vec = sm_malloc(pages);
+                vcap = pages;
+            }
+            if (mincore((char *)map + a, (size_t)(end - a), vec) == 0) {
+                cached = 1;
+                for (size_t i = 0; i < pages && cached; i++) cached = vec[i] & 1;
+            }
+        }
+        tasks[j].direct = cached ? -1 : n++;
+    }
+    sm_free(vec);
+    if (map != MAP_FAILED) munmap(map, map_len);
+    return n;
+}
+
+// Starts the pipeline over the tasks chosen; 0, or -1 (no thread started: the tasks go through the page cache).
+static int dio_start(dio_pipe *dp, int fd_direct, int fd, const ckpt_geom *g, const ckpt_chunk_loc *locs,
+                     read_task *tasks, int n_task, int n_direct) {
+    memset(dp, 0, sizeof *dp);
+    dp->fd = fd_direct;
+    dp->fd_buffered = fd;
+    dp->g = g;
+    dp->locs = locs;
+    dp->tasks = tasks;
+    dp->n = n_direct;
+    int *order = sm_malloc(sizeof(int) * (size_t)(n_direct + 1));
+    size_t longest = 0;
+    for (int j = 0; j < n_task; j++) {
+        if (tasks[j].direct < 0) continue;
+        order[tasks[j].direct] = j;
+        uint64_t start, end;
+        task_span(g, locs, &tasks[j], &start, &end);
+        size_t len = (size_t)(end - start / PAGE * PAGE);
+        if (len > longest) longest = len;
+    }
+    dp->order = order;
+    dp->stride = (longest + 2 * PAGE) / PAGE * PAGE;
+    dp->slots = sm_arena(dp->stride * SLOTS);   // 2 MiB pages when large: a handful of first-touch faults
+    dp->state = sm_calloc((size_t)n_direct + 1, sizeof(int));
+    dp->err = sm_calloc((size_t)n_direct + 1, sizeof(int));
+    pthread_mutex_init(&dp->mu, NULL);
+    pthread_cond_init(&dp->cv, NULL);
+    for (int i = 0; i < READERS && i < n_direct; i++) {
+        if (pthread_create(&dp->threads[i], NULL, dio_reader, dp) != 0) break;
+        dp->n_threads++;
+    }
+    if (dp->n_threads == 0) {
+        pthread_cond_destroy(&dp->cv);
+        pthread_mutex_destroy(&dp->mu);
+        sm_free(dp->slots);
+        sm_free(dp->state);
+        sm_free(dp->err);
+        sm_free(order);
+        memset(dp, 0, sizeof *dp);
+        for (int j = 0; j < n_task; j++) tasks[j].direct = -1;
+        return -1;
+    }
+    return 0;
+}
+
+static void dio_end(dio_pipe *dp) {
+    if (dp->n_threads == 0) return;
+    for (int i = 0; i < dp->n_threads; i++) pthread_join(dp->threads[i], NULL);
+    pthread_cond_destroy(&dp->cv);
+    pthread_mutex_destroy(&dp->mu);
+    sm_free(dp->slots);
+    sm_free(dp->state);
+    sm_free(dp->err);
+    sm_free((void *)dp->order);
+}
+
+int ckpt_read_ranges(ckpt_ctx *cx, int fd, int fd_direct, int all_direct, const ckpt_geom *g,
+                     const ckpt_chunk_loc *locs, const hsize_t *ranges, uint64_t *direct_bytes) {
     // the tasks: runs of chunks at increasing places spanning at most BOUNCE_BYTES (a larger chunk: alone)
     int n_task = 0, cap = 0;
     for (int i = 0; i < g->n_dsets; i++) {
@@ -439,7 +652,7 @@ int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_
         hsize_t k = ckpt_chunk_of(&d->s, a), k_end = ckpt_chunk_of(&d->s, b - 1) + 1;
         while (k < k_end) {
             read_task *t = &tasks[n_task++];
-            *t = (read_task){.d = i, .k0 = k, .a = a, .b = b};
+            *t = (read_task){.d = i, .k0 = k, .a = a, .b = b, .direct = -1};
             // at increasing places only (HDF5 may place a chunk in an earlier gap; a crafted file anywhere):
             // the task's last chunk then ends it, and the read covers every chunk of it
             uint64_t start = locs[d->first + k].addr, end = start + locs[d->first + k].size;
@@ -451,8 +664,23 @@ int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_
             t->k1 = k;
         }
     }
-    // the team's threads take tasks in file order: one verifies while another's read is in the kernel, and
-    // warm reads copy on every core; the first failing task's message (in file order) is reported
+    // the tasks whose bytes are not all in the page cache are read O_DIRECT by the pipeline's threads,
+    // the others by the verifying thread through the page cache (a warm load copies on every core)
+    dio_pipe dp;
+    memset(&dp, 0, sizeof dp);
+    if (fd_direct >= 0) {
+        int n_direct = all_direct ? n_task : dio_choose(fd, g, locs, tasks, n_task);
+        for (int j = 0; all_direct && j < n_task; j++) tasks[j].direct = j;
+        if (n_direct > 0) dio_start(&dp, fd_direct, fd, g, locs, tasks, n_task, n_direct);
+    }
+    *direct_bytes = 0;
+    for (int j = 0; j < n_task; j++) {
+        uint64_t start, end;
+        task_span(g, locs, &tasks[j], &start, &end);
+        if (tasks[j].direct >= 0) *direct_bytes += end - start;
+    }
+    // the team's threads take tasks in file order: one verifies while another's read is in the kernel;
+    // the first failing task's message (in file order) is reported
     int first_bad = n_task;
 #pragma omp parallel
     {
@@ -462,12 +690,47 @@ int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_
         ckpt_ctx_init_plain(&mine, cx->where, "", "");
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < n_task; j++) {
+            const read_task *t = &tasks[j];
+            const ckpt_dset *d = &g->d[t->d];
             int skip;
 #pragma omp atomic read
             skip = first_bad;
-            if (skip < j) continue;
             mine.msg[0] = '\0';
-            if (read_task_run(&mine, fd, &g->d[tasks[j].d], locs, &tasks[j], &bounce, &bcap) != 0) {
+            int rc = 0;
+            if (t->direct >= 0) {   // the pipeline read it (or, after a failure, skipped it)
+                const unsigned char *base;
+                int e = dio_wait(&dp, t->direct, &base);
+                if (skip < j) {
+                    dio_release(&dp, t->direct, 1);
+                    continue;
+                }
+                if (e != 0) {
+                    ckpt_fail_sys(&mine, e, "checkpoint is corrupt: cannot read %s/%s", d->group, d->t->name);
+                    rc = -1;
+                } else {
+                    rc = read_task_verify(&mine, d, locs, t, base);
+                }
+                dio_release(&dp, t->direct, rc != 0);
+            } else {
+                if (skip < j) continue;
+                uint64_t start, end;
+                task_span(g, locs, t, &start, &end);
+                size_t len = (size_t)(end - start);
+                if (len + 2 * PAGE > bcap) {
+                    sm_free(bounce);
+                    bcap = len + 2 * PAGE;
+                    bounce = sm_arena(bcap);   // 2 MiB pages when large: first-touch faults cost ~12 us per 4 KiB
+                }
+                unsigned char *base = (unsigned char *)(((uintptr_t)bounce + PAGE - 1) / PAGE * PAGE) + start % PAGE;
+                struct iovec iov = {base, len};
+                if (preadv_all(fd, &iov, 1, (off_t)start) != 0) {
+                    ckpt_fail_sys(&mine, errno, "checkpoint is corrupt: cannot read %s/%s", d->group, d->t->name);
+                    rc = -1;
+                } else {
+                    rc = read_task_verify(&mine, d, locs, t, base);
+                }
+            }
+            if (rc != 0) {
 #pragma omp critical(ckpt_read)
                 if (j < first_bad) {
 #pragma omp atomic write
@@ -478,6 +741,7 @@ int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_
         }
         sm_free(bounce);
     }
+    dio_end(&dp);
     sm_free(tasks);
     return first_bad < n_task ? -1 : 0;
 }

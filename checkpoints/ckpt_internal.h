@@ -283,9 +283,12 @@ int ckpt_write_owned(ckpt_ctx *cx, int fd, const ckpt_wplan *p, const ckpt_chunk
                      double *check_s);
 // Reads ranges[2i, 2i+1) of every dataset i's flat tensor into its table (g->d[i].t->ptr; nothing else of
 // the tables is written) from fd: every chunk holding part of them read once, its sum verified, the values
-// loaded checked, the work shared by the calling thread's OpenMP team. 0, or -1 with the message of the
-// first failure in file order (in cx).
-int ckpt_read_ranges(ckpt_ctx *cx, int fd, const ckpt_geom *g, const ckpt_chunk_loc *locs, const hsize_t *ranges);
+// loaded checked, the work shared by the calling thread's OpenMP team. fd_direct: the same file opened
+// O_DIRECT, or -1; the parts not in the page cache (with all_direct, every part) are then read through it by
+// reader threads ahead of the verification (*direct_bytes: how many bytes went that way). 0, or -1 with the
+// message of the first failure in file order (in cx).
+int ckpt_read_ranges(ckpt_ctx *cx, int fd, int fd_direct, int all_direct, const ckpt_geom *g,
+                     const ckpt_chunk_loc *locs, const hsize_t *ranges, uint64_t *direct_bytes);
 
 // ---------------------------------------------------------------------------
 // A save in progress (checkpoints.c; async.c drives the same steps from a thread)

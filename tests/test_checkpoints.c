@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -499,6 +500,107 @@ static void test_read_paths(void) {
         CU_ASSERT_EQUAL(load_check(path, 21, lo, hi, 1, err, sizeof err, &rc), 0);
         CU_ASSERT_EQUAL(rc, 0);
         unsetenv("SMALLMIND_CKPT_READ");
+    }
+}
+
+// Drops a file's pages from the page cache (every rank its own call, after a barrier); returns 1 when none
+// is left there (mincore; 0 on a file system that keeps them, e.g. tmpfs). With first_half, then reads the
+// first half of it back in.
+static int drop_file(const char *path, int first_half) {
+    barrier();
+    int fd = open(path, O_RDONLY), cold = 0;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0) {
+        fdatasync(fd);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        size_t pages = ((size_t)st.st_size + 4095) / 4096;
+        unsigned char *vec = malloc(pages);
+        if (map != MAP_FAILED && vec && mincore(map, (size_t)st.st_size, vec) == 0) {
+            cold = 1;
+            for (size_t i = 0; i < pages; i++) cold &= !(vec[i] & 1);
+        }
+        free(vec);
+        if (map != MAP_FAILED) munmap(map, (size_t)st.st_size);
+        if (first_half) {
+            barrier();
+            char buf[4096];
+            for (off_t at = 0; at < st.st_size / 2; at += (off_t)sizeof buf)
+                if (pread(fd, buf, sizeof buf, at) <= 0) break;
+        }
+    }
+    if (fd >= 0) close(fd);
+    barrier();
+    return all(cold);
+}
+
+// ckpt_load of path with seed's values into a fresh state; *direct: the bytes this rank read O_DIRECT.
+static long load_direct(const char *path, int seed, size_t lo, size_t hi, uint64_t *direct, char *err, size_t errlen,
+                        int *rc_out) {
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    state s;
+    state_init(&s, &g, lo, hi);
+    ckpt_meta meta;
+    ckpt_stats st;
+    memset(&st, 0, sizeof st);
+    *rc_out = ckpt_load(path, &c, &meta, &s.params, &s.m, &s.v, lo, hi, &st, err, errlen);
+    *direct = st.direct_bytes;
+    long bad = *rc_out == 0 ? state_check(&s, seed, 1) : -1;
+    state_free(&s);
+    return bad;
+}
+
+// Cold loads (the file out of the page cache: read O_DIRECT by the reader threads, ahead of the checks)
+// against the seed's values, with page-sized and small unaligned chunks, whole and ZeRO slices, a file half in
+// the page cache, and a flipped byte in a cold file refused by Fletcher32 on the rank that reads it.
+static void test_cold_reads(void) {
+    char dir[1200], err[CKPT_ERR_MAX] = "", path[1300], badp[1300];
+    sm_model_config g, c;
+    test_config(&g, &c, 2, 32);
+    sm_table probe;
+    gpt2_param_table(&probe, &g);
+    size_t n = sm_table_n_f32(&probe), lo, hi;
+    zero_slice(n, g_world, g_rank, &lo, &hi);
+    const char *chunks[2] = {"333", "4096"};
+    for (int k = 0; k < 2; k++) {
+        sub(dir, sizeof dir, k ? "cold_pages" : "cold_small");
+        fresh_dir(dir);
+        setenv("SMALLMIND_CKPT_CHUNK_FLOATS", chunks[k], 1);
+        CU_ASSERT_EQUAL(save_std(dir, 4, 31, 0, err, sizeof err), 0);
+        unsetenv("SMALLMIND_CKPT_CHUNK_FLOATS");
+        ckpt_path(path, sizeof path, dir, 4);
+        int rc;
+        uint64_t direct = 0;
+        for (int mode = 0; mode < 4; mode++) {   // cold whole, cold ZeRO, half cached, warm
+            // a file this small is read whole into the page cache by the readahead of the metadata reads
+            // before its data: modes 0 and 1 send every part through the O_DIRECT pipeline
+            if (mode < 2) setenv("SMALLMIND_CKPT_READ", "direct", 1);
+            if (mode < 3) drop_file(path, mode == 2);
+            else fnv(path);   // read whole: in the page cache
+            size_t a = mode == 1 ? lo : 0, b = mode == 1 ? hi : n;
+            CU_ASSERT_EQUAL(load_direct(path, 31, a, b, &direct, err, sizeof err, &rc), 0);
+            CU_ASSERT_EQUAL(rc, 0);
+            unsetenv("SMALLMIND_CKPT_READ");
+            if (mode < 2) CU_ASSERT(all(direct > 0));
+            if (mode == 3) CU_ASSERT(all(direct == 0));
+        }
+        if (k == 1) {   // a flipped byte in a parameter chunk, cold: refused on every rank, naming it
+            ckpt_path(badp, sizeof badp, dir, 5);
+            if (g_rank == 0) {
+                copy_file(path, badp);
+                long off = chunk_middle(badp, "/model/qkvw", 1);
+                CU_ASSERT(off > 0);
+                flip(badp, off, 4);
+            }
+            drop_file(badp, 0);
+            setenv("SMALLMIND_CKPT_READ", "direct", 1);
+            load_direct(badp, 31, 0, n, &direct, err, sizeof err, &rc);
+            unsetenv("SMALLMIND_CKPT_READ");
+            CU_ASSERT_EQUAL(rc, -1);
+            CU_ASSERT(strstr(err, "Fletcher32") && strstr(err, "/model/qkvw"));
+            CU_ASSERT(all(rc == -1));
+        }
     }
 }
 
@@ -1631,6 +1733,7 @@ int main(int argc, char **argv) {
         CU_add_test(s, "parent attribute", test_parent_attr);
         CU_add_test(s, "fletcher32 fast paths = definition", test_fletcher_paths);
         CU_add_test(s, "direct chunk reads = HDF5 reads", test_read_paths);
+        CU_add_test(s, "cold loads (O_DIRECT) = the values", test_cold_reads);
         CU_add_test(s, "async saves (--ckpt-async)", test_async);
         if (g_rank == 0) printf("checkpoints at %d rank%s, scratch %s\n", g_world, g_world > 1 ? "s" : "", g_dir);
         int total = cunit_run_mpi(g_rank);
