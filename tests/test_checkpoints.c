@@ -577,10 +577,16 @@ static void test_cold_reads(void) {
             // before its data: modes 0 and 1 send every part through the O_DIRECT pipeline
             if (mode < 2) setenv("SMALLMIND_CKPT_READ", "direct", 1);
             if (mode < 3) drop_file(path, mode == 2);
-            else fnv(path);   // read whole: in the page cache
             size_t a = mode == 1 ? lo : 0, b = mode == 1 ? hi : n;
-            CU_ASSERT_EQUAL(load_direct(path, 31, a, b, &direct, err, sizeof err, &rc), 0);
-            CU_ASSERT_EQUAL(rc, 0);
+            // warm: read whole into the page cache first; on a busy machine the kernel may evict some of it
+            // before the load looks (a load of a partly cold file is correct, just not all warm), so up to
+            // 3 tries for a load that reads nothing O_DIRECT
+            for (int attempt = 0; attempt < (mode == 3 ? 3 : 1); attempt++) {
+                if (mode == 3) fnv(path);
+                CU_ASSERT_EQUAL(load_direct(path, 31, a, b, &direct, err, sizeof err, &rc), 0);
+                CU_ASSERT_EQUAL(rc, 0);
+                if (all(direct == 0)) break;
+            }
             unsetenv("SMALLMIND_CKPT_READ");
             if (mode < 2) CU_ASSERT(all(direct > 0));
             if (mode == 3) CU_ASSERT(all(direct == 0));
