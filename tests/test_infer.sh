@@ -146,6 +146,11 @@ PY
     || bad "batch stdout differs from the single-prompt texts (cmp: $(cmp expect.out batch.out 2>&1))"
   compare_logits "batch row 0 logits" batch.bin alone0.bin && ok "batch: row 0's logits equal its single run's" \
     || bad "batch row 0 logits"
+  # a prompt file with CRLF line ends: the same prompts (the CR is the line end's, not the prompt's)
+  sed 's/$/\r/' prompts.txt > prompts_crlf.txt
+  G --prompt-file prompts_crlf.txt --max-new 100 --temperature 0 >batch_crlf.out 2>/dev/null
+  cmp -s batch.out batch_crlf.out && ok "a CRLF prompt file gives the LF file's output" \
+    || bad "CRLF prompt file: output differs ($(cmp batch.out batch_crlf.out 2>&1))"
 
   # the context: a 250-byte prompt stops after 7 new tokens (the model reads at most 256 = the
   # context, and the token it predicts from a full context is printed: the text holds 257); a

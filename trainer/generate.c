@@ -95,16 +95,18 @@ static void read_prompts(const gen_opts *o, prompt_set *ps) {
     size_t n;
     if (data_read_file(o->prompt_file, "prompt file", (size_t)1 << 30, &buf, &n, err, sizeof err) != 0)
         sm_fatal(SM_EXIT_USAGE, "%s", err);
-    // one prompt per line; the newline ends a prompt and is not part of it; empty lines are skipped
+    // one prompt per line; the newline (LF or CRLF) ends a prompt and is not part of it; empty lines are
+    // skipped
     ps->text = (char *)buf;
     ps->start = sm_malloc((n + 2) * sizeof(size_t));
     size_t out = 0, line = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i == n || buf[i] == '\n') {
-            if (i > line) {
+            size_t end = i > line && buf[i - 1] == '\r' ? i - 1 : i;
+            if (end > line) {
                 ps->start[ps->n] = out;
-                memmove(ps->text + out, buf + line, i - line);
-                out += i - line;
+                memmove(ps->text + out, buf + line, end - line);
+                out += end - line;
                 ps->n++;
                 ps->start[ps->n] = out;
             }
@@ -238,7 +240,7 @@ int cmd_generate(int argc, char **argv) {
     for (int k = 1; n_active > 0; k++) {
         if (k >= 2) sm_mark_step(k);   // from the second token on, nothing allocates
         prof_step_begin();
-        int n_rows = 0;
+        int n_rows = 0, sampled = 0;
         for (int r = 0; r < R; r++) {
             if (!active[r]) continue;
             if (o.no_cache) {   // the reference: the training forward over the whole prefix
@@ -250,6 +252,7 @@ int cmd_generate(int argc, char **argv) {
             int tok = sampler_sample(&smp, logits_of[r], sm_rng_uniform(&rng));
             seq[(size_t)r * stride + len[r]++] = tok;
             new_tokens++;
+            sampled++;
             if (stream) {
                 put_token(&tk, tok, stdout);
                 fflush(stdout);
@@ -267,14 +270,16 @@ int cmd_generate(int argc, char **argv) {
             gpt2_forward_cached(&w, &inf, next, inf.rows, n_rows, 1);
             for (int i = 0; i < n_rows; i++) logits_of[inf.rows[i]] = inf.logits + (size_t)i * Vp;
         }
-        prof_step_end(n_rows);
+        // a profile step is a round of forwards (the tokens they take in); with the cache, the last round
+        // only samples the final tokens and is not one
+        if (o.no_cache || n_rows > 0) prof_step_end(o.no_cache ? sampled : n_rows);
         if (k >= 2) sm_mark_step(-k);
     }
     const double t_decode = sm_now_s() - t1;
     for (int r = 0; r < R; r++)   // a row cut by the context rather than --max-new or <|endoftext|>: said once each
         if (len[r] > maxT && len[r] - n_prompt[r] < o.max_new && seq[(size_t)r * stride + len[r] - 1] != eot)
-            sm_warn("prompt %d stopped at the model's context of %d tokens after %d new tokens (--max-new %d)", r + 1,
-                    maxT, len[r] - n_prompt[r], o.max_new);
+            sm_warn("prompt %d stopped at the model's context of %d tokens after %d new token%s (--max-new %d)", r + 1,
+                    maxT, len[r] - n_prompt[r], len[r] - n_prompt[r] == 1 ? "" : "s", o.max_new);
     if (dump && fclose(dump) != 0) sm_fatal(SM_EXIT_RUNTIME, "cannot write %s", o.dump_logits);
 
     if (stream) {
