@@ -386,39 +386,7 @@ INLINE_BF16 void micro_z_rows(int kc, const uint32_t *restrict Ap, const __m512i
     }
 }
 
-#define MICRO_Z_FORM(R)                                                                                              \
-    TGT_BF16 static void micro_z##R(int kc, const uint32_t *restrict Ap, const __m512i *restrict Bp, float *C,      \
-                                    int ldc, int nr, const gemm_micro_args *args) {                                 \
-        micro_z_rows(kc, Ap, Bp, C, ldc, nr, args, R);                                                               \
-    }
-MICRO_Z_FORM(1)
-MICRO_Z_FORM(2)
-MICRO_Z_FORM(3)
-MICRO_Z_FORM(4)
-MICRO_Z_FORM(5)
-MICRO_Z_FORM(6)
-MICRO_Z_FORM(7)
-MICRO_Z_FORM(8)
-MICRO_Z_FORM(9)
-MICRO_Z_FORM(10)
-MICRO_Z_FORM(11)
-MICRO_Z_FORM(12)
-MICRO_Z_FORM(13)
-MICRO_Z_FORM(14)
-#undef MICRO_Z_FORM
-_Static_assert(Z_MR == 14, "one micro_z form per row count");
-
-typedef void (*micro_z_fn)(int, const uint32_t *restrict, const __m512i *restrict, float *, int, int,
-                           const gemm_micro_args *);
-static const micro_z_fn MICRO_Z_FORMS[Z_MR + 1] = {
-    NULL, micro_z1, micro_z2, micro_z3, micro_z4, micro_z5, micro_z6, micro_z7,
-    micro_z8, micro_z9, micro_z10, micro_z11, micro_z12, micro_z13, micro_z14,
-};
-
-static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, float *C, int ldc, int mr, int nr,
-                    const gemm_micro_args *args) {
-    MICRO_Z_FORMS[mr](kc, Apv, Bpv, C, ldc, nr, args);
-}
+GEMM_MICRO_Z_FORMS(TGT_BF16, uint32_t, __m512i)
 
 const gemm_ukernel GEMM_BF16_AVX512_FF = {
     .name = "bf16 avx512 14x32 (f32 x f32)", .a_type = KERNELS_F32, .b_type = KERNELS_F32,

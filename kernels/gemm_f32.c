@@ -405,39 +405,7 @@ KERNELS_INLINE_512 void micro_z_rows(int kc, const float *restrict Ap, const flo
     }
 }
 
-#define MICRO_Z_FORM(R)                                                                                              \
-    KERNELS_TGT_512 static void micro_z##R(int kc, const float *restrict Ap, const float *restrict Bp, float *C,     \
-                                           int ldc, int nr, const gemm_micro_args *args) {                          \
-        micro_z_rows(kc, Ap, Bp, C, ldc, nr, args, R);                                                               \
-    }
-MICRO_Z_FORM(1)
-MICRO_Z_FORM(2)
-MICRO_Z_FORM(3)
-MICRO_Z_FORM(4)
-MICRO_Z_FORM(5)
-MICRO_Z_FORM(6)
-MICRO_Z_FORM(7)
-MICRO_Z_FORM(8)
-MICRO_Z_FORM(9)
-MICRO_Z_FORM(10)
-MICRO_Z_FORM(11)
-MICRO_Z_FORM(12)
-MICRO_Z_FORM(13)
-MICRO_Z_FORM(14)
-#undef MICRO_Z_FORM
-_Static_assert(Z_MR == 14, "one micro_z form per row count");
-
-typedef void (*micro_z_fn)(int, const float *restrict, const float *restrict, float *, int, int,
-                           const gemm_micro_args *);
-static const micro_z_fn MICRO_Z_FORMS[Z_MR + 1] = {
-    NULL, micro_z1, micro_z2, micro_z3, micro_z4, micro_z5, micro_z6, micro_z7,
-    micro_z8, micro_z9, micro_z10, micro_z11, micro_z12, micro_z13, micro_z14,
-};
-
-static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, float *C, int ldc, int mr, int nr,
-                    const gemm_micro_args *args) {
-    MICRO_Z_FORMS[mr](kc, Apv, Bpv, C, ldc, nr, args);
-}
+GEMM_MICRO_Z_FORMS(KERNELS_TGT_512, float, float)
 
 // One row: 16 outputs per vector, their weight rows transposed 16 x 16 in registers so that lane j
 // runs output j's chain of FMAs in k order, as micro_z does. Two blocks of 16 outputs at a time:

@@ -276,6 +276,34 @@ KERNELS_INLINE_512 void transpose16(__m512 r[16]) {
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
+// The row-count forms of a 14-row (Z_MR) micro-kernel and its dispatcher `micro_z` (a gemm_micro_fn):
+// micro_z_rows(kc, Ap, Bp, C, ldc, nr, args, R), an always-inline body taking R rows, compiled once per
+// R = 1..14, so that a block's last micro-panel of mr < 14 rows computes mr rows, not 14. Used by the fp32
+// and the bf16 AVX-512 rows (gemm_f32.c, gemm_bf16.c), each with its target attribute and panel types.
+#define GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, R)                                                                      \
+    TGT static void micro_z##R(int kc, const A_T *restrict Ap, const B_T *restrict Bp, float *C, int ldc, int nr,  \
+                               const gemm_micro_args *args) {                                                      \
+        micro_z_rows(kc, Ap, Bp, C, ldc, nr, args, R);                                                            \
+    }
+#define GEMM_MICRO_Z_FORMS(TGT, A_T, B_T)                                                                         \
+    GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 1) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 2) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 3)  \
+    GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 4) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 5) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 6)  \
+    GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 7) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 8) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 9)  \
+    GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 10) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 11)                                   \
+    GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 12) GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 13)                                   \
+    GEMM_MICRO_Z_FORM_(TGT, A_T, B_T, 14)                                                                         \
+    _Static_assert(Z_MR == 14, "one micro_z form per row count");                                                 \
+    typedef void (*micro_z_fn)(int, const A_T *restrict, const B_T *restrict, float *, int, int,                  \
+                               const gemm_micro_args *);                                                          \
+    static const micro_z_fn MICRO_Z_FORMS[Z_MR + 1] = {                                                           \
+        NULL,      micro_z1,  micro_z2,  micro_z3,  micro_z4,  micro_z5,  micro_z6, micro_z7,                     \
+        micro_z8,  micro_z9,  micro_z10, micro_z11, micro_z12, micro_z13, micro_z14,                              \
+    };                                                                                                            \
+    static void micro_z(int kc, const void *restrict Apv, const void *restrict Bpv, float *C, int ldc, int mr,    \
+                        int nr, const gemm_micro_args *args) {                                                    \
+        MICRO_Z_FORMS[mr](kc, Apv, Bpv, C, ldc, nr, args);                                                        \
+    }
+
 // rows [0, nrows) of src (row stride ld), columns [0, ncols) (<= 16 each), transposed into
 // dst: dst[c*dst_stride + i] = src[i*ld + c] for c < ncols and i < width (lanes i >= nrows are 0).
 KERNELS_INLINE_512 void transpose_block(float *dst, int dst_stride, int width, const float *src, int ld, int nrows,
