@@ -1,15 +1,17 @@
 // async.c — defines asynchronous checkpoints: the step that saves copies this rank's chunks into a
 // buffer allocated once (checking every value as it copies) and returns; a worker thread sums each chunk
 // (Fletcher32, over the copy), writes the buffer and syncs it, and, once every rank's data is on disk,
-// rank 0's worker commits.
+// rank 0's worker commits. On rank 0 the copy starts in the worker while the main thread lays the file
+// out (HDF5), and the step's threads take over the copy once the layout is done: the layout costs the
+// step nothing but its share of the machine's memory bandwidth.
 //
 // MPI: the worker makes no MPI call (MPI_THREAD_FUNNELED is all comm_init asks for, and all Open MPI
 // needs to give). Everything collective — the checks, rank 0's layout and the chunk table, the ZeRO
 // exchange — happens in ckpt_async_save on the main thread; the only collective afterwards is
 // ckpt_async_poll's small allreduce at step boundaries, which finds when every rank's data is written
 // (then rank 0's worker commits) and when the commit is done. HDF5: only the main thread calls it
-// (the layout, in ckpt_async_save); the worker writes with POSIX I/O, and the commit's pruning reads
-// headers in a forked child as always.
+// (the layout, in ckpt_async_save); the worker copies memory and writes with POSIX I/O, and the
+// commit's pruning reads headers in a forked child as always.
 //
 // The commit rules are the synchronous save's: the data goes to ckpt_NNNNNNNN.h5.tmp, is synced by
 // every rank, then rank 0 syncs, renames, syncs the directory and rewrites `latest`. A crash at any
@@ -19,6 +21,7 @@
 #include <fcntl.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,22 +31,26 @@
 
 #include "ckpt_internal.h"
 
-enum { JOB_NONE, JOB_WRITE, JOB_COMMIT, JOB_QUIT };
+enum { JOB_NONE, JOB_COPY, JOB_WRITE, JOB_COMMIT, JOB_QUIT };
 #define RUN_BYTES ((size_t)8 << 20)   // the writer sums and writes at most this much at a time (adjacent chunks)
 enum { PHASE_IDLE, PHASE_WRITING, PHASE_COMMITTING };
 
 struct ckpt_async {
     int rank, world;
-    // this rank's chunks as the file stores them (data, zero padding, sum), in file order, each at an
-    // offset congruent with its place in the file modulo the page (the kernel's copies run at full speed)
+    // this rank's chunks as the file stores them (data, zero padding, sum), in file order; a chunk of a
+    // page or more on a page boundary, as the layout places it in the file (the kernel's copies run at
+    // full speed), a smaller one on 64 bytes (the layout is not known when the copy starts)
     unsigned char *snap;
     size_t snap_bytes;
-    uint64_t *off;        // own[j]'s offset in snap (set by each save, from the layout)
+    uint64_t *off;        // own[j]'s offset in snap (from the plan)
     int n_own;
     hsize_t *full;        // own[j]'s stored floats (the plan a save makes must be the one sized here)
     float *staging;       // ZeRO: the chunks straddling slices, assembled here first
     int n_assembled;
     hsize_t max_full;
+    // the copy in flight: chunks handed out by `next` to the worker (until `joined`) and the step's threads
+    float **slots;        // the assembled chunks (ckpt_exchange's)
+    atomic_int next, joined, first_bad;
     // the save in flight
     int phase;
     ckpt_saving *sv;
@@ -59,6 +66,83 @@ struct ckpt_async {
 };
 
 // ---------------------------------------------------------------------------
+// The copy
+// Copies k floats from src to dst (64-byte aligned) with non-temporal stores, which skip reading dst's
+// lines into the cache before writing them (the buffer is written once here and read once by the writer):
+// 2 bytes of memory traffic per byte copied instead of 3. Returns nonzero when a value is bad (not
+// finite; with nonneg, negative and not -0: sm_first_bad_float's rule), which the caller then locates.
+static int stream_copy_check(unsigned char *dst, const float *src, size_t k, int nonneg) {
+    const uint32_t neg = nonneg ? 0x80000000u : 0xffffffffu;   // bits above neg: negative and not -0
+    size_t i = 0;
+#if defined(__AVX512F__)
+    const __m512i expm = _mm512_set1_epi32(0x7f800000), negv = _mm512_set1_epi32((int)neg);
+    __mmask16 bad = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m512i x = _mm512_loadu_si512((const void *)(src + i));
+        bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(x, expm), expm) | _mm512_cmpgt_epu32_mask(x, negv);
+        _mm512_stream_si512((void *)(dst + i * sizeof(float)), x);
+    }
+    if (bad) return 1;
+#elif defined(__SSE2__)
+    // unsigned x > neg as signed (x ^ 2^31) > (neg ^ 2^31)
+    const __m128i expm = _mm_set1_epi32(0x7f800000), flip = _mm_set1_epi32((int)0x80000000u);
+    const __m128i negv = _mm_set1_epi32((int)(neg ^ 0x80000000u));
+    __m128i bad = _mm_setzero_si128();
+    for (; i + 4 <= k; i += 4) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+        bad = _mm_or_si128(bad, _mm_cmpeq_epi32(_mm_and_si128(x, expm), expm));
+        bad = _mm_or_si128(bad, _mm_cmpgt_epi32(_mm_xor_si128(x, flip), negv));
+        _mm_stream_si128((__m128i *)(void *)(dst + i * sizeof(float)), x);
+    }
+    if (_mm_movemask_epi8(bad)) return 1;
+#endif
+    memcpy(dst + i * sizeof(float), src + i, (k - i) * sizeof(float));
+    return sm_first_bad_float(src + i, k - i, nonneg) < k - i;
+}
+
+// Chunk c's n floats from src into dst, then its zero padding; every value checked (finite; >= 0 with
+// nonneg) as it is copied, 32 KiB at a time. Returns the index of the first bad value, else c->n.
+// dst may be unaligned (a small chunk's place in the file): then bytes are copied, and the floats checked
+// at src from the cache.
+static size_t copy_check(unsigned char *dst, const float *src, const ckpt_chunk *c, int nonneg) {
+    enum { PIECE = 8192 };   // floats
+    size_t n = (size_t)c->n;
+    int aligned = (uintptr_t)dst % 64 == 0;
+    for (size_t at = 0; at < n; at += PIECE) {
+        size_t k = n - at < PIECE ? n - at : PIECE, b = k;
+        if (aligned) {
+            if (stream_copy_check(dst + at * sizeof(float), src + at, k, nonneg)) b = sm_first_bad_float(src + at, k, nonneg);
+        } else {
+            memcpy(dst + at * sizeof(float), src + at, k * sizeof(float));
+            b = sm_first_bad_float(src + at, k, nonneg);   // from the cache
+        }
+        if (b < k) return at + b;
+    }
+    memset(dst + n * sizeof(float), 0, (size_t)(c->full - c->n) * sizeof(float));
+#if defined(__SSE2__)
+    _mm_sfence();   // this thread's streamed stores visible before the loop's barrier and the writer's start
+#endif
+    return n;
+}
+
+// Copies chunks handed out one at a time until none is left (or, with stop_when_joined, until the step's
+// threads join); the lowest failing chunk's index into a->first_bad.
+static void copy_chunks(struct ckpt_async *a, int stop_when_joined) {
+    const ckpt_wplan *p = &a->sv->plan;
+    for (;;) {
+        if (stop_when_joined && atomic_load_explicit(&a->joined, memory_order_relaxed)) break;
+        int j = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
+        if (j >= p->n_own) break;
+        const ckpt_own *o = &p->own[j];
+        if (copy_check(a->snap + a->off[j], o->slot >= 0 ? a->slots[o->slot] : o->src, &o->c, p->g.d[o->d].kind == 2) < o->c.n) {
+            int b = atomic_load(&a->first_bad);
+            while (j < b && !atomic_compare_exchange_weak(&a->first_bad, &b, j)) {
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The worker
 static int write_snapshot(struct ckpt_async *a, ckpt_ctx *cx) {
     const ckpt_saving *sv = a->sv;
@@ -66,14 +150,20 @@ static int write_snapshot(struct ckpt_async *a, ckpt_ctx *cx) {
     int fd = -1, rc = -1;
     double t = sm_now_s();
     CK_SYS((fd = open(sv->tmp, O_WRONLY | O_CLOEXEC)) >= 0, "cannot open the new checkpoint to write it");
+    enum { MAX_IOV = 64 };
+    struct iovec iov[MAX_IOV];
     for (int j = 0; j < p->n_own;) {   // chunk by chunk (the gaps may hold metadata), adjacent ones together
         const ckpt_chunk_loc *l = &sv->locs[p->g.d[p->own[j].d].first + p->own[j].k];
-        struct iovec iov = {a->snap + a->off[j], (size_t)l->size};
-        int j0 = j;
-        for (j++; j < p->n_own && iov.iov_len < RUN_BYTES; j++) {
+        uint64_t at = l->addr, len = 0;
+        int j0 = j, n = 0;
+        for (; j < p->n_own && n < MAX_IOV && len < RUN_BYTES; j++, n++) {
             const ckpt_chunk_loc *lj = &sv->locs[p->g.d[p->own[j].d].first + p->own[j].k];
-            if (lj->addr != l->addr + iov.iov_len) break;
-            iov.iov_len += (size_t)lj->size;
+            if (lj->addr != at + len) break;
+            CK(lj->size == (uint64_t)p->own[j].c.full * sizeof(float) + 4,
+               "checkpoint: the layout gave a chunk %llu bytes, its data takes %llu (an internal error)",
+               (unsigned long long)lj->size, (unsigned long long)p->own[j].c.full * sizeof(float) + 4);
+            iov[n] = (struct iovec){a->snap + a->off[j], (size_t)lj->size};
+            len += lj->size;
         }
         // each chunk's Fletcher32 over what the step copied (data and padding), stored after it; then the
         // run goes out while still in cache
@@ -89,7 +179,7 @@ static int write_snapshot(struct ckpt_async *a, ckpt_ctx *cx) {
             data[bytes + 2] = (unsigned char)(x >> 16), data[bytes + 3] = (unsigned char)(x >> 24);
         }
         a->st.check_seconds += sm_now_s() - ts;
-        CK_SYS(ckpt_pwritev_all(fd, &iov, 1, (off_t)l->addr) == 0, "cannot write the checkpoint's data");
+        CK_SYS(ckpt_pwritev_all(fd, iov, n, (off_t)at) == 0, "cannot write the checkpoint's data");
     }
     a->st.write_seconds = sm_now_s() - t;
     ckpt_test_pause(a->rank, "write");
@@ -118,7 +208,9 @@ static void *worker(void *arg) {
         c.rank = a->rank;
         c.world = a->world;
         double t = sm_now_s();
-        int rc = job == JOB_WRITE ? write_snapshot(a, &c) : ckpt_save_commit(&c, a->sv);
+        int rc = 0;
+        if (job == JOB_COPY) copy_chunks(a, 1);
+        else rc = job == JOB_WRITE ? write_snapshot(a, &c) : ckpt_save_commit(&c, a->sv);
         if (job == JOB_COMMIT) a->st.commit_seconds = sm_now_s() - t;
         pthread_mutex_lock(&a->mu);
         a->job_rc = rc;
@@ -270,64 +362,6 @@ int ckpt_async_poll(ckpt_async *a, int wait, int *completed, ckpt_stats *stats, 
     }
 }
 
-// Copies k floats from src to dst (64-byte aligned) with non-temporal stores, which skip reading dst's
-// lines into the cache before writing them (the buffer is written once here and read once by the writer):
-// 2 bytes of memory traffic per byte copied instead of 3. Returns nonzero when a value is bad (not
-// finite; with nonneg, negative and not -0: sm_first_bad_float's rule), which the caller then locates.
-static int stream_copy_check(unsigned char *dst, const float *src, size_t k, int nonneg) {
-    const uint32_t neg = nonneg ? 0x80000000u : 0xffffffffu;   // bits above neg: negative and not -0
-    size_t i = 0;
-#if defined(__AVX512F__)
-    const __m512i expm = _mm512_set1_epi32(0x7f800000), negv = _mm512_set1_epi32((int)neg);
-    __mmask16 bad = 0;
-    for (; i + 16 <= k; i += 16) {
-        __m512i x = _mm512_loadu_si512((const void *)(src + i));
-        bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(x, expm), expm) | _mm512_cmpgt_epu32_mask(x, negv);
-        _mm512_stream_si512((void *)(dst + i * sizeof(float)), x);
-    }
-    if (bad) return 1;
-#elif defined(__SSE2__)
-    // unsigned x > neg as signed (x ^ 2^31) > (neg ^ 2^31)
-    const __m128i expm = _mm_set1_epi32(0x7f800000), flip = _mm_set1_epi32((int)0x80000000u);
-    const __m128i negv = _mm_set1_epi32((int)(neg ^ 0x80000000u));
-    __m128i bad = _mm_setzero_si128();
-    for (; i + 4 <= k; i += 4) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
-        bad = _mm_or_si128(bad, _mm_cmpeq_epi32(_mm_and_si128(x, expm), expm));
-        bad = _mm_or_si128(bad, _mm_cmpgt_epi32(_mm_xor_si128(x, flip), negv));
-        _mm_stream_si128((__m128i *)(void *)(dst + i * sizeof(float)), x);
-    }
-    if (_mm_movemask_epi8(bad)) return 1;
-#endif
-    memcpy(dst + i * sizeof(float), src + i, (k - i) * sizeof(float));
-    return sm_first_bad_float(src + i, k - i, nonneg) < k - i;
-}
-
-// Chunk c's n floats from src into dst, then its zero padding; every value checked (finite; >= 0 with
-// nonneg) as it is copied, 32 KiB at a time. Returns the index of the first bad value, else c->n.
-// dst may be unaligned (a small chunk's place in the file): then bytes are copied, and the floats checked
-// at src from the cache.
-static size_t copy_check(unsigned char *dst, const float *src, const ckpt_chunk *c, int nonneg) {
-    enum { PIECE = 8192 };   // floats
-    size_t n = (size_t)c->n;
-    int aligned = (uintptr_t)dst % 64 == 0;
-    for (size_t at = 0; at < n; at += PIECE) {
-        size_t k = n - at < PIECE ? n - at : PIECE, b = k;
-        if (aligned) {
-            if (stream_copy_check(dst + at * sizeof(float), src + at, k, nonneg)) b = sm_first_bad_float(src + at, k, nonneg);
-        } else {
-            memcpy(dst + at * sizeof(float), src + at, k * sizeof(float));
-            b = sm_first_bad_float(src + at, k, nonneg);   // from the cache
-        }
-        if (b < k) return at + b;
-    }
-    memset(dst + n * sizeof(float), 0, (size_t)(c->full - c->n) * sizeof(float));
-#if defined(__SSE2__)
-    _mm_sfence();   // this thread's streamed stores visible before the loop's barrier and the writer's start
-#endif
-    return n;
-}
-
 int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, const sm_table *params,
                     const sm_table *m, const sm_table *v, size_t moment_lo, size_t moment_hi, int keep,
                     ckpt_stats *stats, char *err, size_t errlen) {
@@ -341,7 +375,7 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
     if (ckpt_ctx_init(cx, final) != 0) return ckpt_ctx_finish(cx, -1, err, errlen);
     a->sv = sm_malloc(sizeof *a->sv);
     memset(&a->st, 0, sizeof a->st);
-    if (ckpt_save_begin(cx, a->sv, run_dir, meta, params, m, v, moment_lo, moment_hi, keep) != 0) {
+    if (ckpt_save_plan(cx, a->sv, run_dir, meta, params, m, v, moment_lo, moment_hi, keep) != 0) {
         ckpt_saving_free(a->sv);
         sm_free(a->sv);
         a->sv = NULL;
@@ -354,36 +388,48 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
     if (!same) ckpt_fail(cx, "checkpoint: the state's layout changed since the --ckpt-async buffer was sized");
     if (ckpt_agree(cx, same ? 0 : -1) != 0) return ckpt_ctx_finish(cx, abandon(a, cx), err, errlen);
 
-    // where each chunk goes in the snapshot: after the previous one, congruent with its place in the file
+    // where each chunk goes in the snapshot: after the previous one, a page-sized or larger chunk on a page
+    // boundary (where the layout puts it in the file), a smaller one on 64 bytes
     uint64_t end = 0;
     for (int j = 0; j < p->n_own; j++) {
-        const ckpt_chunk_loc *l = &a->sv->locs[p->g.d[p->own[j].d].first + p->own[j].k];
-        a->off[j] = end + ((l->addr - end) % CKPT_ALIGN);
-        end = a->off[j] + l->size;
+        uint64_t size = (uint64_t)p->own[j].c.full * sizeof(float) + 4, align = size >= CKPT_ALIGN ? CKPT_ALIGN : 64;
+        a->off[j] = (end + align - 1) / align * align;
+        end = a->off[j] + size;
     }
-    // the chunks straddling ZeRO slices assembled first, then every chunk copied and its values checked
-    // piece by piece from the cache (the step's threads share the chunks); the sums are the writer's
-    // (over the copy: what is written is what is summed)
-    float **slots = sm_malloc(sizeof *slots * (size_t)(p->n_assembled + 1));
-    for (int j = 0; j < p->n_assembled; j++) slots[j] = a->staging + (size_t)j * (size_t)a->max_full;
-    ckpt_exchange(p, slots);
+    // the chunks straddling ZeRO slices assembled first (collective); then every chunk copied and its values
+    // checked piece by piece from the cache: on rank 0 by the worker while the main thread lays the file
+    // out, then by the step's threads (the sums are the writer's, over the copy: what is written is what is
+    // summed)
+    a->slots = sm_malloc(sizeof *a->slots * (size_t)(p->n_assembled + 1));
+    for (int j = 0; j < p->n_assembled; j++) a->slots[j] = a->staging + (size_t)j * (size_t)a->max_full;
+    ckpt_exchange(p, a->slots);
     double t_sum = sm_now_s();
-    int first_bad = p->n_own;
-#pragma omp parallel for schedule(dynamic, 4) reduction(min : first_bad)
-    for (int j = 0; j < p->n_own; j++) {
-        const ckpt_own *o = &p->own[j];
-        if (copy_check(a->snap + a->off[j], o->slot >= 0 ? slots[o->slot] : o->src, &o->c, p->g.d[o->d].kind == 2) < o->c.n)
-            first_bad = j < first_bad ? j : first_bad;
+    atomic_store(&a->next, 0);
+    atomic_store(&a->joined, 0);
+    atomic_store(&a->first_bad, p->n_own);
+    int local = 0;
+    if (a->rank == 0) {
+        start_job(a, JOB_COPY);
+        local = ckpt_save_layout(cx, a->sv);
+        atomic_store(&a->joined, 1);
     }
+#pragma omp parallel
+    copy_chunks(a, 0);
+    if (a->rank == 0) job_state(a, 1);   // the worker's last chunk copied
     a->st.check_seconds = sm_now_s() - t_sum;
+    int first_bad = atomic_load(&a->first_bad);
     if (first_bad < p->n_own) {
         const ckpt_own *o = &p->own[first_bad];
-        const float *src = o->slot >= 0 ? slots[o->slot] : o->src;
+        const float *src = o->slot >= 0 ? a->slots[o->slot] : o->src;
         size_t bad = sm_first_bad_float(src, (size_t)o->c.n, p->g.d[o->d].kind == 2);
+        cx->msg[0] = '\0';   // a bad value is the message, not the layout's consequence of it
         ckpt_value_fail(cx, &p->g.d[o->d], o->c.start + bad, src[bad], 0);
+        local = -1;
     }
-    sm_free(slots);
-    if (ckpt_agree(cx, first_bad < p->n_own ? -1 : 0) != 0) return ckpt_ctx_finish(cx, abandon(a, cx), err, errlen);
+    sm_free(a->slots);
+    a->slots = NULL;
+    // every rank's copy checked and rank 0's layout done: the chunk table to every rank
+    if (ckpt_save_share(cx, a->sv, local) != 0) return ckpt_ctx_finish(cx, abandon(a, cx), err, errlen);
     ckpt_test_pause(a->rank, "copy");
     start_job(a, JOB_WRITE);
     a->st.stall_seconds = sm_now_s() - t0;

@@ -211,7 +211,7 @@ int ckpt_sync_dir(const char *dir) {
     return rc;
 }
 
-int ckpt_save_begin(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ckpt_meta *meta_in,
+int ckpt_save_plan(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ckpt_meta *meta_in,
                     const sm_table *params, const sm_table *m, const sm_table *v, size_t moment_lo, size_t moment_hi,
                     int keep) {
     memset(sv, 0, sizeof *sv);
@@ -278,19 +278,23 @@ int ckpt_save_begin(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ck
     if (local == 0) local = check_fsize_limit(cx, sv->reserve);
     if (ckpt_agree(cx, local) != 0) return -1;
 
-    // 3. rank 0 lays the file out (the ranks' generator states gathered: 32 bytes each) and reserves its blocks
-    uint64_t *rows = cx->rank == 0 ? sm_malloc(4 * sizeof(uint64_t) * (size_t)cx->world) : NULL;
-    MPI_CHECK(MPI_Gather(meta->rng.s, 4, MPI_UINT64_T, rows, 4, MPI_UINT64_T, 0, MPI_COMM_WORLD));
+    // 3. the ranks' generator states to rank 0 (32 bytes each), for its layout
+    sv->rng_rows = cx->rank == 0 ? sm_malloc(4 * sizeof(uint64_t) * (size_t)cx->world) : NULL;
+    MPI_CHECK(MPI_Gather(meta->rng.s, 4, MPI_UINT64_T, sv->rng_rows, 4, MPI_UINT64_T, 0, MPI_COMM_WORLD));
     sv->locs = sm_malloc(sizeof *sv->locs * (size_t)(sv->plan.g.n_chunks ? sv->plan.g.n_chunks : 1));
-    local = 0;
-    if (cx->rank == 0) {
-        double t = sm_now_s();
-        local = ckpt_layout_write(cx, sv->tmp, meta, rows, cx->world, &sv->plan.g, sv->locs, &sv->file_bytes);
-        if (local == 0) local = reserve_file(cx, sv->tmp, sv->file_bytes);
-        if (local != 0) unlink(sv->tmp);
-        sv->layout_seconds = sm_now_s() - t;
-    }
-    sm_free(rows);
+    return 0;
+}
+
+int ckpt_save_layout(ckpt_ctx *cx, ckpt_saving *sv) {
+    double t = sm_now_s();
+    int rc = ckpt_layout_write(cx, sv->tmp, &sv->meta, sv->rng_rows, cx->world, &sv->plan.g, sv->locs, &sv->file_bytes);
+    if (rc == 0) rc = reserve_file(cx, sv->tmp, sv->file_bytes);
+    if (rc != 0) unlink(sv->tmp);
+    sv->layout_seconds = sm_now_s() - t;
+    return rc;
+}
+
+int ckpt_save_share(ckpt_ctx *cx, ckpt_saving *sv, int local) {
     if (ckpt_agree(cx, local) != 0) return -1;
     ckpt_test_pause(cx->rank, "layout");
     comm_bcast_bytes(sv->locs, sizeof *sv->locs * (size_t)sv->plan.g.n_chunks, 0);
@@ -298,8 +302,17 @@ int ckpt_save_begin(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ck
     return 0;
 }
 
+int ckpt_save_begin(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ckpt_meta *meta_in,
+                    const sm_table *params, const sm_table *m, const sm_table *v, size_t moment_lo, size_t moment_hi,
+                    int keep) {
+    if (ckpt_save_plan(cx, sv, run_dir, meta_in, params, m, v, moment_lo, moment_hi, keep) != 0) return -1;
+    return ckpt_save_share(cx, sv, cx->rank == 0 ? ckpt_save_layout(cx, sv) : 0);
+}
+
 void ckpt_saving_free(ckpt_saving *sv) {
     ckpt_wplan_free(&sv->plan);
+    sm_free(sv->rng_rows);
+    sv->rng_rows = NULL;
     sm_free(sv->locs);
     sv->locs = NULL;
 }

@@ -298,11 +298,23 @@ typedef struct {
     int keep;
     ckpt_meta meta;             // what the file says (rank 0's, with this rank's generator)
     ckpt_wplan plan;
-    ckpt_chunk_loc *locs;       // every chunk's place (plan.g's numbering)
+    ckpt_chunk_loc *locs;       // every chunk's place (plan.g's numbering; filled by the layout, shared by _share)
+    uint64_t *rng_rows;         // rank 0: every rank's generator state, [world, 4] (the layout writes them)
     uint64_t reserve;           // the size bound checked against the free space
     uint64_t file_bytes;        // the laid-out file's size (reserved on disk)
     double t0, layout_seconds;
 } ckpt_saving;
+// A save's start in three parts, which ckpt_save_begin runs in a row and async.c around its copy:
+// _plan (collective): the checks, the metadata, the plan, the generator states gathered on rank 0;
+// 0, or -1 on every rank (message in cx). _layout (rank 0 alone, serial HDF5, no MPI): lays the .tmp file
+// out and reserves its blocks; 0, or -1 with the file removed. _share (collective): agrees on `local` (the
+// layout's result, or any other local failure), then gives every rank the chunk table and the file size;
+// 0, or -1 on every rank. sv is freed by ckpt_saving_free whatever the result.
+int ckpt_save_plan(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ckpt_meta *meta_in,
+                   const sm_table *params, const sm_table *m, const sm_table *v, size_t moment_lo, size_t moment_hi,
+                   int keep);
+int ckpt_save_layout(ckpt_ctx *cx, ckpt_saving *sv);
+int ckpt_save_share(ckpt_ctx *cx, ckpt_saving *sv, int local);
 // Collective: the checks, the metadata, the plan, rank 0's layout and reservation, the chunk table on every
 // rank. 0, or -1 on every rank (message in cx; nothing left on disk).
 int ckpt_save_begin(ckpt_ctx *cx, ckpt_saving *sv, const char *run_dir, const ckpt_meta *meta_in,

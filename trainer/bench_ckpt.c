@@ -1,7 +1,8 @@
 // bench_ckpt.c — `smallmind bench checkpoint`: save and load of a GPT-2 124M-shaped state
 // (parameters and both AdamW moments) against a plain sequential write and read of the same
 // bytes in the same directory, in the same run: the synchronous save with its parts, the asynchronous
-// save's stall in the step against the synchronous save, loads cold (both files dropped from the page
+// save's stall in the step against the synchronous save and against a plain memcpy of the same bytes
+// (what the stall must at least contain), loads cold (both files dropped from the page
 // cache first) and warm. Each ratio is taken within a repeat (baseline and checkpoint back to back) and
 // the median of the repeats' ratios is printed, so that a disk shared with others drifting between
 // repeats moves both sides.
@@ -26,9 +27,9 @@ static const char BENCH_CKPT_USAGE[] =
     "  --repeats N    medians of N saves and loads (default 3)\n"
     "  model shape    default GPT-2 124M: L=12, H=12, C=768, V=50257, context 1024\n"
     "Under mpirun each rank writes its shard; the baseline is each rank writing (fsync) and\n"
-    "reading its share of the same bytes as one plain file in DIR. Cold reads: both files are\n"
-    "dropped from the page cache (posix_fadvise DONTNEED) first; warm: both files read whole into\n"
-    "the page cache first (untimed).\n";
+    "reading its share of the same bytes as one plain file in DIR, and copying it (memcpy) for the\n"
+    "async save's stall. Cold reads: both files are dropped from the page cache (posix_fadvise\n"
+    "DONTNEED) first; warm: both files read whole into the page cache first (untimed).\n";
 
 // Writes n bytes to path with write() + fsync; returns seconds, or fatal on error.
 static double plain_write(const char *path, const char *buf, size_t n) {
@@ -83,6 +84,20 @@ static void warm_file(const char *path) {
         if (r == 0) break;
     }
     close(fd);
+}
+
+// Copies k floats of each of p, m, v into dst, one after another: memcpy in 1 MiB pieces shared by the
+// calling thread's OpenMP team.
+static void plain_copy(char *dst, const float *p, const float *m, const float *v, size_t k) {
+    const size_t piece = (size_t)1 << 18;   // floats
+    const long pieces = (long)((k + piece - 1) / piece);
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int a = 0; a < 3; a++)
+        for (long i = 0; i < pieces; i++) {
+            const float *src = a == 0 ? p : a == 1 ? m : v;
+            size_t at = (size_t)i * piece, len = k - at < piece ? k - at : piece;
+            memcpy(dst + ((size_t)a * k + at) * sizeof(float), src + at, len * sizeof(float));
+        }
 }
 
 static double plain_read(const char *path, char *buf, size_t n) {
@@ -159,9 +174,7 @@ int bench_checkpoint(int argc, char **argv) {
     if (hi > n) hi = n;
     const size_t plain_bytes = 3 * (hi - lo) * sizeof(float);
     char *plain = sm_arena(plain_bytes ? plain_bytes : 1);
-    memcpy(plain, pp + lo, (hi - lo) * sizeof(float));
-    memcpy(plain + (hi - lo) * sizeof(float), mp + lo, (hi - lo) * sizeof(float));
-    memcpy(plain + 2 * (hi - lo) * sizeof(float), vp + lo, (hi - lo) * sizeof(float));
+    plain_copy(plain, pp + lo, mp + lo, vp + lo, hi - lo);
 
     char run_dir[4096], plain_path[4200], ckpt_file[4300];
     snprintf(run_dir, sizeof run_dir, "%s/smallmind_bench_ckpt", dir);
@@ -172,7 +185,7 @@ int bench_checkpoint(int argc, char **argv) {
 
     // per repeat: times (this rank's, after a barrier where both sides of a ratio are ranks in step)
     enum { T_SAVE, T_PW, T_LOAD_COLD, T_PR_COLD, T_LOAD_WARM, T_PR_WARM, T_STALL, T_ASYNC, T_LAYOUT, T_WRITE,
-           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, N_T };
+           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, T_COPY, N_T };
     double *t = sm_calloc((size_t)N_T * (size_t)repeats, sizeof(double));
 #define T(k, r) t[(size_t)(k) * (size_t)repeats + (size_t)(r)]
     uint64_t file_bytes = 0, async_bytes = 0;
@@ -204,6 +217,13 @@ int bench_checkpoint(int argc, char **argv) {
                      sm_first_bad_float(vp + lo, hi - lo, 1);
         T(T_PASS, r) = sm_now_s() - t0;
         if (bad != 3 * (hi - lo)) sm_fatal(SM_EXIT_RUNTIME, "bench checkpoint: the state holds a non-finite value");
+        // the async save's stall beside a plain copy of the same share of the state (memcpy, by the
+        // rank's threads, every rank at once), into a buffer touched before
+        comm_barrier();
+        t0 = sm_now_s();
+        plain_copy(plain, pp + lo, mp + lo, vp + lo, hi - lo);
+        comm_barrier();
+        T(T_COPY, r) = sm_now_s() - t0;
         // the asynchronous save: what the step sees, then until it is committed
         meta.step = 2 * r + 2;
         ckpt_name(meta.parent, sizeof meta.parent, 2 * r + 1);
@@ -245,17 +265,19 @@ int bench_checkpoint(int argc, char **argv) {
     }
     // rank 0's times are the figures: every timed call ends in step (a barrier, or the call's own agreement);
     // the parts of a save are rank 0's own
-    double *ratio = sm_calloc(4 * (size_t)repeats, sizeof(double));   // save, load cold, load warm, stall share
+    double *ratio = sm_calloc(5 * (size_t)repeats, sizeof(double));   // save, load cold, load warm, stall share, stall/copy
     for (int r = 0; r < repeats; r++) {
         ratio[r] = T(T_PW, r) / T(T_SAVE, r);
         ratio[repeats + r] = T(T_PR_COLD, r) / T(T_LOAD_COLD, r);
         ratio[2 * repeats + r] = T(T_PR_WARM, r) / T(T_LOAD_WARM, r);
         ratio[3 * repeats + r] = T(T_STALL, r) / T(T_SAVE, r);
+        ratio[4 * repeats + r] = T(T_STALL, r) / T(T_COPY, r);
     }
     double med[N_T];
     for (int k = 0; k < N_T; k++) med[k] = bench_median(&T(k, 0), repeats);
     double r_save = bench_median(ratio, repeats), r_cold = bench_median(ratio + repeats, repeats);
     double r_warm = bench_median(ratio + 2 * repeats, repeats), r_stall = bench_median(ratio + 3 * repeats, repeats);
+    double r_copy = bench_median(ratio + 4 * repeats, repeats);
 #undef T
     double state_bytes = 3.0 * (double)n * sizeof(float);
     if (topo.rank == 0) {
@@ -271,9 +293,10 @@ int bench_checkpoint(int argc, char **argv) {
                    gb / med[T_PW], r_save, med[T_LAYOUT] * 1e3, med[T_WRITE] * 1e3, med[T_CHECK] * 1e3,
                    med[T_PASS] * 1e3, med[T_SYNC] * 1e3, med[T_COMMIT] * 1e3);
             printf("{\"name\":\"checkpoint_async_save\",\"ranks\":%d,\"stall_ms\":%.3f,\"baseline\":\"synchronous save\","
-                   "\"baseline_ms\":%.1f,\"ratio\":%.6g,\"committed_ms\":%.1f,\"buffer_bytes\":%llu}\n",
+                   "\"baseline_ms\":%.1f,\"ratio\":%.6g,\"committed_ms\":%.1f,\"buffer_bytes\":%llu,"
+                   "\"plain_copy_ms\":%.3f,\"stall_over_plain_copy\":%.6g}\n",
                    topo.world_size, med[T_STALL] * 1e3, med[T_SAVE] * 1e3, r_stall, med[T_ASYNC] * 1e3,
-                   (unsigned long long)async_bytes);
+                   (unsigned long long)async_bytes, med[T_COPY] * 1e3, r_copy);
             for (int warm = 0; warm < 2; warm++) {
                 double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
                 printf("{\"name\":\"checkpoint_load_%s\",\"ranks\":%d,\"bytes\":%.0f,\"ms\":%.1f,\"gbps\":%.6g,"
@@ -294,6 +317,8 @@ int bench_checkpoint(int argc, char **argv) {
             printf("  async save: stall in the step %.1f ms = %.1f%% of the synchronous save; committed after %.1f ms; "
                    "buffer %.2f GB a rank\n", med[T_STALL] * 1e3, 100.0 * r_stall, med[T_ASYNC] * 1e3,
                    (double)async_bytes / 1e9);
+            printf("    a plain copy of the same bytes (memcpy, every rank at once) %.1f ms = %.1f%% of the "
+                   "synchronous save; stall / copy %.2f\n", med[T_COPY] * 1e3, 100.0 * med[T_COPY] / med[T_SAVE], r_copy);
             printf("    the writer thread (rank 0): value checks in the step and sums %.1f ms; data written %.1f ms (sums "
                    "included); fsync %.1f ms; commit %.1f ms\n", med[T_A_SUM] * 1e3, med[T_A_WRITE] * 1e3,
                    med[T_A_SYNC] * 1e3, med[T_A_COMMIT] * 1e3);
