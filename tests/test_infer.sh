@@ -370,7 +370,8 @@ with h5py.File('foreign.h5', 'w') as f:
 with h5py.File('bare.h5', 'w') as f:
     f['data'] = np.arange(10)"
   echo "not hdf5 at all" > text.h5
-  mkdir -p nolatest dangling && echo "ckpt_00000099.h5" > dangling/latest
+  mkdir -p nolatest dangling dangling2 && echo "ckpt_00000099.h5" > dangling/latest
+  cp "$ckpt" dangling2/ckpt_00000003.h5 && echo "ckpt_00000099.h5" > dangling2/latest   # and an older one present
   for c in generate eval; do
     B=$GB; [ $c = eval ] && B=$EB
     expect_usage "$c: missing checkpoint"       "nosuch.h5"     $B --ckpt nosuch.h5
@@ -379,7 +380,8 @@ with h5py.File('bare.h5', 'w') as f:
     expect_usage "$c: foreign HDF5 (no attrs)"  "bare.h5"       $B --ckpt bare.h5
     expect_usage "$c: not HDF5"                 "text.h5"       $B --ckpt text.h5
     expect_usage "$c: run dir without latest"   "latest"        $B --ckpt nolatest
-    expect_usage "$c: latest names a missing file" "ckpt_00000099" $B --ckpt dangling
+    expect_usage "$c: latest names a missing file" "ckpt_00000099.*no other checkpoint" $B --ckpt dangling
+    expect_usage "$c: latest names a missing file, the newest present named" "ckpt_00000099.*newest checkpoint is ckpt_00000003.h5" $B --ckpt dangling2
   done
   # prompts longer than the context (256): the line names both lengths
   long=$("$py" -c "print('a' * 300)")
