@@ -431,13 +431,15 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
     // every rank's copy checked and rank 0's layout done: the chunk table to every rank
     if (ckpt_save_share(cx, a->sv, local) != 0) return ckpt_ctx_finish(cx, abandon(a, cx), err, errlen);
     ckpt_test_pause(a->rank, "copy");
+    const double copy_seconds = a->st.check_seconds;
+    a->st.check_seconds = 0;   // from here the writer's sums (the stats ckpt_async_poll gives)
     start_job(a, JOB_WRITE);
     a->st.stall_seconds = sm_now_s() - t0;
-    if (stats) {
+    if (stats) {   // the step's part
         memset(stats, 0, sizeof *stats);
         stats->stall_seconds = a->st.stall_seconds;
         stats->layout_seconds = a->sv->layout_seconds;
-        stats->check_seconds = a->st.check_seconds;
+        stats->check_seconds = copy_seconds;
         stats->bytes = a->sv->file_bytes;
         stats->reserved = a->sv->reserve;
     }

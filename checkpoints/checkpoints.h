@@ -75,6 +75,7 @@ typedef struct {
     uint64_t bytes;      // size of the checkpoint file
     uint64_t reserved;   // save: the free space required before writing (an upper bound of bytes)
     double check_seconds;   // save: this rank's time summing chunks and checking that every value is finite
+                            // (async: ckpt_async_save's, the copy that checks; ckpt_async_poll's, the writer's sums)
     double layout_seconds;  // save: rank 0's serial HDF5 pass that lays the file out (0 on other ranks)
     double write_seconds;   // save: this rank's data writes (sums and checks included)
     double sync_seconds;    // save: this rank's fsync of its data
@@ -138,7 +139,7 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta, const sm_table *params
 // parameter / ranks (*bytes_out), e.g. 1.5 GB for GPT-2 124M on one rank — and starts a writer thread.
 // ckpt_async_save does the save's collective part (the same checks, rank 0's layout, the ZeRO exchange),
 // copies this rank's chunks into the buffer, checking every value as it copies (a non-finite value fails
-// it here, as ckpt_save would), hands the summing (Fletcher32) and writing to the thread and returns: the
+// it here, as ckpt_save would; on rank 0 the thread starts the copy while the main thread lays out), hands the summing (Fletcher32) and writing to the thread and returns: the
 // time it takes is the step's stall (stats->stall_seconds). A save while another is in flight waits for it
 // first. The commit rules are ckpt_save's: the data is written to the .tmp and synced by every rank's
 // thread; once ckpt_async_poll finds every rank's data on disk, rank 0's thread commits (sync, rename,

@@ -132,6 +132,20 @@ int ckpt_wplan_build(ckpt_ctx *cx, ckpt_wplan *p, const sm_table *params, const 
     // whose first element its slice holds, assembled from the holders when they straddle slices
     ckpt_geom_init(&p->g, params, m, v, chunk_floats);
     p->own = sm_malloc(sizeof *p->own * (size_t)(p->g.n_chunks ? p->g.n_chunks : 1));   // at most every chunk
+    // the even share: the dealt chunks (every dataset's but ZeRO's moments') in file order, cut into world
+    // runs of about equal bytes: rank r writes those whose first byte falls in [r B / world, (r+1) B / world)
+    // (a per-tensor cut would give a one-chunk tensor to the last rank alone, and a small model's whole
+    // state to one rank)
+    uint64_t dealt_bytes = 0, dealt_at = 0;
+    for (int i = 0; i < p->g.n_dsets; i++) {
+        const ckpt_dset *d = &p->g.d[i];
+        if (d->kind > 0 && !p->even) continue;
+        for (hsize_t k = 0; k < d->n_chunks; k++) {
+            ckpt_chunk c;
+            ckpt_chunk_at(&d->s, k, &c);
+            dealt_bytes += (uint64_t)c.full * sizeof(float) + 4;
+        }
+    }
     for (int i = 0; i < p->g.n_dsets; i++) {
         const ckpt_dset *d = &p->g.d[i];
         hsize_t full_f = 1;
@@ -141,8 +155,8 @@ int ckpt_wplan_build(ckpt_ctx *cx, ckpt_wplan *p, const sm_table *params, const 
         int zero = d->kind > 0 && !p->even;
         size_t off = sm_tensor_f32_offset(d->t);
         if (!zero) {
-            k0 = d->n_chunks * (hsize_t)cx->rank / (hsize_t)cx->world;
-            k1 = d->n_chunks * (hsize_t)(cx->rank + 1) / (hsize_t)cx->world;
+            k0 = 0;
+            k1 = d->n_chunks;
         } else if (moment_lo < moment_hi && off < moment_hi && off + d->t->n_elems > moment_lo) {
             // the chunks that hold [max(lo, off), min(hi, off + n)) of this tensor; owned: the first element ours
             size_t a = moment_lo > off ? moment_lo - off : 0;
@@ -154,6 +168,11 @@ int ckpt_wplan_build(ckpt_ctx *cx, ckpt_wplan *p, const sm_table *params, const 
             ckpt_chunk c;
             ckpt_chunk_at(&d->s, k, &c);
             if (zero && (off + c.start < moment_lo || off + c.start >= moment_hi)) continue;   // another's
+            if (!zero) {
+                uint64_t at = dealt_at;
+                dealt_at += (uint64_t)c.full * sizeof(float) + 4;
+                if (at * (uint64_t)cx->world / dealt_bytes != (uint64_t)cx->rank) continue;   // < 2^64 below 16 TB x 2^20 ranks
+            }
             ckpt_own *o = &p->own[p->n_own++];
             o->d = i;
             o->k = k;

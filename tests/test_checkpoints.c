@@ -613,6 +613,52 @@ static void test_cold_reads(void) {
 // --ckpt-async's path: its checkpoint loads to the same values as ckpt_save's; a second save started while
 // the first is in flight waits for it (both committed, `latest` the second); a non-finite value is refused
 // at the copy, nothing committed.
+// Without ZeRO every rank writes about 1/world of the file's bytes (to within a chunk), every chunk exactly
+// once, each rank's in file order; a one-chunk tensor does not always fall to the last rank.
+static void share_check(int layers, int embd, const char *chunk_floats) {
+    sm_model_config g, c;
+    test_config(&g, &c, layers, embd);
+    state s;
+    state_init(&s, &g, 0, arena_floats(&g));
+    if (chunk_floats) setenv("SMALLMIND_CKPT_CHUNK_FLOATS", chunk_floats, 1);
+    ckpt_ctx cx;
+    ckpt_wplan p;
+    memset(&p, 0, sizeof p);
+    CU_ASSERT_FATAL(ckpt_ctx_init(&cx, "share") == 0);
+    hsize_t chunk = chunk_floats ? (hsize_t)atoll(chunk_floats) : CKPT_CHUNK_FLOATS_DEFAULT;
+    CU_ASSERT_FATAL(ckpt_wplan_build(&cx, &p, &s.params, &s.m, &s.v, 0, arena_floats(&g), chunk) == 0);
+    unsetenv("SMALLMIND_CKPT_CHUNK_FLOATS");
+    double mine[2] = {0, (double)p.n_own}, sum[2], most = 0, least = 0, biggest = 0, total = 0;
+    int ordered = 1;
+    for (int j = 0; j < p.n_own; j++) {
+        mine[0] += (double)p.own[j].c.full * 4 + 4;
+        if (j && (p.own[j].d < p.own[j - 1].d || (p.own[j].d == p.own[j - 1].d && p.own[j].k <= p.own[j - 1].k))) ordered = 0;
+    }
+    for (int i = 0; i < p.g.n_dsets; i++)
+        for (hsize_t k = 0; k < p.g.d[i].n_chunks; k++) {
+            ckpt_chunk ch;
+            ckpt_chunk_at(&p.g.d[i].s, k, &ch);
+            total += (double)ch.full * 4 + 4;
+            if ((double)ch.full * 4 + 4 > biggest) biggest = (double)ch.full * 4 + 4;
+        }
+    MPI_Allreduce(mine, sum, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(&mine[0], &most, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(&mine[0], &least, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    CU_ASSERT_EQUAL(sum[0], total);                  // every byte once
+    CU_ASSERT_EQUAL(sum[1], (double)p.g.n_chunks);   // every chunk once
+    CU_ASSERT(all(ordered));
+    CU_ASSERT(most <= total / g_world + biggest && least >= total / g_world - biggest);
+    if (g_world > 1) CU_ASSERT(least > 0);           // every rank writes something
+    ckpt_wplan_free(&p);
+    state_free(&s);
+}
+
+static void test_even_share(void) {
+    share_check(1, 8, NULL);      // every tensor one chunk
+    share_check(2, 16, "333");    // several chunks a tensor
+    share_check(1, 8, "7");       // tiny chunks
+}
+
 static void test_async(void) {
     char dir[1200], err[CKPT_ERR_MAX] = "", path[1300], text[256] = "";
     sub(dir, sizeof dir, "async");
@@ -1741,6 +1787,7 @@ int main(int argc, char **argv) {
         CU_add_test(s, "direct chunk reads = HDF5 reads", test_read_paths);
         CU_add_test(s, "cold loads (O_DIRECT) = the values", test_cold_reads);
         CU_add_test(s, "async saves (--ckpt-async)", test_async);
+        CU_add_test(s, "even share of the bytes a rank writes", test_even_share);
         if (g_rank == 0) printf("checkpoints at %d rank%s, scratch %s\n", g_world, g_world > 1 ? "s" : "", g_dir);
         int total = cunit_run_mpi(g_rank);
         if (g_rank == 0) {

@@ -122,6 +122,21 @@ expect_usage "a 4080-character --run-dir" "run-dir" "$bin" train --data d --run-
 if [ "$(id -u)" -eq 0 ] && mkdir -p small && mount -t tmpfs -o size=256k tmpfs small 2>/dev/null; then
   expect_usage "a run directory too small for a checkpoint: refused at start" "disk space\|checkpoint needs" \
     "$bin" train --data d --run-dir small/run --layers 2 --heads 2 --embd 64 --seq 32 --batch 2 --steps 50 --threads 1
+  # the same under mpirun -np 2 (an agreed error: one line, every rank exits 2, no MPI_Abort), and a
+  # save that no longer fits after the first, with --ckpt-async: one line, exit 1, the first checkpoint kept
+  timeout 120 $MPIRUN -np 2 --bind-to none "$bin" train --data d --run-dir small/run2 --layers 2 --heads 2 --embd 64 \
+    --seq 32 --batch 2 --steps 50 --threads 1 >s2.out 2>s2.err; rc=$?
+  [ $rc -eq 2 ] && [ "$(grep -c '^smallmind' s2.err)" -eq 1 ] && grep -q "disk space" s2.err && ! grep -q MPI_ABORT s2.err \
+    && ok "a run directory too small, under mpirun -np 2: one line, exit 2, no MPI_Abort" \
+    || bad "too small under mpirun: exit $rc, $(grep -c '^smallmind' s2.err) lines: $(head -c 300 s2.err)"
+  umount small
+  mount -t tmpfs -o size=2600k tmpfs small   # start: room for the bound (2.0 MB); one checkpoint (1.0 MB) leaves too little
+  timeout 120 $MPIRUN -np 2 --bind-to none "$bin" train --data d --run-dir small/run3 --layers 1 --heads 2 --embd 64 \
+    --seq 32 --batch 2 --steps 8 --ckpt-every 2 --ckpt-async --eval-every 0 --threads 1 >s3.out 2>s3.err; rc=$?
+  [ $rc -eq 1 ] && [ "$(grep -c '^smallmind' s3.err)" -eq 1 ] && grep -q "disk space\|No space" s3.err \
+    && ! grep -q MPI_ABORT s3.err && ls small/run3/ckpt_00000002.h5 >/dev/null 2>&1 && ! ls small/run3/*.tmp >/dev/null 2>&1 \
+    && ok "a later --ckpt-async save that does not fit, at 2 ranks: one line, exit 1, the earlier checkpoint kept, no .tmp" \
+    || bad "disk full mid-run at 2 ranks: exit $rc, $(grep -c '^smallmind' s3.err) lines: $(head -c 300 s3.err); $(ls small/run3)"
   umount small
 else
   echo "skip run directory too small (needs root for a tmpfs)"

@@ -100,6 +100,12 @@ static void plain_copy(char *dst, const float *p, const float *m, const float *v
         }
 }
 
+// bytes as "1.49 GB", or "1.6 MB" below a GB.
+static void size_text(char *out, size_t cap, double bytes) {
+    if (bytes >= 1e9) snprintf(out, cap, "%.2f GB", bytes / 1e9);
+    else snprintf(out, cap, "%.1f MB", bytes / 1e6);
+}
+
 static double plain_read(const char *path, char *buf, size_t n) {
     double t0 = sm_now_s();
     int fd = open(path, O_RDONLY);
@@ -185,7 +191,7 @@ int bench_checkpoint(int argc, char **argv) {
 
     // per repeat: times (this rank's, after a barrier where both sides of a ratio are ranks in step)
     enum { T_SAVE, T_PW, T_LOAD_COLD, T_PR_COLD, T_LOAD_WARM, T_PR_WARM, T_STALL, T_ASYNC, T_LAYOUT, T_WRITE,
-           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, T_COPY, N_T };
+           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_COPY, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, T_COPY, N_T };
     double *t = sm_calloc((size_t)N_T * (size_t)repeats, sizeof(double));
 #define T(k, r) t[(size_t)(k) * (size_t)repeats + (size_t)(r)]
     uint64_t file_bytes = 0, async_bytes = 0;
@@ -232,10 +238,11 @@ int bench_checkpoint(int argc, char **argv) {
         if (ckpt_async_save(saver, run_dir, &meta, &params, &m, &v, 0, n, 1, &s, err, sizeof err) != 0)
             sm_fatal(SM_EXIT_RUNTIME, "%s", err);
         T(T_STALL, r) = sm_now_s() - t0;
+        T(T_A_COPY, r) = s.check_seconds;
         int done = 0;
         if (ckpt_async_poll(saver, 1, &done, &s, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
         T(T_ASYNC, r) = sm_now_s() - t0;
-        // the writer thread's parts (rank 0's): its sums, writes (sums included), fsync, commit
+        // the writer thread's parts (rank 0's): its sums, writes (its sums included), fsync, commit
         T(T_A_SUM, r) = s.check_seconds, T(T_A_WRITE, r) = s.write_seconds, T(T_A_SYNC, r) = s.sync_seconds;
         T(T_A_COMMIT, r) = s.commit_seconds;
         meta.parent[0] = '\0';
@@ -294,9 +301,11 @@ int bench_checkpoint(int argc, char **argv) {
                    med[T_PASS] * 1e3, med[T_SYNC] * 1e3, med[T_COMMIT] * 1e3);
             printf("{\"name\":\"checkpoint_async_save\",\"ranks\":%d,\"stall_ms\":%.3f,\"baseline\":\"synchronous save\","
                    "\"baseline_ms\":%.1f,\"ratio\":%.6g,\"committed_ms\":%.1f,\"buffer_bytes\":%llu,"
-                   "\"plain_copy_ms\":%.3f,\"stall_over_plain_copy\":%.6g}\n",
+                   "\"copy_and_check_ms\":%.3f,\"plain_copy_ms\":%.3f,\"stall_over_plain_copy\":%.6g,"
+                   "\"writer_sums_ms\":%.3f,\"writer_write_ms\":%.3f,\"writer_sync_ms\":%.3f,\"writer_commit_ms\":%.3f}\n",
                    topo.world_size, med[T_STALL] * 1e3, med[T_SAVE] * 1e3, r_stall, med[T_ASYNC] * 1e3,
-                   (unsigned long long)async_bytes, med[T_COPY] * 1e3, r_copy);
+                   (unsigned long long)async_bytes, med[T_A_COPY] * 1e3, med[T_COPY] * 1e3, r_copy, med[T_A_SUM] * 1e3,
+                   med[T_A_WRITE] * 1e3, med[T_A_SYNC] * 1e3, med[T_A_COMMIT] * 1e3);
             for (int warm = 0; warm < 2; warm++) {
                 double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
                 printf("{\"name\":\"checkpoint_load_%s\",\"ranks\":%d,\"bytes\":%.0f,\"ms\":%.1f,\"gbps\":%.6g,"
@@ -305,23 +314,26 @@ int bench_checkpoint(int argc, char **argv) {
                        gb / tp, warm ? r_warm : r_cold);
             }
         } else {
-            printf("checkpoint bench: L=%d H=%d C=%d V=%d state %.2f GB (params + m + v), file %.2f GB, %d rank%s, %s; "
+            char sb[32], fb[32], ab[32];
+            size_text(sb, sizeof sb, state_bytes);
+            size_text(fb, sizeof fb, (double)file_bytes);
+            size_text(ab, sizeof ab, (double)async_bytes);
+            printf("checkpoint bench: L=%d H=%d C=%d V=%d state %s (params + m + v), file %s, %d rank%s, %s; "
                    "medians of %d (ratios: median of the repeats' ratios)\n", cfg.n_layer, cfg.n_head, cfg.n_embd,
-                   cfg.vocab_size, gb, (double)file_bytes / 1e9, topo.world_size, topo.world_size > 1 ? "s" : "", cpu,
-                   repeats);
+                   cfg.vocab_size, sb, fb, topo.world_size, topo.world_size > 1 ? "s" : "", cpu, repeats);
             printf("  save        %8.1f ms  %6.2f GB/s   plain write+fsync  %6.2f GB/s   ratio %.2f\n", med[T_SAVE] * 1e3,
                    gb / med[T_SAVE], gb / med[T_PW], r_save);
             printf("    layout (rank 0) %.1f ms; data written %.1f ms, of which sums and value check %.1f ms (the check "
                    "alone, as a pass of its own: %.1f ms); fsync %.1f ms; commit %.1f ms\n", med[T_LAYOUT] * 1e3,
                    med[T_WRITE] * 1e3, med[T_CHECK] * 1e3, med[T_PASS] * 1e3, med[T_SYNC] * 1e3, med[T_COMMIT] * 1e3);
-            printf("  async save: stall in the step %.1f ms = %.1f%% of the synchronous save; committed after %.1f ms; "
-                   "buffer %.2f GB a rank\n", med[T_STALL] * 1e3, 100.0 * r_stall, med[T_ASYNC] * 1e3,
-                   (double)async_bytes / 1e9);
-            printf("    a plain copy of the same bytes (memcpy, every rank at once) %.1f ms = %.1f%% of the "
-                   "synchronous save; stall / copy %.2f\n", med[T_COPY] * 1e3, 100.0 * med[T_COPY] / med[T_SAVE], r_copy);
-            printf("    the writer thread (rank 0): value checks in the step and sums %.1f ms; data written %.1f ms (sums "
-                   "included); fsync %.1f ms; commit %.1f ms\n", med[T_A_SUM] * 1e3, med[T_A_WRITE] * 1e3,
-                   med[T_A_SYNC] * 1e3, med[T_A_COMMIT] * 1e3);
+            printf("  async save: stall in the step %.1f ms = %.1f%% of the synchronous save (of it, the copy with its "
+                   "value check %.1f ms, rank 0's layout beside it); committed after %.1f ms; buffer %s a rank\n",
+                   med[T_STALL] * 1e3, 100.0 * r_stall, med[T_A_COPY] * 1e3, med[T_ASYNC] * 1e3, ab);
+            printf("    a plain copy of the same bytes (memcpy, every rank at once): %.1f ms = %.1f%% of the synchronous "
+                   "save; the stall is %.2fx that copy\n", med[T_COPY] * 1e3, 100.0 * med[T_COPY] / med[T_SAVE], r_copy);
+            printf("    then the writer thread (rank 0): data written %.1f ms, of which its sums %.1f ms; fsync %.1f ms; "
+                   "commit %.1f ms\n", med[T_A_WRITE] * 1e3, med[T_A_SUM] * 1e3, med[T_A_SYNC] * 1e3,
+                   med[T_A_COMMIT] * 1e3);
             for (int warm = 0; warm < 2; warm++) {
                 double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
                 printf("  load, %s %8.1f ms  %6.2f GB/s   plain read (%s)  %6.2f GB/s   ratio %.2f\n", warm ? "warm" : "cold",

@@ -348,7 +348,7 @@ static void async_advance(ckpt_async *saver, int wait, runlog *log, const char *
     int completed = 0;
     ckpt_stats cst;
     if (!ckpt_async_pending(saver)) return;
-    if (ckpt_async_poll(saver, wait, &completed, &cst, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+    if (ckpt_async_poll(saver, wait, &completed, &cst, err, sizeof err) != 0) comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);
     if (!completed) return;
     cst.stall_seconds = stall;
     if (rank == 0) report_ckpt(log, run_dir, *step, steps, &cst, 1);
@@ -617,7 +617,7 @@ int cmd_train(int argc, char **argv) {
     trainer_build(&tr, &cfg, o.batch, o.seq, o.accum, o.bucket_mb, o.zero, o.seed, &topo);
 
     // a run directory that cannot hold one checkpoint is refused now, not at the first save
-    if (ckpt_check_space(o.run_dir, &tr.w.params, NULL, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s", err);
+    if (ckpt_check_space(o.run_dir, &tr.w.params, NULL, err, sizeof err) != 0) comm_fatal_agreed(SM_EXIT_USAGE, "%s", err);
     const uint64_t global_batch = (uint64_t)o.batch * (uint64_t)o.accum * (uint64_t)topo.world_size;
     sm_info("model: L=%d H=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters", cfg.n_layer, cfg.n_head, cfg.n_embd,
             cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, tr.w.n_params);
@@ -701,7 +701,7 @@ int cmd_train(int argc, char **argv) {
         sm_info("precision: bf16 operands in the linear layers and attention (vdpbf16ps, float32 sums); float32 master "
                 "weights, AdamW, LayerNorm, softmax, GELU, loss and gradient sync");
     // the resume is accepted: move an abandoned branch aside, point `latest` at what was loaded
-    if (ckpt_adopt_resume(o.run_dir, &res, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+    if (ckpt_adopt_resume(o.run_dir, &res, err, sizeof err) != 0) comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);
     snprintf(meta.parent, sizeof meta.parent, "%s", res.parent);   // what the first save continues
     ckpt_resume_free(&res);
     if (topo.rank == 0) write_config_json(&o, &cfg, topo.world_size, threads);
@@ -721,8 +721,15 @@ int cmd_train(int argc, char **argv) {
         uint64_t bytes = 0;
         if (ckpt_async_create(&saver, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, &bytes, err,
                               sizeof err) != 0)
-            sm_fatal(SM_EXIT_RUNTIME, "%s", err);
-        sm_info("--ckpt-async: checkpoints written by a thread; its buffer holds %.1f MB on each rank", (double)bytes / 1e6);
+            comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);
+        // the ranks' shares differ by up to a chunk (and a small model's tensors are single chunks)
+        const int tenths = (int)((double)bytes / 1e5 + 0.5);   // MB, to a tenth
+        const double mb = tenths / 10.0, least = -comm_allreduce_max_int(-tenths) / 10.0,
+                     most = comm_allreduce_max_int(tenths) / 10.0;
+        if (topo.world_size == 1)
+            sm_info("--ckpt-async: checkpoints written by a thread; its buffer holds %.1f MB", mb);
+        else
+            sm_info("--ckpt-async: checkpoints written by a thread; its buffer holds %.1f to %.1f MB a rank", least, most);
     }
     for (int step = step0; step < o.steps; step++) {
         sm_mark_step(step + 1);
@@ -794,7 +801,7 @@ int cmd_train(int argc, char **argv) {
             if (saver) {   // copied, then written by the thread; the last save of the run is waited for
                 if (ckpt_async_save(saver, o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi,
                                     o.keep, &cst, err, sizeof err) != 0)
-                    sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+                    comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);   // every rank has the message
                 async_step = done;
                 async_stall = cst.stall_seconds;
                 if (stop_here || done == o.steps)
@@ -802,7 +809,7 @@ int cmd_train(int argc, char **argv) {
             } else {
                 if (ckpt_save(o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, o.keep, &cst,
                               err, sizeof err) != 0)
-                    sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+                    comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);   // every rank has the message
                 if (topo.rank == 0) report_ckpt(&log, o.run_dir, done, o.steps, &cst, 0);
             }
             ckpt_name(meta.parent, sizeof meta.parent, done);   // the next save continues this one
