@@ -327,7 +327,7 @@ int bench_checkpoint(int argc, char **argv) {
                    "alone, as a pass of its own: %.1f ms); fsync %.1f ms; commit %.1f ms\n", med[T_LAYOUT] * 1e3,
                    med[T_WRITE] * 1e3, med[T_CHECK] * 1e3, med[T_PASS] * 1e3, med[T_SYNC] * 1e3, med[T_COMMIT] * 1e3);
             printf("  async save: stall in the step %.1f ms = %.1f%% of the synchronous save (of it, the copy with its "
-                   "value check %.1f ms, rank 0's layout beside it); committed after %.1f ms; buffer %s a rank\n",
+                   "value check, beside rank 0's layout, %.1f ms); committed after %.1f ms; buffer %s a rank\n",
                    med[T_STALL] * 1e3, 100.0 * r_stall, med[T_A_COPY] * 1e3, med[T_ASYNC] * 1e3, ab);
             printf("    a plain copy of the same bytes (memcpy, every rank at once): %.1f ms = %.1f%% of the synchronous "
                    "save; the stall is %.2fx that copy\n", med[T_COPY] * 1e3, 100.0 * med[T_COPY] / med[T_SAVE], r_copy);
