@@ -48,6 +48,11 @@ struct ckpt_async {
     float *staging;       // ZeRO: the chunks straddling slices, assembled here first
     int n_assembled;
     hsize_t max_full;
+    // a capture (every chunk straight from the table, no ZeRO): the buffer filled by the AdamW pass of the
+    // step that saves; segs: each kind's chunks by arena offset
+    sm_capture cap;
+    sm_capture_seg *segs;
+    int capturable, armed, armed_step;
     // the copy in flight: chunks handed out by `next` to the worker (until `joined`) and the step's threads
     float **slots;        // the assembled chunks (ckpt_exchange's)
     atomic_int next, joined, first_bad;
@@ -67,60 +72,19 @@ struct ckpt_async {
 
 // ---------------------------------------------------------------------------
 // The copy
-// Copies k floats from src to dst (64-byte aligned) with non-temporal stores, which skip reading dst's
-// lines into the cache before writing them (the buffer is written once here and read once by the writer):
-// 2 bytes of memory traffic per byte copied instead of 3. Returns nonzero when a value is bad (not
-// finite; with nonneg, negative and not -0: sm_first_bad_float's rule), which the caller then locates.
-static int stream_copy_check(unsigned char *dst, const float *src, size_t k, int nonneg) {
-    const uint32_t neg = nonneg ? 0x80000000u : 0xffffffffu;   // bits above neg: negative and not -0
-    size_t i = 0;
-#if defined(__AVX512F__)
-    const __m512i expm = _mm512_set1_epi32(0x7f800000), negv = _mm512_set1_epi32((int)neg);
-    __mmask16 bad = 0;
-    for (; i + 16 <= k; i += 16) {
-        __m512i x = _mm512_loadu_si512((const void *)(src + i));
-        bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(x, expm), expm) | _mm512_cmpgt_epu32_mask(x, negv);
-        _mm512_stream_si512((void *)(dst + i * sizeof(float)), x);
-    }
-    if (bad) return 1;
-#elif defined(__SSE2__)
-    // unsigned x > neg as signed (x ^ 2^31) > (neg ^ 2^31)
-    const __m128i expm = _mm_set1_epi32(0x7f800000), flip = _mm_set1_epi32((int)0x80000000u);
-    const __m128i negv = _mm_set1_epi32((int)(neg ^ 0x80000000u));
-    __m128i bad = _mm_setzero_si128();
-    for (; i + 4 <= k; i += 4) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
-        bad = _mm_or_si128(bad, _mm_cmpeq_epi32(_mm_and_si128(x, expm), expm));
-        bad = _mm_or_si128(bad, _mm_cmpgt_epi32(_mm_xor_si128(x, flip), negv));
-        _mm_stream_si128((__m128i *)(void *)(dst + i * sizeof(float)), x);
-    }
-    if (_mm_movemask_epi8(bad)) return 1;
-#endif
-    memcpy(dst + i * sizeof(float), src + i, (k - i) * sizeof(float));
-    return sm_first_bad_float(src + i, k - i, nonneg) < k - i;
-}
-
 // Chunk c's n floats from src into dst, then its zero padding; every value checked (finite; >= 0 with
-// nonneg) as it is copied, 32 KiB at a time. Returns the index of the first bad value, else c->n.
-// dst may be unaligned (a small chunk's place in the file): then bytes are copied, and the floats checked
-// at src from the cache.
+// nonneg) as it is copied, 32 KiB at a time (sm_copy_check: non-temporal stores). Returns the index of the
+// first bad value, else c->n.
 static size_t copy_check(unsigned char *dst, const float *src, const ckpt_chunk *c, int nonneg) {
     enum { PIECE = 8192 };   // floats
     size_t n = (size_t)c->n;
-    int aligned = (uintptr_t)dst % 64 == 0;
     for (size_t at = 0; at < n; at += PIECE) {
-        size_t k = n - at < PIECE ? n - at : PIECE, b = k;
-        if (aligned) {
-            if (stream_copy_check(dst + at * sizeof(float), src + at, k, nonneg)) b = sm_first_bad_float(src + at, k, nonneg);
-        } else {
-            memcpy(dst + at * sizeof(float), src + at, k * sizeof(float));
-            b = sm_first_bad_float(src + at, k, nonneg);   // from the cache
-        }
+        size_t k = n - at < PIECE ? n - at : PIECE, b = sm_copy_check(dst + at * sizeof(float), src + at, k, nonneg);
         if (b < k) return at + b;
     }
     memset(dst + n * sizeof(float), 0, (size_t)(c->full - c->n) * sizeof(float));
 #if defined(__SSE2__)
-    _mm_sfence();   // this thread's streamed stores visible before the loop's barrier and the writer's start
+    _mm_sfence();   // this thread's streamed stores visible before the writer's start
 #endif
     return n;
 }
@@ -240,6 +204,32 @@ static int job_state(struct ckpt_async *a, int wait) {
 }
 
 // ---------------------------------------------------------------------------
+// Where each chunk goes in the snapshot, from the plan alone: after the previous one, a page-sized or
+// larger chunk on a page boundary (where the layout puts it in the file), a smaller one on 64 bytes.
+static void place_chunks(const ckpt_wplan *p, uint64_t *off) {
+    uint64_t end = 0;
+    for (int j = 0; j < p->n_own; j++) {
+        uint64_t size = (uint64_t)p->own[j].c.full * sizeof(float) + 4, align = size >= CKPT_ALIGN ? CKPT_ALIGN : 64;
+        off[j] = (end + align - 1) / align * align;
+        end = off[j] + size;
+    }
+}
+
+static int seg_cmp(const void *x, const void *y) {
+    const sm_capture_seg *a = x, *b = y;
+    return a->off < b->off ? -1 : a->off > b->off;
+}
+
+void ckpt_async_capture(ckpt_async *a, int step, sm_capture **out) {
+    *out = NULL;
+    a->armed = 0;
+    if (!a->capturable || a->phase != PHASE_IDLE) return;   // the buffer is the writer's until committed
+    a->cap.done = a->cap.bad = 0;
+    a->armed = 1;
+    a->armed_step = step;
+    *out = &a->cap;
+}
+
 int ckpt_async_create(ckpt_async **out, const sm_table *params, const sm_table *m, const sm_table *v,
                       size_t moment_lo, size_t moment_hi, uint64_t *bytes_out, char *err, size_t errlen) {
     ckpt_ctx c, *cx = &c;
@@ -266,16 +256,32 @@ int ckpt_async_create(ckpt_async **out, const sm_table *params, const sm_table *
     }
     a->n_assembled = p->n_assembled;
     a->max_full = p->max_full;
+    a->snap = sm_arena(a->snap_bytes ? a->snap_bytes : 64);   // touched once, here (not in the step that saves)
+    place_chunks(p, a->off);
+    // a capture needs every chunk in the caller's tables (not assembled from other ranks' slices)
+    a->capturable = p->even && p->n_assembled == 0;
+    a->segs = sm_malloc(sizeof *a->segs * (size_t)(p->n_own + 1));
+    for (int kind = 0, at = 0; kind < 3; kind++) {
+        a->cap.seg[kind] = a->segs + at;
+        for (int j = 0; j < p->n_own; j++) {
+            const ckpt_own *o = &p->own[j];
+            if (p->g.d[o->d].kind != kind) continue;
+            a->segs[at++] = (sm_capture_seg){sm_tensor_f32_offset(p->g.d[o->d].t) + (size_t)o->c.start, (size_t)o->c.n,
+                                             a->snap + a->off[j]};
+            a->cap.n[kind]++;
+        }
+        qsort(a->segs + (a->cap.seg[kind] - a->segs), (size_t)a->cap.n[kind], sizeof *a->segs, seg_cmp);
+    }
     a->staging = sm_arena(sizeof(float) * (size_t)p->max_full * (size_t)(p->n_assembled + 1));
     ckpt_wplan_free(p);
     sm_free(p);
-    a->snap = sm_arena(a->snap_bytes ? a->snap_bytes : 64);   // touched once, here (not in the step that saves)
     if (bytes_out) *bytes_out = a->snap_bytes;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
     int rc = pthread_create(&a->thread, NULL, worker, a);
     if (rc != 0) {
         ckpt_fail_sys(cx, rc, "cannot start the checkpoint writer thread");
+        sm_free(a->segs);
         sm_free(a->snap);
         sm_free(a->staging);
         sm_free(a->off);
@@ -303,6 +309,7 @@ void ckpt_async_free(ckpt_async *a) {
     }
     sm_free(a->snap);
     sm_free(a->staging);
+    sm_free(a->segs);
     sm_free(a->off);
     sm_free(a->full);
     sm_free(a);
@@ -388,14 +395,9 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
     if (!same) ckpt_fail(cx, "checkpoint: the state's layout changed since the --ckpt-async buffer was sized");
     if (ckpt_agree(cx, same ? 0 : -1) != 0) return ckpt_ctx_finish(cx, abandon(a, cx), err, errlen);
 
-    // where each chunk goes in the snapshot: after the previous one, a page-sized or larger chunk on a page
-    // boundary (where the layout puts it in the file), a smaller one on 64 bytes
-    uint64_t end = 0;
-    for (int j = 0; j < p->n_own; j++) {
-        uint64_t size = (uint64_t)p->own[j].c.full * sizeof(float) + 4, align = size >= CKPT_ALIGN ? CKPT_ALIGN : 64;
-        a->off[j] = (end + align - 1) / align * align;
-        end = a->off[j] + size;
-    }
+    // a capture armed for this save that the step's AdamW pass completed: the buffer holds the chunks' data
+    int captured = a->armed && a->armed_step == meta->step && a->cap.done && !a->cap.bad;
+    a->armed = 0;
     // the chunks straddling ZeRO slices assembled first (collective); then every chunk copied and its values
     // checked piece by piece from the cache: on rank 0 by the worker while the main thread lays the file
     // out, then by the step's threads (the sums are the writer's, over the copy: what is written is what is
@@ -408,14 +410,21 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
     atomic_store(&a->joined, 0);
     atomic_store(&a->first_bad, p->n_own);
     int local = 0;
-    if (a->rank == 0) {
-        start_job(a, JOB_COPY);
-        local = ckpt_save_layout(cx, a->sv);
-        atomic_store(&a->joined, 1);
-    }
+    if (captured) {   // only the padding of edge chunks is left to write
+        for (int j = 0; j < p->n_own; j++)
+            memset(a->snap + a->off[j] + (size_t)p->own[j].c.n * sizeof(float), 0,
+                   (size_t)(p->own[j].c.full - p->own[j].c.n) * sizeof(float));
+        if (a->rank == 0) local = ckpt_save_layout(cx, a->sv);
+    } else {
+        if (a->rank == 0) {
+            start_job(a, JOB_COPY);
+            local = ckpt_save_layout(cx, a->sv);
+            atomic_store(&a->joined, 1);
+        }
 #pragma omp parallel
-    copy_chunks(a, 0);
-    if (a->rank == 0) job_state(a, 1);   // the worker's last chunk copied
+        copy_chunks(a, 0);
+        if (a->rank == 0) job_state(a, 1);   // the worker's last chunk copied
+    }
     a->st.check_seconds = sm_now_s() - t_sum;
     int first_bad = atomic_load(&a->first_bad);
     if (first_bad < p->n_own) {
@@ -442,6 +451,7 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
         stats->check_seconds = copy_seconds;
         stats->bytes = a->sv->file_bytes;
         stats->reserved = a->sv->reserve;
+        stats->captured = captured;
     }
     return ckpt_ctx_finish(cx, 0, err, errlen);
 }

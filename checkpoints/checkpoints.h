@@ -82,6 +82,7 @@ typedef struct {
     double commit_seconds;  // save: rank 0's fsync, rename, directory sync and `latest`
     double stall_seconds;   // async save: what the step that saved spent in ckpt_async_save (the copy)
     uint64_t direct_bytes;  // load: the bytes this rank read O_DIRECT (those not in the page cache)
+    int captured;           // async save: the step's AdamW pass filled the buffer (ckpt_async_capture)
 } ckpt_stats;
 
 // One dataset as ckpt_verify() found it.
@@ -156,7 +157,14 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
 // may be NULL: its figures). -1 when it failed (message in err; the .tmp removed, the previous checkpoint
 // and `latest` untouched).
 int ckpt_async_poll(ckpt_async *a, int wait, int *completed, ckpt_stats *stats, char *err, size_t errlen);
-int ckpt_async_pending(const ckpt_async *a);   // a save is in flight (the same on every rank)
+int ckpt_async_pending(const ckpt_async *a);
+// Arms a capture for the save of step `step`: *out (NULL when this state cannot be captured: ZeRO moments,
+// or a save still in flight, whose buffer is the writer's) tells the AdamW pass of that step where to copy
+// the updated p, m and v (adamw_state.capture) — the copy the save would otherwise make after it, reading
+// the state again (here about half the memory traffic). ckpt_async_save for that step then writes the
+// buffer as the pass left it (when it completed and found every value finite; else it copies as
+// usual). Local, no MPI; call it once no save is in flight (ckpt_async_poll with wait), before the step.
+void ckpt_async_capture(ckpt_async *a, int step, sm_capture **out);   // a save is in flight (the same on every rank)
 void ckpt_async_free(ckpt_async *a);           // waits for the thread's current job; not collective
 
 // At start, before any training: whether RUN_DIR can take one checkpoint of these parameters (the

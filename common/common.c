@@ -1,5 +1,8 @@
 // common.c — errors, counted allocation, the named-tensor table, RNG, atomic writes, allclose.
 #include "common.h"
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -464,6 +467,44 @@ size_t sm_first_bad_float(const float *x, size_t n, int nonneg) {
             if ((u[j] & 0x7f800000u) == 0x7f800000u || u[j] > neg) return j;
     }
     return n;
+}
+
+size_t sm_copy_check(void *dst_, const float *src, size_t n, int nonneg) {
+    unsigned char *dst = dst_;
+    size_t head = (64 - (uintptr_t)dst % 64) % 64;          // bytes to dst's next 64-byte boundary
+    head = head % sizeof(float) ? n : head / sizeof(float);   // not reachable in whole floats: all plain
+    if (head > n) head = n;
+    memcpy(dst, src, head * sizeof(float));
+    size_t i = head, flagged = n;   // flagged: the first streamed block holding a bad value
+#if defined(__AVX512F__) || defined(__SSE2__)
+    const uint32_t neg = nonneg ? 0x80000000u : 0xffffffffu;   // bits above neg: negative and not -0
+#endif
+#if defined(__AVX512F__)
+    const __m512i expm = _mm512_set1_epi32(0x7f800000), negv = _mm512_set1_epi32((int)neg);
+    for (; i + 16 <= n; i += 16) {
+        __m512i x = _mm512_loadu_si512((const void *)(src + i));
+        if ((_mm512_cmpeq_epi32_mask(_mm512_and_si512(x, expm), expm) | _mm512_cmpgt_epu32_mask(x, negv)) && flagged == n)
+            flagged = i;
+        _mm512_stream_si512((void *)(dst + i * sizeof(float)), x);
+    }
+#elif defined(__SSE2__)
+    // unsigned x > neg as signed (x ^ 2^31) > (neg ^ 2^31)
+    const __m128i expm = _mm_set1_epi32(0x7f800000), flip = _mm_set1_epi32((int)0x80000000u);
+    const __m128i negv = _mm_set1_epi32((int)(neg ^ 0x80000000u));
+    for (; i + 4 <= n; i += 4) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+        __m128i b = _mm_or_si128(_mm_cmpeq_epi32(_mm_and_si128(x, expm), expm), _mm_cmpgt_epi32(_mm_xor_si128(x, flip), negv));
+        if (_mm_movemask_epi8(b) && flagged == n) flagged = i;
+        _mm_stream_si128((__m128i *)(void *)(dst + i * sizeof(float)), x);
+    }
+#endif
+    memcpy(dst + i * sizeof(float), src + i, (n - i) * sizeof(float));
+    // the first bad index: in the head, else from the flagged block on, else in the plain tail
+    size_t bad = sm_first_bad_float(src, head, nonneg);
+    if (bad < head) return bad;
+    size_t from = flagged < n ? flagged : i;
+    bad = sm_first_bad_float(src + from, n - from, nonneg);
+    return bad < n - from ? from + bad : n;
 }
 
 int sm_allclose(const char *what, const float *a, const float *ref, size_t n, double atol, double rtol) {

@@ -179,6 +179,26 @@ int sm_open_regular(const char *path, int flags, const char *what, uint64_t *siz
 // Index of the first of x[0..n) that is not finite (or, with nonneg, is negative; -0 is fine), else
 // n. One vectorised pass: an OR over blocks of 1024 floats, the index searched only in a bad block.
 size_t sm_first_bad_float(const float *x, size_t n, int nonneg);
+// Copies n floats from src to dst (any alignment; from dst's first 64-byte boundary on with non-temporal
+// stores, which skip reading dst's lines into the cache: for a buffer written once and read later by
+// another thread) and checks them as sm_first_bad_float does, in the same pass. Returns the index of the
+// first bad value (every value is copied all the same), else n. Issues no store fence: the caller fences
+// (_mm_sfence, or a mutex) before another thread reads dst.
+size_t sm_copy_check(void *dst, const float *src, size_t n, int nonneg);
+
+// Where copies of ranges of the float32 parameter arena go as an optimizer pass writes them: a
+// checkpoint's buffer, filled by the AdamW pass of the step that saves (trainer/optim.c) instead of a
+// second read of the state afterwards (checkpoints/async.c builds it).
+typedef struct {
+    size_t off, n;        // arena floats [off, off + n)
+    unsigned char *dst;   // where they go (4n bytes)
+} sm_capture_seg;
+typedef struct {
+    const sm_capture_seg *seg[3];   // params, m, v: each sorted by off, disjoint
+    int n[3];
+    int done;             // set by the pass that filled every segment
+    int bad;              // set when a copied value was not finite (or, for v, negative)
+} sm_capture;
 
 // ---------------------------------------------------------------------------
 // JSON output: one object built in a fixed buffer (no allocation), strings escaped (RFC 8259:

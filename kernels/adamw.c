@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <omp.h>
 
 // One AdamW step over element i, as adamw_update defines it; returns the updated parameter.
 static inline __attribute__((always_inline)) float adamw_one(float p, float g, float *m, float *v, float beta1,
@@ -25,7 +26,7 @@ void adamw_update(float *params, const float *grads, float *m, float *v, size_t 
     // applied to each gradient as it is read (grads itself is left as it was).
     assert(t >= 1 && "adamw_update: step t counts from 1 (bias correction divides by 1 - beta^t)");
     float bc1 = 1.0f / (1.0f - powf(beta1, (float)t)), bc2 = 1.0f / (1.0f - powf(beta2, (float)t));
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (!omp_in_parallel())
     for (size_t i = 0; i < n; i++)
         params[i] = adamw_one(params[i], grads[i], &m[i], &v[i], beta1, beta2, lr, eps, weight_decay, grad_scale, bc1, bc2);
 }
@@ -84,7 +85,7 @@ void adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads,
     if (kernels_pick(KERNELS_OP_GEMM_BF16) == KERNELS_ISA_AVX512_BF16) {
         enum { CHUNK = 1 << 14 };   // floats per OpenMP iteration (a multiple of 16)
         size_t n_chunks = (n + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
         for (size_t c = 0; c < n_chunks; c++) {
             size_t i0 = c * CHUNK, len = n - i0 < CHUNK ? n - i0 : CHUNK;
             adamw_bf16_512(params + i0, params_bf16 + i0, grads + i0, m + i0, v + i0, len, lr, beta1, beta2, eps,
@@ -93,7 +94,7 @@ void adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads,
         return;
     }
 #endif
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (!omp_in_parallel())
     for (size_t i = 0; i < n; i++) {
         float p = adamw_one(params[i], grads[i], &m[i], &v[i], beta1, beta2, lr, eps, weight_decay, grad_scale, bc1, bc2);
         params[i] = p;

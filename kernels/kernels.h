@@ -283,6 +283,8 @@ void lm_head_backward(float *dinp, float *dwte, const float *logits, const float
 //   g = grad_scale * grads (the global-norm clip; 1 for none; grads is not modified)
 //   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; mhat = m/(1-b1^t); vhat = v/(1-b2^t)
 //   p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
+// Its threads are the calling team's; called inside a parallel region, it runs on the calling thread
+// alone (so does adamw_update_bf16).
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float grad_scale, int t);
 

@@ -2,7 +2,8 @@
 // (parameters and both AdamW moments) against a plain sequential write and read of the same
 // bytes in the same directory, in the same run: the synchronous save with its parts, the asynchronous
 // save's stall in the step against the synchronous save and against a plain memcpy of the same bytes
-// (what the stall must at least contain), loads cold (both files dropped from the page
+// (what a copy in the step must at least take), and with the copy made by the step's AdamW pass (the
+// pass with the copy and the save's call, less the pass alone, run just before), loads cold (both files dropped from the page
 // cache first) and warm. Each ratio is taken within a repeat (baseline and checkpoint back to back) and
 // the median of the repeats' ratios is printed, so that a disk shared with others drifting between
 // repeats moves both sides.
@@ -28,8 +29,9 @@ static const char BENCH_CKPT_USAGE[] =
     "  model shape    default GPT-2 124M: L=12, H=12, C=768, V=50257, context 1024\n"
     "Under mpirun each rank writes its shard; the baseline is each rank writing (fsync) and\n"
     "reading its share of the same bytes as one plain file in DIR, and copying it (memcpy) for the\n"
-    "async save's stall. Cold reads: both files are dropped from the page cache (posix_fadvise\n"
-    "DONTNEED) first; warm: both files read whole into the page cache first (untimed).\n";
+    "async save's stall (also measured with the copy made by an AdamW pass). Cold reads: both\n"
+    "files are dropped from the page cache (posix_fadvise DONTNEED) first; warm: both files read\n"
+    "whole into the page cache first (untimed).\n";
 
 // Writes n bytes to path with write() + fsync; returns seconds, or fatal on error.
 static double plain_write(const char *path, const char *buf, size_t n) {
@@ -159,12 +161,14 @@ int bench_checkpoint(int argc, char **argv) {
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) sm_fatal(SM_EXIT_USAGE, "bench checkpoint: no such directory (%s)", dir);
 
     // the state: params, m, v with one layout, filled with non-trivial values
-    sm_table params, m, v;
+    sm_table params, m, v, grads;
     gpt2_param_table(&params, &cfg);
-    m = v = params;
+    grads = params;
     sm_table_alloc(&params);
-    sm_table_alloc(&m);
-    sm_table_alloc(&v);
+    sm_table_alloc(&grads);
+    adamw_state opt;   // the moments, and the AdamW pass of a step that saves with a capture
+    adamw_build(&opt, &params, 0, sm_table_n_f32(&params));
+    m = opt.m, v = opt.v;
     sm_rng rng;
     sm_rng_seed(&rng, 1, 0);
     float *pp = sm_table_f32(&params), *mp = sm_table_f32(&m), *vp = sm_table_f32(&v);
@@ -172,7 +176,10 @@ int bench_checkpoint(int argc, char **argv) {
         pp[k] = 0.02f * ((float)(sm_rng_u64(&rng) >> 40) / 16777216.0f - 0.5f);
         mp[k] = 0.1f * pp[k];
         vp[k] = pp[k] * pp[k];
+        sm_table_f32(&grads)[k] = 0.05f * pp[k];
     }
+    const adamw_hparams hp = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    int adam_t = 1;
     // this rank's even share of the arena, as checkpoints write it without ZeRO
     const size_t n = sm_table_n_f32(&params), share = (n + (size_t)topo.world_size - 1) / (size_t)topo.world_size;
     size_t lo = share * (size_t)topo.rank, hi = lo + share;
@@ -191,7 +198,8 @@ int bench_checkpoint(int argc, char **argv) {
 
     // per repeat: times (this rank's, after a barrier where both sides of a ratio are ranks in step)
     enum { T_SAVE, T_PW, T_LOAD_COLD, T_PR_COLD, T_LOAD_WARM, T_PR_WARM, T_STALL, T_ASYNC, T_LAYOUT, T_WRITE,
-           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_COPY, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, T_COPY, N_T };
+           T_CHECK, T_SYNC, T_COMMIT, T_PASS, T_A_COPY, T_A_SUM, T_A_WRITE, T_A_SYNC, T_A_COMMIT, T_COPY,
+           T_ADAM, T_FUSED, T_FUSED_SAVE, N_T };
     double *t = sm_calloc((size_t)N_T * (size_t)repeats, sizeof(double));
 #define T(k, r) t[(size_t)(k) * (size_t)repeats + (size_t)(r)]
     uint64_t file_bytes = 0, async_bytes = 0;
@@ -208,7 +216,7 @@ int bench_checkpoint(int argc, char **argv) {
         comm_barrier();
         T(T_PW, r) = sm_now_s() - t0;
         ckpt_stats s;
-        meta.step = 2 * r + 1;
+        meta.step = 3 * r + 1;
         t0 = sm_now_s();
         if (ckpt_save(run_dir, &meta, &params, &m, &v, 0, n, 1, &s, err, sizeof err) != 0)
             sm_fatal(SM_EXIT_RUNTIME, "%s", err);
@@ -231,8 +239,8 @@ int bench_checkpoint(int argc, char **argv) {
         comm_barrier();
         T(T_COPY, r) = sm_now_s() - t0;
         // the asynchronous save: what the step sees, then until it is committed
-        meta.step = 2 * r + 2;
-        ckpt_name(meta.parent, sizeof meta.parent, 2 * r + 1);
+        meta.step = 3 * r + 2;
+        ckpt_name(meta.parent, sizeof meta.parent, 3 * r + 1);
         comm_barrier();
         t0 = sm_now_s();
         if (ckpt_async_save(saver, run_dir, &meta, &params, &m, &v, 0, n, 1, &s, err, sizeof err) != 0)
@@ -246,7 +254,7 @@ int bench_checkpoint(int argc, char **argv) {
         T(T_A_SUM, r) = s.check_seconds, T(T_A_WRITE, r) = s.write_seconds, T(T_A_SYNC, r) = s.sync_seconds;
         T(T_A_COMMIT, r) = s.commit_seconds;
         meta.parent[0] = '\0';
-        ckpt_path(ckpt_file, sizeof ckpt_file, run_dir, 2 * r + 2);
+        ckpt_path(ckpt_file, sizeof ckpt_file, run_dir, 3 * r + 2);
         // loads: cold (both files out of the page cache), then warm
         for (int warm = 0; warm < 2; warm++) {
             comm_barrier();
@@ -269,22 +277,50 @@ int bench_checkpoint(int argc, char **argv) {
                 sm_fatal(SM_EXIT_RUNTIME, "%s", err);
             T(warm ? T_LOAD_WARM : T_LOAD_COLD, r) = sm_now_s() - t0;
         }
+        // train's scheduled saves: the copy made by the step's AdamW pass (ckpt_async_capture). The stall is
+        // what that pass and the save's call take beyond the pass alone, run just before on the same state
+        comm_barrier();
+        t0 = sm_now_s();
+        adamw_step(&opt, &params, &grads, &hp, adam_t++, 1.0f, gpt2_param_decays);
+        comm_barrier();
+        T(T_ADAM, r) = sm_now_s() - t0;
+        meta.step = 3 * r + 3;
+        ckpt_name(meta.parent, sizeof meta.parent, 3 * r + 2);
+        comm_barrier();
+        t0 = sm_now_s();
+        ckpt_async_capture(saver, meta.step, &opt.capture);
+        if (!opt.capture) sm_fatal(SM_EXIT_RUNTIME, "bench checkpoint: the state could not be captured");
+        adamw_step(&opt, &params, &grads, &hp, adam_t++, 1.0f, gpt2_param_decays);
+        opt.capture = NULL;
+        double t1 = sm_now_s();
+        if (ckpt_async_save(saver, run_dir, &meta, &params, &m, &v, 0, n, 1, &s, err, sizeof err) != 0)
+            sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+        if (!s.captured) sm_fatal(SM_EXIT_RUNTIME, "bench checkpoint: the capture was not used");
+        T(T_FUSED, r) = sm_now_s() - t0;
+        T(T_FUSED_SAVE, r) = sm_now_s() - t1;
+        if (ckpt_async_poll(saver, 1, &done, &s, err, sizeof err) != 0) sm_fatal(SM_EXIT_RUNTIME, "%s", err);
+        meta.parent[0] = '\0';
     }
     // rank 0's times are the figures: every timed call ends in step (a barrier, or the call's own agreement);
     // the parts of a save are rank 0's own
-    double *ratio = sm_calloc(5 * (size_t)repeats, sizeof(double));   // save, load cold, load warm, stall share, stall/copy
+    double *ratio = sm_calloc(6 * (size_t)repeats, sizeof(double));   // save, load cold, load warm, stall share, stall/copy, fused
     for (int r = 0; r < repeats; r++) {
         ratio[r] = T(T_PW, r) / T(T_SAVE, r);
         ratio[repeats + r] = T(T_PR_COLD, r) / T(T_LOAD_COLD, r);
         ratio[2 * repeats + r] = T(T_PR_WARM, r) / T(T_LOAD_WARM, r);
         ratio[3 * repeats + r] = T(T_STALL, r) / T(T_SAVE, r);
         ratio[4 * repeats + r] = T(T_STALL, r) / T(T_COPY, r);
+        ratio[5 * repeats + r] = (T(T_FUSED, r) - T(T_ADAM, r)) / T(T_SAVE, r);
     }
     double med[N_T];
     for (int k = 0; k < N_T; k++) med[k] = bench_median(&T(k, 0), repeats);
     double r_save = bench_median(ratio, repeats), r_cold = bench_median(ratio + repeats, repeats);
     double r_warm = bench_median(ratio + 2 * repeats, repeats), r_stall = bench_median(ratio + 3 * repeats, repeats);
-    double r_copy = bench_median(ratio + 4 * repeats, repeats);
+    double r_copy = bench_median(ratio + 4 * repeats, repeats), r_fused = bench_median(ratio + 5 * repeats, repeats);
+    double *fused = sm_calloc((size_t)repeats, sizeof(double));   // the fused stalls, for their median
+    for (int r = 0; r < repeats; r++) fused[r] = T(T_FUSED, r) - T(T_ADAM, r);
+    const double med_fused = bench_median(fused, repeats);
+    sm_free(fused);
 #undef T
     double state_bytes = 3.0 * (double)n * sizeof(float);
     if (topo.rank == 0) {
@@ -302,10 +338,12 @@ int bench_checkpoint(int argc, char **argv) {
             printf("{\"name\":\"checkpoint_async_save\",\"ranks\":%d,\"stall_ms\":%.3f,\"baseline\":\"synchronous save\","
                    "\"baseline_ms\":%.1f,\"ratio\":%.6g,\"committed_ms\":%.1f,\"buffer_bytes\":%llu,"
                    "\"copy_and_check_ms\":%.3f,\"plain_copy_ms\":%.3f,\"stall_over_plain_copy\":%.6g,"
-                   "\"writer_sums_ms\":%.3f,\"writer_write_ms\":%.3f,\"writer_sync_ms\":%.3f,\"writer_commit_ms\":%.3f}\n",
+                   "\"writer_sums_ms\":%.3f,\"writer_write_ms\":%.3f,\"writer_sync_ms\":%.3f,\"writer_commit_ms\":%.3f,"
+                   "\"fused_stall_ms\":%.3f,\"fused_ratio\":%.6g,\"adamw_ms\":%.3f,\"adamw_with_copy_and_save_ms\":%.3f}\n",
                    topo.world_size, med[T_STALL] * 1e3, med[T_SAVE] * 1e3, r_stall, med[T_ASYNC] * 1e3,
                    (unsigned long long)async_bytes, med[T_A_COPY] * 1e3, med[T_COPY] * 1e3, r_copy, med[T_A_SUM] * 1e3,
-                   med[T_A_WRITE] * 1e3, med[T_A_SYNC] * 1e3, med[T_A_COMMIT] * 1e3);
+                   med[T_A_WRITE] * 1e3, med[T_A_SYNC] * 1e3, med[T_A_COMMIT] * 1e3, med_fused * 1e3, r_fused,
+                   med[T_ADAM] * 1e3, med[T_FUSED] * 1e3);
             for (int warm = 0; warm < 2; warm++) {
                 double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
                 printf("{\"name\":\"checkpoint_load_%s\",\"ranks\":%d,\"bytes\":%.0f,\"ms\":%.1f,\"gbps\":%.6g,"
@@ -334,6 +372,10 @@ int bench_checkpoint(int argc, char **argv) {
             printf("    then the writer thread (rank 0): data written %.1f ms, of which its sums %.1f ms; fsync %.1f ms; "
                    "commit %.1f ms\n", med[T_A_WRITE] * 1e3, med[T_A_SUM] * 1e3, med[T_A_SYNC] * 1e3,
                    med[T_A_COMMIT] * 1e3);
+            printf("  async save copied by the step's AdamW pass (train's scheduled saves): stall %.1f ms = %.1f%% of the "
+                   "synchronous save (AdamW alone %.1f ms; with the copy, then the save's call, %.1f ms, of which the "
+                   "call %.1f ms)\n", med_fused * 1e3, 100.0 * r_fused, med[T_ADAM] * 1e3, med[T_FUSED] * 1e3,
+                   med[T_FUSED_SAVE] * 1e3);
             for (int warm = 0; warm < 2; warm++) {
                 double tl = med[warm ? T_LOAD_WARM : T_LOAD_COLD], tp = med[warm ? T_PR_WARM : T_PR_COLD];
                 printf("  load, %s %8.1f ms  %6.2f GB/s   plain read (%s)  %6.2f GB/s   ratio %.2f\n", warm ? "warm" : "cold",
@@ -350,7 +392,7 @@ int bench_checkpoint(int argc, char **argv) {
     comm_barrier();
     if (topo.rank == 0) {
         char p[4400];
-        for (int step = 1; step <= 2 * repeats; step++) {
+        for (int step = 1; step <= 3 * repeats; step++) {
             ckpt_path(p, sizeof p, run_dir, step);
             unlink(p);
         }
@@ -362,8 +404,8 @@ int bench_checkpoint(int argc, char **argv) {
     sm_free(t);
     sm_free(plain);
     sm_free(params.base);
-    sm_free(m.base);
-    sm_free(v.base);
+    sm_free(grads.base);
+    adamw_free(&opt);
     comm_finalize();
     return SM_EXIT_OK;
 }

@@ -1,6 +1,9 @@
 // optim.c — defines AdamW over a flat f32 parameter arena (adamw_*), with the moments kept for the
 // range of the arena this rank updates (all of it, or its ZeRO-1 slice), and the gradients' sum
 // of squares for the global-norm clip.
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -54,22 +57,66 @@ double grad_sumsq(const sm_table *grads, size_t lo, size_t hi) {
     return ss;
 }
 
+// Floats per piece of a captured AdamW pass: p, g, m, v of a piece (512 KiB) stay in L2 until copied.
+#define CAPTURE_PIECE ((size_t)1 << 15)
+
+// Copies what of arena floats [lo, lo + len) of state `kind` (arr: their values) falls in the capture's
+// segments; 1 when a value was bad (not finite; v negative).
+static int capture_range(const sm_capture *cap, int kind, const float *arr, size_t lo, size_t len) {
+    const sm_capture_seg *s = cap->seg[kind];
+    int a = 0, b = cap->n[kind], bad = 0;
+    while (a < b) {   // the first segment ending after lo
+        int mid = a + (b - a) / 2;
+        if (s[mid].off + s[mid].n <= lo) a = mid + 1;
+        else b = mid;
+    }
+    for (int j = a; j < cap->n[kind] && s[j].off < lo + len; j++) {
+        size_t x0 = s[j].off > lo ? s[j].off : lo, x1 = s[j].off + s[j].n < lo + len ? s[j].off + s[j].n : lo + len;
+        bad |= sm_copy_check(s[j].dst + (x0 - s[j].off) * sizeof(float), arr + (x0 - lo), x1 - x0, kind == 2) < x1 - x0;
+    }
+    return bad;
+}
+
 void adamw_step(adamw_state *o, sm_table *params, const sm_table *grads, const adamw_hparams *h, int t,
                 float grad_scale, int (*decays)(int tensor_index)) {
     double t0 = prof_start(), n = 0.0;
     float *p = sm_table_f32(params), *m = sm_table_f32(&o->m), *v = sm_table_f32(&o->v);
     const float *g = sm_table_f32(grads);
+    sm_capture *cap = o->capture;
+    int bad = 0;
     for (int i = 0; i < params->count; i++) {
         size_t a, b;
         if (!owned_part(&params->t[i], o->lo, o->hi, &a, &b)) continue;
         float wd = decays(i) ? h->weight_decay : 0.0f;
+        n += (double)(b - a);
+        if (cap) {   // piece by piece, each piece's new p, m, v copied to the capture while in the cache
+            const long pieces = (long)((b - a + CAPTURE_PIECE - 1) / CAPTURE_PIECE);
+#pragma omp parallel for schedule(static) reduction(| : bad)
+            for (long q = 0; q < pieces; q++) {
+                size_t x = a + (size_t)q * CAPTURE_PIECE, k = b - x < CAPTURE_PIECE ? b - x : CAPTURE_PIECE;
+                if (o->copy_bf16)   // on this thread alone (inside the region)
+                    adamw_update_bf16(p + x, o->copy_bf16 + x, g + x, m + x, v + x, k, h->lr, h->beta1, h->beta2,
+                                      h->eps, wd, grad_scale, t);
+                else
+                    adamw_update(p + x, g + x, m + x, v + x, k, h->lr, h->beta1, h->beta2, h->eps, wd, grad_scale, t);
+                bad |= capture_range(cap, 0, p + x, x, k) | capture_range(cap, 1, m + x, x, k) |
+                       capture_range(cap, 2, v + x, x, k);
+#if defined(__SSE2__)
+                _mm_sfence();   // the streamed copies visible before the checkpoint's writer thread starts
+#endif
+            }
+            continue;
+        }
         if (o->copy_bf16)
             adamw_update_bf16(p + a, o->copy_bf16 + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps, wd,
                               grad_scale, t);
         else
             adamw_update(p + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps, wd, grad_scale, t);
-        n += (double)(b - a);
     }
-    // reads p, g, m, v; writes p, m, v (and the bf16 copy)
-    prof_stop("adamw", PROF_OPT, t0, 0.0, (o->copy_bf16 ? 30.0 : 28.0) * n);
+    if (cap) {
+        cap->bad |= bad;
+        cap->done = 1;
+    }
+    // reads p, g, m, v; writes p, m, v (and the bf16 copy, and with a capture p, m, v again)
+    prof_stop("adamw", PROF_OPT, t0, 0.0, ((o->copy_bf16 ? 30.0 : 28.0) + (cap ? 12.0 : 0.0)) * n);
 }

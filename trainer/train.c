@@ -121,7 +121,7 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "quits at once):", 0, ANNOUNCE),
     T_OPT("keep", CLI_INT, keep, 0, 1 << 20, "K", "keep only the newest K checkpoints; 0 = all", NULL, 0, ANNOUNCE),
     T_OPT("ckpt-async", CLI_FLAG, ckpt_async, 0, 1, NULL, "write checkpoints from a thread while training continues: "
-          "the saving step only copies the state into a buffer; memory: one buffer of this rank's share of the "
+          "the saving step only copies the state into a buffer (a save on schedule: its AdamW pass does); memory: one buffer of this rank's share of the "
           "parameters and both AdamW moments (12 bytes per parameter / ranks, e.g. 1.5 GB for GPT-2 124M on one "
           "rank), allocated once at start; a save waits for the previous one; commits as without it", NULL, 0, FREE),
     T_OPT("stop-at", CLI_INT, stop_at, 1, 1 << 30, "N", "end cleanly after step N, checkpointing it; the schedule "
@@ -315,14 +315,17 @@ static void options_json(const train_opts *o, char *out, size_t cap) {
     if ((size_t)snprintf(out, cap, "%s", j.buf) >= cap) out[0] = '\0';   // too long to record: not compared
 }
 
+static int g_async_captured;   // the save in flight was copied by its step's AdamW pass
+
 // A committed checkpoint: one line on stdout, one event in the log (rank 0).
 static void report_ckpt(runlog *log, const char *run_dir, int step, int steps, const ckpt_stats *cst, int async) {
     char path[4096];
     ckpt_path(path, sizeof path, run_dir, step);
     double gbps = cst->seconds > 0 ? (double)cst->bytes / cst->seconds / 1e9 : 0.0;
     if (async)
-        printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s in the background, %.2f GB/s; the step stalled %.1f ms)\n",
-               step, steps, path, (double)cst->bytes / 1e6, cst->seconds, gbps, cst->stall_seconds * 1e3);
+        printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s in the background, %.2f GB/s; the step stalled %.1f ms%s)\n",
+               step, steps, path, (double)cst->bytes / 1e6, cst->seconds, gbps, cst->stall_seconds * 1e3,
+               g_async_captured ? ", the copy made by its AdamW pass" : "");
     else
         printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s, %.2f GB/s)\n", step, steps, path,
                (double)cst->bytes / 1e6, cst->seconds, gbps);
@@ -337,6 +340,7 @@ static void report_ckpt(runlog *log, const char *run_dir, int step, int steps, c
     sm_json_num(&j, "io_s", "%.4f", cst->io_seconds);
     sm_json_num(&j, "gbps", "%.4f", gbps);
     if (async) sm_json_num(&j, "stall_s", "%.4f", cst->stall_seconds);
+    if (async) sm_json_int(&j, "copied_by_adamw", g_async_captured);
     sm_json_end(&j);
     runlog_write(log, &j);
 }
@@ -740,7 +744,16 @@ int cmd_train(int argc, char **argv) {
         hp.lr = (float)lr_at(&o, step);
         train_step_stats st;
         uint64_t cursor = cursor0 + (uint64_t)(step - step0) * global_batch;
+        // a save due after this step (on schedule: a signal's is not known yet): the one in flight committed
+        // first (the save would wait for it anyway), then its buffer is filled by this step's AdamW pass,
+        // with no second read of the state in the save
+        const int due = (o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0) || step + 1 == o.steps || step + 1 == o.stop_at;
+        if (saver && due) {
+            async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
+            ckpt_async_capture(saver, step + 1, &tr.opt.capture);   // NULL when it cannot (ZeRO)
+        }
         train_step(&tr, train_loader, cursor, &hp, (float)o.clip, step + 1, &st);
+        tr.opt.capture = NULL;
         prof_step_end((long)o.batch * o.seq * o.accum);
         double ms = (sm_now_s() - t0) * 1e3;
         double tok_s = (double)global_batch * o.seq / (ms * 1e-3);
@@ -799,11 +812,15 @@ int cmd_train(int argc, char **argv) {
             options_json(&o, meta.run_options, sizeof meta.run_options);
             ckpt_stats cst;
             if (saver) {   // copied, then written by the thread; the last save of the run is waited for
+                // the save in flight, if any, committed and reported first (ckpt_async_save would wait for
+                // it without a report)
+                async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
                 if (ckpt_async_save(saver, o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi,
                                     o.keep, &cst, err, sizeof err) != 0)
                     comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);   // every rank has the message
                 async_step = done;
                 async_stall = cst.stall_seconds;
+                g_async_captured = cst.captured;
                 if (stop_here || done == o.steps)
                     async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
             } else {

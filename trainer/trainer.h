@@ -259,6 +259,9 @@ typedef struct {
     void *alloc[2];    // the allocations behind m and v (hi - lo floats each)
     uint16_t *copy_bf16;   // NULL, or the bf16 copy of the arena (gpt2_weights.bf16's base): adamw_step
                            // writes bf16(the updated params) there over [lo, hi), in its own pass
+    sm_capture *capture;   // NULL, or where adamw_step also copies the updated p, m, v (a --ckpt-async
+                           // buffer, for a save at the end of this step): set per step by the caller;
+                           // adamw_step sets its done (and bad) and leaves the pointer to the caller
 } adamw_state;
 
 // Moments for [lo, hi) of the f32 arena laid out as params, zeroed.
