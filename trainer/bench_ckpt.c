@@ -23,9 +23,12 @@
 #include "trainer.h"
 
 static const char BENCH_CKPT_USAGE[] =
-    "usage: smallmind bench checkpoint [--dir DIR] [--repeats N] [--layers L --heads H --embd C --vocab V --context T] [--json]\n"
-    "  --dir DIR      where to write (default .); the files are removed afterwards\n"
+    "usage: smallmind bench checkpoint [--dir DIR] [--repeats N] [--threads N] [--layers L --heads H --embd C --vocab V --context T] [--json]\n"
+    "  --dir DIR      where to write (an existing directory; default .); the files are removed afterwards\n"
     "  --repeats N    medians of N saves and loads (default 3)\n"
+    "  --threads N    OpenMP threads per rank (default: train's rule: $OMP_NUM_THREADS, else\n"
+    "                 $SLURM_CPUS_PER_TASK, else the CPUs the rank may use, shared with the node's ranks)\n"
+    "  --json         one JSON object per line (JSON Lines): save, async save, cold and warm loads\n"
     "  model shape    default GPT-2 124M: L=12, H=12, C=768, V=50257, context 1024\n"
     "Under mpirun each rank writes its shard; the baseline is each rank writing (fsync) and\n"
     "reading its share of the same bytes as one plain file in DIR, and copying it (memcpy) for the\n"
@@ -127,15 +130,15 @@ int bench_checkpoint(int argc, char **argv) {
     comm_init(&argc, &argv, &topo);
     const char *dir = ".";   // where both the checkpoint and the baseline file go
     int repeats = 3;         // medians over this many
-    int json = 0;
+    int json = 0, threads = 0;
     sm_model_config cfg = {.n_layer = 12, .n_head = 12, .n_embd = 768, .max_seq_len = 1024, .vocab_size = 50257};
-    enum { O_DIR = 256, O_REP, O_L, O_H, O_C, O_V, O_T, O_JSON, O_HELP };
+    enum { O_DIR = 256, O_REP, O_L, O_H, O_C, O_V, O_T, O_JSON, O_HELP, O_THR };
     static const struct option opts[] = {
         {"dir", required_argument, 0, O_DIR}, {"repeats", required_argument, 0, O_REP},
         {"layers", required_argument, 0, O_L}, {"heads", required_argument, 0, O_H},
         {"embd", required_argument, 0, O_C}, {"vocab", required_argument, 0, O_V},
         {"context", required_argument, 0, O_T}, {"json", no_argument, 0, O_JSON},
-        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"help", no_argument, 0, O_HELP}, {"threads", required_argument, 0, O_THR}, {0, 0, 0, 0},
     };
     opterr = 0;
     optind = 1;
@@ -150,11 +153,13 @@ int bench_checkpoint(int argc, char **argv) {
         case O_V: cfg.vocab_size = (int)cli_int("--vocab", optarg, 2, 65536); break;
         case O_T: cfg.max_seq_len = (int)cli_int("--context", optarg, 1, 65536); break;
         case O_JSON: json = 1; break;
+        case O_THR: threads = (int)cli_int("--threads", optarg, 1, 1024); break;
         case O_HELP: fputs(BENCH_CKPT_USAGE, stdout); comm_finalize(); return SM_EXIT_OK;
         default: cli_bad_option("bench checkpoint", argc, argv);
         }
     }
     if (optind < argc) sm_fatal(SM_EXIT_USAGE, "bench checkpoint: unexpected argument '%s' (command line)", argv[optind]);
+    comm_set_threads(&topo, threads);   // train's rule: ranks of a node share its CPUs (no oversubscription)
     char err[CKPT_ERR_MAX];
     if (gpt2_config_validate(&cfg, err, sizeof err) != 0) sm_fatal(SM_EXIT_USAGE, "%s (command line)", err);
     struct stat st;
