@@ -140,12 +140,13 @@ int ckpt_save(const char *run_dir, const ckpt_meta *meta, const sm_table *params
 // parameter / ranks (*bytes_out), e.g. 1.5 GB for GPT-2 124M on one rank — and starts a writer thread.
 // ckpt_async_save does the save's collective part (the same checks, rank 0's layout, the ZeRO exchange),
 // copies this rank's chunks into the buffer, checking every value as it copies (a non-finite value fails
-// it here, as ckpt_save would; on rank 0 the thread starts the copy while the main thread lays out), hands the summing (Fletcher32) and writing to the thread and returns: the
-// time it takes is the step's stall (stats->stall_seconds). A save while another is in flight waits for it
-// first. The commit rules are ckpt_save's: the data is written to the .tmp and synced by every rank's
-// thread; once ckpt_async_poll finds every rank's data on disk, rank 0's thread commits (sync, rename,
-// directory sync, `latest`, prune). The thread makes no MPI call; every function here is collective and
-// called by the main thread only. The tables and moment range must keep the layout given to create.
+// it here, as ckpt_save would; on rank 0 the thread starts the copy while the main thread lays out), hands
+// the summing (Fletcher32) and writing to the thread and returns: the time it takes is the step's stall
+// (stats->stall_seconds). A save while another is in flight waits for it first. The commit rules are
+// ckpt_save's: the data is written to the .tmp and synced by every rank's thread; once ckpt_async_poll
+// finds every rank's data on disk, rank 0's thread commits (sync, rename, directory sync, `latest`,
+// prune). The thread makes no MPI call; every function here but ckpt_async_capture is collective, and all
+// are called by the main thread only. The tables and moment range must keep the layout given to create.
 typedef struct ckpt_async ckpt_async;
 int ckpt_async_create(ckpt_async **a, const sm_table *params, const sm_table *m, const sm_table *v, size_t moment_lo,
                       size_t moment_hi, uint64_t *bytes_out, char *err, size_t errlen);
@@ -157,14 +158,14 @@ int ckpt_async_save(ckpt_async *a, const char *run_dir, const ckpt_meta *meta, c
 // may be NULL: its figures). -1 when it failed (message in err; the .tmp removed, the previous checkpoint
 // and `latest` untouched).
 int ckpt_async_poll(ckpt_async *a, int wait, int *completed, ckpt_stats *stats, char *err, size_t errlen);
-int ckpt_async_pending(const ckpt_async *a);
+int ckpt_async_pending(const ckpt_async *a);   // a save is in flight (the same on every rank)
 // Arms a capture for the save of step `step`: *out (NULL when this state cannot be captured: ZeRO moments,
 // or a save still in flight, whose buffer is the writer's) tells the AdamW pass of that step where to copy
 // the updated p, m and v (adamw_state.capture) — the copy the save would otherwise make after it, reading
 // the state again (here about half the memory traffic). ckpt_async_save for that step then writes the
 // buffer as the pass left it (when it completed and found every value finite; else it copies as
 // usual). Local, no MPI; call it once no save is in flight (ckpt_async_poll with wait), before the step.
-void ckpt_async_capture(ckpt_async *a, int step, sm_capture **out);   // a save is in flight (the same on every rank)
+void ckpt_async_capture(ckpt_async *a, int step, sm_capture **out);
 void ckpt_async_free(ckpt_async *a);           // waits for the thread's current job; not collective
 
 // At start, before any training: whether RUN_DIR can take one checkpoint of these parameters (the
@@ -243,6 +244,9 @@ void ckpt_resume_free(ckpt_resume *r);
 // when there is none; -1 when it is not a regular file or does not hold one checkpoint file name.
 enum { CKPT_LATEST_MISSING = -2 };
 int ckpt_read_latest(const char *run_dir, char *name, size_t cap, char *err, size_t errlen);
+// Rank-local: the file name of RUN_DIR's newest checkpoint by step (not verified) into name. 1 when there
+// is one; 0 when there is none, or RUN_DIR cannot be listed.
+int ckpt_newest_name(const char *run_dir, char *name, size_t cap);
 
 // One trainer per run directory: rank 0 takes an exclusive flock on RUN_DIR/.lock (which must be a
 // regular file; created if missing) and writes "pid P on host H" into it; the kernel releases the lock

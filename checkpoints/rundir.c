@@ -136,6 +136,15 @@ done:
     return ckpt_ctx_finish(cx, rc, err, errlen);
 }
 
+int ckpt_newest_name(const char *run_dir, char *name, size_t cap) {
+    ckpt_dir dir;
+    char why[CKPT_ERR_MAX];
+    int found = ckpt_dir_scan(run_dir, &dir, why, sizeof why) == 0 && dir.n_ckpt > 0;
+    if (found) snprintf(name, cap, "%s", dir.e[0].name);   // checkpoints come first, newest first
+    ckpt_dir_free(&dir);
+    return found;
+}
+
 // ---------------------------------------------------------------------------
 // `latest`
 int ckpt_read_latest(const char *run_dir, char *name, size_t cap, char *err, size_t errlen) {

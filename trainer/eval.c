@@ -1,7 +1,6 @@
 // eval.c — `smallmind eval`: mean per-token loss, perplexity and bits per byte of a checkpoint
 // over a token shard's windows, on any number of ranks; and the checkpoint loading that eval and
 // generate share (infer_load_weights).
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -80,14 +79,8 @@ void ckpt_arg_path(const char *arg, char *path, size_t cap) {
     if (rc != 0) sm_fatal(SM_EXIT_USAGE, "%s (%s/latest)", why, arg);
     if ((size_t)snprintf(path, cap, "%s/%s", arg, name) >= cap) sm_fatal(SM_EXIT_USAGE, "path too long (%s)", arg);
     if (stat(path, &st) != 0 && errno == ENOENT) {   // `latest` names a deleted file: say which ones are there
-        int newest = -1, step;
-        DIR *d = opendir(arg);
-        for (struct dirent *e; d && (e = readdir(d));)
-            if (ckpt_name_parse(e->d_name, &step) == CKPT_NAME_CKPT && step > newest) newest = step;
-        if (d) closedir(d);
-        char other[CKPT_NAME_MAX] = "";
-        if (newest >= 0) ckpt_name(other, sizeof other, newest);
-        if (newest >= 0)
+        char other[CKPT_NAME_MAX];
+        if (ckpt_newest_name(arg, other, sizeof other))
             sm_fatal(SM_EXIT_USAGE, "`latest` names %s, which is not in the run directory; its newest checkpoint is "
                      "%s: pass that file with --ckpt (%s/latest)", name, other, arg);
         sm_fatal(SM_EXIT_USAGE, "`latest` names %s, which is not in the run directory, and it holds no other "

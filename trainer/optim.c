@@ -77,6 +77,16 @@ static int capture_range(const sm_capture *cap, int kind, const float *arr, size
     return bad;
 }
 
+// AdamW over arena floats [x, x + k) (and their bf16 copy when the state keeps one).
+static void update_range(const adamw_state *o, float *p, const float *g, float *m, float *v, size_t x, size_t k,
+                         const adamw_hparams *h, float wd, float grad_scale, int t) {
+    if (o->copy_bf16)
+        adamw_update_bf16(p + x, o->copy_bf16 + x, g + x, m + x, v + x, k, h->lr, h->beta1, h->beta2, h->eps, wd,
+                          grad_scale, t);
+    else
+        adamw_update(p + x, g + x, m + x, v + x, k, h->lr, h->beta1, h->beta2, h->eps, wd, grad_scale, t);
+}
+
 void adamw_step(adamw_state *o, sm_table *params, const sm_table *grads, const adamw_hparams *h, int t,
                 float grad_scale, int (*decays)(int tensor_index)) {
     double t0 = prof_start(), n = 0.0;
@@ -94,11 +104,7 @@ void adamw_step(adamw_state *o, sm_table *params, const sm_table *grads, const a
 #pragma omp parallel for schedule(static) reduction(| : bad)
             for (long q = 0; q < pieces; q++) {
                 size_t x = a + (size_t)q * CAPTURE_PIECE, k = b - x < CAPTURE_PIECE ? b - x : CAPTURE_PIECE;
-                if (o->copy_bf16)   // on this thread alone (inside the region)
-                    adamw_update_bf16(p + x, o->copy_bf16 + x, g + x, m + x, v + x, k, h->lr, h->beta1, h->beta2,
-                                      h->eps, wd, grad_scale, t);
-                else
-                    adamw_update(p + x, g + x, m + x, v + x, k, h->lr, h->beta1, h->beta2, h->eps, wd, grad_scale, t);
+                update_range(o, p, g, m, v, x, k, h, wd, grad_scale, t);   // on this thread alone (inside the region)
                 bad |= capture_range(cap, 0, p + x, x, k) | capture_range(cap, 1, m + x, x, k) |
                        capture_range(cap, 2, v + x, x, k);
 #if defined(__SSE2__)
@@ -107,11 +113,7 @@ void adamw_step(adamw_state *o, sm_table *params, const sm_table *grads, const a
             }
             continue;
         }
-        if (o->copy_bf16)
-            adamw_update_bf16(p + a, o->copy_bf16 + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps, wd,
-                              grad_scale, t);
-        else
-            adamw_update(p + a, g + a, m + a, v + a, b - a, h->lr, h->beta1, h->beta2, h->eps, wd, grad_scale, t);
+        update_range(o, p, g, m, v, a, b - a, h, wd, grad_scale, t);
     }
     if (cap) {
         cap->bad |= bad;

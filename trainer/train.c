@@ -121,9 +121,10 @@ static const cli_opt TRAIN_OPTIONS[] = {
           "quits at once):", 0, ANNOUNCE),
     T_OPT("keep", CLI_INT, keep, 0, 1 << 20, "K", "keep only the newest K checkpoints; 0 = all", NULL, 0, ANNOUNCE),
     T_OPT("ckpt-async", CLI_FLAG, ckpt_async, 0, 1, NULL, "write checkpoints from a thread while training continues: "
-          "the saving step only copies the state into a buffer (a save on schedule: its AdamW pass does); memory: one buffer of this rank's share of the "
-          "parameters and both AdamW moments (12 bytes per parameter / ranks, e.g. 1.5 GB for GPT-2 124M on one "
-          "rank), allocated once at start; a save waits for the previous one; commits as without it", NULL, 0, FREE),
+          "the saving step only copies the state into a buffer (a save on schedule: its AdamW pass does); "
+          "memory: one buffer of this rank's share of the parameters and both AdamW moments (12 bytes per "
+          "parameter / ranks, e.g. 1.5 GB for GPT-2 124M on one rank), allocated once at start; a save waits for "
+          "the previous one; commits as without it", NULL, 0, FREE),
     T_OPT("stop-at", CLI_INT, stop_at, 1, 1 << 30, "N", "end cleanly after step N, checkpointing it; the schedule "
           "still follows --steps (default: no)", NULL, 0, FREE),
     T_OPT("resume", CLI_STR, resume, 0, 0, "MODE", "auto: the checkpoint RUN_DIR's `latest` names, else fresh; none: "
@@ -315,7 +316,11 @@ static void options_json(const train_opts *o, char *out, size_t cap) {
     if ((size_t)snprintf(out, cap, "%s", j.buf) >= cap) out[0] = '\0';   // too long to record: not compared
 }
 
-static int g_async_captured;   // the save in flight was copied by its step's AdamW pass
+// Whether a checkpoint is due after step `done` by the flags (--ckpt-every, --stop-at, the last step); a
+// signal's adds one.
+static int save_on_schedule(const train_opts *o, int done) {
+    return (o->ckpt_every > 0 && done % o->ckpt_every == 0) || done == o->steps || done == o->stop_at;
+}
 
 // A committed checkpoint: one line on stdout, one event in the log (rank 0).
 static void report_ckpt(runlog *log, const char *run_dir, int step, int steps, const ckpt_stats *cst, int async) {
@@ -325,7 +330,7 @@ static void report_ckpt(runlog *log, const char *run_dir, int step, int steps, c
     if (async)
         printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s in the background, %.2f GB/s; the step stalled %.1f ms%s)\n",
                step, steps, path, (double)cst->bytes / 1e6, cst->seconds, gbps, cst->stall_seconds * 1e3,
-               g_async_captured ? ", the copy made by its AdamW pass" : "");
+               cst->captured ? ", the copy made by its AdamW pass" : "");
     else
         printf("step %5d/%d | checkpoint %s (%.1f MB, %.2f s, %.2f GB/s)\n", step, steps, path,
                (double)cst->bytes / 1e6, cst->seconds, gbps);
@@ -340,21 +345,23 @@ static void report_ckpt(runlog *log, const char *run_dir, int step, int steps, c
     sm_json_num(&j, "io_s", "%.4f", cst->io_seconds);
     sm_json_num(&j, "gbps", "%.4f", gbps);
     if (async) sm_json_num(&j, "stall_s", "%.4f", cst->stall_seconds);
-    if (async) sm_json_int(&j, "copied_by_adamw", g_async_captured);
+    if (async) sm_json_int(&j, "copied_by_adamw", cst->captured);
     sm_json_end(&j);
     runlog_write(log, &j);
 }
 
-// --ckpt-async: advances the save in flight (wait: until it is committed) and reports its commit. Collective.
+// --ckpt-async: advances the save in flight (wait: until it is committed) and reports its commit, with what
+// it cost its step (begun: ckpt_async_save's stats). Collective.
 static void async_advance(ckpt_async *saver, int wait, runlog *log, const char *run_dir, int *step, int steps,
-                          double stall, int rank) {
+                          const ckpt_stats *begun, int rank) {
     char err[CKPT_ERR_MAX];
     int completed = 0;
     ckpt_stats cst;
     if (!ckpt_async_pending(saver)) return;
     if (ckpt_async_poll(saver, wait, &completed, &cst, err, sizeof err) != 0) comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);
     if (!completed) return;
-    cst.stall_seconds = stall;
+    cst.stall_seconds = begun->stall_seconds;
+    cst.captured = begun->captured;
     if (rank == 0) report_ckpt(log, run_dir, *step, steps, &cst, 1);
     *step = 0;
 }
@@ -720,7 +727,7 @@ int cmd_train(int argc, char **argv) {
     // --ckpt-async: the buffer, allocated once here (the step that saves only copies into it)
     ckpt_async *saver = NULL;
     int async_step = 0;       // the step of the save in flight
-    double async_stall = 0;   // what that save cost its step
+    ckpt_stats async_begun = {0};   // what that save cost its step (ckpt_async_save's stats)
     if (o.ckpt_async) {
         uint64_t bytes = 0;
         if (ckpt_async_create(&saver, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, &bytes, err,
@@ -747,9 +754,8 @@ int cmd_train(int argc, char **argv) {
         // a save due after this step (on schedule: a signal's is not known yet): the one in flight committed
         // first (the save would wait for it anyway), then its buffer is filled by this step's AdamW pass,
         // with no second read of the state in the save
-        const int due = (o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0) || step + 1 == o.steps || step + 1 == o.stop_at;
-        if (saver && due) {
-            async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
+        if (saver && save_on_schedule(&o, step + 1)) {
+            async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, &async_begun, topo.rank);
             ckpt_async_capture(saver, step + 1, &tr.opt.capture);   // NULL when it cannot (ZeRO)
         }
         train_step(&tr, train_loader, cursor, &hp, (float)o.clip, step + 1, &st);
@@ -800,8 +806,8 @@ int cmd_train(int argc, char **argv) {
         if (topo.world_size > 1) stop_sig = comm_allreduce_max_int(stop_sig);
         int stop = stop_sig != 0;
         int stop_here = stop || done == o.stop_at;
-        if (saver) async_advance(saver, 0, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
-        if (stop_here || done == o.steps || (o.ckpt_every > 0 && done % o.ckpt_every == 0)) {
+        if (saver) async_advance(saver, 0, &log, o.run_dir, &async_step, o.steps, &async_begun, topo.rank);
+        if (stop || save_on_schedule(&o, done)) {
             meta.step = done;
             meta.tokens_seen = tokens0 + (uint64_t)(done - step0) * global_batch * (uint64_t)o.seq;
             meta.data_cursor = cursor0 + (uint64_t)(done - step0) * global_batch;
@@ -814,15 +820,14 @@ int cmd_train(int argc, char **argv) {
             if (saver) {   // copied, then written by the thread; the last save of the run is waited for
                 // the save in flight, if any, committed and reported first (ckpt_async_save would wait for
                 // it without a report)
-                async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
+                async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, &async_begun, topo.rank);
                 if (ckpt_async_save(saver, o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi,
                                     o.keep, &cst, err, sizeof err) != 0)
                     comm_fatal_agreed(SM_EXIT_RUNTIME, "%s", err);   // every rank has the message
                 async_step = done;
-                async_stall = cst.stall_seconds;
-                g_async_captured = cst.captured;
+                async_begun = cst;
                 if (stop_here || done == o.steps)
-                    async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
+                    async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, &async_begun, topo.rank);
             } else {
                 if (ckpt_save(o.run_dir, &meta, &tr.w.params, &tr.opt.m, &tr.opt.v, tr.opt.lo, tr.opt.hi, o.keep, &cst,
                               err, sizeof err) != 0)
@@ -840,7 +845,7 @@ int cmd_train(int argc, char **argv) {
     }
 
     if (saver) {   // a save still in flight is committed before the run ends
-        async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, async_stall, topo.rank);
+        async_advance(saver, 1, &log, o.run_dir, &async_step, o.steps, &async_begun, topo.rank);
         ckpt_async_free(saver);
     }
     if (o.profile && topo.rank == 0) {
